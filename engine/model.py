@@ -1,0 +1,401 @@
+"""The CLIP model: text transformer, VisionTransformer and ModifiedResNet image towers.
+
+Parameter names follow the official checkpoints exactly, so an official state dict loads
+as it is, and every hyperparameter is inferred from a state dict's shapes alone.
+Tensors are batch-first inside (the official code is sequence-first); the weights are the same.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+# name -> constructor arguments of CLIP (context length 77 and vocab 49408 for all).
+ARCHITECTURES: dict[str, dict] = {
+    "RN50": dict(embed_dim=1024, image_resolution=224, vision_layers=(3, 4, 6, 3), vision_width=64,
+                 transformer_width=512, transformer_layers=12),
+    "RN101": dict(embed_dim=512, image_resolution=224, vision_layers=(3, 4, 23, 3), vision_width=64,
+                  transformer_width=512, transformer_layers=12),
+    "RN50x4": dict(embed_dim=640, image_resolution=288, vision_layers=(4, 6, 10, 6), vision_width=80,
+                   transformer_width=640, transformer_layers=12),
+    "RN50x16": dict(embed_dim=768, image_resolution=384, vision_layers=(6, 8, 18, 8), vision_width=96,
+                    transformer_width=768, transformer_layers=12),
+    "RN50x64": dict(embed_dim=1024, image_resolution=448, vision_layers=(3, 15, 36, 10), vision_width=128,
+                    transformer_width=1024, transformer_layers=12),
+    "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=32, transformer_width=512, transformer_layers=12),
+    "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=16, transformer_width=512, transformer_layers=12),
+    "ViT-L/14": dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024,
+                     vision_patch_size=14, transformer_width=768, transformer_layers=12),
+    "ViT-L/14@336px": dict(embed_dim=768, image_resolution=336, vision_layers=24, vision_width=1024,
+                           vision_patch_size=14, transformer_width=768, transformer_layers=12),
+}
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32 whatever the input dtype (as the reference does for fp16)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
+
+
+class QuickGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with nn.MultiheadAttention's parameter names (in_proj, out_proj)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        n, length, width = x.shape
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (t.reshape(n, length, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return self.out_proj(out.transpose(1, 2).reshape(n, length, width))
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.attn = Attention(width, heads)
+        self.ln_1 = LayerNorm(width)
+        self.mlp = nn.Sequential(OrderedDict([
+            ("c_fc", nn.Linear(width, width * 4)),
+            ("gelu", QuickGELU()),
+            ("c_proj", nn.Linear(width * 4, width)),
+        ]))
+        self.ln_2 = LayerNorm(width)
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), causal)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, width: int, layers: int, heads: int):
+        super().__init__()
+        self.width, self.layers = width, layers
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads) for _ in range(layers)])
+        self.grad_checkpointing = False  # trade compute for memory in training, per residual block
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        for block in self.resblocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, causal, use_reentrant=False)
+            else:
+                x = block(x, causal)
+        return x
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int, heads: int,
+                 output_dim: int):
+        super().__init__()
+        self.input_resolution = input_resolution
+        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        scale = width ** -0.5
+        self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        grid = input_resolution // patch_size
+        self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
+        self.ln_pre = LayerNorm(width)
+        self.transformer = Transformer(width, layers, heads)
+        self.ln_post = LayerNorm(width)
+        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+
+    def forward(self, x: torch.Tensor, project: bool = True) -> torch.Tensor:
+        x = self.conv1(x).flatten(2).transpose(1, 2)  # [n, grid*grid, width]
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        x = self.transformer(self.ln_pre(x))
+        x = self.ln_post(x[:, 0])
+        return x @ self.proj if project else x
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1):
+        super().__init__()
+        # All convolutions have stride 1; a stride > 1 is an avg-pool before the last 1x1 conv.
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride > 1 or inplanes != planes * self.expansion:
+            self.downsample = nn.Sequential(OrderedDict([
+                ("-1", nn.AvgPool2d(stride)),
+                ("0", nn.Conv2d(inplanes, planes * self.expansion, 1, stride=1, bias=False)),
+                ("1", nn.BatchNorm2d(planes * self.expansion)),
+            ]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(self.avgpool(out)))
+        return self.relu3(out + identity)
+
+
+class AttentionPool2d(nn.Module):
+    """One multi-head attention layer whose single query is the mean of the spatial tokens."""
+
+    def __init__(self, spacial_dim: int, embed_dim: int, num_heads: int, output_dim: int):
+        super().__init__()
+        self.positional_embedding = nn.Parameter(torch.randn(spacial_dim ** 2 + 1, embed_dim) / embed_dim ** 0.5)
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.c_proj = nn.Linear(embed_dim, output_dim)
+        self.num_heads = num_heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(2).transpose(1, 2)  # [n, hw, c]
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1) + self.positional_embedding.to(x.dtype)
+        n, length, c = x.shape
+        heads = self.num_heads
+        q = self.q_proj(x[:, :1]).reshape(n, 1, heads, -1).transpose(1, 2)
+        k = self.k_proj(x).reshape(n, length, heads, -1).transpose(1, 2)
+        v = self.v_proj(x).reshape(n, length, heads, -1).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v)  # only the mean token's query is needed
+        return self.c_proj(out.transpose(1, 2).reshape(n, c))
+
+
+class ModifiedResNet(nn.Module):
+    """ResNet with a 3-conv stem, anti-aliased strided blocks and attention pooling."""
+
+    def __init__(self, layers: tuple[int, int, int, int], output_dim: int, heads: int,
+                 input_resolution: int = 224, width: int = 64):
+        super().__init__()
+        self.input_resolution = input_resolution
+        self.conv1 = nn.Conv2d(3, width // 2, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width // 2)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(width // 2, width // 2, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width // 2)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv3 = nn.Conv2d(width // 2, width, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.avgpool = nn.AvgPool2d(2)
+
+        self._inplanes = width
+        self.layer1 = self._make_layer(width, layers[0])
+        self.layer2 = self._make_layer(width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(width * 8, layers[3], stride=2)
+        self.attnpool = AttentionPool2d(input_resolution // 32, width * 32, heads, output_dim)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        layers = [Bottleneck(self._inplanes, planes, stride)]
+        self._inplanes = planes * Bottleneck.expansion
+        layers += [Bottleneck(self._inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, project: bool = True) -> torch.Tensor:
+        x = self.relu1(self.bn1(self.conv1(x)))
+        x = self.relu2(self.bn2(self.conv2(x)))
+        x = self.avgpool(self.relu3(self.bn3(self.conv3(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        # The attention pool's output layer is the projection; there is no separate one to skip.
+        return self.attnpool(x)
+
+
+class CLIP(nn.Module):
+    def __init__(self, embed_dim: int, image_resolution: int, vision_layers: int | tuple[int, int, int, int],
+                 vision_width: int, vision_patch_size: int | None = None, context_length: int = 77,
+                 vocab_size: int = 49408, transformer_width: int = 512, transformer_heads: int | None = None,
+                 transformer_layers: int = 12):
+        super().__init__()
+        self.context_length = context_length
+        if isinstance(vision_layers, (tuple, list)):
+            self.visual = ModifiedResNet(tuple(vision_layers), embed_dim, heads=vision_width * 32 // 64,
+                                         input_resolution=image_resolution, width=vision_width)
+        else:
+            self.visual = VisionTransformer(image_resolution, vision_patch_size, vision_width, vision_layers,
+                                            heads=max(1, vision_width // 64), output_dim=embed_dim)
+        self.transformer = Transformer(transformer_width, transformer_layers,
+                                       transformer_heads or max(1, transformer_width // 64))
+        self.vocab_size = vocab_size
+        self.token_embedding = nn.Embedding(vocab_size, transformer_width)
+        self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
+        self.ln_final = LayerNorm(transformer_width)
+        self.text_projection = nn.Parameter(torch.empty(transformer_width, embed_dim))
+        self.logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
+        self.config = dict(embed_dim=embed_dim, image_resolution=image_resolution,
+                           vision_layers=list(vision_layers) if isinstance(vision_layers, (tuple, list))
+                           else vision_layers, vision_width=vision_width, vision_patch_size=vision_patch_size,
+                           context_length=context_length, vocab_size=vocab_size,
+                           transformer_width=transformer_width, transformer_heads=self.transformer.resblocks[0]
+                           .attn.heads if transformer_layers else transformer_heads,
+                           transformer_layers=transformer_layers)
+        self.initialize_parameters()
+
+    def initialize_parameters(self) -> None:
+        """The reference initialisation, so that training can start from scratch."""
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        if isinstance(self.visual, ModifiedResNet):
+            pool = self.visual.attnpool
+            std = pool.c_proj.in_features ** -0.5
+            for proj in (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj):
+                nn.init.normal_(proj.weight, std=std)
+            for stage in (self.visual.layer1, self.visual.layer2, self.visual.layer3, self.visual.layer4):
+                for block in stage:
+                    nn.init.zeros_(block.bn3.weight)  # each residual branch starts as identity
+        width, layers = self.transformer.width, self.transformer.layers
+        proj_std = width ** -0.5 * (2 * max(layers, 1)) ** -0.5
+        attn_std = width ** -0.5
+        fc_std = (2 * width) ** -0.5
+        for block in self.transformer.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        nn.init.normal_(self.text_projection, std=width ** -0.5)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.visual.conv1.weight.dtype
+
+    @property
+    def image_resolution(self) -> int:
+        return self.visual.input_resolution
+
+    @property
+    def embed_dim(self) -> int:
+        return self.text_projection.shape[1]
+
+    def encode_image(self, image: torch.Tensor, project: bool = True) -> torch.Tensor:
+        """Image features; project=False gives the features before the final projection."""
+        return self.visual(image.to(self.dtype), project=project)
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        # Causal attention: positions after the longest sequence's EOT never influence earlier
+        # ones, so the batch is cut there instead of running all 77 positions.
+        eot = text.argmax(dim=-1)  # EOT has the highest id in the vocabulary
+        length = int(eot.max()) + 1 if text.numel() else 1
+        dtype = self.text_projection.dtype
+        x = self.token_embedding(text[:, :length]).to(dtype) + self.positional_embedding[:length].to(dtype)
+        x = self.ln_final(self.transformer(x, causal=True))
+        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image_features = F.normalize(self.encode_image(image).float(), dim=-1)
+        text_features = F.normalize(self.encode_text(text).float(), dim=-1)
+        logits_per_image = self.logit_scale.exp().float() * image_features @ text_features.t()
+        return logits_per_image, logits_per_image.t()
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> CLIP:
+        """A randomly initialised model of one of the paper's architectures."""
+        if name not in ARCHITECTURES:
+            raise KeyError(f"Unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+        return cls(**{**ARCHITECTURES[name], **overrides})
+
+    @staticmethod
+    def config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
+        """Every hyperparameter, inferred from tensor shapes alone."""
+        if "visual.proj" in sd:
+            vision_width = sd["visual.conv1.weight"].shape[0]
+            vision_layers = len({k.split(".")[3] for k in sd if k.startswith("visual.transformer.resblocks.")})
+            vision_patch_size = sd["visual.conv1.weight"].shape[-1]
+            grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+            image_resolution = vision_patch_size * grid
+        else:
+            vision_layers = tuple(len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{b}.")})
+                                  for b in (1, 2, 3, 4))
+            vision_width = sd["visual.layer1.0.conv1.weight"].shape[0]
+            vision_patch_size = None
+            grid = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+            image_resolution = grid * 32
+        transformer_width = sd["ln_final.weight"].shape[0]
+        return dict(
+            embed_dim=sd["text_projection"].shape[1], image_resolution=image_resolution,
+            vision_layers=vision_layers, vision_width=vision_width, vision_patch_size=vision_patch_size,
+            context_length=sd["positional_embedding"].shape[0], vocab_size=sd["token_embedding.weight"].shape[0],
+            transformer_width=transformer_width, transformer_heads=max(1, transformer_width // 64),
+            transformer_layers=len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")}),
+        )
+
+    @classmethod
+    def from_state_dict(cls, sd: dict[str, torch.Tensor], strict: bool = True) -> CLIP:
+        """Build the architecture the state dict describes and load it (fp32, eval mode)."""
+        sd = {k: v for k, v in sd.items() if k not in ("input_resolution", "context_length", "vocab_size")}
+        model = cls(**cls.config_from_state_dict(sd))
+        load_state_dict_checked(model, sd, strict=strict)
+        return model.eval()
+
+
+def load_state_dict_checked(model: nn.Module, sd: dict[str, torch.Tensor], strict: bool = True) -> None:
+    """load_state_dict that names every missing or unexpected key and every shape mismatch."""
+    own = model.state_dict()
+    problems = []
+    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sd if k in own and sd[k].shape != own[k].shape]
+    if missing and strict:
+        problems.append(f"missing keys: {', '.join(missing[:20])}" + (" ..." if len(missing) > 20 else ""))
+    if unexpected and strict:
+        problems.append(f"unexpected keys: {', '.join(unexpected[:20])}" + (" ..." if len(unexpected) > 20 else ""))
+    if shapes:
+        problems.append(f"shape mismatches: {'; '.join(shapes[:20])}")
+    if problems:
+        raise ValueError("The checkpoint does not fit this model: " + " | ".join(problems))
+    sd = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in sd.items() if k in own}
+    model.load_state_dict(sd, strict=False)
+
+
+def convert_weights(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast matmul and conv weights to dtype (fp16/bf16) as the reference does; LayerNorm stays fp32."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, Attention)):
+            for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
+                if tensor.is_floating_point():
+                    tensor.data = tensor.data.to(dtype)
+    for name in ("text_projection", "proj"):
+        for module in model.modules():
+            param = getattr(module, name, None)
+            if isinstance(param, nn.Parameter):
+                param.data = param.data.to(dtype)
+    return model
+
+
+def resize_positional_embedding(sd: dict[str, torch.Tensor], image_resolution: int) -> dict[str, torch.Tensor]:
+    """Bicubic resize of the image positional embedding (ViT grid or ResNet attention pool)
+    so a checkpoint can be fine-tuned or run at another resolution."""
+    key = "visual.positional_embedding" if "visual.proj" in sd else "visual.attnpool.positional_embedding"
+    pos = sd[key]
+    stride = sd["visual.conv1.weight"].shape[-1] if "visual.proj" in sd else 32
+    old_grid, new_grid = round((pos.shape[0] - 1) ** 0.5), image_resolution // stride
+    if old_grid == new_grid:
+        return sd
+    cls_tok, grid = pos[:1], pos[1:].reshape(1, old_grid, old_grid, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=(new_grid, new_grid), mode="bicubic", align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(new_grid * new_grid, -1).to(pos.dtype)
+    return {**sd, key: torch.cat([cls_tok, grid], dim=0)}

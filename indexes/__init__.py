@@ -1,0 +1,1 @@
+"""The photo catalog (SQLAlchemy, the source of truth) and the FAISS vector indexes derived from it."""
