@@ -1,0 +1,202 @@
+"""Audit datasets: image paths plus group columns, from FairFace's release CSVs or any CSV.
+
+Categories are mapped by string, never by index; unknown strings and missing files are errors
+that list what was wrong, before any model work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from engine.errors import CliplabError
+
+FAIRFACE_AGES = ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"]
+FAIRFACE_GENDERS = ["Male", "Female"]
+FAIRFACE_RACES = ["East Asian", "Indian", "Black", "White", "Middle Eastern", "Latino_Hispanic",
+                  "Southeast Asian"]
+FAIRFACE_VALUES = {"age": FAIRFACE_AGES, "gender": FAIRFACE_GENDERS, "race": FAIRFACE_RACES}
+FAIRFACE_COLUMNS = ["file", "age", "gender", "race", "service_test"]
+PATH_COLUMNS = ("file", "path", "image", "filename")
+SPLITS = ("train", "val")
+
+
+@dataclass
+class AuditDataset:
+    """The rows an audit looks at, after validation and sampling."""
+
+    source: str  # the CSV file
+    kind: str  # "fairface" or "csv"
+    split: str | None
+    file_hash: str  # SHA-256 of the CSV bytes
+    paths: list[Path]
+    groups: dict[str, np.ndarray]  # column -> string label per image
+    values: dict[str, list[str]]  # column -> category order
+    rows: np.ndarray  # row numbers (0-based, data rows) of the CSV that were kept
+    n_rows: int  # data rows in the CSV before filtering and sampling
+    sample: int | None = None
+    seed: int = 0
+    options: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def provenance(self) -> dict:
+        return {"source": self.source, "kind": self.kind, "split": self.split, "file_sha256": self.file_hash,
+                "rows_in_file": self.n_rows, "images": len(self), "sample": self.sample, "seed": self.seed,
+                "group_columns": list(self.groups), "options": self.options}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise CliplabError(f"Could not read the CSV {path}: {error}. Give a comma-separated file with a "
+                           f"header row.") from error
+
+
+def _listing(items: list[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(item) for item in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _sample(n: int, sample: int | None, seed: int) -> np.ndarray:
+    if sample is None or sample >= n:
+        return np.arange(n)
+    if sample <= 0:
+        raise CliplabError(f"--sample must be a positive number of images, not {sample}.")
+    return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+
+
+def _check_files(paths: list[Path], source: Path) -> None:
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise CliplabError(f"{len(missing)} of {len(paths)} images listed in {source} do not exist: "
+                           f"{_listing(missing)}. Fix the paths (they are read relative to the CSV's "
+                           f"folder) or remove those rows.")
+
+
+def _build(frame: pd.DataFrame, path_column: str, columns: list[str], root: Path, csv: Path, kind: str,
+           split: str | None, values: dict[str, list[str]], sample: int | None, seed: int, options: dict,
+           n_rows: int, row_numbers: np.ndarray) -> AuditDataset:
+    keep = _sample(len(frame), sample, seed)
+    frame = frame.iloc[keep]
+    paths = [root / name for name in frame[path_column]]
+    _check_files(paths, csv)
+    return AuditDataset(source=str(csv), kind=kind, split=split, file_hash=file_sha256(csv), paths=paths,
+                        groups={c: frame[c].to_numpy(dtype=object).astype(str) for c in columns},
+                        values=values, rows=row_numbers[keep], n_rows=n_rows, sample=sample, seed=seed,
+                        options=options)
+
+
+def fairface_csv(location: Path, split: str) -> Path:
+    """The label CSV of a split: location is FairFace's folder (with fairface_label_<split>.csv) or the CSV."""
+    location = Path(location)
+    if location.is_file():
+        return location
+    if split not in SPLITS:
+        raise CliplabError(f"Unknown split {split!r}: FairFace has {', '.join(SPLITS)}.")
+    csv = location / f"fairface_label_{split}.csv"
+    if not csv.is_file():
+        raise CliplabError(f"{location} has no fairface_label_{split}.csv. Point --dataset at the FairFace "
+                           f"folder (the one holding fairface_label_train.csv, fairface_label_val.csv and "
+                           f"the train/ and val/ image folders) or at a CSV.")
+    return csv
+
+
+def is_fairface(location: Path) -> bool:
+    location = Path(location)
+    if location.is_dir():
+        return any((location / f"fairface_label_{s}.csv").is_file() for s in SPLITS)
+    header = location.open(encoding="utf-8", errors="replace").readline().strip().split(",")
+    return header[:4] == FAIRFACE_COLUMNS[:4]
+
+
+def load_fairface(location: Path, split: str = "val", sample: int | None = None, seed: int = 0,
+                  group_columns: list[str] | None = None, service_test_only: bool = False,
+                  padding: str | None = None) -> AuditDataset:
+    """FairFace's release format: columns file,age,gender,race,service_test; paths relative to the folder.
+
+    padding names the image release (FairFace ships padding 0.25 and 1.25 crops); it is recorded only.
+    """
+    csv = fairface_csv(location, split)
+    frame = _read_csv(csv)
+    absent = [c for c in FAIRFACE_COLUMNS[:4] if c not in frame.columns]
+    if absent:
+        raise CliplabError(f"{csv} lacks the FairFace column(s) {', '.join(absent)}; its columns are "
+                           f"{', '.join(frame.columns)}. For other datasets give --group-columns.")
+    columns = group_columns or ["race", "gender", "age"]
+    for column in columns:
+        if column not in FAIRFACE_VALUES:
+            raise CliplabError(f"Group column {column!r} is not a FairFace column; choose from race, gender, age.")
+        unknown = sorted(set(frame[column]) - set(FAIRFACE_VALUES[column]))
+        if unknown:
+            raise CliplabError(f"{csv} has unknown {column} values {_listing(unknown)}; FairFace's are "
+                               f"{', '.join(FAIRFACE_VALUES[column])} (matched exactly, by string).")
+    n_rows = len(frame)
+    row_numbers = np.arange(n_rows)
+    if service_test_only:
+        if "service_test" not in frame.columns:
+            raise CliplabError(f"{csv} has no service_test column, so --service-test cannot select rows.")
+        mask = frame["service_test"].str.lower().eq("true").to_numpy()
+        frame, row_numbers = frame[mask], row_numbers[mask]
+    options = {"service_test_only": service_test_only, "padding": padding}
+    return _build(frame, "file", columns, csv.parent, csv, "fairface", split if Path(location).is_dir() else None,
+                  {c: FAIRFACE_VALUES[c] for c in columns}, sample, seed, options, n_rows, row_numbers)
+
+
+def load_csv(csv: Path, group_columns: list[str], path_column: str | None = None, sample: int | None = None,
+             seed: int = 0) -> AuditDataset:
+    """Any CSV: a path column (file/path/image/filename, or named) and the group columns the user names."""
+    csv = Path(csv)
+    if not csv.is_file():
+        raise CliplabError(f"No such dataset file: {csv}.")
+    frame = _read_csv(csv)
+    if path_column is None:
+        path_column = next((c for c in PATH_COLUMNS if c in frame.columns), None)
+        if path_column is None:
+            raise CliplabError(f"{csv} has no image path column (one of {', '.join(PATH_COLUMNS)}); its columns "
+                               f"are {', '.join(frame.columns)}.")
+    if not group_columns:
+        raise CliplabError("Name the group columns of the CSV with --group-columns, e.g. --group-columns gender,age.")
+    absent = [c for c in [path_column, *group_columns] if c not in frame.columns]
+    if absent:
+        raise CliplabError(f"{csv} has no column(s) {', '.join(absent)}; its columns are {', '.join(frame.columns)}.")
+    for column in group_columns:
+        empty = np.flatnonzero(frame[column].str.strip().eq("").to_numpy())
+        if empty.size:
+            raise CliplabError(f"{csv}: column {column!r} is empty in {empty.size} row(s) (first data row "
+                               f"{int(empty[0]) + 1}); every image needs a group value.")
+    values = {c: sorted(set(frame[c])) for c in group_columns}
+    return _build(frame, path_column, list(group_columns), csv.parent, csv, "csv", None, values, sample, seed,
+                  {"path_column": path_column}, len(frame), np.arange(len(frame)))
+
+
+def load_dataset(location: str | Path, split: str = "val", sample: int | None = None, seed: int = 0,
+                 group_columns: list[str] | None = None, **fairface_options) -> AuditDataset:
+    """FairFace when the folder or CSV looks like FairFace's release, else a generic CSV."""
+    location = Path(location)
+    if not location.exists():
+        raise CliplabError(f"No such dataset: {location}. Give FairFace's folder or a CSV file.")
+    if is_fairface(location):
+        fairface_groups = group_columns if group_columns and set(group_columns) <= set(FAIRFACE_VALUES) else None
+        if group_columns and fairface_groups is None:
+            missing = sorted(set(group_columns) - set(FAIRFACE_VALUES))
+            raise CliplabError(f"FairFace has no column(s) {', '.join(missing)}; its group columns are race, "
+                               f"gender, age.")
+        return load_fairface(location, split, sample, seed, fairface_groups, **fairface_options)
+    if location.is_dir():
+        raise CliplabError(f"{location} is a folder without FairFace label CSVs; give a CSV file instead.")
+    return load_csv(location, group_columns or [], sample=sample, seed=seed)
