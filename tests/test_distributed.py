@@ -1,0 +1,85 @@
+"""Two gloo processes (DDP, gathered features, sharded loss) equal one process on the same global batch.
+
+Tolerance: |loss difference| <= 1e-5 and max |weight difference| <= 1e-5 after two AdamW steps,
+in fp32; the steps themselves move the weights by ~1e-3 (checked), so the bound is meaningful.
+The gap comes only from summation order (all-reduce, split matrix products).
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+
+from engine.model import CLIP
+from trainer.optim import build_optimizer, build_scheduler
+from trainer.step import FeatureModel, StepContext, train_step
+
+GLOBAL_BATCH, STEPS = 8, 2
+
+
+def _model() -> CLIP:
+    torch.manual_seed(0)
+    return CLIP(embed_dim=16, image_resolution=16, vision_layers=2, vision_width=64, vision_patch_size=8,
+                context_length=8, vocab_size=50, transformer_width=64, transformer_layers=2)
+
+
+def _batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(1)
+    out = []
+    for _ in range(STEPS):
+        images = torch.randn(GLOBAL_BATCH, 3, 16, 16, generator=generator)
+        tokens = torch.randint(1, 40, (GLOBAL_BATCH, 8), generator=generator)
+        tokens[:, 0], tokens[:, 5], tokens[:, 6:] = 48, 49, 0  # SOT ... EOT (the highest id), padding
+        out.append((images, tokens))
+    return out
+
+
+def _run(rank: int, world_size: int, accum: int, wrap) -> tuple[list[float], dict[str, torch.Tensor]]:
+    model = _model().train()
+    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.2)
+    scheduler = build_scheduler(optimizer, warmup_steps=1, total_steps=10)
+    ctx = StepContext(model, wrap(FeatureModel(model)), optimizer, scheduler, accum=accum, grad_clip=1.0,
+                      rank=rank, world_size=world_size)
+    share = GLOBAL_BATCH // world_size
+    losses = []
+    for images, tokens in _batches():
+        rows = slice(rank * share, (rank + 1) * share)
+        losses.append(train_step(ctx, images[rows], tokens[rows])[0])
+    return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        results = {accum: _run(rank, world_size, accum, DistributedDataParallel) for accum in (1, 2)}
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_equal_one_process(tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    reference_losses, reference = _run(0, 1, 1, lambda m: m)
+    initial = _model().state_dict()
+    assert max((reference[k] - initial[k]).abs().max().item() for k in reference) > 1e-4  # the steps did move it
+    for rank in (0, 1):
+        results = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for accum, (losses, weights) in results.items():
+            assert len(losses) == STEPS
+            for got, want in zip(losses, reference_losses):
+                assert abs(got - want) <= 1e-5, (rank, accum, losses, reference_losses)
+            worst = max((weights[k] - reference[k]).abs().max().item() for k in reference)
+            assert worst <= 1e-5, (rank, accum, worst)
