@@ -1,0 +1,86 @@
+"""The public entry point: engine.load(name or path) -> (model, preprocess, tokenizer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from assets import asset_path
+from engine import download as downloads
+from engine.errors import CliplabError
+from engine.images import Preprocess
+from engine.model import ARCHITECTURES, CLIP, convert_weights
+from engine.precision import DTYPES, default_device, resolve_precision
+from engine.tokenizer import Tokenizer
+from engine.weights import CONFIG_FILE, WEIGHTS_FILE, load_model
+
+DEMO = "demo"
+
+
+def demo_folder() -> Path:
+    return asset_path(DEMO)
+
+
+def _demo_available() -> bool:
+    return (demo_folder() / WEIGHTS_FILE).is_file() and (demo_folder() / CONFIG_FILE).is_file()
+
+
+def resolve(name_or_path: str | Path) -> tuple[Path, str | None]:
+    """The checkpoint path and model name for an official name, "demo", or a path (name None).
+    Never touches the network: an official model must have been downloaded."""
+    text = str(name_or_path)
+    if text == DEMO:
+        if not _demo_available():
+            raise CliplabError(f"The demo model is not built in this installation ({demo_folder()} holds no "
+                               f"{WEIGHTS_FILE}). Download an official model instead: `cliplab download ViT-B/32`.")
+        return demo_folder(), DEMO
+    path = Path(text).expanduser()
+    if path.exists():
+        return path, None
+    name = _official_name(text)
+    if name is None:
+        raise CliplabError(f"{text!r} is neither a model name ({', '.join(available_models())}) nor an "
+                           "existing checkpoint file or folder.")
+    if not downloads.is_downloaded(name):
+        raise CliplabError(f"The model {name} is not downloaded yet. Run `cliplab download {name}` "
+                           f"(or engine.download.download({name!r}) from Python) to fetch it once.")
+    return downloads.model_folder(name), name
+
+
+def _official_name(text: str) -> str | None:
+    try:
+        return downloads.resolve_name(text)
+    except CliplabError:
+        return None
+
+
+def load(name_or_path: str | Path, device: str | torch.device | None = None, precision: str | None = None,
+         allow_torchscript: bool = False) -> tuple[CLIP, Preprocess, Tokenizer]:
+    """A model ready for inference (eval mode) with its image preprocessing and its own tokenizer.
+
+    name_or_path: an official architecture name (downloaded beforehand), "demo", or a checkpoint
+    path in any supported format. device: default cuda when available, else cpu. precision:
+    fp32 / fp16 / bf16 / auto, default fp16 on CUDA and fp32 on CPU (engine.precision).
+    """
+    device = torch.device(device or default_device())
+    try:
+        precision = resolve_precision(device, precision)
+    except ValueError as error:
+        raise CliplabError(str(error)) from error
+    path, name = resolve(name_or_path)
+    model, checkpoint = load_model(path, allow_torchscript=allow_torchscript)
+    model.name = name or model.name
+    if precision != "fp32":
+        convert_weights(model, DTYPES[precision])
+    model = model.to(device).eval()
+    # Each model brings its vocabulary (the demo's is its own); otherwise the official one.
+    tokenizer = Tokenizer(checkpoint.merges_path, context_length=model.context_length)
+    return model, Preprocess(model.image_resolution), tokenizer
+
+
+def available_models() -> dict[str, bool]:
+    """Every name load() accepts -> whether it can be loaded now (downloaded / built)."""
+    status = {name: downloads.is_downloaded(name) for name in ARCHITECTURES}
+    status[DEMO] = _demo_available()
+    return status
