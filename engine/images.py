@@ -1,0 +1,277 @@
+"""Reading image files into RGB and the reference CLIP preprocessing, with PIL + numpy + torch only.
+
+`load_image` turns any file a photo folder may hold into an RGB PIL image or an `ImageLoadError`
+with a short `.reason`, so an indexer can record the file as skipped and go on. `Preprocess(r)`
+reproduces the reference transform (torchvision Resize(r, BICUBIC), CenterCrop(r), RGB, ToTensor,
+Normalize) call for call on PIL, so its output is identical to the reference's.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from engine.errors import CliplabError
+
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+
+# Pillow's own default (~89.5 MP). Images whose header says more pixels are refused, whatever the
+# format, before any pixel is decoded. Raise it here for trusted, very large files.
+MAX_IMAGE_PIXELS = 89_478_485
+
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
+
+# Signatures of formats Pillow reads: a file that starts like one but cannot be opened is damaged,
+# not "something else".
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"II*\x00", b"MM\x00*", b"BM", b"RIFF")
+
+
+class ImageLoadError(CliplabError):
+    """A file that cannot be read as an image. `.reason` is a short machine-friendly string:
+    "not found", "unreadable", "empty file", "not an image", "truncated", "corrupt", "too large"
+    or "unsupported mode"; `str(error)` is a sentence naming the file."""
+
+    def __init__(self, name: str, reason: str, detail: str):
+        super().__init__(f"Cannot read {name}: {detail}")
+        self.name = name
+        self.reason = reason
+
+
+class Preprocess:
+    """The reference CLIP image transform: PIL image (any mode) -> float32 tensor [3, r, r].
+
+    Same PIL calls in the same order as torchvision's Resize(r, BICUBIC) + CenterCrop(r) +
+    convert("RGB") + ToTensor + Normalize(MEAN, STD), including torchvision's size arithmetic
+    (`int(r * long / short)`) and crop offsets (`int(round(...))`, i.e. round half to even), so
+    the output is bit-identical to the reference. Picklable (DataLoader workers)."""
+
+    def __init__(self, resolution: int):
+        self.resolution = int(resolution)
+        self._mean = torch.tensor(MEAN, dtype=torch.float32).view(3, 1, 1)
+        self._std = torch.tensor(STD, dtype=torch.float32).view(3, 1, 1)
+
+    def __repr__(self) -> str:
+        return f"Preprocess(resolution={self.resolution})"
+
+    def resize_and_crop(self, image: Image.Image) -> Image.Image:
+        """The geometric part only: bicubic resize of the shorter side to r, center crop r x r, RGB."""
+        r = self.resolution
+        width, height = image.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = r, int(r * long / short)
+        size = (new_short, new_long) if width <= height else (new_long, new_short)
+        if size != (width, height):
+            image = image.resize(size, Image.Resampling.BICUBIC)
+        # After the resize both sides are >= r, so torchvision's padding branch never applies.
+        left = int(round((size[0] - r) / 2.0))
+        top = int(round((size[1] - r) / 2.0))
+        return image.crop((left, top, left + r, top + r)).convert("RGB")
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        pixels = torch.from_numpy(np.array(self.resize_and_crop(image), dtype=np.uint8))
+        tensor = pixels.permute(2, 0, 1).contiguous().to(torch.float32).div(255)
+        return tensor.sub_(self._mean).div_(self._std)
+
+
+@cache
+def _register_heif() -> None:
+    """HEIC/HEIF (phone photos) through pillow-heif, registered once on first use."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:  # optional at run time: HEIC files then read as "not an image"
+        return
+    register_heif_opener()
+
+
+def _source_name(source: ImageSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<image bytes>"
+    return str(getattr(source, "name", "<image stream>"))
+
+
+def _as_file(source: ImageSource, name: str) -> IO[bytes] | Path:
+    """The object Image.open gets, after the checks that need no decoder (existence, zero bytes)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageLoadError(name, "empty file", "the data is empty (0 bytes).")
+        return io.BytesIO(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise ImageLoadError(name, "not found", "the file does not exist.") from None
+        except OSError as error:
+            raise ImageLoadError(name, "unreadable", f"the file cannot be opened ({error.strerror}).") from None
+        if path.is_dir():
+            raise ImageLoadError(name, "unreadable", "it is a folder, not a file.")
+        if size == 0:
+            raise ImageLoadError(name, "empty file", "the file is empty (0 bytes).")
+        return path
+    if not source.seekable():
+        source = io.BytesIO(source.read())
+    start = source.tell()
+    if not source.read(1):
+        raise ImageLoadError(name, "empty file", "the data is empty (0 bytes).")
+    source.seek(start)
+    return source
+
+
+def _starts_like_image(file: IO[bytes] | Path) -> bool:
+    if isinstance(file, Path):
+        with open(file, "rb") as f:
+            head = f.read(16)
+    else:
+        start = file.tell()
+        head = file.read(16)
+        file.seek(start)
+    return head.startswith(_SIGNATURES) or head[4:8] == b"ftyp"
+
+
+def _open(source: ImageSource, check_size: bool = True) -> tuple[Image.Image, str]:
+    """Open (header only) with every failure mapped to an ImageLoadError, and the pixel limit checked."""
+    _register_heif()
+    name = _source_name(source)
+    file = _as_file(source, name)
+    try:
+        with warnings.catch_warnings():
+            # The limit is ours (MAX_IMAGE_PIXELS, checked below); Pillow's warning is noise here.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(file)
+    except Image.DecompressionBombError as error:
+        raise ImageLoadError(name, "too large", f"{error} It may be a decompression bomb.") from None
+    except UnidentifiedImageError:
+        if _starts_like_image(file):
+            raise ImageLoadError(name, "corrupt", "it looks like an image but its header is damaged "
+                                 "or cut short.") from None
+        raise ImageLoadError(name, "not an image", "it is not an image in a format this program "
+                             "reads (JPEG, PNG, GIF, WebP, TIFF, BMP, HEIC, ...).") from None
+    except OSError as error:
+        raise ImageLoadError(name, "unreadable", f"the file cannot be opened ({error}).") from None
+    width, height = image.size
+    if check_size and width * height > MAX_IMAGE_PIXELS:
+        image.close()
+        raise ImageLoadError(name, "too large", f"{width}x{height} is {width * height / 1e6:.0f} megapixels, "
+                             f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} (it may be a decompression "
+                             "bomb); raise engine.images.MAX_IMAGE_PIXELS if you trust the file.")
+    return image, name
+
+
+def _decode(image: Image.Image, name: str) -> None:
+    """Force the full decode now, so that damaged data fails here and not later in a worker."""
+    try:
+        image.load()
+    except (OSError, SyntaxError, EOFError, ValueError) as error:
+        message = str(error)
+        if "truncated" in message.lower() or isinstance(error, EOFError):
+            raise ImageLoadError(name, "truncated", "the image data is cut short (the file is incomplete, "
+                                 "or still being copied).") from None
+        raise ImageLoadError(name, "corrupt", f"the image data is damaged ({message}).") from None
+
+
+def _apply_orientation(image: Image.Image) -> None:
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception:  # noqa: BLE001 - damaged EXIF must not lose good pixels: keep them as stored
+        pass
+
+
+def _to_rgb(image: Image.Image, name: str) -> Image.Image:
+    """RGB as the reference converts (`convert("RGB")`), except high-bit-depth modes, which are
+    scaled to 8 bits instead of clipped."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit (and 32-bit integer, read as 16-bit) grey: map 0..65535 onto 0..255; the reference's
+        # convert("RGB") would clip everything above 255 to white.
+        values = np.clip(np.asarray(image, dtype=np.float64), 0, 65535)
+        return Image.fromarray(np.rint(values / 257.0).astype(np.uint8), "L").convert("RGB")
+    if mode == "F":
+        # Float grey: taken as 0..1 when it fits there, else as 0..255; NaN becomes black.
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+        return Image.fromarray(np.rint(np.clip(values * scale, 0, 255)).astype(np.uint8), "L").convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError:
+        raise ImageLoadError(name, "unsupported mode", f"its pixel mode {mode!r} cannot be converted "
+                             "to RGB.") from None
+
+
+def load_image(source: ImageSource, min_size: int | None = None) -> Image.Image:
+    """Read an image file (path, bytes or binary file object) into a fully decoded RGB PIL image.
+
+    - EXIF orientation is applied (a damaged EXIF block is ignored, the pixels kept as stored).
+    - Modes: P (with or without transparency), L, LA, RGBA, PA, CMYK, YCbCr, 1-bit, ... become RGB
+      as the reference does (`convert("RGB")`, transparency dropped, not composited). 16-bit grey
+      (I;16, I;16B) and 32-bit integer (I) are scaled to 8 bits (v / 257), not clipped; float (F) is
+      read as 0..1 when it fits there, else 0..255.
+    - Animated GIF/WebP: the first frame. HEIC/HEIF through pillow-heif.
+    - `min_size`: large JPEGs decode at a reduced DCT scale (draft mode, 1/2, 1/4 or 1/8) chosen
+      so that the shorter side stays >= 2 * min_size: several times faster on camera photos.
+    - Failures raise ImageLoadError with `.reason` (see the class); images over MAX_IMAGE_PIXELS
+      are refused from their header before decoding ("too large").
+    """
+    image, name = _open(source)
+    with image:
+        if min_size:
+            target = 2 * int(min_size)
+            # draft() reduces by the largest factor in 8, 4, 2, 1 that is <= short side // target,
+            # so the reduced shorter side is never below the target.
+            image.draft("RGB", (target, target))
+        _decode(image, name)
+        _apply_orientation(image)
+        rgb = _to_rgb(image, name)
+        if rgb is image and getattr(image, "n_frames", 1) > 1:
+            rgb = image.copy()  # detach the first frame from the multi-frame file before it closes
+    return rgb
+
+
+def _exif_datetime(value: Any) -> datetime | None:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value.strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:  # "0000:00:00 00:00:00" and other placeholders cameras write
+        return None
+
+
+def image_info(source: ImageSource) -> dict[str, Any]:
+    """Header facts without decoding pixels: width and height as displayed (EXIF orientation
+    applied), format, orientation (1-8), taken_at (EXIF DateTimeOriginal as a naive datetime, or
+    None) and camera_model (EXIF Model, or None). Raises ImageLoadError like load_image, except
+    that an image over MAX_IMAGE_PIXELS is still described (only decoding it is refused; Pillow
+    itself refuses to open more than twice its own limit, ~179 MP)."""
+    image, _ = _open(source, check_size=False)
+    with image:
+        width, height = image.size
+        taken_at, camera_model, orientation = None, None, 1
+        try:
+            exif = image.getexif()
+            orientation = int(exif.get(ExifTags.Base.Orientation, 1) or 1)
+            taken_at = _exif_datetime(exif.get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.DateTimeOriginal))
+            model = exif.get(ExifTags.Base.Model)
+            if isinstance(model, bytes):
+                model = model.decode("utf-8", "replace")
+            camera_model = model.strip("\x00 ") or None if isinstance(model, str) else None
+        except Exception:  # noqa: BLE001 - damaged EXIF: the size and format are still right
+            pass
+        if orientation in (5, 6, 7, 8):
+            width, height = height, width
+        return {"width": width, "height": height, "format": image.format, "mode": image.mode,
+                "orientation": orientation, "taken_at": taken_at, "camera_model": camera_model}
