@@ -1,0 +1,222 @@
+"""Checkpoint formats: our safetensors folders, official TorchScript archives, plain and open_clip
+state dicts, refusal of unsafe or misfitting files, and engine.load on top of them."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import engine
+from engine import weights
+from engine.errors import CliplabError
+from engine.model import CLIP
+from engine.tokenizer import Tokenizer, write_merges
+
+TINY_VIT = dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=16,
+                transformer_width=64, transformer_layers=2)
+TINY_RN = dict(embed_dim=32, image_resolution=64, vision_layers=(1, 1, 1, 1), vision_width=16,
+               transformer_width=64, transformer_layers=1)
+
+
+def tiny(config: dict = TINY_VIT, seed: int = 0, **overrides) -> CLIP:
+    torch.manual_seed(seed)
+    model = CLIP(**{**config, **overrides}).eval()
+    with torch.no_grad():  # BN statistics away from their defaults, so a skipped buffer would show
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.normal_(1, 0.1)
+    return model
+
+
+def inputs(model: CLIP, n: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(n, 3, model.image_resolution, model.image_resolution, generator=gen)
+    text = torch.zeros(n, model.context_length, dtype=torch.long)
+    for i in range(n):
+        length = 3 + 2 * i
+        text[i, :length] = torch.randint(1, model.vocab_size - 2, (length,), generator=gen)
+        text[i, 0], text[i, length] = model.vocab_size - 2, model.vocab_size - 1
+    return images, text
+
+
+def assert_same_outputs(a: CLIP, b: CLIP) -> None:
+    images, text = inputs(a)
+    with torch.no_grad():
+        torch.testing.assert_close(a.encode_image(images), b.encode_image(images), rtol=0, atol=0)
+        torch.testing.assert_close(a.encode_text(text), b.encode_text(text), rtol=0, atol=0)
+        torch.testing.assert_close(a(images, text)[0], b(images, text)[0], rtol=0, atol=0)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("config", [TINY_VIT, TINY_RN], ids=["vit", "resnet"])
+def test_our_format_round_trip(tmp_path, config):
+    model = tiny(config)
+    folder = weights.save_model(model, tmp_path / "mine", meta={"description": "a test model"})
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]  # no temp files left
+    record = json.loads((folder / "config.json").read_text())
+    assert record["name"] == "mine" and record["description"] == "a test model"
+    assert record["fingerprint"] == sha(folder / "model.safetensors")[:32]
+    assert record["vision_layers"] == (list(config["vision_layers"]) if isinstance(config["vision_layers"], tuple)
+                                       else config["vision_layers"])
+    loaded, checkpoint = weights.load_model(folder)
+    assert checkpoint.format == "cliplab" and checkpoint.merges_path is None
+    assert loaded.config == model.config
+    assert loaded.name == "mine" and loaded.fingerprint == record["fingerprint"]
+    assert_same_outputs(model, loaded)
+
+
+def test_each_model_brings_its_own_vocabulary(tmp_path):
+    merges = [("a", "b"), ("ab", "c</w>"), ("t", "h"), ("th", "e</w>")]
+    merges_file = write_merges(merges, tmp_path / "trained_bpe.txt.gz")
+    vocab_size = 512 + len(merges) + 2
+    model = tiny(vocab_size=vocab_size)
+    folder = weights.save_model(model, tmp_path / "small_vocab", merges_path=merges_file)
+    assert (folder / "bpe.txt.gz").read_bytes() == merges_file.read_bytes()
+    loaded, preprocess, tokenizer = engine.load(folder, device="cpu")
+    assert tokenizer.vocab_size == vocab_size == loaded.vocab_size
+    assert tokenizer.merges_path == folder / "bpe.txt.gz"
+    assert preprocess.resolution == 32 and tokenizer.context_length == loaded.context_length
+    expected = Tokenizer(merges_file)("the abc")
+    assert torch.equal(tokenizer("the abc"), expected)
+    # Re-saving with a plain-text vocabulary replaces the gzip one rather than leaving both.
+    plain = write_merges(merges, tmp_path / "bpe_plain.txt")
+    weights.save_model(model, folder, merges_path=plain)
+    assert sorted(p.name for p in folder.iterdir()) == ["bpe.txt", "config.json", "model.safetensors"]
+
+
+def test_fingerprint_follows_the_weights(tmp_path):
+    folder = weights.save_model(tiny(seed=0), tmp_path / "m")
+    first = weights.load_model(folder)[0].fingerprint
+    weights.save_model(tiny(seed=1), folder)  # overwrite in place
+    second = weights.load_model(folder)[0]
+    assert second.fingerprint != first
+    assert second.fingerprint == sha(folder / "model.safetensors")[:32]
+    # A weights file swapped in by hand (size differs from the record) is hashed, not trusted.
+    other = weights.save_model(tiny(seed=2, transformer_layers=1), tmp_path / "other")
+    (folder / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
+    with pytest.raises(CliplabError, match="missing keys: transformer.resblocks.1"):
+        weights.load_model(folder)
+
+
+def test_engine_load_precision_and_device(tmp_path):
+    folder = weights.save_model(tiny(), tmp_path / "m")
+    model, _, _ = engine.load(str(folder), device="cpu", precision="bf16")
+    assert model.dtype == torch.bfloat16 and model.ln_final.weight.dtype == torch.float32
+    with pytest.raises(CliplabError, match="fp16"):
+        engine.load(folder, device="cpu", precision="fp16")
+
+
+def torchscript_archive(model: CLIP, path: Path) -> Path:
+    """An archive shaped like the official releases: TorchScript, official keys plus three extra entries."""
+    release = copy.deepcopy(model)
+    for key, value in (("input_resolution", model.image_resolution), ("context_length", model.context_length),
+                       ("vocab_size", model.vocab_size)):
+        if key in release.__dict__:
+            delattr(release, key)  # plain attributes here; tensors in the official archives
+        release.register_buffer(key, torch.tensor(value))
+    images, _ = inputs(model, 1)
+    torch.jit.save(torch.jit.trace_module(release, {"encode_image": images}, check_trace=False), str(path))
+    return path
+
+
+def test_torchscript_only_with_an_official_hash_or_opt_in(tmp_path, monkeypatch):
+    model = tiny()
+    archive = torchscript_archive(model, tmp_path / "ViT-B-32.pt")
+    with pytest.raises(CliplabError, match="TorchScript archive .* runs when it is loaded"):
+        weights.read_checkpoint(archive)
+    opted_in = weights.read_checkpoint(archive, allow_torchscript=True)
+    assert opted_in.format == "torchscript" and "input_resolution" not in opted_in.state_dict
+    monkeypatch.setitem(weights.OFFICIAL_SHA256, "ViT-B/32", sha(archive))
+    loaded, checkpoint = weights.load_model(archive)
+    assert checkpoint.format == "torchscript"
+    assert set(checkpoint.state_dict) == set(model.state_dict())
+    assert_same_outputs(model, loaded)
+
+
+def test_plain_and_open_clip_checkpoints(tmp_path):
+    model = tiny(TINY_RN)
+    plain = tmp_path / "plain.pt"
+    torch.save(model.state_dict(), plain)
+    wrapped = tmp_path / "epoch_3.pt"
+    torch.save({"epoch": 3, "name": "run", "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
+               wrapped)
+    for path, kind in ((plain, "state_dict"), (wrapped, "open_clip")):
+        loaded, checkpoint = weights.load_model(path)
+        assert checkpoint.format == kind
+        assert_same_outputs(model, loaded)
+    assert loaded.name == "epoch_3" and loaded.fingerprint == sha(wrapped)[:32]
+
+
+class NotAWeight:
+    pass
+
+
+def test_pickles_with_code_are_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": tiny().state_dict(), "extra": NotAWeight()}, path)
+    with pytest.raises(CliplabError, match="weights_only=True"):
+        weights.read_checkpoint(path)
+
+
+def test_a_misfitting_checkpoint_names_its_keys_and_shapes(tmp_path):
+    sd = tiny().state_dict()
+    del sd["visual.ln_post.bias"]
+    sd["visual.extra_head.weight"] = torch.zeros(3)
+    sd["text_projection"] = torch.zeros(64, 16)  # embed dim disagrees with the image projection
+    path = tmp_path / "bad.pt"
+    torch.save(sd, path)
+    with pytest.raises(CliplabError) as info:
+        weights.load_model(path)
+    message = str(info.value)
+    assert "missing keys: visual.ln_post.bias" in message
+    assert "unexpected keys: visual.extra_head.weight" in message
+    assert "visual.proj: checkpoint (64, 32) vs model (64, 16)" in message
+    assert str(path) in message
+
+
+def test_truncated_and_foreign_files(tmp_path):
+    folder = weights.save_model(tiny(), tmp_path / "m")
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CliplabError, match="truncated"):
+        weights.read_checkpoint(folder)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CliplabError, match="Cannot read"):
+        weights.read_checkpoint(tmp_path / "notes.txt")
+    with pytest.raises(CliplabError, match="no config.json"):
+        weights.read_checkpoint(tmp_path)
+
+
+def test_names_without_downloads_never_touch_the_network(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was used")
+
+    monkeypatch.setattr("engine.download.urlopen", no_network)
+    with pytest.raises(CliplabError, match="cliplab download ViT-B/32"):
+        engine.load("ViT-B/32", device="cpu")
+    with pytest.raises(CliplabError, match="cliplab download ViT-L/14@336px"):
+        engine.load("ViT-L-14-336px", device="cpu")
+    with pytest.raises(CliplabError, match="neither a model name"):
+        engine.load("ViT-X/99", device="cpu")
+    assert set(engine.available_models()) == {*engine.ARCHITECTURES, "demo"}
+    assert not any(v for k, v in engine.available_models().items() if k != "demo")
+
+
+def test_demo_loads_when_built_else_says_so():
+    if engine.available_models()["demo"]:
+        model, preprocess, tokenizer = engine.load("demo", device="cpu")
+        assert model.name == "demo" and tokenizer.merges_path.parent.name == "demo"
+        assert preprocess.resolution == model.image_resolution
+    else:
+        with pytest.raises(CliplabError, match="demo model is not built"):
+            engine.load("demo", device="cpu")
