@@ -12,6 +12,8 @@ from engine.errors import CliplabError
 # Each module in app/commands/ defines register(subparsers) and sets func on its parsers.
 COMMAND_MODULES = [
     "models",
+    "classify",
+    "eval",
 ]
 
 

@@ -1,0 +1,127 @@
+"""Roll your own classifier: class names + templates -> probabilities for images, a folder, a CSV.
+
+Front ends (CLI, Gradio) call these functions; a model bundle is engine.load's
+(model, preprocess, tokenizer). Probabilities use the reference notebooks' fixed scale of 100
+unless scale="model" is passed.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from engine.errors import CliplabError
+from engine.evaldata import is_image_file
+from engine.features import encode_images
+from engine.images import ImageLoadError, load_image
+from engine.zeroshot import DEFAULT_SCALE, Classifier, build_classifier, class_counts, threshold_labels
+
+
+def parse_classes(classes: str | None = None, classes_file: str | Path | None = None) -> list[str]:
+    """Class names from a comma-separated string and/or a file (one per line; '#' starts a comment)."""
+    names = [c.strip() for c in (classes or "").split(",")]
+    if classes_file:
+        path = Path(classes_file).expanduser()
+        if not path.is_file():
+            raise CliplabError(f"The classes file {path} does not exist.")
+        names += [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+                  if not line.strip().startswith("#")]
+    names = [n for n in names if n]
+    if not names:
+        raise CliplabError('Give class names, e.g. --classes "cat,dog,bird", or a file with --classes-file.')
+    return names
+
+
+@dataclass
+class Classification:
+    classifier: Classifier
+    paths: list[Path]  # the images that were classified, in order
+    probs: np.ndarray  # [n, C]
+    top: list[list[tuple[str, float]]]  # top-k (label, probability) per image
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # unreadable files and why
+    above_threshold: list[list[tuple[str, float]]] | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Images per top-1 class (every class listed)."""
+        return class_counts(self.top, self.classifier.classnames)
+
+    def table(self) -> pd.DataFrame:
+        """One row per (image, rank): path, rank, label, probability."""
+        rows = [dict(path=str(p), rank=r + 1, label=label, probability=prob)
+                for p, top in zip(self.paths, self.top) for r, (label, prob) in enumerate(top)]
+        return pd.DataFrame(rows, columns=["path", "rank", "label", "probability"])
+
+
+def image_features(model, preprocess, paths: Sequence[Path], progress: bool = False,
+                   batch_size: int = 32) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]]]:
+    """Normalised embeddings of the readable images, the paths used, and the skipped files with reasons."""
+    used, skipped = [], []
+
+    def images():
+        for path in paths:
+            try:
+                image = load_image(path, min_size=model.image_resolution)
+            except ImageLoadError as error:
+                skipped.append((Path(path), error.reason))
+                continue
+            used.append(Path(path))
+            yield image
+
+    features = encode_images(model, preprocess, images(), batch_size=batch_size, progress=progress,
+                             total=len(paths))
+    return features, used, skipped
+
+
+def classify_images(model_bundle, paths: Sequence[str | Path], classnames: list[str], templates: list[str],
+                    k: int = 5, threshold: float | None = None, scale: float | str = DEFAULT_SCALE,
+                    progress: bool = False) -> Classification:
+    """Top-k probabilities for each image (unreadable files are skipped and listed, not fatal)."""
+    model, preprocess, tokenizer = model_bundle
+    classifier = build_classifier(model, tokenizer, classnames, templates, progress=progress, scale=scale)
+    features, used, skipped = image_features(model, preprocess, [Path(p) for p in paths], progress=progress)
+    if not used:
+        reasons = "; ".join(f"{p.name}: {why}" for p, why in skipped[:3])
+        raise CliplabError(f"None of the {len(paths)} file(s) could be read as an image ({reasons}).")
+    probs = classifier.probs(features)
+    top = classifier.topk(features, k)
+    above = threshold_labels(probs, classifier.classnames, threshold) if threshold is not None else None
+    return Classification(classifier, used, probs, top, skipped, above)
+
+
+def folder_images(folder: str | Path, recursive: bool = True) -> list[Path]:
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise CliplabError(f"{root} is not a folder.")
+    files = root.rglob("*") if recursive else root.iterdir()
+    found = sorted(p for p in files if p.is_file() and is_image_file(p)
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not found:
+        raise CliplabError(f"No images found in {root}.")
+    return found
+
+
+def classify_folder(model_bundle, folder: str | Path, classnames: list[str], templates: list[str], k: int = 5,
+                    threshold: float | None = None, recursive: bool = True, scale: float | str = DEFAULT_SCALE,
+                    progress: bool = False) -> Classification:
+    """classify_images over every image in a folder; `.counts` gives images per predicted class."""
+    return classify_images(model_bundle, folder_images(folder, recursive), classnames, templates, k,
+                           threshold, scale, progress)
+
+
+def export_csv(result: Classification, path: str | Path) -> Path:
+    """One row per image: path, top-1 label and probability, then every class's probability."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = result.classifier.classnames
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "top1", "top1_probability", *names])
+        for p, top, row in zip(result.paths, result.top, result.probs):
+            writer.writerow([str(p), top[0][0], f"{top[0][1]:.6f}", *(f"{v:.6f}" for v in row)])
+    return path

@@ -1,0 +1,251 @@
+"""Evaluation on a user's labelled images: zero-shot, linear probe, k-shot probes, retrieval.
+
+Datasets are image folders (class = sub-folder) or `path,label` CSVs (engine.evaldata); image
+features are computed once per (model, dataset) and cached. Class names for prompts are the
+folder/label names with underscores shown as spaces.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from engine.errors import CliplabError
+from engine.evaldata import LabelledImages, dataset_features, load_dataset, stratified_split
+from engine.features import encode_images
+from engine.images import ImageLoadError, load_image
+from engine.probe import effective_shots, few_shot, fit_linear_probe
+from engine.retrieval import recall_at_k
+from engine.zeroshot import DEFAULT_SCALE, build_classifier, embed_prompts
+
+
+def prompt_name(label: str) -> str:
+    return label.replace("_", " ").strip()
+
+
+def classification_metrics(probs: np.ndarray, targets: np.ndarray, classnames: Sequence[str]) -> dict:
+    """top-1, top-5 (with >= 5 classes), mean per-class recall, per-class accuracy, confusion matrix
+    (rows = true class, columns = predicted)."""
+    pred = probs.argmax(axis=1)
+    n_classes = len(classnames)
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (targets, pred), 1)
+    support = confusion.sum(axis=1)
+    correct = np.diag(confusion)
+    per_class = pd.DataFrame(dict(label=list(classnames), images=support, correct=correct,
+                                  accuracy=np.where(support > 0, correct / np.maximum(support, 1), np.nan)))
+    metrics = dict(images=int(len(targets)), classes=n_classes, top1=float(np.mean(pred == targets)),
+                   mean_per_class_recall=float(per_class.accuracy[support > 0].mean()),
+                   per_class=per_class, confusion=confusion)
+    if n_classes >= 5:
+        top5 = np.argsort(-probs, axis=1)[:, :5]
+        metrics["top5"] = float(np.mean((top5 == targets[:, None]).any(axis=1)))
+    return metrics
+
+
+def save_confusion(confusion: np.ndarray, classnames: Sequence[str], out_dir: Path, title: str) -> list[Path]:
+    """The confusion matrix as a PNG (matplotlib) and an interactive, self-contained HTML (plotly)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = len(classnames)
+    size = min(4 + 0.35 * n, 30)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    image = ax.imshow(confusion, cmap="Blues")
+    if n <= 60:
+        ax.set_xticks(range(n), classnames, rotation=90, fontsize=8)
+        ax.set_yticks(range(n), classnames, fontsize=8)
+    if n <= 20:
+        for (i, j), v in np.ndenumerate(confusion):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                    color="white" if v > confusion.max() / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    png = out_dir / "confusion.png"
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    heat = go.Figure(go.Heatmap(z=confusion, x=list(classnames), y=list(classnames), colorscale="Blues",
+                                hovertemplate="true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>"))
+    heat.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed")
+    html = out_dir / "confusion.html"
+    heat.write_html(html, include_plotlyjs=True)  # self-contained: opens offline
+    return [png, html]
+
+
+def _json_ready(metrics: dict) -> dict:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, pd.DataFrame):
+            out[key] = value.to_dict(orient="records")
+        elif isinstance(value, np.ndarray):
+            out[key] = value.tolist()
+        else:
+            out[key] = value
+    return out
+
+
+def write_report(metrics: dict, out_dir: Path, name: str) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(_json_ready(metrics), indent=2, default=float) + "\n")
+    return path
+
+
+def zero_shot_probs(model_bundle, dataset: LabelledImages, templates: list[str],
+                    scale: float | str = DEFAULT_SCALE, progress: bool = True) -> np.ndarray:
+    model, preprocess, tokenizer = model_bundle
+    classifier = build_classifier(model, tokenizer, [prompt_name(c) for c in dataset.classnames], templates,
+                                  progress=progress, scale=scale)
+    return classifier.probs(dataset_features(model, preprocess, dataset, project=True, progress=progress))
+
+
+def eval_zeroshot(model_bundle, dataset_path: str | Path, templates: list[str], out_dir: str | Path | None = None,
+                  scale: float | str = DEFAULT_SCALE, progress: bool = True) -> dict:
+    """Zero-shot metrics on a labelled dataset; with out_dir, confusion PNG/HTML and a JSON report there."""
+    dataset = load_dataset(dataset_path)
+    metrics = classification_metrics(zero_shot_probs(model_bundle, dataset, templates, scale, progress),
+                                     dataset.targets, dataset.classnames)
+    metrics.update(dataset=dataset.name, templates=len(templates))
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        metrics["files"] = [str(p) for p in save_confusion(metrics["confusion"], dataset.classnames, out_dir,
+                                                           f"zero-shot confusion: {dataset.name}")]
+        metrics["files"].append(str(write_report(metrics, out_dir, "zeroshot")))
+    return metrics
+
+
+def probe_features(model_bundle, dataset: LabelledImages, joint: bool, progress: bool) -> np.ndarray:
+    """The paper's probe input: features before the projection (ViT), or the joint embedding."""
+    model, preprocess, _ = model_bundle
+    return dataset_features(model, preprocess, dataset, project=joint, progress=progress)
+
+
+def eval_probe(model_bundle, dataset_path: str | Path, test_path: str | Path | None = None, joint: bool = False,
+               seed: int = 0, out_dir: str | Path | None = None, progress: bool = True) -> dict:
+    """Logistic-regression probe (appendix A.3). Without a test set the dataset is split 60/20/20
+    (train/validation/test, stratified, seeded); with one, the dataset is split 80/20 train/validation."""
+    dataset = load_dataset(dataset_path)
+    features = probe_features(model_bundle, dataset, joint, progress)
+    labels = np.array(dataset.labels)
+    if test_path is None:
+        train, val, test = stratified_split(labels, (0.6, 0.2, 0.2), seed)
+        test_x, test_y = features[test], labels[test]
+    else:
+        train, val = stratified_split(labels, (0.8, 0.2), seed)
+        test_set = load_dataset(test_path)
+        test_x, test_y = probe_features(model_bundle, test_set, joint, progress), np.array(test_set.labels)
+    if min(len(train), len(val), len(test_y)) == 0:
+        raise CliplabError("The dataset is too small to split into train, validation and test parts; "
+                           "add images (a few per class at least) or pass a separate test set.")
+    probe = fit_linear_probe(features[train], labels[train], features[val], labels[val])
+    classnames = list(probe.classes)
+    index = {c: i for i, c in enumerate(classnames)}
+    known = np.array([y in index for y in test_y])
+    probs = probe.predict_proba(test_x[known])
+    metrics = classification_metrics(probs, np.array([index[y] for y in test_y[known]]), classnames)
+    metrics.update(dataset=dataset.name, C=probe.C, search=[dict(C=c, val_accuracy=s) for c, s in probe.visited],
+                   features="joint embedding" if joint else "before the projection", train=len(train),
+                   validation=len(val), test=int(known.sum()))
+    if out_dir is not None:
+        metrics["files"] = [str(write_report(metrics, Path(out_dir), "probe"))]
+    return metrics
+
+
+def eval_fewshot(model_bundle, dataset_path: str | Path, templates: list[str], shots: Sequence[int] = (1, 2, 4, 8, 16),
+                 seeds: Sequence[int] = (0, 1, 2), joint: bool = False, out_dir: str | Path | None = None,
+                 scale: float | str = DEFAULT_SCALE, progress: bool = True) -> dict:
+    """k-shot probes vs the zero-shot classifier (paper figure 6) on one dataset: half of each class
+    is the labelled pool, the other half the test set for both."""
+    dataset = load_dataset(dataset_path)
+    labels = np.array(dataset.labels)
+    pool, test = stratified_split(labels, (0.5, 0.5), seed=0)
+    features = probe_features(model_bundle, dataset, joint, progress)
+    table = few_shot(features[pool], labels[pool], shots, seeds, features[test], labels[test])
+    probs = zero_shot_probs(model_bundle, dataset, templates, scale, progress)[test]
+    zero_shot = float(np.mean(probs.argmax(axis=1) == dataset.targets[test]))
+    metrics = dict(dataset=dataset.name, zero_shot_top1=zero_shot, fewshot=table, pool=len(pool), test=len(test),
+                   effective_shots=effective_shots(zero_shot, table), chance=1 / len(dataset.classnames),
+                   features="joint embedding" if joint else "before the projection")
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        metrics["files"] = [str(plot_fewshot(table, zero_shot, out_dir, dataset.name)),
+                            str(write_report(metrics, out_dir, "fewshot"))]
+    return metrics
+
+
+def plot_fewshot(table: pd.DataFrame, zero_shot: float, out_dir: Path, name: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.errorbar(table.shots, 100 * table["mean"], yerr=100 * table["std"], marker="o", capsize=3,
+                label="linear probe (mean ± std over seeds)")
+    ax.axhline(100 * zero_shot, color="tab:red", linestyle="--", label="zero-shot")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(table.shots), [str(k) for k in table.shots])
+    ax.set_xlabel("labelled examples per class")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"zero-shot vs few-shot: {name}")
+    ax.legend()
+    fig.tight_layout()
+    path = out_dir / "fewshot.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def read_captions(path: str | Path) -> tuple[list[Path], list[str], list[int]]:
+    """A CSV with `image,caption` columns, one row per caption (an image may have several)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CliplabError(f"The captions file {path} does not exist.")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if rows and [c.strip().lower() for c in rows[0][:2]] == ["image", "caption"]:
+        rows = rows[1:]
+    if not rows or any(len(r) < 2 or not r[0].strip() or not r[1].strip() for r in rows):
+        raise CliplabError(f"{path}: every row needs an image path and a caption (columns image,caption).")
+    images: dict[Path, int] = {}
+    owners, captions = [], []
+    for image, caption in ((r[0].strip(), r[1].strip()) for r in rows):
+        image_path = Path(image).expanduser()
+        image_path = image_path if image_path.is_absolute() else path.parent / image_path
+        owners.append(images.setdefault(image_path, len(images)))
+        captions.append(caption)
+    return list(images), captions, owners
+
+
+def eval_retrieval(model_bundle, captions_path: str | Path, prefix: str = "", ks: Sequence[int] = (1, 5, 10),
+                   progress: bool = True) -> dict:
+    """Image<->text recall@K with several captions per image (appendix E.1); prefix e.g. "a photo of "
+    is prepended to every caption."""
+    model, preprocess, tokenizer = model_bundle
+    paths, captions, owners = read_captions(captions_path)
+
+    def images():
+        for p in paths:
+            try:
+                yield load_image(p, min_size=model.image_resolution)
+            except ImageLoadError as error:
+                raise CliplabError(f"Cannot use {p} for retrieval ({error.reason}); fix or remove it.") from None
+
+    image_features = encode_images(model, preprocess, images(), progress=progress, total=len(paths))
+    text_features, _ = embed_prompts(model, tokenizer, [prefix + c for c in captions], progress=progress)
+    result = recall_at_k(image_features, text_features, owners, ks)
+    result.update(prefix=prefix)
+    return result

@@ -1,0 +1,149 @@
+"""`cliplab classify` and `cliplab eval ...` end to end: a small random model saved in our format,
+loaded by path through engine.load, on a generated image folder. No accuracy claims here: the
+model is untrained (see test_zeroshot_accuracy_with_the_demo_model for a trained one)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from zeroshot_support import small_clip
+
+from app import cli
+from app.services.evaluate import eval_zeroshot
+from engine.api import load
+from engine.paths import cache_dir
+from engine.weights import save_model
+from engine.zeroshot import load_templates
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
+           "dark_grey": (60, 60, 60)}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    save_model(small_clip(), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """5 colour classes x 4 noisy 40x48 images, PNG and JPEG mixed, plus a CSV over the same files."""
+    root = tmp_path_factory.mktemp("data") / "colours"
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, rgb in COLOURS.items():
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            pixels = np.clip(np.array(rgb) + rng.normal(0, 25, size=(40, 48, 3)), 0, 255).astype(np.uint8)
+            path = root / name / f"{name}_{i}.{'png' if i % 2 else 'jpg'}"
+            Image.fromarray(pixels).save(path)
+            rows.append((f"colours/{name}/{path.name}", name))
+    with (root.parent / "colours.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("path", "label"), *sorted(rows)])  # the folder's order: same cache key
+    return root
+
+
+def test_commands_are_registered():
+    assert {"classify", "eval"} <= set(cli.COMMAND_MODULES)
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """cliplab's main() with only this area's command modules, so other areas' commands cannot break it."""
+    saved, cli.COMMAND_MODULES = cli.COMMAND_MODULES, ["classify", "eval"]
+    try:
+        code = cli.main([str(a) for a in argv])
+    finally:
+        cli.COMMAND_MODULES = saved
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_classify_prints_probabilities_counts_and_writes_csv(capsys, model_dir, dataset, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"not an image at all")
+    out_csv = tmp_path / "out" / "probs.csv"
+    code, out, err = run_cli(capsys, "classify", dataset / "red" / "red_0.jpg", dataset / "blue",
+                             tmp_path / "broken.jpg", "--classes", "red, green,blue", "--model", model_dir,
+                             "--csv", out_csv, "--threshold", "0.0")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["image", "red", "green", "blue"]
+    assert lines[1].startswith("red_0.jpg") and lines[1].count("%") == 3
+    assert "top-1 counts over 5 images" in out and "skipped" in out and "broken.jpg" in out
+    assert "labels with probability >= 0%" in out
+    with out_csv.open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 5 and list(rows[0]) == ["path", "top1", "top1_probability", "red", "green", "blue"]
+    for row in rows:
+        probs = [float(row[c]) for c in ("red", "green", "blue")]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-5)
+        assert row["top1"] == ["red", "green", "blue"][int(np.argmax(probs))]
+
+
+def test_classify_with_many_classes_lists_top_k_and_uses_template_files(capsys, model_dir, dataset, tmp_path):
+    templates = tmp_path / "t.txt"
+    templates.write_text("a photo of a {} thing.\na {} square.\n")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("# colours\nred\ngreen\nblue\nyellow\n")
+    code, out, err = run_cli(capsys, "classify", dataset / "green" / "green_1.png", "--classes", "purple",
+                             "--classes-file", classes, "--templates", templates, "--top", "2", "--model", model_dir)
+    assert code == 0, err
+    line = out.splitlines()[0]
+    assert line.startswith("green_1.png") and line.count("%") == 2
+
+
+def test_classify_errors_are_sentences(capsys, model_dir, dataset):
+    code, _, err = run_cli(capsys, "classify", dataset / "red" / "red_0.jpg", "--model", model_dir)
+    assert code == 2 and "class names" in err
+    code, _, err = run_cli(capsys, "classify", dataset / "red" / "red_0.jpg", "--classes", "a,b",
+                           "--templates", "nonexistent-set", "--model", model_dir)
+    assert code == 2 and "template" in err
+    code, _, err = run_cli(capsys, "classify", "/no/such/image.jpg", "--classes", "a,b", "--model", model_dir)
+    assert code == 2 and "does not exist" in err
+
+
+def test_eval_zeroshot_writes_metrics_and_confusion(capsys, model_dir, dataset, tmp_path):
+    out_dir = tmp_path / "report"
+    code, out, err = run_cli(capsys, "eval", "zeroshot", dataset, "--model", model_dir, "--out", out_dir,
+                             "--templates", "imagenet7")
+    assert code == 0, err
+    assert "20 images, 5 classes" in out and "top-5 100.00%" in out  # 5 classes: top-5 is always right
+    for name in ("confusion.png", "confusion.html", "zeroshot.json"):
+        assert (out_dir / name).stat().st_size > 0
+    report = json.loads((out_dir / "zeroshot.json").read_text())
+    confusion = np.array(report["confusion"])
+    assert confusion.shape == (5, 5) and confusion.sum() == 20 and (confusion.sum(1) == 4).all()
+    assert report["top1"] == pytest.approx(np.trace(confusion) / 20)
+    recalls = np.diag(confusion) / 4
+    assert report["mean_per_class_recall"] == pytest.approx(recalls.mean())
+    assert [r["label"] for r in report["per_class"]] == sorted(COLOURS)
+    # the CSV form of the same dataset gives the same numbers, from the same cached features
+    bundle = load(model_dir)
+    by_csv = eval_zeroshot(bundle, dataset.parent / "colours.csv", load_templates("imagenet7"), progress=False)
+    assert by_csv["top1"] == report["top1"] and (by_csv["confusion"] == confusion).all()
+    assert len(list(cache_dir("features").glob("*.npy"))) == 1
+
+
+def test_eval_probe_fewshot_and_retrieval_run(capsys, model_dir, dataset, tmp_path):
+    code, out, err = run_cli(capsys, "eval", "probe", dataset, "--model", model_dir, "--out", tmp_path / "p")
+    assert code == 0, err
+    assert "linear probe on before the projection" in out and "top-1" in out
+    report = json.loads((tmp_path / "p" / "probe.json").read_text())
+    assert report["train"] + report["validation"] + report["test"] == 20 and len(report["search"]) <= 15
+    code, out, err = run_cli(capsys, "eval", "fewshot", dataset, "--model", model_dir, "--shots", "1,2",
+                             "--seeds", "2", "--out", tmp_path / "f", "--joint")
+    assert code == 0, err
+    assert "1-shot probe" in out and "2-shot probe" not in out  # 2 per class in the pool: no data left to tune C
+    assert (tmp_path / "f" / "fewshot.png").stat().st_size > 0
+    captions = tmp_path / "captions.csv"
+    rows = [("image", "caption")] + [(str(p), f"a {p.parent.name} square") for p in sorted(dataset.rglob("*_0.*"))]
+    rows += [(str(dataset / "red" / "red_0.jpg"), "something red")]
+    with captions.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    code, out, err = run_cli(capsys, "eval", "retrieval", captions, "--prefix", "a photo of ", "--model", model_dir)
+    assert code == 0, err
+    assert "5 images, 6 captions" in out and "R@1" in out and "R@10 100.00%" in out  # 5 images: R@10 trivially 1
