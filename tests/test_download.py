@@ -1,0 +1,201 @@
+"""Downloads against a local HTTP server serving files made in the test: success with hash check and
+conversion, resume after a cut connection, wrong hash, 404, unreachable server, full disk."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+from test_weights import assert_same_outputs, tiny, torchscript_archive
+
+import engine
+from engine import download, weights
+from engine.errors import CliplabError
+from engine.paths import models_dir
+from engine.tokenizer import official_merges_path
+
+NAME = "RN50"  # any official name: its hash is pointed at the archive made here
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Serves server.files with Range support; with server.cut, sends half the body and hangs up."""
+
+    def do_GET(self) -> None:
+        server = self.server
+        asked = self.headers.get("Range")
+        server.requests.append((self.path, asked))
+        data = server.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        start = int(asked.removeprefix("bytes=").split("-")[0]) if asked else 0
+        if start >= len(data):
+            self.send_error(416)
+            return
+        body = data[start:]
+        self.send_response(206 if asked else 200)
+        if asked:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if server.cut:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.files, httpd.requests, httpd.cut = {}, [], False
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def release(tmp_path, monkeypatch, server):
+    """A tiny official-style TorchScript archive served where NAME's release would be."""
+    model = tiny()
+    data = torchscript_archive(model, tmp_path / "release.pt").read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    monkeypatch.setitem(weights.OFFICIAL_SHA256, NAME, digest)
+    server.files[f"/{digest}/{NAME}.pt"] = data
+    return model, data
+
+
+def files_in_cache() -> list[str]:
+    return sorted(str(p.relative_to(models_dir())) for p in models_dir().rglob("*") if p.is_file())
+
+
+def test_download_verifies_converts_and_loads(server, release, monkeypatch):
+    model, _ = release
+    monkeypatch.setenv("CLIPLAB_DOWNLOAD_BASE", server.base)
+    folder = download.download(NAME, progress=False)
+    assert folder == models_dir() / NAME
+    cached = files_in_cache()
+    assert f"{NAME}/model.safetensors" in cached and f"{NAME}/config.json" in cached
+    assert not [f for f in cached if f.endswith((".part", ".pt", ".tmp"))]  # the archive is gone after conversion
+    assert (folder / "bpe.txt.gz").read_bytes() == official_merges_path().read_bytes()
+    loaded, _, tokenizer = engine.load(NAME, device="cpu")
+    assert loaded.name == NAME and tokenizer.vocab_size == 49408
+    assert_same_outputs(model, loaded)
+    assert engine.available_models()[NAME]
+    # Loading the converted copy never runs the archive again; a second download is a no-op.
+    assert weights.read_checkpoint(folder).format == "cliplab"
+    requests = len(server.requests)
+    assert download.download(NAME, progress=False) == folder
+    assert len(server.requests) == requests
+
+
+def test_resume_after_a_cut_connection(server, release):
+    _, data = release
+    server.cut = True
+    with pytest.raises(CliplabError, match="(interrupted|closed).*again to resume") as info:
+        download.download(NAME, progress=False, base_url=server.base)
+    part = models_dir() / "downloads" / f"{NAME}.pt.part"
+    assert str(part) in str(info.value)
+    # Kept for the resume, never under the final name (the vocabulary was copied from open_clip first).
+    assert files_in_cache() == ["bpe_simple_vocab_16e6.txt.gz", f"downloads/{NAME}.pt.part"]
+    assert part.stat().st_size == len(data) // 2
+    server.cut = False
+    folder = download.download(NAME, progress=False, base_url=server.base)
+    assert server.requests[-1][1] == f"bytes={len(data) // 2}-"  # only the missing half was fetched
+    assert (folder / "model.safetensors").is_file() and not part.exists()
+
+
+def test_wrong_hash_deletes_the_file(server, release):
+    _, data = release
+    digest = weights.OFFICIAL_SHA256[NAME]
+    server.files[f"/{digest}/{NAME}.pt"] = data[:-10] + b"x" * 10  # same size, altered content
+    with pytest.raises(CliplabError, match="SHA-256 .* deleted"):
+        download.download(NAME, progress=False, base_url=server.base)
+    assert files_in_cache() == ["bpe_simple_vocab_16e6.txt.gz"]
+
+
+def test_not_found_and_unreachable(server):
+    with pytest.raises(CliplabError, match="HTTP 404"):
+        download.download("ViT-B/32", progress=False, base_url=server.base)
+    with socket.socket() as probe:  # a port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    with pytest.raises(CliplabError, match="Cannot reach"):
+        download.download("ViT-B/16", progress=False, base_url=f"http://127.0.0.1:{closed}")
+    assert files_in_cache() == ["bpe_simple_vocab_16e6.txt.gz"]
+
+
+class FullDisk(io.FileIO):
+    """A stand-in for a full disk (a real one cannot be made here): the first write fails with
+    ENOSPC, as write(2) does when the file system has no free block left."""
+
+    def write(self, data) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_leaves_no_half_file(server, release, monkeypatch):
+    real_open = open
+
+    def open_on_full_disk(path, mode="r", *args, **kwargs):
+        if str(path).endswith(".part"):
+            return FullDisk(path, mode.replace("b", ""))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(download, "open", open_on_full_disk, raising=False)
+    with pytest.raises(CliplabError, match="disk is full"):
+        download.download(NAME, progress=False, base_url=server.base)
+    assert files_in_cache() == ["bpe_simple_vocab_16e6.txt.gz"]
+
+
+def test_vocabulary_download_when_open_clip_is_absent(server, monkeypatch):
+    vocab = official_merges_path().read_bytes()
+    monkeypatch.setattr(download, "_installed_vocab", lambda: None)
+    server.files[f"/{download.VOCAB_NAME}"] = b"not the vocabulary"
+    with pytest.raises(CliplabError, match="SHA-256"):
+        download.download("vocab", progress=False, base_url=server.base)
+    server.files[f"/{download.VOCAB_NAME}"] = vocab
+    path = download.download("vocab", progress=False, base_url=server.base)
+    assert path == models_dir() / download.VOCAB_NAME and path.read_bytes() == vocab
+    assert official_merges_path() == path
+
+
+def test_names_and_urls():
+    assert download.model_url("ViT-L/14@336px") == (
+        "https://openaipublic.azureedge.net/clip/models/"
+        "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt")
+    assert download.resolve_name("ViT-B-32") == "ViT-B/32"
+    assert download.vocab_url() == "https://github.com/openai/CLIP/raw/main/clip/bpe_simple_vocab_16e6.txt.gz"
+    with pytest.raises(CliplabError, match="Unknown model 'ViT-H/14'"):
+        download.download("ViT-H/14", progress=False)
+    assert Path(download.model_folder("RN50x4")).name == "RN50x4"
+
+
+def test_downloaded_fp16_tensors_keep_their_dtype(server, tmp_path, monkeypatch):
+    """The releases store most weights in fp16: the converted copy keeps them, load() gives fp32."""
+    model = tiny()
+    half = tiny()
+    engine.model.convert_weights(half, torch.float16)
+    data = torchscript_archive(half, tmp_path / "half.pt").read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    monkeypatch.setitem(weights.OFFICIAL_SHA256, NAME, digest)
+    server.files[f"/{digest}/{NAME}.pt"] = data
+    folder = download.download(NAME, progress=False, base_url=server.base)
+    stored = weights.read_checkpoint(folder).state_dict
+    assert stored["visual.conv1.weight"].dtype == torch.float16
+    loaded, _, _ = engine.load(NAME, device="cpu")
+    assert loaded.dtype == torch.float32
+    torch.testing.assert_close(loaded.visual.conv1.weight, model.visual.conv1.weight.half().float(), rtol=0, atol=0)
