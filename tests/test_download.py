@@ -199,3 +199,17 @@ def test_downloaded_fp16_tensors_keep_their_dtype(server, tmp_path, monkeypatch)
     loaded, _, _ = engine.load(NAME, device="cpu")
     assert loaded.dtype == torch.float32
     torch.testing.assert_close(loaded.visual.conv1.weight, model.visual.conv1.weight.half().float(), rtol=0, atol=0)
+
+
+def test_cli_download_then_models(server, release, capsys):
+    from app.cli import main
+
+    assert main(["download", "ViT-Q/1"]) == 2
+    assert "Unknown model 'ViT-Q/1'" in capsys.readouterr().err
+    assert main(["download", NAME, "--base-url", server.base, "--quiet"]) == 0
+    assert f"ready: {models_dir() / NAME}" in capsys.readouterr().out
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line.split() for line in lines if line.startswith(f"{NAME} "))
+    assert row[:5] == [NAME, "1024", "224", "102.0M", "yes"]  # the listing shows the architecture's facts
+    assert next(line.split() for line in lines if line.startswith("ViT-B/32 "))[4] == "no"

@@ -220,3 +220,12 @@ def test_demo_loads_when_built_else_says_so():
     else:
         with pytest.raises(CliplabError, match="demo model is not built"):
             engine.load("demo", device="cpu")
+
+
+def test_listed_parameter_counts_match_the_architectures():
+    from app.services.models import PARAMS
+
+    for name in engine.ARCHITECTURES:
+        with torch.device("meta"):
+            model = CLIP.from_name(name)
+        assert PARAMS[name] == sum(p.numel() for p in model.parameters()), name

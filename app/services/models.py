@@ -1,0 +1,74 @@
+"""Which models exist, which are on disk, and fetching them: behind `cliplab models` / `cliplab download`
+and the app's model picker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors import safe_open
+
+from engine import download
+from engine.api import DEMO, demo_folder
+from engine.model import ARCHITECTURES
+from engine.weights import CONFIG_FILE, WEIGHTS_FILE
+
+# Parameter counts of the nine architectures, so listing builds no model (tests/test_weights.py checks them).
+PARAMS = {
+    "RN50": 102_007_137, "RN101": 119_688_033, "RN50x4": 178_300_601, "RN50x16": 290_979_217,
+    "RN50x64": 623_258_305, "ViT-B/32": 151_277_313, "ViT-B/16": 149_620_737, "ViT-L/14": 427_616_513,
+    "ViT-L/14@336px": 427_944_193,
+}
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+
+
+def _stored_params(weights_file: Path) -> int:
+    """Parameters in a safetensors file, from its header (BatchNorm statistics are buffers, not counted)."""
+    total = 0
+    with safe_open(str(weights_file), "pt") as f:
+        for key in f.keys():
+            if "running_" not in key and not key.endswith("num_batches_tracked"):
+                count = 1
+                for dim in f.get_slice(key).get_shape():
+                    count *= dim
+                total += count
+    return total
+
+
+def _demo_row() -> dict:
+    folder = demo_folder()
+    row = dict(name=DEMO, embed_dim=None, resolution=None, params=None, downloaded=False, size_bytes=None,
+               description="a small CLIP trained on cliplab's synthetic world; not built in this installation")
+    if (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file():
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        row.update(embed_dim=config["embed_dim"], resolution=config["image_resolution"], downloaded=True,
+                   params=_stored_params(folder / WEIGHTS_FILE), size_bytes=_folder_bytes(folder),
+                   description=config.get("description") or row["description"])
+    return row
+
+
+def list_models() -> list[dict]:
+    """One row per loadable name: the nine official architectures, then the demo model."""
+    rows = []
+    for name, config in ARCHITECTURES.items():
+        on_disk = download.is_downloaded(name)
+        rows.append(dict(name=name, embed_dim=config["embed_dim"], resolution=config["image_resolution"],
+                         params=PARAMS[name], downloaded=on_disk,
+                         size_bytes=_folder_bytes(download.model_folder(name)) if on_disk else None,
+                         description=f"OpenAI's released CLIP {name}"))
+    rows.append(_demo_row())
+    return rows
+
+
+def download_models(names: list[str], progress: bool = True, base_url: str | None = None) -> list[Path]:
+    """Fetch official models ("all" = the nine) or the vocabulary ("vocab"); each is verified and converted."""
+    expanded = []
+    for name in names:
+        expanded += list(ARCHITECTURES) if name == "all" else [name]
+    for name in expanded:  # unknown names fail before anything is fetched
+        if name != "vocab":
+            download.resolve_name(name)
+    return [download.download(name, progress=progress, base_url=base_url) for name in dict.fromkeys(expanded)]
