@@ -41,10 +41,17 @@ class ImageLoadError(CliplabError):
     "not found", "unreadable", "empty file", "not an image", "truncated", "corrupt", "too large"
     or "unsupported mode"; `str(error)` is a sentence naming the file."""
 
-    def __init__(self, name: str, reason: str, detail: str):
-        super().__init__(f"Cannot read {name}: {detail}")
-        self.name = name
+    def __init__(self, message: str, reason: str = "unreadable", name: str | None = None):
+        super().__init__(message)
         self.reason = reason
+        self.name = name
+
+    def __reduce__(self):  # keep reason and name across processes (DataLoader and pool workers)
+        return type(self), (str(self), self.reason, self.name)
+
+
+def _fail(name: str, reason: str, detail: str) -> ImageLoadError:
+    return ImageLoadError(f"Cannot read {name}: {detail}", reason, name)
 
 
 class Preprocess:
@@ -105,38 +112,37 @@ def _as_file(source: ImageSource, name: str) -> IO[bytes] | Path:
     """The object Image.open gets, after the checks that need no decoder (existence, zero bytes)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
-            raise ImageLoadError(name, "empty file", "the data is empty (0 bytes).")
+            raise _fail(name, "empty file", "the data is empty (0 bytes).")
         return io.BytesIO(source)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            raise ImageLoadError(name, "not found", "the file does not exist.") from None
+            raise _fail(name, "not found", "the file does not exist.") from None
         except OSError as error:
-            raise ImageLoadError(name, "unreadable", f"the file cannot be opened ({error.strerror}).") from None
+            raise _fail(name, "unreadable", f"the file cannot be opened ({error.strerror}).") from None
         if path.is_dir():
-            raise ImageLoadError(name, "unreadable", "it is a folder, not a file.")
+            raise _fail(name, "unreadable", "it is a folder, not a file.")
         if size == 0:
-            raise ImageLoadError(name, "empty file", "the file is empty (0 bytes).")
+            raise _fail(name, "empty file", "the file is empty (0 bytes).")
         return path
     if not source.seekable():
         source = io.BytesIO(source.read())
     start = source.tell()
     if not source.read(1):
-        raise ImageLoadError(name, "empty file", "the data is empty (0 bytes).")
+        raise _fail(name, "empty file", "the data is empty (0 bytes).")
     source.seek(start)
     return source
 
 
-def _starts_like_image(file: IO[bytes] | Path) -> bool:
+def _starts_like_image(file: IO[bytes] | Path, start: int) -> bool:
     if isinstance(file, Path):
         with open(file, "rb") as f:
             head = f.read(16)
     else:
-        start = file.tell()
-        head = file.read(16)
         file.seek(start)
+        head = file.read(16)
     return head.startswith(_SIGNATURES) or head[4:8] == b"ftyp"
 
 
@@ -145,25 +151,26 @@ def _open(source: ImageSource, check_size: bool = True) -> tuple[Image.Image, st
     _register_heif()
     name = _source_name(source)
     file = _as_file(source, name)
+    start = 0 if isinstance(file, Path) else file.tell()
     try:
         with warnings.catch_warnings():
             # The limit is ours (MAX_IMAGE_PIXELS, checked below); Pillow's warning is noise here.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(file)
     except Image.DecompressionBombError as error:
-        raise ImageLoadError(name, "too large", f"{error} It may be a decompression bomb.") from None
+        raise _fail(name, "too large", f"it is far over the pixel limit, maybe a decompression bomb ({error}).") from None
     except UnidentifiedImageError:
-        if _starts_like_image(file):
-            raise ImageLoadError(name, "corrupt", "it looks like an image but its header is damaged "
+        if _starts_like_image(file, start):
+            raise _fail(name, "corrupt", "it looks like an image but its header is damaged "
                                  "or cut short.") from None
-        raise ImageLoadError(name, "not an image", "it is not an image in a format this program "
+        raise _fail(name, "not an image", "it is not an image in a format this program "
                              "reads (JPEG, PNG, GIF, WebP, TIFF, BMP, HEIC, ...).") from None
     except OSError as error:
-        raise ImageLoadError(name, "unreadable", f"the file cannot be opened ({error}).") from None
+        raise _fail(name, "unreadable", f"the file cannot be opened ({error}).") from None
     width, height = image.size
     if check_size and width * height > MAX_IMAGE_PIXELS:
         image.close()
-        raise ImageLoadError(name, "too large", f"{width}x{height} is {width * height / 1e6:.0f} megapixels, "
+        raise _fail(name, "too large", f"{width}x{height} is {width * height / 1e6:.0f} megapixels, "
                              f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} (it may be a decompression "
                              "bomb); raise engine.images.MAX_IMAGE_PIXELS if you trust the file.")
     return image, name
@@ -176,15 +183,15 @@ def _decode(image: Image.Image, name: str) -> None:
     except (OSError, SyntaxError, EOFError, ValueError) as error:
         message = str(error)
         if "truncated" in message.lower() or isinstance(error, EOFError):
-            raise ImageLoadError(name, "truncated", "the image data is cut short (the file is incomplete, "
+            raise _fail(name, "truncated", "the image data is cut short (the file is incomplete, "
                                  "or still being copied).") from None
-        raise ImageLoadError(name, "corrupt", f"the image data is damaged ({message}).") from None
+        raise _fail(name, "corrupt", f"the image data is damaged ({message}).") from None
 
 
 def _apply_orientation(image: Image.Image) -> None:
     try:
         ImageOps.exif_transpose(image, in_place=True)
-    except Exception:  # noqa: BLE001 - damaged EXIF must not lose good pixels: keep them as stored
+    except Exception:  # damaged EXIF must not lose good pixels: keep them as stored
         pass
 
 
@@ -207,7 +214,7 @@ def _to_rgb(image: Image.Image, name: str) -> Image.Image:
     try:
         return image.convert("RGB")
     except ValueError:
-        raise ImageLoadError(name, "unsupported mode", f"its pixel mode {mode!r} cannot be converted "
+        raise _fail(name, "unsupported mode", f"its pixel mode {mode!r} cannot be converted "
                              "to RGB.") from None
 
 
@@ -269,7 +276,7 @@ def image_info(source: ImageSource) -> dict[str, Any]:
             if isinstance(model, bytes):
                 model = model.decode("utf-8", "replace")
             camera_model = model.strip("\x00 ") or None if isinstance(model, str) else None
-        except Exception:  # noqa: BLE001 - damaged EXIF: the size and format are still right
+        except Exception:  # damaged EXIF: the size and format are still right
             pass
         if orientation in (5, 6, 7, 8):
             width, height = height, width

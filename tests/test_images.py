@@ -238,6 +238,8 @@ def test_bad_files_raise_with_a_reason_and_the_file_name(tmp_path, name):
     assert raised.value.reason == reason
     assert name in str(raised.value) and str(raised.value).endswith(".")
     assert isinstance(raised.value, CliplabError)
+    copy = pickle.loads(pickle.dumps(raised.value))  # crosses worker processes intact
+    assert (type(copy), copy.reason, str(copy)) == (ImageLoadError, reason, str(raised.value))
 
 
 def test_missing_files_folders_and_empty_bytes(tmp_path):
