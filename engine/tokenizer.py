@@ -6,8 +6,9 @@ Vocabulary: 256 byte symbols, the same with `</w>`, one entry per merge, then SO
 EOT is always the highest id (the model pools text at argmax). Any merges file in the official
 format loads (gzip or plain text, a version header line first), so trained vocabularies work too.
 
-Speed: BPE is cached per word and whole texts per tokenizer, and plain printable ASCII without
-`&` skips ftfy and HTML unescaping, which leave such text unchanged (a test checks that claim).
+Speed: BPE is cached per word and whole texts per tokenizer; plain printable ASCII without `&`
+skips ftfy and HTML unescaping, which leave such text unchanged, and cleaned ASCII text is split
+by an equivalent ASCII regex (tests check both claims against the reference).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import html
 import importlib.util
 import itertools
+import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +43,9 @@ _PATTERN = regex.compile(
     r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
     regex.IGNORECASE,
 )
+# The same split for cleaned printable ASCII (lower case, single spaces), where the Unicode classes
+# reduce to ASCII ones; the stdlib engine runs it about twice as fast.
+_ASCII_PATTERN = re.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[a-z]+|[0-9]|[^ a-z0-9]+""")
 # Printable ASCII (and tab/newline/CR) without '&': ftfy and html.unescape return it unchanged
 # up to whitespace, which is collapsed anyway.
 _PLAIN_ASCII = regex.compile(r"[\t\n\r\x20-\x25\x27-\x7e]*")
@@ -206,14 +211,15 @@ class Tokenizer:
         cached = self._text_cache.get(text)
         if cached is not None:
             return cached
+        cleaned = clean_text(text)
+        if cleaned.isascii() and cleaned.isprintable():
+            pieces = _ASCII_PATTERN.findall(cleaned)  # printable ASCII bytes map to themselves
+        else:
+            byte_encoder = self.byte_encoder
+            pieces = ["".join(byte_encoder[b] for b in piece.encode("utf-8")) for piece in _PATTERN.findall(cleaned)]
         ids: list[int] = []
         words = self._word_cache
-        byte_encoder = self.byte_encoder
-        for piece in _PATTERN.findall(clean_text(text)):
-            # Pieces hold no whitespace, and printable ASCII bytes map to themselves.
-            word = piece if piece.isascii() and piece.isprintable() else None
-            if word is None:
-                word = "".join(byte_encoder[b] for b in piece.encode("utf-8"))
+        for word in pieces:
             found = words.get(word)
             if found is None:
                 if len(words) >= _WORD_CACHE_SIZE:

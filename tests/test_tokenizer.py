@@ -156,9 +156,10 @@ def test_round_trip_lower_case_ascii_words(ours, words):
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(alphabet=st.sampled_from([chr(c) for c in range(128)]), max_size=80))
-def test_plain_ascii_fast_path_cleans_as_the_reference(open_clip, text):
-    # clean_text skips ftfy for printable ASCII without '&': it must still equal the reference cleaning.
+def test_ascii_fast_paths_match_the_reference(open_clip, reference, ours, text):
+    # clean_text skips ftfy for printable ASCII without '&', and ASCII text is split by an ASCII regex.
     assert clean_text(text) == open_clip.tokenizer._clean_lower(text)
+    assert ours.encode(text) == reference.encode(text)
 
 
 def test_text_and_word_caches_do_not_change_results(ours):
