@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from app.services.classify import classify_images, export_csv, folder_images, parse_classes
@@ -69,6 +70,15 @@ def expand_paths(items: list[str]) -> list[Path]:
     return paths
 
 
+def display_names(paths: list[Path]) -> list[str]:
+    """File names, or paths relative to their common folder when names repeat (blue/0.png, red/0.png)."""
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    common = Path(os.path.commonpath([p.resolve() for p in paths]))
+    return [str(p.resolve().relative_to(common)) for p in paths]
+
+
 def run(args: argparse.Namespace) -> int:
     classes = parse_classes(args.classes, args.classes_file)
     templates = load_templates(args.templates)
@@ -77,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     paths = expand_paths(args.images)
     result = classify_images(load_bundle(args), paths, classes, templates, k=args.top, threshold=args.threshold,
                              scale=parse_scale(args.scale), progress=len(paths) > 8)
-    names = [p.name for p in result.paths]
+    names = display_names(result.paths)
     width = max(len(n) for n in names + ["image"])
     if len(classes) <= args.top:  # every probability fits: one column per class
         label_width = max(8, *(len(c) for c in classes))
