@@ -1,0 +1,142 @@
+"""Decoding image files in worker processes, each file with a time limit.
+
+The model stays in the main process; workers turn a path into the preprocessed tensor (as a
+numpy array) plus header facts, or into a failure reason. A worker that overruns its file's
+limit is stopped from inside (SIGALRM) and, should the decoder be stuck in C code, the whole
+pool is replaced from outside, so one bad file never stops a run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+
+@dataclass
+class Decoded:
+    file_id: int
+    pixels: np.ndarray | None  # [3, r, r] float32, preprocessed; None when skipped
+    reason: str | None = None  # why it was skipped
+    width: int | None = None
+    height: int | None = None
+    captured_at: datetime | None = None
+    camera: str | None = None
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(_signum, _frame):
+    raise _Timeout()
+
+
+_preprocess = None
+
+
+def _init_worker(resolution: int) -> None:
+    import torch
+
+    from engine.images import Preprocess
+    global _preprocess
+    torch.set_num_threads(1)  # the workers are the parallelism; the model has the main process's threads
+    _preprocess = Preprocess(resolution)
+    signal.signal(signal.SIGALRM, _alarm)
+
+
+def decode_file(file_id: int, path: str, resolution: int, time_limit: float) -> Decoded:
+    """Decode one file (in a worker; callable directly for tests and single-process runs)."""
+    from engine.images import ImageLoadError, Preprocess, image_info, load_image
+    preprocess = _preprocess if _preprocess is not None and _preprocess.resolution == resolution \
+        else Preprocess(resolution)
+    armed = signal.getsignal(signal.SIGALRM) is _alarm
+    if armed:
+        signal.setitimer(signal.ITIMER_REAL, time_limit)
+    try:
+        info = image_info(path)
+        image = load_image(path, min_size=resolution)
+        pixels = preprocess(image).numpy()
+        return Decoded(file_id, pixels, None, info["width"], info["height"], info.get("taken_at"),
+                       info.get("camera_model"))
+    except ImageLoadError as error:
+        return Decoded(file_id, None, f"{error.reason}: {error}")
+    except _Timeout:
+        return Decoded(file_id, None, f"timed out: decoding took more than {time_limit:g} s")
+    except MemoryError:
+        return Decoded(file_id, None, "too large: out of memory while decoding")
+    except Exception as error:  # noqa: BLE001 - any decoder bug becomes a recorded skip, never a crash
+        return Decoded(file_id, None, f"corrupt: {type(error).__name__}: {error}")
+    finally:
+        if armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+class DecodePool:
+    """Ordered, bounded parallel decoding: `for item in pool.decode([(id, path), ...])`."""
+
+    def __init__(self, resolution: int, workers: int | None = None, time_limit: float = 30.0):
+        self.resolution, self.time_limit = resolution, time_limit
+        # workers=0 decodes in the calling process (no time limit then: nothing could enforce it)
+        self.workers = max(0, workers if workers is not None else (os.cpu_count() or 1))
+        self._context = multiprocessing.get_context("forkserver")  # a clean parent: no torch threads forked
+        self._context.set_forkserver_preload(["engine.images", "torch", "numpy"])
+        self._pool = None
+
+    def _start(self):
+        self._pool = self._context.Pool(self.workers, initializer=_init_worker, initargs=(self.resolution,))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+    def decode(self, items: Iterable[tuple[int, str]]) -> Iterator[Decoded]:
+        if self.workers == 0:
+            yield from (decode_file(file_id, path, self.resolution, self.time_limit) for file_id, path in items)
+            return
+        items = iter(items)
+        window: deque = deque()
+        depth = self.workers * 4
+        if self._pool is None:
+            self._start()
+
+        def submit(file_id: int, path: str) -> None:
+            window.append((file_id, path, self._pool.apply_async(
+                decode_file, (file_id, path, self.resolution, self.time_limit))))
+
+        # Each worker's own alarm bounds a file at time_limit; this outer limit (what the files
+        # queued before it may take, plus its own) catches a decoder stuck in C code.
+        outer = self.time_limit * (depth // self.workers + 2) + 5
+        for file_id, path in items:
+            submit(file_id, path)
+            if len(window) >= depth:
+                break
+        while window:
+            file_id, path, result = window.popleft()
+            try:
+                yield result.get(timeout=outer)
+            except multiprocessing.TimeoutError:
+                yield Decoded(file_id, None, f"timed out: decoding took more than {outer:g} s (decoder stuck)")
+                pending = [(fid, p) for fid, p, _r in window]
+                window.clear()
+                self.close()
+                self._start()
+                for fid, p in pending:
+                    submit(fid, p)
+            nxt = next(items, None)
+            if nxt is not None:
+                submit(*nxt)
