@@ -86,9 +86,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(len(rest), ours.embed_dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    known = cache.get(model_fingerprint(ours), rest)
+    key = f"{model_fingerprint(ours)}/{ours.dtype}"  # the key embed_prompts uses
+    known = cache.get(key, rest)
     keep = [i for i, t in enumerate(rest) if t not in known]
-    cache.put(model_fingerprint(ours), [rest[i] for i in keep], vectors[keep])
+    cache.put(key, [rest[i] for i in keep], vectors[keep])
     cache.close()
     t_full_cached, full = timed(lambda: build_classifier(ours, tokenizer, all_classes, templates), repeat=3)
     assert full.weights.shape == (len(all_classes), ours.embed_dim)

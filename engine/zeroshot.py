@@ -73,7 +73,7 @@ def fill(template: str, classname: str) -> str:
 
 
 class TextFeatureCache:
-    """Normalised prompt embeddings in one SQLite file, keyed by (model fingerprint, text).
+    """Normalised prompt embeddings in one SQLite file, keyed by (model fingerprint[/dtype], text).
     WAL mode and INSERT OR IGNORE make concurrent builders in several processes safe: the
     first writer of a key wins and every writer would have written the same vector."""
 
@@ -113,7 +113,8 @@ def embed_prompts(model, tokenizer, texts: Sequence[str], cache: bool = True, pr
     unique = list(dict.fromkeys(texts))
     store = TextFeatureCache() if cache else None
     try:
-        fingerprint = model_fingerprint(model) if cache else ""
+        # the precision is part of the key: fp16 and fp32 runs of the same weights differ slightly
+        fingerprint = f"{model_fingerprint(model)}/{getattr(model, 'dtype', '')}" if cache else ""
         known = store.get(fingerprint, unique) if store else {}
         missing = sorted((t for t in unique if t not in known), key=len)  # similar lengths batch together
         bar = tqdm(total=len(missing), disable=not progress or not missing, desc="encoding prompts", unit="prompt")
