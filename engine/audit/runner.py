@@ -295,7 +295,8 @@ def run_audit(options: AuditOptions, loaded: tuple | None = None, progress: bool
                      features, zero_shot)
     result["notes"] = zs_notes + result["notes"]
     top_a, _ = _top1(probs_a, labelset_a)
-    per_image = {"row": dataset.rows.tolist(), "top1_a": top_a.tolist()}
+    per_image = {"row": dataset.rows.tolist(), "groups": {k: v.tolist() for k, v in dataset.groups.items()},
+                 "top1_a": top_a.tolist()}
     if probs_b is not None:
         per_image["top1_b"] = _top1(probs_b, labelset_b)[0].tolist()
     result.update(

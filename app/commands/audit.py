@@ -1,0 +1,153 @@
+"""`cliplab audit`: bias audits of a label set on a dataset with group columns (the paper's FairFace probes).
+
+    cliplab audit --dataset FAIRFACE_DIR --labels paper --add child --sample 2000 --seed 0 --out report.html
+    cliplab audit list | show ID [--json|--csv] | rerun ID | diff A B
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from app.services import audit as service
+from engine.audit.runner import PAPER_THRESHOLDS, AuditOptions
+from engine.errors import CliplabError
+
+ACTIONS = ("list", "show", "rerun", "diff")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CliplabError(f"Give thresholds as comma-separated fractions (0.005,0.04), not {text!r}.") from None
+
+
+def _names(text: str | None) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "audit", help="audit a label set for bias on a dataset with group columns (FairFace)",
+        description="Run the paper's FairFace bias probes, or the same measurements for any label set and any "
+                    "CSV with group columns; saves a session and writes a report. Also: audit list, "
+                    "audit show ID, audit rerun ID, audit diff A B.")
+    parser.add_argument("action", nargs="?", choices=ACTIONS, help="manage saved sessions instead of running")
+    parser.add_argument("ids", nargs="*", metavar="ID", help="session id(s) (a unique prefix is enough)")
+    parser.add_argument("--dataset", help="FairFace's folder (fairface_label_{train,val}.csv) or a CSV")
+    parser.add_argument("--split", default="val", help="FairFace split: val (default) or train")
+    parser.add_argument("--labels", default="paper", help="label set: paper (default), paper_child, or a YAML/JSON file")
+    parser.add_argument("--add", help="comma-separated classes for a second label set B = labels + these "
+                                      "(e.g. child: the paper's class-design experiment)")
+    parser.add_argument("--sample", type=int, help="audit a random sample of N images")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample, bootstrap and probe (default 0)")
+    parser.add_argument("--model", default="demo", help="an official name (downloaded first), 'demo' or a checkpoint path")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--group-columns", help="comma-separated group columns (default for FairFace: race,gender,age)")
+    parser.add_argument("--templates", nargs="+", default=[],
+                        help="prompt-sensitivity variants: templates with {} or preset names/files (each line one variant)")
+    parser.add_argument("--thresholds", default=",".join(f"{t:g}" for t in PAPER_THRESHOLDS),
+                        help="multi-label thresholds as fractions (default 0.005,0.04: the paper's 0.5%% and 4%%)")
+    parser.add_argument("--min-count", type=int, default=5, help="threshold tests skip labels given to fewer images (5)")
+    parser.add_argument("--probe-folds", type=int, default=3, help="linear-probe cross-fitting folds; 0 skips it (3)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (1000)")
+    parser.add_argument("--service-test", action="store_true", help="FairFace: only rows with service_test True")
+    parser.add_argument("--padding", help="FairFace image release, recorded with the session (0.25 or 1.25)")
+    parser.add_argument("--out", help="write the report: .html (default kind), .json or .csv")
+    parser.add_argument("--json", action="store_true", help="show/diff: print JSON")
+    parser.add_argument("--csv", action="store_true", help="show: print the tables as CSV")
+    parser.set_defaults(func=main)
+
+
+def _load(args: argparse.Namespace, model: str):
+    from engine.api import load
+
+    return load(model, device=args.device)
+
+
+def _print_summary(result: dict) -> None:
+    prov = result["provenance"]
+    print(f"audited {prov['dataset']['images']} images with {prov['model']['name']} "
+          f"({prov['model']['fingerprint']}), label set {' vs '.join(v for v in prov['label_sets'].values() if v)}")
+    for line in result["headline"]:
+        print(f"  {line}")
+    if result["warnings"]:
+        print(f"  {len(result['warnings'])} small-cell warning(s); see the report")
+    for note in result["notes"]:
+        print(f"  note: {note}")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.action is None:
+        return _run(args)
+    needed = {"list": 0, "show": 1, "rerun": 1, "diff": 2}[args.action]
+    if len(args.ids) != needed:
+        raise CliplabError(f"`cliplab audit {args.action}` takes {needed} session id(s), got {len(args.ids)}.")
+    if args.action == "list":
+        sessions = service.list_sessions()
+        if args.json:
+            print(json.dumps(sessions, indent=1))
+        for s in [] if args.json else sessions:
+            print(f"{s['id']}  {s['created_at']}  {s['model']}  {s['label_sets']}  {s['images']} images  "
+                  f"{s['dataset']}" + (f"  (re-run of {s['rerun_of']})" if s["rerun_of"] else ""))
+        return 0
+    if args.action == "show":
+        result = service.show(args.ids[0])
+        if args.out:
+            print(f"wrote {service.export(result, args.out)}")
+        elif args.json:
+            print(json.dumps(result, indent=1))
+        elif args.csv:
+            from engine.audit.report import to_frame
+
+            to_frame(result).to_csv(sys.stdout, index=False)
+        else:
+            print(f"session {result['session_id']}")
+            _print_summary(result)
+        return 0
+    if args.action == "rerun":
+        saved = service.show(args.ids[0])
+        fresh, differences = service.rerun(args.ids[0], args.out, _load(args, saved["options"]["model"]))
+        _print_summary(fresh)
+        print(f"session {fresh['session_id']} (re-run of {saved['session_id']})")
+        if differences:
+            print(f"{len(differences)} difference(s) from the saved session:")
+            for line in differences[:20]:
+                print(f"  {line}")
+            return 1
+        print("re-run matches the saved session: every table has the same numbers")
+        return 0
+    result = service.diff(*args.ids)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"{result['images']} shared images; focus categories {', '.join(result['focus'])}; "
+          f"label sets {result['label_sets'][0]} -> {result['label_sets'][1]}")
+    for row in result["tables"]["label_set_diff"]:
+        print(f"  {row['grouping']:>8} {row['group']:<20} n={row['n']:<6} {row['share_a']:6.1%} -> "
+              f"{row['share_b']:6.1%}  change {row['change']:+.1%} [{row['change_low']:+.1%}, "
+              f"{row['change_high']:+.1%}]  McNemar p={row['p']:.2g}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not args.dataset:
+        raise CliplabError("Give --dataset (FairFace's folder or a CSV), or one of: audit list, show ID, "
+                           "rerun ID, diff A B.")
+    options = AuditOptions(dataset=args.dataset, labels=args.labels, add=_names(args.add), split=args.split,
+                           sample=args.sample, seed=args.seed, model=args.model,
+                           group_columns=_names(args.group_columns) or None, templates=args.templates,
+                           thresholds=_floats(args.thresholds), min_count=args.min_count,
+                           probe_folds=args.probe_folds, n_boot=args.bootstrap,
+                           service_test_only=args.service_test, padding=args.padding)
+    from engine.audit.runner import resolve_labelsets
+
+    resolve_labelsets(options)  # a bad label set fails before the model loads
+    result = service.run(options, args.out, _load(args, args.model))
+    _print_summary(result)
+    if args.out:
+        print(f"report: {args.out}")
+    print(f"session {result['session_id']}")
+    return 0

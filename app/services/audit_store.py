@@ -1,0 +1,104 @@
+"""Audit sessions in the catalog database (SQLAlchemy 2).
+
+Same database as the photo catalog: CLIPLAB_DATABASE_URL, else SQLite at data_dir()/catalog.db in
+WAL mode. The table is created with metadata.create_all on first use, until it joins the catalog's
+Alembic migrations. A session is saved in one transaction: all of it or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import UTC, datetime
+from functools import cache
+
+from sqlalchemy import DateTime, Engine, Integer, String, Text, create_engine, event, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from engine import paths
+from engine.errors import CliplabError
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class AuditSession(Base):
+    __tablename__ = "audit_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    rerun_of: Mapped[str | None] = mapped_column(String(32))
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    dataset_source: Mapped[str] = mapped_column(Text)
+    dataset_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    split: Mapped[str | None] = mapped_column(String(32))
+    n_images: Mapped[int] = mapped_column(Integer)
+    label_sets: Mapped[str] = mapped_column(String(400))
+    result_json: Mapped[str] = mapped_column(Text)  # the whole result: options, provenance, tables
+
+
+def database_url() -> str:
+    return os.environ.get("CLIPLAB_DATABASE_URL") or f"sqlite:///{paths.data_dir() / 'catalog.db'}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+@cache
+def _engine(url: str) -> Engine:
+    engine = create_engine(url, future=True, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    Base.metadata.create_all(engine)
+    return engine
+
+
+def engine() -> Engine:
+    return _engine(database_url())
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def save_session(result: dict, session_id: str, rerun_of: str | None = None) -> str:
+    """Store a finished result under session_id, in one transaction."""
+    provenance = result["provenance"]
+    labels = provenance["label_sets"]
+    row = AuditSession(
+        id=session_id, created_at=datetime.now(UTC), rerun_of=rerun_of,
+        model_name=str(provenance["model"]["name"]), model_fingerprint=provenance["model"]["fingerprint"],
+        dataset_source=provenance["dataset"]["source"], dataset_sha256=provenance["dataset"]["file_sha256"],
+        split=provenance["dataset"]["split"], n_images=provenance["dataset"]["images"],
+        label_sets=" vs ".join(v for v in (labels["A"], labels["B"]) if v),
+        result_json=json.dumps({**result, "session_id": session_id}, allow_nan=False))
+    with Session(engine()) as session, session.begin():
+        session.add(row)
+    return session_id
+
+
+def load_session(session_id: str) -> dict:
+    """The saved result of a session (a unique prefix of its id is enough)."""
+    with Session(engine()) as session:
+        rows = session.scalars(select(AuditSession).where(AuditSession.id.startswith(session_id))).all()
+    if not rows:
+        raise CliplabError(f"No audit session {session_id!r}; `cliplab audit list` shows the saved ones.")
+    if len(rows) > 1:
+        raise CliplabError(f"{session_id!r} matches {len(rows)} audit sessions; give more of the id.")
+    return json.loads(rows[0].result_json)
+
+
+def list_sessions() -> list[dict]:
+    """Every saved session, newest first, without the tables."""
+    with Session(engine()) as session:
+        rows = session.scalars(select(AuditSession).order_by(AuditSession.created_at.desc())).all()
+    return [{"id": r.id, "created_at": r.created_at.isoformat(timespec="seconds"), "rerun_of": r.rerun_of,
+             "model": r.model_name, "model_fingerprint": r.model_fingerprint, "dataset": r.dataset_source,
+             "split": r.split, "images": r.n_images, "label_sets": r.label_sets} for r in rows]
