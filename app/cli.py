@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "models",
     "classify",
     "eval",
+    "audit",
 ]
 
 
