@@ -120,7 +120,8 @@ def is_fairface(location: Path) -> bool:
     location = Path(location)
     if location.is_dir():
         return any((location / f"fairface_label_{s}.csv").is_file() for s in SPLITS)
-    header = location.open(encoding="utf-8", errors="replace").readline().strip().split(",")
+    with location.open(encoding="utf-8", errors="replace") as handle:
+        header = handle.readline().strip().split(",")
     return header[:4] == FAIRFACE_COLUMNS[:4]
 
 

@@ -240,11 +240,13 @@ def disparities(rows: list[dict], value: str = "share") -> list[dict]:
         ratio = low[value] / high[value] if high[value] > 0 else math.nan
         small = [r["group"] for r in (high, low) if r["small"]]
         what = f"{category} " if category else ""
+        direction = (f"{what}{value} is highest for {high['group']} ({high[value]:.1%}, n={high['n']}) "
+                     f"and lowest for {low['group']} ({low[value]:.1%}, n={low['n']})")
+        if high[value] == low[value]:
+            direction = f"{what}{value} is the same for every group ({high[value]:.1%})"
         out.append({"grouping": grouping, "category": category, "highest": high["group"], "highest_value": high[value],
                     "lowest": low["group"], "lowest_value": low[value], "difference": high[value] - low[value],
-                    "ratio": ratio, "small_extremes": small,
-                    "direction": f"{what}{value} is highest for {high['group']} ({high[value]:.1%}, n={high['n']}) "
-                                 f"and lowest for {low['group']} ({low[value]:.1%}, n={low['n']})"})
+                    "ratio": ratio, "small_extremes": small, "direction": direction})
     return out
 
 

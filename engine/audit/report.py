@@ -89,7 +89,7 @@ def _share_plot(rows: list[dict], grouping: str, categories: list[str]) -> str:
     axis.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
     axis.set_ylabel("% of images (top-1), 95% Wilson CI")
     axis.set_title(f"by {grouping}")
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     return _png(figure)
 
 
@@ -107,7 +107,7 @@ def _sweep_plot(rows: list[dict], grouping: str, category: str) -> str:
     axis.set_xlabel("threshold (% probability)")
     axis.set_ylabel(f"% given a {category} label")
     axis.set_title(f"{category} by {grouping}")
-    axis.legend(fontsize=7, ncol=2)
+    axis.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
     return _png(figure)
 
 
