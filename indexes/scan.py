@@ -25,7 +25,7 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 
 from engine.errors import CliplabError
-from indexes.catalog import Catalog, Embedding, File, Folder
+from indexes.catalog import Catalog, Embedding, File, Folder, Model
 
 EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif"})
 CHUNK = 64 * 1024
@@ -182,6 +182,9 @@ def scan(catalog: Catalog, roots: list[str | os.PathLike]) -> ScanReport:
             for row in rows:
                 report.removed.append(row.path)
                 session.delete(row)
+        if report.removed or report.changed or report.added:
+            # embeddings were deleted or copied: vector indexes must look again (indexes.vectors)
+            session.execute(update(Model).values(version=Model.version + 1))
     for lst in (report.added, report.changed, report.removed, report.moved):
         lst.sort()
     return report

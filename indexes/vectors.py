@@ -1,0 +1,219 @@
+"""FAISS vector indexes per model, derived from the catalog's embeddings.
+
+- kind "flat": exact inner product (IndexFlatIP inside IndexIDMap2); "ivf": approximate
+  (IndexIVFFlat, inner product, nlist ~ 4 sqrt(n), nprobe chosen for recall@10 >= 0.95 on
+  clustered data); "auto" picks flat below APPROX_THRESHOLD vectors, ivf above.
+- IDs are catalog file ids. The file is saved atomically (temp file + rename) and its state
+  (kind, count, catalog version) kept in the catalog; on open it is checked against the catalog
+  and brought up to date (added, removed, re-embedded rows) or rebuilt, then saved again.
+- With faiss GPU support and CUDA present, unfiltered searches of a flat index run on the GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+from sqlalchemy import func, select
+
+from indexes.catalog import Catalog, Embedding, Model, VectorIndexState, from_blobs
+
+APPROX_THRESHOLD = 200_000
+# faiss switches from its SIMD kernel to BLAS at this many queries; BLAS pays a large fixed cost,
+# so small query batches are several times faster with a low threshold (benchmarks/library.py).
+faiss.cvar.distance_compute_blas_threshold = 20
+KINDS = ("auto", "flat", "ivf")
+
+
+def choose_kind(count: int, kind: str = "auto") -> str:
+    if kind not in KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; use one of {', '.join(KINDS)}")
+    return ("flat" if count < APPROX_THRESHOLD else "ivf") if kind == "auto" else kind
+
+
+def build(vectors: np.ndarray, ids: np.ndarray, kind: str) -> faiss.Index:
+    """A new index of the given kind ("flat" or "ivf") holding vectors under ids."""
+    dim = vectors.shape[1]
+    if kind == "flat":
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    else:
+        nlist = max(1, min(int(4 * math.sqrt(len(vectors))), len(vectors) // 39 or 1))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        sample = vectors[rng.choice(len(vectors), min(len(vectors), nlist * 64), replace=False)]
+        index.train(sample)
+        index.nprobe = default_nprobe(nlist)
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # removals and reconstruct by id
+    if len(vectors):
+        index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
+    return index
+
+
+def default_nprobe(nlist: int) -> int:
+    return max(1, min(nlist, max(16, nlist // 64)))
+
+
+def index_ids(index: faiss.Index) -> np.ndarray:
+    if isinstance(index, faiss.IndexIDMap2):
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    ivf = faiss.extract_index_ivf(index)
+    lists = ivf.invlists
+    parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+             for i in range(lists.nlist) if lists.list_size(i)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def save_atomically(index: faiss.Index, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    faiss.write_index(index, str(tmp))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class VectorIndex:
+    """An open, up-to-date FAISS index of one model's embeddings."""
+
+    def __init__(self, catalog: Catalog, model_id: int, kind: str = "auto"):
+        self.catalog, self.model_id, self.requested = catalog, model_id, kind
+        self.path = catalog.index_dir / f"model-{model_id}.faiss"
+        self.index: faiss.Index | None = None
+        self.kind = "flat"
+        self._gpu = self._ids = None
+        self.sync()
+
+    @property
+    def count(self) -> int:
+        return int(self.index.ntotal)
+
+    def _catalog_rows(self, since: int | None = None):
+        query = select(Embedding.file_id, Embedding.version).where(Embedding.model_id == self.model_id)
+        with self.catalog.session() as session:
+            rows = session.execute(query).all()
+        return np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64)
+
+    def _vectors(self, ids: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(ids), self.dim), np.float32)
+        position = {int(i): n for n, i in enumerate(ids)}
+        with self.catalog.session() as session:
+            for start in range(0, len(ids), 5000):
+                chunk = [int(i) for i in ids[start:start + 5000]]
+                rows = session.execute(select(Embedding.file_id, Embedding.vector).where(
+                    Embedding.model_id == self.model_id, Embedding.file_id.in_(chunk))).all()
+                if rows:
+                    out[[position[r[0]] for r in rows]] = from_blobs([r[1] for r in rows], self.dim)
+        return out
+
+    def sync(self) -> dict:
+        """Check the saved index against the catalog; update or rebuild it and save when stale.
+        Returns what was done: {"action": "fresh"|"updated"|"rebuilt", "added", "removed"}."""
+        with self.catalog.session() as session:
+            model = session.get(Model, self.model_id)
+            state = session.get(VectorIndexState, self.model_id)
+            count = session.scalar(select(func.count()).select_from(Embedding)
+                                   .where(Embedding.model_id == self.model_id))
+        self.dim, version = model.embed_dim, model.version
+        kind = choose_kind(count, self.requested)
+        if self.index is None and state is not None and state.kind == kind and self.path.exists():
+            try:
+                self.index = faiss.read_index(str(self.path))
+                self.kind = kind
+            except RuntimeError:  # damaged file: rebuilt below
+                self.index = None
+        if (self.index is not None and state is not None and state.version == version
+                and state.count == count == self.index.ntotal and self.kind == kind):
+            return {"action": "fresh", "added": 0, "removed": 0}
+        ids, versions = self._catalog_rows()
+        if self.index is None or self.kind != kind or (kind == "ivf" and _needs_retrain(state, count)):
+            self.index, self.kind = build(self._vectors(ids), ids, kind), kind
+            result = {"action": "rebuilt", "added": len(ids), "removed": 0}
+            removals = 0
+        else:
+            have = index_ids(self.index)
+            stale_since = state.version if state is not None else -1
+            gone = np.setdiff1d(have, ids)
+            changed = ids[versions > stale_since]
+            drop = np.union1d(gone, np.intersect1d(changed, have))
+            if len(drop):
+                self.index.remove_ids(faiss.IDSelectorBatch(drop))
+            add = np.union1d(np.setdiff1d(ids, have), changed)
+            if len(add):
+                self.index.add_with_ids(self._vectors(add), add)
+            result = {"action": "updated", "added": len(add), "removed": len(gone)}
+            removals = (state.removals if state is not None else 0) + len(gone)
+        self._gpu = self._ids = None
+        save_atomically(self.index, self.path)
+        with self.catalog.session() as session, session.begin():
+            row = session.get(VectorIndexState, self.model_id)
+            if row is None:
+                row = VectorIndexState(model_id=self.model_id)
+                session.add(row)
+            row.kind, row.path, row.count, row.version, row.removals = (
+                self.kind, str(self.path), int(self.index.ntotal), version, removals)
+        return result
+
+    def ids(self) -> np.ndarray:
+        if self._ids is None:
+            self._ids = index_ids(self.index)
+        return self._ids
+
+    def set_nprobe(self, nprobe: int) -> None:
+        if self.kind == "ivf":
+            faiss.extract_index_ivf(self.index).nprobe = nprobe
+
+    def _gpu_index(self):
+        if self._gpu is None and self.kind == "flat" and _gpu_available():
+            self._gpu = faiss.index_cpu_to_all_gpus(self.index)
+        return self._gpu
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores [q, k'], ids [q, k']) best first; allowed restricts to those file ids.
+        Missing slots (fewer than k candidates) are dropped from the right (ids -1)."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
+        k = max(1, min(k, self.count))
+        if self.count == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        if allowed is None:
+            index = self._gpu_index() or self.index
+            scores, ids = index.search(queries, k)
+        else:
+            allowed = np.ascontiguousarray(allowed, np.int64)
+            k = max(1, min(k, len(allowed)))
+            selector = faiss.IDSelectorBatch(allowed)
+            if self.kind == "flat":
+                scores, ids = self.index.search(queries, k, params=faiss.SearchParameters(sel=selector))
+            elif len(allowed) <= 50_000:  # a narrow filter: exact over the subset beats probing lists
+                vectors = np.stack([self.index.reconstruct(int(i)) for i in allowed])
+                sims = queries @ vectors.T
+                order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+                scores, ids = np.take_along_axis(sims, order, 1), allowed[order]
+            else:
+                params = faiss.SearchParametersIVF(sel=selector, nprobe=faiss.extract_index_ivf(self.index).nprobe)
+                scores, ids = self.index.search(queries, k, params=params)
+        valid = (ids >= 0).all(axis=0)
+        return scores[:, valid], ids[:, valid]
+
+    def reconstruct(self, file_id: int) -> np.ndarray:
+        return self.index.reconstruct(int(file_id))
+
+
+def _needs_retrain(state: VectorIndexState | None, count: int) -> bool:
+    """An IVF trained on far fewer vectors (or after many removals) partitions badly: rebuild."""
+    return state is None or count > 2 * state.count or state.removals > state.count // 2
+
+
+def _gpu_available() -> bool:
+    if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
+        return False
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def open_index(catalog: Catalog, model_id: int, kind: str = "auto") -> VectorIndex:
+    return VectorIndex(catalog, model_id, kind)

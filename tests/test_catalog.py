@@ -1,0 +1,130 @@
+"""The catalog on SQLite and on a real PostgreSQL server: migrations, scans, embeddings, FAISS agreement.
+
+The PostgreSQL half needs CLIPLAB_TEST_POSTGRES_URL (scripts/run-tests.sh starts a throwaway
+server on loopback and sets it); without it those tests are skipped with the reason printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from library_fixtures import tiny_bundle, write_image
+from sqlalchemy import select
+
+from indexes.catalog import Embedding, File, Folder, default_url, from_blobs, open_catalog
+from indexes.indexer import index_pending
+from indexes.scan import scan
+from indexes.vectors import index_ids, open_index
+
+POSTGRES_URL = os.environ.get("CLIPLAB_TEST_POSTGRES_URL")
+NO_POSTGRES = ("CLIPLAB_TEST_POSTGRES_URL is not set, so the PostgreSQL catalog tests did NOT run: "
+               "run them with scripts/run-tests.sh (starts a server on loopback) or set the variable")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def catalog(request, tmp_path):
+    if request.param == "sqlite":
+        cat = open_catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    else:
+        if not POSTGRES_URL:
+            warnings.warn(NO_POSTGRES, stacklevel=1)
+            pytest.skip(NO_POSTGRES)
+        engine = sa.create_engine(POSTGRES_URL)
+        with engine.begin() as connection:  # each test starts from an empty database
+            connection.execute(sa.text("DROP SCHEMA public CASCADE"))
+            connection.execute(sa.text("CREATE SCHEMA public"))
+        engine.dispose()
+        cat = open_catalog(POSTGRES_URL)
+    yield cat
+    cat.close()
+
+
+def assert_faiss_agrees(catalog, model_id):
+    index = open_index(catalog, model_id)
+    with catalog.session() as session:
+        rows = session.execute(select(Embedding.file_id, Embedding.vector).where(Embedding.model_id == model_id)).all()
+    ids = sorted(r[0] for r in rows)
+    assert sorted(index_ids(index.index).tolist()) == ids
+    for file_id, blob in rows:
+        np.testing.assert_array_equal(index.reconstruct(file_id), from_blobs([blob], 64)[0])
+    return index
+
+
+def test_default_is_sqlite_in_data_dir(cliplab_home, monkeypatch):
+    monkeypatch.delenv("CLIPLAB_DATABASE_URL", raising=False)
+    assert default_url() == f"sqlite:///{cliplab_home / 'catalog.db'}"
+    cat = open_catalog()
+    with cat.engine.connect() as connection:
+        assert connection.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+    monkeypatch.setenv("CLIPLAB_DATABASE_URL", "sqlite:///elsewhere.db")
+    assert default_url() == "sqlite:///elsewhere.db"
+
+
+def test_migrations_reach_head_and_reopen(catalog):
+    with catalog.engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        tables = set(sa.inspect(connection).get_table_names())
+    assert {"folders", "files", "models", "embeddings", "vector_indexes", "text_collections", "texts",
+            "text_embeddings"} <= tables
+    again = open_catalog(catalog.url)  # idempotent upgrade
+    assert again.model("m", "fp", 64) == again.model("m", "fp", 64)
+
+
+def test_scan_index_and_incremental_changes(catalog, tmp_path):
+    root = tmp_path / "photos"
+    for i in range(6):
+        write_image(root / f"{i}.jpg", i)
+    bundle = tiny_bundle()
+    scan(catalog, [root])
+    report = index_pending(catalog, bundle, batch_size=4, workers=0, progress=False)
+    assert (report.embedded, report.skipped, report.batches) == (6, 0, 2)
+    model_id = bundle.register(catalog)
+    assert_faiss_agrees(catalog, model_id)
+
+    os.remove(root / "0.jpg")
+    shutil.move(root / "1.jpg", root / "one.jpg")
+    write_image(root / "2.jpg", 99)
+    write_image(root / "7.jpg", 7)
+    rescan = scan(catalog, [root])
+    assert (len(rescan.removed), len(rescan.moved), len(rescan.changed), len(rescan.added)) == (1, 1, 1, 1)
+    again = index_pending(catalog, bundle, batch_size=4, workers=0, progress=False)
+    assert again.embedded == 2  # the changed and the new file only
+    with catalog.session() as session:
+        paths = {os.path.basename(f.path): f.status for f in session.scalars(select(File))}
+        assert session.scalar(select(sa.func.count()).select_from(Embedding)) == 6
+    assert paths == {"one.jpg": "ok", "2.jpg": "ok", "3.jpg": "ok", "4.jpg": "ok", "5.jpg": "ok", "7.jpg": "ok"}
+    assert_faiss_agrees(catalog, model_id)
+
+
+def test_two_models_side_by_side(catalog, tmp_path):
+    root = tmp_path / "photos"
+    for i in range(3):
+        write_image(root / f"{i}.png", i, fmt="PNG")
+    scan(catalog, [root])
+    a, b = tiny_bundle(0, "a"), tiny_bundle(1, "b")
+    index_pending(catalog, a, workers=0, progress=False)
+    index_pending(catalog, b, workers=0, progress=False)
+    assert index_pending(catalog, a, workers=0, progress=False).embedded == 0
+    ida, idb = a.register(catalog), b.register(catalog)
+    assert ida != idb
+    with catalog.session() as session:
+        counts = dict(session.execute(select(Embedding.model_id, sa.func.count()).group_by(Embedding.model_id)).all())
+    assert counts == {ida: 3, idb: 3}
+    assert_faiss_agrees(catalog, ida)
+    assert_faiss_agrees(catalog, idb)
+
+
+def test_offline_folder_in_catalog(catalog, tmp_path):
+    root = tmp_path / "disk"
+    write_image(root / "x.jpg", 1)
+    scan(catalog, [root])
+    os.rename(root, tmp_path / "gone")
+    assert scan(catalog, [root]).offline == [str(root)]
+    with catalog.session() as session:
+        assert session.scalar(select(Folder.online)) is False
+        assert session.scalar(select(sa.func.count()).select_from(File)) == 1
