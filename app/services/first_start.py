@@ -1,0 +1,87 @@
+"""First start, offline: a demo photo folder drawn from the synthetic world, added to the catalog and
+indexed with the current model, so every tab has something to show before the user adds a folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from app.services.app_state import AppState, Job
+from engine import paths
+from engine.errors import CliplabError
+from indexes.indexer import index_pending
+from indexes.scan import scan
+
+DEMO_PHOTOS = "demo-photos"
+MARKER = ".complete"  # written last: a folder without it was cut short and is written again
+
+
+def demo_photos_dir() -> Path:
+    return paths.data_dir() / DEMO_PHOTOS
+
+
+def write_demo_photos(folder: Path, n: int = 120, seed: int = 0,
+                      on_progress: Callable[[int, int], None] | None = None) -> Path:
+    """n synthetic scenes as JPEGs named by their caption's words (e.g. 0007-two-red-circles.jpg)."""
+    from trainer.synthetic import World  # trainer is only needed here, on first start
+
+    if (folder / MARKER).is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    world = World(seed=seed, image_size=128)
+    rng = np.random.default_rng(seed)
+    for i, sample in enumerate(world.sample(n, "all", rng)):
+        slug = "-".join("".join(c for c in word if c.isalnum()) for word in sample.caption.lower().split()[:6])
+        sample.image.save(folder / f"{i:04d}-{slug}.jpg", quality=90)
+        if on_progress is not None:
+            on_progress(i + 1, n)
+    (folder / MARKER).write_text("ok\n")
+    return folder
+
+
+def needs_first_start(state: AppState) -> bool:
+    """True when the catalog has no folder yet (a fresh data directory)."""
+    return not state.library_roots()
+
+
+def add_and_index(state: AppState, folders: list[str | Path], job: Job | None = None) -> dict:
+    """Scan folders into the catalog and embed what is new with the current model; a summary dict."""
+    roots = [Path(f).expanduser() for f in folders if str(f).strip()]
+    if not roots:
+        raise CliplabError("Type the path of a folder to add.")
+    for root in roots:
+        if not root.is_dir():
+            raise CliplabError(f"The folder {root} does not exist (or is not a folder).")
+    if job:
+        job.update(0.02, f"scanning {', '.join(str(r) for r in roots)}")
+    report = scan(state.catalog, [str(r.resolve()) for r in roots])
+    state.allow([str(r.resolve()) for r in roots])
+    if job:
+        job.update(0.05, f"scan: {report.summary()}")
+
+    def on_batch(_batch: int, rep) -> None:
+        if job:
+            total = max(1, total_pending)
+            job.update(0.05 + 0.95 * (rep.embedded + rep.skipped) / total,
+                       f"embedded {rep.embedded}, skipped {rep.skipped} of {total_pending}")
+
+    from indexes.indexer import pending_files
+    bundle = state.bundle
+    total_pending = len(pending_files(state.catalog, bundle.register(state.catalog)))
+    result = index_pending(state.catalog, bundle, batch_size=32, workers=1, progress=False, on_batch=on_batch)
+    return {"scan": report.summary(), "embedded": result.embedded, "skipped": result.skipped,
+            "skipped_paths": result.skipped_paths}
+
+
+def first_start(state: AppState, n: int = 120, job: Job | None = None) -> dict:
+    """Write the demo photos (once) and index them with the current model."""
+    folder = demo_photos_dir()
+
+    def progress(done: int, total: int) -> None:
+        if job and (done % 10 == 0 or done == total):
+            job.update(0.3 * done / total, f"drawing demo photos: {done}/{total}")
+
+    write_demo_photos(folder, n, on_progress=progress)
+    return add_and_index(state, [folder], job)
