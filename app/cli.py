@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "classify",
     "eval",
     "audit",
+    "app",
 ]
 
 

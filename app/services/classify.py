@@ -19,7 +19,14 @@ from engine.errors import CliplabError
 from engine.evaldata import is_image_file
 from engine.features import encode_images
 from engine.images import ImageLoadError, load_image
-from engine.zeroshot import DEFAULT_SCALE, Classifier, build_classifier, class_counts, threshold_labels
+from engine.zeroshot import (
+    DEFAULT_SCALE,
+    Classifier,
+    build_classifier,
+    class_counts,
+    compare_label_sets,
+    threshold_labels,
+)
 
 
 def parse_classes(classes: str | None = None, classes_file: str | Path | None = None) -> list[str]:
@@ -125,3 +132,58 @@ def export_csv(result: Classification, path: str | Path) -> Path:
         for p, top, row in zip(result.paths, result.top, result.probs):
             writer.writerow([str(p), top[0][0], f"{top[0][1]:.6f}", *(f"{v:.6f}" for v in row)])
     return path
+
+
+# -- the app's Classify tab: typed class lists, two label sets side by side ------------------------
+
+MAX_APP_CLASSES = 1000  # ImageNet's size; larger label sets belong to `cliplab classify --classes-file`
+
+
+def class_lines(text: str | None, label: str = "class names") -> list[str]:
+    """Class names typed one per line (blank lines dropped, repeats kept once), checked for the app."""
+    names = list(dict.fromkeys(line.strip() for line in (text or "").splitlines() if line.strip()))
+    if not names:
+        raise CliplabError(f"Type the {label}, one per line (at least two).")
+    if len(names) == 1:
+        raise CliplabError(f"Only one class ({names[0]!r}) was given: a classifier needs at least two to "
+                           "choose between; add another line.")
+    if len(names) > MAX_APP_CLASSES:
+        raise CliplabError(f"{len(names):,} class names is more than the app takes at once "
+                           f"(at most {MAX_APP_CLASSES:,}); use `cliplab classify --classes-file` for more.")
+    return names
+
+
+def check_prompt_lengths(tokenizer, classnames: list[str], templates: list[str], context_length: int) -> None:
+    """Refuse a class name whose longest prompt does not fit the model's context, naming it."""
+    longest = max(templates, key=len)
+    for name in classnames:
+        tokens = len(tokenizer.encode(longest.replace("{}", name))) + 2  # + start and end tokens
+        if tokens > context_length:
+            short = name if len(name) <= 40 else name[:40] + "…"
+            raise CliplabError(f"The class name {short!r} is too long: in the prompt {longest!r} it makes "
+                               f"{tokens} tokens and the model reads at most {context_length}; shorten it.")
+
+
+@dataclass
+class AppClassification:
+    result: Classification
+    second: Classification | None = None
+    comparison: dict | None = None
+
+
+def classify_for_app(model_bundle, paths: Sequence[str | Path], classes_text: str, templates: list[str],
+                     second_text: str | None = None, threshold: float | None = None, k: int = 5) -> AppClassification:
+    """The Classify tab's action: one label set, optionally a second one scored on the same images."""
+    if not paths:
+        raise CliplabError("Add an image first: upload one, pick one from the library or give a folder.")
+    model, _, tokenizer = model_bundle
+    classnames = class_lines(classes_text)
+    check_prompt_lengths(tokenizer, classnames, templates, model.context_length)
+    result = classify_images(model_bundle, paths, classnames, templates, k=k, threshold=threshold)
+    if not (second_text or "").strip():
+        return AppClassification(result)
+    second_names = class_lines(second_text, "second label set's class names")
+    check_prompt_lengths(tokenizer, second_names, templates, model.context_length)
+    second = classify_images(model_bundle, result.paths, second_names, templates, k=k, threshold=threshold)
+    comparison = compare_label_sets(result.probs, classnames, second.probs, second_names)
+    return AppClassification(result, second, comparison)
