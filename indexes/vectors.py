@@ -1,8 +1,8 @@
 """FAISS vector indexes per model, derived from the catalog's embeddings.
 
 - kind "flat": exact inner product (IndexFlatIP inside IndexIDMap2); "ivf": approximate
-  (IndexIVFFlat, inner product, nlist ~ 4 sqrt(n), nprobe chosen for recall@10 >= 0.95 on
-  clustered data); "auto" picks flat below APPROX_THRESHOLD vectors, ivf above.
+  (IndexIVFFlat, inner product, nlist ~ 4 sqrt(n), nprobe = max(32, nlist / 16), chosen for
+  recall@10 >= 0.95 on clustered data); "auto" picks flat below APPROX_THRESHOLD vectors, ivf above.
 - IDs are catalog file ids. The file is saved atomically (temp file + rename) and its state
   (kind, count, catalog version) kept in the catalog; on open it is checked against the catalog
   and brought up to date (added, removed, re-embedded rows) or rebuilt, then saved again.
@@ -53,7 +53,7 @@ def build(vectors: np.ndarray, ids: np.ndarray, kind: str) -> faiss.Index:
 
 
 def default_nprobe(nlist: int) -> int:
-    return max(1, min(nlist, max(16, nlist // 64)))
+    return max(1, min(nlist, max(32, nlist // 16)))  # ~6% of the lists: recall@10 >= 0.95 on clustered data
 
 
 def index_ids(index: faiss.Index) -> np.ndarray:

@@ -1,0 +1,87 @@
+"""FAISS indexes: exact equals brute force, approximate recall, sync with the catalog, atomic files."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import delete, insert, update
+
+from indexes.catalog import Embedding, File, Folder, Model, open_catalog, to_blob
+from indexes.vectors import build, choose_kind, index_ids, open_index
+
+
+def clustered(n: int, dim: int, clusters: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((clusters, dim))
+    x = centers[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def fill(catalog, vectors: np.ndarray) -> int:
+    """Catalog rows for vectors (ids 1..n) under one model; returns the model id."""
+    with catalog.session() as session, session.begin():
+        session.add(Folder(id=1, path="/x", volume="/", online=True))
+        model = Model(name="m", fingerprint="fp", embed_dim=vectors.shape[1], version=1)
+        session.add(model)
+        session.flush()
+        session.execute(insert(File), [dict(id=i + 1, folder_id=1, path=f"/x/{i}.jpg", ext="jpg", size=1, mtime_ns=0,
+                                            fingerprint=str(i), status="ok") for i in range(len(vectors))])
+        session.execute(insert(Embedding), [dict(file_id=i + 1, model_id=model.id, vector=to_blob(v), version=1)
+                                            for i, v in enumerate(vectors)])
+        return model.id
+
+
+def test_exact_search_equals_numpy_ranking():
+    vectors = clustered(500, 32, 10)
+    catalog = open_catalog()
+    index = open_index(catalog, fill(catalog, vectors))
+    assert index.kind == "flat"
+    queries = clustered(5, 32, 10, seed=1)
+    scores, ids = index.search(queries, 20)
+    sims = queries @ vectors.T
+    expected = np.argsort(-sims, axis=1, kind="stable")[:, :20] + 1
+    np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_allclose(scores, np.take_along_axis(sims, expected - 1, 1), atol=1e-5)
+    allowed = np.arange(1, 501, 7)
+    _, ids = index.search(queries, 5, allowed)
+    sub = sims[:, allowed - 1]
+    np.testing.assert_array_equal(ids, allowed[np.argsort(-sub, axis=1, kind="stable")[:, :5]])
+
+
+def test_approximate_recall_at_10():
+    vectors = clustered(20_000, 32, 50)
+    ids = np.arange(1, len(vectors) + 1)
+    index = build(vectors, ids, "ivf")
+    queries = clustered(200, 32, 50, seed=2)
+    _, found = index.search(queries, 10)
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10] + 1
+    recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])
+    assert recall >= 0.95, recall
+    assert choose_kind(1000) == "flat" and choose_kind(10**6) == "ivf" and choose_kind(10, "ivf") == "ivf"
+
+
+def test_sync_follows_the_catalog_and_survives_reopen():
+    vectors = clustered(300, 16, 5)
+    catalog = open_catalog()
+    model_id = fill(catalog, vectors)
+    index = open_index(catalog, model_id)
+    assert index.count == 300 and index.path.exists()
+    assert open_index(catalog, model_id).sync()["action"] == "fresh"
+    new = clustered(1, 16, 5, seed=9)[0]
+    with catalog.session() as session, session.begin():  # remove two, re-embed one
+        session.execute(delete(File).where(File.id.in_([1, 2])))
+        session.execute(update(Model).values(version=2))
+        session.execute(update(Embedding).where(Embedding.file_id == 3).values(vector=to_blob(new), version=2))
+    reopened = open_index(catalog, model_id)
+    assert sorted(index_ids(reopened.index).tolist()) == list(range(3, 301))
+    np.testing.assert_array_equal(reopened.reconstruct(3), new)
+    assert not list(reopened.path.parent.glob("*.tmp"))
+
+
+def test_damaged_index_file_is_rebuilt():
+    vectors = clustered(50, 8, 3)
+    catalog = open_catalog()
+    model_id = fill(catalog, vectors)
+    index = open_index(catalog, model_id)
+    index.path.write_bytes(b"garbage")
+    again = open_index(catalog, model_id)
+    assert again.count == 50
