@@ -19,7 +19,7 @@ from engine.tokenizer import Tokenizer, write_merges
 
 TINY_VIT = dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=16,
                 transformer_width=64, transformer_layers=2)
-TINY_RN = dict(embed_dim=32, image_resolution=64, vision_layers=(1, 1, 1, 1), vision_width=16,
+TINY_RN = dict(embed_dim=32, image_resolution=32, vision_layers=(1, 1, 1, 1), vision_width=16,
                transformer_width=64, transformer_layers=1)
 
 
@@ -144,7 +144,7 @@ def test_torchscript_only_with_an_official_hash_or_opt_in(tmp_path, monkeypatch)
 
 
 def test_plain_and_open_clip_checkpoints(tmp_path):
-    model = tiny(TINY_RN)
+    model = tiny()
     plain = tmp_path / "plain.pt"
     torch.save(model.state_dict(), plain)
     wrapped = tmp_path / "epoch_3.pt"
@@ -226,6 +226,6 @@ def test_listed_parameter_counts_match_the_architectures():
     from app.services.models import PARAMS
 
     for name in engine.ARCHITECTURES:
-        with torch.device("meta"):
+        with weights._skip_init():  # uninitialised memory is never touched: cheap even for ViT-L/14
             model = CLIP.from_name(name)
         assert PARAMS[name] == sum(p.numel() for p in model.parameters()), name
