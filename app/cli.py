@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "eval",
     "audit",
     "app",
+    "library",
 ]
 
 

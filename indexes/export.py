@@ -1,0 +1,41 @@
+"""Embeddings and file metadata out of the catalog, for other tools: Parquet or NumPy (.npz)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from engine.errors import CliplabError
+from indexes.catalog import Catalog, Embedding, File, Model, from_blobs
+
+COLUMNS = ("file_id", "path", "size", "width", "height", "captured_at", "camera", "fingerprint")
+
+
+def export(catalog: Catalog, model_id: int, path: str | Path) -> int:
+    """Write one model's embeddings with their files' metadata; the format follows the suffix:
+    .parquet (one row per file, `embedding` a list of float32) or .npz (arrays `embeddings`
+    [n, d] float32 plus one array per metadata column). Returns the number of rows."""
+    path = Path(path)
+    with catalog.session() as session:
+        dim = session.get(Model, model_id).embed_dim
+        rows = session.execute(select(File, Embedding.vector).join(Embedding, Embedding.file_id == File.id)
+                               .where(Embedding.model_id == model_id).order_by(File.id)).all()
+    vectors = from_blobs([r[1] for r in rows], dim)
+    meta = {c: [getattr(r[0], c if c != "file_id" else "id") for r in rows] for c in COLUMNS}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        table = pa.table({**meta, "embedding": pa.FixedSizeListArray.from_arrays(
+            pa.array(vectors.reshape(-1), pa.float32()), dim)})
+        pq.write_table(table, path)
+    elif path.suffix == ".npz":
+        arrays = {c: np.array([("" if v is None else str(v)) if c in ("path", "camera", "captured_at", "fingerprint")
+                               else (-1 if v is None else v) for v in values])
+                  for c, values in meta.items()}
+        np.savez(path, embeddings=vectors, **arrays)
+    else:
+        raise CliplabError(f"Cannot export to {path.name}: name the file .parquet or .npz.")
+    return len(rows)
