@@ -335,7 +335,7 @@ def headline(tables: dict, labelset: LabelSet) -> list[str]:
                          f"(95% CI {row['low']:.1%}-{row['high']:.1%})")
     focus = set(labelset.focus) | set(_combined(labelset))
     gaps = [r for r in tables["disparities"] if r["label_set"] == "A" and r["category"] in focus
-            and r["grouping"] in ("race", "gender", "age")]
+            and r["grouping"] != measures.ALL and " x " not in r["grouping"] and r["difference"] > 0]
     lines += [r["direction"] for r in gaps]
     for row in tables.get("label_set_diff", []):
         if row["grouping"] == measures.ALL:
