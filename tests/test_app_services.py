@@ -1,0 +1,200 @@
+"""The app's service layer, tab by tab, with a tiny random model: results and the exact sentences shown
+for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from library_fixtures import tiny_bundle, write_image
+
+from app.services import app_search, app_state
+from app.services.app_state import AppState
+from app.services.classify import MAX_APP_CLASSES, class_lines, classify_for_app, folder_images
+from app.services.first_start import add_and_index, first_start, needs_first_start, write_demo_photos
+from engine.errors import CliplabError
+from indexes.catalog import open_catalog
+
+TEMPLATES = ["a photo of {}."]
+
+
+@pytest.fixture
+def state(cliplab_home) -> AppState:
+    return AppState(bundle=tiny_bundle(), catalog=open_catalog())
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    for i in range(8):
+        write_image(tmp_path / "photos" / f"p{i}.png", seed=i)
+    return tmp_path / "photos"
+
+
+def message(fn, *args, **kwargs) -> str:
+    with pytest.raises(CliplabError) as caught:
+        fn(*args, **kwargs)
+    return str(caught.value)
+
+
+# -- Classify -----------------------------------------------------------------------------------
+
+def test_classify_two_label_sets(state, photos):
+    paths = sorted(photos.glob("*.png"))[:3]
+    out = classify_for_app(state.loaded, paths, "cat\ndog\n\ncat\nbird", TEMPLATES, second_text="cat\ndog\nchild")
+    assert out.result.classifier.classnames == ["cat", "dog", "bird"]  # blank lines and repeats dropped
+    assert out.result.probs.shape == (3, 3)
+    np.testing.assert_allclose(out.result.probs.sum(axis=1), 1.0, atol=1e-5)
+    assert out.second.probs.shape == (3, 3)
+    assert out.comparison["n_images"] == 3
+    assert list(out.comparison["transitions"].index) == ["cat", "dog", "bird"]
+
+
+def test_classify_threshold_mode(state, photos):
+    out = classify_for_app(state.loaded, [photos / "p0.png"], "a\nb\nc", TEMPLATES, threshold=0.0)
+    assert len(out.result.above_threshold[0]) == 3  # threshold 0 keeps every class
+    out = classify_for_app(state.loaded, [photos / "p0.png"], "a\nb\nc", TEMPLATES, threshold=1.0)
+    assert out.result.above_threshold[0] == [] or out.result.above_threshold[0][0][1] == 1.0
+
+
+def test_no_classes():
+    assert message(class_lines, " \n\n") == "Type the class names, one per line (at least two)."
+
+
+def test_one_class():
+    assert message(class_lines, "cat") == ("Only one class ('cat') was given: a classifier needs at least two to "
+                                           "choose between; add another line.")
+
+
+def test_ten_thousand_classes():
+    text = "\n".join(f"class {i}" for i in range(10_000))
+    assert message(class_lines, text) == (f"10,000 class names is more than the app takes at once (at most "
+                                          f"{MAX_APP_CLASSES:,}); use `cliplab classify --classes-file` for more.")
+
+
+def test_eighty_token_class_name(state, photos):
+    long_name = " ".join(["cat"] * 80)
+    text = f"dog\n{long_name}"
+    assert message(classify_for_app, state.loaded, [photos / "p0.png"], text, TEMPLATES) == (
+        "The class name 'cat cat cat cat cat cat cat cat cat cat …' is too long: in the prompt 'a photo of {}.' "
+        "it makes 86 tokens and the model reads at most 77; shorten it.")
+
+
+def test_non_image_upload(state, tmp_path):
+    notes = tmp_path / "notes.png"
+    notes.write_text("this is not a picture")
+    text = message(classify_for_app, state.loaded, [notes], "cat\ndog", TEMPLATES)
+    assert text.startswith("None of the 1 file(s) could be read as an image (notes.png: ")
+
+
+def test_no_image_given(state):
+    assert message(classify_for_app, state.loaded, [], "cat\ndog", TEMPLATES) == (
+        "Add an image first: upload one, pick one from the library or give a folder.")
+
+
+def test_folder_that_does_not_exist(state, tmp_path):
+    missing = tmp_path / "nope"
+    assert message(folder_images, missing) == f"{missing} is not a folder."
+    assert message(add_and_index, state, [str(missing)]) == f"The folder {missing} does not exist (or is not a folder)."
+
+
+def test_saved_classifiers_round_trip(state):
+    app_state.save_classifier(state.catalog, "shapes", ["circle", "square"], TEMPLATES, 0.1)
+    app_state.save_classifier(state.catalog, "shapes", ["circle", "star"], TEMPLATES)  # replaces
+    assert app_state.list_classifiers(state.catalog) == ["shapes"]
+    assert app_state.load_classifier(state.catalog, "shapes") == {"classes": ["circle", "star"],
+                                                                   "templates": TEMPLATES, "threshold": None}
+    assert message(app_state.load_classifier, state.catalog, "nope") == "No saved classifier named 'nope'."
+    assert message(app_state.save_classifier, state.catalog, " ", ["a", "b"], TEMPLATES) == (
+        "Give the classifier a name before saving it.")
+
+
+# -- Search and indexing --------------------------------------------------------------------------
+
+def test_index_then_search_text_image_more_like_this(state, photos):
+    assert needs_first_start(state)
+    summary = add_and_index(state, [str(photos)])
+    assert summary["embedded"] == 8 and not needs_first_start(state)
+    assert str(photos.resolve()) in state.allowed_paths  # the server may now serve these files
+    view = app_search.search_library(state, "a red square", per_page=5)
+    assert len(view.page.results) == 5 and view.page.total >= 8 and view.pages == 2
+    assert len(view.histogram) == 8
+    scores = [r.score for r in view.page.results]
+    assert scores == sorted(scores, reverse=True)
+    second = app_search.search_library(state, "a red square", page=2, per_page=5)
+    assert {r.path for r in second.page.results}.isdisjoint({r.path for r in view.page.results})
+    # an image query finds that same image first
+    target = str((photos / "p3.png").resolve())
+    assert app_search.search_library(state, None, target).page.results[0].path == target
+    # more like this leaves the file itself out
+    file_id = app_search.file_id_of(state, target)
+    like = app_search.search_library(state, f"@{file_id}")
+    assert target not in [r.path for r in like.page.results]
+    # the folder filter
+    assert app_search.search_library(state, "x", filters=app_search.make_filters(str(photos))).page.total == 8
+
+
+def test_search_bad_input(state, photos, tmp_path):
+    assert message(app_search.search_library, state, "  ") == (
+        "Type what you are looking for (e.g. 'a red circle'), or drop an image.")
+    assert message(app_search.search_library, state, "cat") == (
+        "The library has no indexed photos yet: add a folder in the indexing panel below.")
+    assert message(app_search.make_filters, str(tmp_path / "nope")) == (
+        f"The folder filter {tmp_path / 'nope'} does not exist (or is not a folder).")
+    assert message(app_search.make_filters, None, "last week") == (
+        "The from date 'last week' is not a date: write it as YYYY-MM-DD.")
+
+
+def test_skipped_files_listed_with_reasons(state, photos):
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    add_and_index(state, [str(photos)])
+    summary = app_search.library_summary(state)
+    assert summary.indexed == 8
+    assert [Path(p).name for p, _ in summary.skipped] == ["broken.jpg"] and summary.skipped[0][1]
+
+
+def test_first_start_writes_and_indexes_demo_photos(state, cliplab_home):
+    job = state.jobs.start("index", "first start", lambda j: first_start(state, n=6, job=j))
+    state.jobs.wait(job, timeout=120)
+    assert job.state == "done", job.error
+    assert job.result["embedded"] == 6 and job.progress == 1.0
+    assert state.jobs.latest("index") is job  # what a refreshed page finds
+    names = sorted(p.name for p in (cliplab_home / "demo-photos").glob("*.jpg"))
+    assert len(names) == 6 and all(n[:4].isdigit() and "-" in n for n in names)
+    # a second call neither redraws nor re-embeds
+    assert write_demo_photos(cliplab_home / "demo-photos", n=6) == cliplab_home / "demo-photos"
+    assert add_and_index(state, [str(cliplab_home / "demo-photos")])["embedded"] == 0
+
+
+# -- jobs and models --------------------------------------------------------------------------------
+
+def test_job_errors_are_sentences(state):
+    def fail(job):
+        raise CliplabError("The folder is gone.")
+
+    job = state.jobs.wait(state.jobs.start("train", "training", fail))
+    assert job.state == "failed" and job.error == "The folder is gone."
+
+
+def test_one_job_of_a_kind_at_a_time(state):
+    import threading
+    release = threading.Event()
+    first = state.jobs.start("train", "first run", lambda job: release.wait(10))
+    assert message(state.jobs.start, "train", "second", lambda job: None) == (
+        "A train job is already running (first run); wait for it to finish.")
+    release.set()
+    state.jobs.wait(first)
+
+
+def test_switch_model_calls_listeners_and_keeps_old_model_on_failure(state, tmp_path):
+    from engine.weights import save_model
+    seen = []
+    state.on_model_change(lambda bundle: seen.append(bundle.name))
+    folder = tmp_path / "other"
+    save_model(tiny_bundle(seed=1).model, folder, meta={"name": "other"})
+    state.switch_model(str(folder))
+    assert seen == [state.model_name] and state.bundle.model is not None
+    before = state.bundle
+    text = message(state.switch_model, str(tmp_path / "missing"))
+    assert "is neither a model name" in text
+    assert state.bundle is before and len(seen) == 1
