@@ -1,0 +1,68 @@
+"""Model shapes for training (official names or a small custom shape) and named recipes (--preset).
+
+A custom shape is a family and comma-separated fields, e.g.
+  vit:width=192,layers=6,patch=8,res=64,text_width=192,text_layers=4,embed=128,ctx=32
+  rn:layers=1-1-1-1,width=32,res=64,text_width=128,text_layers=3,embed=128,ctx=32
+Fields left out take the defaults below; heads are width / 64 as in the paper.
+"""
+
+from __future__ import annotations
+
+from engine.errors import CliplabError
+from engine.model import ARCHITECTURES, CLIP
+
+_SHAPE_DEFAULTS = {
+    "vit": dict(width=192, layers=6, patch=8, res=64, text_width=192, text_layers=4, embed=128, ctx=32),
+    "rn": dict(layers="1-1-1-1", width=32, res=64, text_width=192, text_layers=4, embed=128, ctx=32),
+}
+
+# The demo model: sized by measured throughput so that it trains in under 30 minutes on a 2-core
+# CPU shared with other work (~6 s per step of 64 pairs there); see assets/demo/MODEL_CARD.md.
+DEMO_SHAPE = "vit:width=128,layers=4,patch=8,res=48,text_width=128,text_layers=2,embed=128,ctx=32"
+PRESETS: dict[str, dict] = {
+    "demo": dict(
+        data="synthetic", model=DEMO_SHAPE, vocab=1000, batch_size=64, accum=1, steps=240, lr=2e-3,
+        warmup=30, wd=0.1, grad_clip=1.0, precision="fp32", eval_every=60, eval_samples=100, save_every=60,
+        seed=0, workers=0, max_minutes=28, export="assets/demo",
+    ),
+}
+
+
+def parse_shape(spec: str) -> tuple[str, dict]:
+    family, _, body = spec.partition(":")
+    family = family.strip().lower()
+    if family not in _SHAPE_DEFAULTS:
+        raise CliplabError(f"Unknown model {spec!r}: use an architecture name ({', '.join(ARCHITECTURES)}) "
+                           "or a custom shape such as 'vit:width=192,layers=6,patch=8,res=64,text_width=192,"
+                           "text_layers=4,embed=128,ctx=32'.")
+    fields = dict(_SHAPE_DEFAULTS[family])
+    for item in filter(None, (part.strip() for part in body.split(","))):
+        key, _, value = item.partition("=")
+        if key not in fields or not value:
+            raise CliplabError(f"Bad field {item!r} in model shape {spec!r}; {family} shapes take "
+                               f"{', '.join(f'{k}=...' for k in fields)}.")
+        fields[key] = value
+    try:
+        parsed = {k: (tuple(int(x) for x in str(v).split("-")) if k == "layers" and family == "rn" else int(v))
+                  for k, v in fields.items()}
+    except ValueError:
+        raise CliplabError(f"Model shape {spec!r}: every field is an integer (rn layers as 1-1-1-1).") from None
+    return family, parsed
+
+
+def build_model(spec: str, vocab_size: int = 49408, context_length: int | None = None) -> CLIP:
+    """A randomly initialised CLIP: an official architecture or a custom shape."""
+    if spec in ARCHITECTURES:
+        return CLIP.from_name(spec, vocab_size=vocab_size, context_length=context_length or 77)
+    family, f = parse_shape(spec)
+    if family == "vit" and f["res"] % f["patch"]:
+        raise CliplabError(f"Model shape {spec!r}: res ({f['res']}) must be a multiple of patch ({f['patch']}).")
+    if family == "rn" and (f["res"] % 32 or len(f["layers"]) != 4):
+        raise CliplabError(f"Model shape {spec!r}: rn needs four stage depths (layers=a-b-c-d) and res a multiple of 32.")
+    if min(f["width"], f["text_width"]) % 64 and family == "vit":
+        raise CliplabError(f"Model shape {spec!r}: widths must be multiples of 64 (attention heads are 64 wide).")
+    common = dict(embed_dim=f["embed"], image_resolution=f["res"], context_length=context_length or f["ctx"],
+                  vocab_size=vocab_size, transformer_width=f["text_width"], transformer_layers=f["text_layers"])
+    if family == "vit":
+        return CLIP(vision_layers=f["layers"], vision_width=f["width"], vision_patch_size=f["patch"], **common)
+    return CLIP(vision_layers=f["layers"], vision_width=f["width"], **common)
