@@ -124,3 +124,47 @@ def test_text_collection_and_captioned_dataset(tmp_path):
     assert read_texts(words)[0] == ["cat", "dog", "boat"]
     with pytest.raises(Exception, match="No text collection"):
         TextIndex(catalog, bundle, "missing")
+
+
+TORCHRUN_SCRIPT = """
+import sys
+sys.path.insert(0, "tests")
+from library_fixtures import tiny_bundle
+from indexes.distributed import main
+if __name__ == "__main__":
+    main(sys.argv[1:], bundle=tiny_bundle())
+"""
+
+
+def test_torchrun_two_cpu_processes_shard_and_merge(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from engine.features import encode_images
+    from engine.images import load_image
+
+    root = Path(__file__).resolve().parents[1]
+    photos = tmp_path / "p"
+    for i in range(11):
+        write_image(photos / f"{i:02d}.jpg", i)
+    (photos / "bad.jpg").write_text("no")
+    script = tmp_path / "run.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(script), str(photos), "--catalog", url, "--batch-size", "2", "--workers", "0"],
+                            cwd=root, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "embedded 11, skipped 1 in 3 steps on 2 processes" in result.stdout
+    catalog = open_catalog(url)
+    with catalog.session() as session:
+        rows = session.execute(select(File.path, Embedding.vector).join(Embedding, Embedding.file_id == File.id)
+                               .order_by(File.path)).all()
+        assert session.scalar(select(File.skip_reason).where(File.status == "skipped")).startswith("not an image")
+    assert len(rows) == 11
+    bundle = tiny_bundle()
+    direct = encode_images(bundle.model, bundle.preprocess, [load_image(p) for p, _ in rows])
+    np.testing.assert_allclose(from_blobs([v for _, v in rows], 64), direct, atol=1e-5)

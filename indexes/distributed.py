@@ -1,0 +1,101 @@
+"""Embedding a library over many GPUs or nodes with torchrun.
+
+    torchrun --nproc_per_node 8 -m indexes.distributed ~/Pictures --model ViT-L/14
+    torchrun --nnodes 4 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \\
+        -m indexes.distributed /shared/photos --model ViT-L/14 --catalog postgresql+psycopg://...
+
+Rank 0 scans the folders and lists the pending files, and broadcasts the list; every rank decodes
+and embeds its shard (every world-th file); after each step rank 0 gathers the ranks' batches and
+commits them to the catalog in one transaction, so only rank 0 needs the catalog and all ranks
+need the image files (a shared file system). A killed job resumes like `cliplab index`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from indexes.catalog import open_catalog
+from indexes.decode import Decoded, DecodePool
+from indexes.indexer import IndexReport, ModelBundle, commit_batch, embed_batch, pending_files
+from indexes.scan import scan
+
+
+def _batches(pool: DecodePool, todo: list[tuple[int, str]], batch_size: int) -> Iterator[list[Decoded]]:
+    batch: list[Decoded] = []
+    for item in pool.decode(todo):
+        batch.append(item)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    yield batch
+
+
+def embed_distributed(bundle: ModelBundle, paths: list[str], catalog_url: str | None = None, batch_size: int = 32,
+                      workers: int | None = None) -> IndexReport | None:
+    """Run inside an initialised process group; returns the report on rank 0, None elsewhere."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    todo_box: list = [None]
+    if rank == 0:
+        catalog = open_catalog(catalog_url)
+        if paths:
+            scan(catalog, paths)
+        model_id = bundle.register(catalog)
+        todo_box = [pending_files(catalog, model_id)]
+    dist.broadcast_object_list(todo_box, src=0)
+    shard = todo_box[0][rank::world]
+    steps = math.ceil(len(todo_box[0]) / world / batch_size) if todo_box[0] else 0
+    report = IndexReport()
+    with DecodePool(bundle.resolution, workers=workers) as pool:
+        batches = _batches(pool, shard, batch_size)
+        for _ in range(steps):
+            batch = next(batches, [])
+            done = [b for b in batch if b.pixels is not None]
+            vectors = embed_batch(bundle, done) if done else np.zeros((0, bundle.model.embed_dim), np.float32)
+            payload = ([(d.file_id, d.width, d.height, d.captured_at, d.camera) for d in done], vectors,
+                       [(b.file_id, b.reason) for b in batch if b.pixels is None])
+            gathered = [None] * world if rank == 0 else None
+            dist.gather_object(payload, gathered, dst=0)
+            if rank == 0:
+                all_done = [Decoded(i, None, None, w, h, c, cam) for p in gathered for i, w, h, c, cam in p[0]]
+                all_vectors = np.concatenate([p[1] for p in gathered])
+                skipped = [Decoded(i, None, reason) for p in gathered for i, reason in p[2]]
+                commit_batch(catalog, model_id, all_done, all_vectors, skipped)
+                report.embedded += len(all_done)
+                report.skipped += len(skipped)
+                report.batches += 1
+    return report if rank == 0 else None
+
+
+def main(argv: list[str] | None = None, bundle: ModelBundle | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="torchrun ... -m indexes.distributed", description=__doc__.split("\n")[0])
+    parser.add_argument("paths", nargs="*")
+    parser.add_argument("--model", default=os.environ.get("CLIPLAB_MODEL", "demo"))
+    parser.add_argument("--catalog", default=None, help="SQLAlchemy URL (default: the local catalog)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes per rank")
+    args = parser.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        bundle = bundle or ModelBundle.load(args.model, device=f"cuda:{local_rank}" if cuda else "cpu")
+        report = embed_distributed(bundle, args.paths, args.catalog, args.batch_size, args.workers)
+        if report is not None:
+            print(f"embedded {report.embedded}, skipped {report.skipped} in {report.batches} steps "
+                  f"on {dist.get_world_size()} processes", flush=True)
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
