@@ -1,0 +1,109 @@
+"""The synthetic world: deterministic per seed, held-out pairs kept apart, captions true to attrs."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from engine.errors import CliplabError
+from trainer.synthetic import (
+    _BACKGROUND_PHRASES,
+    _COUNT_PHRASES,
+    _POSITION_PHRASES,
+    _SIZE_WORDS,
+    COLOURS,
+    DEFAULT_HOLDOUT,
+    SHAPES,
+    World,
+)
+
+
+def test_same_seed_same_samples_other_seed_differs():
+    a = World(seed=3).sample(20)
+    b = World(seed=3).sample(20)
+    assert [s.caption for s in a] == [s.caption for s in b]
+    assert all(np.array_equal(np.asarray(x.image), np.asarray(y.image)) for x, y in zip(a, b))
+    c = World(seed=4).sample(20)
+    assert [s.caption for s in a] != [s.caption for s in c]
+    assert a[0].image.size == (64, 64) and a[0].image.mode == "RGB"
+
+
+def test_holdout_pairs_never_in_train_and_only_in_heldout():
+    world = World(seed=0)
+    held = set(DEFAULT_HOLDOUT)
+    assert len(held) == 12 and 0.1 < len(held) / (len(SHAPES) * len(COLOURS)) < 0.2
+    train = world.sample(600, "train", np.random.default_rng(1), render=False)
+    scenes = [s for s in train if s.attrs["kind"] == "scene"]
+    assert len(scenes) > 400 and any(s.attrs["kind"] == "word" for s in train)
+    assert not {(s.attrs["shape"], s.attrs["colour"]) for s in scenes} & held
+    heldout = world.sample(300, "heldout", np.random.default_rng(2), render=False)
+    pairs = {(s.attrs["shape"], s.attrs["colour"]) for s in heldout}
+    assert pairs <= held and len(pairs) == len(held)
+    # Every shape and every colour has a held-out partner (so both tasks are measurable).
+    assert {p[0] for p in held} == set(SHAPES) and {p[1] for p in held} == set(COLOURS)
+    images, labels = world.labelled("colour", 40, split="train", seed=0)
+    assert len(images) == 40 and set(labels.tolist()) == set(range(len(COLOURS)))
+    with pytest.raises(CliplabError):
+        World(holdout=None).sample(1, "heldout")
+    with pytest.raises(CliplabError):
+        World(holdout=[("blob", "red")])
+
+
+def _has(text: str, phrase: str) -> bool:
+    return re.search(rf"\b{re.escape(phrase)}\b", text) is not None
+
+
+def test_captions_mention_what_attrs_say_they_mention():
+    for s in World(seed=5).sample(400, "all", np.random.default_rng(0), render=False):
+        a, text = s.attrs, s.caption
+        for name in a["mentioned"]:
+            if name == "shape":
+                assert a["shape"] in text
+            elif name == "colour":
+                assert a["colour"] in text
+            elif name == "word":
+                assert f'"{a["word"]}"' in text
+            elif name == "count":
+                assert any(_has(text, p) for p in _COUNT_PHRASES[a["count"]])
+            elif name == "size":
+                assert any(_has(text, w) for w in _SIZE_WORDS[a["size"]])
+            elif name == "position":
+                assert any(p in text for p in _POSITION_PHRASES[a["position"]])
+            elif name == "background":
+                assert any(p in text for p in _BACKGROUND_PHRASES[a["background"]])
+        # Unmentioned attributes with names that are words must not leak into the caption.
+        if a["kind"] == "scene" and "colour" not in a["mentioned"]:
+            assert not any(_has(text, c) for c in COLOURS)
+
+
+def test_images_show_the_colour_and_position():
+    world = World(seed=0)
+    rng = np.random.default_rng(0)
+    for colour in ("red", "blue", "yellow"):
+        s = world.scene_sample(rng, count=1, size="large", position="left", background="plain", colour=colour)
+        pixels = np.asarray(s.image).astype(int)
+        target = np.array(COLOURS[colour])
+        close = np.abs(pixels - target).sum(-1) < 60
+        assert close.sum() > 100  # a large shape covers a few hundred pixels
+        xs = np.nonzero(close)[1]
+        assert xs.mean() < 32  # it is on the left
+
+
+def test_zero_shot_tasks_and_eval_sets():
+    world = World(seed=0)
+    tasks = world.zero_shot_tasks()
+    assert {"shape", "colour", "count", "position", "word"} <= set(tasks)
+    for name, task in tasks.items():
+        assert task.attr == name and len(task.prompts) == 1 and len(task.ensemble) >= 4
+        assert all("{}" in t for t in task.prompts + task.ensemble)
+        assert len(task.values) == len(task.classnames)
+        images, labels = world.labelled(name, 2 * len(task.classnames), seed=1)
+        assert sorted(labels.tolist()) == sorted(list(range(len(task.classnames))) * 2)
+    images, captions = world.retrieval_set(10, seed=0)
+    assert len(images) == len(captions) == 10
+    again = world.retrieval_set(10, seed=0)[1]
+    assert captions == again
+    corpus = world.caption_corpus(50)
+    assert len(corpus) > 50 and 'the word "cat".' in corpus
