@@ -215,7 +215,18 @@ def _update_changed(session, row: File, stat: os.stat_result, report: ScanReport
     report.changed.append(row.path)
 
 
+def _known_content(session, prints: list[str]) -> dict[str, File]:
+    """fingerprint -> a catalogued, already decoded file with that fingerprint (one query per 500)."""
+    known: dict[str, File] = {}
+    for start in range(0, len(prints), 500):
+        chunk = prints[start:start + 500]
+        for row in session.scalars(select(File).where(File.fingerprint.in_(chunk), File.status != "pending")):
+            known.setdefault(row.fingerprint, row)
+    return known
+
+
 def _apply_new(session, new, vanished: dict[str, list[File]], report: ScanReport) -> None:
+    fresh = []
     for path, stat, print_, folder in sorted(new, key=lambda item: item[0]):
         candidates = vanished.get(print_)
         if candidates:
@@ -225,20 +236,24 @@ def _apply_new(session, new, vanished: dict[str, list[File]], report: ScanReport
             report.moved.append((row.path, path))
             row.path, row.folder_id, row.ext = path, folder.id, _ext(path)
             row.size, row.mtime_ns = stat.st_size, stat.st_mtime_ns
-            continue
+        else:
+            fresh.append((path, stat, print_, folder))
+    known = _known_content(session, sorted({item[2] for item in fresh}))
+    copies = []
+    for path, stat, print_, folder in fresh:
         row = File(folder_id=folder.id, path=path, ext=_ext(path), size=stat.st_size, mtime_ns=stat.st_mtime_ns,
                    fingerprint=print_, status="pending")
-        twin = session.scalars(select(File).where(File.fingerprint == print_, File.size == stat.st_size,
-                                                  File.status != "pending")).first()
-        if twin is not None:  # the same content is catalogued already: reuse what is known
+        twin = known.get(print_)
+        if twin is not None and twin.size == stat.st_size:  # the same content is catalogued: reuse it
             row.status, row.skip_reason, row.full_hash = twin.status, twin.skip_reason, twin.full_hash
             row.width, row.height, row.captured_at, row.camera = twin.width, twin.height, twin.captured_at, twin.camera
+            copies.append((row, twin))
         session.add(row)
-        session.flush()
-        if twin is not None:
-            for emb in session.scalars(select(Embedding).where(Embedding.file_id == twin.id)).all():
-                session.add(Embedding(file_id=row.id, model_id=emb.model_id, vector=emb.vector, version=emb.version))
         report.added.append(path)
+    session.flush()
+    for row, twin in copies:
+        for emb in session.scalars(select(Embedding).where(Embedding.file_id == twin.id)).all():
+            session.add(Embedding(file_id=row.id, model_id=emb.model_id, vector=emb.vector, version=emb.version))
 
 
 def _ext(path: str) -> str:
