@@ -286,7 +286,7 @@ class World:
                         else _pick(rng, _BACKGROUND_PHRASES[attrs["background"]]))
             mentioned.append("background")
         template = _SCENE_TEMPLATES[1] if full else _pick(rng, _SCENE_TEMPLATES)
-        return template.format(np=np_, pos=pos, bg=bg, verb="is" if count == 1 else "are"), mentioned
+        return template.format(np=np_, pos=pos, bg=bg, verb="is" if words[0].startswith("a ") or count == 1 else "are"), mentioned
 
     # -- rendering ------------------------------------------------------------------------------
 
@@ -344,7 +344,9 @@ class World:
         w, h = right - left, bottom - top
         x = rng.uniform(0, max(big - w, 1)) - left
         y = rng.uniform(0, max(big - h, 1)) - top
-        draw.text((x, y), attrs["word"], font=font, fill=self._jitter(rng, COLOURS[attrs["colour"]]))
+        colour = self._jitter(rng, COLOURS[attrs["colour"]])
+        # A stroke in the same colour thickens the strokes enough to survive the 2x downsampling.
+        draw.text((x, y), attrs["word"], font=font, fill=colour, stroke_width=1, stroke_fill=colour)
         return self._finish(image)
 
     # -- evaluation sets ------------------------------------------------------------------------
