@@ -184,8 +184,8 @@ def test_names_and_urls():
     assert Path(download.model_folder("RN50x4")).name == "RN50x4"
 
 
-def test_downloaded_fp16_tensors_keep_their_dtype(server, tmp_path, monkeypatch):
-    """The releases store most weights in fp16: the converted copy keeps them, load() gives fp32."""
+def test_downloaded_fp16_tensors_are_widened_once(server, tmp_path, monkeypatch):
+    """The releases store most weights in fp16: the converted copy holds them exactly, as fp32."""
     model = tiny()
     half = tiny()
     engine.model.convert_weights(half, torch.float16)
@@ -195,10 +195,11 @@ def test_downloaded_fp16_tensors_keep_their_dtype(server, tmp_path, monkeypatch)
     server.files[f"/{digest}/{NAME}.pt"] = data
     folder = download.download(NAME, progress=False, base_url=server.base)
     stored = weights.read_checkpoint(folder).state_dict
-    assert stored["visual.conv1.weight"].dtype == torch.float16
+    assert stored["visual.conv1.weight"].dtype == torch.float32
+    torch.testing.assert_close(stored["visual.conv1.weight"], model.visual.conv1.weight.half().float(),
+                               rtol=0, atol=0)
     loaded, _, _ = engine.load(NAME, device="cpu")
     assert loaded.dtype == torch.float32
-    torch.testing.assert_close(loaded.visual.conv1.weight, model.visual.conv1.weight.half().float(), rtol=0, atol=0)
 
 
 def test_cli_download_then_models(server, release, capsys):
