@@ -47,6 +47,7 @@ def build_app(state: AppState) -> gr.Blocks:
                     continue
                 module.build(state)
         demo.load(lambda: banner(state), None, note)
+        gr.Timer(5.0).tick(lambda: banner(state), None, note)  # a model switched in the Models tab
     return demo
 
 

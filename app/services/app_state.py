@@ -129,6 +129,7 @@ class AppState:
         with self._lock:
             if self._bundle is None:
                 self._bundle = ModelBundle.load(self.model_name, precision=self.precision)
+                self.model_name = self._bundle.name
             return self._bundle
 
     @property

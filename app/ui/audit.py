@@ -34,7 +34,7 @@ def build(state: AppState) -> None:
                                  elem_id="audit-dataset")
             with gr.Row():
                 split = gr.Dropdown(["val", "train"], value="val", label="FairFace split")
-                sample = gr.Number(label="Sample (images, empty = all)", precision=0)
+                sample = gr.Number(label="Sample (images; 0 = all)", value=0, precision=0, minimum=0)
                 seed = gr.Number(label="Seed", value=0, precision=0)
             columns = gr.Textbox(label="Group columns (CSV datasets, comma separated)")
             model = gr.Dropdown([CURRENT], value=CURRENT, label="Model", allow_custom_value=True)
@@ -46,7 +46,7 @@ def build(state: AppState) -> None:
         with gr.Column():
             shipped = gr.Dropdown(shipped_labelsets(), value="paper", label="Label set (shipped)")
             editor = gr.Code(app_audit.shipped_text("paper"), language="yaml", label="Label set (editable)",
-                             lines=18)
+                             lines=18, max_lines=30)
     progress = gr.Markdown(elem_id="audit-progress")
     headline = gr.Markdown(elem_id="audit-headline")
     shares = gr.Dataframe(label="Category shares per group (tables 6-7)", elem_id="audit-shares", wrap=True)

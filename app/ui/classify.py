@@ -106,9 +106,10 @@ def build(state: AppState) -> None:
         b = dict(zip(second_res.classifier.classnames, map(float, second_res.probs[0])))
         per_image = comparison["per_image"].copy()
         per_image.insert(0, "path", [Path(p).name for p in res.paths])
+        per_image[["prob_a", "prob_b"]] = per_image[["prob_a", "prob_b"]].astype(float).round(4)
         note += (f" Between the label sets, {comparison['moved']} of {comparison['n_images']} image(s) changed "
                  "their top-1 class.")
-        return (first, gr.update(value=b, visible=True), rows, gr.update(value=per_image.round(4), visible=True),
+        return (first, gr.update(value=b, visible=True), rows, gr.update(value=per_image, visible=True),
                 note, res)
 
     run.click(classify, [uploads, library_file, folder, classes, preset, typed, second, threshold],

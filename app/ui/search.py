@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from app.services import app_search
 from app.services.app_state import AppState
 from app.services.first_start import add_and_index
+from app.ui import library_panels
 from app.ui.common import shown_errors
 
 HELP = ("Words search by meaning. Combine terms with `+` and `-` (`red circle - stripes`), weight them "
@@ -60,7 +61,7 @@ def build(state: AppState) -> None:
                 cutoff = gr.Slider(0, 5, value=0, step=0.5, label="Relevance cut-off (z above the library; 0 = off)")
             with gr.Accordion("Filters", open=False):
                 with gr.Row():
-                    folder = gr.Textbox(label="Folder", placeholder="only under this folder")
+                    folder = gr.Textbox(label="Folder", placeholder="only under this folder", elem_id="search-folder")
                     after = gr.Textbox(label="From (YYYY-MM-DD)")
                     before = gr.Textbox(label="To (YYYY-MM-DD)")
                     types = gr.CheckboxGroup(["jpg", "png", "webp", "heic", "tif", "gif", "bmp"], label="Types")
@@ -74,10 +75,14 @@ def build(state: AppState) -> None:
         more = gr.Button("More like the selected photo", elem_id="search-more")
     info = gr.Markdown(elem_id="search-info")
     gallery = gr.Gallery(label="Results", columns=6, height="auto", elem_id="search-gallery", allow_preview=True)
-    plot = gr.Plot(label="Score histogram")
+    plot = gr.Plot(label="Score histogram", elem_id="search-plot")
     paths = gr.State([])
     selected = gr.State(None)
 
+    with gr.Accordion("Image → text", open=False):
+        library_panels.build_image_to_text(state)
+    with gr.Accordion("Duplicates", open=False):
+        library_panels.build_duplicates(state)
     with gr.Accordion("Library and indexing", open=False, elem_id="index-panel"):
         with gr.Row():
             add_folder = gr.Textbox(label="Add a folder", placeholder="/home/me/Pictures", elem_id="index-folder")
