@@ -26,6 +26,7 @@ APPROX_THRESHOLD = 200_000
 # so small query batches are several times faster with a low threshold (benchmarks/library.py).
 faiss.cvar.distance_compute_blas_threshold = 20
 KINDS = ("auto", "flat", "ivf")
+SMALL_BATCH = 20  # fewer queries than this take the numpy path of a flat index (see VectorIndex.search)
 
 
 def choose_kind(count: int, kind: str = "auto") -> str:
@@ -43,7 +44,7 @@ def build(vectors: np.ndarray, ids: np.ndarray, kind: str) -> faiss.Index:
         nlist = max(1, min(int(4 * math.sqrt(len(vectors))), len(vectors) // 39 or 1))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(0)
-        sample = vectors[rng.choice(len(vectors), min(len(vectors), nlist * 64), replace=False)]
+        sample = vectors[rng.choice(len(vectors), min(len(vectors), nlist * 40), replace=False)]  # faiss wants >= 39 per list
         index.train(sample)
         index.nprobe = default_nprobe(nlist)
         index.set_direct_map_type(faiss.DirectMap.Hashtable)  # removals and reconstruct by id
@@ -64,6 +65,21 @@ def index_ids(index: faiss.Index) -> np.ndarray:
     parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
              for i in range(lists.nlist) if lists.list_size(i)]
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def exact_small_batch(index: faiss.IndexIDMap2, ids: np.ndarray, queries: np.ndarray,
+                      k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top k of a few queries on a flat index: one multi-threaded BLAS product over faiss's own
+    storage (no copy) and a partial sort. faiss runs each of a few queries on a single thread,
+    which is slower than this on any multi-core CPU. ids: the index's ids in storage order."""
+    flat = faiss.downcast_index(index.index)
+    n, dim = index.ntotal, index.d
+    stored = faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)
+    sims = queries @ stored.T
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(queries), 1))
+    order = np.lexsort((top, -np.take_along_axis(sims, top, 1)), axis=1)  # by score, ties by storage order
+    top = np.take_along_axis(top, order, 1)
+    return np.take_along_axis(sims, top, 1), ids[top]
 
 
 def save_atomically(index: faiss.Index, path: Path) -> None:
@@ -176,7 +192,9 @@ class VectorIndex:
         k = max(1, min(k, self.count))
         if self.count == 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        if allowed is None:
+        if allowed is None and self.kind == "flat" and len(queries) < SMALL_BATCH and self._gpu_index() is None:
+            scores, ids = exact_small_batch(self.index, self.ids(), queries, k)
+        elif allowed is None:
             index = self._gpu_index() or self.index
             scores, ids = index.search(queries, k)
         else:

@@ -74,6 +74,12 @@ def test_sync_follows_the_catalog_and_survives_reopen():
     reopened = open_index(catalog, model_id)
     assert sorted(index_ids(reopened.index).tolist()) == list(range(3, 301))
     np.testing.assert_array_equal(reopened.reconstruct(3), new)
+    remaining = np.vstack([new[None], vectors[3:]])
+    queries = clustered(3, 16, 5, seed=4)
+    _, ids = reopened.search(queries, 10)  # the few-query numpy path over faiss's storage
+    np.testing.assert_array_equal(ids, np.argsort(-(queries @ remaining.T), axis=1, kind="stable")[:, :10] + 3)
+    _, ids_faiss = reopened.index.search(queries, 10)
+    np.testing.assert_array_equal(ids, ids_faiss)
     assert not list(reopened.path.parent.glob("*.tmp"))
 
 
