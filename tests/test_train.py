@@ -1,0 +1,142 @@
+"""The training loop: cached-feature accumulation, resume, a short run that learns, bad samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.model import CLIP
+from trainer.bpe import train_vocabulary
+from trainer.loss import clip_loss
+from trainer.optim import build_optimizer, build_scheduler
+from trainer.step import FeatureModel, StepContext, compute_gradients
+from trainer.synthetic import World, write_dataset
+from trainer.train import TrainOptions, train
+
+TINY = "vit:width=64,layers=2,patch=8,res=32,text_width=64,text_layers=1,embed=64,ctx=24"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread avoids OpenMP spinning against other work on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def merges(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("vocab")
+    return train_vocabulary(World(seed=0, image_size=32).caption_corpus(300), 300, folder / "bpe.txt.gz")
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_accumulation_with_cached_features_equals_full_batch_gradient():
+    torch.manual_seed(0)
+    model = CLIP(embed_dim=16, image_resolution=16, vision_layers=2, vision_width=64, vision_patch_size=8,
+                 context_length=8, vocab_size=50, transformer_width=64, transformer_layers=1).train()
+    images = torch.randn(12, 3, 16, 16)
+    tokens = torch.randint(1, 40, (12, 8))
+    tokens[:, 6], tokens[:, 7] = 49, 0
+    optimizer = build_optimizer(model, lr=1e-3)
+    results = {}
+    for accum in (1, 4):
+        ctx = StepContext(model, FeatureModel(model), optimizer, build_scheduler(optimizer, 1, 10), accum=accum)
+        optimizer.zero_grad(set_to_none=True)
+        results[accum] = (float(compute_gradients(ctx, images, tokens)), _grads(model))
+    full_loss, full = results[1]
+    for accum in (4,):
+        loss, grads = results[accum]
+        assert abs(loss - full_loss) < 1e-6
+        for name in full:
+            # fp32 summation order only: within 1e-5 of the gradient's own scale.
+            scale = max(1e-3, full[name].abs().max().item())
+            assert (grads[name] - full[name]).abs().max().item() <= 1e-5 * scale, name
+    # The naive alternative (k independent small batches, averaged) has a different gradient.
+    optimizer.zero_grad(set_to_none=True)
+    forward = FeatureModel(model)
+    for a in range(0, 12, 3):
+        image, text = forward(images[a:a + 3], tokens[a:a + 3])
+        (clip_loss(image, text, model.logit_scale) / 4).backward()
+    naive = _grads(model)
+    assert max((naive[n] - full[n]).abs().max().item() for n in full) > 1e-3
+
+
+def _options(out: Path, merges: Path, **overrides) -> TrainOptions:
+    values = dict(data="synthetic", model=TINY, merges=str(merges), batch_size=16, steps=4, lr=2e-3, warmup=2,
+                  wd=0.1, eval_every=0, save_every=2, log_every=1, workers=0, out=str(out), progress=False)
+    return TrainOptions(**{**values, **overrides})
+
+
+def _train_log(run_dir: Path) -> dict[int, float]:
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+
+
+def test_interrupted_then_resumed_run_continues_the_same_curve(tmp_path, merges):
+    whole = tmp_path / "whole"
+    train(_options(whole, merges))
+
+    class Interrupt(Exception):
+        pass
+
+    def crash_after_checkpoint(record: dict) -> None:
+        if record.get("step") == 3:  # the step-2 checkpoint is on disk; step 3's update is lost
+            raise Interrupt
+
+    parted = tmp_path / "parted"
+    with pytest.raises(Interrupt):
+        train(_options(parted, merges), on_progress=crash_after_checkpoint)
+    assert not (parted / "final").exists()
+    summary = train(_options(parted, merges, resume="latest"))
+    assert summary["step"] == 4
+    # Tolerance: 1e-5 on losses and weights (fp32, same operations in the same order; in practice equal).
+    want, got = _train_log(whole), _train_log(parted)
+    assert sorted(got) == sorted(want) == list(range(1, 5))
+    for step in want:
+        assert abs(got[step] - want[step]) <= 1e-5, (step, got[step], want[step])
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(whole / "final" / "model.safetensors")), load_file(str(parted / "final" / "model.safetensors"))
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) <= 1e-5
+
+
+@pytest.mark.slow
+def test_short_run_loss_falls_and_zero_shot_beats_chance(tmp_path, merges):
+    summary = train(_options(tmp_path / "run", merges, batch_size=64, steps=70, lr=3e-3, warmup=7,
+                             eval_every=70, eval_samples=100, save_every=0, log_every=5))
+    losses = _train_log(tmp_path / "run")
+    first, last = losses[min(losses)], losses[max(losses)]
+    assert last < first - 0.5, losses
+    results = summary["eval"]
+    # Held-out shape-colour combinations: colour chance is 1/10; the run learns colour words.
+    assert results["zeroshot/colour/ensemble"] >= 0.3, results
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+    assert "plotly" in (tmp_path / "run" / "curves.html").read_text()[:5_000_000].lower()
+
+
+def test_bad_samples_are_skipped_and_counted_in_the_log(tmp_path, merges):
+    world = World(seed=3, image_size=32)
+    csv_path = write_dataset(world, tmp_path / "data", 40, fmt="csv")
+    lines = csv_path.read_text().splitlines()
+    (tmp_path / "data" / "images" / "000001.jpg").unlink()                      # missing
+    (tmp_path / "data" / "images" / "000002.jpg").write_bytes(b"")              # zero bytes
+    (tmp_path / "data" / "images" / "000003.jpg").write_bytes(b"not a jpeg at all")  # corrupt
+    lines[5] = lines[5].split(",")[0] + ","                                      # empty caption (row 4)
+    csv_path.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    summary = train(_options(run, merges, data=str(csv_path), steps=3, save_every=0))
+    assert summary["step"] == 3
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    last = [r for r in records if r["kind"] == "train"][-1]
+    # 3 steps x 16 = 48 samples > the 36 good ones: the whole first epoch was read, 4 bad ones in it.
+    assert last["skipped"] >= 4
+    assert last["skipped"] == sum(last["skipped_by_reason"].values())
+    assert "empty caption" in last["skipped_by_reason"]
