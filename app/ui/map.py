@@ -1,0 +1,149 @@
+"""Map tab: a UMAP of the library's embeddings; colour by folder, date, zero-shot top-1 or classes
+made from selections; search hits ringed; a lasso/box selection becomes a query or a class."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from app.services import map as maps
+from app.services.app_state import AppState
+from app.ui.common import shown_errors
+from engine.errors import CliplabError
+from engine.zeroshot import TEMPLATE_PRESETS, load_templates
+
+HELP = ("Each dot is a photo of the library, placed so that photos the model sees as similar sit close "
+        "together (UMAP of the image embeddings). Hover a dot to see the photo. Pick the **lasso** or **box** "
+        "tool above the map, draw around some photos, then turn the selection into a search query or a class.")
+
+# Runs in the page after each redraw: hover thumbnails and selections sent to the hidden textbox.
+ATTACH_JS = """
+() => {
+  const bind = (tries) => {
+    const plot = document.querySelector('#map-plot .js-plotly-plot');
+    if (!plot || !plot.on) { if (tries > 0) setTimeout(() => bind(tries - 1), 250); return; }
+    if (plot.cliplabBound) return;
+    plot.cliplabBound = true;
+    let thumb = document.getElementById('map-thumb');
+    if (!thumb) {
+      thumb = document.createElement('img');
+      thumb.id = 'map-thumb';
+      thumb.style.cssText = 'position:fixed;z-index:1000;max-width:160px;max-height:160px;display:none;' +
+        'pointer-events:none;border:2px solid #fff;box-shadow:0 2px 8px rgba(0,0,0,.4);background:#fff';
+      document.body.appendChild(thumb);
+    }
+    const send = (ids) => {
+      const box = document.querySelector('#map-selection textarea, #map-selection input');
+      if (!box) return;
+      box.value = ids.join(',');
+      box.dispatchEvent(new Event('input', {bubbles: true}));
+    };
+    plot.on('plotly_hover', (ev) => {
+      const p = ev.points && ev.points[0];
+      if (!p || !p.customdata) return;
+      thumb.src = 'gradio_api/file=' + encodeURI(p.customdata[1]);
+      thumb.style.left = (ev.event.clientX + 16) + 'px';
+      thumb.style.top = (ev.event.clientY + 16) + 'px';
+      thumb.style.display = 'block';
+    });
+    plot.on('plotly_unhover', () => { thumb.style.display = 'none'; });
+    plot.on('plotly_selected', (ev) => {
+      const ids = ((ev && ev.points) || []).filter(p => p.customdata).map(p => p.customdata[0]);
+      send([...new Set(ids)]);
+    });
+    plot.on('plotly_deselect', () => send([]));
+  };
+  bind(40);
+}
+"""
+
+
+def build(state: AppState) -> None:
+    maps.start_warm_up()
+    gr.Markdown(HELP)
+    my_classes = gr.State({})
+    with gr.Row():
+        by = gr.Radio(list(maps.COLOUR_BY), value="folder", label="Colour by", elem_id="map-colour")
+        classes = gr.Textbox(label="Zero-shot classes (one per line)", lines=3,
+                             placeholder="red circle\nblue square\ngreen star")
+        templates = gr.Dropdown(list(TEMPLATE_PRESETS), value="default", label="Prompt templates")
+        highlight = gr.Textbox(label="Ring the hits of a search", placeholder="a star - stripes",
+                               elem_id="map-highlight")
+    with gr.Row():
+        draw = gr.Button("Draw the map", variant="primary", elem_id="map-draw")
+        status = gr.Markdown(elem_id="map-status")
+    plot = gr.Plot(label="Library map", elem_id="map-plot")
+    selection = gr.Textbox(visible="hidden", elem_id="map-selection")
+    chosen = gr.Markdown("Nothing selected yet.", elem_id="map-chosen")
+    with gr.Row():
+        to_query = gr.Button("Selection → query", elem_id="map-to-query")
+        class_name = gr.Textbox(label="Class name", placeholder="my favourite stars", scale=2)
+        to_class = gr.Button("Selection → class", elem_id="map-to-class")
+        export = gr.Button("Export my classes (CSV)")
+    query = gr.Textbox(label="Query made from the selection (paste it in the Search tab too)",
+                       elem_id="map-query", interactive=False)
+    gallery = gr.Gallery(label="Photos like the selection", columns=8, height=260, elem_id="map-gallery")
+    csv_file = gr.File(label="Classes as path,label CSV", visible=False)
+
+    def points_and_layout(progress: gr.Progress):
+        points = maps.library_points(state.catalog, state.bundle)
+        if not len(points):
+            raise CliplabError(f"No photo of the library is embedded with the current model ({state.bundle.name}) "
+                               "yet: add a folder in the Search tab's indexing panel, then draw the map.")
+        if not maps.warmed_up():
+            progress(0.1, desc="compiling UMAP (once per start, about a minute on a small CPU)")
+            maps.start_warm_up().join()
+        progress(0.5, desc=f"laying out {len(points)} photos")
+        return points, maps.layout(points)
+
+    @shown_errors
+    def on_draw(colour: str, class_text: str, template_set: str, search: str, mine: dict,
+                progress=gr.Progress()):
+        points, xy = points_and_layout(progress)
+        labels = None
+        if colour == "zero-shot top-1":
+            names = [line.strip() for line in (class_text or "").splitlines() if line.strip()]
+            labels = maps.zero_shot_top1(points, state.bundle, names, load_templates(template_set))
+        elif colour == "my classes":
+            labels = maps.nearest_class(points, mine)
+        hits = maps.search_hits(search, state.bundle, state.catalog)
+        figure = maps.map_figure(points, xy, colour, labels, hits)
+        note = f"{len(points)} photos embedded with {state.bundle.name}"
+        return figure, note + (f"; {len(hits)} search hits ringed." if hits else ".")
+
+    def on_select(text: str) -> str:
+        count = len([part for part in (text or "").split(",") if part.strip()])
+        return f"**{count} photos selected.**" if count else "Nothing selected yet."
+
+    @shown_errors
+    def on_query(text: str):
+        points = maps.library_points(state.catalog, state.bundle)
+        query_text = maps.selection_query(maps.parse_selection(text, points))
+        from app.services.library import search_library
+        page = search_library(query_text, state.bundle, state.catalog, limit=24)
+        return query_text, [(r.path, f"{r.score:.3f}") for r in page.results], query_text
+
+    @shown_errors
+    def on_class(text: str, name: str, mine: dict):
+        points = maps.library_points(state.catalog, state.bundle)
+        mine = maps.add_class(mine, name, maps.parse_selection(text, points))
+        summary = ", ".join(f"{k} ({len(v)})" for k, v in mine.items())
+        return mine, gr.update(value="my classes"), f"Classes made from selections: {summary}."
+
+    @shown_errors
+    def on_export(mine: dict):
+        points = maps.library_points(state.catalog, state.bundle)
+        # gradio serves downloads from its temp folder, not from the data directory
+        path = maps.export_classes(points, mine, Path(tempfile.mkdtemp(prefix="cliplab-map-")) / "my-classes.csv")
+        return gr.update(value=str(path), visible=True)
+
+    inputs = [by, classes, templates, highlight, my_classes]
+    draw.click(on_draw, inputs, [plot, status]).then(None, js=ATTACH_JS)
+    selection.change(on_select, selection, chosen)
+    to_query.click(on_query, selection, [query, gallery, highlight]).then(
+        on_draw, inputs, [plot, status]).then(None, js=ATTACH_JS)
+    to_class.click(on_class, [selection, class_name, my_classes], [my_classes, by, status]).then(
+        on_draw, inputs, [plot, status]).then(None, js=ATTACH_JS)
+    export.click(on_export, my_classes, csv_file)
