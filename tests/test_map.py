@@ -1,0 +1,212 @@
+"""The Map tab: layouts, their cache, colours, hits and selections; and the tab in a real browser."""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+
+import numpy as np
+import pytest
+from browser_fixtures import browser, require_chromium, screenshot, start_app  # noqa: F401
+from library_fixtures import tiny_bundle, write_image
+
+from app.services import map as maps
+from engine.errors import CliplabError
+from engine.paths import cache_dir
+from indexes.catalog import open_catalog
+from indexes.indexer import index_pending
+from indexes.scan import scan
+
+
+def index(catalog, bundle, root, count: int, start: int = 0) -> None:
+    for i in range(start, start + count):
+        write_image(root / ("beach" if i % 2 else "city") / f"p{i}.png", i)
+    scan(catalog, [str(root)])
+    index_pending(catalog, bundle, workers=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    """A catalog with 12 photos in two sub-folders, embedded by a tiny random model."""
+    home = tmp_path_factory.mktemp("map_library")
+    catalog = open_catalog(f"sqlite:///{home / 'catalog.db'}")
+    bundle = tiny_bundle()
+    index(catalog, bundle, home / "photos", 12)
+    yield catalog, bundle, home / "photos"
+    catalog.close()
+
+
+def test_points_carry_folders_dates_and_a_state_key(library, tmp_path):
+    catalog, bundle, _ = library
+    points = maps.library_points(catalog, bundle)
+    assert len(points) == 12 and points.vectors.shape == (12, 64)
+    assert np.allclose(np.linalg.norm(points.vectors, axis=1), 1, atol=1e-5)
+    assert sorted(set(points.folders)) == ["photos/beach", "photos/city"]
+    assert all(d.year >= 2000 for d in points.dates)
+    # the same library and model name the same layout; another model or another photo does not
+    assert maps.library_points(catalog, bundle).state_key == points.state_key
+    assert maps.library_points(catalog, tiny_bundle(seed=1, name="other")).state_key != points.state_key
+    other = open_catalog(f"sqlite:///{tmp_path / 'other.db'}")
+    index(other, bundle, tmp_path / "photos", 12)
+    before = maps.library_points(other, bundle).state_key
+    index(other, bundle, tmp_path / "photos", 1, start=12)
+    assert maps.library_points(other, bundle).state_key != before
+    other.close()
+
+
+def test_tiny_libraries_get_a_pca_layout():
+    rng = np.random.default_rng(0)
+    assert maps.compute_layout(np.zeros((0, 8), np.float32)).shape == (0, 2)
+    assert maps.compute_layout(np.ones((1, 8), np.float32)).tolist() == [[0.0, 0.0]]
+    xy = maps.compute_layout(rng.normal(size=(5, 8)).astype(np.float32))
+    assert xy.shape == (5, 2) and np.isfinite(xy).all() and xy.std() > 0
+
+
+@pytest.mark.slow  # UMAP compiles its numba code once per process (~40 s here)
+def test_umap_layout_is_cached_per_library_state(library, monkeypatch):
+    catalog, bundle, _ = library
+    thread = maps.start_warm_up()
+    assert maps.start_warm_up() is thread  # once per process
+    thread.join()
+    assert maps.warmed_up()
+    points = maps.library_points(catalog, bundle)
+    xy = maps.layout(points)
+    assert xy.shape == (12, 2) and np.isfinite(xy).all()
+    assert (cache_dir("umap") / f"{points.state_key}.npy").is_file()
+
+    def refit(*_args, **_kwargs):
+        raise AssertionError("the cached layout was recomputed")
+
+    monkeypatch.setattr(maps, "compute_layout", refit)
+    assert np.array_equal(maps.layout(points), xy)
+
+
+def test_figure_colours_by_folder_and_date_and_rings_hits(library):
+    catalog, bundle, _ = library
+    points = maps.library_points(catalog, bundle)
+    xy = np.random.default_rng(0).normal(size=(len(points), 2)).astype(np.float32)
+    hits = points.file_ids[:3].tolist()
+    figure = maps.map_figure(points, xy, "folder", hits=hits)
+    names = [trace.name for trace in figure.data]
+    assert names == ["photos/beach", "photos/city", "search hits (3)"]
+    assert [row[0] for row in figure.data[-1].customdata] == hits
+    assert sum(len(t.x) for t in figure.data[:2]) == 12
+    assert figure.layout.dragmode == "lasso"
+    by_date = maps.map_figure(points, xy, "date")
+    assert len(by_date.data) == 1 and by_date.data[0].marker.showscale
+    assert 2000 < min(by_date.data[0].marker.color) <= max(by_date.data[0].marker.color) < 2100
+
+
+def test_zero_shot_and_selection_classes(library):
+    catalog, bundle, _ = library
+    points = maps.library_points(catalog, bundle)
+    top1 = maps.zero_shot_top1(points, bundle, ["a red circle", "a blue square"], ["a photo of {}."])
+    assert len(top1) == 12 and set(top1) <= {"a red circle", "a blue square"}
+    first, second = points.file_ids[:2].tolist()
+    mine = maps.add_class({}, " mine ", [first])
+    mine = maps.add_class(mine, "yours", [second])
+    mine = maps.add_class(mine, "mine", [first])  # adding the same photo twice keeps it once
+    assert mine == {"mine": [first], "yours": [second]}
+    labels = maps.nearest_class(points, mine)
+    assert labels[:2] == ["mine", "yours"]  # a photo is nearest to a class made of itself
+
+
+def test_selections_become_queries_and_csv(library, tmp_path):
+    catalog, bundle, _ = library
+    points = maps.library_points(catalog, bundle)
+    ids = points.file_ids[:3].tolist()
+    text = ",".join(map(str, ids + [ids[0], 999_999]))  # repeats and unknown ids are dropped
+    assert maps.parse_selection(text, points) == ids
+    assert maps.selection_query(ids) == " ".join(f"@{i}" for i in ids)
+    out = maps.export_classes(points, {"mine": ids[:2]}, tmp_path / "classes.csv")
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["path", "label"] and [r[1] for r in rows[1:]] == ["mine", "mine"]
+    assert rows[1][0] == points.paths[0]
+    hits = maps.search_hits(f"@{ids[0]}", bundle, catalog, limit=5)
+    assert len(hits) == 5 and ids[0] not in hits  # more-like-this leaves the photo itself out
+    assert maps.search_hits("  ", bundle, catalog) == []
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda p, b: maps.zero_shot_top1(p, b, ["only one"], ["{}"]),
+     "Colouring by zero-shot top-1 needs at least two class names, one per line."),
+    (lambda p, b: maps.nearest_class(p, {}),
+     "There are no classes made from selections yet: select photos on the map with the lasso or box tool, "
+     "name the class and press 'Selection → class'."),
+    (lambda p, b: maps.nearest_class(p, {"gone": [999_999]}),
+     "None of the photos of class 'gone' is on this map any more; remove the class."),
+    (lambda p, b: maps.parse_selection("", p),
+     "Nothing is selected: pick the lasso or box tool above the map and draw around some photos first."),
+    (lambda p, b: maps.add_class({}, "  ", [1]), "Type a name for the class made from the selection."),
+    (lambda p, b: maps.export_classes(p, {}, "x.csv"), "There are no classes made from selections to export yet."),
+])
+def test_bad_input_is_a_sentence(library, call, message):
+    catalog, bundle, _ = library
+    with pytest.raises(CliplabError) as error:
+        call(maps.library_points(catalog, bundle), bundle)
+    assert str(error.value) == message
+
+
+# -- in the browser -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def map_server(tmp_path_factory):
+    """An app of its own (other browser tests switch the model of theirs)."""
+    require_chromium()
+    process, server = start_app(tmp_path_factory.mktemp("map_app_home"))
+    yield server
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_map_in_the_browser(browser, map_server, test_output_dir):  # noqa: F811
+    from playwright.sync_api import expect
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(map_server.url)
+    page.get_by_role("tab", name="Map").click()
+    page.locator("#map-draw").click()
+    # the first map of a process waits for UMAP's compilation
+    expect(page.locator("#map-status")).to_contain_text("24 photos embedded", timeout=240_000)
+    plot = page.locator("#map-plot .js-plotly-plot")
+    expect(plot).to_be_visible()
+    expect(plot.locator(".legendtext").first).to_contain_text("demo-photos")
+    assert plot.locator(".scatterlayer .point").count() == 24
+
+    # hovering a dot shows its photo, served from the indexed folder
+    point = plot.locator(".scatterlayer .point").first
+    point.hover(force=True)
+    thumb = page.locator("#map-thumb")
+    expect(thumb).to_be_visible()
+    src = thumb.get_attribute("src")
+    assert str(map_server.photos) in src
+    assert page.request.get(map_server.url + src).ok
+
+    # a lasso around the left half of the plot area: the leftmost dots, not all of them
+    box = plot.locator(".nsewdrag").first.bounding_box()
+    x0, y0, x1, y1 = box["x"] + 2, box["y"] + 2, box["x"] + box["width"] / 2, box["y"] + box["height"] - 2
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 5)):
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+    expect(page.locator("#map-chosen")).to_contain_text(re.compile(r"\b([1-9]|1\d|2[0-3]) photos selected"))
+
+    page.locator("#map-to-query").click()
+    expect(page.locator("#map-query textarea, #map-query input").first).to_have_value(
+        re.compile(r"^@\d+( @\d+)+$"))
+    expect(page.locator("#map-gallery img").first).to_be_visible()
+    expect(page.locator("#map-status")).to_contain_text("search hits ringed")
+    screenshot(page, test_output_dir, "map")
+    # a sentence, not a trace, for a class without a name
+    page.locator("#map-to-class").click()
+    expect(page.get_by_text("Type a name for the class made from the selection.").first).to_be_visible()
+    assert "Traceback" not in page.content()
+    context.close()
