@@ -1,0 +1,98 @@
+"""Image and text encoder throughput: cliplab vs open_clip vs transformers, same weights, one run.
+
+    python benchmarks/encoders.py [--rounds 3] [--image-batch 32] [--text-batch 256]
+
+Random ViT-B/32 weights are made once with transformers' CLIPModel, loaded into cliplab through
+its Hugging Face loader and into open_clip through cliplab's (official-key) state dict, so all
+three compute the same function. Prints a Markdown table of medians and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from oracles import import_open_clip  # noqa: E402
+
+import engine  # noqa: E402
+from engine.model import convert_weights  # noqa: E402
+
+CLASSNAMES = ["cat", "dog", "golden retriever", "tabby cat", "red fox", "sports car", "airliner", "mountain bike",
+              "espresso", "pizza", "volcano", "coral reef", "lighthouse", "canoe", "umbrella", "violin"]
+
+
+def timed(fn, rounds: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--image-batch", type=int, default=32)
+    parser.add_argument("--text-batch", type=int, default=256)
+    parser.add_argument("--bf16", action="store_true", help="also time bf16 weights (slow on AVX2-only CPUs)")
+    args = parser.parse_args()
+    open_clip = import_open_clip()  # first: it makes torchvision importable, which transformers also needs
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(hidden_size=512, intermediate_size=2048, num_attention_heads=8, num_hidden_layers=12,
+                         max_position_embeddings=77, vocab_size=49408, hidden_act="quick_gelu",
+                         eos_token_id=49407, bos_token_id=49406, pad_token_id=0),
+        vision_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                           image_size=224, patch_size=32, hidden_act="quick_gelu"),
+        projection_dim=512)
+    hf = CLIPModel(config).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        hf.save_pretrained(folder)
+        ours, _, tokenizer = engine.load(folder)
+    reference = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None).eval()
+    reference.load_state_dict(ours.state_dict())
+
+    images = torch.randn(args.image_batch, 3, 224, 224)
+    prompts = [f"a photo of a {CLASSNAMES[i % len(CLASSNAMES)]}." for i in range(args.text_batch)]
+    tokens = tokenizer(prompts)
+    rows = []
+    with torch.inference_mode():
+        ref_image = reference.encode_image(images)
+        ref_text = reference.encode_text(tokens)
+        cos_image = torch.nn.functional.cosine_similarity(ours.encode_image(images), ref_image).min().item()
+        diff_text = (ours.encode_text(tokens) - ref_text).abs().max().item()
+        t_ref_img = timed(lambda: reference.encode_image(images), args.rounds)
+        t_hf_img = timed(lambda: hf.get_image_features(pixel_values=images), args.rounds)
+        t_our_img = timed(lambda: ours.encode_image(images), args.rounds)
+        rows.append((f"image, batch {args.image_batch}, fp32", t_our_img, t_ref_img, t_hf_img, f"cos {cos_image:.6f}"))
+        t_ref_txt = timed(lambda: reference.encode_text(tokens), args.rounds)
+        t_hf_txt = timed(lambda: hf.get_text_features(input_ids=tokens), args.rounds)
+        t_our_txt = timed(lambda: ours.encode_text(tokens), args.rounds)
+        rows.append((f"text, batch {args.text_batch}, fp32", t_our_txt, t_ref_txt, t_hf_txt, f"max abs diff {diff_text:.1e}"))
+        if args.bf16:
+            convert_weights(ours, torch.bfloat16)
+            cos_bf16 = torch.nn.functional.cosine_similarity(ours.encode_image(images).float(), ref_image).min().item()
+            t_bf16 = timed(lambda: ours.encode_image(images), args.rounds)
+            rows.append((f"image, batch {args.image_batch}, bf16 weights", t_bf16, t_ref_img, t_hf_img,
+                         f"cos {cos_bf16:.6f}"))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"native bf16: {engine.precision.cpu_has_native_bf16()}\n")
+    print("| workload | cliplab s | open_clip s | transformers s | open_clip / cliplab | transformers / cliplab | agreement |")
+    print("|---|---|---|---|---|---|---|")
+    for name, ours_t, ref_t, hf_t, note in rows:
+        print(f"| {name} | {ours_t:.3f} | {ref_t:.3f} | {hf_t:.3f} | {ref_t / ours_t:.2f}x | {hf_t / ours_t:.2f}x | {note} |")
+
+
+if __name__ == "__main__":
+    main()
