@@ -199,14 +199,17 @@ def test_map_in_the_browser(browser, map_server, test_output_dir):  # noqa: F811
     page.mouse.up()
     expect(page.locator("#map-chosen")).to_contain_text(re.compile(r"\b([1-9]|1\d|2[0-3]) photos selected"))
 
-    page.locator("#map-to-query").click()
-    expect(page.locator("#map-query textarea, #map-query input").first).to_have_value(
-        re.compile(r"^@\d+( @\d+)+$"))
-    expect(page.locator("#map-gallery img").first).to_be_visible()
-    expect(page.locator("#map-status")).to_contain_text("search hits ringed")
-    screenshot(page, test_output_dir, "map")
     # a sentence, not a trace, for a class without a name
     page.locator("#map-to-class").click()
     expect(page.get_by_text("Type a name for the class made from the selection.").first).to_be_visible()
     assert "Traceback" not in page.content()
+
+    page.locator("#map-to-query").click()
+    expect(page.locator("#map-query textarea, #map-query input").first).to_have_value(re.compile(r"^@\d+( @\d+)*$"))
+    expect(page.locator("#map-gallery img").first).to_be_visible()
+    expect(page.locator("#map-status")).to_contain_text("photos like the selection")
+    page.locator("#map-draw").click()
+    expect(page.locator("#map-status")).to_contain_text("6 search hits ringed")
+    expect(plot.locator(".legendtext").last).to_contain_text("search hits (6)")
+    screenshot(page, test_output_dir, "map")
     context.close()

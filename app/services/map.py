@@ -263,7 +263,7 @@ def map_figure(points: LibraryPoints, xy: np.ndarray, by: str, labels: list | No
         fig.add_trace(go.Scatter(x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=f"search hits ({mask.sum()})",
                                  customdata=custom[mask], hovertemplate=hover,
                                  marker=dict(size=13, color="rgba(0,0,0,0)", line=dict(color="crimson", width=2.5))))
-    fig.update_layout(dragmode="lasso", height=620, margin=dict(l=10, r=10, t=30, b=10), legend_title_text=by,
+    fig.update_layout(dragmode="lasso", height=620, showlegend=True, margin=dict(l=10, r=10, t=30, b=10), legend_title_text=by,
                       xaxis=dict(visible=False), yaxis=dict(visible=False), hovermode="closest",
                       title=f"{len(points)} photos")
     return fig

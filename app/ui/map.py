@@ -108,7 +108,8 @@ def build(state: AppState) -> None:
             labels = maps.zero_shot_top1(points, state.bundle, names, load_templates(template_set))
         elif colour == "my classes":
             labels = maps.nearest_class(points, mine)
-        hits = maps.search_hits(search, state.bundle, state.catalog)
+        # ring a first page's worth, but never most of a small library
+        hits = maps.search_hits(search, state.bundle, state.catalog, limit=min(24, max(3, len(points) // 4)))
         figure = maps.map_figure(points, xy, colour, labels, hits)
         note = f"{len(points)} photos embedded with {state.bundle.name}"
         return figure, note + (f"; {len(hits)} search hits ringed." if hits else ".")
@@ -123,7 +124,8 @@ def build(state: AppState) -> None:
         query_text = maps.selection_query(maps.parse_selection(text, points))
         from app.services.library import search_library
         page = search_library(query_text, state.bundle, state.catalog, limit=24)
-        return query_text, [(r.path, f"{r.score:.3f}") for r in page.results], query_text
+        note = f"{page.total} photos like the selection; press 'Draw the map' to ring them."
+        return query_text, [(r.path, f"{r.score:.3f}") for r in page.results], query_text, note
 
     @shown_errors
     def on_class(text: str, name: str, mine: dict):
@@ -142,8 +144,8 @@ def build(state: AppState) -> None:
     inputs = [by, classes, templates, highlight, my_classes]
     draw.click(on_draw, inputs, [plot, status]).then(None, js=ATTACH_JS)
     selection.change(on_select, selection, chosen)
-    to_query.click(on_query, selection, [query, gallery, highlight]).then(
-        on_draw, inputs, [plot, status]).then(None, js=ATTACH_JS)
+    # no redraw here: it would drop the selection drawn on the map ('Draw the map' rings the hits)
+    to_query.click(on_query, selection, [query, gallery, highlight, status])
     to_class.click(on_class, [selection, class_name, my_classes], [my_classes, by, status]).then(
         on_draw, inputs, [plot, status]).then(None, js=ATTACH_JS)
     export.click(on_export, my_classes, csv_file)
