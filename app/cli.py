@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "app",
     "library",
     "train",
+    "dashboard",
 ]
 
 

@@ -1,0 +1,130 @@
+"""The Streamlit dashboard (`cliplab dashboard`): browse, filter and compare saved audit sessions and
+evaluation runs, read-only over the catalog database, with the same plots as the audit reports."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run app/dashboard.py` puts only app/ on the path
+    sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+import plotly.graph_objects as go  # noqa: E402
+import streamlit as st  # noqa: E402
+from streamlit.components.v1 import html  # noqa: E402
+
+from app.services import audit, eval_store  # noqa: E402
+from engine.audit import report  # noqa: E402
+from engine.errors import CliplabError  # noqa: E402
+
+
+def pick(frame: pd.DataFrame, column: str, label: str, key: str) -> pd.DataFrame:
+    """A multiselect filter on one column (empty = everything)."""
+    options = sorted(frame[column].dropna().astype(str).unique())
+    chosen = st.multiselect(label, options, key=key)
+    return frame[frame[column].astype(str).isin(chosen)] if chosen else frame
+
+
+def audit_page() -> None:
+    sessions = pd.DataFrame(audit.list_sessions())
+    if sessions.empty:
+        st.info("No audit sessions are saved yet. Run one in the app's Audit tab or with `cliplab audit run`.")
+        return
+    left, middle, right = st.columns(3)
+    with left:
+        sessions = pick(sessions, "model", "Model", "audit-model")
+    with middle:
+        sessions = pick(sessions, "dataset", "Dataset", "audit-dataset")
+    with right:
+        words = st.text_input("Label sets contain", key="audit-labels")
+    if words:
+        sessions = sessions[sessions["label_sets"].str.contains(words, case=False, regex=False)]
+    st.dataframe(sessions, hide_index=True, width="stretch")
+    if sessions.empty:
+        st.warning("No session matches these filters.")
+        return
+    ids = sessions["id"].tolist()
+    tab_one, tab_two = st.tabs(["One session", "Compare two sessions"])
+    with tab_one:
+        chosen = st.selectbox("Session", ids, key="audit-session")
+        result = audit.show(chosen)
+        for line in result.get("headline") or []:
+            st.markdown(f"- {line}")
+        shares = pd.DataFrame(result["tables"]["category_shares"])
+        st.subheader("Category shares by group")
+        st.dataframe(shares, hide_index=True, width="stretch")
+        with st.expander("The full report (the same tables and plots as the HTML export)", expanded=True):
+            html(report.render_html(result), height=900, scrolling=True)
+    with tab_two:
+        if len(ids) < 2:
+            st.info("Save a second session (the same dataset with another label set or model) to compare.")
+            return
+        a = st.selectbox("Session A", ids, key="audit-a")
+        b = st.selectbox("Session B", ids, index=1, key="audit-b")
+        try:
+            diff = audit.diff(a, b)
+        except CliplabError as error:
+            st.error(str(error))
+            return
+        st.markdown(f"{diff['images']} images in common; focus categories: {', '.join(diff['focus'])}.")
+        st.dataframe(pd.DataFrame(diff["tables"]["label_set_diff"]), hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame(diff["tables"]["transitions"]), hide_index=True, width="stretch")
+
+
+def confusion_figure(confusion: list[list[int]], classnames: list[str], title: str) -> go.Figure:
+    """The evaluation report's interactive confusion matrix (app.services.evaluate.save_confusion)."""
+    figure = go.Figure(go.Heatmap(z=confusion, x=classnames, y=classnames, colorscale="Blues",
+                                  hovertemplate="true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>"))
+    figure.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed")
+    return figure
+
+
+def eval_page() -> None:
+    runs = pd.DataFrame(eval_store.list_eval_runs())
+    if runs.empty:
+        st.info("No evaluation runs are saved yet.")
+        return
+    left, middle, right = st.columns(3)
+    with left:
+        runs = pick(runs, "kind", "Kind", "eval-kind")
+    with middle:
+        runs = pick(runs, "model", "Model", "eval-model")
+    with right:
+        runs = pick(runs, "dataset", "Dataset", "eval-dataset")
+    st.dataframe(runs, hide_index=True, width="stretch")
+    if runs.empty:
+        st.warning("No run matches these filters.")
+        return
+    if "top1" in runs and runs["top1"].notna().any():
+        scored = runs[runs["top1"].notna()]
+        bars = go.Figure(go.Bar(x=[f"{m} · {d} · {i}" for m, d, i in zip(scored.model, scored.dataset, scored.id)],
+                                y=100 * scored["top1"], text=[f"{100 * v:.1f}%" for v in scored["top1"]]))
+        bars.update_layout(title="top-1 accuracy of the runs shown", yaxis_title="%", height=320)
+        st.plotly_chart(bars, width="stretch")
+    run = eval_store.load_eval_run(st.selectbox("Run", runs["id"].tolist(), key="eval-run"))
+    metrics = run["metrics"]
+    st.subheader(f"{run['kind']} · {run['model']} · {run['dataset']}")
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    st.dataframe(pd.DataFrame([numbers]), hide_index=True, width="stretch")
+    if metrics.get("per_class"):
+        st.dataframe(pd.DataFrame(metrics["per_class"]), hide_index=True, width="stretch")
+    if metrics.get("confusion") and metrics.get("per_class"):
+        names = [row["label"] for row in metrics["per_class"]]
+        st.plotly_chart(confusion_figure(metrics["confusion"], names, f"confusion: {run['dataset']}"),
+                        width="stretch")
+
+
+def main() -> None:
+    st.set_page_config(page_title="cliplab dashboard", layout="wide")
+    st.title("cliplab dashboard")
+    st.caption("Saved audit sessions and evaluation runs from the catalog database (read-only).")
+    page = st.sidebar.radio("Show", ["Audit sessions", "Evaluation runs"], key="page")
+    try:
+        audit_page() if page == "Audit sessions" else eval_page()
+    except CliplabError as error:
+        st.error(str(error))
+
+
+main()

@@ -1,0 +1,95 @@
+"""Evaluation runs (zero-shot, probes, few-shot, retrieval) in the catalog database, for the dashboard.
+
+Same database and conventions as the audit sessions (app.services.audit_store): the table is
+created with metadata.create_all on first use; a run is one row holding its metrics as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from functools import cache
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import DateTime, Engine, String, Text, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from app.services import audit_store
+from engine.errors import CliplabError
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class EvalRun(Base):
+    __tablename__ = "eval_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # zeroshot | probe | fewshot | retrieval
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    dataset: Mapped[str] = mapped_column(Text)
+    metrics_json: Mapped[str] = mapped_column(Text)
+
+
+@cache
+def _tables(engine: Engine) -> Engine:
+    Base.metadata.create_all(engine)
+    return engine
+
+
+def engine() -> Engine:
+    return _tables(audit_store.engine())
+
+
+def _json_ready(value):
+    if isinstance(value, pd.DataFrame):
+        return value.to_dict(orient="records")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def save_eval_run(kind: str, model_name: str, model_fingerprint: str, dataset: str, metrics: dict) -> str:
+    """Store the metrics of one evaluation (as app.services.evaluate returns them); returns its id."""
+    run_id = uuid.uuid4().hex[:12]
+    row = EvalRun(id=run_id, created_at=datetime.now(UTC), kind=kind, model_name=model_name,
+                  model_fingerprint=model_fingerprint, dataset=str(dataset),
+                  metrics_json=json.dumps(_json_ready(metrics), default=float))
+    with Session(engine()) as session, session.begin():
+        session.add(row)
+    return run_id
+
+
+def list_eval_runs() -> list[dict]:
+    """Every saved run, newest first, with its headline numbers."""
+    with Session(engine()) as session:
+        rows = session.scalars(select(EvalRun).order_by(EvalRun.created_at.desc())).all()
+    out = []
+    for r in rows:
+        metrics = json.loads(r.metrics_json)
+        headline = {k: metrics[k] for k in ("top1", "top5", "mean_per_class_recall", "zero_shot_top1")
+                    if isinstance(metrics.get(k), (int, float))}
+        out.append({"id": r.id, "created_at": r.created_at.isoformat(timespec="seconds"), "kind": r.kind,
+                    "model": r.model_name, "model_fingerprint": r.model_fingerprint, "dataset": r.dataset,
+                    **headline})
+    return out
+
+
+def load_eval_run(run_id: str) -> dict:
+    with Session(engine()) as session:
+        row = session.get(EvalRun, run_id)
+    if row is None:
+        raise CliplabError(f"No evaluation run {run_id!r}.")
+    return {"id": row.id, "kind": row.kind, "model": row.model_name, "dataset": row.dataset,
+            "created_at": row.created_at.isoformat(timespec="seconds"), "metrics": json.loads(row.metrics_json)}
