@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def command(port: int, host: str = DEFAULT_HOST) -> list[str]:
     script = Path(__file__).resolve().parents[1] / "dashboard.py"
     return [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
-            "--server.port", str(port), "--server.address", host, "--browser.gatherUsageStats", "false"]
+            "--server.port", str(port), "--server.address", host, "--browser.gatherUsageStats", "false",
+            "--client.toolbarMode", "viewer"]
 
 
 def run(args: argparse.Namespace) -> int:

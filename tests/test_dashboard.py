@@ -1,0 +1,156 @@
+"""The Streamlit dashboard: evaluation-run storage, the script under Streamlit's test runner, and the
+real `streamlit run` in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from browser_fixtures import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, require_chromium, screenshot
+from test_audit_measures import make_fairface
+
+from app import cli
+from app.commands.dashboard import command
+from app.services import eval_store
+from app.services.evaluate import classification_metrics
+from engine.errors import CliplabError
+
+DASHBOARD = str(ROOT / "app" / "dashboard.py")
+
+
+def tiny_model(folder) -> str:
+    import torch
+
+    from engine.model import CLIP
+    from engine.weights import save_model
+    torch.manual_seed(0)
+    model = CLIP(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
+                 context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=2,
+                 transformer_layers=2).eval()
+    save_model(model, folder)
+    return str(folder)
+
+
+def audit(*argv) -> None:
+    saved, cli.COMMAND_MODULES = cli.COMMAND_MODULES, ["audit"]
+    try:
+        assert cli.main([str(a) for a in argv]) == 0
+    finally:
+        cli.COMMAND_MODULES = saved
+
+
+def save_run(model: str, dataset: str, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(3), size=30)
+    metrics = classification_metrics(probs, rng.integers(0, 3, 30), ["cat", "dog", "bird"])
+    metrics.update(dataset=dataset, templates=7)
+    return eval_store.save_eval_run("zeroshot", model, f"fp{seed}", dataset, metrics)
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory):
+    """A catalog database holding two audit sessions of one dataset and two evaluation runs."""
+    home = tmp_path_factory.mktemp("dashboard_home")
+    url = f"sqlite:///{home / 'catalog.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CLIPLAB_HOME", str(home))
+        patch.setenv("CLIPLAB_DATABASE_URL", url)
+        make_fairface(home / "fairface", n_per_cell=2)
+        model = tiny_model(home / "tiny")
+        common = ["--dataset", home / "fairface", "--model", model, "--probe-folds", 0, "--bootstrap", 50,
+                  "--templates", "a photo of a {}."]
+        audit("audit", *common)
+        audit("audit", *common, "--labels", "paper_child")
+        runs = [save_run("tiny", "pets", 0), save_run("tiny", "flowers", 1)]
+        yield {"home": home, "url": url, "runs": runs}
+
+
+@pytest.fixture
+def on_database(database, monkeypatch):
+    monkeypatch.setenv("CLIPLAB_HOME", str(database["home"]))
+    monkeypatch.setenv("CLIPLAB_DATABASE_URL", database["url"])
+    return database
+
+
+def test_eval_runs_are_stored_and_listed(on_database):
+    runs = eval_store.list_eval_runs()
+    assert {r["id"] for r in runs} == set(on_database["runs"])
+    assert {r["dataset"] for r in runs} == {"pets", "flowers"}
+    assert all(0 <= r["top1"] <= 1 for r in runs)
+    run = eval_store.load_eval_run(on_database["runs"][0])
+    assert run["metrics"]["per_class"][0]["label"] == "cat"
+    assert np.array(run["metrics"]["confusion"]).sum() == 30
+    with pytest.raises(CliplabError) as error:
+        eval_store.load_eval_run("nope")
+    assert str(error.value) == "No evaluation run 'nope'."
+
+
+def test_dashboard_script_shows_sessions_and_runs(on_database):
+    from streamlit.testing.v1 import AppTest
+    app = AppTest.from_file(DASHBOARD, default_timeout=120).run()
+    assert not app.exception
+    sessions = app.dataframe[0].value
+    assert len(sessions) == 2 and set(sessions["label_sets"]) == {"paper", "paper_child"}
+    shares = app.dataframe[1].value
+    assert {"non-human", "crime"} <= set(shares["category"])
+    # a filter that matches nothing says so
+    app.text_input(key="audit-labels").input("no such label set").run()
+    assert "No session matches these filters." in [w.value for w in app.warning]
+    app.text_input(key="audit-labels").input("").run()
+    app.sidebar.radio(key="page").set_value("Evaluation runs").run()
+    assert not app.exception
+    assert set(app.dataframe[0].value["dataset"]) == {"pets", "flowers"}
+    assert len(app.get("plotly_chart")) == 2  # accuracy bars and the confusion heatmap
+
+
+def test_dashboard_command_binds_loopback_by_default(capsys):
+    args = command(8600)
+    assert args[args.index("--server.address") + 1] == "127.0.0.1"
+    assert args[args.index("--browser.gatherUsageStats") + 1] == "false"
+    assert "dashboard" in cli.COMMAND_MODULES
+
+
+@pytest.mark.browser
+def test_dashboard_in_the_browser(on_database, test_output_dir):
+    require_chromium()
+    from playwright.sync_api import expect, sync_playwright
+    expect.set_options(timeout=60_000)  # the first script run imports torch on a busy 2-core machine
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = (on_database["home"] / "dashboard.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", "dashboard", "--port", str(port)], cwd=ROOT,
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                assert process.poll() is None and time.time() < deadline, "the dashboard did not start"
+                time.sleep(0.5)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.set_default_timeout(90_000)
+            page.goto(url)
+            expect(page.get_by_text("cliplab dashboard").first).to_be_visible(timeout=90_000)
+            expect(page.get_by_text("Category shares by group")).to_be_visible()
+            report = page.frame_locator("iframe").first
+            expect(report.locator("img[alt=plot]").first).to_be_visible()  # the report's share plot
+            screenshot(page, test_output_dir, "dashboard")
+            page.get_by_text("Evaluation runs", exact=True).click()
+            expect(page.get_by_text("top-1 accuracy of the runs shown")).to_be_visible()
+            screenshot(page, test_output_dir, "dashboard-eval")
+            assert "Traceback" not in page.content()
+            browser.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
