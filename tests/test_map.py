@@ -203,6 +203,7 @@ def test_map_in_the_browser(browser, map_server, test_output_dir):  # noqa: F811
     page.locator("#map-to-class").click()
     expect(page.get_by_text("Type a name for the class made from the selection.").first).to_be_visible()
     assert "Traceback" not in page.content()
+    page.locator(".toast-close").first.click()
 
     page.locator("#map-to-query").click()
     expect(page.locator("#map-query textarea, #map-query input").first).to_have_value(re.compile(r"^@\d+( @\d+)*$"))
