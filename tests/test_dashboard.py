@@ -11,8 +11,9 @@ import urllib.request
 
 import numpy as np
 import pytest
-from browser_fixtures import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, require_chromium, screenshot
+from browser_fixtures import ROOT, free_port, require_chromium, screenshot
 from test_audit_measures import make_fairface
+from thread_browser import run_with_chromium
 
 from app import cli
 from app.commands.dashboard import command
@@ -118,8 +119,6 @@ def test_dashboard_command_binds_loopback_by_default(capsys):
 @pytest.mark.browser
 def test_dashboard_in_the_browser(on_database, test_output_dir):
     require_chromium()
-    from playwright.sync_api import expect, sync_playwright
-    expect.set_options(timeout=60_000)  # the first script run imports torch on a busy 2-core machine
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = (on_database["home"] / "dashboard.log").open("w")
@@ -135,22 +134,26 @@ def test_dashboard_in_the_browser(on_database, test_output_dir):
             except OSError:
                 assert process.poll() is None and time.time() < deadline, "the dashboard did not start"
                 time.sleep(0.5)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1400})
-            page.set_default_timeout(90_000)
-            page.goto(url)
-            expect(page.get_by_text("cliplab dashboard").first).to_be_visible(timeout=90_000)
-            expect(page.get_by_text("Category shares by group")).to_be_visible()
-            report = page.frame_locator("iframe").first
-            expect(report.locator("img[alt=plot]").first).to_be_visible()  # the report's share plot
-            screenshot(page, test_output_dir, "dashboard")
-            page.get_by_text("Evaluation runs", exact=True).click()
-            expect(page.get_by_text("top-1 accuracy of the runs shown")).to_be_visible()
-            screenshot(page, test_output_dir, "dashboard-eval")
-            assert "Traceback" not in page.content()
-            browser.close()
+        run_with_chromium(lambda browser: look_at_the_dashboard(browser, url, test_output_dir))
     finally:
         process.terminate()
         process.wait(timeout=10)
         log.close()
+
+
+def look_at_the_dashboard(browser, url: str, test_output_dir) -> None:
+    from playwright.sync_api import expect
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page.set_default_timeout(90_000)
+    page.goto(url)
+    # the first script run imports torch on a busy 2-core machine
+    expect(page.get_by_text("cliplab dashboard").first).to_be_visible(timeout=90_000)
+    expect(page.get_by_text("Category shares by group")).to_be_visible(timeout=60_000)
+    report = page.frame_locator("iframe").first
+    expect(report.locator("img[alt=plot]").first).to_be_visible(timeout=60_000)  # the report's share plot
+    screenshot(page, test_output_dir, "dashboard")
+    page.get_by_text("Evaluation runs", exact=True).click()
+    expect(page.get_by_text("top-1 accuracy of the runs shown")).to_be_visible(timeout=60_000)
+    screenshot(page, test_output_dir, "dashboard-eval")
+    assert "Traceback" not in page.content()
+    page.close()

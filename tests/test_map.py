@@ -8,8 +8,9 @@ import subprocess
 
 import numpy as np
 import pytest
-from browser_fixtures import browser, require_chromium, screenshot, start_app  # noqa: F401
+from browser_fixtures import require_chromium, screenshot, start_app
 from library_fixtures import tiny_bundle, write_image
+from thread_browser import run_with_chromium
 
 from app.services import map as maps
 from engine.errors import CliplabError
@@ -61,6 +62,16 @@ def test_tiny_libraries_get_a_pca_layout():
     assert maps.compute_layout(np.ones((1, 8), np.float32)).tolist() == [[0.0, 0.0]]
     xy = maps.compute_layout(rng.normal(size=(5, 8)).astype(np.float32))
     assert xy.shape == (5, 2) and np.isfinite(xy).all() and xy.std() > 0
+
+
+def test_layout_cache_keeps_the_newest(monkeypatch):
+    monkeypatch.setattr(maps, "KEEP_LAYOUTS", 2)
+    rng = np.random.default_rng(0)
+    for key in ("a", "b", "c"):
+        vectors = rng.normal(size=(4, 8)).astype(np.float32)  # PCA-sized: no UMAP needed
+        maps.layout(maps.LibraryPoints(np.arange(4), [""] * 4, [""] * 4, [], vectors, state_key=key))
+    kept = sorted(p.stem for p in cache_dir("umap").glob("*.npy"))
+    assert len(kept) == 2 and "c" in kept
 
 
 @pytest.mark.slow  # UMAP compiles its numba code once per process (~40 s here)
@@ -165,7 +176,11 @@ def map_server(tmp_path_factory):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_map_in_the_browser(browser, map_server, test_output_dir):  # noqa: F811
+def test_map_in_the_browser(map_server, test_output_dir):
+    run_with_chromium(lambda browser: drive_the_map(browser, map_server, test_output_dir))
+
+
+def drive_the_map(browser, map_server, test_output_dir) -> None:
     from playwright.sync_api import expect
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     page = context.new_page()
@@ -213,4 +228,12 @@ def test_map_in_the_browser(browser, map_server, test_output_dir):  # noqa: F811
     expect(page.locator("#map-status")).to_contain_text("6 search hits ringed")
     expect(plot.locator(".legendtext").last).to_contain_text("search hits (6)")
     screenshot(page, test_output_dir, "map")
+
+    # the Search tab's query, ringed on the map
+    page.get_by_role("tab", name="Search").click()
+    page.locator("#search-query textarea, #search-query input").first.fill("a red circle")
+    page.get_by_role("tab", name="Map").click()
+    page.locator("#map-from-search").click()
+    expect(page.locator("#map-highlight textarea, #map-highlight input").first).to_have_value("a red circle")
+    expect(page.locator("#map-status")).to_contain_text("6 search hits ringed")
     context.close()

@@ -26,6 +26,7 @@ from indexes.catalog import Catalog, Embedding, File, Folder, Model, from_blobs
 from indexes.indexer import ModelBundle
 
 COLOUR_BY = ("folder", "date", "zero-shot top-1", "my classes")
+KEEP_LAYOUTS = 20  # cached layouts kept (the newest); each library change writes a new one
 MIN_UMAP_POINTS = 8  # fewer points: a PCA layout (UMAP's graph needs a few neighbours per point)
 N_NEIGHBORS = 15
 
@@ -119,6 +120,10 @@ def layout(points: LibraryPoints, progress: bool = False) -> np.ndarray:
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, xy)
     os.replace(tmp, path)
+    old = sorted(path.parent.glob("*.npy"), key=lambda p: p.stat().st_mtime, reverse=True)[KEEP_LAYOUTS:]
+    for stale in old:
+        if stale != path:
+            stale.unlink(missing_ok=True)
     return xy
 
 
@@ -244,11 +249,13 @@ def map_figure(points: LibraryPoints, xy: np.ndarray, by: str, labels: list | No
     import plotly.graph_objects as go
 
     fig = go.Figure()
+    # WebGL past a few thousand dots: SVG scatter gets sluggish there
+    Scatter = go.Scattergl if len(points) > 5000 else go.Scatter  # noqa: N806
     custom = np.array([[int(i), p] for i, p in zip(points.file_ids, points.paths)], dtype=object).reshape(-1, 2)
     hover = "%{customdata[1]}<extra>%{fullData.name}</extra>"
     if by == "date":
         years = np.array([decimal_year(d) for d in points.dates])
-        fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name="photos", customdata=custom,
+        fig.add_trace(Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name="photos", customdata=custom,
                                  hovertemplate="%{customdata[1]}<br>%{marker.color:.2f}<extra></extra>",
                                  marker=dict(size=7, color=years, colorscale="Viridis", showscale=True,
                                              colorbar=dict(title="year"))))
@@ -256,11 +263,11 @@ def map_figure(points: LibraryPoints, xy: np.ndarray, by: str, labels: list | No
         values = np.array(labels if labels is not None else points.folders, dtype=object)
         for category in sorted(set(values.tolist()), key=str):
             mask = values == category
-            fig.add_trace(go.Scatter(x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=str(category),
+            fig.add_trace(Scatter(x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=str(category),
                                      customdata=custom[mask], hovertemplate=hover, marker=dict(size=7)))
     if hits:
         mask = np.isin(points.file_ids, np.array(hits, dtype=np.int64))
-        fig.add_trace(go.Scatter(x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=f"search hits ({mask.sum()})",
+        fig.add_trace(Scatter(x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=f"search hits ({mask.sum()})",
                                  customdata=custom[mask], hovertemplate=hover,
                                  marker=dict(size=13, color="rgba(0,0,0,0)", line=dict(color="crimson", width=2.5))))
     fig.update_layout(dragmode="lasso", height=620, showlegend=True, margin=dict(l=10, r=10, t=30, b=10), legend_title_text=by,

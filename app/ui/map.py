@@ -59,6 +59,13 @@ ATTACH_JS = """
 }
 """
 
+SEARCH_QUERY_JS = """
+() => {
+  const box = document.querySelector('#search-query textarea, #search-query input');
+  return box ? box.value : '';
+}
+"""
+
 
 def build(state: AppState) -> None:
     maps.start_warm_up()
@@ -73,6 +80,7 @@ def build(state: AppState) -> None:
                                elem_id="map-highlight")
     with gr.Row():
         draw = gr.Button("Draw the map", variant="primary", elem_id="map-draw")
+        from_search = gr.Button("Ring the Search tab's query", elem_id="map-from-search")
         status = gr.Markdown(elem_id="map-status")
     plot = gr.Plot(label="Library map", elem_id="map-plot")
     selection = gr.Textbox(visible="hidden", elem_id="map-selection")
@@ -143,6 +151,9 @@ def build(state: AppState) -> None:
 
     inputs = [by, classes, templates, highlight, my_classes]
     draw.click(on_draw, inputs, [plot, status]).then(None, js=ATTACH_JS)
+    # the Search tab's query box lives in the page: read it there, then redraw with its hits ringed
+    from_search.click(None, None, highlight, js=SEARCH_QUERY_JS).then(
+        on_draw, inputs, [plot, status]).then(None, js=ATTACH_JS)
     selection.change(on_select, selection, chosen)
     # no redraw here: it would drop the selection drawn on the map ('Draw the map' rings the hits)
     to_query.click(on_query, selection, [query, gallery, highlight, status])
