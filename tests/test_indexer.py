@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from library_fixtures import tiny_bundle, write_image
 from PIL import Image
 from sqlalchemy import func, select
@@ -50,6 +51,7 @@ def make_bad_folder(folder: Path) -> None:
     assert data
 
 
+@pytest.mark.slow  # a real subprocess / process pool: ~15-20 s on 2 cores
 def test_bad_files_are_indexed_or_recorded_with_reasons(tmp_path):
     folder = tmp_path / "bad"
     make_bad_folder(folder)
@@ -102,6 +104,7 @@ print("finished", flush=True)
 """
 
 
+@pytest.mark.slow  # a real subprocess / process pool: ~15-20 s on 2 cores
 def test_kill_9_loses_at_most_the_batch_in_flight(tmp_path):
     photos = tmp_path / "photos"
     for i in range(40):

@@ -136,6 +136,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow  # a real subprocess / process pool: ~15-20 s on 2 cores
 def test_torchrun_two_cpu_processes_shard_and_merge(tmp_path):
     import os
     import subprocess
