@@ -75,7 +75,7 @@ def test_index_a_folder_and_find_by_text(page, app_server, tmp_path, test_output
     expect(gallery.locator("img").first).to_be_visible()
     assert gallery.locator("img").count() == 6
     expect(gallery).to_contain_text("scene")
-    expect(page.locator("#search-plot .main-svg").first).to_be_visible()  # the score histogram drew
+    expect(page.locator("#search-plot .main-svg").first).to_be_visible(timeout=30_000)  # the score histogram drew
     screenshot(page, test_output_dir, "search")
     # the photos are served from the indexed folder, and nothing outside it
     src = gallery.locator("img").first.get_attribute("src")

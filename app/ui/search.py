@@ -27,9 +27,9 @@ def histogram(scores, threshold: float | None, shown: list[float]) -> go.Figure:
     if threshold is not None:
         figure.add_vline(x=threshold, line_dash="dash", line_color="#c92a2a",
                          annotation_text=f"cut-off {threshold:.3f}")
-    figure.update_layout(barmode="overlay", height=240, margin=dict(l=30, r=10, t=30, b=30),
+    figure.update_layout(barmode="overlay", height=300, margin=dict(l=40, r=10, t=40, b=40),
                          title="Scores of this query over the library", xaxis_title="cosine similarity",
-                         legend=dict(orientation="h", y=-0.3))
+                         legend=dict(orientation="h", x=1, xanchor="right", y=1.1))
     return figure
 
 
