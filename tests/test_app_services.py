@@ -198,3 +198,16 @@ def test_switch_model_calls_listeners_and_keeps_old_model_on_failure(state, tmp_
     text = message(state.switch_model, str(tmp_path / "missing"))
     assert "is neither a model name" in text
     assert state.bundle is before and len(seen) == 1
+
+
+# -- training runs ----------------------------------------------------------------------------------
+
+def test_training_command_and_log_status(tmp_path):
+    from app.services import training_runs
+    assert training_runs.train_command("synthetic", None, None, "--steps 5", tmp_path)[3:] == [
+        "train", "--data", "synthetic", "--out", str(tmp_path), "--model", training_runs.SMALL_SHAPE, "--steps", "5"]
+    assert training_runs.train_command("synthetic", "demo", None, "", tmp_path)[-2:] == ["--init", "demo"]
+    assert message(training_runs.start_run, str(tmp_path / "nope")) == f"The training data {tmp_path / 'nope'} does not exist."
+    (tmp_path / "log.jsonl").write_text('{"kind": "train", "step": 1, "loss": 3.0}\n{"kind": "train", "step": 2, "lo')
+    status = training_runs.run_status(tmp_path)  # a line cut short by a kill is ignored
+    assert [r["loss"] for r in status["records"]] == [3.0] and not status["running"]

@@ -27,17 +27,24 @@ def runs_dir() -> Path:
     return path
 
 
-def train_command(data: str, start_from: str | None, extra: str | None, run_dir: Path) -> list[str]:
-    """`cliplab train --data DATA [--model M] --out RUN_DIR EXTRA...` for this interpreter."""
+SMALL_SHAPE = "vit:width=128,layers=4,patch=8,res=48,text_width=128,text_layers=2,embed=128,ctx=32"
+
+
+def train_command(data: str, init: str | None, architecture: str | None, extra: str | None,
+                  run_dir: Path) -> list[str]:
+    """`cliplab train --data DATA (--init CHECKPOINT | --model SHAPE) --out RUN_DIR EXTRA...`."""
     data = (data or "").strip()
     if not data:
-        raise CliplabError("Give the training data: a folder of images with .txt captions, or a CSV/TSV file.")
-    if not Path(data).expanduser().exists():
+        raise CliplabError("Give the training data: a folder of images with .txt captions, a CSV/TSV file, "
+                           "or 'synthetic'.")
+    if data != "synthetic" and not Path(data).expanduser().exists():
         raise CliplabError(f"The training data {data} does not exist.")
-    command = [sys.executable, "-m", "app.cli", "train", "--data", str(Path(data).expanduser()),
-               "--out", str(run_dir)]
-    if (start_from or "").strip():
-        command += ["--model", start_from.strip()]
+    command = [sys.executable, "-m", "app.cli", "train", "--data",
+               data if data == "synthetic" else str(Path(data).expanduser()), "--out", str(run_dir)]
+    if (init or "").strip():  # fine-tuning: the checkpoint brings its architecture and vocabulary
+        command += ["--init", init.strip()]
+    else:
+        command += ["--model", (architecture or "").strip() or SMALL_SHAPE]
     try:
         command += shlex.split(extra or "")
     except ValueError as error:
@@ -45,11 +52,12 @@ def train_command(data: str, start_from: str | None, extra: str | None, run_dir:
     return command
 
 
-def start_run(data: str, start_from: str | None = None, extra: str | None = None) -> Path:
+def start_run(data: str, init: str | None = None, architecture: str | None = None,
+              extra: str | None = None) -> Path:
     """Start a training run in the background; returns its folder."""
     run_dir = runs_dir() / time.strftime("%Y%m%d-%H%M%S")
+    command = train_command(data, init, architecture, extra, run_dir)  # checked before any folder is made
     run_dir.mkdir(parents=True, exist_ok=True)
-    command = train_command(data, start_from, extra, run_dir)
     with (run_dir / "output.txt").open("w") as out:
         process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)

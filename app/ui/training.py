@@ -34,9 +34,11 @@ def build(state: AppState) -> None:
     gr.Markdown("Runs `cliplab train` in the background. The curve follows the run's log, so it survives a "
                 "page refresh; the run goes on if the page is closed.")
     with gr.Row():
-        data = gr.Textbox(label="Training data (image folder with .txt captions, or a CSV/TSV)")
-        start_from = gr.Textbox(label="Start from (model name or checkpoint; empty = from scratch)")
-        extra = gr.Textbox(label="Extra options for cliplab train", placeholder="--steps 500 --batch-size 64")
+        data = gr.Textbox(label="Training data (image folder with .txt captions, a CSV/TSV, or 'synthetic')",
+                          value="synthetic")
+        start_from = gr.Textbox(label="Fine-tune from (model name or checkpoint; empty = from scratch)")
+        architecture = gr.Textbox(label="Architecture when training from scratch", value=training_runs.SMALL_SHAPE)
+        extra = gr.Textbox(label="Extra options for cliplab train", value="--steps 200 --batch-size 64")
     with gr.Row():
         start = gr.Button("Start training")
         watch = gr.Textbox(label="Follow another run folder", placeholder="empty = the latest run")
@@ -50,9 +52,9 @@ def build(state: AppState) -> None:
         return status_text(current), curve(current["records"]), current["tail"]
 
     @shown_errors
-    def begin(d, s, e):
-        training_runs.start_run(d, s, e)
+    def begin(d, s, a, e):
+        training_runs.start_run(d, s, a, e)
         return poll("")
 
-    start.click(begin, [data, start_from, extra], [status, plot, output])
+    start.click(begin, [data, start_from, architecture, extra], [status, plot, output])
     gr.Timer(3.0).tick(poll, watch, [status, plot, output])
