@@ -1,7 +1,8 @@
 """Downloading OpenAI's released CLIP weights and vocabulary, only when the user asks.
 
 Each file is streamed to a `.part` file with a progress bar, resumed with an HTTP Range request
-after a cut connection, verified by SHA-256, and renamed into the cache only when complete.
+after a cut connection, verified by SHA-256, and renamed into the cache only when complete; an
+`on_progress` callback follows the same steps for callers without a terminal (the app's Models tab).
 A model is then converted once to our safetensors format (one folder per model, with its own
 vocabulary), so later loads never run the TorchScript archive again. Set CLIPLAB_DOWNLOAD_BASE
 (or pass base_url) to fetch from a mirror: models at BASE/<sha256>/<file>.pt, the vocabulary at
@@ -15,6 +16,7 @@ import http.client
 import importlib.util
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
@@ -31,6 +33,10 @@ VOCAB_URL = f"https://github.com/openai/CLIP/raw/main/clip/{VOCAB_NAME}"
 VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 CHUNK = 1 << 20
 TIMEOUT_S = 60
+
+Progress = Callable[[int, int | None, str, str], None]
+"""on_progress(done_bytes, total_bytes or None, label, stage): stage is "downloading" (called after every
+chunk, first with the bytes a resume starts from), "verifying" (SHA-256) or "converting" (to our format)."""
 
 
 class _Interrupted(Exception):
@@ -98,7 +104,7 @@ def _open_response(url: str, offset: int, label: str, part: Path):
                            f"connection, then run the download again.{kept}") from error
 
 
-def _copy_stream(response, f, bar) -> None:
+def _copy_stream(response, f, advance: Callable[[int], None]) -> None:
     while True:
         try:
             chunk = response.read(CHUNK)
@@ -107,11 +113,13 @@ def _copy_stream(response, f, bar) -> None:
         if not chunk:
             return
         f.write(chunk)  # a disk error propagates as OSError, told apart from network errors above
-        bar.update(len(chunk))
+        advance(len(chunk))
 
 
-def fetch(url: str, target: Path, sha256: str, label: str, progress: bool = True) -> Path:
+def fetch(url: str, target: Path, sha256: str, label: str, progress: bool = True,
+          on_progress: Progress | None = None) -> Path:
     """Download url to target: resumable, verified, renamed into place only when complete."""
+    report = on_progress or (lambda done, total, label, stage: None)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     offset = part.stat().st_size if part.exists() else 0
@@ -128,11 +136,20 @@ def fetch(url: str, target: Path, sha256: str, label: str, progress: bool = True
                     raise CliplabError(f"Not enough disk space for {label}: it needs {_mb(total - offset)} more "
                                        f"in {target.parent}, which has {_mb(free)} free. Free some space or set "
                                        "CLIPLAB_HOME to a folder on a larger disk.")
+            done = offset
+            report(done, total, label, "downloading")
+
+            def advance(n: int) -> None:
+                nonlocal done
+                done += n
+                bar.update(n)
+                report(done, total, label, "downloading")
+
             try:
                 with open(part, "ab" if offset else "wb") as f, tqdm(
                         total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                         desc=f"downloading {label}", disable=not progress) as bar:
-                    _copy_stream(response, f, bar)
+                    _copy_stream(response, f, advance)
             except _Interrupted as error:
                 raise CliplabError(
                     f"The download of {label} was interrupted after {_mb(part.stat().st_size)}"
@@ -150,6 +167,8 @@ def fetch(url: str, target: Path, sha256: str, label: str, progress: bool = True
                 raise CliplabError(f"The connection closed after {_mb(part.stat().st_size)} of {_mb(total)} of "
                                    f"{label}. Run the same download again to resume: the partial file {part} "
                                    "is kept.")
+    size = part.stat().st_size
+    report(size, size, label, "verifying")
     actual = weights.sha256_file(part)
     if actual != sha256:
         part.unlink(missing_ok=True)
@@ -170,7 +189,8 @@ def _installed_vocab() -> Path | None:
     return None
 
 
-def download_vocab(root: str | Path | None = None, progress: bool = True, base_url: str | None = None) -> Path:
+def download_vocab(root: str | Path | None = None, progress: bool = True, base_url: str | None = None,
+                   on_progress: Progress | None = None) -> Path:
     """The official BPE merges file in the models folder: copied from open_clip if installed, else downloaded."""
     target = Path(root or models_dir()) / VOCAB_NAME
     if target.is_file() and weights.sha256_file(target) == VOCAB_SHA256:
@@ -182,7 +202,7 @@ def download_vocab(root: str | Path | None = None, progress: bool = True, base_u
         shutil.copyfile(installed, temp)
         os.replace(temp, target)
         return target
-    return fetch(vocab_url(base_url), target, VOCAB_SHA256, "the CLIP vocabulary", progress)
+    return fetch(vocab_url(base_url), target, VOCAB_SHA256, "the CLIP vocabulary", progress, on_progress)
 
 
 def convert_official(archive: Path, folder: Path, name: str, merges: Path | None) -> Path:
@@ -195,18 +215,22 @@ def convert_official(archive: Path, folder: Path, name: str, merges: Path | None
     return weights.save_model(model, folder, merges, meta)
 
 
-def download(name: str, root: str | Path | None = None, progress: bool = True, base_url: str | None = None) -> Path:
+def download(name: str, root: str | Path | None = None, progress: bool = True, base_url: str | None = None,
+             on_progress: Progress | None = None) -> Path:
     """Download an official model (or "vocab") once; returns its converted folder (or the vocabulary file)."""
     if name == "vocab":
-        return download_vocab(root, progress, base_url)
+        return download_vocab(root, progress, base_url, on_progress)
     name = resolve_name(name)
     folder = model_folder(name, root)
     if is_downloaded(name, root):
         return folder
-    merges = download_vocab(root, progress, base_url)
+    merges = download_vocab(root, progress, base_url, on_progress)
     archive = Path(root or models_dir()) / "downloads" / f"{slug(name)}.pt"
     if not archive.is_file():  # a verified archive is kept until conversion succeeds
-        fetch(model_url(name, base_url), archive, weights.OFFICIAL_SHA256[name], name, progress)
+        fetch(model_url(name, base_url), archive, weights.OFFICIAL_SHA256[name], name, progress, on_progress)
+    if on_progress is not None:
+        size = archive.stat().st_size
+        on_progress(size, size, name, "converting")
     convert_official(archive, folder, name, merges)
     archive.unlink()
     return folder

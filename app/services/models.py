@@ -1,17 +1,22 @@
 """Which models exist, which are on disk, and fetching them: behind `cliplab models` / `cliplab download`
-and the app's model picker."""
+and the app's model picker, where a download runs as a background job that reports its bytes."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safetensors import safe_open
 
 from engine import download
 from engine.api import DEMO, demo_folder
+from engine.errors import CliplabError
 from engine.model import ARCHITECTURES
 from engine.weights import CONFIG_FILE, WEIGHTS_FILE
+
+if TYPE_CHECKING:  # the CLI lists and downloads without loading the app's catalog and job machinery
+    from app.services.app_state import Job, Jobs
 
 # Parameter counts of the nine architectures, so listing builds no model (tests/test_weights.py checks them).
 PARAMS = {
@@ -63,7 +68,8 @@ def list_models() -> list[dict]:
     return rows
 
 
-def download_models(names: list[str], progress: bool = True, base_url: str | None = None) -> list[Path]:
+def download_models(names: list[str], progress: bool = True, base_url: str | None = None,
+                    on_progress: download.Progress | None = None) -> list[Path]:
     """Fetch official models ("all" = the nine) or the vocabulary ("vocab"); each is verified and converted."""
     expanded = []
     for name in names:
@@ -71,4 +77,43 @@ def download_models(names: list[str], progress: bool = True, base_url: str | Non
     for name in expanded:  # unknown names fail before anything is fetched
         if name != "vocab":
             download.resolve_name(name)
-    return [download.download(name, progress=progress, base_url=base_url) for name in dict.fromkeys(expanded)]
+    return [download.download(name, progress=progress, base_url=base_url, on_progress=on_progress)
+            for name in dict.fromkeys(expanded)]
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f}" if n < 10e6 else f"{n / 1e6:.0f}"
+
+
+def progress_message(done: int, total: int | None, label: str, stage: str) -> str:
+    """One line for a download step: "downloading ViT-B/32: 123 / 338 MB (36%)", "verifying ViT-B/32 ..."."""
+    if stage == "verifying":
+        return f"verifying {label} (SHA-256 of {_mb(done)} MB)"
+    if stage == "converting":
+        return f"converting {label} to cliplab's format"
+    if not total:
+        return f"downloading {label}: {_mb(done)} MB"
+    return f"downloading {label}: {_mb(done)} / {_mb(total)} MB ({100 * done // total}%)"  # 100% only when complete
+
+
+def report_to(job: Job) -> download.Progress:
+    """A download callback that moves a job's progress with the bytes of the file being fetched."""
+    def report(done: int, total: int | None, label: str, stage: str) -> None:
+        fraction = None  # an unknown size keeps the bar where it is
+        if stage != "downloading":
+            fraction = 1.0
+        elif total:
+            fraction = done / total
+        text = progress_message(done, total, label, stage)
+        job.update(fraction, text if text != job.message else None)  # the log gets each new line once
+    return report
+
+
+def start_download(jobs: Jobs, name: str, base_url: str | None = None) -> Job:
+    """Download, verify and convert an official model in a background "download" job; its progress and
+    message follow the bytes, and a failure leaves the job's error as the sentence that says what to do."""
+    if not name or name == DEMO:
+        raise CliplabError("The demo model ships with cliplab; pick one of the nine official models to download.")
+    name = download.resolve_name(name)  # an unknown name fails here, before a job starts
+    return jobs.start("download", f"downloading {name}", lambda job: download_models(
+        [name], progress=False, base_url=base_url, on_progress=report_to(job))[0])
