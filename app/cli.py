@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "library",
     "train",
     "dashboard",
+    "captions",
 ]
 
 

@@ -1,0 +1,261 @@
+"""Image <-> text over a text collection given as a file: nearest texts of an image, nearest images of
+a text, and browsing a captioned dataset both ways with its true pairs marked.
+
+A collection is
+- a captioned dataset: the CSV `cliplab eval retrieval` reads (image,caption rows, several captions
+  per image allowed, paths relative to the CSV), or
+- a plain text file, one text a line (tags, class names, a user's list), or
+- `classifier:NAME`, a saved classifier: one text per class, its embedding the mean over the templates.
+Image features come from the evaluation feature cache (engine.evaldata), text features from the
+prompt cache (engine.zeroshot), so a second look at the same collection encodes nothing.
+Ranks follow engine.retrieval: a tie with the true item counts against it, and in the ranked lists
+a true item comes after the other items of equal score, so its place in the list is its rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from app.services.evaluate import read_captions
+from engine.errors import CliplabError
+from engine.evaldata import LabelledImages, dataset_features
+from engine.features import encode_images, model_fingerprint
+from engine.images import load_image
+from engine.zeroshot import build_classifier, embed_prompts
+
+CLASSIFIER_PREFIX = "classifier:"
+
+
+@dataclass
+class Collection:
+    source: str
+    texts: list[str]
+    images: list[Path] = field(default_factory=list)  # a captioned dataset's images, else empty
+    owners: list[int] = field(default_factory=list)  # the image index of each caption, else empty
+    templates: list[str] = field(default_factory=list)  # a saved classifier's templates, else empty
+
+    @property
+    def is_dataset(self) -> bool:
+        return bool(self.images)
+
+    def captions_of(self, image: int) -> list[int]:
+        return [j for j, owner in enumerate(self.owners) if owner == image]
+
+
+@dataclass
+class TextMatch:
+    rank: int
+    index: int
+    text: str
+    score: float
+    true_pair: bool
+
+
+@dataclass
+class ImageMatch:
+    rank: int
+    index: int
+    path: Path
+    score: float
+    true_pair: bool
+
+
+@dataclass
+class BrowseStep:
+    """One step through a captioned dataset. side "image": image `index`, its captions and the nearest
+    captions; side "caption": caption `index`, its image and the nearest images. rank: of the image's
+    best caption among all captions, or of the caption's image among all images."""
+    side: str
+    index: int
+    total: int
+    image: Path
+    text: str | None
+    true_captions: list[str]
+    rank: int
+    texts: list[TextMatch] = field(default_factory=list)
+    images: list[ImageMatch] = field(default_factory=list)
+
+
+@dataclass
+class _Embedded:
+    collection: Collection
+    text_features: np.ndarray  # [n_texts, d], L2-normalised
+    image_features: np.ndarray | None = None  # [n_images, d], L2-normalised, computed on first need
+
+
+_MEMO: dict[tuple, _Embedded] = {}  # the last few collections, so browsing step by step reads no cache file
+_MEMO_SIZE = 4
+
+
+def load_collection(source: str | Path, catalog=None) -> Collection:
+    """A captions CSV, a .txt with one text a line, or `classifier:NAME` (needs the catalog)."""
+    text = str(source).strip()
+    if not text:
+        raise CliplabError("Choose a text collection: a captions CSV (image,caption rows) or a .txt file "
+                           "with one text per line.")
+    if text.startswith(CLASSIFIER_PREFIX):
+        from app.services.app_state import load_classifier
+        from indexes.catalog import open_catalog
+
+        spec = load_classifier(catalog or open_catalog(), text[len(CLASSIFIER_PREFIX):].strip())
+        return Collection(text, list(spec["classes"]), templates=list(spec["templates"]))
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise CliplabError(f"The text collection {path} does not exist: give a captions CSV (image,caption rows) "
+                           "or a .txt file with one text per line.")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".txt"):
+        raise CliplabError(f"{path.name} is neither a captions .csv nor a .txt file with one text per line.")
+    content = path.read_text(encoding="utf-8-sig", errors="replace")
+    if not content.strip():
+        raise CliplabError(f"The text collection {path} is empty: it needs at least one "
+                           f"{'image,caption row' if suffix == '.csv' else 'line of text'}.")
+    if suffix == ".txt":
+        return Collection(str(path), [line.strip() for line in content.splitlines() if line.strip()])
+    images, captions, owners = read_captions(path)
+    missing = [p for p in images if not p.is_file()]
+    if missing:
+        raise CliplabError(f"{path.name}: {len(missing)} of its {len(images)} images do not exist, e.g. {missing[0]}; "
+                           "image paths are read relative to the CSV's folder.")
+    return Collection(str(path), captions, images, owners)
+
+
+def _key(model, collection: Collection) -> tuple:
+    """The memo key: the model, and the file's state or the classifier's content."""
+    path = Path(collection.source)
+    state = ((path.stat().st_size, path.stat().st_mtime_ns) if path.is_file()
+             else (tuple(collection.texts), tuple(collection.templates)))
+    return model_fingerprint(model), str(getattr(model, "dtype", "")), collection.source, state
+
+
+def _embedded(model_bundle, source: str | Path, catalog=None) -> _Embedded:
+    model, _, tokenizer = model_bundle
+    collection = load_collection(source, catalog)
+    key = _key(model, collection)
+    if key not in _MEMO:
+        if collection.templates:  # a classifier: each class is the mean of its prompts, as it classifies
+            features = build_classifier(model, tokenizer, collection.texts, collection.templates).weights
+        else:
+            features, _ = embed_prompts(model, tokenizer, collection.texts)
+        _MEMO[key] = _Embedded(collection, features)
+        while len(_MEMO) > _MEMO_SIZE:
+            _MEMO.pop(next(iter(_MEMO)))
+    return _MEMO[key]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _image_features(model_bundle, embedded: _Embedded, progress: bool = False) -> np.ndarray:
+    if embedded.image_features is None:
+        model, preprocess, _ = model_bundle
+        images = embedded.collection.images
+        dataset = LabelledImages(images, [""] * len(images), [""], Path(embedded.collection.source).stem)
+        embedded.image_features = _unit(dataset_features(model, preprocess, dataset, project=True, progress=progress))
+    return embedded.image_features
+
+
+def _dataset(model_bundle, source: str | Path, catalog=None) -> _Embedded:
+    embedded = _embedded(model_bundle, source, catalog)
+    if not embedded.collection.is_dataset:
+        raise CliplabError(f"{embedded.collection.source} is a list of texts, not a captioned dataset: searching "
+                           "images by text and browsing need a CSV of image,caption rows.")
+    return embedded
+
+
+def _order(scores: np.ndarray, true: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best scores; among equal scores the true items last (ties count against them)."""
+    return np.lexsort((true, -scores))[:max(1, min(int(k), len(scores)))]
+
+
+def _image_query(model_bundle, image) -> tuple[np.ndarray, Path | None]:
+    model, preprocess, _ = model_bundle
+    path = None
+    if not isinstance(image, Image.Image):
+        if not image:
+            raise CliplabError("Drop or pick an image first.")
+        path = Path(image).expanduser()
+        if not path.is_file():
+            raise CliplabError(f"The image {path} does not exist.")
+        image = load_image(path, min_size=model.image_resolution)
+    return encode_images(model, preprocess, [image.convert("RGB")])[0], path
+
+
+def _text_matches(collection: Collection, scores: np.ndarray, true: np.ndarray, k: int) -> list[TextMatch]:
+    return [TextMatch(rank, int(j), collection.texts[j], float(scores[j]), bool(true[j]))
+            for rank, j in enumerate(_order(scores, true, k), 1)]
+
+
+def _image_matches(collection: Collection, scores: np.ndarray, true: np.ndarray, k: int) -> list[ImageMatch]:
+    return [ImageMatch(rank, int(i), collection.images[i], float(scores[i]), bool(true[i]))
+            for rank, i in enumerate(_order(scores, true, k), 1)]
+
+
+def image_to_texts(model_bundle, image, collection: str | Path, k: int = 10, catalog=None) -> list[TextMatch]:
+    """The k texts of the collection nearest to the image (a path or a PIL image). When the image is one
+    of a captioned dataset's images (same file), its captions are marked as true pairs."""
+    embedded = _embedded(model_bundle, collection, catalog)
+    vector, path = _image_query(model_bundle, image)
+    scores = embedded.text_features @ vector
+    true = np.zeros(len(scores), dtype=bool)
+    if path is not None and embedded.collection.is_dataset:
+        resolved = path.resolve()
+        for i, p in enumerate(embedded.collection.images):
+            if p.resolve() == resolved:
+                true[embedded.collection.captions_of(i)] = True
+    return _text_matches(embedded.collection, scores, true, k)
+
+
+def text_to_images(model_bundle, text: str, dataset: str | Path, k: int = 10, catalog=None) -> list[ImageMatch]:
+    """The k images of a captioned dataset nearest to the text; the images it is a caption of are marked."""
+    text = (text or "").strip()
+    if not text:
+        raise CliplabError("Type a text to find the dataset's images with.")
+    embedded = _dataset(model_bundle, dataset, catalog)
+    model, _, tokenizer = model_bundle
+    images = _image_features(model_bundle, embedded)
+    scores = images @ embed_prompts(model, tokenizer, [text])[0][0]
+    collection = embedded.collection
+    true = np.zeros(len(scores), dtype=bool)
+    true[[collection.owners[j] for j, c in enumerate(collection.texts) if c == text]] = True
+    return _image_matches(collection, scores, true, k)
+
+
+def dataset_size(model_bundle, dataset: str | Path, side: str = "image", catalog=None) -> int:
+    """How many images (side "image") or captions (side "caption") a captioned dataset has."""
+    collection = _dataset(model_bundle, dataset, catalog).collection
+    return len(collection.images) if side == "image" else len(collection.texts)
+
+
+def browse(model_bundle, dataset: str | Path, index: int, side: str = "image", k: int = 10,
+           catalog=None) -> BrowseStep:
+    """Step `index` (0-based) through a captioned dataset: an image with its nearest captions and the rank
+    of its best true caption, or a caption with its nearest images and the rank of its true image."""
+    if side not in ("image", "caption"):
+        raise CliplabError(f"Browse by 'image' or 'caption', not {side!r}.")
+    embedded = _dataset(model_bundle, dataset, catalog)
+    collection = embedded.collection
+    images = _image_features(model_bundle, embedded)
+    total = len(collection.images) if side == "image" else len(collection.texts)
+    if not 0 <= int(index) < total:
+        raise CliplabError(f"The dataset has {total} {side}s: pick a number from 0 to {total - 1}.")
+    index = int(index)
+    if side == "image":
+        scores = embedded.text_features @ images[index]
+        true = np.asarray(collection.owners) == index
+        rank = 1 + int(((scores >= scores[true].max()) & ~true).sum())
+        return BrowseStep("image", index, total, collection.images[index], None,
+                          [collection.texts[j] for j in np.flatnonzero(true)], rank,
+                          texts=_text_matches(collection, scores, true, k))
+    owner = collection.owners[index]
+    scores = images @ embedded.text_features[index]
+    true = np.arange(len(scores)) == owner
+    rank = 1 + int((scores >= scores[owner]).sum()) - 1
+    return BrowseStep("caption", index, total, collection.images[owner], collection.texts[index],
+                      [collection.texts[j] for j in collection.captions_of(owner)], rank,
+                      images=_image_matches(collection, scores, true, k))
