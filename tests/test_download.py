@@ -1,5 +1,6 @@
 """Downloads against a local HTTP server serving files made in the test: success with hash check and
-conversion, resume after a cut connection, wrong hash, 404, unreachable server, full disk."""
+conversion, resume after a cut connection, wrong hash, 404, unreachable server, full disk, and the
+progress callback that the app's download job reports through."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ NAME = "RN50"  # any official name: its hash is pointed at the archive made here
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Serves server.files with Range support; with server.cut, sends half the body and hangs up."""
+    """Serves server.files with Range support; with server.cut, sends half the body and hangs up; with
+    server.gate (an Event), sends half the body and the rest only once the gate is set."""
 
     def do_GET(self) -> None:
         server = self.server
@@ -50,6 +52,11 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
+        if server.gate is not None:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            server.gate.wait(30)
+            body = body[len(body) // 2:]
         self.wfile.write(body)
 
     def log_message(self, *args) -> None:
@@ -59,7 +66,7 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.files, httpd.requests, httpd.cut = {}, [], False
+    httpd.files, httpd.requests, httpd.cut, httpd.gate = {}, [], False, None
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -214,3 +221,28 @@ def test_cli_download_then_models(server, release, capsys):
     row = next(line.split() for line in lines if line.startswith(f"{NAME} "))
     assert row[:5] == [NAME, "1024", "224", "102.0M", "yes"]  # the listing shows the architecture's facts
     assert next(line.split() for line in lines if line.startswith("ViT-B/32 "))[4] == "no"
+
+
+def test_progress_callback_follows_the_bytes(server, release):
+    _, data = release
+    calls = []
+    download.download(NAME, progress=False, base_url=server.base, on_progress=lambda *call: calls.append(call))
+    fetched = [(done, total) for done, total, _, stage in calls if stage == "downloading"]
+    assert {label for _, _, label, _ in calls} == {NAME}  # the vocabulary came from open_clip, not the server
+    assert fetched[0] == (0, len(data)) and fetched[-1] == (len(data), len(data))
+    done = [d for d, _ in fetched]
+    assert len(done) > 3 and all(a < b for a, b in zip(done, done[1:]))  # one call per 1 MB chunk, growing
+    assert calls[len(fetched):] == [(len(data), len(data), NAME, "verifying"),
+                                    (len(data), len(data), NAME, "converting")]
+
+
+def test_progress_of_a_resume_starts_from_the_kept_bytes(server, release):
+    _, data = release
+    server.cut = True
+    with pytest.raises(CliplabError, match="again to resume"):
+        download.download(NAME, progress=False, base_url=server.base)
+    server.cut = False
+    calls = []
+    download.download(NAME, progress=False, base_url=server.base, on_progress=lambda *call: calls.append(call))
+    assert calls[0] == (len(data) // 2, len(data), NAME, "downloading")
+    assert (len(data), len(data), NAME, "verifying") in calls
