@@ -1,23 +1,23 @@
 """Audit sessions in the catalog database (SQLAlchemy 2).
 
 Same database as the photo catalog: CLIPLAB_DATABASE_URL, else SQLite at data_dir()/catalog.db in
-WAL mode. The table is created with metadata.create_all on first use, until it joins the catalog's
-Alembic migrations. A session is saved in one transaction: all of it or nothing.
+WAL mode. The database is opened through indexes.catalog.open_catalog, whose Alembic migrations
+create and upgrade this table (revision 0002), so saved sessions survive upgrades; the model below
+must match that migration. A session is saved in one transaction: all of it or nothing.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from datetime import UTC, datetime
 from functools import cache
 
-from sqlalchemy import DateTime, Engine, Integer, String, Text, create_engine, event, select
+from sqlalchemy import DateTime, Engine, Integer, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from engine import paths
 from engine.errors import CliplabError
+from indexes.catalog import default_url, open_catalog
 
 
 class Base(DeclarativeBase):
@@ -40,28 +40,13 @@ class AuditSession(Base):
     result_json: Mapped[str] = mapped_column(Text)  # the whole result: options, provenance, tables
 
 
-def database_url() -> str:
-    return os.environ.get("CLIPLAB_DATABASE_URL") or f"sqlite:///{paths.data_dir() / 'catalog.db'}"
-
-
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
-
-
 @cache
 def _engine(url: str) -> Engine:
-    engine = create_engine(url, future=True, pool_pre_ping=True)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    Base.metadata.create_all(engine)
-    return engine
+    return open_catalog(url).engine  # migrated to head once per process and database
 
 
 def engine() -> Engine:
-    return _engine(database_url())
+    return _engine(default_url())
 
 
 def new_session_id() -> str:

@@ -1,7 +1,8 @@
 """Evaluation runs (zero-shot, probes, few-shot, retrieval) in the catalog database, for the dashboard.
 
-Same database and conventions as the audit sessions (app.services.audit_store): the table is
-created with metadata.create_all on first use; a run is one row holding its metrics as JSON.
+Same database and conventions as the audit sessions (app.services.audit_store): the table is made
+and upgraded by the catalog's Alembic migrations (revision 0002), which the model below must match.
+A run is one row holding its metrics (per-class tables and confusion matrix included) as JSON.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -33,17 +33,13 @@ class EvalRun(Base):
     model_name: Mapped[str] = mapped_column(String(200))
     model_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
     dataset: Mapped[str] = mapped_column(Text)
+    # sha256 over the images' labels and content fingerprints (app.services.evaluate.dataset_hash)
+    dataset_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     metrics_json: Mapped[str] = mapped_column(Text)
 
 
-@cache
-def _tables(engine: Engine) -> Engine:
-    Base.metadata.create_all(engine)
-    return engine
-
-
 def engine() -> Engine:
-    return _tables(audit_store.engine())
+    return audit_store.engine()
 
 
 def _json_ready(value):
@@ -60,11 +56,12 @@ def _json_ready(value):
     return value
 
 
-def save_eval_run(kind: str, model_name: str, model_fingerprint: str, dataset: str, metrics: dict) -> str:
+def save_eval_run(kind: str, model_name: str, model_fingerprint: str, dataset: str, metrics: dict,
+                  dataset_hash: str | None = None) -> str:
     """Store the metrics of one evaluation (as app.services.evaluate returns them); returns its id."""
     run_id = uuid.uuid4().hex[:12]
     row = EvalRun(id=run_id, created_at=datetime.now(UTC), kind=kind, model_name=model_name,
-                  model_fingerprint=model_fingerprint, dataset=str(dataset),
+                  model_fingerprint=model_fingerprint, dataset=str(dataset), dataset_hash=dataset_hash,
                   metrics_json=json.dumps(_json_ready(metrics), default=float))
     with Session(engine()) as session, session.begin():
         session.add(row)
@@ -78,12 +75,20 @@ def list_eval_runs() -> list[dict]:
     out = []
     for r in rows:
         metrics = json.loads(r.metrics_json)
-        headline = {k: metrics[k] for k in ("top1", "top5", "mean_per_class_recall", "zero_shot_top1")
-                    if isinstance(metrics.get(k), (int, float))}
         out.append({"id": r.id, "created_at": r.created_at.isoformat(timespec="seconds"), "kind": r.kind,
                     "model": r.model_name, "model_fingerprint": r.model_fingerprint, "dataset": r.dataset,
-                    **headline})
+                    "dataset_hash": r.dataset_hash, **headline(metrics)})
     return out
+
+
+def headline(metrics: dict) -> dict:
+    """The numbers a run is compared by: accuracies, or recall@1 both ways for retrieval."""
+    numbers = {k: metrics[k] for k in ("top1", "top5", "mean_per_class_recall", "zero_shot_top1")
+               if isinstance(metrics.get(k), (int, float))}
+    for direction in ("image_to_text", "text_to_image"):
+        if isinstance(metrics.get(direction), dict) and "1" in metrics[direction]:
+            numbers[f"{direction}_R@1"] = metrics[direction]["1"]
+    return numbers
 
 
 def load_eval_run(run_id: str) -> dict:
@@ -91,5 +96,6 @@ def load_eval_run(run_id: str) -> dict:
         row = session.get(EvalRun, run_id)
     if row is None:
         raise CliplabError(f"No evaluation run {run_id!r}.")
-    return {"id": row.id, "kind": row.kind, "model": row.model_name, "dataset": row.dataset,
+    return {"id": row.id, "kind": row.kind, "model": row.model_name, "model_fingerprint": row.model_fingerprint,
+            "dataset": row.dataset, "dataset_hash": row.dataset_hash,
             "created_at": row.created_at.isoformat(timespec="seconds"), "metrics": json.loads(row.metrics_json)}

@@ -1,0 +1,137 @@
+"""Audit sessions and evaluation runs under the catalog's Alembic migrations (revision 0002): a fresh
+database gets both tables exactly as the stores' models define them, and a database whose tables the
+previous build made with metadata.create_all upgrades with its rows kept. SQLite always; PostgreSQL
+with CLIPLAB_TEST_POSTGRES_URL, as in test_catalog.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from app.services import audit_store, eval_store
+from indexes.catalog import open_catalog
+from indexes.migrations import config, upgrade
+
+POSTGRES_URL = os.environ.get("CLIPLAB_TEST_POSTGRES_URL")
+NO_POSTGRES = ("CLIPLAB_TEST_POSTGRES_URL is not set, so the PostgreSQL store-migration tests did NOT run: "
+               "run them with scripts/run-tests.sh (starts a server on loopback) or set the variable")
+TABLES = {"audit_sessions": audit_store.AuditSession.__table__, "eval_runs": eval_store.EvalRun.__table__}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_url(request, tmp_path, monkeypatch) -> str:
+    """The URL of an empty database, which the stores also use (CLIPLAB_DATABASE_URL)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    else:
+        if not POSTGRES_URL:
+            warnings.warn(NO_POSTGRES, stacklevel=1)
+            pytest.skip(NO_POSTGRES)
+        url = POSTGRES_URL
+        engine = sa.create_engine(url)
+        with engine.begin() as connection:
+            connection.execute(sa.text("DROP SCHEMA public CASCADE"))
+            connection.execute(sa.text("CREATE SCHEMA public"))
+        engine.dispose()
+    monkeypatch.setenv("CLIPLAB_DATABASE_URL", url)
+    audit_store._engine.cache_clear()  # the stores migrate once per URL and process; this is a new database
+    return url
+
+
+def layout(engine: sa.Engine, table: str, schema: str | None = None) -> tuple[dict, set, tuple]:
+    """Columns (type, nullable), indexed column sets and the primary key, as the database reports them."""
+    inspector = sa.inspect(engine)
+    columns = {c["name"]: (str(c["type"]), c["nullable"]) for c in inspector.get_columns(table, schema=schema)}
+    indexes = {tuple(i["column_names"]) for i in inspector.get_indexes(table, schema=schema)}
+    return columns, indexes, tuple(inspector.get_pk_constraint(table, schema=schema)["constrained_columns"])
+
+
+def model_layout(url: str, table: str, tmp_path) -> tuple[dict, set, tuple]:
+    """The same for the table as the store's model defines it (create_all in a scratch database, or a
+    scratch schema on PostgreSQL)."""
+    postgres = url.startswith("postgresql")
+    scratch = sa.create_engine(url if postgres else f"sqlite:///{tmp_path / 'model.db'}")
+    metadata = sa.MetaData(schema="model_layout" if postgres else None)
+    with scratch.begin() as connection:
+        if postgres:
+            connection.execute(sa.text("DROP SCHEMA IF EXISTS model_layout CASCADE"))
+            connection.execute(sa.text("CREATE SCHEMA model_layout"))
+        metadata.create_all(connection, tables=[TABLES[table].to_metadata(metadata)])
+    try:
+        return layout(scratch, table, metadata.schema)
+    finally:
+        scratch.dispose()
+
+
+def test_fresh_database_at_head_has_both_tables_as_the_models_define(empty_url, tmp_path):
+    catalog = open_catalog(empty_url)
+    with catalog.engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+    for table in TABLES:
+        assert layout(catalog.engine, table) == model_layout(empty_url, table, tmp_path), table
+    columns = layout(catalog.engine, "eval_runs")[0]
+    assert list(columns) == ["id", "created_at", "kind", "model_name", "model_fingerprint", "dataset",
+                             "dataset_hash", "metrics_json"]
+    assert columns["dataset_hash"][1] is True and columns["metrics_json"][1] is False
+    with catalog.engine.begin() as connection:  # and it steps back down to the first schema
+        cfg = config()
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, "0001")
+    assert not {"audit_sessions", "eval_runs"} & set(sa.inspect(catalog.engine).get_table_names())
+    catalog.close()
+
+
+# The eval_runs table as the previous build's create_all made it (before dataset_hash).
+OLD = sa.MetaData()
+OLD_EVAL_RUNS = sa.Table(
+    "eval_runs", OLD,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_fingerprint", sa.String(64), nullable=False, index=True),
+    sa.Column("dataset", sa.Text, nullable=False),
+    sa.Column("metrics_json", sa.Text, nullable=False))
+audit_store.AuditSession.__table__.to_metadata(OLD)  # unchanged since then
+
+
+def old_build_database(url: str, catalog_revision: str | None) -> None:
+    """A database as the previous build left it: the two tables from create_all, one row each, and
+    the photo catalog at catalog_revision (None: the catalog was never opened)."""
+    engine = sa.create_engine(url)
+    if catalog_revision:
+        upgrade(engine, catalog_revision)
+    OLD.create_all(engine)
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        connection.execute(OLD.tables["audit_sessions"].insert().values(
+            id="a1", created_at=now, rerun_of=None, model_name="tiny", model_fingerprint="fpA",
+            dataset_source="/data/fairface.csv", dataset_sha256="ab" * 32, split="val", n_images=12,
+            label_sets="paper", result_json=json.dumps({"session_id": "a1", "tables": {}})))
+        connection.execute(OLD_EVAL_RUNS.insert().values(
+            id="e1", created_at=now, kind="zeroshot", model_name="tiny", model_fingerprint="fpE",
+            dataset="pets", metrics_json=json.dumps({"top1": 0.75, "per_class": [{"label": "cat"}]})))
+    engine.dispose()
+
+
+@pytest.mark.parametrize("catalog_revision", [None, "0001"])
+def test_tables_from_create_all_upgrade_with_their_rows(empty_url, catalog_revision, tmp_path):
+    old_build_database(empty_url, catalog_revision)
+    catalog = open_catalog(empty_url)
+    with catalog.engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+    assert layout(catalog.engine, "eval_runs") == model_layout(empty_url, "eval_runs", tmp_path)
+    assert [s["id"] for s in audit_store.list_sessions()] == ["a1"]
+    assert audit_store.load_session("a1")["session_id"] == "a1"
+    (run,) = eval_store.list_eval_runs()
+    assert (run["id"], run["top1"], run["dataset"], run["dataset_hash"]) == ("e1", 0.75, "pets", None)
+    # new rows go in beside the old ones, with the new column
+    new = eval_store.save_eval_run("probe", "tiny", "fpE", "/data/pets", {"top1": 0.5}, dataset_hash="c" * 64)
+    assert {r["id"]: r["dataset_hash"] for r in eval_store.list_eval_runs()} == {"e1": None, new: "c" * 64}
+    catalog.close()
