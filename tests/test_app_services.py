@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from library_fixtures import tiny_bundle, write_image
+from test_download import NAME, server  # noqa: F401 (a fixture: a local HTTP server)
+from test_download import release as release_fixture  # noqa: F401 (a fixture: a tiny release that server serves)
 
 from app.services import app_search, app_state
 from app.services.app_state import AppState
@@ -198,6 +200,57 @@ def test_switch_model_calls_listeners_and_keeps_old_model_on_failure(state, tmp_
     text = message(state.switch_model, str(tmp_path / "missing"))
     assert "is neither a model name" in text
     assert state.bundle is before and len(seen) == 1
+
+
+# -- model downloads (a real local HTTP server from test_download.py) ------------------------------
+
+def test_download_job_shows_bytes_then_done(state, server, release_fixture):  # noqa: F811
+    import re
+    import threading
+    import time
+
+    from app.services.models import start_download
+    from engine.paths import models_dir
+    server.gate = threading.Event()  # the server sends half the file, then waits: the job is seen mid-way
+    try:
+        job = start_download(state.jobs, NAME, base_url=server.base)
+        assert state.jobs.latest("download") is job  # what a refreshed page polls
+        deadline = time.time() + 120
+        while job.progress < 0.4 and not job.finished and time.time() < deadline:
+            time.sleep(0.05)
+        assert job.state == "running" and 0.4 <= job.progress < 1
+        assert re.fullmatch(rf"downloading {NAME}: [\d.]+ / [\d.]+ MB \((4\d)%\)", job.message), job.message
+    finally:
+        server.gate.set()
+    state.jobs.wait(job, 300)
+    assert job.state == "done" and job.progress == 1.0 and job.result == models_dir() / NAME
+    percents = [int(re.search(r"\((\d+)%\)$", line).group(1)) for line in job.log if line.startswith("downloading")]
+    assert percents[0] == 0 and percents[-1] == 100 and percents == sorted(percents) and len(set(percents)) > 3
+    assert job.log[-3].startswith(f"verifying {NAME} (SHA-256 of ")
+    assert job.log[-2:] == [f"converting {NAME} to cliplab's format", "done"]
+
+
+def test_download_job_failures_are_sentences(state, server, release_fixture):  # noqa: F811
+    import socket
+
+    from app.services.models import start_download
+    from engine import weights
+    _, data = release_fixture
+    server.files[f"/{weights.OFFICIAL_SHA256[NAME]}/{NAME}.pt"] = data[:-10] + b"x" * 10  # altered on the way
+    job = state.jobs.wait(start_download(state.jobs, NAME, base_url=server.base), 300)
+    assert job.state == "failed" and job.progress == 1.0  # every byte came; the check failed
+    assert job.error.startswith(f"The downloaded {NAME} is corrupt or not the expected file: its SHA-256 is ")
+    assert job.error.endswith("It was deleted; download it again (if this repeats, the server or a proxy is "
+                              "altering the file).")
+    with socket.socket() as probe:  # a port with nobody listening: no network
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    job = state.jobs.wait(start_download(state.jobs, "ViT-B/32", base_url=f"http://127.0.0.1:{closed}"), 60)
+    assert job.state == "failed" and job.error.startswith(f"Cannot reach http://127.0.0.1:{closed}/")
+    assert job.error.endswith("Check the internet connection, then run the download again.")
+    assert message(start_download, state.jobs, "demo") == (
+        "The demo model ships with cliplab; pick one of the nine official models to download.")
+    assert message(start_download, state.jobs, "ViT-H/14").startswith("Unknown model 'ViT-H/14'.")
 
 
 # -- training runs ----------------------------------------------------------------------------------
