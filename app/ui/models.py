@@ -1,7 +1,10 @@
 """Models tab: the current model, the nine official models (download + verify, switch), a local
-checkpoint in any supported format, and training runs followed through their JSONL log."""
+checkpoint in any supported format, and training runs followed through their JSONL log. A download is a
+server-side job: the page polls it, so its progress bar survives a refresh."""
 
 from __future__ import annotations
+
+from html import escape
 
 import gradio as gr
 import pandas as pd
@@ -11,8 +14,6 @@ from app.services.app_state import AppState
 from app.services.first_start import add_and_index
 from app.ui import training
 from app.ui.common import shown_errors
-from engine import download as downloads
-from engine import paths
 
 
 def _size(n) -> str:
@@ -35,13 +36,17 @@ def current(state: AppState) -> str:
 
 
 def download_status(state: AppState) -> str:
+    """HTML for the latest download job: a live bar and its line, then the outcome as a sentence."""
     job = state.jobs.latest("download")
     if job is None:
         return ""
     if job.state == "running":
-        part = sum(p.stat().st_size for p in paths.models_dir().rglob("*.part"))
-        return f"{job.title}: {part / 1e6:.0f} MB so far…"
-    return f"{job.title}: " + ("done, verified by SHA-256." if job.state == "done" else f"failed: {job.error}")
+        return (f'<progress value="{job.progress * 100:.1f}" max="100" style="width:100%"></progress>'
+                f"<p>{escape(job.message)}</p>")
+    if job.state == "done":
+        return (f"<p>{escape(job.title)}: done, verified by SHA-256. Pick it in the list and press "
+                "<b>Switch to this model</b>.</p>")
+    return f"<p><b>{escape(job.title)} failed:</b> {escape(job.error or '')}</p>"
 
 
 def reindex_library(state: AppState) -> None:
@@ -60,7 +65,8 @@ def build(state: AppState) -> None:
                              elem_id="models-choice")
         download = gr.Button("Download and verify")
         switch = gr.Button("Switch to this model", variant="primary", elem_id="models-switch")
-    downloading = gr.Markdown()
+    downloading = gr.HTML(elem_id="models-download")
+    seen = gr.State("")  # the download job state this page last listed the models for
     with gr.Row():
         checkpoint = gr.Textbox(label="…or load a local checkpoint (our folder, an OpenAI .pt, an open_clip or "
                                       "Hugging Face checkpoint)", placeholder="/path/to/checkpoint",
@@ -89,16 +95,19 @@ def build(state: AppState) -> None:
         return (*refresh(), f"Loaded {path.strip()} as the current model.")
 
     def start_download(name):
-        if not name or name == "demo":
-            raise gr.Error("The demo model ships with cliplab; pick an official model to download.")
-        downloads.resolve_name(name)  # an unknown name fails here, as a sentence
-        state.jobs.start("download", f"downloading {name}", lambda job: service.download_models([name], progress=False))
+        service.start_download(state.jobs, name)
         return download_status(state)
+
+    def poll(last):
+        """The bar every tick; the table again only when a download's state changed (e.g. it finished)."""
+        job = state.jobs.latest("download")
+        key = f"{job.id}:{job.state}" if job else ""
+        return download_status(state), model_table() if key != last else gr.update(), key
 
     switch.click(do_switch, choice, [now, table, downloading, message])
     load.click(do_load, checkpoint, [now, table, downloading, message])
     download.click(shown_errors(start_download), choice, downloading)
-    gr.Timer(2.0).tick(lambda: download_status(state), None, downloading)
+    gr.Timer(1.0).tick(poll, seen, [downloading, table, seen])
     gr.on(triggers=None, fn=refresh, inputs=None, outputs=[now, table, downloading])
     with gr.Accordion("Train or fine-tune", open=False):
         training.build(state)
