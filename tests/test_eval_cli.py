@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -13,8 +14,11 @@ from PIL import Image
 from zeroshot_support import small_clip
 
 from app import cli
-from app.services.evaluate import eval_zeroshot
+from app.services import eval_store
+from app.services.evaluate import dataset_hash, eval_zeroshot
 from engine.api import load
+from engine.evaldata import load_dataset
+from engine.features import model_fingerprint
 from engine.paths import cache_dir
 from engine.weights import save_model
 from engine.zeroshot import load_templates
@@ -147,3 +151,47 @@ def test_eval_probe_fewshot_and_retrieval_run(capsys, model_dir, dataset, tmp_pa
     code, out, err = run_cli(capsys, "eval", "retrieval", captions, "--prefix", "a photo of ", "--model", model_dir)
     assert code == 0, err
     assert "5 images, 6 captions" in out and "R@1" in out and "R@10 100.00%" in out  # 5 images: R@10 trivially 1
+    runs = {r["kind"]: r for r in eval_store.list_eval_runs()}
+    assert set(runs) == {"probe", "fewshot", "retrieval"} and runs["retrieval"]["image_to_text_R@1"] >= 0
+    probe = eval_store.load_eval_run(runs["probe"]["id"])["metrics"]
+    assert runs["probe"]["top1"] == report["top1"] and probe["per_class"] == report["per_class"]
+    fewshot = eval_store.load_eval_run(runs["fewshot"]["id"])["metrics"]
+    assert [row["shots"] for row in fewshot["fewshot"]] == [1] and fewshot["options"]["joint"] is True
+
+
+def test_eval_runs_are_saved_unless_no_save(capsys, model_dir, dataset, tmp_path):
+    code, out, err = run_cli(capsys, "eval", "zeroshot", dataset, "--model", model_dir, "--out", tmp_path / "z",
+                             "--templates", "imagenet7", "--no-save")
+    assert code == 0, err
+    assert "saved as" not in out and eval_store.list_eval_runs() == []
+    code, out, err = run_cli(capsys, "eval", "zeroshot", dataset, "--model", model_dir, "--out", tmp_path / "z",
+                             "--templates", "imagenet7")
+    assert code == 0, err
+    run_id = re.search(r"saved as evaluation run (\w+)", out).group(1)
+    report = json.loads((tmp_path / "z" / "zeroshot.json").read_text())
+    (listed,) = eval_store.list_eval_runs()
+    assert listed["id"] == run_id and listed["kind"] == "zeroshot" and listed["model"] == "tiny"
+    assert listed["top1"] == report["top1"] and listed["top5"] == 1.0
+    assert listed["mean_per_class_recall"] == report["mean_per_class_recall"]
+    assert listed["dataset"] == str(dataset.resolve())
+    assert listed["model_fingerprint"] == model_fingerprint(load(model_dir)[0])
+    # the CSV form of the same images and labels has the same content hash; other labels do not
+    csv_form = load_dataset(dataset.parent / "colours.csv")
+    pairs = list(zip(csv_form.labels, csv_form.paths))
+    assert listed["dataset_hash"] == dataset_hash(pairs)
+    assert listed["dataset_hash"] != dataset_hash([("red", p) for _, p in pairs])
+    saved = eval_store.load_eval_run(run_id)["metrics"]
+    assert saved["confusion"] == report["confusion"] and saved["per_class"] == report["per_class"]
+    assert saved["options"] == {"model": str(model_dir), "templates": "imagenet7", "scale": "100"}
+
+    captions = tmp_path / "captions.csv"
+    with captions.open("w", newline="") as f:
+        csv.writer(f).writerows([("image", "caption")] + [(str(p), p.parent.name) for p in sorted(dataset.rglob("*_1.*"))])
+    code, out, err = run_cli(capsys, "eval", "retrieval", captions, "--model", model_dir)
+    assert code == 0, err
+    retrieval = eval_store.list_eval_runs()[0]  # newest first
+    assert retrieval["kind"] == "retrieval" and retrieval["dataset"] == str(captions.resolve())
+    assert retrieval["image_to_text_R@1"] == pytest.approx(float(re.search(r"image to text\s+R@1 ([\d.]+)%",
+                                                                           out).group(1)) / 100, abs=1e-4)
+    code, out, err = run_cli(capsys, "eval", "retrieval", captions, "--model", model_dir, "--no-save")
+    assert code == 0 and len(eval_store.list_eval_runs()) == 2

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from app.commands.classify import add_classifier_arguments, add_model_arguments, load_bundle, parse_scale
-from app.services.evaluate import eval_fewshot, eval_probe, eval_retrieval, eval_zeroshot
+from app.services.evaluate import eval_fewshot, eval_probe, eval_retrieval, eval_zeroshot, save_run
 from engine.errors import CliplabError
 from engine.zeroshot import load_templates
 
@@ -45,12 +45,25 @@ def register(subparsers) -> None:
     ret.add_argument("captions", metavar="CAPTIONS.csv", help="a CSV with image,caption rows (paths relative to it)")
     ret.add_argument("--prefix", default="", help='text put before every caption, e.g. "a photo of " (appendix E.1)')
     add_model_arguments(ret)
+    add_no_save(ret)
     ret.set_defaults(func=run_retrieval)
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--out", help="folder for the report files (default: eval-<dataset name> here)")
+    add_no_save(parser)
+
+
+def add_no_save(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-save", dest="save", action="store_false",
+                        help="do not store the run in the catalog database (the dashboard lists stored runs)")
+
+
+def record(args: argparse.Namespace, kind: str, bundle, dataset: str, metrics: dict, options: dict) -> None:
+    if args.save:
+        run_id = save_run(kind, bundle, dataset, metrics, {"model": str(args.model), **options})
+        print(f"\nsaved as evaluation run {run_id} (see it with `cliplab dashboard`)")
 
 
 def out_dir(args: argparse.Namespace) -> Path:
@@ -72,21 +85,26 @@ def print_metrics(metrics: dict) -> None:
 
 
 def run_zeroshot(args: argparse.Namespace) -> int:
-    metrics = eval_zeroshot(load_bundle(args), args.dataset, load_templates(args.templates), out_dir(args),
+    bundle = load_bundle(args)
+    metrics = eval_zeroshot(bundle, args.dataset, load_templates(args.templates), out_dir(args),
                             scale=parse_scale(args.scale))
     print_metrics(metrics)
     print("\n" + "\n".join(f"wrote {f}" for f in metrics["files"]))
+    record(args, "zeroshot", bundle, args.dataset, metrics, {"templates": args.templates, "scale": args.scale})
     return 0
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    metrics = eval_probe(load_bundle(args), args.dataset, args.test, joint=args.joint, seed=args.seed,
+    bundle = load_bundle(args)
+    metrics = eval_probe(bundle, args.dataset, args.test, joint=args.joint, seed=args.seed,
                          out_dir=out_dir(args))
     print(f"linear probe on {metrics['features']}: C = {metrics['C']:.3g} "
           f"({len(metrics['search'])} values searched); train {metrics['train']}, "
           f"validation {metrics['validation']}, test {metrics['test']}")
     print_metrics(metrics)
     print("\n" + "\n".join(f"wrote {f}" for f in metrics["files"]))
+    record(args, "probe", bundle, args.dataset, metrics,
+           {"test": args.test, "joint": args.joint, "seed": args.seed})
     return 0
 
 
@@ -97,7 +115,8 @@ def run_fewshot(args: argparse.Namespace) -> int:
         raise CliplabError(f"--shots takes comma-separated whole numbers, not {args.shots!r}.") from None
     if args.seeds < 1 or not shots or min(shots) < 1:
         raise CliplabError("--shots and --seeds must be positive.")
-    metrics = eval_fewshot(load_bundle(args), args.dataset, load_templates(args.templates), shots,
+    bundle = load_bundle(args)
+    metrics = eval_fewshot(bundle, args.dataset, load_templates(args.templates), shots,
                            tuple(range(args.seeds)), joint=args.joint, out_dir=out_dir(args),
                            scale=parse_scale(args.scale))
     print(f"pool {metrics['pool']} images, test {metrics['test']} images; chance {100 * metrics['chance']:.1f}%")
@@ -108,14 +127,18 @@ def run_fewshot(args: argparse.Namespace) -> int:
     print("zero-shot matches a " + (f"{effective:.1f}-shot probe" if effective is not None
                                     else "probe with more examples than measured"))
     print("\n" + "\n".join(f"wrote {f}" for f in metrics["files"]))
+    record(args, "fewshot", bundle, args.dataset, metrics, {"templates": args.templates, "scale": args.scale,
+                                                            "shots": shots, "seeds": args.seeds, "joint": args.joint})
     return 0
 
 
 def run_retrieval(args: argparse.Namespace) -> int:
-    result = eval_retrieval(load_bundle(args), args.captions, prefix=args.prefix)
+    bundle = load_bundle(args)
+    result = eval_retrieval(bundle, args.captions, prefix=args.prefix)
     print(f"{result['n_images']} images, {result['n_texts']} captions"
           + (f', prefix "{args.prefix}"' if args.prefix else ""))
     for direction in ("image_to_text", "text_to_image"):
         print(f"{direction.replace('_', ' '):<14} " + "   ".join(
             f"R@{k} {100 * v:.2f}%" for k, v in result[direction].items()))
+    record(args, "retrieval", bundle, args.captions, result, {"prefix": args.prefix})
     return 0

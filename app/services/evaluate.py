@@ -2,26 +2,30 @@
 
 Datasets are image folders (class = sub-folder) or `path,label` CSVs (engine.evaldata); image
 features are computed once per (model, dataset) and cached. Class names for prompts are the
-folder/label names with underscores shown as spaces.
+folder/label names with underscores shown as spaces. save_run stores a finished evaluation in the
+catalog database (app.services.eval_store) for the dashboard.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from app.services import eval_store
 from engine.errors import CliplabError
 from engine.evaldata import LabelledImages, dataset_features, load_dataset, stratified_split
-from engine.features import encode_images
+from engine.features import encode_images, model_fingerprint
 from engine.images import ImageLoadError, load_image
 from engine.probe import effective_shots, few_shot, fit_linear_probe
 from engine.retrieval import recall_at_k
 from engine.zeroshot import DEFAULT_SCALE, build_classifier, embed_prompts
+from indexes.scan import fingerprint
 
 
 def prompt_name(label: str) -> str:
@@ -249,3 +253,30 @@ def eval_retrieval(model_bundle, captions_path: str | Path, prefix: str = "", ks
     result = recall_at_k(image_features, text_features, owners, ks)
     result.update(prefix=prefix)
     return result
+
+
+def dataset_hash(entries: Iterable[tuple[str, Path]]) -> str:
+    """sha256 over sorted (label or caption, image content fingerprint) pairs. The fingerprint is the
+    catalog's (size + first and last 64 KiB), so hashing costs little beside the evaluation; the
+    same images under the same labels give the same hash wherever they lie, folder or CSV."""
+    digest = hashlib.sha256()
+    for text, image in sorted((text, fingerprint(path)) for text, path in entries):
+        digest.update(f"{text}\t{image}\n".encode())
+    return digest.hexdigest()
+
+
+def save_run(kind: str, model_bundle, dataset_path: str | Path, metrics: dict, options: dict | None = None) -> str:
+    """Store a finished evaluation (kind: zeroshot | probe | fewshot | retrieval, metrics as the
+    eval_* function returned them) with the model, the dataset's path and hash and the options it
+    ran with; returns the run id."""
+    model = model_bundle[0]
+    path = Path(dataset_path).expanduser().resolve()
+    if kind == "retrieval":
+        images, captions, owners = read_captions(path)
+        entries = [(caption, images[owner]) for caption, owner in zip(captions, owners)]
+    else:
+        dataset = load_dataset(path)
+        entries = list(zip(dataset.labels, dataset.paths))
+    stored = {**metrics, "options": options or {}}
+    return eval_store.save_eval_run(kind, str(getattr(model, "name", None) or "unnamed"),
+                                    model_fingerprint(model), str(path), stored, dataset_hash=dataset_hash(entries))
