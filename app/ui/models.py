@@ -43,10 +43,10 @@ def download_status(state: AppState) -> str:
     if job.state == "running":
         return (f'<progress value="{job.progress * 100:.1f}" max="100" style="width:100%"></progress>'
                 f"<p>{escape(job.message)}</p>")
+    title = escape(job.title[:1].upper() + job.title[1:])
     if job.state == "done":
-        return (f"<p>{escape(job.title)}: done, verified by SHA-256. Pick it in the list and press "
-                "<b>Switch to this model</b>.</p>")
-    return f"<p><b>{escape(job.title)} failed:</b> {escape(job.error or '')}</p>"
+        return f"<p>{title}: done, verified by SHA-256. Pick it in the list and press <b>Switch to this model</b>.</p>"
+    return f"<p><b>{title} failed:</b> {escape(job.error or '')}</p>"
 
 
 def reindex_library(state: AppState) -> None:
