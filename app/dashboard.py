@@ -81,10 +81,32 @@ def confusion_figure(confusion: list[list[int]], classnames: list[str], title: s
     return figure
 
 
+def per_class_figure(per_class: list[dict], title: str) -> go.Figure:
+    """Accuracy of each class (the recall of its row of the confusion matrix), worst first."""
+    rows = pd.DataFrame(per_class).dropna(subset=["accuracy"]).sort_values("accuracy")  # no images: no bar
+    figure = go.Figure(go.Bar(x=100 * rows["accuracy"], y=rows["label"].astype(str), orientation="h",
+                              text=[f"{c}/{n}" for c, n in zip(rows["correct"], rows["images"])],
+                              hovertemplate="%{y}: %{x:.1f}% (%{text})<extra></extra>"))
+    figure.update_layout(title=title, xaxis_title="accuracy (%)", xaxis_range=[0, 100],
+                         height=max(260, 60 + 22 * len(rows)))
+    return figure
+
+
+def fewshot_figure(table: list[dict], zero_shot: float, title: str) -> go.Figure:
+    """The evaluation report's zero-shot vs k-shot curve (app.services.evaluate.plot_fewshot)."""
+    figure = go.Figure(go.Scatter(x=[r["shots"] for r in table], y=[100 * r["mean"] for r in table],
+                                  error_y=dict(array=[100 * r["std"] for r in table]), mode="lines+markers",
+                                  name="linear probe (mean ± std over seeds)"))
+    figure.add_hline(y=100 * zero_shot, line_dash="dash", line_color="red", annotation_text="zero-shot")
+    figure.update_layout(title=title, xaxis_type="log", xaxis_title="labelled examples per class",
+                         yaxis_title="accuracy (%)")
+    return figure
+
+
 def eval_page() -> None:
     runs = pd.DataFrame(eval_store.list_eval_runs())
     if runs.empty:
-        st.info("No evaluation runs are saved yet.")
+        st.info("No evaluation runs are saved yet. `cliplab eval zeroshot|probe|fewshot|retrieval` saves one.")
         return
     left, middle, right = st.columns(3)
     with left:
@@ -99,21 +121,35 @@ def eval_page() -> None:
         return
     if "top1" in runs and runs["top1"].notna().any():
         scored = runs[runs["top1"].notna()]
-        bars = go.Figure(go.Bar(x=[f"{m} · {d} · {i}" for m, d, i in zip(scored.model, scored.dataset, scored.id)],
+        bars = go.Figure(go.Bar(x=[f"{m} · {Path(d).name} · {i}" for m, d, i in
+                                   zip(scored.model, scored.dataset, scored.id)],
                                 y=100 * scored["top1"], text=[f"{100 * v:.1f}%" for v in scored["top1"]]))
         bars.update_layout(title="top-1 accuracy of the runs shown", yaxis_title="%", height=320)
         st.plotly_chart(bars, width="stretch")
     run = eval_store.load_eval_run(st.selectbox("Run", runs["id"].tolist(), key="eval-run"))
     metrics = run["metrics"]
-    st.subheader(f"{run['kind']} · {run['model']} · {run['dataset']}")
+    name = Path(run["dataset"]).name or run["dataset"]
+    st.subheader(f"{run['kind']} · {run['model']} · {name}")
+    st.caption(f"dataset {run['dataset']}" + (f" (sha256 {run['dataset_hash'][:16]}…)" if run["dataset_hash"] else "")
+               + f" · model fingerprint {run['model_fingerprint']} · {run['created_at']}")
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     st.dataframe(pd.DataFrame([numbers]), hide_index=True, width="stretch")
+    if metrics.get("options"):
+        st.markdown("Options: " + ", ".join(f"`{k}` = {v}" for k, v in metrics["options"].items()))
     if metrics.get("per_class"):
+        st.plotly_chart(per_class_figure(metrics["per_class"], f"per-class accuracy: {name}"), width="stretch")
         st.dataframe(pd.DataFrame(metrics["per_class"]), hide_index=True, width="stretch")
     if metrics.get("confusion") and metrics.get("per_class"):
         names = [row["label"] for row in metrics["per_class"]]
-        st.plotly_chart(confusion_figure(metrics["confusion"], names, f"confusion: {run['dataset']}"),
+        st.plotly_chart(confusion_figure(metrics["confusion"], names, f"confusion: {name}"), width="stretch")
+    if metrics.get("fewshot"):
+        st.plotly_chart(fewshot_figure(metrics["fewshot"], metrics["zero_shot_top1"], f"zero-shot vs few-shot: {name}"),
                         width="stretch")
+        st.dataframe(pd.DataFrame(metrics["fewshot"]), hide_index=True, width="stretch")
+    if isinstance(metrics.get("image_to_text"), dict):
+        recalls = pd.DataFrame({direction.replace("_", " "): metrics[direction]
+                                for direction in ("image_to_text", "text_to_image")})
+        st.dataframe(recalls.rename(index=lambda k: f"R@{k}"), width="stretch")
 
 
 def main() -> None:

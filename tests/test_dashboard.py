@@ -106,7 +106,34 @@ def test_dashboard_script_shows_sessions_and_runs(on_database):
     app.sidebar.radio(key="page").set_value("Evaluation runs").run()
     assert not app.exception
     assert set(app.dataframe[0].value["dataset"]) == {"pets", "flowers"}
-    assert len(app.get("plotly_chart")) == 2  # accuracy bars and the confusion heatmap
+    assert len(app.get("plotly_chart")) == 3  # accuracy bars, per-class accuracy and the confusion heatmap
+
+
+def test_dashboard_shows_fewshot_and_retrieval_runs(monkeypatch):
+    """Runs as `cliplab eval fewshot|retrieval` save them, in the fresh database of this test's CLIPLAB_HOME."""
+    import pandas as pd
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.delenv("CLIPLAB_DATABASE_URL", raising=False)  # set while the module's `database` is alive
+    table = pd.DataFrame(dict(shots=[1, 2], mean=[0.4, 0.55], std=[0.05, 0.02], seeds=[3, 3],
+                              accuracies=[[0.35, 0.4, 0.45], [0.53, 0.55, 0.57]]))
+    fewshot = eval_store.save_eval_run("fewshot", "tiny", "fp", "/data/pets", dict(
+        dataset="pets", zero_shot_top1=0.5, fewshot=table, pool=40, test=40, effective_shots=1.7, chance=0.25,
+        options={"shots": [1, 2], "seeds": 3}), dataset_hash="d" * 64)
+    retrieval = eval_store.save_eval_run("retrieval", "tiny", "fp", "/data/captions.csv", dict(
+        image_to_text={1: 0.2, 5: 0.6, 10: 0.9}, text_to_image={1: 0.1, 5: 0.5, 10: 0.8}, n_images=10,
+        n_texts=50, prefix=""))
+    app = AppTest.from_file(DASHBOARD, default_timeout=120).run()
+    app.sidebar.radio(key="page").set_value("Evaluation runs").run()
+    assert set(app.dataframe[0].value["id"]) == {fewshot, retrieval}
+    app.selectbox(key="eval-run").set_value(fewshot).run()
+    assert not app.exception
+    assert app.dataframe[-1].value["mean"].tolist() == [0.4, 0.55]
+    assert len(app.get("plotly_chart")) == 1  # the few-shot curve (no top-1 bars: neither run has top-1)
+    assert any("dddddddddddddddd" in c.value for c in app.caption)
+    app.selectbox(key="eval-run").set_value(retrieval).run()
+    assert not app.exception
+    recalls = app.dataframe[-1].value
+    assert recalls.loc["R@5"].tolist() == [0.6, 0.5]
 
 
 def test_dashboard_command_binds_loopback_by_default(capsys):
