@@ -98,6 +98,30 @@ def test_run_a_small_audit(page, app_server, tmp_path, test_output_dir):  # noqa
     screenshot(page, test_output_dir, "audit")
 
 
+def test_captions_panel_image_to_text_and_browse(page, app_server, tmp_path, test_output_dir):  # noqa: F811
+    from test_captions import write_captioned
+    data = write_captioned(tmp_path / "captioned")
+    open_tab(page, "Search")
+    page.locator("#captions-panel").get_by_text("Image → text and captioned datasets").click()
+    field(page, "captions-collection").fill(str(data["csv"]))
+    page.locator("#captions-image input[type=file]").set_input_files(str(data["images"][0]))
+    page.locator("#captions-find-texts").click()
+    # an upload is a re-encoded copy, not the dataset's file: ranked, nothing marked (browsing marks pairs)
+    expect(page.locator("#captions-texts")).to_contain_text(data["colours"][0], timeout=60_000)
+    assert "✓" not in page.locator("#captions-texts").inner_text()
+    field(page, "captions-text").fill(data["texts"][0])
+    page.locator("#captions-find-images").click()
+    expect(page.locator("#captions-images")).to_contain_text("true pair", timeout=60_000)
+    page.locator("#captions-open").click()
+    expect(page.locator("#captions-summary")).to_contain_text("Image 0 of 6", timeout=60_000)
+    expect(page.locator("#captions-browse-texts")).to_contain_text("✓")
+    screenshot(page, test_output_dir, "captions")
+    field(page, "captions-collection").fill(str(tmp_path / "missing.csv"))
+    page.locator("#captions-find-texts").click()
+    expect(page.get_by_text("missing.csv does not exist").first).to_be_visible()
+    assert "Traceback" not in page.content()
+
+
 def test_switch_models(page, app_server, tmp_path, test_output_dir):  # noqa: F811
     from engine.weights import save_model
     folder = tmp_path / "other-model"

@@ -26,14 +26,12 @@ def bundle():
     return load("demo")
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """6 scenes of distinct colours, 2 captions each (a full one and a short one); the rows are
-    shuffled so that an image's captions are not neighbours."""
+def write_captioned(root) -> dict:
+    """6 scenes of distinct colours, 2 captions each (a full one and a short one) in root/captions.csv;
+    the rows are shuffled so that an image's captions are not neighbours."""
     from trainer.synthetic import World
 
-    root = tmp_path_factory.mktemp("captioned")
-    (root / "images").mkdir()
+    (root / "images").mkdir(parents=True)
     world, rng = World(seed=2, image_size=64, holdout=()), np.random.default_rng(2)
     rows = []
     for i, (colour, shape) in enumerate(zip(COLOURS, SHAPES)):
@@ -47,6 +45,11 @@ def dataset(tmp_path_factory):
     return dict(csv=root / "captions.csv", root=root, texts=[r[1] for r in rows], images=images,
                 owners=[images.index(root / r[0]) for r in rows],
                 colours=[COLOURS[int(p.stem.removeprefix("scene"))] for p in images])  # images in CSV order
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_captioned(tmp_path_factory.mktemp("captioned"))
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from app.services import app_search
 from app.services.app_state import AppState
 from app.services.first_start import add_and_index
+from app.ui import captions as captions_panel
 from app.ui import library_panels
 from app.ui.common import shown_errors
 
@@ -81,6 +82,7 @@ def build(state: AppState) -> None:
 
     with gr.Accordion("Image → text", open=False):
         library_panels.build_image_to_text(state)
+    captions_panel.build(state)
     with gr.Accordion("Duplicates", open=False):
         library_panels.build_duplicates(state)
     with gr.Accordion("Library and indexing", open=False, elem_id="index-panel"):
