@@ -195,3 +195,16 @@ def test_eval_runs_are_saved_unless_no_save(capsys, model_dir, dataset, tmp_path
                                                                            out).group(1)) / 100, abs=1e-4)
     code, out, err = run_cli(capsys, "eval", "retrieval", captions, "--model", model_dir, "--no-save")
     assert code == 0 and len(eval_store.list_eval_runs()) == 2
+
+
+def test_captions_csv_headers_follow_the_training_csv(tmp_path):
+    """`cliplab eval retrieval` reads the trainer's own CSV (filepath,caption) as well as image,caption;
+    a file without a header keeps its first row."""
+    from app.services.evaluate import read_captions
+
+    (tmp_path / "a.png").write_bytes(b"")
+    for header in ("filepath,caption\n", "image,caption\n", "Path,Text\n", ""):
+        (tmp_path / "c.csv").write_text(header + "a.png,a red circle\na.png,one red shape\n")
+        images, captions, owners = read_captions(tmp_path / "c.csv")
+        assert images == [tmp_path / "a.png"] and captions == ["a red circle", "one red shape"], header
+        assert owners == [0, 0]

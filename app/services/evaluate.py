@@ -26,6 +26,7 @@ from engine.probe import effective_shots, few_shot, fit_linear_probe
 from engine.retrieval import recall_at_k
 from engine.zeroshot import DEFAULT_SCALE, build_classifier, embed_prompts
 from indexes.scan import fingerprint
+from trainer.data import CAPTION_COLUMNS, IMAGE_COLUMNS
 
 
 def prompt_name(label: str) -> str:
@@ -214,13 +215,15 @@ def plot_fewshot(table: pd.DataFrame, zero_shot: float, out_dir: Path, name: str
 
 
 def read_captions(path: str | Path) -> tuple[list[Path], list[str], list[int]]:
-    """A CSV with `image,caption` columns, one row per caption (an image may have several)."""
+    """A CSV with `image,caption` columns (or the training CSV's `filepath,caption`), one row per caption (an image may have several)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CliplabError(f"The captions file {path} does not exist.")
     with path.open(newline="", encoding="utf-8-sig") as f:
         rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["image", "caption"]:
+    # A header row uses the trainer's column names (image/filepath/path..., caption/text...).
+    if rows and len(rows[0]) >= 2 and rows[0][0].strip().lower() in IMAGE_COLUMNS \
+            and rows[0][1].strip().lower() in CAPTION_COLUMNS:
         rows = rows[1:]
     if not rows or any(len(r) < 2 or not r[0].strip() or not r[1].strip() for r in rows):
         raise CliplabError(f"{path}: every row needs an image path and a caption (columns image,caption).")
