@@ -13,9 +13,11 @@ import warnings
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from library_fixtures import tiny_bundle, write_image
 from sqlalchemy import select
 
+from indexes import migrations
 from indexes.catalog import Embedding, File, Folder, default_url, from_blobs, open_catalog
 from indexes.indexer import index_pending
 from indexes.scan import scan
@@ -67,7 +69,8 @@ def test_default_is_sqlite_in_data_dir(cliplab_home, monkeypatch):
 
 def test_migrations_reach_head_and_reopen(catalog):
     with catalog.engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        head = ScriptDirectory.from_config(migrations.config()).get_current_head()
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head == "0002"
         tables = set(sa.inspect(connection).get_table_names())
     assert {"folders", "files", "models", "embeddings", "vector_indexes", "text_collections", "texts",
             "text_embeddings"} <= tables
