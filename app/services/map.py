@@ -84,9 +84,9 @@ def _neighbours(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pca_layout(vectors: np.ndarray) -> np.ndarray:
-    centred = vectors - vectors.mean(axis=0, keepdims=True)
     if len(vectors) < 2:
         return np.zeros((len(vectors), 2), np.float32)
+    centred = vectors - vectors.mean(axis=0, keepdims=True)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     xy = centred @ vt[:2].T
     return np.pad(xy, ((0, 0), (0, 2 - xy.shape[1]))).astype(np.float32)
