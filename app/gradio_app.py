@@ -27,7 +27,8 @@ def banner(state: AppState) -> str:
         return f"Current model: **{state.model_name}**."
     return ("You are using cliplab's **demo model**: a small CLIP trained only on a synthetic world of "
             "coloured shapes (circles, squares, stars… in ten colours, on plain or patterned backgrounds) and "
-            "a few rendered words. It knows nothing else. For real photos, download an official OpenAI model "
+            "a few rendered words. It reads colours, counts and words well, positions and shapes less so "
+            "(see its model card). It knows nothing else. For real photos, download an official OpenAI model "
             "in the **Models** tab.")
 
 
