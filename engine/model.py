@@ -52,22 +52,20 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention with nn.MultiheadAttention's parameter names (in_proj, out_proj)."""
+class Attention(nn.MultiheadAttention):
+    """Multi-head self-attention, batch first, with nn.MultiheadAttention's parameters (in_proj, out_proj).
+    Non-causal inference goes through nn.MultiheadAttention's fused fast path; causal attention and
+    training use scaled_dot_product_attention, which lets the text encoder slice its mask for free."""
 
     def __init__(self, width: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
-        self.out_proj = nn.Linear(width, width)
-        nn.init.xavier_uniform_(self.in_proj_weight)
-        nn.init.zeros_(self.out_proj.bias)
+        super().__init__(width, heads, batch_first=True)
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        if not causal and not self.training and not torch.is_grad_enabled():
+            return super().forward(x, x, x, need_weights=False)[0]
         n, length, width = x.shape
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
-        q, k, v = (t.reshape(n, length, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.reshape(n, length, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         return self.out_proj(out.transpose(1, 2).reshape(n, length, width))
 
@@ -251,7 +249,7 @@ class CLIP(nn.Module):
                            else vision_layers, vision_width=vision_width, vision_patch_size=vision_patch_size,
                            context_length=context_length, vocab_size=vocab_size,
                            transformer_width=transformer_width, transformer_heads=self.transformer.resblocks[0]
-                           .attn.heads if transformer_layers else transformer_heads,
+                           .attn.num_heads if transformer_layers else transformer_heads,
                            transformer_layers=transformer_layers)
         self.initialize_parameters()
 
