@@ -166,6 +166,8 @@ def test_dashboard_in_the_browser(on_database, test_output_dir):
         process.terminate()
         process.wait(timeout=10)
         log.close()
+    with pytest.raises(OSError):  # stopping `cliplab dashboard` stops its server: no orphan left serving
+        urllib.request.urlopen(url, timeout=2)
 
 
 def look_at_the_dashboard(browser, url: str, test_output_dir) -> None:

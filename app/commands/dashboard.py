@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,4 +35,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: the dashboard listens on {host}: anyone who can reach this machine on port {args.port} "
               "can read your audit sessions and evaluation runs.", file=sys.stderr)
     print(f"cliplab dashboard at http://{host}:{args.port}/", flush=True)
+    if os.name == "posix":  # become Streamlit, so a stop signal reaches it and leaves no orphan server
+        os.execv(sys.executable, command(args.port, host))
     return subprocess.call(command(args.port, host))
