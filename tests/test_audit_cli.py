@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 
 import pandas as pd
 import pytest
 import torch
+from cli_support import run_cli as run_cli_with_modules
 from test_audit_measures import make_fairface
 
 from app import cli
@@ -42,15 +44,7 @@ def fairface(tmp_path_factory):
     return root
 
 
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    """main() with only the audit command registered, so other areas' commands cannot break this test."""
-    saved, cli.COMMAND_MODULES = cli.COMMAND_MODULES, ["audit"]
-    try:
-        code = cli.main([str(a) for a in argv])
-    finally:
-        cli.COMMAND_MODULES = saved
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run_cli = partial(run_cli_with_modules, modules=["audit"])
 
 
 def session_id(out: str) -> str:

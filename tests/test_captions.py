@@ -5,9 +5,11 @@ are marked, browse ranks equal engine.retrieval's, and bad input gets its senten
 from __future__ import annotations
 
 import csv
+from functools import partial
 
 import numpy as np
 import pytest
+from cli_support import run_cli as run_cli_with_modules
 
 from app import cli
 from app.services import captions
@@ -176,14 +178,7 @@ def test_bad_input_gets_a_sentence(bundle, dataset, tmp_path):
         captions.browse(bundle, dataset["csv"], -1, "caption")
 
 
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    saved, cli.COMMAND_MODULES = cli.COMMAND_MODULES, ["captions"]
-    try:
-        code = cli.main([str(a) for a in argv])
-    finally:
-        cli.COMMAND_MODULES = saved
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run_cli = partial(run_cli_with_modules, modules=["captions"])
 
 
 def test_cli_prints_ranked_tables_with_true_pairs_marked(capsys, dataset):

@@ -12,6 +12,7 @@ import urllib.request
 import numpy as np
 import pytest
 from browser_fixtures import ROOT, free_port, require_chromium, screenshot
+from cli_support import invoke
 from test_audit_measures import make_fairface
 from thread_browser import run_with_chromium
 
@@ -38,11 +39,7 @@ def tiny_model(folder) -> str:
 
 
 def audit(*argv) -> None:
-    saved, cli.COMMAND_MODULES = cli.COMMAND_MODULES, ["audit"]
-    try:
-        assert cli.main([str(a) for a in argv]) == 0
-    finally:
-        cli.COMMAND_MODULES = saved
+    assert invoke(["audit"], *argv) == 0
 
 
 def save_run(model: str, dataset: str, seed: int) -> str:

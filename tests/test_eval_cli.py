@@ -7,9 +7,11 @@ from __future__ import annotations
 import csv
 import json
 import re
+from functools import partial
 
 import numpy as np
 import pytest
+from cli_support import run_cli as run_cli_with_modules
 from PIL import Image
 from zeroshot_support import small_clip
 
@@ -56,15 +58,7 @@ def test_commands_are_registered():
     assert {"classify", "eval"} <= set(cli.COMMAND_MODULES)
 
 
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    """cliplab's main() with only this area's command modules, so other areas' commands cannot break it."""
-    saved, cli.COMMAND_MODULES = cli.COMMAND_MODULES, ["classify", "eval"]
-    try:
-        code = cli.main([str(a) for a in argv])
-    finally:
-        cli.COMMAND_MODULES = saved
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run_cli = partial(run_cli_with_modules, modules=["classify", "eval"])
 
 
 def test_classify_prints_probabilities_counts_and_writes_csv(capsys, model_dir, dataset, tmp_path):
