@@ -19,7 +19,8 @@ import numpy as np
 from engine.errors import CliplabError
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float64; all-zero rows stay zero)."""
     x = np.asarray(x, dtype=np.float64)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -34,7 +35,7 @@ def retrieval_ranks(image_features: np.ndarray, text_features: np.ndarray,
         raise CliplabError(f"text_to_image needs one image index per text ({n_texts}), got {owner.shape[0]}.")
     if n_texts and (owner.min() < 0 or owner.max() >= n_images):
         raise CliplabError("text_to_image holds an image index outside the image list.")
-    sim = _unit(image_features) @ _unit(text_features).T  # [n_images, n_texts]
+    sim = unit_rows(image_features) @ unit_rows(text_features).T  # [n_images, n_texts]
     correct = sim[owner, np.arange(n_texts)]
     text_ranks = 1 + (sim >= correct[None, :]).sum(axis=0) - 1  # minus the correct image itself
     is_caption = np.zeros_like(sim, dtype=bool)

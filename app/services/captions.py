@@ -25,6 +25,7 @@ from engine.errors import CliplabError
 from engine.evaldata import LabelledImages, dataset_features
 from engine.features import encode_images, model_fingerprint
 from engine.images import load_image
+from engine.retrieval import unit_rows
 from engine.zeroshot import build_classifier, embed_prompts
 
 CLASSIFIER_PREFIX = "classifier:"
@@ -147,16 +148,13 @@ def _embedded(model_bundle, source: str | Path, catalog=None) -> _Embedded:
     return _MEMO[key]
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def _image_features(model_bundle, embedded: _Embedded, progress: bool = False) -> np.ndarray:
     if embedded.image_features is None:
         model, preprocess, _ = model_bundle
         images = embedded.collection.images
         dataset = LabelledImages(images, [""] * len(images), [""], Path(embedded.collection.source).stem)
-        embedded.image_features = _unit(dataset_features(model, preprocess, dataset, project=True, progress=progress))
+        features = dataset_features(model, preprocess, dataset, project=True, progress=progress)
+        embedded.image_features = unit_rows(features).astype(np.float32)
     return embedded.image_features
 
 
