@@ -8,9 +8,10 @@ import torch
 
 from assets import asset_path
 from engine import download as downloads
+from engine.config import ModelConfig
 from engine.errors import CliplabError
 from engine.images import Preprocess
-from engine.model import ARCHITECTURES, CLIP, convert_weights
+from engine.model import CLIP, convert_weights
 from engine.precision import DTYPES, default_device, resolve_precision
 from engine.tokenizer import Tokenizer
 from engine.weights import CONFIG_FILE, WEIGHTS_FILE, load_model
@@ -56,12 +57,16 @@ def _official_name(text: str) -> str | None:
 
 
 def load(name_or_path: str | Path, device: str | torch.device | None = None, precision: str | None = None,
-         allow_torchscript: bool = False) -> tuple[CLIP, Preprocess, Tokenizer]:
+         allow_torchscript: bool = False, arch: str | ModelConfig | None = None) -> tuple[CLIP, Preprocess, Tokenizer]:
     """A model ready for inference (eval mode) with its image preprocessing and its own tokenizer.
 
-    name_or_path: an official architecture name (downloaded beforehand), "demo", or a checkpoint
-    path in any supported format. device: default cuda when available, else cpu. precision:
-    fp32 / fp16 / bf16 / auto, default fp16 on CUDA and fp32 on CPU (engine.precision).
+    name_or_path: a release name from `cliplab models` (downloaded beforehand), "demo", or a checkpoint
+    path in any supported format (docs/models.md). device: default cuda when available, else cpu.
+    precision: fp32 / fp16 / bf16 / auto, default fp16 on CUDA and fp32 on CPU (engine.precision).
+    allow_torchscript: load a TorchScript archive that is not an official release (it runs code).
+    arch: the architecture, for a file that does not say its activation and head width: a name
+    (`ViT-B-32` is GELU, `ViT-B-32-quickgelu` QuickGELU, `ViT-B/32` OpenAI's), 'gelu' / 'quickgelu'
+    (shapes from the file, heads 64 wide; 'gelu,head_width=80'), or a ModelConfig.
     """
     device = torch.device(device or default_device())
     try:
@@ -69,18 +74,18 @@ def load(name_or_path: str | Path, device: str | torch.device | None = None, pre
     except ValueError as error:
         raise CliplabError(str(error)) from error
     path, name = resolve(name_or_path)
-    model, checkpoint = load_model(path, allow_torchscript=allow_torchscript)
+    model, checkpoint = load_model(path, allow_torchscript=allow_torchscript, arch=arch)
     model.name = name or model.name
     if precision != "fp32":
         convert_weights(model, DTYPES[precision])
     model = model.to(device).eval()
     # Each model brings its vocabulary (the demo's is its own); otherwise the official one.
     tokenizer = Tokenizer(checkpoint.merges_path, context_length=model.context_length)
-    return model, Preprocess(model.image_resolution), tokenizer
+    return model, Preprocess(model.image_resolution, **checkpoint.preprocess), tokenizer
 
 
 def available_models() -> dict[str, bool]:
     """Every name load() accepts -> whether it can be loaded now (downloaded / built)."""
-    status = {name: downloads.is_downloaded(name) for name in ARCHITECTURES}
+    status = {name: downloads.is_downloaded(name) for name in downloads.releases()}
     status[DEMO] = _demo_available()
     return status

@@ -1,12 +1,20 @@
-"""Downloading OpenAI's released CLIP weights and vocabulary, only when the user asks.
+"""Downloading released CLIP weights and the vocabulary by name, only when the user asks.
+
+The names are the release table in assets/models.json: OpenAI's nine, and the open_clip releases
+people pick (LAION-2B, DataComp, MetaCLIP, DFN), each with its architecture, its file on the
+Hugging Face hub, its size and its published ImageNet zero-shot top-1.
 
 Each file is streamed to a `.part` file with a progress bar, resumed with an HTTP Range request
 after a cut connection, verified by SHA-256, and renamed into the cache only when complete; an
 `on_progress` callback follows the same steps for callers without a terminal (the app's Models tab).
 A model is then converted once to our safetensors format (one folder per model, with its own
-vocabulary), so later loads never run the TorchScript archive again. Set CLIPLAB_DOWNLOAD_BASE
-(or pass base_url) to fetch from a mirror: models at BASE/<sha256>/<file>.pt, the vocabulary at
-BASE/bpe_simple_vocab_16e6.txt.gz.
+vocabulary, the release's architecture and preprocessing), so later loads never run the TorchScript
+archive again. OpenAI's files are verified against their pinned hashes; a hub file without a pinned
+hash is verified against the SHA-256 the hub reports for it (the X-Linked-ETag header of the resolve
+URL, which is the LFS object's sha256), and that hash is recorded in the model's config.json.
+Set CLIPLAB_DOWNLOAD_BASE (or pass base_url) to fetch OpenAI's files from a mirror: models at
+BASE/<sha256>/<file>.pt, the vocabulary at BASE/bpe_simple_vocab_16e6.txt.gz; HF_ENDPOINT points the
+hub downloads at a hub mirror.
 """
 
 from __future__ import annotations
@@ -15,19 +23,24 @@ import errno
 import http.client
 import importlib.util
 import os
+import re
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from urllib.error import HTTPError, URLError
-from urllib.request import Request, urlopen
+from urllib.request import HTTPRedirectHandler, Request, build_opener, urlopen
 
 from tqdm.auto import tqdm
 
 from engine import weights
+from engine.config import model_table
 from engine.errors import CliplabError
 from engine.paths import models_dir
 
 DEFAULT_BASE = "https://openaipublic.azureedge.net/clip/models"
+HUB = "https://huggingface.co"
 VOCAB_NAME = "bpe_simple_vocab_16e6.txt.gz"
 VOCAB_URL = f"https://github.com/openai/CLIP/raw/main/clip/{VOCAB_NAME}"
 VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
@@ -43,18 +56,48 @@ class _Interrupted(Exception):
     """The connection failed mid-transfer: the .part file is kept for a resume."""
 
 
+@dataclass(frozen=True)
+class Release:
+    """One row of the release table (assets/models.json)."""
+
+    name: str
+    arch: str  # an engine.config architecture name
+    family: str
+    data: str
+    url: str
+    size_mb: int  # approximate download size
+    params_m: float
+    imagenet_top1: float  # published zero-shot top-1, %
+    sha256: str | None = None  # pinned; None: verified by the hash the hub reports
+    preprocess: dict = field(default_factory=dict)
+    open_clip: str | None = None  # open_clip's model/pretrained tag, for reference
+
+    @property
+    def is_openai(self) -> bool:
+        return self.family == "OpenAI"
+
+
+@cache
+def releases() -> dict[str, Release]:
+    return {row["name"]: Release(**row) for row in model_table()["releases"]}
+
+
 def slug(name: str) -> str:
-    """The release file's stem for an architecture name: ViT-L/14@336px -> ViT-L-14-336px."""
+    """A release's folder name: ViT-L/14@336px -> ViT-L-14-336px."""
     return name.replace("/", "-").replace("@", "-")
 
 
+def release(name: str) -> Release:
+    return releases()[resolve_name(name)]
+
+
 def resolve_name(name: str) -> str:
-    """An official architecture name from either spelling (ViT-B/32 or ViT-B-32)."""
-    for official in weights.OFFICIAL_SHA256:
-        if name in (official, slug(official)):
-            return official
-    raise CliplabError(f"Unknown model {name!r}. The official models are: {', '.join(weights.OFFICIAL_SHA256)} "
-                       "(`cliplab models` lists them).")
+    """A release name from either spelling (ViT-B/32 or ViT-B-32 for OpenAI's)."""
+    for known in releases():
+        if name in (known, slug(known)):
+            return known
+    raise CliplabError(f"Unknown model {name!r}. The models cliplab downloads are: {', '.join(releases())} "
+                       "(`cliplab models` shows each one's size and ImageNet accuracy).")
 
 
 def model_folder(name: str, root: str | Path | None = None) -> Path:
@@ -72,13 +115,45 @@ def _base(base_url: str | None) -> str | None:
 
 
 def model_url(name: str, base_url: str | None = None) -> str:
-    name = resolve_name(name)
-    return f"{_base(base_url) or DEFAULT_BASE}/{weights.OFFICIAL_SHA256[name]}/{slug(name)}.pt"
+    entry = release(name)
+    if entry.is_openai:
+        return f"{_base(base_url) or DEFAULT_BASE}/{weights.OFFICIAL_SHA256[entry.name]}/{slug(entry.name)}.pt"
+    endpoint = os.environ.get("HF_ENDPOINT")
+    return f"{endpoint.rstrip('/')}{entry.url[len(HUB):]}" if endpoint and entry.url.startswith(HUB) else entry.url
 
 
 def vocab_url(base_url: str | None = None) -> str:
     base = _base(base_url)
     return f"{base}/{VOCAB_NAME}" if base else VOCAB_URL
+
+
+class _NoRedirect(HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # the hub's hash headers are on the redirect itself
+
+
+def hub_sha256(url: str, label: str) -> str:
+    """The SHA-256 the hub reports for a file: the X-Linked-ETag (else ETag) of its resolve URL, which
+    for an LFS file is the object's sha256. Read with a HEAD request that does not follow the redirect."""
+    request = Request(url, method="HEAD", headers={"User-Agent": "cliplab"})
+    try:
+        with build_opener(_NoRedirect).open(request, timeout=TIMEOUT_S) as response:
+            headers = response.headers
+    except HTTPError as error:
+        if error.code not in (301, 302, 303, 307, 308):
+            raise CliplabError(f"The hub answered HTTP {error.code} for {label} at {url}; check the name, or try "
+                               "again later.") from error
+        headers = error.headers
+    except (URLError, OSError, http.client.HTTPException) as error:
+        reason = getattr(error, "reason", error)
+        raise CliplabError(f"Cannot reach {url} to download {label} ({reason}). Check the internet connection, "
+                           "then run the download again.") from error
+    for name in ("X-Linked-ETag", "ETag"):
+        value = (headers.get(name) or "").removeprefix("W/").strip('"').lower()
+        if re.fullmatch(r"[0-9a-f]{64}", value):
+            return value
+    raise CliplabError(f"The hub reported no SHA-256 for {label} at {url}, so the file could not be verified and "
+                       "was not downloaded. Try again later, or download it yourself and load the file by path.")
 
 
 def _mb(n: int) -> str:
@@ -215,22 +290,45 @@ def convert_official(archive: Path, folder: Path, name: str, merges: Path | None
     return weights.save_model(model, folder, merges, meta)
 
 
+def convert_release(file: Path, folder: Path, entry: Release, merges: Path | None, sha256: str) -> Path:
+    """A hub release's weights file to our format, with the table's architecture and preprocessing."""
+    checkpoint = weights.read_checkpoint(file, arch=entry.arch)
+    model = weights.model_from_checkpoint(checkpoint)
+    meta = {"name": entry.name, "description": f"{entry.family} CLIP {entry.arch} trained on {entry.data}"
+                                               f" ({entry.open_clip or entry.url}).",
+            "source_url": entry.url, "source_sha256": sha256, "architecture": entry.arch,
+            "preprocess": dict(entry.preprocess)}
+    return weights.save_model(model, folder, merges, meta)
+
+
 def download(name: str, root: str | Path | None = None, progress: bool = True, base_url: str | None = None,
              on_progress: Progress | None = None) -> Path:
-    """Download an official model (or "vocab") once; returns its converted folder (or the vocabulary file)."""
+    """Download a release (or "vocab") once; returns its converted folder (or the vocabulary file)."""
     if name == "vocab":
         return download_vocab(root, progress, base_url, on_progress)
-    name = resolve_name(name)
+    entry = release(name)
+    name = entry.name
     folder = model_folder(name, root)
     if is_downloaded(name, root):
         return folder
     merges = download_vocab(root, progress, base_url, on_progress)
-    archive = Path(root or models_dir()) / "downloads" / f"{slug(name)}.pt"
-    if not archive.is_file():  # a verified archive is kept until conversion succeeds
-        fetch(model_url(name, base_url), archive, weights.OFFICIAL_SHA256[name], name, progress, on_progress)
+    url = model_url(name, base_url)
+    suffix = ".pt" if entry.is_openai else Path(url).suffix
+    archive = Path(root or models_dir()) / "downloads" / f"{slug(name)}{suffix}"
+    recorded = archive.with_name(archive.name + ".sha256")  # the verified hash, kept with a kept file
+    if archive.is_file() and recorded.is_file():
+        sha256 = recorded.read_text().strip()
+    else:  # a verified file is kept until conversion succeeds
+        sha256 = weights.OFFICIAL_SHA256[name] if entry.is_openai else entry.sha256 or hub_sha256(url, name)
+        fetch(url, archive, sha256, name, progress, on_progress)
+        recorded.write_text(sha256 + "\n")
     if on_progress is not None:
         size = archive.stat().st_size
         on_progress(size, size, name, "converting")
-    convert_official(archive, folder, name, merges)
+    if entry.is_openai:
+        convert_official(archive, folder, name, merges)
+    else:
+        convert_release(archive, folder, entry, merges, sha256)
     archive.unlink()
+    recorded.unlink(missing_ok=True)
     return folder

@@ -54,31 +54,68 @@ def _fail(name: str, reason: str, detail: str) -> ImageLoadError:
     return ImageLoadError(f"Cannot read {name}: {detail}", reason, name)
 
 
+_INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+RESIZE_MODES = ("shortest", "squash", "longest")
+
+
 class Preprocess:
-    """The reference CLIP image transform: PIL image (any mode) -> float32 tensor [3, r, r].
+    """The CLIP image transform: PIL image (any mode) -> float32 tensor [3, r, r].
 
-    Same PIL calls in the same order as torchvision's Resize(r, BICUBIC) + CenterCrop(r) +
-    convert("RGB") + ToTensor + Normalize(MEAN, STD), including torchvision's size arithmetic
-    (`int(r * long / short)`) and crop offsets (`int(round(...))`, i.e. round half to even), so
-    the output is bit-identical to the reference. Picklable (DataLoader workers)."""
+    Defaults are the reference's: the same PIL calls in the same order as torchvision's Resize(r, BICUBIC)
+    + CenterCrop(r) + convert("RGB") + ToTensor + Normalize(MEAN, STD), including torchvision's size
+    arithmetic (`int(r * long / short)`) and crop offsets (`int(round(...))`, i.e. round half to even),
+    so the output is bit-identical to the reference. A release may say otherwise (open_clip's
+    preprocess_cfg): mean/std; interpolation bicubic or bilinear; resize_mode "shortest" (the reference),
+    "squash" (resize both sides to r, no crop: DFN) or "longest" (the longer side to r, then pad with
+    black to r x r). Picklable (DataLoader workers)."""
 
-    def __init__(self, resolution: int):
+    def __init__(self, resolution: int, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD,
+                 resize_mode: str = "shortest", interpolation: str = "bicubic"):
+        if resize_mode not in RESIZE_MODES:
+            raise CliplabError(f"Unknown resize mode {resize_mode!r}: use one of {', '.join(RESIZE_MODES)}.")
+        if interpolation not in _INTERPOLATIONS:
+            raise CliplabError(f"Unknown interpolation {interpolation!r}: use bicubic or bilinear.")
         self.resolution = int(resolution)
-        self._mean = torch.tensor(MEAN, dtype=torch.float32).view(3, 1, 1)
-        self._std = torch.tensor(STD, dtype=torch.float32).view(3, 1, 1)
+        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        self.resize_mode, self.interpolation = resize_mode, interpolation
+        self._mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
+        self._std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
 
     def __repr__(self) -> str:
-        return f"Preprocess(resolution={self.resolution})"
+        options = "" if self.is_reference else (f", mean={self.mean}, std={self.std}, resize_mode={self.resize_mode!r}"
+                                                f", interpolation={self.interpolation!r}")
+        return f"Preprocess(resolution={self.resolution}{options})"
+
+    @property
+    def is_reference(self) -> bool:
+        return (self.mean, self.std, self.resize_mode, self.interpolation) == (MEAN, STD, "shortest", "bicubic")
+
+    def options(self) -> dict:
+        """The constructor options besides the resolution (what a model's config.json records)."""
+        return {"mean": list(self.mean), "std": list(self.std), "resize_mode": self.resize_mode,
+                "interpolation": self.interpolation}
 
     def resize_and_crop(self, image: Image.Image) -> Image.Image:
-        """The geometric part only: bicubic resize of the shorter side to r, center crop r x r, RGB."""
+        """The geometric part only: resize (and crop or pad) to r x r, then RGB."""
         r = self.resolution
+        resample = _INTERPOLATIONS[self.interpolation]
         width, height = image.size
+        if self.resize_mode == "squash":
+            return (image if (width, height) == (r, r) else image.resize((r, r), resample)).convert("RGB")
+        if self.resize_mode == "longest":
+            # open_clip's ResizeKeepRatio(longest=1) then CenterCropOrPad with black
+            ratio = max(width, height) / r
+            size = (round(width / ratio), round(height / ratio))
+            if size != (width, height):
+                image = image.resize(size, resample)
+            canvas = Image.new(image.mode, (r, r), 0)
+            canvas.paste(image, ((r - size[0]) // 2, (r - size[1]) // 2))
+            return canvas.convert("RGB")
         short, long = (width, height) if width <= height else (height, width)
         new_short, new_long = r, int(r * long / short)
         size = (new_short, new_long) if width <= height else (new_long, new_short)
         if size != (width, height):
-            image = image.resize(size, Image.Resampling.BICUBIC)
+            image = image.resize(size, resample)
         # After the resize both sides are >= r, so torchvision's padding branch never applies.
         left = int(round((size[0] - r) / 2.0))
         top = int(round((size[1] - r) / 2.0))

@@ -1,42 +1,25 @@
 """The CLIP model: text transformer, VisionTransformer and ModifiedResNet image towers.
 
-Parameter names follow the official checkpoints exactly, so an official state dict loads
-as it is, and every hyperparameter is inferred from a state dict's shapes alone.
-Tensors are batch-first inside (the official code is sequence-first); the weights are the same.
+Parameter names follow the official checkpoints exactly, so an official state dict loads as it is.
+The architecture is an engine.config.ModelConfig: the paper's models, and the variants open_clip's
+CLIP class holds (GELU, other head widths and MLP ratios, layer scale, no ln_pre, logit_bias, another
+EOT id). Tensors are batch-first inside (the official code is sequence-first); the weights are the same.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-# name -> constructor arguments of CLIP (context length 77 and vocab 49408 for all).
-ARCHITECTURES: dict[str, dict] = {
-    "RN50": dict(embed_dim=1024, image_resolution=224, vision_layers=(3, 4, 6, 3), vision_width=64,
-                 transformer_width=512, transformer_layers=12),
-    "RN101": dict(embed_dim=512, image_resolution=224, vision_layers=(3, 4, 23, 3), vision_width=64,
-                  transformer_width=512, transformer_layers=12),
-    "RN50x4": dict(embed_dim=640, image_resolution=288, vision_layers=(4, 6, 10, 6), vision_width=80,
-                   transformer_width=640, transformer_layers=12),
-    "RN50x16": dict(embed_dim=768, image_resolution=384, vision_layers=(6, 8, 18, 8), vision_width=96,
-                    transformer_width=768, transformer_layers=12),
-    "RN50x64": dict(embed_dim=1024, image_resolution=448, vision_layers=(3, 15, 36, 10), vision_width=128,
-                    transformer_width=1024, transformer_layers=12),
-    "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
-                     vision_patch_size=32, transformer_width=512, transformer_layers=12),
-    "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
-                     vision_patch_size=16, transformer_width=512, transformer_layers=12),
-    "ViT-L/14": dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024,
-                     vision_patch_size=14, transformer_width=768, transformer_layers=12),
-    "ViT-L/14@336px": dict(embed_dim=768, image_resolution=336, vision_layers=24, vision_width=1024,
-                           vision_patch_size=14, transformer_width=768, transformer_layers=12),
-}
+from engine.config import ARCHITECTURES, ModelConfig, named_architectures, shape_config
 
+__all__ = ["ARCHITECTURES", "CLIP", "ModelConfig"]
 
 class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in fp32 whatever the input dtype (as the reference does for fp16)."""
@@ -70,28 +53,49 @@ class Attention(nn.MultiheadAttention):
         return self.out_proj(out.transpose(1, 2).reshape(n, length, width))
 
 
-class ResidualAttentionBlock(nn.Module):
-    def __init__(self, width: int, heads: int):
+class LayerScale(nn.Module):
+    """A learned per-channel gain on a residual branch (open_clip's ls_init_value)."""
+
+    def __init__(self, width: int):
         super().__init__()
+        self.gamma = nn.Parameter(torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+def activation_layer(name: str) -> nn.Module:
+    return QuickGELU() if name == "quick_gelu" else nn.GELU()
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_width: int | None = None, activation: str = "quick_gelu",
+                 eps: float = 1e-5, layer_scale: bool = False):
+        super().__init__()
+        mlp_width = mlp_width or 4 * width
         self.attn = Attention(width, heads)
-        self.ln_1 = LayerNorm(width)
+        self.ln_1 = LayerNorm(width, eps=eps)
         self.mlp = nn.Sequential(OrderedDict([
-            ("c_fc", nn.Linear(width, width * 4)),
-            ("gelu", QuickGELU()),
-            ("c_proj", nn.Linear(width * 4, width)),
+            ("c_fc", nn.Linear(width, mlp_width)),
+            ("gelu", activation_layer(activation)),
+            ("c_proj", nn.Linear(mlp_width, width)),
         ]))
-        self.ln_2 = LayerNorm(width)
+        self.ln_2 = LayerNorm(width, eps=eps)
+        self.ls_1 = LayerScale(width) if layer_scale else nn.Identity()
+        self.ls_2 = LayerScale(width) if layer_scale else nn.Identity()
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), causal)
-        return x + self.mlp(self.ln_2(x))
+        x = x + self.ls_1(self.attn(self.ln_1(x), causal))
+        return x + self.ls_2(self.mlp(self.ln_2(x)))
 
 
 class Transformer(nn.Module):
-    def __init__(self, width: int, layers: int, heads: int):
+    def __init__(self, width: int, layers: int, heads: int, mlp_width: int | None = None,
+                 activation: str = "quick_gelu", eps: float = 1e-5, layer_scale: bool = False):
         super().__init__()
         self.width, self.layers = width, layers
-        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads) for _ in range(layers)])
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, mlp_width, activation, eps, layer_scale)
+                                         for _ in range(layers)])
         self.grad_checkpointing = False  # trade compute for memory in training, per residual block
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
@@ -105,7 +109,8 @@ class Transformer(nn.Module):
 
 class VisionTransformer(nn.Module):
     def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int, heads: int,
-                 output_dim: int):
+                 output_dim: int, mlp_width: int | None = None, activation: str = "quick_gelu", eps: float = 1e-5,
+                 layer_scale: bool = False, ln_pre: bool = True):
         super().__init__()
         self.input_resolution = input_resolution
         self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
@@ -113,9 +118,9 @@ class VisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         grid = input_resolution // patch_size
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
-        self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads)
-        self.ln_post = LayerNorm(width)
+        self.ln_pre = LayerNorm(width, eps=eps) if ln_pre else nn.Identity()
+        self.transformer = Transformer(width, layers, heads, mlp_width, activation, eps, layer_scale)
+        self.ln_post = LayerNorm(width, eps=eps)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
     def forward(self, x: torch.Tensor, project: bool = True) -> torch.Tensor:
@@ -224,33 +229,34 @@ class ModifiedResNet(nn.Module):
 
 
 class CLIP(nn.Module):
-    def __init__(self, embed_dim: int, image_resolution: int, vision_layers: int | tuple[int, int, int, int],
-                 vision_width: int, vision_patch_size: int | None = None, context_length: int = 77,
-                 vocab_size: int = 49408, transformer_width: int = 512, transformer_heads: int | None = None,
-                 transformer_layers: int = 12):
+    """CLIP(config) or CLIP(**config fields): see engine.config.ModelConfig for every field."""
+
+    def __init__(self, config: ModelConfig | None = None, **fields):
         super().__init__()
-        self.context_length = context_length
-        if isinstance(vision_layers, (tuple, list)):
-            self.visual = ModifiedResNet(tuple(vision_layers), embed_dim, heads=vision_width * 32 // 64,
-                                         input_resolution=image_resolution, width=vision_width)
+        if config is None:
+            config = ModelConfig(**fields)
+        elif fields:
+            raise TypeError("give either a ModelConfig or its fields, not both")
+        self.config = c = config
+        self.context_length = c.context_length
+        if c.is_resnet:
+            self.visual = ModifiedResNet(c.vision_layers, c.embed_dim, heads=c.vision_heads,
+                                         input_resolution=c.image_resolution, width=c.vision_width)
         else:
-            self.visual = VisionTransformer(image_resolution, vision_patch_size, vision_width, vision_layers,
-                                            heads=max(1, vision_width // 64), output_dim=embed_dim)
-        self.transformer = Transformer(transformer_width, transformer_layers,
-                                       transformer_heads or max(1, transformer_width // 64))
-        self.vocab_size = vocab_size
-        self.token_embedding = nn.Embedding(vocab_size, transformer_width)
-        self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
-        self.ln_final = LayerNorm(transformer_width)
-        self.text_projection = nn.Parameter(torch.empty(transformer_width, embed_dim))
+            self.visual = VisionTransformer(c.image_resolution, c.vision_patch_size, c.vision_width, c.vision_layers,
+                                            c.vision_heads, c.embed_dim, c.vision_mlp_width, c.activation,
+                                            c.layer_norm_eps, c.vision_layer_scale, c.vision_ln_pre)
+        self.transformer = Transformer(c.transformer_width, c.transformer_layers, c.transformer_heads,
+                                       c.transformer_mlp_width, c.activation, c.layer_norm_eps,
+                                       c.transformer_layer_scale)
+        self.vocab_size = c.vocab_size
+        self.token_embedding = nn.Embedding(c.vocab_size, c.transformer_width)
+        self.positional_embedding = nn.Parameter(torch.empty(c.context_length, c.transformer_width))
+        self.ln_final = LayerNorm(c.transformer_width, eps=c.layer_norm_eps)
+        self.text_projection = nn.Parameter(torch.empty(c.transformer_width, c.embed_dim))
         self.logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
-        self.config = dict(embed_dim=embed_dim, image_resolution=image_resolution,
-                           vision_layers=list(vision_layers) if isinstance(vision_layers, (tuple, list))
-                           else vision_layers, vision_width=vision_width, vision_patch_size=vision_patch_size,
-                           context_length=context_length, vocab_size=vocab_size,
-                           transformer_width=transformer_width, transformer_heads=self.transformer.resblocks[0]
-                           .attn.num_heads if transformer_layers else transformer_heads,
-                           transformer_layers=transformer_layers)
+        # SigLIP-style bias on the logits; open_clip's CLIP class can hold one
+        self.logit_bias = nn.Parameter(torch.zeros([])) if c.logit_bias else None
         self.initialize_parameters()
 
     def initialize_parameters(self) -> None:
@@ -292,10 +298,15 @@ class CLIP(nn.Module):
         """Image features; project=False gives the features before the final projection."""
         return self.visual(image.to(self.dtype), project=project)
 
+    def eot_positions(self, text: torch.Tensor) -> torch.Tensor:
+        """Where each sequence's EOT is: the highest id (argmax), or the first config.text_eos_id."""
+        eos = self.config.text_eos_id
+        return text.argmax(dim=-1) if eos is None else (text == eos).int().argmax(dim=-1)
+
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
         # Causal attention: positions after the longest sequence's EOT never influence earlier
-        # ones, so the batch is cut there instead of running all 77 positions.
-        eot = text.argmax(dim=-1)  # EOT has the highest id in the vocabulary
+        # ones, so the batch is cut there instead of running all positions (padding ids never matter).
+        eot = self.eot_positions(text)
         length = int(eot.max()) + 1 if text.numel() else 1
         dtype = self.text_projection.dtype
         x = self.token_embedding(text[:, :length]).to(dtype) + self.positional_embedding[:length].to(dtype)
@@ -306,51 +317,76 @@ class CLIP(nn.Module):
         image_features = F.normalize(self.encode_image(image).float(), dim=-1)
         text_features = F.normalize(self.encode_text(text).float(), dim=-1)
         logits_per_image = self.logit_scale.exp().float() * image_features @ text_features.t()
+        if self.logit_bias is not None:
+            logits_per_image = logits_per_image + self.logit_bias.float()
         return logits_per_image, logits_per_image.t()
 
     @classmethod
     def from_name(cls, name: str, **overrides) -> CLIP:
-        """A randomly initialised model of one of the paper's architectures."""
-        if name not in ARCHITECTURES:
-            raise KeyError(f"Unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
-        return cls(**{**ARCHITECTURES[name], **overrides})
+        """A randomly initialised model of a named architecture (the paper's nine, or open_clip's names)."""
+        named = named_architectures()
+        if name not in named:
+            raise KeyError(f"Unknown architecture {name!r}; known: {', '.join(named)}")
+        return cls(replace(named[name], **overrides))
 
     @staticmethod
-    def config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
-        """Every hyperparameter, inferred from tensor shapes alone."""
-        if "visual.proj" in sd:
-            vision_width = sd["visual.conv1.weight"].shape[0]
-            vision_layers = len({k.split(".")[3] for k in sd if k.startswith("visual.transformer.resblocks.")})
-            vision_patch_size = sd["visual.conv1.weight"].shape[-1]
-            grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
-            image_resolution = vision_patch_size * grid
-        else:
-            vision_layers = tuple(len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{b}.")})
-                                  for b in (1, 2, 3, 4))
-            vision_width = sd["visual.layer1.0.conv1.weight"].shape[0]
-            vision_patch_size = None
-            grid = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
-            image_resolution = grid * 32
-        transformer_width = sd["ln_final.weight"].shape[0]
-        return dict(
-            embed_dim=sd["text_projection"].shape[1], image_resolution=image_resolution,
-            vision_layers=vision_layers, vision_width=vision_width, vision_patch_size=vision_patch_size,
-            context_length=sd["positional_embedding"].shape[0], vocab_size=sd["token_embedding.weight"].shape[0],
-            transformer_width=transformer_width, transformer_heads=max(1, transformer_width // 64),
-            transformer_layers=len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")}),
-        )
+    def config_from_state_dict(sd: dict[str, torch.Tensor]) -> ModelConfig:
+        """Every field tensor shapes determine; the activation and head widths are the paper's
+        (see engine.config: loaders replace them with the file's own facts)."""
+        return shape_config(sd)
 
     @classmethod
-    def from_state_dict(cls, sd: dict[str, torch.Tensor], strict: bool = True) -> CLIP:
-        """Build the architecture the state dict describes and load it (fp32, eval mode)."""
+    def from_state_dict(cls, sd: dict[str, torch.Tensor], config: ModelConfig | None = None,
+                        strict: bool = True) -> CLIP:
+        """Build the architecture (config, or the shapes with the paper's facts) and load it (fp32, eval mode)."""
         sd = {k: v for k, v in sd.items() if k not in ("input_resolution", "context_length", "vocab_size")}
-        model = cls(**cls.config_from_state_dict(sd))
+        model = cls(config or shape_config(sd))
         load_state_dict_checked(model, sd, strict=strict)
         return model.eval()
 
 
+_FIELD_NAMES = {
+    "vision_layers": "image layers", "vision_width": "image width", "vision_patch_size": "patch size",
+    "image_resolution": "image resolution", "embed_dim": "embedding size", "context_length": "context length",
+    "vocab_size": "vocabulary size", "transformer_width": "text width", "transformer_layers": "text layers",
+    "vision_ln_pre": "ln_pre before the image transformer", "vision_layer_scale": "layer scale in the image tower",
+    "transformer_layer_scale": "layer scale in the text tower", "logit_bias": "a logit_bias",
+}
+
+
+def explain_misfit(expected: ModelConfig, sd: dict[str, torch.Tensor]) -> list[str]:
+    """What a shape mismatch means, as phrases: "the checkpoint's image MLP is 4.36x its width; ..."."""
+    try:
+        found = shape_config(sd)
+    except (KeyError, IndexError):
+        return []
+    notes = []
+    if found.is_resnet != expected.is_resnet:
+        kinds = ("a ModifiedResNet", "a ViT")
+        return [f"the checkpoint's image tower is {kinds[not found.is_resnet]}, the architecture's "
+                f"{kinds[not expected.is_resnet]}"]
+    for tower, width, mlp in (("image", "vision_width", "vision_mlp_width"),
+                              ("text", "transformer_width", "transformer_mlp_width")):
+        if tower == "image" and found.is_resnet:
+            continue
+        a, b = getattr(found, mlp) / getattr(found, width), getattr(expected, mlp) / getattr(expected, width)
+        if getattr(found, mlp) != getattr(expected, mlp) and getattr(found, width) == getattr(expected, width):
+            notes.append(f"the checkpoint's {tower} MLP is {a:.4g}x its width ({getattr(found, mlp)}), the "
+                         f"architecture's {b:.4g}x ({getattr(expected, mlp)})")
+    for key, label in _FIELD_NAMES.items():
+        mine, theirs = getattr(found, key), getattr(expected, key)
+        if mine != theirs:
+            if isinstance(mine, bool):
+                notes.append(f"the checkpoint {'has' if mine else 'has no'} {label}, the architecture "
+                             f"{'has' if theirs else 'has none'}")
+            else:
+                notes.append(f"the checkpoint's {label} is {mine}, the architecture's {theirs}")
+    return notes
+
+
 def load_state_dict_checked(model: nn.Module, sd: dict[str, torch.Tensor], strict: bool = True) -> None:
-    """load_state_dict that names every missing or unexpected key and every shape mismatch."""
+    """load_state_dict that says what a misfit means, then names every missing or unexpected key
+    and every shape mismatch."""
     own = model.state_dict()
     problems = []
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
@@ -364,7 +400,9 @@ def load_state_dict_checked(model: nn.Module, sd: dict[str, torch.Tensor], stric
     if shapes:
         problems.append(f"shape mismatches: {'; '.join(shapes[:20])}")
     if problems:
-        raise ValueError("The checkpoint does not fit this model: " + " | ".join(problems))
+        meaning = explain_misfit(model.config, sd) if isinstance(getattr(model, "config", None), ModelConfig) else []
+        lead = f"{'; '.join(meaning)}. " if meaning else ""
+        raise ValueError(f"The checkpoint does not fit this model: {lead}" + " | ".join(problems))
     sd = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in sd.items() if k in own}
     model.load_state_dict(sd, strict=False)
 

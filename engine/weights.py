@@ -1,22 +1,28 @@
-"""Reading and writing CLIP weights: every supported checkpoint format to one official-key state dict.
+"""Reading and writing CLIP weights: every supported checkpoint format to official-key tensors and
+the complete architecture (engine.config.ModelConfig) they belong to.
 
 Formats: official TorchScript archives (only with an official hash, or when the caller opts in),
-plain official state dicts and open_clip checkpoints (`torch.load(weights_only=True)` only, so an
-untrusted pickle cannot run code), Hugging Face CLIP folders, and our own format: a folder with
-`model.safetensors`, `config.json` (CLIP.config plus name, fingerprint, description) and an
-optional BPE merges file, so that each model brings its own vocabulary.
+plain state dicts and open_clip training checkpoints (`torch.load(weights_only=True)` only, so an
+untrusted pickle cannot run code), open_clip's published folders (`open_clip_config.json` +
+`open_clip_model.safetensors` / `open_clip_pytorch_model.bin`), Hugging Face CLIP folders (or a
+weights file inside one), and our own format: a folder with `model.safetensors`, `config.json`
+(the ModelConfig plus name, fingerprint, preprocessing, description) and an optional BPE merges
+file, so that each model brings its own vocabulary.
+
+Where each file keeps what shapes cannot say (activation, head width, eps, EOT id) is in
+`_facts`; a file that keeps it nowhere and matches no known release is refused with a sentence
+that says how to name the architecture (`arch=` / `--arch`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +30,19 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from engine.config import (
+    ARCHITECTURES,
+    OPENAI_EXTRAS,
+    Facts,
+    ModelConfig,
+    hf_facts,
+    matching_architectures,
+    named_architectures,
+    open_clip_config,
+    refuse,
+    resolve_arch,
+    shape_config,
+)
 from engine.errors import CliplabError
 from engine.model import CLIP, load_state_dict_checked
 
@@ -39,25 +58,36 @@ OFFICIAL_SHA256: dict[str, str] = {
     "ViT-L/14": "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836",
     "ViT-L/14@336px": "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02",
 }
-TORCHSCRIPT_EXTRAS = ("input_resolution", "context_length", "vocab_size")
+TORCHSCRIPT_EXTRAS = OPENAI_EXTRAS
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 MERGES_FILES = ("bpe.txt.gz", "bpe.txt")
-FORMAT_VERSION = 1
-# Constructor arguments of CLIP, as stored in CLIP.config.
-_CONFIG_KEYS = ("embed_dim", "image_resolution", "vision_layers", "vision_width", "vision_patch_size",
-                "context_length", "vocab_size", "transformer_width", "transformer_heads", "transformer_layers")
+FORMAT_VERSION = 2  # 2: the full ModelConfig and the preprocessing; 1 held the paper's fields only
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+CLIP_VOCAB = 49408
+OPENAI_FACTS = Facts("quick_gelu", source="OpenAI's release")
+# Buffers some exporters keep beside the weights: values any model rebuilds, never learned.
+_NOT_WEIGHTS = ("attn_mask", "position_ids")
+ARCH_HINT = ("pass arch= to engine.load (e.g. arch='ViT-B-32' for GELU, 'ViT-B-32-quickgelu' for QuickGELU, or "
+             "'gelu' / 'quickgelu' to take every shape from the file with heads 64 wide), or --arch in the CLI, "
+             "or choose the architecture in the Models tab")
 
 
 @dataclass
 class Checkpoint:
-    """What a checkpoint holds: official-key tensors, plus what our own format records beside them."""
+    """What a checkpoint holds: official-key tensors, the complete architecture, how images are prepared
+    for it, and what our own format records beside them."""
 
     state_dict: dict[str, torch.Tensor]
     format: str  # cliplab, torchscript, state_dict, open_clip, huggingface
     weights_file: Path
     merges_path: Path | None = None
     meta: dict = field(default_factory=dict)
+    config: ModelConfig | None = None
+    preprocess: dict = field(default_factory=dict)  # engine.images.Preprocess options (mean, std, resize_mode, ...)
+    config_source: str = ""  # where the facts shapes cannot say came from
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -72,46 +102,217 @@ def short_fingerprint(sha256: str) -> str:
     return sha256[:32]
 
 
-def read_checkpoint(path: str | Path, allow_torchscript: bool = False) -> Checkpoint:
-    """Read any supported checkpoint (file or folder) into official-key tensors."""
+@dataclass
+class _Raw:
+    """A file's tensors before the architecture is settled, and what the file says about it."""
+
+    sd: dict[str, torch.Tensor]
+    format: str
+    weights_file: Path
+    facts: Facts | None = None
+    config: ModelConfig | None = None  # a complete config the file carries (ours, open_clip's)
+    preprocess: dict = field(default_factory=dict)
+    merges_path: Path | None = None
+    meta: dict = field(default_factory=dict)
+    arch_name: str | None = None  # a named architecture the file records (open_clip training runs)
+    openai_extras: bool = False  # the three entries only OpenAI's own state dicts have
+
+
+def read_checkpoint(path: str | Path, allow_torchscript: bool = False,
+                    arch: str | ModelConfig | Facts | None = None) -> Checkpoint:
+    """Read any supported checkpoint (file or folder) into official-key tensors and its architecture.
+    arch: the caller's architecture (a name, 'gelu' / 'quickgelu', a ModelConfig or Facts); it takes
+    precedence over what the file says."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise CliplabError(f"No checkpoint at {path}: give one of the official model names, 'demo', "
+        raise CliplabError(f"No checkpoint at {path}: give a model name (`cliplab models` lists them), 'demo', "
                            "or the path of a checkpoint file or folder.")
-    if path.is_dir():
-        return _read_folder(path)
-    if path.suffix == ".safetensors":
-        sd = _load_safetensors(path)
-        if _is_hf(sd):
-            return Checkpoint(hf_to_official(sd), "huggingface", path)
-        return Checkpoint(sd, "state_dict", path)
-    if _is_torchscript(path):
-        return Checkpoint(_read_torchscript(path, allow_torchscript), "torchscript", path)
-    return _read_pickle(path)
+    raw = _read_folder(path) if path.is_dir() else _read_file(path, allow_torchscript)
+    raw.openai_extras = all(key in raw.sd for key in OPENAI_EXTRAS)
+    raw.sd = _official_keys(raw.sd, path)
+    config, source = _architecture(raw, path, arch)
+    if raw.format != "cliplab" and raw.merges_path is None and config.vocab_size != CLIP_VOCAB:
+        raise refuse(f"a CLIP with a vocabulary of {config.vocab_size} tokens and no vocabulary file of its own",
+                     f"cliplab tokenizes with CLIP's byte-level BPE of {CLIP_VOCAB} tokens unless the model "
+                     "brings its merges, as cliplab's own format does")
+    return Checkpoint(raw.sd, raw.format, raw.weights_file, raw.merges_path, raw.meta, config, raw.preprocess, source)
 
 
-def _read_folder(folder: Path) -> Checkpoint:
-    config_path = folder / CONFIG_FILE
-    if not config_path.is_file():
-        raise CliplabError(f"{folder} is not a model folder: it has no {CONFIG_FILE}. A cliplab model folder "
-                           f"holds {WEIGHTS_FILE} and {CONFIG_FILE}; a Hugging Face CLIP folder holds {CONFIG_FILE} "
-                           "and model.safetensors or pytorch_model.bin.")
+def _read_json(path: Path) -> dict:
     try:
-        config = json.loads(config_path.read_text())
+        return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CliplabError(f"{config_path} is not valid JSON ({error}).") from error
+        raise CliplabError(f"{path} is not valid JSON ({error}).") from error
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    return _load_safetensors(path) if path.suffix == ".safetensors" else _state_dict_of(_torch_load(path), path)[0]
+
+
+def _read_folder(folder: Path) -> _Raw:
+    config_path = folder / CONFIG_FILE
+    if (folder / OPEN_CLIP_CONFIG).is_file() and not config_path.is_file():
+        weights = next((folder / n for n in OPEN_CLIP_WEIGHTS if (folder / n).is_file()), None)
+        if weights is None:
+            raise CliplabError(f"{folder} has {OPEN_CLIP_CONFIG} but neither {' nor '.join(OPEN_CLIP_WEIGHTS)}.")
+        return _open_clip_raw(weights, folder / OPEN_CLIP_CONFIG)
+    if not config_path.is_file():
+        raise CliplabError(f"{folder} is not a model folder: it has no {CONFIG_FILE} and no {OPEN_CLIP_CONFIG}. "
+                           f"A cliplab model folder holds {WEIGHTS_FILE} and {CONFIG_FILE}; a Hugging Face CLIP folder "
+                           f"holds {CONFIG_FILE} and model.safetensors or pytorch_model.bin; open_clip's published "
+                           f"folder holds {OPEN_CLIP_CONFIG} and {OPEN_CLIP_WEIGHTS[0]}.")
+    config = _read_json(config_path)
     if "cliplab_format" in config:
         weights = folder / WEIGHTS_FILE
         if not weights.is_file():
             raise CliplabError(f"{folder} has a cliplab {CONFIG_FILE} but no {WEIGHTS_FILE}.")
         merges = next((folder / name for name in MERGES_FILES if (folder / name).is_file()), None)
-        return Checkpoint(_load_safetensors(weights), "cliplab", weights, merges, config)
-    if "text_config" in config or "vision_config" in config:
-        check_hf_config(config)
+        try:
+            model_config = ModelConfig.from_dict(config)
+        except TypeError as error:
+            raise CliplabError(f"{config_path} is a cliplab config without the architecture ({error}).") from error
+        return _Raw(_load_safetensors(weights), "cliplab", weights, config=model_config,
+                    preprocess=config.get("preprocess") or {}, merges_path=merges, meta=config)
+    if "text_config" in config or "vision_config" in config or "model_type" in config:
         weights = _hf_weights_file(folder)
-        sd = _load_safetensors(weights) if weights.suffix == ".safetensors" else _torch_load(weights)
-        return Checkpoint(hf_to_official(sd), "huggingface", weights, meta={"name": folder.name})
+        return _hf_raw(weights, config, folder)
     raise CliplabError(f"{config_path} is neither a cliplab model config nor a Hugging Face CLIP config.")
+
+
+def _read_file(path: Path, allow_torchscript: bool) -> _Raw:
+    beside = path.parent
+    if path.name in OPEN_CLIP_WEIGHTS and (beside / OPEN_CLIP_CONFIG).is_file():
+        return _open_clip_raw(path, beside / OPEN_CLIP_CONFIG)  # the file of a published folder
+    if path.suffix == ".safetensors":
+        sd, kind, extra = _load_safetensors(path), "state_dict", {}
+    elif _is_torchscript(path):
+        return _read_torchscript(path, allow_torchscript)
+    else:
+        sd, kind, extra = _read_pickle(path)
+    if _is_hf(sd):
+        config_path = beside / CONFIG_FILE
+        config = _read_json(config_path) if config_path.is_file() else None
+        if config is not None and "cliplab_format" not in config:
+            return _hf_raw(path, config, beside, sd)  # a weights file inside a Hugging Face folder
+        return _Raw(hf_to_official(sd), "huggingface", path)
+    raw = _Raw(sd, kind, path)
+    if kind == "open_clip":
+        raw.arch_name = _open_clip_run_arch(path, extra)
+    return raw
+
+
+def _open_clip_raw(weights: Path, config_path: Path) -> _Raw:
+    config = _read_json(config_path)
+    model_cfg = config.get("model_cfg", config)
+    if "embed_dim" not in model_cfg:
+        raise CliplabError(f"{config_path} has no model_cfg with embed_dim: it is not open_clip's model config.")
+    model_config = open_clip_config(model_cfg)
+    preprocess = {k: v for k, v in (config.get("preprocess_cfg") or {}).items()
+                  if k in ("mean", "std", "interpolation", "resize_mode")}
+    return _Raw(_read_weights(weights), "open_clip", weights, config=model_config, preprocess=preprocess,
+                meta={"name": config_path.parent.name})
+
+
+def _hf_raw(weights: Path, config: dict, folder: Path, sd: dict | None = None) -> _Raw:
+    facts = hf_facts(config)
+    sd = sd if sd is not None else _read_weights(weights)
+    return _Raw(hf_to_official(sd), "huggingface", weights, facts=facts, preprocess=_hf_preprocess(folder),
+                meta={"name": folder.name})
+
+
+def _hf_preprocess(folder: Path) -> dict:
+    """mean/std and interpolation from a Hugging Face preprocessor_config.json, when there is one."""
+    path = folder / "preprocessor_config.json"
+    if not path.is_file():
+        return {}
+    config = _read_json(path)
+    out = {}
+    if config.get("image_mean") and config.get("image_std"):
+        out.update(mean=list(config["image_mean"]), std=list(config["image_std"]))
+    if config.get("resample") in (2, 3):  # PIL codes: 2 bilinear, 3 bicubic
+        out["interpolation"] = "bilinear" if config["resample"] == 2 else "bicubic"
+    return out
+
+
+def _open_clip_run_arch(path: Path, checkpoint: dict) -> str | None:
+    """The model an open_clip training run used: its params.txt (logs/NAME/params.txt beside
+    checkpoints/), else the run name open_clip makes by default (...-model_ViT-B-32-lr_...)."""
+    params = path.parent.parent / "params.txt"
+    if params.is_file():
+        values = dict(line.split(": ", 1) for line in params.read_text().splitlines() if ": " in line)
+        model = values.get("model", "").strip()
+        if model:
+            return model + ("-quickgelu" if values.get("force_quick_gelu", "").strip() == "True"
+                            and not model.endswith("-quickgelu") else "")
+    match = re.search(r"-model_(.+?)-lr_", str(checkpoint.get("name") or ""))
+    return match.group(1) if match else None
+
+
+def _architecture(raw: _Raw, path: Path, arch) -> tuple[ModelConfig, str]:
+    """The complete config: the caller's arch, the file's own config, its facts with the shapes,
+    a known release, or a refusal that says how to name it."""
+    try:
+        shapes = shape_config(raw.sd)
+    except (KeyError, IndexError) as error:
+        raise CliplabError(f"{raw.weights_file} is not a CLIP checkpoint: it lacks {error}, which a CLIP's "
+                           "state dict has.") from error
+    if arch is not None:
+        named, facts = resolve_arch(arch)
+        return (named if named is not None else shapes.with_facts(facts)), facts.source
+    if raw.config is not None:
+        return raw.config, f"its {raw.format} config"
+    if raw.facts is not None:
+        return shapes.with_facts(raw.facts), raw.facts.source
+    if raw.arch_name is not None:
+        named = named_architectures().get(raw.arch_name)
+        if named is None:
+            raise CliplabError(f"{path} was trained by open_clip as {raw.arch_name!r}, an architecture cliplab does "
+                               f"not know by name; {ARCH_HINT}.")
+        return named, f"its open_clip run ({raw.arch_name})"
+    if raw.openai_extras and any(shapes == ARCHITECTURES[n] for n in ARCHITECTURES):
+        return shapes.with_facts(OPENAI_FACTS), OPENAI_FACTS.source  # only OpenAI's own state dicts have them
+    raise CliplabError(_unknown_architecture(path, shapes))
+
+
+def _unknown_architecture(path: Path, shapes: ModelConfig) -> str:
+    matches = matching_architectures(shapes)
+    what = f"{path} holds a CLIP ({shapes.describe().rsplit(', ', 1)[0]})"
+    why = "but its file does not say the activation or the attention head width, which shapes cannot tell"
+    if matches:
+        names = " or ".join(f"--arch {name}" for name in matches)
+        return f"{what} {why}: say which architecture it is ({names}); {ARCH_HINT}."
+    return f"{what} that matches no known architecture, {why}; {ARCH_HINT}."
+
+
+def _official_keys(sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Refuse the families cliplab does not build, by name; drop buffers that are not weights; map
+    open_clip's CustomTextCLIP text tower (text.*) onto CLIP's keys."""
+    keys = list(sd)
+
+    def has(*prefixes: str) -> bool:
+        return any(k.startswith(prefixes) for k in keys)
+
+    if has("text_decoder.") or has("visual.attn_pool."):
+        raise refuse("a CoCa model (a captioning decoder and attentional pooling)", "no text decoder")
+    if has("visual.trunk."):
+        raise refuse("a CLIP with a timm image tower (SigLIP, EVA, ConvNeXt, ViTamin and MobileCLIP are built this "
+                     "way)", "cliplab builds only the ViT and ModifiedResNet towers")
+    if has("text.transformer.embeddings.", "text.transformer.encoder.", "text.transformer.layer."):
+        raise refuse("a CLIP with a Hugging Face text tower such as (XLM-)RoBERTa",
+                     "cliplab builds only CLIP's own text transformer and its BPE tokenizer")
+    if has("image_encoder.", "text_encoder."):
+        raise refuse("a MobileCLIP model", "its towers are not CLIP's")
+    if has("visual.blocks.", "visual.patch_embed."):
+        raise refuse("an EVA-CLIP model", "its image tower is not CLIP's ViT")
+    if has("vision_model.head.", "vision_model.embeddings.patch_embedding.bias"):
+        raise refuse("a SigLIP model", "its image tower pools with attention and its loss is sigmoid")
+    if has("text.cls_emb"):
+        raise refuse("a CLIP whose text tower has a class token (embed_cls)", "cliplab pools at the EOT token")
+    if has("text."):  # CustomTextCLIP with open_clip's own text transformer: the same tensors under text.
+        sd = {(k[len("text."):] if k.startswith("text.") else k): v for k, v in sd.items()}
+        if "text_projection.weight" in sd:
+            raise refuse("a CLIP whose text projection has a bias (as SigLIP's)", "cliplab's projection is a matrix")
+    return {k: v for k, v in sd.items() if k.rsplit(".", 1)[-1] not in _NOT_WEIGHTS and k not in OPENAI_EXTRAS}
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -128,20 +329,45 @@ def _is_torchscript(path: Path) -> bool:
         return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
-def _read_torchscript(path: Path, allow_torchscript: bool) -> dict[str, torch.Tensor]:
-    if not allow_torchscript:
-        digest = sha256_file(path)
-        if digest not in OFFICIAL_SHA256.values():
-            raise CliplabError(
-                f"{path} is a TorchScript archive that is not one of the official CLIP releases (its SHA-256 is "
-                f"{digest[:16]}...). A TorchScript archive contains a program that runs when it is loaded, so "
-                "cliplab loads only the official ones. If you trust this file, pass allow_torchscript=True; "
-                "better, save its state dict with torch.save or safetensors and load that.")
+def _read_torchscript(path: Path, allow_torchscript: bool) -> _Raw:
+    digest = sha256_file(path)
+    official = digest in OFFICIAL_SHA256.values()
+    if not official and not allow_torchscript:
+        raise CliplabError(
+            f"{path} is a TorchScript archive that is not one of the official CLIP releases (its SHA-256 is "
+            f"{digest[:16]}...). A TorchScript archive contains a program that runs when it is loaded, so "
+            "cliplab loads only the official ones. If you trust this file, opt in: --allow-torchscript in the "
+            "CLI, the TorchScript box in the Models tab, or allow_torchscript=True in Python; better, save its "
+            "state dict with safetensors and load that.")
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as error:
         raise CliplabError(f"Cannot load the TorchScript archive {path} ({error}).") from error
-    return {k: v for k, v in module.state_dict().items() if k not in TORCHSCRIPT_EXTRAS}
+    sd = dict(module.state_dict())
+    return _Raw(sd, "torchscript", path, facts=OPENAI_FACTS if official else _scripted_facts(module))
+
+
+def _scripted_facts(module) -> Facts | None:
+    """The activation and head counts a scripted or traced CLIP keeps in its module tree."""
+    try:
+        text_block = getattr(module.transformer.resblocks, "0")
+        names = {text_block.mlp.gelu.original_name}
+        text_heads = text_block.attn.num_heads
+        width = module.ln_final.weight.shape[0]
+        visual = module.visual
+        if hasattr(visual, "attnpool"):
+            vision_heads, vision_width = visual.attnpool.num_heads, visual.attnpool.k_proj.weight.shape[0]
+        else:
+            vision_block = getattr(visual.transformer.resblocks, "0")
+            names.add(vision_block.mlp.gelu.original_name)
+            vision_heads, vision_width = vision_block.attn.num_heads, visual.conv1.weight.shape[0]
+    except (AttributeError, RuntimeError):
+        return None
+    activations = {"QuickGELU": "quick_gelu", "GELU": "gelu"}
+    if len(names) != 1 or next(iter(names)) not in activations:
+        return None
+    return Facts(activations[names.pop()], vision_width // vision_heads, width // text_heads,
+                 source="the TorchScript archive's modules")
 
 
 def _torch_load(path: Path):
@@ -157,18 +383,18 @@ def _torch_load(path: Path):
                            "or not a checkpoint.") from error
 
 
-def _read_pickle(path: Path) -> Checkpoint:
-    obj = _torch_load(path)
-    kind = "state_dict"
+def _state_dict_of(obj, path: Path) -> tuple[dict[str, torch.Tensor], str, dict]:
+    kind, wrapper = "state_dict", {}
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj, kind = obj["state_dict"], "open_clip"
+        wrapper, obj, kind = obj, obj["state_dict"], "open_clip"
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CliplabError(f"{path} is not a state dict (a mapping of names to tensors), nor a checkpoint "
                            "with one under 'state_dict'.")
-    sd = {k.removeprefix("module."): v for k, v in obj.items()}
-    if _is_hf(sd):
-        return Checkpoint(hf_to_official(sd), "huggingface", path)
-    return Checkpoint({k: v for k, v in sd.items() if k not in TORCHSCRIPT_EXTRAS}, kind, path)
+    return {k.removeprefix("module."): v for k, v in obj.items()}, kind, wrapper
+
+
+def _read_pickle(path: Path) -> tuple[dict[str, torch.Tensor], str, dict]:
+    return _state_dict_of(_torch_load(path), path)
 
 
 # --- Hugging Face CLIP ---------------------------------------------------------------------------
@@ -196,24 +422,6 @@ _HF_TOWERS = {"text_model.encoder.layers.": "transformer.resblocks.",
 
 def _is_hf(sd: dict) -> bool:
     return any(k.startswith(("text_model.", "vision_model.")) for k in sd)
-
-
-def check_hf_config(config: dict) -> None:
-    """Refuse Hugging Face configs our CLIP cannot reproduce, rather than loading them wrongly."""
-    for tower in ("text_config", "vision_config"):
-        sub = config.get(tower) or {}
-        act = sub.get("hidden_act", "quick_gelu")
-        if act != "quick_gelu":
-            raise CliplabError(f"This Hugging Face CLIP uses the activation {act!r} in its {tower}; cliplab's CLIP "
-                               "uses QuickGELU as the official models do, so it would compute something else.")
-        width, heads = sub.get("hidden_size"), sub.get("num_attention_heads")
-        if width and heads and heads != max(1, width // 64):
-            raise CliplabError(f"This Hugging Face CLIP has {heads} attention heads for width {width} in its "
-                               f"{tower}; cliplab's CLIP uses width / 64 heads ({max(1, width // 64)}), as the "
-                               "official models do.")
-        eps = sub.get("layer_norm_eps", 1e-5)
-        if abs(eps - 1e-5) > 1e-12:
-            raise CliplabError(f"This Hugging Face CLIP uses LayerNorm eps {eps} in its {tower}; cliplab uses 1e-5.")
 
 
 def _hf_weights_file(folder: Path) -> Path:
@@ -255,45 +463,27 @@ def hf_to_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 # --- Building models and writing our format --------------------------------------------------------
 
-@contextlib.contextmanager
-def _skip_init() -> Iterator[None]:
-    """Build modules without random initialisation (as transformers does when loading): every
-    value is overwritten by the checkpoint, and initialising ViT-B/32 alone takes ~2 s here."""
-    names = ("normal_", "uniform_", "kaiming_uniform_", "xavier_uniform_", "zeros_", "ones_", "trunc_normal_")
-    saved = {name: getattr(torch.nn.init, name) for name in names}
-    for name in names:
-        setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
-    try:
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(torch.nn.init, name, fn)
-
-
 def model_from_checkpoint(checkpoint: Checkpoint) -> CLIP:
-    """A CLIP (fp32, eval mode) holding the checkpoint's weights; an error names every misfit."""
-    sd = checkpoint.state_dict
-    try:
-        if checkpoint.format == "cliplab":
-            config = {k: checkpoint.meta[k] for k in _CONFIG_KEYS}
-        else:
-            config = CLIP.config_from_state_dict(sd)
-    except KeyError as error:
-        raise CliplabError(f"{checkpoint.weights_file} is not a CLIP checkpoint: it lacks {error}, which "
-                           "a CLIP's state dict or config has.") from error
-    with _skip_init():
-        model = CLIP(**config)
+    """A CLIP (fp32, eval mode) holding the checkpoint's weights; an error says what a misfit means.
+    The modules are made on the meta device (no memory, no random init, no global state touched)
+    and the checkpoint's tensors are assigned in place of the empty ones."""
+    config = checkpoint.config or shape_config(checkpoint.state_dict)
+    with torch.device("meta"):
+        model = CLIP(config)
     own = model.state_dict()
-    # Assign the loaded tensors instead of copying them into fresh memory: 1.5 s less for ViT-B/32.
-    tensors = {k: v for k, v in own.items() if k.endswith("num_batches_tracked")}
-    tensors.update({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint.state_dict.items()}
+    for key in own:
+        if key.endswith("num_batches_tracked") and key not in tensors:
+            tensors[key] = torch.zeros((), dtype=torch.long)
     try:
         model.load_state_dict(tensors, strict=True, assign=True)
     except RuntimeError:
-        try:  # a misfit: this names every missing or unexpected key and every shape mismatch
-            load_state_dict_checked(model, sd)
+        try:  # a misfit: this says what it means and names every missing or unexpected key and shape mismatch
+            load_state_dict_checked(model, checkpoint.state_dict)
         except ValueError as error:
-            raise CliplabError(f"{checkpoint.weights_file}: {error}") from error
+            raise CliplabError(f"{checkpoint.weights_file}: {error} (architecture from "
+                               f"{checkpoint.config_source or 'its shapes'}).") from error
+        raise
     return model.eval()
 
 
@@ -305,13 +495,15 @@ def checkpoint_fingerprint(checkpoint: Checkpoint) -> str:
     return short_fingerprint(sha256_file(checkpoint.weights_file))
 
 
-def load_model(path: str | Path, allow_torchscript: bool = False) -> tuple[CLIP, Checkpoint]:
-    """Read a checkpoint and build its model, with .name and .fingerprint set."""
-    checkpoint = read_checkpoint(path, allow_torchscript=allow_torchscript)
+def load_model(path: str | Path, allow_torchscript: bool = False,
+               arch: str | ModelConfig | Facts | None = None) -> tuple[CLIP, Checkpoint]:
+    """Read a checkpoint and build its model, with .name, .fingerprint and .preprocess_cfg set."""
+    checkpoint = read_checkpoint(path, allow_torchscript=allow_torchscript, arch=arch)
     model = model_from_checkpoint(checkpoint)
     path = Path(path)
     model.name = checkpoint.meta.get("name") or (path.name if path.is_dir() else path.stem)
     model.fingerprint = checkpoint_fingerprint(checkpoint)
+    model.preprocess_cfg = dict(checkpoint.preprocess)
     return model, checkpoint
 
 
@@ -326,10 +518,12 @@ def _replace_atomically(folder: Path, name: str, write) -> Path:
     return target
 
 
-def save_state_dict(sd: dict[str, torch.Tensor], config: dict, folder: str | Path,
+def save_state_dict(sd: dict[str, torch.Tensor], config: ModelConfig | dict, folder: str | Path,
                     merges_path: str | Path | None = None, meta: dict | None = None) -> Path:
     """Write our format: weights, then the merges file, then config.json last, each atomically.
-    The config records the weights' size and hash, so a mismatched pair is noticed on load."""
+    The config records the whole architecture and the weights' size and hash, so a mismatched pair is
+    noticed on load. meta may add name, description, preprocess (engine.images.Preprocess options)..."""
+    config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
@@ -345,7 +539,7 @@ def save_state_dict(sd: dict[str, torch.Tensor], config: dict, folder: str | Pat
                 (folder / other).unlink(missing_ok=True)
     record = {
         "cliplab_format": FORMAT_VERSION,
-        **{k: config[k] for k in _CONFIG_KEYS},
+        **config.to_dict(),
         "name": folder.name, "description": "",
         **(meta or {}),
         "fingerprint": short_fingerprint(sha256_file(weights)),
@@ -359,4 +553,5 @@ def save_state_dict(sd: dict[str, torch.Tensor], config: dict, folder: str | Pat
 def save_model(model: CLIP, folder: str | Path, merges_path: str | Path | None = None,
                meta: dict | None = None) -> Path:
     """Save a model in our format (a folder), keeping each tensor's dtype; meta adds name, description..."""
+    meta = {**({"preprocess": model.preprocess_cfg} if getattr(model, "preprocess_cfg", None) else {}), **(meta or {})}
     return save_state_dict(model.state_dict(), model.config, folder, merges_path, meta)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import engine
-from engine import weights
+from engine import download, weights
 from engine.errors import CliplabError
 from engine.model import CLIP
 from engine.tokenizer import Tokenizer, write_merges
@@ -134,7 +134,12 @@ def test_torchscript_only_with_an_official_hash_or_opt_in(tmp_path, monkeypatch)
     archive = torchscript_archive(model, tmp_path / "ViT-B-32.pt")
     with pytest.raises(CliplabError, match="TorchScript archive .* runs when it is loaded"):
         weights.read_checkpoint(archive)
-    opted_in = weights.read_checkpoint(archive, allow_torchscript=True)
+    with pytest.raises(CliplabError, match="--allow-torchscript in the CLI"):
+        weights.read_checkpoint(archive)
+    # A traced archive keeps its module types (QuickGELU) but not its head counts: the caller says them.
+    with pytest.raises(CliplabError, match="does not say the activation or the attention head width"):
+        weights.read_checkpoint(archive, allow_torchscript=True)
+    opted_in = weights.read_checkpoint(archive, allow_torchscript=True, arch="quickgelu")
     assert opted_in.format == "torchscript" and "input_resolution" not in opted_in.state_dict
     monkeypatch.setitem(weights.OFFICIAL_SHA256, "ViT-B/32", sha(archive))
     loaded, checkpoint = weights.load_model(archive)
@@ -151,7 +156,9 @@ def test_plain_and_open_clip_checkpoints(tmp_path):
     torch.save({"epoch": 3, "name": "run", "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
                wrapped)
     for path, kind in ((plain, "state_dict"), (wrapped, "open_clip")):
-        loaded, checkpoint = weights.load_model(path)
+        with pytest.raises(CliplabError, match=r"does not say the activation.*arch="):
+            weights.load_model(path)  # shapes cannot tell QuickGELU from GELU: never guessed
+        loaded, checkpoint = weights.load_model(path, arch="quickgelu")
         assert checkpoint.format == kind
         assert_same_outputs(model, loaded)
     assert loaded.name == "epoch_3" and loaded.fingerprint == sha(wrapped)[:32]
@@ -176,7 +183,7 @@ def test_a_misfitting_checkpoint_names_its_keys_and_shapes(tmp_path):
     path = tmp_path / "bad.pt"
     torch.save(sd, path)
     with pytest.raises(CliplabError) as info:
-        weights.load_model(path)
+        weights.load_model(path, arch="quickgelu")
     message = str(info.value)
     assert "missing keys: visual.ln_post.bias" in message
     assert "unexpected keys: visual.extra_head.weight" in message
@@ -208,7 +215,8 @@ def test_names_without_downloads_never_touch_the_network(monkeypatch):
         engine.load("ViT-L-14-336px", device="cpu")
     with pytest.raises(CliplabError, match="neither a model name"):
         engine.load("ViT-X/99", device="cpu")
-    assert set(engine.available_models()) == {*engine.ARCHITECTURES, "demo"}
+    assert set(engine.available_models()) == {*download.releases(), "demo"}
+    assert set(engine.ARCHITECTURES) <= set(download.releases())
     assert not any(v for k, v in engine.available_models().items() if k != "demo")
 
 
@@ -226,6 +234,6 @@ def test_listed_parameter_counts_match_the_architectures():
     from app.services.models import PARAMS
 
     for name in engine.ARCHITECTURES:
-        with weights._skip_init():  # uninitialised memory is never touched: cheap even for ViT-L/14
+        with torch.device("meta"):  # no memory and no initialisation: cheap even for ViT-L/14
             model = CLIP.from_name(name)
         assert PARAMS[name] == sum(p.numel() for p in model.parameters()), name

@@ -52,7 +52,7 @@ def measure(folder: str | Path, n_test: int = 400, n_probe: int = 600, n_retriev
     seen_results = evaluate(model, tokenizer, seen, None)
     return {"results": results, "seen": seen_results, "probe": probe, "chance": {n: 1 / len(tasks[n].classnames) for n in TASKS},
             "n_test": n_test, "n_probe": n_probe, "n_retrieval": n_retrieval,
-            "params": sum(p.numel() for p in model.parameters()), "config": model.config,
+            "params": sum(p.numel() for p in model.parameters()), "config": model.config.to_dict(),
             "vocab_size": tokenizer.vocab_size}
 
 

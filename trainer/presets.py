@@ -9,6 +9,7 @@ Fields left out take the defaults below; heads are width / 64 as in the paper.
 from __future__ import annotations
 
 from engine.errors import CliplabError
+from engine.config import ModelConfig
 from engine.model import ARCHITECTURES, CLIP
 
 _SHAPE_DEFAULTS = {
@@ -66,5 +67,6 @@ def build_model(spec: str, vocab_size: int = 49408, context_length: int | None =
     common = dict(embed_dim=f["embed"], image_resolution=f["res"], context_length=context_length or f["ctx"],
                   vocab_size=vocab_size, transformer_width=f["text_width"], transformer_layers=f["text_layers"])
     if family == "vit":
-        return CLIP(vision_layers=f["layers"], vision_width=f["width"], vision_patch_size=f["patch"], **common)
-    return CLIP(vision_layers=f["layers"], vision_width=f["width"], **common)
+        return CLIP(ModelConfig(vision_layers=f["layers"], vision_width=f["width"], vision_patch_size=f["patch"],
+                                **common))
+    return CLIP(ModelConfig(vision_layers=f["layers"], vision_width=f["width"], **common))
