@@ -237,3 +237,43 @@ def test_listed_parameter_counts_match_the_architectures():
         with torch.device("meta"):  # no memory and no initialisation: cheap even for ViT-L/14
             model = CLIP.from_name(name)
         assert PARAMS[name] == sum(p.numel() for p in model.parameters()), name
+
+
+def test_loading_touches_no_global_state_and_is_safe_on_threads(tmp_path):
+    """Two loads at once, while a third thread initialises tensors: every model is exact, and
+    torch.nn.init keeps working everywhere (building once swapped its functions for the process)."""
+    import threading
+
+    model = tiny()
+    folder = weights.save_model(model, tmp_path / "m")
+    loaded, failures, stop = [], [], threading.Event()
+
+    def load() -> None:
+        try:
+            for _ in range(3):
+                loaded.append(weights.load_model(folder)[0])
+        except Exception as error:  # reported below, in the test's thread
+            failures.append(error)
+
+    def initialise() -> None:
+        while not stop.is_set():
+            tensor = torch.nn.init.normal_(torch.zeros(256))
+            if not tensor.abs().sum() > 0 or tensor.device.type != "cpu":
+                failures.append(AssertionError("torch.nn.init.normal_ did nothing during a load"))
+                return
+
+    threads = [threading.Thread(target=load), threading.Thread(target=load)]
+    watcher = threading.Thread(target=initialise)
+    watcher.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stop.set()
+    watcher.join()
+    assert not failures, failures
+    assert len(loaded) == 6
+    for other in loaded:
+        assert all(p.device.type == "cpu" for p in other.parameters())
+        assert_same_outputs(model, other)
+    assert torch.nn.init.normal_(torch.zeros(16)).abs().sum() > 0
