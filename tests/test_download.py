@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,8 @@ from test_weights import assert_same_outputs, tiny, torchscript_archive
 import engine
 from engine import download, weights
 from engine.errors import CliplabError
+from engine.images import Preprocess
+from engine.model import CLIP
 from engine.paths import models_dir
 from engine.tokenizer import official_merges_path
 
@@ -29,8 +32,29 @@ class Handler(BaseHTTPRequestHandler):
     """Serves server.files with Range support; with server.cut, sends half the body and hangs up; with
     server.gate (an Event), sends half the body and the rest only once the gate is set."""
 
+    def _hub_redirect(self) -> bool:
+        """The hub's resolve URL: a 302 to the file's storage, carrying the LFS sha256 as X-Linked-ETag."""
+        hub = self.server.hub.get(self.path)
+        if hub is None:
+            return False
+        location, sha256 = hub
+        self.send_response(302)
+        self.send_header("Location", location)
+        if sha256:
+            self.send_header("X-Linked-ETag", f'"{sha256}"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
+
+    def do_HEAD(self) -> None:
+        self.server.requests.append((self.path, "HEAD"))
+        if not self._hub_redirect():
+            self.send_error(404)
+
     def do_GET(self) -> None:
         server = self.server
+        if self._hub_redirect():
+            return
         asked = self.headers.get("Range")
         server.requests.append((self.path, asked))
         data = server.files.get(self.path)
@@ -66,7 +90,7 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.files, httpd.requests, httpd.cut, httpd.gate = {}, [], False, None
+    httpd.files, httpd.requests, httpd.cut, httpd.gate, httpd.hub = {}, [], False, None, {}
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -246,3 +270,80 @@ def test_progress_of_a_resume_starts_from_the_kept_bytes(server, release):
     download.download(NAME, progress=False, base_url=server.base, on_progress=lambda *call: calls.append(call))
     assert calls[0] == (len(data) // 2, len(data), NAME, "downloading")
     assert (len(data), len(data), NAME, "verifying") in calls
+
+
+# --- Releases by name: the table, and hub downloads verified by the hash the hub reports ---------------
+
+def test_every_release_builds_and_its_table_figures_fit():
+    from app.services.models import PARAMS
+
+    for name, entry in download.releases().items():
+        with torch.device("meta"):  # shapes only: cheap even for ViT-bigG-14
+            model = CLIP.from_name(entry.arch)
+        params = sum(p.numel() for n, p in model.named_parameters() if n != "logit_bias")
+        assert abs(params / 1e6 - entry.params_m) < 0.01 * entry.params_m, name
+        assert 0 < entry.imagenet_top1 < 100 and entry.size_mb > 0, name
+        if entry.is_openai:
+            assert PARAMS[name] == params and entry.sha256 == weights.OFFICIAL_SHA256[name]
+        else:
+            assert entry.url.startswith("https://huggingface.co/") and "/resolve/main/open_clip_" in entry.url, name
+        Preprocess(model.image_resolution, **entry.preprocess)  # the preprocessing is one cliplab applies
+    families = {entry.family for entry in download.releases().values()}
+    assert {"OpenAI", "LAION", "DataComp", "MetaCLIP", "DFN"} <= families
+    assert download.release("ViT-H-14-dfn5b").preprocess == {"resize_mode": "squash"}
+    assert CLIP.from_name(download.release("ViT-L-14-laion2b").arch).config.activation == "gelu"
+    assert CLIP.from_name(download.release("ViT-L-14-metaclip-2.5b").arch).config.activation == "quick_gelu"
+
+
+@pytest.fixture
+def hub_release(server, monkeypatch):
+    """A release entry whose file is on the local server, published like the hub does: the resolve URL
+    redirects to storage and reports the file's sha256."""
+    model = tiny()
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    server.files["/storage/blob"] = data
+    url = f"{server.base}/org/tiny-clip/resolve/main/open_clip_pytorch_model.bin"
+    server.hub["/org/tiny-clip/resolve/main/open_clip_pytorch_model.bin"] = (f"{server.base}/storage/blob", digest)
+    entry = download.Release(name="tiny-hub", arch="quickgelu", family="Test", data="none", url=url, size_mb=1,
+                             params_m=0.3, imagenet_top1=1.0, preprocess={"resize_mode": "squash"})
+    table = {**download.releases(), entry.name: entry}
+    monkeypatch.setattr(download, "releases", lambda: table)
+    return model, data, digest
+
+
+def test_hub_download_verifies_by_the_reported_hash_and_records_it(server, hub_release):
+    model, data, digest = hub_release
+    folder = download.download("tiny-hub", progress=False)
+    assert ("/org/tiny-clip/resolve/main/open_clip_pytorch_model.bin", "HEAD") in server.requests
+    record = json.loads((folder / "config.json").read_text())
+    assert record["source_sha256"] == digest and record["preprocess"] == {"resize_mode": "squash"}
+    assert not [f for f in files_in_cache() if "downloads/" in f]  # the hub file is gone after conversion
+    loaded, preprocess, _ = engine.load("tiny-hub", device="cpu")
+    assert preprocess.resize_mode == "squash" and loaded.name == "tiny-hub"
+    assert_same_outputs(model, loaded)
+    assert engine.available_models()["tiny-hub"]
+
+
+def test_hub_download_with_a_wrong_or_missing_hash_is_refused(server, hub_release):
+    _, data, digest = hub_release
+    server.files["/storage/blob"] = data[:-4] + b"oops"
+    with pytest.raises(CliplabError, match="SHA-256 .* deleted"):
+        download.download("tiny-hub", progress=False)
+    path = "/org/tiny-clip/resolve/main/open_clip_pytorch_model.bin"
+    server.hub[path] = (server.hub[path][0], None)
+    with pytest.raises(CliplabError, match="reported no SHA-256 .* could not be verified"):
+        download.download("tiny-hub", progress=False)
+    assert not download.is_downloaded("tiny-hub")
+
+
+def test_cli_lists_the_release_table(capsys):
+    from app.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    row = next(line.split() for line in out.splitlines() if line.startswith("ViT-H-14-laion2b "))
+    assert "77.96" in row and "no" in row
+    assert "ViT-B-16-dfn2b" in out and "ViT-L-14-datacomp-xl" in out

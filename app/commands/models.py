@@ -1,7 +1,9 @@
-"""`cliplab models` lists the models and what is on disk; `cliplab download NAME|vocab|all` fetches them.
+"""`cliplab models` lists the releases (size, ImageNet top-1, on disk or not); `cliplab download NAME|vocab|all`
+fetches them.
 
     cliplab models
     cliplab download ViT-B/32          # verified by SHA-256, resumable, converted once to safetensors
+    cliplab download ViT-L-14-dfn2b    # from the Hugging Face hub, verified by the hash the hub reports
     cliplab download vocab             # the official BPE vocabulary only
 """
 
@@ -24,16 +26,21 @@ def _human(n: float | None, unit: str = "") -> str:
 
 def list_main(args: argparse.Namespace) -> int:
     rows = service.list_models()
-    header = ("name", "embed", "px", "params", "on disk", "size")
+    header = ("name", "embed", "px", "params", "on disk", "size", "ImageNet", "architecture", "trained on")
     table = [header] + [(r["name"], str(r["embed_dim"] or "-"), str(r["resolution"] or "-"), _human(r["params"]),
-                         "yes" if r["downloaded"] else "no", _human(r["size_bytes"], "B")) for r in rows]
+                         "yes" if r["downloaded"] else "no",
+                         _human(r["size_bytes"] if r["downloaded"] else r["download_bytes"], "B"),
+                         f"{r['imagenet_top1']:.2f}" if r["imagenet_top1"] else "-", r["arch"] or "-", r["data"])
+                        for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     demo = rows[-1]
     print(f"\ndemo: {demo['description']}")
+    print("ImageNet: published zero-shot top-1 (%, open_clip's results table); size: the download, or the "
+          "folder once on disk.")
     if not all(r["downloaded"] for r in rows[:-1]):
-        print("Fetch an official model with `cliplab download NAME` (or `cliplab download all`).")
+        print("Fetch one with `cliplab download NAME` (`cliplab download all` fetches OpenAI's nine).")
     return 0
 
 
@@ -44,14 +51,16 @@ def download_main(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("models", help="list the official models, the demo model, and what is downloaded")
+    parser = subparsers.add_parser("models", help="list the released models (size, ImageNet top-1), the demo model, "
+                                                  "and what is downloaded")
     parser.set_defaults(func=list_main)
     parser = subparsers.add_parser(
-        "download", help="download official CLIP weights (or the vocabulary) once",
-        description="Download OpenAI's released weights: streamed, resumable, verified by SHA-256, then "
+        "download", help="download released CLIP weights (or the vocabulary) once",
+        description="Download released weights by name (`cliplab models` lists them): streamed, resumable, "
+                    "verified by SHA-256 (pinned for OpenAI's, as the hub reports it for the others), then "
                     "converted once to safetensors in the models folder (under CLIPLAB_HOME).")
     parser.add_argument("names", nargs="+", metavar="NAME",
-                        help="an official model (e.g. ViT-B/32 or ViT-B-32), 'vocab', or 'all'")
+                        help="a release (e.g. ViT-B/32, ViT-B-32, ViT-H-14-laion2b), 'vocab', or 'all' (OpenAI's nine)")
     parser.add_argument("--base-url", help="a mirror: models at BASE/<sha256>/<file>.pt, the vocabulary at "
                                            "BASE/bpe_simple_vocab_16e6.txt.gz (env CLIPLAB_DOWNLOAD_BASE)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

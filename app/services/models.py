@@ -1,5 +1,6 @@
 """Which models exist, which are on disk, and fetching them: behind `cliplab models` / `cliplab download`
-and the app's model picker, where a download runs as a background job that reports its bytes."""
+and the app's model picker, where a download runs as a background job that reports its bytes.
+The rows are the release table (assets/models.json): size, published ImageNet top-1, downloaded or not."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from safetensors import safe_open
 
 from engine import download
 from engine.api import DEMO, demo_folder
+from engine.config import named_architectures
 from engine.errors import CliplabError
-from engine.model import ARCHITECTURES
 from engine.weights import CONFIG_FILE, WEIGHTS_FILE
 
 if TYPE_CHECKING:  # the CLI lists and downloads without loading the app's catalog and job machinery
@@ -45,7 +46,8 @@ def _stored_params(weights_file: Path) -> int:
 
 def _demo_row() -> dict:
     folder = demo_folder()
-    row = dict(name=DEMO, embed_dim=None, resolution=None, params=None, downloaded=False, size_bytes=None,
+    row = dict(name=DEMO, family="cliplab", data="synthetic", arch=None, embed_dim=None, resolution=None, params=None,
+               imagenet_top1=None, download_bytes=None, url=None, downloaded=False, size_bytes=None,
                description="a small CLIP trained on cliplab's synthetic world; not built in this installation")
     if (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file():
         config = json.loads((folder / CONFIG_FILE).read_text())
@@ -56,24 +58,32 @@ def _demo_row() -> dict:
 
 
 def list_models() -> list[dict]:
-    """One row per loadable name: the nine official architectures, then the demo model."""
+    """One row per release (OpenAI's nine, then the open_clip releases), then the demo model."""
     rows = []
-    for name, config in ARCHITECTURES.items():
+    for name, entry in download.releases().items():
+        config = named_architectures()[entry.arch]
         on_disk = download.is_downloaded(name)
-        rows.append(dict(name=name, embed_dim=config["embed_dim"], resolution=config["image_resolution"],
-                         params=PARAMS[name], downloaded=on_disk,
+        rows.append(dict(name=name, family=entry.family, data=entry.data, arch=entry.arch,
+                         embed_dim=config.embed_dim, resolution=config.image_resolution,
+                         params=PARAMS.get(name, round(entry.params_m * 1e6)), imagenet_top1=entry.imagenet_top1,
+                         download_bytes=entry.size_mb * 1_000_000, downloaded=on_disk,
                          size_bytes=_folder_bytes(download.model_folder(name)) if on_disk else None,
-                         description=f"OpenAI's released CLIP {name}"))
+                         url=entry.url, description=f"{entry.family} CLIP {entry.arch} trained on {entry.data}"))
     rows.append(_demo_row())
     return rows
 
 
+def architecture_names() -> list[str]:
+    """Every name --arch (and the Models tab's architecture choice) accepts, besides 'gelu' / 'quickgelu'."""
+    return list(named_architectures())
+
+
 def download_models(names: list[str], progress: bool = True, base_url: str | None = None,
                     on_progress: download.Progress | None = None) -> list[Path]:
-    """Fetch official models ("all" = the nine) or the vocabulary ("vocab"); each is verified and converted."""
+    """Fetch releases ("all" = OpenAI's nine) or the vocabulary ("vocab"); each is verified and converted."""
     expanded = []
     for name in names:
-        expanded += list(ARCHITECTURES) if name == "all" else [name]
+        expanded += [n for n, r in download.releases().items() if r.is_openai] if name == "all" else [name]
     for name in expanded:  # unknown names fail before anything is fetched
         if name != "vocab":
             download.resolve_name(name)
@@ -110,10 +120,10 @@ def report_to(job: Job) -> download.Progress:
 
 
 def start_download(jobs: Jobs, name: str, base_url: str | None = None) -> Job:
-    """Download, verify and convert an official model in a background "download" job; its progress and
+    """Download, verify and convert a released model in a background "download" job; its progress and
     message follow the bytes, and a failure leaves the job's error as the sentence that says what to do."""
     if not name or name == DEMO:
-        raise CliplabError("The demo model ships with cliplab; pick one of the nine official models to download.")
+        raise CliplabError("The demo model ships with cliplab; pick one of the released models to download.")
     name = download.resolve_name(name)  # an unknown name fails here, before a job starts
     return jobs.start("download", f"downloading {name}", lambda job: download_models(
         [name], progress=False, base_url=base_url, on_progress=report_to(job))[0])
