@@ -70,9 +70,10 @@ CLIP_VOCAB = 49408
 OPENAI_FACTS = Facts("quick_gelu", source="OpenAI's release")
 # Buffers some exporters keep beside the weights: values any model rebuilds, never learned.
 _NOT_WEIGHTS = ("attn_mask", "position_ids")
-ARCH_HINT = ("pass arch= to engine.load (e.g. arch='ViT-B-32' for GELU, 'ViT-B-32-quickgelu' for QuickGELU, or "
-             "'gelu' / 'quickgelu' to take every shape from the file with heads 64 wide), or --arch in the CLI, "
-             "or choose the architecture in the Models tab")
+ARCH_HINT = ("name it with --arch NAME in the CLI (e.g. --arch ViT-B-32 for GELU, --arch ViT-B-32-quickgelu for "
+             "QuickGELU, or --arch gelu / quickgelu to take every shape from the file with heads 64 wide; or convert "
+             "it once: cliplab convert PATH --arch NAME), with arch= in engine.load, or with the Architecture "
+             "choice in the Models tab")
 
 
 @dataclass

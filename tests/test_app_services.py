@@ -249,7 +249,7 @@ def test_download_job_failures_are_sentences(state, server, release_fixture):  #
     assert job.state == "failed" and job.error.startswith(f"Cannot reach http://127.0.0.1:{closed}/")
     assert job.error.endswith("Check the internet connection, then run the download again.")
     assert message(start_download, state.jobs, "demo") == (
-        "The demo model ships with cliplab; pick one of the nine official models to download.")
+        "The demo model ships with cliplab; pick one of the released models to download.")
     assert message(start_download, state.jobs, "ViT-H/14").startswith("Unknown model 'ViT-H/14'.")
 
 

@@ -277,3 +277,65 @@ def test_loading_touches_no_global_state_and_is_safe_on_threads(tmp_path):
         assert all(p.device.type == "cpu" for p in other.parameters())
         assert_same_outputs(model, other)
     assert torch.nn.init.normal_(torch.zeros(16)).abs().sum() > 0
+
+
+def test_cli_names_the_architecture_and_opts_in_to_torchscript(tmp_path, capsys, monkeypatch):
+    """The refusal sentence names --arch; --arch and --allow-torchscript make the same files load;
+    `cliplab convert` makes the choice travel with the weights."""
+    from PIL import Image
+
+    from app.cli import main
+
+    monkeypatch.setenv("CLIPLAB_HOME", str(tmp_path / "home"))
+    model = tiny()
+    plain = tmp_path / "plain.safetensors"
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(plain))
+    image = tmp_path / "red.png"
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(image)
+    classify = ["classify", str(image), "--classes", "red,blue", "--device", "cpu", "--model"]
+    assert main([*classify, str(plain)]) != 0
+    assert "--arch" in capsys.readouterr().err
+    assert main([*classify, str(plain), "--arch", "quickgelu"]) == 0
+    capsys.readouterr()
+    archive = torchscript_archive(model, tmp_path / "scripted.pt")
+    assert main([*classify, str(archive), "--arch", "quickgelu"]) != 0
+    assert "--allow-torchscript" in capsys.readouterr().err
+    assert main([*classify, str(archive), "--arch", "quickgelu", "--allow-torchscript"]) == 0
+    capsys.readouterr()
+    assert main(["convert", str(plain), "--arch", "quickgelu", "--name", "mine"]) == 0
+    folder = tmp_path / "home" / "models" / "imported" / "mine"
+    assert f"ready: {folder}" in capsys.readouterr().out
+    loaded, _, _ = engine.load(folder, device="cpu")  # nothing to say any more
+    assert loaded.config.activation == "quick_gelu"
+    assert_same_outputs(model, loaded)
+
+
+def test_models_tab_lists_the_release_table():
+    from app.ui.models import model_table
+
+    table = model_table()
+    assert {"ImageNet top-1", "size", "on disk", "architecture", "trained on"} <= set(table.columns)
+    row = table[table["model"] == "ViT-L-14-dfn2b"].iloc[0]
+    assert row["ImageNet top-1"] == "81.4%" and row["on disk"] == "no" and row["architecture"] == "ViT-L-14-quickgelu"
+
+
+def test_an_openai_state_dict_saved_as_safetensors_is_recognised(tmp_path):
+    """OpenAI's state dicts carry three extra entries no other exporter writes: with the shapes of one of
+    the nine they say it is OpenAI's (QuickGELU), in a .safetensors as in a .pt."""
+    from engine.config import ARCHITECTURES, shape_config
+
+    with torch.device("meta"):
+        sd = CLIP.from_name("ViT-B/32").state_dict()
+    raw = weights._Raw({**sd, **{k: torch.tensor(1) for k in weights.TORCHSCRIPT_EXTRAS}}, "state_dict",
+                       tmp_path / "ViT-B-32.safetensors")
+    raw.openai_extras = True
+    raw.sd = weights._official_keys(raw.sd, raw.weights_file)
+    config, source = weights._architecture(raw, raw.weights_file, None)
+    assert config == ARCHITECTURES["ViT-B/32"] and source == "OpenAI's release"
+    raw.openai_extras = False  # the same tensors without them: open_clip's ViT-B-32 (GELU) or -quickgelu?
+    with pytest.raises(CliplabError, match=r"--arch ViT-B/32 or --arch ViT-B-32 or --arch ViT-B-32-quickgelu"):
+        weights._architecture(raw, raw.weights_file, None)
+    with torch.device("meta"):  # ViT-H-14: head width 80 in every release, the activation differs
+        h14 = shape_config(CLIP.from_name("ViT-H-14").state_dict())
+    assert "--arch ViT-H-14 or --arch ViT-H-14-quickgelu" in weights._unknown_architecture(Path("h.pt"), h14)

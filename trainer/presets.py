@@ -8,8 +8,8 @@ Fields left out take the defaults below; heads are width / 64 as in the paper.
 
 from __future__ import annotations
 
-from engine.errors import CliplabError
 from engine.config import ModelConfig
+from engine.errors import CliplabError
 from engine.model import ARCHITECTURES, CLIP
 
 _SHAPE_DEFAULTS = {

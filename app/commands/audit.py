@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from app.commands.models import add_loading_arguments, loading_options
 from app.services import audit as service
 from engine.audit.runner import PAPER_THRESHOLDS, AuditOptions
 from engine.errors import CliplabError
@@ -45,6 +46,7 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample, bootstrap and probe (default 0)")
     parser.add_argument("--model", default="demo", help="an official name (downloaded first), 'demo' or a checkpoint path")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_loading_arguments(parser)
     parser.add_argument("--group-columns", help="comma-separated group columns (default for FairFace: race,gender,age)")
     parser.add_argument("--templates", nargs="+", default=[],
                         help="prompt-sensitivity variants: templates with {} or preset names/files (each line one variant)")
@@ -64,7 +66,7 @@ def register(subparsers) -> None:
 def _load(args: argparse.Namespace, model: str):
     from engine.api import load
 
-    return load(model, device=args.device)
+    return load(model, device=args.device, **loading_options(args))
 
 
 def _print_summary(result: dict) -> None:

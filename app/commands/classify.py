@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from app.commands.models import add_loading_arguments, loading_options
 from app.services.classify import classify_images, export_csv, folder_images, parse_classes
 from engine.errors import CliplabError
 from engine.zeroshot import TEMPLATE_PRESETS, load_templates
@@ -15,12 +16,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="demo",
                         help="an official name (e.g. ViT-B/32, downloaded first), 'demo' (default) or a checkpoint path")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_loading_arguments(parser)
 
 
 def load_bundle(args: argparse.Namespace):
     from engine.api import load
 
-    return load(args.model, device=args.device)
+    return load(args.model, device=args.device, **loading_options(args))
 
 
 def add_classifier_arguments(parser: argparse.ArgumentParser, default_templates: str = "default") -> None:

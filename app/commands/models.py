@@ -13,6 +13,25 @@ import argparse
 
 from app.services import models as service
 
+ARCH_HELP = ("the architecture of a checkpoint that does not say its activation and head width: a name "
+             "(ViT-B-32 is GELU as in open_clip, ViT-B-32-quickgelu QuickGELU, ViT-B/32 OpenAI's; `cliplab models "
+             "--arches` lists them) or 'gelu' / 'quickgelu' (every shape from the file, heads 64 wide; "
+             "'gelu,head_width=80')")
+TORCHSCRIPT_HELP = ("load a TorchScript archive that is not an official OpenAI release. RISK: a TorchScript file is "
+                    "a program and runs when it is loaded; use only a file you trust (better: its state dict as "
+                    "safetensors)")
+
+
+def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
+    """--arch and --allow-torchscript, for every command that loads a model."""
+    parser.add_argument("--arch", help=ARCH_HELP)
+    parser.add_argument("--allow-torchscript", action="store_true", help=TORCHSCRIPT_HELP)
+
+
+def loading_options(args: argparse.Namespace) -> dict:
+    """engine.load's keyword arguments from --arch / --allow-torchscript."""
+    return {"arch": getattr(args, "arch", None), "allow_torchscript": getattr(args, "allow_torchscript", False)}
+
 
 def _human(n: float | None, unit: str = "") -> str:
     if n is None:
@@ -25,6 +44,10 @@ def _human(n: float | None, unit: str = "") -> str:
 
 
 def list_main(args: argparse.Namespace) -> int:
+    if args.arches:
+        print("\n".join(service.architecture_names()))
+        print("gelu / quickgelu (every shape from the file, heads 64 wide; e.g. gelu,head_width=80)")
+        return 0
     rows = service.list_models()
     header = ("name", "embed", "px", "params", "on disk", "size", "ImageNet", "architecture", "trained on")
     table = [header] + [(r["name"], str(r["embed_dim"] or "-"), str(r["resolution"] or "-"), _human(r["params"]),
@@ -50,10 +73,27 @@ def download_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def convert_main(args: argparse.Namespace) -> int:
+    folder = service.import_checkpoint(args.checkpoint, arch=args.arch, allow_torchscript=args.allow_torchscript,
+                                       name=args.name)
+    print(f"ready: {folder}  (load it with --model {folder}; every command and the app read it as it is)")
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("models", help="list the released models (size, ImageNet top-1), the demo model, "
                                                   "and what is downloaded")
+    parser.add_argument("--arches", action="store_true", help="list the architecture names --arch accepts")
     parser.set_defaults(func=list_main)
+    parser = subparsers.add_parser(
+        "convert", help="convert a checkpoint once to cliplab's format (its architecture then travels with it)",
+        description="Read a checkpoint in any format cliplab loads (naming its architecture with --arch where the "
+                    "file does not say it) and write cliplab's folder: model.safetensors + config.json with the "
+                    "architecture and preprocessing, under the models folder.")
+    parser.add_argument("checkpoint", help="the checkpoint file or folder")
+    parser.add_argument("--name", help="the converted model's name (default: the file's name)")
+    add_loading_arguments(parser)
+    parser.set_defaults(func=convert_main)
     parser = subparsers.add_parser(
         "download", help="download released CLIP weights (or the vocabulary) once",
         description="Download released weights by name (`cliplab models` lists them): streamed, resumable, "

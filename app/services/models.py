@@ -14,7 +14,7 @@ from engine import download
 from engine.api import DEMO, demo_folder
 from engine.config import named_architectures
 from engine.errors import CliplabError
-from engine.weights import CONFIG_FILE, WEIGHTS_FILE
+from engine.weights import CONFIG_FILE, WEIGHTS_FILE, load_model, save_model
 
 if TYPE_CHECKING:  # the CLI lists and downloads without loading the app's catalog and job machinery
     from app.services.app_state import Job, Jobs
@@ -71,6 +71,19 @@ def list_models() -> list[dict]:
                          url=entry.url, description=f"{entry.family} CLIP {entry.arch} trained on {entry.data}"))
     rows.append(_demo_row())
     return rows
+
+
+def import_checkpoint(path: str | Path, arch: str | None = None, allow_torchscript: bool = False,
+                      name: str | None = None) -> Path:
+    """Convert a checkpoint once into cliplab's format under the models folder (imported/NAME), so its
+    architecture and preprocessing travel with it and a TorchScript archive never runs again."""
+    from engine.paths import models_dir
+
+    model, checkpoint = load_model(path, allow_torchscript=allow_torchscript, arch=arch)
+    name = download.slug(name or model.name)
+    meta = {"name": name, "description": f"converted from {Path(path).expanduser()} ({checkpoint.format}; "
+                                         f"architecture from {checkpoint.config_source})"}
+    return save_model(model, models_dir() / "imported" / name, checkpoint.merges_path, meta)
 
 
 def architecture_names() -> list[str]:

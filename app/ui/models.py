@@ -1,6 +1,8 @@
-"""Models tab: the current model, the nine official models (download + verify, switch), a local
-checkpoint in any supported format, and training runs followed through their JSONL log. A download is a
-server-side job: the page polls it, so its progress bar survives a refresh."""
+"""Models tab: the current model, the release table (size, published ImageNet top-1, downloaded or not;
+download + verify, switch), a local checkpoint in any supported format (with its architecture when the
+file does not say it, and an explicit opt-in for a non-official TorchScript archive), and training runs
+followed through their JSONL log. A download is a server-side job: the page polls it, so its progress
+bar survives a refresh."""
 
 from __future__ import annotations
 
@@ -22,11 +24,30 @@ def _size(n) -> str:
 
 def model_table() -> pd.DataFrame:
     rows = service.list_models()
-    return pd.DataFrame([{"model": r["name"], "embed dim": r["embed_dim"] or "-",
-                          "image px": r["resolution"] or "-",
+    return pd.DataFrame([{"model": r["name"], "family": r["family"], "trained on": r["data"],
+                          "architecture": r["arch"] or "-", "image px": r["resolution"] or "-",
                           "parameters": f"{r['params'] / 1e6:.0f} M" if r["params"] else "-",
-                          "on disk": "yes" if r["downloaded"] else "no", "size": _size(r["size_bytes"])}
+                          "ImageNet top-1": f"{r['imagenet_top1']:.1f}%" if r["imagenet_top1"] else "-",
+                          "size": _size(r["size_bytes"] if r["downloaded"] else r["download_bytes"]),
+                          "on disk": "yes" if r["downloaded"] else "no"}
                          for r in rows])
+
+
+AUTO_ARCH = "from the file"
+TORCHSCRIPT_RISK = ("Allow a TorchScript archive that is not an official OpenAI release. Risk: such a file is a "
+                    "program that runs when it is loaded; tick this only for a file you trust.")
+
+
+def load_checkpoint(state: AppState, path: str, arch: str | None, allow_torchscript: bool) -> str:
+    """Load a local checkpoint; with an architecture or the TorchScript opt-in it is converted once to
+    cliplab's format (so the choice travels with it), then loaded. Returns what was loaded."""
+    arch = None if arch in (None, "", AUTO_ARCH) else arch
+    if arch is None and not allow_torchscript:
+        state.switch_model(path)
+        return path
+    folder = service.import_checkpoint(path, arch=arch, allow_torchscript=allow_torchscript)
+    state.switch_model(str(folder))
+    return str(folder)
 
 
 def current(state: AppState) -> str:
@@ -69,8 +90,12 @@ def build(state: AppState) -> None:
     seen = gr.State("")  # the download job state this page last listed the models for
     with gr.Row():
         checkpoint = gr.Textbox(label="…or load a local checkpoint (our folder, an OpenAI .pt, an open_clip or "
-                                      "Hugging Face checkpoint)", placeholder="/path/to/checkpoint",
+                                      "Hugging Face folder or file)", placeholder="/path/to/checkpoint",
                                 elem_id="models-checkpoint")
+        arch = gr.Dropdown(label="Architecture (for a file that does not say its activation and head width)",
+                           choices=[AUTO_ARCH, "quickgelu", "gelu", *service.architecture_names()], value=AUTO_ARCH,
+                           elem_id="models-arch")
+        torchscript = gr.Checkbox(label=TORCHSCRIPT_RISK, value=False, elem_id="models-torchscript")
         load = gr.Button("Load checkpoint", elem_id="models-load")
     message = gr.Markdown(elem_id="models-message")
 
@@ -87,12 +112,12 @@ def build(state: AppState) -> None:
                             "background (see Search → Library and indexing).")
 
     @shown_errors
-    def do_load(path):
+    def do_load(path, architecture, allow_torchscript):
         if not (path or "").strip():
             raise gr.Error("Type the path of a checkpoint file or folder.")
-        state.switch_model(path.strip())
+        loaded = load_checkpoint(state, path.strip(), architecture, allow_torchscript)
         reindex_library(state)
-        return (*refresh(), f"Loaded {path.strip()} as the current model.")
+        return (*refresh(), f"Loaded {loaded} as the current model.")
 
     def start_download(name):
         service.start_download(state.jobs, name)
@@ -105,7 +130,7 @@ def build(state: AppState) -> None:
         return download_status(state), model_table() if key != last else gr.update(), key
 
     switch.click(do_switch, choice, [now, table, downloading, message])
-    load.click(do_load, checkpoint, [now, table, downloading, message])
+    load.click(do_load, [checkpoint, arch, torchscript], [now, table, downloading, message])
     download.click(shown_errors(start_download), choice, downloading)
     gr.Timer(1.0).tick(poll, seen, [downloading, table, seen])
     gr.on(triggers=None, fn=refresh, inputs=None, outputs=[now, table, downloading])
