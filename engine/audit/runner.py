@@ -140,6 +140,12 @@ def prompt_probs(model, tokenizer, features: np.ndarray, prompts: list[tuple[str
 # measurements from probabilities
 
 
+def _config_record(model) -> dict | None:
+    """The model's architecture as JSON (an engine.config.ModelConfig, or a plain mapping)."""
+    config = getattr(model, "config", None)
+    return config.to_dict() if hasattr(config, "to_dict") else config
+
+
 def _top1(probs: np.ndarray, labelset: LabelSet) -> tuple[np.ndarray, np.ndarray]:
     index = probs.argmax(axis=1)
     return (np.asarray(labelset.classnames, dtype=object)[index],
@@ -305,7 +311,7 @@ def run_audit(options: AuditOptions, loaded: tuple | None = None, progress: bool
         labelsets={"A": labelset_a.to_dict(), "B": labelset_b.to_dict() if labelset_b else None},
         provenance={
             "model": {"name": getattr(model, "name", options.model), "fingerprint": model_fingerprint(model),
-                      "config": getattr(model, "config", None)},
+                      "config": _config_record(model)},
             "dataset": dataset.provenance(),
             "label_sets": {"A": labelset_a.name, "B": labelset_b.name if labelset_b else None},
             "prompt_variants": templates,
