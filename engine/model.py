@@ -53,6 +53,20 @@ class Attention(nn.MultiheadAttention):
         return self.out_proj(out.transpose(1, 2).reshape(n, length, width))
 
 
+def building_on_meta() -> bool:
+    """Whether modules are being made under `with torch.device("meta")` (to receive a checkpoint's tensors)."""
+    return torch.empty(()).is_meta
+
+
+def scaled_randn(*shape: int, scale: float = 1.0, divisor: float = 1.0) -> torch.Tensor:
+    """The reference's `scale * torch.randn(shape) / divisor`, bit for bit; on the meta device just an
+    empty tensor, since arithmetic there imports torch's compiler stack (~5 s on the first call)."""
+    if building_on_meta():
+        return torch.empty(shape)
+    values = torch.randn(shape)
+    return values / divisor if divisor != 1.0 else scale * values
+
+
 class LayerScale(nn.Module):
     """A learned per-channel gain on a residual branch (open_clip's ls_init_value)."""
 
@@ -115,13 +129,13 @@ class VisionTransformer(nn.Module):
         self.input_resolution = input_resolution
         self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
         scale = width ** -0.5
-        self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        self.class_embedding = nn.Parameter(scaled_randn(width, scale=scale))
         grid = input_resolution // patch_size
-        self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
+        self.positional_embedding = nn.Parameter(scaled_randn(grid * grid + 1, width, scale=scale))
         self.ln_pre = LayerNorm(width, eps=eps) if ln_pre else nn.Identity()
         self.transformer = Transformer(width, layers, heads, mlp_width, activation, eps, layer_scale)
         self.ln_post = LayerNorm(width, eps=eps)
-        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+        self.proj = nn.Parameter(scaled_randn(width, output_dim, scale=scale))
 
     def forward(self, x: torch.Tensor, project: bool = True) -> torch.Tensor:
         x = self.conv1(x).flatten(2).transpose(1, 2)  # [n, grid*grid, width]
@@ -169,7 +183,8 @@ class AttentionPool2d(nn.Module):
 
     def __init__(self, spacial_dim: int, embed_dim: int, num_heads: int, output_dim: int):
         super().__init__()
-        self.positional_embedding = nn.Parameter(torch.randn(spacial_dim ** 2 + 1, embed_dim) / embed_dim ** 0.5)
+        self.positional_embedding = nn.Parameter(scaled_randn(spacial_dim ** 2 + 1, embed_dim,
+                                                                 divisor=embed_dim ** 0.5))
         self.k_proj = nn.Linear(embed_dim, embed_dim)
         self.q_proj = nn.Linear(embed_dim, embed_dim)
         self.v_proj = nn.Linear(embed_dim, embed_dim)
@@ -250,17 +265,21 @@ class CLIP(nn.Module):
                                        c.transformer_mlp_width, c.activation, c.layer_norm_eps,
                                        c.transformer_layer_scale)
         self.vocab_size = c.vocab_size
-        self.token_embedding = nn.Embedding(c.vocab_size, c.transformer_width)
+        # On meta, skip Embedding's own normal_ init: it would import torch's compiler stack (~5 s)
+        self.token_embedding = nn.Embedding(c.vocab_size, c.transformer_width, _weight=torch.empty(
+            c.vocab_size, c.transformer_width) if building_on_meta() else None)
         self.positional_embedding = nn.Parameter(torch.empty(c.context_length, c.transformer_width))
         self.ln_final = LayerNorm(c.transformer_width, eps=c.layer_norm_eps)
         self.text_projection = nn.Parameter(torch.empty(c.transformer_width, c.embed_dim))
-        self.logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
+        self.logit_scale = nn.Parameter(torch.full([], math.log(1 / 0.07)))
         # SigLIP-style bias on the logits; open_clip's CLIP class can hold one
         self.logit_bias = nn.Parameter(torch.zeros([])) if c.logit_bias else None
         self.initialize_parameters()
 
     def initialize_parameters(self) -> None:
         """The reference initialisation, so that training can start from scratch."""
+        if building_on_meta() or self.text_projection.is_meta:
+            return  # built on the meta device to receive a checkpoint's tensors (normal_ there costs seconds)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
         if isinstance(self.visual, ModifiedResNet):
