@@ -339,3 +339,29 @@ def test_an_openai_state_dict_saved_as_safetensors_is_recognised(tmp_path):
     with torch.device("meta"):  # ViT-H-14: head width 80 in every release, the activation differs
         h14 = shape_config(CLIP.from_name("ViT-H-14").state_dict())
     assert "--arch ViT-H-14 or --arch ViT-H-14-quickgelu" in weights._unknown_architecture(Path("h.pt"), h14)
+
+
+def test_models_tab_loads_a_checkpoint_with_the_architecture_chosen(tmp_path, cliplab_home):
+    """The Models tab: a file that does not say its architecture gives the sentence; choosing one (or
+    ticking the TorchScript opt-in) converts it once and makes it the current model."""
+    from library_fixtures import tiny_bundle
+    from safetensors.torch import save_file
+
+    from app.services.app_state import AppState
+    from app.ui.models import AUTO_ARCH, load_checkpoint
+    from indexes.catalog import open_catalog
+
+    state = AppState(bundle=tiny_bundle(), catalog=open_catalog())
+    model = tiny(seed=3)
+    plain = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(plain))
+    with pytest.raises(CliplabError, match="Architecture choice in the Models tab"):
+        load_checkpoint(state, str(plain), AUTO_ARCH, False)
+    loaded = load_checkpoint(state, str(plain), "quickgelu", False)
+    assert Path(loaded).parent.name == "imported" and state.bundle.model.config.activation == "quick_gelu"
+    assert_same_outputs(model, state.bundle.model.float())
+    archive = torchscript_archive(model, tmp_path / "traced.pt")
+    with pytest.raises(CliplabError, match="TorchScript box in the Models tab"):
+        load_checkpoint(state, str(archive), "quickgelu", False)
+    load_checkpoint(state, str(archive), "quickgelu", True)
+    assert_same_outputs(model, state.bundle.model.float())
