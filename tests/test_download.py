@@ -347,3 +347,13 @@ def test_cli_lists_the_release_table(capsys):
     row = next(line.split() for line in out.splitlines() if line.startswith("ViT-H-14-laion2b "))
     assert "77.96" in row and "no" in row
     assert "ViT-B-16-dfn2b" in out and "ViT-L-14-datacomp-xl" in out
+
+
+def test_release_names_and_hub_urls(monkeypatch):
+    assert download.resolve_name("ViT-L-14-dfn2b") == "ViT-L-14-dfn2b"
+    assert download.model_url("ViT-H-14-laion2b") == (
+        "https://huggingface.co/laion/CLIP-ViT-H-14-laion2B-s32B-b79K/resolve/main/open_clip_model.safetensors")
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example/")
+    assert download.model_url("ViT-B-16-dfn2b") == (
+        "https://hf-mirror.example/apple/DFN2B-CLIP-ViT-B-16/resolve/main/open_clip_pytorch_model.bin")
+    assert download.model_folder("ViT-B-32-metaclip-2.5b").name == "ViT-B-32-metaclip-2.5b"
