@@ -1,25 +1,33 @@
 """Duplicate photos: exact copies by content hash, near-duplicates by embedding similarity.
 
-- exact: files with equal fingerprint and size, confirmed by a full-content blake2b hash
-  (computed once per candidate and kept in the catalog);
+- exact: decoded photos (status ok, never empty or damaged files) with equal size and full-content
+  fingerprint (blake2b-128 of every byte, indexes.scan); symlinks to the same file are one file,
+  not copies of it;
 - near: files whose embeddings have cosine >= threshold are linked (each to its nearest
   neighbours), linked files form a group, and each group is split into capture-time bursts
-  (photos taken less than `burst_seconds` apart stay together; undated photos form their own group);
+  (photos taken less than `burst_seconds` apart stay together; undated photos form their own group).
+  An exact group takes part as its keeper alone, so an exact pair is never listed again as "near".
+  DEFAULT_THRESHOLD is measured on generated near-duplicates (benchmarks/library.py --only duplicates,
+  docs/benchmarks.md);
 - keeper rule: the largest resolution (width x height), then the earliest capture time, then the
   shortest path: the original is usually the biggest and the first.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
+from engine.errors import CliplabError
 from indexes.catalog import Catalog, Embedding, File, from_blobs
-from indexes.scan import full_hash
+from indexes.scan import UNKNOWN
 from indexes.vectors import VectorIndex
+
+DEFAULT_THRESHOLD = 0.95
 
 
 @dataclass
@@ -49,25 +57,20 @@ def _members(catalog: Catalog, ids) -> dict[int, Member]:
 
 
 def exact_duplicates(catalog: Catalog) -> list[Group]:
-    with catalog.session() as session, session.begin():
-        keys = session.execute(select(File.fingerprint, File.size).group_by(File.fingerprint, File.size)
-                               .having(func.count() > 1)).all()
+    with catalog.session() as session:
+        keys = session.execute(select(File.fingerprint, File.size)
+                               .where(File.status == "ok", File.size > 0, File.fingerprint != UNKNOWN)
+                               .group_by(File.fingerprint, File.size).having(func.count() > 1)).all()
         groups = []
         for fingerprint, size in keys:
-            files = session.scalars(select(File).where(File.fingerprint == fingerprint, File.size == size)).all()
-            by_hash: dict[str, list[File]] = {}
-            for f in files:
-                if f.full_hash is None:
-                    try:
-                        f.full_hash = full_hash(f.path)
-                    except OSError:  # offline or gone: cannot be confirmed
-                        continue
-                    session.execute(update(File).where(File.id == f.id).values(full_hash=f.full_hash))
-                by_hash.setdefault(f.full_hash, []).append(f)
-            for same in by_hash.values():
-                if len(same) > 1:
-                    groups.append(Group("exact", [Member(f.id, f.path, f.width, f.height, f.captured_at)
-                                                  for f in sorted(same, key=lambda f: f.path)]))
+            files = session.scalars(select(File).where(File.fingerprint == fingerprint, File.size == size,
+                                                       File.status == "ok").order_by(File.path)).all()
+            one_per_file: dict[str, File] = {}
+            for f in files:  # two symlinks (or a link and its target) are one file, not two copies
+                one_per_file.setdefault(os.path.realpath(f.disk_path), f)
+            if len(one_per_file) > 1:
+                groups.append(Group("exact", [Member(f.id, f.path, f.width, f.height, f.captured_at)
+                                              for f in one_per_file.values()]))
     return groups
 
 
@@ -100,18 +103,27 @@ def split_bursts(members: list[Member], burst_seconds: float) -> list[list[Membe
     return [b for b in bursts if len(b) > 1]
 
 
-def near_duplicates(catalog: Catalog, index: VectorIndex, threshold: float = 0.95, burst_seconds: float = 300.0,
-                    neighbours: int = 16) -> list[Group]:
+def near_duplicates(catalog: Catalog, index: VectorIndex, threshold: float = DEFAULT_THRESHOLD,
+                    burst_seconds: float = 300.0, neighbours: int = 16,
+                    exact: list[Group] | None = None) -> list[Group]:
+    """Groups of different files that show the same picture (see the module docstring). exact: the
+    exact groups already found (computed when not given); each takes part as its keeper only."""
+    if not 0.0 < threshold <= 1.0 or threshold != threshold:
+        raise CliplabError(f"The near-duplicate threshold must be a cosine similarity in (0, 1], not {threshold}.")
+    exact = exact_duplicates(catalog) if exact is None else exact
+    hidden = {m.file_id for g in exact for m in g.members if m.file_id != g.keeper.file_id}
     with catalog.session() as session:
-        rows = session.execute(select(Embedding.file_id, Embedding.vector)
-                               .where(Embedding.model_id == index.model_id)).all()
+        rows = [r for r in session.execute(select(Embedding.file_id, Embedding.vector)
+                                           .where(Embedding.model_id == index.model_id)).all()
+                if r[0] not in hidden]
     if len(rows) < 2:
         return []
     ids = np.array([r[0] for r in rows], np.int64)
     vectors = from_blobs([r[1] for r in rows], index.dim)
+    allowed = ids if hidden else None
     pairs = []
     for start in range(0, len(ids), 4096):
-        scores, found = index.search(vectors[start:start + 4096], min(neighbours, len(ids)))
+        scores, found = index.search(vectors[start:start + 4096], min(neighbours, len(ids)), allowed)
         for row, (score_row, found_row) in enumerate(zip(scores, found)):
             me = int(ids[start + row])
             pairs += [(me, int(j)) for s, j in zip(score_row, found_row) if s >= threshold and j != me and j >= 0]
