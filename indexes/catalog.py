@@ -166,6 +166,14 @@ def from_blobs(blobs: list[bytes], dim: int) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim).copy()
 
 
+def photo_date(captured_at: datetime | None, mtime_ns: int) -> tuple[datetime, str]:
+    """The one date rule of the library (filters, date sort, the map): the EXIF capture time, else
+    the file's modification time (local time, like EXIF's), with which one it is: "capture" | "file"."""
+    if captured_at is not None:
+        return captured_at, "capture"
+    return datetime.fromtimestamp(mtime_ns / 1e9), "file"
+
+
 def default_url() -> str:
     return os.environ.get("CLIPLAB_DATABASE_URL") or f"sqlite:///{paths.data_dir() / 'catalog.db'}"
 

@@ -68,6 +68,18 @@ def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def library_roots(catalog: Catalog) -> list[str]:
+    """The real paths of the library's folders: where followed symlinks may point, and what is served."""
+    with catalog.session() as session:
+        return [os.path.realpath(path) for path in session.scalars(select(Folder.path))]
+
+
+def inside_library(disk_path: str, roots: list[str]) -> bool:
+    """Whether the file at disk_path, symlinks resolved, lies inside one of the library's folders."""
+    real = os.path.realpath(disk_path)
+    return any(_within(real, root) for root in roots)
+
+
 def _kind_of(mode: int) -> str:
     for test, name in ((stat_module.S_ISFIFO, "a FIFO (named pipe)"), (stat_module.S_ISSOCK, "a socket"),
                        (stat_module.S_ISCHR, "a character device"), (stat_module.S_ISBLK, "a block device")):
