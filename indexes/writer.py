@@ -58,9 +58,9 @@ def stale_because(row: WriterLock, now: datetime | None = None) -> str | None:
 
 
 def held_message(row: WriterLock) -> str:
-    return (f"Cannot write to the catalog: another indexer is running (pid {row.pid} on {row.host} since "
-            f"{row.started_at:%Y-%m-%d %H:%M:%S} UTC). Wait for it to finish (searching works meanwhile), "
-            "or stop it, then run this again.")
+    return (f"Cannot write to the catalog: another indexer is running (pid {row.pid} since "
+            f"{row.started_at:%Y-%m-%d %H:%M:%S} UTC, on {row.host}). Wait for it to finish (searching works "
+            "meanwhile), or stop it, then run this again.")
 
 
 def _acquire(catalog: Catalog) -> str:
