@@ -228,3 +228,22 @@ def test_6_postgres_outage_mid_run_is_ridden_out_then_stops_with_a_sentence(cata
     with catalog.session() as session:
         per_file = session.execute(select(Embedding.file_id, sa.func.count()).group_by(Embedding.file_id)).all()
         assert len(per_file) == 36 and all(n == 1 for _, n in per_file)
+
+
+def test_upgrade_to_full_fingerprints_keeps_known_hashes_and_marks_the_rest_unknown(tmp_path):
+    """A catalog from before issue 11 (revision 0002): head-and-tail fingerprints are not trusted."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    migrations.upgrade(engine, "0002")
+    with engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO folders (id, path, volume, online) VALUES (1, '/p', '/', 1)"))
+        for i, full in [(1, "f" * 32), (2, None)]:
+            connection.execute(sa.text(
+                "INSERT INTO files (id, folder_id, path, ext, size, mtime_ns, fingerprint, full_hash, status) "
+                "VALUES (:i, 1, :path, 'jpg', 10, 0, :partial, :full, 'ok')"),
+                dict(i=i, path=f"/p/{i}.jpg", partial="a" * 32, full=full))
+    engine.dispose()
+    catalog = open_catalog(url)
+    with catalog.session() as session:
+        rows = {f.id: (f.fingerprint, f.raw_path, f.unavailable) for f in session.scalars(select(File))}
+    assert rows == {1: ("f" * 32, None, None), 2: ("", None, None)}
