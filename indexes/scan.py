@@ -140,7 +140,6 @@ def walk(root: str, library_roots: list[str] | None = None) -> Listing:
 
 
 def _visit(entry: os.DirEntry, chain: tuple[str, ...], inside: list[str], listing: Listing, stack: list) -> None:
-    name = readable(entry.path)
     if entry.is_symlink():
         target = os.readlink(entry.path)
         try:
@@ -148,8 +147,8 @@ def _visit(entry: os.DirEntry, chain: tuple[str, ...], inside: list[str], listin
         except OSError as error:
             if is_candidate(entry.name) or "." not in entry.name:
                 loop = error.errno == 40  # ELOOP
-                listing.skips[entry.path] = (f"symlink loop: {name} points back to itself" if loop else
-                                             f"dangling symlink: {name} points to {readable(target)}, which does "
+                listing.skips[entry.path] = (f"symlink loop: {readable(entry.path)} points back to itself" if loop else
+                                             f"dangling symlink: {readable(entry.path)} points to {readable(target)}, which does "
                                              "not exist")
             return
         real = os.path.realpath(entry.path)
@@ -157,16 +156,16 @@ def _visit(entry: os.DirEntry, chain: tuple[str, ...], inside: list[str], listin
         if not is_dir and not is_candidate(entry.name):
             return
         if not any(_within(real, r) for r in inside):
-            listing.skips[entry.path] = (f"symlink outside the library: {name} points to {readable(real)}; only "
+            listing.skips[entry.path] = (f"symlink outside the library: {readable(entry.path)} points to {readable(real)}; only "
                                          "links inside the library's folders are followed")
         elif is_dir and real in chain:
-            listing.skips[entry.path] = f"symlink loop: {name} points back to {readable(real)}, a folder above it"
+            listing.skips[entry.path] = f"symlink loop: {readable(entry.path)} points back to {readable(real)}, a folder above it"
         elif is_dir:
             stack.append((entry.path, chain + (real,)))
         elif stat_module.S_ISREG(info.st_mode):
             listing.files[entry.path] = info
         else:
-            listing.skips[entry.path] = f"not a photo file: {name} points to {_kind_of(info.st_mode)}"
+            listing.skips[entry.path] = f"not a photo file: {readable(entry.path)} points to {_kind_of(info.st_mode)}"
         return
     if entry.is_dir(follow_symlinks=False):
         stack.append((entry.path, chain + (os.path.join(chain[-1], entry.name),)))
@@ -175,7 +174,7 @@ def _visit(entry: os.DirEntry, chain: tuple[str, ...], inside: list[str], listin
         if stat_module.S_ISREG(info.st_mode):
             listing.files[entry.path] = info
         else:
-            listing.skips[entry.path] = f"not a photo file: {name} is {_kind_of(info.st_mode)}"
+            listing.skips[entry.path] = f"not a photo file: {readable(entry.path)} is {_kind_of(info.st_mode)}"
 
 
 def mount_point(path: str) -> str:
@@ -294,7 +293,8 @@ def _scan_once(catalog: Catalog, roots: list[str]) -> ScanReport:
                         vanished.setdefault((row.fingerprint, row.size), []).append(row)
                     continue
                 disk_path, _raw, stat = seen
-                row.unavailable, row.device = None, stat.st_dev
+                if row.unavailable is not None or row.device != stat.st_dev:  # untouched rows cost no flush
+                    row.unavailable, row.device = None, stat.st_dev
                 retry = row.status == "skipped" and (row.skip_reason or "").startswith("unreadable")
                 if stat.st_size == row.size and stat.st_mtime_ns == row.mtime_ns and row.fingerprint != UNKNOWN \
                         and not retry:
@@ -320,8 +320,8 @@ def _catalog_keys(listing: Listing, report: ScanReport) -> dict[str, tuple[str, 
     """catalog path -> (disk path, raw bytes or None, stat); a name that clashes with another once
     written readably is skipped with the reason (never mixed up with the other file)."""
     keys: dict[str, tuple[str, bytes | None, os.stat_result]] = {}
-    for disk_path in sorted(listing.files, key=lambda p: catalog_name(p)[1] is not None):
-        key, raw = catalog_name(disk_path)
+    names = sorted(((catalog_name(p), p) for p in listing.files), key=lambda item: item[0][1] is not None)
+    for (key, raw), disk_path in names:  # valid UTF-8 names first: they keep their own spelling
         if key in keys:
             listing.skips[disk_path] = (f"name clash: {key} is also the readable form of another file's name; "
                                         "rename one of them")
