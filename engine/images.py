@@ -203,7 +203,14 @@ def _open(source: ImageSource, check_size: bool = True) -> tuple[Image.Image, st
         raise _fail(name, "not an image", "it is not an image in a format this program "
                              "reads (JPEG, PNG, GIF, WebP, TIFF, BMP, HEIC, ...).") from None
     except OSError as error:
+        if "truncated" in str(error).lower():  # e.g. a JPEG cut inside its header
+            raise _fail(name, "truncated", "the image data is cut short (the file is incomplete, "
+                                 "or still being copied).") from None
         raise _fail(name, "unreadable", f"the file cannot be opened ({error}).") from None
+    except ValueError as error:  # Pillow's safety limits on metadata, e.g. a PNG text chunk of 50 MB
+        if "too large" in str(error).lower():
+            raise _fail(name, "too large", f"its metadata is over the decoder's safety limit ({error}).") from None
+        raise _fail(name, "corrupt", f"its header is damaged ({error}).") from None
     width, height = image.size
     if check_size and width * height > MAX_IMAGE_PIXELS:
         image.close()

@@ -51,6 +51,8 @@ _ASCII_PATTERN = re.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|
 _PLAIN_ASCII = regex.compile(r"[\t\n\r\x20-\x25\x27-\x7e]*")
 _TEXT_CACHE_SIZE = 200_000
 _WORD_CACHE_SIZE = 1_000_000
+# Longest cleaned text tokenized (see Tokenizer._encode_capped); a 2,000-letter word takes ~0.4 s.
+MAX_TEXT_CHARS = 2_000
 
 
 @lru_cache
@@ -211,7 +213,12 @@ class Tokenizer:
         cached = self._text_cache.get(text)
         if cached is not None:
             return cached
-        cleaned = clean_text(text)
+        if len(self._text_cache) >= _TEXT_CACHE_SIZE:
+            self._text_cache.clear()
+        result = self._text_cache[text] = self._encode_cleaned(clean_text(text))
+        return result
+
+    def _encode_cleaned(self, cleaned: str) -> tuple[int, ...]:
         if cleaned.isascii() and cleaned.isprintable():
             pieces = _ASCII_PATTERN.findall(cleaned)  # printable ASCII bytes map to themselves
         else:
@@ -226,10 +233,27 @@ class Tokenizer:
                     self._seed_word_cache()
                 found = words[word] = self._bpe(word)
             ids.extend(found)
-        if len(self._text_cache) >= _TEXT_CACHE_SIZE:
-            self._text_cache.clear()
-        result = self._text_cache[text] = tuple(ids)
-        return result
+        return tuple(ids)
+
+    def _encode_capped(self, text: str, length: int, truncate: bool) -> tuple[int, ...]:
+        """Ids of one text whose cleaned form may be at most MAX_TEXT_CHARS long. Byte-level BPE
+        is quadratic in a word's length (a 100,000-letter "word" takes minutes), so a longer text is
+        refused, or with truncate cut at a space before the cap: no regex piece spans a space,
+        so when the cut text still fills the context its first tokens are exactly the full text's."""
+        if len(text) <= MAX_TEXT_CHARS:
+            return self._encode(text)
+        cleaned = clean_text(text)
+        if len(cleaned) <= MAX_TEXT_CHARS:
+            return self._encode_cleaned(cleaned)
+        if truncate:
+            cut = cleaned[:MAX_TEXT_CHARS + 1].rpartition(" ")[0]
+            ids = self._encode_cleaned(cut) if cut else ()
+            if len(ids) >= length - 2:
+                return ids
+        raise CliplabError(
+            f'The text "{_shorten(text)}" is {len(cleaned):,} characters long, over the {MAX_TEXT_CHARS:,} '
+            f"this tokenizer reads (CLIP keeps at most {length} tokens, a few hundred characters): "
+            "shorten it.")
 
     def encode(self, text: str) -> list[int]:
         """Token ids of one text, without the start and end tokens."""
@@ -252,18 +276,22 @@ class Tokenizer:
         """[n, context_length] ids: SOT, tokens, EOT, zero padding. Too long: error, or cut keeping EOT last."""
         if isinstance(texts, str):
             texts = [texts]
-        length = context_length or self.context_length
+        length = self.context_length if context_length is None else int(context_length)
+        if length < 1:
+            raise CliplabError(f"The context length must be at least 1 token, not {length}.")
         rows = []
         for text in texts:
-            ids = self._encode(text)
+            ids = self._encode_capped(text, length, truncate)
             if len(ids) + 2 > length:
                 if not truncate:
                     raise CliplabError(
                         f'The text "{_shorten(text)}" is {len(ids) + 2} tokens long with its start and end '
                         f"tokens, more than the context length of {length}. Shorten it, or pass "
                         "truncate=True to cut it to fit.")
-                ids = ids[: length - 2]
+                ids = ids[: max(length - 2, 0)]
             rows.append(ids)
+        if length == 1:  # the reference keeps tokens[:1] and then sets the last one to EOT
+            return torch.full((len(rows), 1), self._eot, dtype=torch.long)
         out = np.zeros((len(rows), length), dtype=np.int64)
         lengths = np.fromiter((len(r) + 2 for r in rows), dtype=np.int64, count=len(rows))
         # Fill all rows at once: flat positions of [SOT, ids..., EOT] in row-major order.

@@ -51,20 +51,51 @@ class File(Base):
     __tablename__ = "files"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"), index=True)
+    # the name as the file system gives it, readable (indexes.names): bytes that are not UTF-8 are
+    # shown as \xNN, and then raw_path holds the exact bytes to open the file with
     path: Mapped[str] = mapped_column(Text, unique=True)
+    raw_path: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     ext: Mapped[str] = mapped_column(String(8))
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
-    # blake2b-128 of the size + first and last 64 KiB: cheap, names a file across moves
+    device: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # st_dev when last seen
+    # blake2b-128 of the whole content ("" until known): names a file across moves and copies
     fingerprint: Mapped[str] = mapped_column(String(32), index=True)
-    # blake2b-128 of the whole content, computed only when duplicates need it
-    full_hash: Mapped[str | None] = mapped_column(String(32), nullable=True)
     captured_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
     camera: Mapped[str | None] = mapped_column(Text, nullable=True)
     width: Mapped[int | None] = mapped_column(Integer, nullable=True)
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | ok | skipped
     skip_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # why the file cannot be reached now (its folder is unreadable or its disk unmounted); kept, not removed
+    unavailable: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    @property
+    def disk_path(self) -> str:
+        """The path to open the file with (surrogate-escaped where the name is not UTF-8)."""
+        return os.fsdecode(self.raw_path) if self.raw_path is not None else self.path
+
+
+class ScanSkip(Base):
+    """What a scan met but could not catalogue as a photo: unreadable folders, symlinks it does not
+    follow (outside the library, dangling, loops), FIFOs and other special files, clashing names."""
+    __tablename__ = "scan_skips"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    raw_path: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class WriterLock(Base):
+    """The one row saying which process writes to the catalog now (indexes.writer)."""
+    __tablename__ = "writer_lock"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))
+    pid: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class Model(Base):
@@ -96,6 +127,8 @@ class VectorIndexState(Base):
     count: Mapped[int] = mapped_column(BigInteger)
     version: Mapped[int] = mapped_column(BigInteger)
     removals: Mapped[int] = mapped_column(BigInteger, default=0)
+    dim: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    checksum: Mapped[str | None] = mapped_column(String(64), nullable=True)  # blake2b of the saved file
 
 
 class TextCollection(Base):
@@ -131,6 +164,14 @@ def from_blobs(blobs: list[bytes], dim: int) -> np.ndarray:
     if not blobs:
         return np.zeros((0, dim), dtype=np.float32)
     return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim).copy()
+
+
+def photo_date(captured_at: datetime | None, mtime_ns: int) -> tuple[datetime, str]:
+    """The one date rule of the library (filters, date sort, the map): the EXIF capture time, else
+    the file's modification time (local time, like EXIF's), with which one it is: "capture" | "file"."""
+    if captured_at is not None:
+        return captured_at, "capture"
+    return datetime.fromtimestamp(mtime_ns / 1e9), "file"
 
 
 def default_url() -> str:

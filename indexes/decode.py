@@ -18,6 +18,8 @@ from datetime import datetime
 
 import numpy as np
 
+from indexes.names import readable
+
 
 @dataclass
 class Decoded:
@@ -59,6 +61,7 @@ def decode_file(file_id: int, path: str, resolution: int, time_limit: float) -> 
     armed = signal.getsignal(signal.SIGALRM) is _alarm
     if armed:
         signal.setitimer(signal.ITIMER_REAL, time_limit)
+    name = readable(path)
     try:
         info = image_info(path)
         image = load_image(path, min_size=resolution)
@@ -66,13 +69,13 @@ def decode_file(file_id: int, path: str, resolution: int, time_limit: float) -> 
         return Decoded(file_id, pixels, None, info["width"], info["height"], info.get("taken_at"),
                        info.get("camera_model"))
     except ImageLoadError as error:
-        return Decoded(file_id, None, f"{error.reason}: {error}")
+        return Decoded(file_id, None, readable(f"{error.reason}: {error}"))
     except _Timeout:
-        return Decoded(file_id, None, f"timed out: decoding took more than {time_limit:g} s")
+        return Decoded(file_id, None, f"timed out: decoding {name} took more than {time_limit:g} s")
     except MemoryError:
-        return Decoded(file_id, None, "too large: out of memory while decoding")
+        return Decoded(file_id, None, f"too large: out of memory while decoding {name}")
     except Exception as error:  # noqa: BLE001 - any decoder bug becomes a recorded skip, never a crash
-        return Decoded(file_id, None, f"corrupt: {type(error).__name__}: {error}")
+        return Decoded(file_id, None, readable(f"corrupt: cannot decode {name} ({type(error).__name__}: {error})"))
     finally:
         if armed:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -130,7 +133,8 @@ class DecodePool:
             try:
                 yield result.get(timeout=outer)
             except multiprocessing.TimeoutError:
-                yield Decoded(file_id, None, f"timed out: decoding took more than {outer:g} s (decoder stuck)")
+                yield Decoded(file_id, None, f"timed out: decoding {readable(path)} took more than {outer:g} s "
+                                             "(decoder stuck)")
                 pending = [(fid, p) for fid, p, _r in window]
                 window.clear()
                 self.close()

@@ -16,6 +16,7 @@ import argparse
 import math
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from indexes.catalog import open_catalog
 from indexes.decode import Decoded, DecodePool
 from indexes.indexer import IndexReport, ModelBundle, commit_batch, embed_batch, pending_files
 from indexes.scan import scan
+from indexes.writer import writer_lock
 
 
 def _batches(pool: DecodePool, todo: list[tuple[int, str]], batch_size: int) -> Iterator[list[Decoded]]:
@@ -42,8 +44,16 @@ def embed_distributed(bundle: ModelBundle, paths: list[str], catalog_url: str | 
     """Run inside an initialised process group; returns the report on rank 0, None elsewhere."""
     rank, world = dist.get_rank(), dist.get_world_size()
     todo_box: list = [None]
+    with ExitStack() as hold:
+        if rank == 0:
+            catalog = open_catalog(catalog_url)
+            hold.enter_context(writer_lock(catalog))  # rank 0 is the catalog's one writer for the whole job
+        return _embed_ranks(bundle, paths, catalog if rank == 0 else None, batch_size, workers, rank, world, todo_box)
+
+
+def _embed_ranks(bundle: ModelBundle, paths: list[str], catalog, batch_size: int, workers: int | None, rank: int,
+                 world: int, todo_box: list) -> IndexReport | None:
     if rank == 0:
-        catalog = open_catalog(catalog_url)
         if paths:
             scan(catalog, paths)
         model_id = bundle.register(catalog)

@@ -5,6 +5,10 @@ and was not skipped. They are decoded in worker processes (indexes.decode), enco
 and each batch — embeddings, header facts and the skips met on the way — commits in ONE
 transaction. A killed run (even `kill -9`) therefore loses at most the batch in flight, and a
 rerun picks up exactly the files still without an embedding: nothing twice, nothing missing.
+
+A run holds the catalog's writer lock (indexes.writer: a second indexer is told who is running);
+a database that drops out is waited for (indexes.retry), each batch's commit being safe to
+repeat; files whose folder is unavailable wait until it is back.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from tqdm.auto import tqdm
 from engine.features import encode_image_tensors, model_fingerprint
 from indexes.catalog import Catalog, Embedding, File, Folder, Model, to_blob
 from indexes.decode import Decoded, DecodePool
+from indexes.names import readable
+from indexes.retry import retrying
+from indexes.writer import writer_lock
 
 
 @dataclass
@@ -47,7 +54,8 @@ class ModelBundle:
         return cls(model, preprocess, tokenizer, getattr(model, "name", None) or str(name))
 
     def register(self, catalog: Catalog) -> int:
-        return catalog.model(self.name, self.fingerprint, self.model.embed_dim)
+        return retrying(lambda: catalog.model(self.name, self.fingerprint, self.model.embed_dim),
+                        "registering the model")
 
 
 @dataclass
@@ -64,13 +72,18 @@ class IndexReport:
 
 
 def pending_files(catalog: Catalog, model_id: int, shard: tuple[int, int] | None = None) -> list[tuple[int, str]]:
-    """(file id, path) of the files still to embed with the model, by id; shard=(rank, world) keeps
-    every world-th of them."""
+    """(file id, path to open) of the files still to embed with the model, by id; shard=(rank, world)
+    keeps every world-th of them."""
     has_embedding = exists().where(Embedding.file_id == File.id, Embedding.model_id == model_id)
-    query = (select(File.id, File.path).join(Folder, Folder.id == File.folder_id)
-             .where(Folder.online.is_(True), File.status != "skipped", ~has_embedding).order_by(File.id))
-    with catalog.session() as session:
-        rows = [(row.id, row.path) for row in session.execute(query)]
+    query = (select(File).join(Folder, Folder.id == File.folder_id)
+             .where(Folder.online.is_(True), File.status != "skipped", File.unavailable.is_(None), ~has_embedding)
+             .order_by(File.id))
+
+    def read() -> list[tuple[int, str]]:
+        with catalog.session() as session:
+            return [(row.id, row.disk_path) for row in session.scalars(query)]
+
+    rows = retrying(read, "listing the files to index")
     if shard is not None:
         rank, world = shard
         rows = rows[rank::world]
@@ -84,21 +97,34 @@ def embed_batch(bundle: ModelBundle, items: list[Decoded]) -> np.ndarray:
 
 def commit_batch(catalog: Catalog, model_id: int, done: list[Decoded], vectors: np.ndarray,
                  skipped: list[Decoded]) -> None:
-    """One transaction: the batch's embeddings (with a new model version), file facts and skips."""
+    """One transaction: the batch's embeddings (with a new model version), file facts and skips.
+    Retried when the database drops out; safe to repeat (files embedded already are left as they are)."""
+    retrying(lambda: _commit_once(catalog, model_id, done, vectors, skipped), "saving a batch of embeddings")
+
+
+def _commit_once(catalog: Catalog, model_id: int, done: list[Decoded], vectors: np.ndarray,
+                 skipped: list[Decoded]) -> None:
     with catalog.session() as session, session.begin():
         model = session.get(Model, model_id, with_for_update=True)
         model.version += 1
+        ids = [item.file_id for item in done]
+        have = set(session.scalars(select(Embedding.file_id).where(Embedding.model_id == model_id,
+                                                                   Embedding.file_id.in_(ids)))) if ids else set()
+        # a file removed by a scan since it was listed is gone: nothing to write for it
+        alive = set(session.scalars(select(File.id).where(File.id.in_(ids + [i.file_id for i in skipped]))))
         for item in done:
+            if item.file_id not in alive:
+                continue
             session.execute(update(File).where(File.id == item.file_id).values(
                 status="ok", skip_reason=None, width=item.width, height=item.height,
                 captured_at=item.captured_at, camera=item.camera))
         for item in skipped:
             session.execute(update(File).where(File.id == item.file_id).values(status="skipped",
                                                                                   skip_reason=item.reason))
-        if done:
-            session.execute(insert(Embedding), [
-                {"file_id": item.file_id, "model_id": model_id, "vector": to_blob(vector), "version": model.version}
-                for item, vector in zip(done, vectors)])
+        rows = [{"file_id": item.file_id, "model_id": model_id, "vector": to_blob(vector), "version": model.version}
+                for item, vector in zip(done, vectors) if item.file_id in alive and item.file_id not in have]
+        if rows:
+            session.execute(insert(Embedding), rows)
 
 
 def index_pending(catalog: Catalog, bundle: ModelBundle, batch_size: int = 32, workers: int | None = None,
@@ -106,6 +132,13 @@ def index_pending(catalog: Catalog, bundle: ModelBundle, batch_size: int = 32, w
                   on_batch: Callable[[int, IndexReport], None] | None = None,
                   shard: tuple[int, int] | None = None) -> IndexReport:
     """Embed every pending file with bundle's model; see the module docstring for the guarantees."""
+    with writer_lock(catalog):
+        return _index_locked(catalog, bundle, batch_size, workers, time_limit, progress, on_batch, shard)
+
+
+def _index_locked(catalog: Catalog, bundle: ModelBundle, batch_size: int, workers: int | None, time_limit: float,
+                  progress: bool, on_batch: Callable[[int, IndexReport], None] | None,
+                  shard: tuple[int, int] | None) -> IndexReport:
     model_id = bundle.register(catalog)
     todo = pending_files(catalog, model_id, shard)
     paths = dict(todo)
@@ -121,7 +154,7 @@ def index_pending(catalog: Catalog, bundle: ModelBundle, batch_size: int = 32, w
         commit_batch(catalog, model_id, done, vectors, skipped)
         report.embedded += len(done)
         report.skipped += len(skipped)
-        report.skipped_paths.extend((paths[item.file_id], item.reason) for item in skipped)
+        report.skipped_paths.extend((readable(paths[item.file_id]), item.reason) for item in skipped)
         report.batches += 1
         bar.update(len(done) + len(skipped))
         done.clear()

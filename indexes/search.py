@@ -13,6 +13,16 @@ Query grammar (what `cliplab search QUERY` and search() accept):
 - each term's embedding is L2-normalised, multiplied by its weight (default 1), added or
   subtracted, and the sum normalised again; scores are cosine similarities with that vector.
 
+Limits: a weight is a finite number in (0, MAX_WEIGHT]; a text term has at most MAX_TEXT_CHARS
+characters (CLIP reads 77 tokens); a page has 1..MAX_LIMIT results; a cut-off z is finite. Anything
+else is refused with a sentence before any work is done.
+
+Dates: a photo's date is its EXIF capture time, else its file time (indexes.catalog.photo_date);
+`after`/`before` filter and `sort="date"` sort by it, and each result says which one it is.
+
+Served paths: a result whose file now resolves outside the library's folders (a symlink changed
+since the scan) is left out, by the same rule as the scan's (indexes.scan.inside_library).
+
 Relevance cut-off (optional, `cutoff=z`): the query is also scored against a random sample of
 up to 1000 library items, which says what an unrelated photo scores for this query; results
 whose score is below mean + z * std of that sample are dropped (z = 3 by default on the CLI:
@@ -21,6 +31,7 @@ keep what stands out from the library's background). Sorting by date happens aft
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -32,13 +43,17 @@ from sqlalchemy import select
 
 from engine.errors import CliplabError
 from engine.features import encode_image_tensors, encode_texts
-from indexes.catalog import Catalog, Embedding, File, Folder, from_blobs
+from indexes.catalog import Catalog, Embedding, File, Folder, from_blobs, photo_date
 from indexes.decode import decode_file
 from indexes.indexer import ModelBundle
-from indexes.scan import EXTENSIONS
+from indexes.scan import EXTENSIONS, inside_library, library_roots
 from indexes.vectors import VectorIndex
 
-_WEIGHT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*:\s*(.*)$", re.S)
+_WEIGHT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*:\s*(.*)$", re.S)
+MAX_WEIGHT = 100.0
+MAX_TEXT_CHARS = 1000
+MAX_LIMIT = 1000
+MAX_FILE_ID = 2**63 - 1  # catalog ids are 64-bit integers
 
 
 @dataclass
@@ -98,6 +113,19 @@ def _looks_like_path(text: str) -> bool:
     return text.rpartition(".")[2].lower() in EXTENSIONS and os.path.isfile(os.path.expanduser(text))
 
 
+def _weight(text: str, query: str) -> float:
+    weight = float(text)
+    if not math.isfinite(weight) or not 0.0 < weight <= MAX_WEIGHT:
+        shown = text if len(text) <= 20 else text[:17] + "..."
+        raise CliplabError(f"The weight {shown} in the query {_shown(query)} is not usable: give a number above 0 "
+                           f"and at most {MAX_WEIGHT:g}, e.g. 2:dog.")
+    return weight
+
+
+def _shown(query: str) -> str:
+    return repr(query if len(query) <= 80 else query[:77] + "...")
+
+
 def parse_query(query: str) -> list[Term]:
     """The terms of a query string (see the module docstring)."""
     terms = []
@@ -105,18 +133,36 @@ def parse_query(query: str) -> list[Term]:
         weight, text = 1.0, raw.strip()
         match = _WEIGHT.match(text)
         if match:
-            weight, text = float(match.group(1)), match.group(2).strip()
+            weight, text = _weight(match.group(1), query), match.group(2).strip()
         if not text:
-            raise CliplabError(f"Empty term in the query {query!r}.")
+            raise CliplabError(f"Empty term in the query {_shown(query)}.")
         if re.fullmatch(r"@\d+", text):
+            if len(text) > 20 or int(text[1:]) > MAX_FILE_ID:
+                raise CliplabError(f"There is no catalog file {text[:22]}: catalog ids are the numbers `cliplab "
+                                   "search` shows after @.")
             terms.append(Term(sign, weight, "file", text[1:]))
         elif not quoted and _looks_like_path(text):
             terms.append(Term(sign, weight, "image", os.path.expanduser(text)))
         else:
+            if len(text) > MAX_TEXT_CHARS:
+                raise CliplabError(f"A search text of {len(text):,} characters is too long: CLIP reads at most 77 "
+                                   f"tokens (a few hundred characters), so give at most {MAX_TEXT_CHARS:,}.")
             terms.append(Term(sign, weight, "text", text))
     if not terms:
         raise CliplabError("The query is empty: give words, an image path, or @file_id.")
     return terms
+
+
+def check_page(limit: int, offset: int = 0, cutoff: float | None = None, sort: str = "score") -> None:
+    """Refuse a page request that cannot be served, with a sentence (every front end calls this)."""
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise CliplabError(f"The number of results per page must be between 1 and {MAX_LIMIT}, not {limit}.")
+    if not isinstance(offset, int) or offset < 0:
+        raise CliplabError(f"The page must start at result 0 or later, not {offset}: pages count from 1.")
+    if cutoff is not None and not (isinstance(cutoff, int | float) and math.isfinite(cutoff)):
+        raise CliplabError(f"The cut-off must be a finite number of standard deviations (e.g. 3), not {cutoff}.")
+    if sort not in ("score", "date"):
+        raise CliplabError(f"Unknown sort {sort!r}: use score or date.")
 
 
 def file_embedding(catalog: Catalog, model_id: int, file_id: int, dim: int) -> np.ndarray:
@@ -168,15 +214,20 @@ class Filters:
         return bool(self.folder or self.after or self.before or self.types)
 
 
+def _ns(moment: datetime) -> int:
+    return int(moment.timestamp() * 1e9)  # naive = local time, as photo_date reads file times
+
+
 def allowed_ids(catalog: Catalog, filters: Filters) -> np.ndarray:
     query = select(File.id).join(Folder, Folder.id == File.folder_id)
     if filters.folder:
         root = os.path.abspath(os.path.expanduser(filters.folder)).rstrip(os.sep)
         query = query.where((File.path == root) | File.path.startswith(root + os.sep, autoescape=True))
-    if filters.after:
-        query = query.where(File.captured_at >= filters.after)
+    undated = File.captured_at.is_(None)
+    if filters.after:  # photo_date's rule: the capture time, else the file time
+        query = query.where((File.captured_at >= filters.after) | (undated & (File.mtime_ns >= _ns(filters.after))))
     if filters.before:
-        query = query.where(File.captured_at < filters.before)
+        query = query.where((File.captured_at < filters.before) | (undated & (File.mtime_ns < _ns(filters.before))))
     if filters.types:
         kinds = {t.lower().lstrip(".") for t in filters.types}
         kinds |= {"jpg", "jpeg"} if kinds & {"jpg", "jpeg"} else set()
@@ -194,6 +245,8 @@ class Result:
     captured_at: datetime | None
     width: int | None
     height: int | None
+    date: datetime | None = None  # photo_date: the capture time, else the file time...
+    date_source: str | None = None  # ...and which: "capture" | "file"
 
 
 @dataclass
@@ -218,6 +271,7 @@ def search_vector(catalog: Catalog, index: VectorIndex, vector: np.ndarray, limi
                   filters: Filters | None = None, cutoff: float | None = None, sort: str = "score",
                   exclude: tuple[int, ...] = (), pool: int = 200) -> Page:
     """Results for a query vector; see search() for the arguments."""
+    check_page(limit, offset, cutoff, sort)
     allowed = allowed_ids(catalog, filters) if filters is not None and filters.active() else None
     if allowed is not None and len(allowed) == 0 or index.count == 0:
         return Page([], 0, offset)
@@ -234,12 +288,16 @@ def search_vector(catalog: Catalog, index: VectorIndex, vector: np.ndarray, limi
         scores, ids = scores[keep], ids[keep]
     with catalog.session() as session:
         rows = {row.id: row for row in session.scalars(select(File).where(File.id.in_([int(i) for i in ids])))}
-    results = [Result(int(i), rows[int(i)].path, float(s), rows[int(i)].captured_at, rows[int(i)].width,
-                      rows[int(i)].height) for s, i in zip(scores, ids) if int(i) in rows]
+    roots = library_roots(catalog)
+    results = []
+    for s, i in zip(scores, ids):
+        row = rows.get(int(i))
+        if row is None or not inside_library(row.disk_path, roots):
+            continue
+        date, source = photo_date(row.captured_at, row.mtime_ns)
+        results.append(Result(int(i), row.path, float(s), row.captured_at, row.width, row.height, date, source))
     if sort == "date":
-        results.sort(key=lambda r: (r.captured_at is None, r.captured_at or datetime.min, -r.score))
-    elif sort != "score":
-        raise CliplabError(f"Unknown sort {sort!r}: use score or date.")
+        results.sort(key=lambda r: (r.date, -r.score))
     return Page(results[offset:offset + limit], len(results), offset, threshold)
 
 

@@ -4,15 +4,22 @@
   (IndexIVFFlat, inner product, nlist ~ 4 sqrt(n), nprobe = max(32, nlist / 16), chosen for
   recall@10 >= 0.95 on clustered data); "auto" picks flat below APPROX_THRESHOLD vectors, ivf above.
 - IDs are catalog file ids. The file is saved atomically (temp file + rename) and its state
-  (kind, count, catalog version) kept in the catalog; on open it is checked against the catalog
-  and brought up to date (added, removed, re-embedded rows) or rebuilt, then saved again.
+  (kind, dimension, count, catalog version and a blake2b checksum of the file's bytes) kept in the
+  catalog. On open the file must match that state exactly — checksum, faiss type for the kind,
+  dimension, count — or it is rebuilt from the catalog with a log line saying why (a damaged or
+  foreign file never gives scores); then it is brought up to date (added, removed, re-embedded
+  rows) and saved again.
 - With faiss GPU support and CUDA present, unfiltered searches of a flat index run on the GPU.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import os
+import threading
+import time
 from pathlib import Path
 
 import faiss
@@ -21,6 +28,7 @@ from sqlalchemy import func, select
 
 from indexes.catalog import Catalog, Embedding, Model, VectorIndexState, from_blobs
 
+log = logging.getLogger(__name__)
 APPROX_THRESHOLD = 200_000
 # faiss switches from its SIMD kernel to BLAS at this many queries; BLAS pays a large fixed cost,
 # so small query batches are several times faster with a low threshold (benchmarks/library.py).
@@ -82,12 +90,56 @@ def exact_small_batch(index: faiss.IndexIDMap2, ids: np.ndarray, queries: np.nda
     return np.take_along_axis(sims, top, 1), ids[top]
 
 
-def save_atomically(index: faiss.Index, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    faiss.write_index(index, str(tmp))
-    with open(tmp, "rb") as f:
+def checksum(data) -> str:
+    return hashlib.blake2b(memoryview(data), digest_size=32).hexdigest()
+
+
+def save_atomically(index: faiss.Index, path: Path) -> str:
+    """Write index to path through a temporary file and a rename; returns the checksum of its bytes.
+    Whatever stands in the way (a folder in the file's place) is moved aside, never deleted."""
+    data = faiss.serialize_index(index)
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        log.warning("%s is not a file: moved it aside to %s", path, aside)
+        os.replace(path, aside)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # concurrent writers
+    with open(tmp, "wb") as f:
+        f.write(memoryview(data))
+        f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    return checksum(data)
+
+
+def _matches_kind(index: faiss.Index, kind: str) -> bool:
+    if kind == "flat":
+        return isinstance(index, faiss.IndexIDMap2) and isinstance(faiss.downcast_index(index.index),
+                                                                    faiss.IndexFlatIP)
+    return isinstance(index, faiss.IndexIVFFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
+
+
+def load_checked(path: Path, state: VectorIndexState, kind: str, dim: int) -> tuple[faiss.Index | None, str | None]:
+    """(the saved index, None) when the file is exactly what state describes, else (None, why not)."""
+    if not path.exists():
+        return None, "is missing"
+    if not path.is_file():
+        return None, "is not a file"
+    data = np.fromfile(path, dtype=np.uint8)
+    if state.checksum is None or state.dim is None:
+        return None, "has no recorded checksum (saved by an older version)"
+    if checksum(data) != state.checksum:
+        return None, "does not match its recorded checksum (the file is damaged or was replaced)"
+    try:
+        index = faiss.deserialize_index(data)
+    except RuntimeError as error:
+        return None, f"cannot be read ({str(error).splitlines()[0]})"
+    if not _matches_kind(index, kind):
+        return None, f"is a {type(index).__name__}, not a {kind} index"
+    if index.d != dim or state.dim != dim:
+        return None, f"has dimension {index.d}, the model's embeddings have {dim}"
+    if index.ntotal != state.count:
+        return None, f"holds {index.ntotal} vectors, its recorded state says {state.count}"
+    return index, None
 
 
 class VectorIndex:
@@ -133,12 +185,16 @@ class VectorIndex:
                                    .where(Embedding.model_id == self.model_id))
         self.dim, version = model.embed_dim, model.version
         kind = choose_kind(count, self.requested)
-        if self.index is None and state is not None and state.kind == kind and self.path.exists():
-            try:
-                self.index = faiss.read_index(str(self.path))
+        if self.index is None and state is not None and state.kind == kind:
+            self.index, problem = load_checked(self.path, state, kind, self.dim)
+            if problem is not None:
+                log.warning("the vector index %s of model %s %s: rebuilding it from the catalog", self.path,
+                            self.model_id, problem)
+                state = None
+            else:
                 self.kind = kind
-            except RuntimeError:  # damaged file: rebuilt below
-                self.index = None
+        elif self.index is not None and (self.index.d != self.dim or not _matches_kind(self.index, self.kind)):
+            self.index = None  # the model's row changed under an open index: start again
         if (self.index is not None and state is not None and state.version == version
                 and state.count == count == self.index.ntotal and self.kind == kind):
             return {"action": "fresh", "added": 0, "removed": 0}
@@ -161,7 +217,7 @@ class VectorIndex:
             result = {"action": "updated", "added": len(add), "removed": len(gone)}
             removals = (state.removals if state is not None else 0) + len(gone)
         self._gpu = self._ids = None
-        save_atomically(self.index, self.path)
+        digest = save_atomically(self.index, self.path)
         with self.catalog.session() as session, session.begin():
             row = session.get(VectorIndexState, self.model_id)
             if row is None:
@@ -169,6 +225,7 @@ class VectorIndex:
                 session.add(row)
             row.kind, row.path, row.count, row.version, row.removals = (
                 self.kind, str(self.path), int(self.index.ntotal), version, removals)
+            row.dim, row.checksum = self.dim, digest
         return result
 
     def ids(self) -> np.ndarray:

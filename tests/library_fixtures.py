@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +36,27 @@ def write_image(path: Path, seed: int, size: tuple[int, int] = (48, 40), fmt: st
 
 def set_mtime(path: Path, seconds: float) -> None:
     os.utime(path, (seconds, seconds))
+
+
+@contextmanager
+def without_root_privileges():
+    """Run the block as an unprivileged user when the tests run as root (who reads any file, so
+    `chmod 000` would not stop it): effective uid/gid `nobody` until the block ends."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def open_tree(tmp_path: Path) -> Path:
+    """A folder every user may enter (tmp_path's parents are private to root), for the tests that
+    scan as an unprivileged user."""
+    base = Path(tempfile.mkdtemp(dir=tmp_path.anchor + "tmp", prefix="cliplab-open-"))
+    base.chmod(0o777)
+    return base

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,10 +71,10 @@ def test_default_is_sqlite_in_data_dir(cliplab_home, monkeypatch):
 def test_migrations_reach_head_and_reopen(catalog):
     with catalog.engine.connect() as connection:
         head = ScriptDirectory.from_config(migrations.config()).get_current_head()
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head == "0002"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head == "0003_i11"
         tables = set(sa.inspect(connection).get_table_names())
     assert {"folders", "files", "models", "embeddings", "vector_indexes", "text_collections", "texts",
-            "text_embeddings"} <= tables
+            "text_embeddings", "scan_skips", "writer_lock"} <= tables
     again = open_catalog(catalog.url)  # idempotent upgrade
     assert again.model("m", "fp", 64) == again.model("m", "fp", 64)
 
@@ -131,3 +132,118 @@ def test_offline_folder_in_catalog(catalog, tmp_path):
     with catalog.session() as session:
         assert session.scalar(select(Folder.online)) is False
         assert session.scalar(select(sa.func.count()).select_from(File)) == 1
+
+
+OUTAGE_INDEXER = """
+import sys, time
+sys.path.insert(0, "tests")
+from library_fixtures import tiny_bundle
+from app.cli import main
+from indexes.catalog import open_catalog
+from indexes.indexer import index_pending
+from indexes.scan import scan
+from engine.errors import CliplabError
+catalog = open_catalog(sys.argv[1])
+scan(catalog, [sys.argv[2]])
+def on_batch(n, report):
+    print(f"committed batch {n}", flush=True)
+    time.sleep(0.4)
+try:
+    index_pending(catalog, tiny_bundle(), batch_size=4, workers=0, progress=False, on_batch=on_batch)
+except CliplabError as error:
+    print(f"error: {error}", flush=True)
+    raise SystemExit(2)
+print("finished", flush=True)
+"""
+
+
+def _pg_ctl(*args: str) -> None:
+    """pg_ctl on the test server (as its owner when the tests run as root)."""
+    import glob
+    import subprocess
+    bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run(run_as + [f"{bindir}/pg_ctl", "-D", os.environ["CLIPLAB_TEST_PGDATA"], "-w", *args],
+                   check=True, capture_output=True, timeout=60)
+
+
+def _server_options() -> str:
+    """The options the test server was started with (postmaster.opts), to start it again the same way."""
+    import shlex
+    words = shlex.split(open(os.path.join(os.environ["CLIPLAB_TEST_PGDATA"], "postmaster.opts")).read())
+    return shlex.join(words[1:])
+
+
+@pytest.mark.postgres
+@pytest.mark.slow  # a real server stopped and started, real indexer processes: ~30 s
+def test_6_postgres_outage_mid_run_is_ridden_out_then_stops_with_a_sentence(catalog, tmp_path):
+    import subprocess
+    import sys
+    import time
+    if catalog.engine.dialect.name != "postgresql" or not os.environ.get("CLIPLAB_TEST_PGDATA"):
+        pytest.skip("the outage test stops and starts the PostgreSQL test server itself")
+    root = Path(__file__).resolve().parents[1]
+    photos = tmp_path / "photos"
+    for i in range(24):
+        write_image(photos / f"{i:02d}.jpg", i)
+    options = _server_options()
+    env = {**os.environ, "PYTHONPATH": str(root), "CLIPLAB_DB_RETRY_SECONDS": "30"}
+
+    def start_indexer():
+        return subprocess.Popen([sys.executable, "-c", OUTAGE_INDEXER, catalog.url, str(photos)], cwd=root,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    # 1. down for ~3 s in the middle of the run: retried, and the run completes exactly
+    process = start_indexer()
+    assert process.stdout.readline().startswith("committed batch 1")
+    _pg_ctl("stop", "-m", "fast")
+    time.sleep(3)
+    _pg_ctl("start", "-o", options, "-l", os.path.join(os.environ["CLIPLAB_TEST_PGDATA"], "..", "server.log"))
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 0 and out.strip().endswith("finished"), err[-3000:]
+    catalog.engine.dispose()
+    with catalog.session() as session:
+        per_file = session.execute(select(Embedding.file_id, sa.func.count()).group_by(Embedding.file_id)).all()
+        assert len(per_file) == 24 and all(n == 1 for _, n in per_file)
+        assert session.scalar(select(sa.func.count()).select_from(File).where(File.status != "ok")) == 0
+
+    # 2. down for longer than the retry bound: a sentence that says to run it again, then a rerun finishes
+    for i in range(24, 36):
+        write_image(photos / f"{i:02d}.jpg", i)
+    env["CLIPLAB_DB_RETRY_SECONDS"] = "3"
+    process = start_indexer()
+    assert process.stdout.readline().startswith("committed batch 1")
+    _pg_ctl("stop", "-m", "fast")
+    try:
+        out, err = process.communicate(timeout=120)
+    finally:
+        _pg_ctl("start", "-o", options, "-l", os.path.join(os.environ["CLIPLAB_TEST_PGDATA"], "..", "server.log"))
+    assert process.returncode == 2, err[-3000:]
+    assert "did not come back within 3 s" in out and "simply run the same command again" in out, out
+    assert "Traceback" not in err
+    process = start_indexer()
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 0, err[-3000:]
+    catalog.engine.dispose()
+    with catalog.session() as session:
+        per_file = session.execute(select(Embedding.file_id, sa.func.count()).group_by(Embedding.file_id)).all()
+        assert len(per_file) == 36 and all(n == 1 for _, n in per_file)
+
+
+def test_upgrade_to_full_fingerprints_keeps_known_hashes_and_marks_the_rest_unknown(tmp_path):
+    """A catalog from before issue 11 (revision 0002): head-and-tail fingerprints are not trusted."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    migrations.upgrade(engine, "0002")
+    with engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO folders (id, path, volume, online) VALUES (1, '/p', '/', 1)"))
+        for i, full in [(1, "f" * 32), (2, None)]:
+            connection.execute(sa.text(
+                "INSERT INTO files (id, folder_id, path, ext, size, mtime_ns, fingerprint, full_hash, status) "
+                "VALUES (:i, 1, :path, 'jpg', 10, 0, :partial, :full, 'ok')"),
+                dict(i=i, path=f"/p/{i}.jpg", partial="a" * 32, full=full))
+    engine.dispose()
+    catalog = open_catalog(url)
+    with catalog.session() as session:
+        rows = {f.id: (f.fingerprint, f.raw_path, f.unavailable) for f in session.scalars(select(File))}
+    assert rows == {1: ("f" * 32, None, None), 2: ("", None, None)}

@@ -125,7 +125,10 @@ def test_kill_9_loses_at_most_the_batch_in_flight(tmp_path):
         done = session.scalar(select(func.count()).select_from(Embedding))
         ok = session.scalar(select(func.count()).select_from(File).where(File.status == "ok"))
     assert 12 <= done < 40 and done % 4 == 0 and ok == done  # whole batches only
-    rerun = index_pending(catalog, tiny_bundle(), batch_size=4, workers=0, progress=False)
+    from indexes.writer import holder
+    assert holder(catalog).pid == process.pid  # the killed run's writer lock is left behind...
+    rerun = index_pending(catalog, tiny_bundle(), batch_size=4, workers=0, progress=False)  # ...and taken over
+    assert holder(catalog) is None
     assert rerun.embedded == 40 - done
     with catalog.session() as session:
         per_file = session.execute(select(Embedding.file_id, func.count()).group_by(Embedding.file_id)).all()

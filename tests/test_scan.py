@@ -64,7 +64,7 @@ def test_add_change_remove_move_and_unchanged_not_read(tmp_path, monkeypatch):
     # unchanged: nothing is opened
     import indexes.scan as scan_module
     opened = []
-    monkeypatch.setattr(scan_module, "fingerprint", lambda p, s=None: opened.append(p) or fingerprint(p, s))
+    monkeypatch.setattr(scan_module, "fingerprint", lambda p: opened.append(p) or fingerprint(p))
     report = scan(catalog, [root])
     assert opened == [] and report.unchanged == 5 and contents(catalog, root) == before
 

@@ -91,3 +91,55 @@ def test_damaged_index_file_is_rebuilt():
     index.path.write_bytes(b"garbage")
     again = open_index(catalog, model_id)
     assert again.count == 50
+
+
+def test_5_any_damage_or_mismatch_rebuilds_from_the_catalog_never_wrong_scores(caplog, tmp_path):
+    """Issue 11, case 5: flipped bytes, a wrong dimension, another kind, a folder in the file's place."""
+    import faiss
+    from sqlalchemy import select
+
+    from indexes.catalog import VectorIndexState
+    from indexes.vectors import checksum, save_atomically
+    vectors = clustered(200, 16, 4)
+    catalog = open_catalog()
+    model_id = fill(catalog, vectors)
+    path = open_index(catalog, model_id).path
+    queries = clustered(3, 16, 4, seed=7)
+    truth = np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :10] + 1
+
+    def flip_vector_bytes():
+        data = bytearray(path.read_bytes())
+        for at in range(len(data) // 3, len(data) // 3 + 400, 7):  # inside the stored vectors
+            data[at] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+    def replace_with(index, keep_checksum: bool):
+        digest = save_atomically(index, path)
+        if keep_checksum:  # the state agrees with the file: only the dimension / kind check can tell
+            with catalog.session() as session, session.begin():
+                session.get(VectorIndexState, model_id).checksum = digest
+
+    other = faiss.IndexIDMap2(faiss.IndexFlatIP(8))
+    other.add_with_ids(clustered(200, 8, 4), np.arange(1, 201))
+    ivf = build(vectors, np.arange(1, 201), "ivf")
+    damages = {
+        "does not match its recorded checksum": flip_vector_bytes,
+        "has dimension 8, the model's embeddings have 16": lambda: replace_with(other, True),
+        "is a IndexIVFFlat, not a flat index": lambda: replace_with(ivf, True),
+        "is not a file": lambda: (path.unlink(), path.mkdir(), (path / "x").write_text("x")),
+        "is missing": path.unlink,
+    }
+    for why, damage in damages.items():
+        damage()
+        caplog.clear()
+        index = open_index(catalog, model_id)
+        assert any(why in r.getMessage() and "rebuilding it from the catalog" in r.getMessage()
+                   for r in caplog.records), (why, [r.getMessage() for r in caplog.records])
+        scores, ids = index.search(queries, 10)
+        np.testing.assert_array_equal(ids, truth)
+        np.testing.assert_allclose(scores, np.take_along_axis(queries @ vectors.T, truth - 1, 1), atol=1e-5)
+        assert path.is_file() and open_index(catalog, model_id).sync()["action"] == "fresh"
+        with catalog.session() as session:
+            state = session.scalar(select(VectorIndexState))
+        assert (state.kind, state.dim, state.count, state.checksum) == ("flat", 16, 200, checksum(path.read_bytes()))
+    assert len(list(path.parent.glob(path.name + ".damaged-*"))) == 1  # the folder was moved aside, not deleted

@@ -12,8 +12,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from app.services import library as service
+from engine.errors import CliplabError
+
+
+def _at_least(minimum: float, kind=int):
+    """An argparse type: a finite number >= minimum, refused with a sentence otherwise."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is not a number of at least {minimum:g}")
+        return value
+    return parse
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
 
 
 def _model_arg(parser: argparse.ArgumentParser) -> None:
@@ -41,20 +66,23 @@ def index_main(args: argparse.Namespace) -> int:
 def search_main(args: argparse.Namespace) -> int:
     query = f"@{args.like}" if args.like is not None else args.query
     if not query:
-        raise SystemExit("give a QUERY or --like FILE_ID")
+        raise CliplabError("Give a QUERY or --like FILE_ID.")
     page = service.search_library(query, service.load_bundle(args.model), limit=args.limit, page=args.page,
                                   folder=args.folder, after=args.after, before=args.before, types=tuple(args.type),
                                   cutoff=args.cutoff, sort=args.sort, kind=args.index_kind)
     if args.json:
         print(json.dumps([{"id": r.file_id, "path": r.path, "score": round(r.score, 5),
-                           "captured_at": r.captured_at.isoformat() if r.captured_at else None}
+                           "captured_at": r.captured_at.isoformat() if r.captured_at else None,
+                           "date": r.date.isoformat() if r.date else None, "date_source": r.date_source}
                           for r in page.results], indent=1))
         return 0
     for n, r in enumerate(page.results, start=page.offset + 1):
-        when = r.captured_at.strftime("%Y-%m-%d %H:%M") if r.captured_at else "-"
-        print(f"{n:4d}  {r.score:.4f}  @{r.file_id:<6d} {when:16s}  {r.path}")
+        # the date the filters and --sort date use: the capture time, else the file time (marked)
+        when = r.date.strftime("%Y-%m-%d %H:%M") + (" file" if r.date_source == "file" else "") if r.date else "-"
+        print(f"{n:4d}  {r.score:.4f}  @{r.file_id:<6d} {when:21s}  {r.path}")
     cut = f", cut-off score {page.threshold:.4f}" if page.threshold is not None else ""
-    print(f"{page.total} result(s){cut}; page {args.page}. More like one: `cliplab search --like ID`")
+    print(f"{page.total} result(s){cut}; page {args.page}. Dates marked \"file\" have no capture time. "
+          "More like one: `cliplab search --like ID`")
     return 0
 
 
@@ -63,7 +91,8 @@ def duplicates_main(args: argparse.Namespace) -> int:
     groups = service.find_duplicates(bundle, threshold=args.threshold, burst_seconds=args.burst_seconds)
     for n, group in enumerate(groups, 1):
         keeper = group.keeper
-        print(f"group {n} ({group.kind}, {len(group.members)} files)")
+        near = f", cosine >= {group.threshold:.4f}" if group.threshold is not None else ""
+        print(f"group {n} ({group.kind}, {len(group.members)} files{near})")
         for m in group.members:
             size = f"{m.width}x{m.height}" if m.width else "?"
             print(f"  {'keep' if m is keeper else '    '}  {size:>11s}  {m.path}")
@@ -92,9 +121,9 @@ def register(subparsers) -> None:
     p.add_argument("paths", nargs="*", help="folders to scan (none: embed what is pending)")
     _model_arg(p)
     p.add_argument("--skipped", action="store_true", help="list the files that could not be indexed, with reasons")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: one per core)")
-    p.add_argument("--time-limit", type=float, default=30.0, help="seconds allowed to decode one file")
+    p.add_argument("--batch-size", type=_at_least(1), default=32)
+    p.add_argument("--workers", type=_at_least(0), default=None, help="decoding processes (default: one per core)")
+    p.add_argument("--time-limit", type=_at_least(0.1, float), default=30.0, help="seconds allowed to decode one file")
     p.add_argument("--index-kind", choices=["auto", "flat", "ivf"], default="auto")
     p.set_defaults(func=index_main)
 
@@ -104,14 +133,14 @@ def register(subparsers) -> None:
                                           "See docs/library.md.")
     p.add_argument("query", nargs="?")
     _model_arg(p)
-    p.add_argument("--like", type=int, help="more like this catalog file id")
-    p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--page", type=int, default=1)
+    p.add_argument("--like", type=_at_least(1), help="more like this catalog file id")
+    p.add_argument("--limit", type=_at_least(1), default=20, help="results per page (1-1000)")
+    p.add_argument("--page", type=_at_least(1), default=1)
     p.add_argument("--folder", help="only photos under this folder")
     p.add_argument("--after", help="captured on or after (YYYY-MM-DD)")
     p.add_argument("--before", help="captured before (YYYY-MM-DD)")
     p.add_argument("--type", action="append", default=[], help="file type (jpg, png, heic...); repeatable")
-    p.add_argument("--cutoff", type=float, nargs="?", const=3.0, default=None,
+    p.add_argument("--cutoff", type=_finite, nargs="?", const=3.0, default=None,
                    help="drop results under mean + Z*std of the library's scores for the query (default Z=3)")
     p.add_argument("--sort", choices=["score", "date"], default="score")
     p.add_argument("--index-kind", choices=["auto", "flat", "ivf"], default="auto")
@@ -120,8 +149,10 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("duplicates", help="exact and near-duplicate photos, with a suggested keeper")
     _model_arg(p)
-    p.add_argument("--threshold", type=float, default=0.95, help="cosine similarity for near-duplicates")
-    p.add_argument("--burst-seconds", type=float, default=300.0, help="capture-time gap that splits a group")
+    p.add_argument("--threshold", type=_finite, default=None,
+                   help="cosine similarity for near-duplicates (default: relative to the library, see docs/library.md)")
+    p.add_argument("--burst-seconds", type=_at_least(0, float), default=300.0,
+                   help="capture-time gap that splits a group")
     p.add_argument("--exact-only", action="store_true")
     p.set_defaults(func=duplicates_main)
 
@@ -134,6 +165,6 @@ def register(subparsers) -> None:
     p.add_argument("action", choices=["add", "search"])
     p.add_argument("name", help="collection name")
     p.add_argument("file", help="add: a .txt (one text a line) or captions .csv; search: an image")
-    p.add_argument("--limit", type=int, default=10)
+    p.add_argument("--limit", type=_at_least(1), default=10)
     _model_arg(p)
     p.set_defaults(func=texts_main)

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from app.services.app_state import AppState
 from engine.errors import CliplabError
 from indexes.catalog import File, Folder
+from indexes.scan import skipped
 from indexes.search import Filters, Page, allowed_ids, parse_query, query_vector, search_vector
 from indexes.vectors import VectorIndex, open_index
 
@@ -108,9 +109,7 @@ def library_summary(state: AppState, limit: int = 200) -> LibrarySummary:
         folders = [(f.path, f.online, counts.get(f.id, 0))
                    for f in session.scalars(select(Folder).order_by(Folder.path))]
         indexed = session.scalar(select(func.count()).select_from(File).where(File.status == "ok"))
-        skipped = [(r.path, r.skip_reason or "") for r in
-                   session.scalars(select(File).where(File.status == "skipped").order_by(File.path).limit(limit))]
-    return LibrarySummary(folders, indexed, skipped)
+    return LibrarySummary(folders, indexed, skipped(state.catalog)[:limit])  # files, folders, links, FIFOs
 
 
 def file_id_of(state: AppState, path: str) -> int:

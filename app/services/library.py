@@ -6,17 +6,16 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
-
 from engine.errors import CliplabError
-from indexes.catalog import Catalog, File, open_catalog
+from indexes.catalog import Catalog, open_catalog
 from indexes.duplicates import Group, exact_duplicates, near_duplicates
 from indexes.export import export
 from indexes.indexer import IndexReport, ModelBundle, index_pending
-from indexes.scan import ScanReport, scan
-from indexes.search import Filters, Page, search
+from indexes.scan import ScanReport, scan, skipped
+from indexes.search import Filters, Page, check_page, search
 from indexes.texts import TextHit, TextIndex, add_collection, read_texts
 from indexes.vectors import VectorIndex, open_index
+from indexes.writer import writer_lock
 
 
 def default_model() -> str:
@@ -39,18 +38,17 @@ def index_folders(paths: list[str], bundle: ModelBundle, catalog: Catalog | None
                   time_limit: float = 30.0) -> IndexRun:
     """Scan the folders, embed what is new or changed, and bring the vector index up to date."""
     catalog = catalog or open_catalog()
-    scanned = scan(catalog, paths) if paths else ScanReport()
-    report = index_pending(catalog, bundle, batch_size=batch_size, workers=workers, progress=progress,
-                           time_limit=time_limit)
-    index = open_index(catalog, bundle.register(catalog), kind)
+    with writer_lock(catalog):  # one writer per catalog, from the scan to the saved vector index
+        scanned = scan(catalog, paths) if paths else ScanReport()
+        report = index_pending(catalog, bundle, batch_size=batch_size, workers=workers, progress=progress,
+                               time_limit=time_limit)
+        index = open_index(catalog, bundle.register(catalog), kind)
     return IndexRun(scanned, report, {"kind": index.kind, "count": index.count})
 
 
 def skipped_files(catalog: Catalog | None = None) -> list[tuple[str, str]]:
-    catalog = catalog or open_catalog()
-    with catalog.session() as session:
-        return [(p, r or "") for p, r in session.execute(
-            select(File.path, File.skip_reason).where(File.status == "skipped").order_by(File.path))]
+    """Files that could not be indexed and what scans could not catalogue (folders, links, FIFOs), with why."""
+    return skipped(catalog or open_catalog())
 
 
 def vector_index(catalog: Catalog, bundle: ModelBundle, kind: str = "auto") -> VectorIndex:
@@ -74,18 +72,21 @@ def search_library(query: str, bundle: ModelBundle, catalog: Catalog | None = No
                    types: tuple[str, ...] = (), cutoff: float | None = None, sort: str = "score",
                    kind: str = "auto") -> Page:
     catalog = catalog or open_catalog()
+    if not isinstance(page, int) or page < 1:
+        raise CliplabError(f"Pages count from 1, not {page}.")
+    check_page(limit, 0, cutoff, sort)
     filters = Filters(folder, parse_date(after), parse_date(before), tuple(types))
     return search(catalog, bundle, vector_index(catalog, bundle, kind), query, limit=limit,
-                  offset=(max(page, 1) - 1) * limit, filters=filters, cutoff=cutoff, sort=sort)
+                  offset=(page - 1) * limit, filters=filters, cutoff=cutoff, sort=sort)
 
 
-def find_duplicates(bundle: ModelBundle | None, catalog: Catalog | None = None, threshold: float = 0.95,
+def find_duplicates(bundle: ModelBundle | None, catalog: Catalog | None = None, threshold: float | None = None,
                     burst_seconds: float = 300.0) -> list[Group]:
     """Exact groups, then (with a model) near-duplicate groups."""
     catalog = catalog or open_catalog()
     groups = exact_duplicates(catalog)
     if bundle is not None:
-        groups += near_duplicates(catalog, vector_index(catalog, bundle), threshold, burst_seconds)
+        groups += near_duplicates(catalog, vector_index(catalog, bundle), threshold, burst_seconds, exact=groups)
     return groups
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from engine.errors import CliplabError
 from engine.paths import cache_dir
-from indexes.catalog import Catalog, Embedding, File, Folder, Model, from_blobs
+from indexes.catalog import Catalog, Embedding, File, Folder, Model, from_blobs, photo_date
 from indexes.indexer import ModelBundle
 
 COLOUR_BY = ("folder", "date", "zero-shot top-1", "my classes")
@@ -63,7 +63,7 @@ def library_points(catalog: Catalog, bundle: ModelBundle) -> LibraryPoints:
     return LibraryPoints(
         file_ids=ids, paths=[r.path for r in rows],
         folders=[_folder_label(r.path, r.root) for r in rows],
-        dates=[r.captured_at or datetime.fromtimestamp(r.mtime_ns / 1e9) for r in rows],
+        dates=[photo_date(r.captured_at, r.mtime_ns)[0] for r in rows],
         vectors=from_blobs([r.vector for r in rows], bundle.model.embed_dim), state_key=digest.hexdigest())
 
 
