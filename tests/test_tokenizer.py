@@ -144,7 +144,10 @@ def test_never_crashes_and_matches_open_clip(ours, reference, text):
     assert row[0] == ours.sot_token
     n = int(row.ne(0).nonzero().max()) + 1
     assert row[n - 1] == ours.eot_token and row[n:].eq(0).all()
-    assert ours.encode(text) == reference.encode(text)
+    # The literal special tokens are the one known divergence (see the test above): openai/CLIP
+    # maps them to their ids, open_clip 3 spells them out.
+    if not any(token in text.lower() for token in ("<|startoftext|>", "<|endoftext|>")):
+        assert ours.encode(text) == reference.encode(text)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
