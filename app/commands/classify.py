@@ -6,9 +6,17 @@ import argparse
 import os
 from pathlib import Path
 
-from app.services.classify import classify_images, export_csv, folder_images, parse_classes
+from app.services import loading
+from app.services.classify import (
+    TEMPLATE_PRESETS,
+    classify_images,
+    export_csv,
+    folder_images,
+    load_templates,
+    parse_classes,
+)
+from app.services.loading import ModelBundle
 from engine.errors import CliplabError
-from engine.zeroshot import TEMPLATE_PRESETS, load_templates
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,10 +25,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
 
-def load_bundle(args: argparse.Namespace):
-    from engine.api import load
-
-    return load(args.model, device=args.device)
+def load_bundle(args: argparse.Namespace) -> ModelBundle:
+    """The model in the exact precision (the app's too: the same input gives the same numbers)."""
+    return loading.load_bundle(args.model, args.device, loading.EXACT)
 
 
 def add_classifier_arguments(parser: argparse.ArgumentParser, default_templates: str = "default") -> None:
@@ -54,6 +61,8 @@ def register(subparsers) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="also list every label with probability >= P (a fraction: 0.04 = 4%%)")
     parser.add_argument("--csv", help="write every image's probabilities to this CSV file")
+    parser.add_argument("--truncate", action="store_true",
+                        help="cut prompts longer than the model's context (77 tokens) to fit, instead of refusing them")
     parser.set_defaults(func=run)
 
 
@@ -86,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliplabError("--top must be at least 1.")
     paths = expand_paths(args.images)
     result = classify_images(load_bundle(args), paths, classes, templates, k=args.top, threshold=args.threshold,
-                             scale=parse_scale(args.scale), progress=len(paths) > 8)
+                             scale=parse_scale(args.scale), progress=len(paths) > 8, truncate=args.truncate)
     names = display_names(result.paths)
     width = max(len(n) for n in names + ["image"])
     if len(classes) <= args.top:  # every probability fits: one column per class

@@ -13,8 +13,7 @@ import argparse
 import json
 
 from app.services import training as service
-from trainer.presets import DEMO_SHAPE, PRESETS
-from trainer.train import TrainOptions
+from app.services.training import DEMO_SHAPE, PRESETS, TrainOptions
 
 _DEFAULTS = TrainOptions()
 
