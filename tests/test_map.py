@@ -13,6 +13,7 @@ from library_fixtures import tiny_bundle, write_image
 from thread_browser import run_with_chromium
 
 from app.services import map as maps
+from app.services import search
 from engine.errors import CliplabError
 from engine.paths import cache_dir
 from indexes.catalog import open_catalog
@@ -129,14 +130,18 @@ def test_selections_become_queries_and_csv(library, tmp_path):
     ids = points.file_ids[:3].tolist()
     text = ",".join(map(str, ids + [ids[0], 999_999]))  # repeats and unknown ids are dropped
     assert maps.parse_selection(text, points) == ids
-    assert maps.selection_query(ids) == " ".join(f"@{i}" for i in ids)
+    assert maps.selection_terms(ids) == [search.file_term(i) for i in ids]
     out = maps.export_classes(points, {"mine": ids[:2]}, tmp_path / "classes.csv")
     rows = list(csv.reader(out.open()))
     assert rows[0] == ["path", "label"] and [r[1] for r in rows[1:]] == ["mine", "mine"]
     assert rows[1][0] == points.paths[0]
-    hits = maps.search_hits(f"@{ids[0]}", bundle, catalog, limit=5)
+    hits = maps.search_hits([search.file_term(ids[0])], bundle, catalog, limit=5)
     assert len(hits) == 5 and ids[0] not in hits  # more-like-this leaves the photo itself out
-    assert maps.search_hits("  ", bundle, catalog) == []
+    assert maps.search_hits([], bundle, catalog) == []
+    # a selection as a query: exactly the selected photos (the grammar used to read "@1 @2 @3" as one text)
+    chosen = points.file_ids[[0, 4, 7]].tolist()
+    view = maps.selection_search(catalog, bundle, chosen)
+    assert sorted(r.file_id for r in view.results) == sorted(chosen) and view.total == 3
 
 
 @pytest.mark.parametrize("call, message", [
