@@ -42,7 +42,6 @@ CSS = """
 .cliplab-banner {padding: 0.6em 1em; border-radius: 6px; background: #fff7e0; color: #4a3b00;}
 .cliplab-error {padding: 0.5em 0.9em; border-radius: 6px; background: #fdecea; color: #8a1c13;
                 border-left: 4px solid #c92a2a;}
-.cliplab-error:empty, .cliplab-error:has(> div:empty) {display: none;}
 """
 
 

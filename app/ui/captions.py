@@ -11,7 +11,7 @@ from PIL import Image
 
 from app.services import captions, serving
 from app.services.app_state import AppState
-from app.ui.common import DroppedImage, UserError, dropped_image, error_box, file_paths, wire
+from app.ui.common import UserError, dropped_image, error_box, file_paths, image_drop, wire
 
 HELP = ("Upload or name a **text collection** (a file named here must lie in one of your library folders): "
         "a captioned dataset (a CSV of `image,caption` rows, several captions per "
@@ -77,7 +77,7 @@ def panel(state: AppState) -> None:
                                 placeholder="classifier:NAME, or ~/Pictures/dataset/captions.csv in a library folder")
         count = gr.Slider(1, 50, value=10, step=1, label="Results to show", scale=1)
     with gr.Row():
-        image = DroppedImage(label="Image → nearest texts", height=180, elem_id="captions-image")
+        image = image_drop(label="Image → nearest texts", height=180, elem_id="captions-image")
         with gr.Column():
             text = gr.Textbox(label="Text → nearest images (captioned datasets)", elem_id="captions-text",
                               placeholder="a red circle on stripes")

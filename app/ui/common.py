@@ -23,8 +23,13 @@ class UserError(CliplabError):
 
 
 def error_box(elem_id: str) -> gr.Markdown:
-    """The place beside a control where its error sentence appears (hidden while empty)."""
-    return gr.Markdown("", elem_id=elem_id, elem_classes=["cliplab-error"])
+    """The place beside a control where its error sentence appears (hidden while there is none)."""
+    return gr.Markdown("", elem_id=elem_id, elem_classes=["cliplab-error"], visible=False)
+
+
+def shown(message: str) -> dict:
+    """The error box's update: the sentence, or hidden when there is none."""
+    return gr.update(value=message, visible=bool(message))
 
 
 def sentence(error: BaseException) -> str:
@@ -47,11 +52,11 @@ def reported(fn: Callable, outputs: int, keep: Sequence[int] = ()) -> Callable:
             values = fn(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - every failure becomes a sentence on the page
             message = sentence(error)
-            return (*[gr.update() if i in keep else None for i in range(outputs)], f"**{message}**")
+            return (*[gr.update() if i in keep else None for i in range(outputs)], shown(f"**{message}**"))
         values = (values,) if outputs == 1 else tuple(values)
         if len(values) != outputs:
             raise TypeError(f"{fn.__name__} returned {len(values)} values for {outputs} outputs")
-        return (*values, "")
+        return (*values, shown(""))
     return handler
 
 
@@ -63,7 +68,7 @@ def wire(event: Callable, fn: Callable, inputs, outputs: list, errors: gr.Markdo
 
 
 class UnreadableDrop(str):
-    """What DroppedImage hands over for a file that is not an image: its name, for the sentence."""
+    """What image_drop hands over for a file that is not an image: its name, for the sentence."""
 
     name: str
 
@@ -73,23 +78,24 @@ class UnreadableDrop(str):
         return value
 
 
-class DroppedImage(gr.Image):
-    """gr.Image(type="filepath") that passes a non-image on instead of failing in Gradio's preprocessing
-    (whose developer message, "Could not preprocess input component...", would reach the page)."""
+def image_drop(**options) -> gr.Image:
+    """A gr.Image(type="filepath") that passes a non-image on to its handler (as an UnreadableDrop) instead
+    of failing in Gradio's preprocessing, whose developer message ("Could not preprocess input component...")
+    would reach the page. A wrapper on the instance, not a subclass: Gradio writes a .pyi stub beside the
+    source of every component subclass."""
+    box = gr.Image(type="filepath", **options)
+    original = box.preprocess
 
-    is_template = True  # drawn by the frontend's Image component
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("type", "filepath")
-        super().__init__(*args, **kwargs)
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         try:
-            return super().preprocess(payload)
+            return original(payload)
         except Exception:  # noqa: BLE001 - PIL could not open it: the handler says so in a sentence
             if payload is None or payload.path is None:
                 return None
             return UnreadableDrop(str(payload.path), payload.orig_name or Path(payload.path).name)
+
+    box.preprocess = preprocess
+    return box
 
 
 def dropped_image(value) -> str | None:

@@ -14,7 +14,7 @@ from app.services import serving
 from app.services.app_state import AppState
 from app.ui import captions as captions_panel
 from app.ui import library_panels
-from app.ui.common import DroppedImage, UserError, dropped_image, error_box, wire
+from app.ui.common import UserError, dropped_image, error_box, image_drop, wire
 
 HELP = ("Words search by meaning. Combine terms with `+` and `-` (`red circle - stripes`), weight them "
         "(`2:star + circle`), or drop an image to find similar ones (it can be combined with words).")
@@ -86,7 +86,7 @@ def build(state: AppState) -> None:
                     before = gr.Textbox(label="To (YYYY-MM-DD)")
                     types = gr.CheckboxGroup(TYPES, label="Types")
         with gr.Column(scale=1):
-            image = DroppedImage(label="…or drop an image", height=160, elem_id="search-image")
+            image = image_drop(label="…or drop an image", height=160, elem_id="search-image")
     with gr.Row():
         go_button = gr.Button("Search", variant="primary", elem_id="search-run")
         previous = gr.Button("◀ Previous", elem_id="search-previous")
