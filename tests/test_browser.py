@@ -28,6 +28,14 @@ def field(tab, elem_id: str):
     return tab.locator(f"#{elem_id} textarea, #{elem_id} input").first
 
 
+def choose(tab, elem_id: str, option: str) -> None:
+    """Pick an option of a gr.Dropdown: type it into the dropdown's filter, take the match."""
+    box = tab.locator(f"#{elem_id} input").first
+    box.click()
+    box.fill(option)
+    tab.locator(f"#{elem_id} [role=option], ul[role=listbox] [role=option]").filter(has_text=option).first.click()
+
+
 def open_tab(tab, name: str) -> None:
     tab.get_by_role("tab", name=name).click()
 
@@ -147,8 +155,7 @@ def test_serves_indexed_photos_only_then_forgets_a_removed_folder(  # noqa: F811
     expect(page.locator("#index-error")).to_contain_text("is a system folder")
     screenshot(page, test_output_dir, "library")
     # removed from the library: no longer served, no longer found
-    page.locator("#index-folders").click()
-    page.get_by_role("option", name=str(folder.resolve())).click()
+    choose(page, "index-folders", str(folder.resolve()))
     page.locator("#index-remove").click()
     expect(page.locator("#index-status")).to_contain_text(f"Removed {folder.resolve()} and its 4 file(s)")
     assert catalog_rows(app_server, folder) == {}
@@ -256,8 +263,7 @@ def test_error_stays_on_the_page_and_clears_the_stale_result(page, app_server, t
 def test_classify_preset_fills_the_templates_and_edits_count(page, app_server, test_output_dir):  # noqa: F811
     images = sorted(app_server.photos.glob("*.jpg"))[:3]
     page.locator("#classify-upload input[type=file]").set_input_files([str(p) for p in images])
-    page.locator("#classify-preset").click()
-    page.get_by_role("option", name="imagenet7").click()
+    choose(page, "classify-preset", "imagenet7")
     templates = field(page, "classify-templates")
     expect(templates).to_have_value(re.compile(r"itap of a \{\}\."))
     templates.fill("a drawing of {}.")
@@ -265,8 +271,7 @@ def test_classify_preset_fills_the_templates_and_edits_count(page, app_server, t
     expect(page.locator("#classify-summary")).to_contain_text("3 image(s) classified", timeout=90_000)
     expect(page.locator("#classify-gallery img")).to_have_count(3)
     # a chart per image: pick the third
-    page.locator("#classify-which").click()
-    page.get_by_role("option", name=f"3. {images[2].name}").click()
+    choose(page, "classify-which", f"3. {images[2].name}")
     expect(page.locator("#classify-label")).to_contain_text("%")
     screenshot(page, test_output_dir, "classify-three")
 
@@ -335,8 +340,7 @@ def test_older_audit_session_is_shown_and_exported(page, app_server, tmp_path, t
     session = page.locator("#audit-session")
     expect(session.locator("input")).to_have_value(re.compile(".+"), timeout=30_000)
     time.sleep(3)  # the first poll after load has run
-    session.click()
-    page.get_by_role("option", name=older).click()
+    choose(page, "audit-session", older)
     time.sleep(6)  # three polls: none may put the newest session back
     expect(session.locator("input")).to_have_value(older)
     page.locator("#audit-show").click()
@@ -346,9 +350,7 @@ def test_older_audit_session_is_shown_and_exported(page, app_server, tmp_path, t
     expect(page.locator("#audit-exported")).to_contain_text(f"audit-{older}.html", timeout=30_000)
     assert newer != older
     # the diff table reads in words
-    compare = page.locator("#audit-compare")
-    compare.click()
-    page.get_by_role("option", name=newer).click()
+    choose(page, "audit-compare", newer)
     page.locator("#audit-diff").click()
     table = page.locator("#audit-diff-table")
     expect(table).to_contain_text("left the focus categories", timeout=60_000)

@@ -15,7 +15,7 @@ from app.ui.common import UserError, dropped_image, error_box, file_paths, image
 
 HELP = ("Upload or name a **text collection** (a file named here must lie in one of your library folders): "
         "a captioned dataset (a CSV of `image,caption` rows, several captions per "
-        "image allowed, as `cliplab eval retrieval` reads), a `.txt` file with one text per line, or "
+        "image allowed), a `.txt` file with one text per line, or "
         "`classifier:NAME` for a saved classifier. Drop an image to see its nearest texts, or type a text to see "
         "a dataset's nearest images. ✓ marks a true pair: the image's own caption, or the caption's own image.")
 TRUE = "✓"

@@ -84,8 +84,17 @@ def build_library(state: AppState) -> None:
     wire(add.click, start_indexing, [add_folder, confirm], [status, skipped, folders, confirm], add_error,
          keep=(0, 1, 2, 3))
     wire(remove.click, remove_folder, folders, [status, skipped, folders], remove_error, keep=(1, 2))
-    timer.tick(lambda: job_status(state), None, [status, skipped, folders], show_progress="hidden")
-    gr.on(triggers=None, fn=lambda: job_status(state), inputs=None, outputs=[status, skipped, folders])
+    known = gr.State([])  # the folders the Remove list was last given
+
+    def poll(listed: list[str]):
+        """Status every tick; the Remove list only when the library's folders changed (an update while the
+        list is open would close it under the person's pointer)."""
+        text, table, _ = job_status(state)
+        now = [f.path for f in library.library_summary(state.catalog).folders]
+        return text, table, (gr.update(choices=now) if now != listed else gr.update()), now
+
+    timer.tick(poll, known, [status, skipped, folders, known], show_progress="hidden")
+    gr.on(triggers=None, fn=poll, inputs=known, outputs=[status, skipped, folders, known])
 
 
 def build_duplicates(state: AppState) -> None:
