@@ -16,7 +16,6 @@ import streamlit as st  # noqa: E402
 from streamlit.components.v1 import html  # noqa: E402
 
 from app.services import audit, eval_store  # noqa: E402
-from engine.audit import report  # noqa: E402
 from engine.errors import CliplabError  # noqa: E402
 
 
@@ -74,7 +73,7 @@ def audit_page() -> None:
         st.subheader("Category shares by group")
         st.dataframe(readable(shares), hide_index=True, width="stretch")
         with st.expander("The full report (the same tables and plots as the HTML export)", expanded=True):
-            html(report.render_html(result), height=900, scrolling=True)
+            html(audit.render_html(result), height=900, scrolling=True)
     with tab_two:
         if len(ids) < 2:
             st.info("Save a second session (the same dataset with another label set or model) to compare.")

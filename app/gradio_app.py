@@ -17,7 +17,7 @@ import secrets
 import sys
 from dataclasses import dataclass
 
-from engine import paths
+from app.services import paths
 
 # before gradio is imported anywhere: its cache paths are read at import time
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

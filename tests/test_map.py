@@ -200,14 +200,15 @@ def drive_the_map(browser, map_server, test_output_dir) -> None:
     expect(plot.locator(".legendtext").first).to_contain_text("demo-photos")
     assert plot.locator(".scatterlayer .point").count() == 24
 
-    # hovering a dot shows its photo, served from the indexed folder
+    # hovering a dot shows its thumbnail, asked for by catalog id (never by the photo's path)
     point = plot.locator(".scatterlayer .point").first
     point.hover(force=True)
     thumb = page.locator("#map-thumb")
     expect(thumb).to_be_visible()
     src = thumb.get_attribute("src")
-    assert str(map_server.photos) in src
-    assert page.request.get(map_server.url + src).ok
+    assert re.fullmatch(r"thumb/\d+\?size=160", src) and str(map_server.photos) not in src, src
+    answer = page.request.get(map_server.url + src)
+    assert answer.ok and answer.headers["content-type"] == "image/jpeg"
 
     # a lasso around the left half of the plot area: the leftmost dots, not all of them
     box = plot.locator(".nsewdrag").first.bounding_box()
@@ -217,21 +218,23 @@ def drive_the_map(browser, map_server, test_output_dir) -> None:
     for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 5)):
         page.mouse.move(x, y, steps=8)
     page.mouse.up()
-    expect(page.locator("#map-chosen")).to_contain_text(re.compile(r"\b([1-9]|1\d|2[0-3]) photos selected"))
+    chosen = page.locator("#map-chosen")
+    expect(chosen).to_contain_text(re.compile(r"\b([1-9]|1\d|2[0-3]) photos selected"))
+    selected = int(re.search(r"(\d+) photos selected", chosen.inner_text()).group(1))
 
-    # a sentence, not a trace, for a class without a name
+    # a sentence beside the buttons, not a trace, for a class without a name
     page.locator("#map-to-class").click()
-    expect(page.get_by_text("Type a name for the class made from the selection.").first).to_be_visible()
+    expect(page.locator("#map-selection-error")).to_contain_text("Type a name for the class made from the selection.")
     assert "Traceback" not in page.content()
-    page.locator(".toast-close").first.click()
 
+    # selection -> query: exactly the selected photos (one @id term each, joined by +), no others
     page.locator("#map-to-query").click()
-    expect(page.locator("#map-query textarea, #map-query input").first).to_have_value(re.compile(r"^@\d+( @\d+)*$"))
-    expect(page.locator("#map-gallery img").first).to_be_visible()
-    expect(page.locator("#map-status")).to_contain_text("photos like the selection")
-    page.locator("#map-draw").click()
-    expect(page.locator("#map-status")).to_contain_text("6 search hits ringed")
-    expect(plot.locator(".legendtext").last).to_contain_text("search hits (6)")
+    query = page.locator("#map-query textarea, #map-query input").first
+    expect(query).to_have_value(re.compile(r"^@\d+( \+ @\d+)*$"))
+    assert len(query.input_value().split(" + ")) == selected
+    expect(page.locator("#map-status")).to_contain_text(f"The {selected} selected photos")
+    expect(page.locator("#map-gallery img")).to_have_count(selected)
+    expect(page.locator("#map-selection-error")).to_be_hidden()
     screenshot(page, test_output_dir, "map")
 
     # the Search tab's query, ringed on the map
