@@ -272,11 +272,10 @@ def test_download_job_failures_are_sentences(state, server, release_fixture):  #
 # -- training runs ----------------------------------------------------------------------------------
 
 def test_training_command_and_log_status(tmp_path):
-    training_runs = training
-    assert training_runs.train_command("synthetic", None, None, "--steps 5", tmp_path)[3:] == [
-        "train", "--data", "synthetic", "--out", str(tmp_path), "--model", training_runs.SMALL_SHAPE, "--steps", "5"]
-    assert training_runs.train_command("synthetic", "demo", None, "", tmp_path)[-2:] == ["--init", "demo"]
-    assert message(training_runs.start_run, str(tmp_path / "nope")) == f"The training data {tmp_path / 'nope'} does not exist."
+    assert training.train_command("synthetic", None, None, "--steps 5", tmp_path)[3:] == [
+        "train", "--data", "synthetic", "--out", str(tmp_path), "--model", training.SMALL_SHAPE, "--steps", "5"]
+    assert training.train_command("synthetic", "demo", None, "", tmp_path)[-2:] == ["--init", "demo"]
+    assert message(training.start_run, str(tmp_path / "nope")) == f"The training data {tmp_path / 'nope'} does not exist."
     (tmp_path / "log.jsonl").write_text('{"kind": "train", "step": 1, "loss": 3.0}\n{"kind": "train", "step": 2, "lo')
-    status = training_runs.run_status(tmp_path)  # a line cut short by a kill is ignored
+    status = training.run_status(tmp_path)  # a line cut short by a kill is ignored
     assert [r["loss"] for r in status["records"]] == [3.0] and not status["running"]
