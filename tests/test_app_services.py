@@ -43,8 +43,8 @@ def message(fn, *args, **kwargs) -> str:
 
 def test_classify_two_label_sets(state, photos):
     paths = sorted(photos.glob("*.png"))[:3]
-    out = classify_for_app(state.bundle, paths, "cat\ndog\n\ncat\nbird", TEMPLATES, second_text="cat\ndog\nchild")
-    assert out.result.classifier.classnames == ["cat", "dog", "bird"]  # blank lines and repeats dropped
+    out = classify_for_app(state.bundle, paths, "cat\ndog\n\n bird", TEMPLATES, second_text="cat\ndog\nchild")
+    assert out.result.classifier.classnames == ["cat", "dog", "bird"]  # blank lines and spaces dropped
     assert out.result.probs.shape == (3, 3)
     np.testing.assert_allclose(out.result.probs.sum(axis=1), 1.0, atol=1e-5)
     assert out.second.probs.shape == (3, 3)
@@ -59,6 +59,14 @@ def test_classify_threshold_mode(state, photos):
     assert out.result.above_threshold[0] == [] or out.result.above_threshold[0][0][1] == 1.0
 
 
+def test_repeated_class_names_are_reported_not_merged():
+    assert message(class_lines, "a red circle\na blue square\na red circle") == (
+        "'a red circle' is typed twice in the class names: keep each class once (or make the two lines differ).")
+    assert message(class_lines, "a\nb\na\nb", "second label set's class names") == (
+        "'a', 'b' are typed twice in the second label set's class names: keep each class once (or make the two "
+        "lines differ).")
+
+
 def test_no_classes():
     assert message(class_lines, " \n\n") == "Type the class names, one per line (at least two)."
 
@@ -71,7 +79,7 @@ def test_one_class():
 def test_ten_thousand_classes():
     text = "\n".join(f"class {i}" for i in range(10_000))
     assert message(class_lines, text) == (f"10,000 class names is more than the app takes at once (at most "
-                                          f"{MAX_APP_CLASSES:,}); use `cliplab classify --classes-file` for more.")
+                                          f"{MAX_APP_CLASSES:,}); split the list into smaller label sets.")
 
 
 def test_eighty_token_class_name(state, photos):
@@ -153,8 +161,7 @@ def test_search_bad_input(state, photos, tmp_path):
     assert message(search.search, state.catalog, state.search_bundle, []) == (
         "Nothing to search with: type words, drop an image, or pick photos (more like these).")
     assert message(search.search, state.catalog, state.search_bundle, [search.text_term("cat")]) == (
-        "No photos are indexed with the model tiny yet: add a folder (Search → Library and indexing in the app, "
-        "or `cliplab index FOLDER`).")
+        "No photos are indexed with the model tiny yet: add a folder of photos to the library first.")
     assert message(search.make_filters, str(tmp_path / "nope")) == (
         f"The folder filter {tmp_path / 'nope'} does not exist (or is not a folder).")
     assert message(search.make_filters, None, "last week") == (

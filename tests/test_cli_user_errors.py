@@ -62,7 +62,8 @@ def test_search_errors_exit_2_with_the_prefix_like_every_other_error(capsys, pho
     assert user_error(capsys, "search") == (
         "Give something to search with: a QUERY, or --text, --image, --like ID (and --not / --not-image to push "
         "results away).")
-    assert user_error(capsys, "search", "a cat").startswith("No photos are indexed with the model demo yet")
+    assert user_error(capsys, "search", "a cat") == (
+        "No photos are indexed with the model demo yet: run `cliplab index FOLDER` first.")
     assert user_error(capsys, "classify", photos / "nope.png", "--classes", "a,b") == f"{photos / 'nope.png'} does not exist."
 
 
@@ -119,4 +120,4 @@ def test_texts_search_is_the_captions_feature(capsys, photos, tmp_path):
     code, out, _ = run_cli(capsys, "captions", "--collection", "collection:tags", "--image", photos / "p0.png")
     assert out == by_file.replace(str(listing), "collection:tags")
     assert user_error(capsys, "texts", "search", "nope", photos / "p0.png") == (
-        "No text collection named 'nope' (stored ones: tags); add one with `cliplab texts add NAME FILE`.")
+        "No text collection named 'nope' is stored (stored ones: tags).")

@@ -91,9 +91,13 @@ def search_terms(args: argparse.Namespace) -> list[search.Term]:
 def search_main(args: argparse.Namespace) -> int:
     terms = search_terms(args)
     catalog = open_catalog()
-    view = search.search(catalog, _search_bundle(args), terms, page=args.page, per_page=args.limit,
-                         filters=search.make_filters(args.folder, args.after, args.before, args.type),
-                         cutoff=args.cutoff, sort=args.sort, kind=args.index_kind)
+    try:
+        view = search.search(catalog, _search_bundle(args), terms, page=args.page, per_page=args.limit,
+                             filters=search.make_filters(args.folder, args.after, args.before, args.type),
+                             cutoff=args.cutoff, sort=args.sort, kind=args.index_kind)
+    except search.NothingIndexed as error:
+        raise CliplabError(f"No photos are indexed with the model {error.model} yet: run `cliplab index FOLDER` "
+                           "first.") from None
     if args.json:
         print(json.dumps([{"id": r.file_id, "path": r.path, "score": round(r.score, 5),
                            "captured_at": r.captured_at.isoformat() if r.captured_at else None}

@@ -183,7 +183,7 @@ class VectorIndexCache:
                 index.sync()
             return index
 
-    def forget(self) -> None:
+    def clear(self) -> None:
         """Drop every open index (after a folder's rows were removed: they are reopened and checked)."""
         with self._lock:
             self._indexes.clear()

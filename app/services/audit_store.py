@@ -56,7 +56,8 @@ def load_session(session_id: str) -> dict:
     with Session(engine()) as session:
         rows = session.scalars(select(AuditSession).where(AuditSession.id.startswith(session_id))).all()
     if not rows:
-        raise CliplabError(f"No audit session {session_id!r}; `cliplab audit list` shows the saved ones.")
+        raise CliplabError(f"No saved audit session has the id {session_id!r}; pick one from the list of saved "
+                           "sessions.")
     if len(rows) > 1:
         raise CliplabError(f"{session_id!r} matches {len(rows)} audit sessions; give more of the id.")
     return json.loads(rows[0].result_json)

@@ -45,8 +45,7 @@ def stored_collection(catalog: Catalog, name: str) -> Collection:
         found = session.scalar(select(TextCollection).where(TextCollection.name == name))
         if found is None:
             names = ", ".join(session.scalars(select(TextCollection.name).order_by(TextCollection.name))) or "none yet"
-            raise CliplabError(f"No text collection named {name!r} (stored ones: {names}); add one with "
-                               "`cliplab texts add NAME FILE`.")
+            raise CliplabError(f"No text collection named {name!r} is stored (stored ones: {names}).")
         rows = session.execute(select(TextEntry.text, TextEntry.image_path).where(
             TextEntry.collection_id == found.id).order_by(TextEntry.position)).all()
     texts = [r.text for r in rows]

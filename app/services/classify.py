@@ -150,8 +150,15 @@ MAX_APP_CLASSES = 1000  # ImageNet's size; larger label sets belong to `cliplab 
 
 
 def class_lines(text: str | None, label: str = "class names") -> list[str]:
-    """Class names typed one per line (blank lines dropped, repeats kept once), checked for the app."""
-    names = list(dict.fromkeys(line.strip() for line in (text or "").splitlines() if line.strip()))
+    """Class names typed one per line (blank lines dropped), checked for the app: a name typed twice is
+    reported, not merged silently (two lines meant as two classes would otherwise become one)."""
+    typed = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    names = list(dict.fromkeys(typed))
+    repeated = [name for name in names if typed.count(name) > 1]
+    if repeated:
+        shown = ", ".join(repr(name) for name in repeated[:3]) + (" ..." if len(repeated) > 3 else "")
+        raise CliplabError(f"{shown} {'is' if len(repeated) == 1 else 'are'} typed twice in the {label}: keep each "
+                           "class once (or make the two lines differ).")
     if not names:
         raise CliplabError(f"Type the {label}, one per line (at least two).")
     if len(names) == 1:
@@ -159,7 +166,7 @@ def class_lines(text: str | None, label: str = "class names") -> list[str]:
                            "choose between; add another line.")
     if len(names) > MAX_APP_CLASSES:
         raise CliplabError(f"{len(names):,} class names is more than the app takes at once "
-                           f"(at most {MAX_APP_CLASSES:,}); use `cliplab classify --classes-file` for more.")
+                           f"(at most {MAX_APP_CLASSES:,}); split the list into smaller label sets.")
     return names
 
 

@@ -115,7 +115,7 @@ def remove_folder(catalog: Catalog, path: str | Path, index_cache=None) -> int:
         # embeddings were deleted: every model's vector index must look again (indexes.vectors)
         session.execute(update(Model).values(version=Model.version + 1))
     if index_cache is not None:
-        index_cache.forget()
+        index_cache.clear()
     return int(removed or 0)
 
 

@@ -146,13 +146,21 @@ class SearchView:
         return (self.page - 1) * self.per_page
 
 
+class NothingIndexed(CliplabError):
+    """No photo is indexed with the model yet (each front end says how to add a folder its own way)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(f"No photos are indexed with the model {model} yet: add a folder of photos to the library "
+                         "first.")
+
+
 def open_vector_index(catalog: Catalog, bundle: ModelBundle, kind: str = "auto", index_cache=None) -> VectorIndex:
-    """The model's vector index, up to date; a sentence when no photo is indexed with this model."""
+    """The model's vector index, up to date; NothingIndexed when no photo is indexed with this model."""
     model_id = bundle.register(catalog)
     index = index_cache.get(model_id, kind) if index_cache is not None else open_index(catalog, model_id, kind)
     if index.count == 0:
-        raise CliplabError(f"No photos are indexed with the model {bundle.name} yet: add a folder "
-                           "(Search → Library and indexing in the app, or `cliplab index FOLDER`).")
+        raise NothingIndexed(bundle.name)
     return index
 
 
