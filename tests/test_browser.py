@@ -75,6 +75,9 @@ def write_scenes(folder, n: int = 6, seed: int = 3):
 
 
 def test_classify_typed_classes(page, app_server, tmp_path, test_output_dir):  # noqa: F811
+    # the terminal said what the first start does, and showed no traceback
+    log = app_server.log.read_text()
+    assert "first start: drawing 24 demo photos and indexing them" in log and "Traceback" not in log
     expect(page.locator("#banner")).to_contain_text("demo model" if app_server.model == "demo" else "Current model")
     image = next(iter(sorted(app_server.photos.glob("*.jpg"))))
     page.locator("#classify-upload input[type=file]").set_input_files(str(image))
@@ -296,14 +299,106 @@ def test_captions_panel_image_to_text_and_browse(page, app_server, tmp_path, tes
     field(page, "captions-collection").fill(str(data["root"] / "missing.csv"))
     page.locator("#captions-find-texts").click()
     expect(page.locator("#captions-error")).to_contain_text("missing.csv does not exist")
-    # an uploaded collection is read (its texts: the images it names are not beside the upload)
-    page.locator("#captions-upload input[type=file]").set_input_files(str(data["csv"]))
+    # an uploaded collection is read: a .txt with one text a line
+    texts = tmp_path / "my-tags.txt"
+    texts.write_text("\n".join(f"a {colour} shape" for colour in data["colours"]) + "\n")
+    page.locator("#captions-upload input[type=file]").set_input_files(str(texts))
     page.locator("#captions-find-texts").click()
     expect(page.locator("#captions-texts")).to_contain_text(data["colours"][0], timeout=60_000)
     expect(page.locator("#captions-error")).to_be_hidden()
-    # an upload is a re-encoded copy, not the dataset's file: ranked, nothing marked (browsing marks pairs)
-    assert "✓" not in page.locator("#captions-texts").inner_text()
+    assert "✓" not in page.locator("#captions-texts").inner_text()  # a plain list has no true pairs
     assert "Traceback" not in page.content()
+
+
+def audit_session_by_cli(server, dataset: Path, labels: str) -> str:
+    """A saved audit session made by `cliplab audit run` against the server's data directory."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from browser_fixtures import ROOT
+    out = server.home / f"audit-{labels}.json"
+    env = {**os.environ, "CLIPLAB_HOME": str(server.home), "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-m", "app.cli", "audit", "--dataset", str(dataset), "--model", server.model,
+                    "--labels", labels, "--sample", "40", "--probe-folds", "0", "--bootstrap", "50",
+                    "--out", str(out)], cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    return json.loads(out.read_text())["session_id"]
+
+
+def test_older_audit_session_is_shown_and_exported(page, app_server, tmp_path, test_output_dir):  # noqa: F811
+    from test_audit_measures import make_fairface
+    make_fairface(tmp_path / "fairface", n_per_cell=2)
+    older = audit_session_by_cli(app_server, tmp_path / "fairface", "paper")
+    newer = audit_session_by_cli(app_server, tmp_path / "fairface", "paper_child")
+    open_tab(page, "Audit")
+    page.get_by_text("Saved sessions, diff, export").click()
+    session = page.locator("#audit-session")
+    expect(session.locator("input")).to_have_value(re.compile(".+"), timeout=30_000)
+    time.sleep(3)  # the first poll after load has run
+    choose(page, "audit-session", older)
+    time.sleep(6)  # three polls: none may put the newest session back
+    expect(session.locator("input")).to_have_value(older)
+    page.locator("#audit-show").click()
+    expect(page.locator("#audit-shown")).to_contain_text(older, timeout=30_000)
+    expect(page.locator("#audit-headline")).to_contain_text("demo model" if app_server.model == "demo" else "%")
+    page.locator("#audit-export").click()
+    expect(page.locator("#audit-exported")).to_contain_text(f"audit-{older}.html", timeout=30_000)
+    assert newer != older
+    # the diff table reads in words
+    choose(page, "audit-compare", newer)
+    page.locator("#audit-diff").click()
+    table = page.locator("#audit-diff-table")
+    expect(table).to_contain_text("left the focus categories", timeout=60_000)
+    assert "left_focus" not in table.inner_text() and "mcnemar-" not in table.inner_text()
+    screenshot(page, test_output_dir, "audit-sessions")
+
+
+def test_training_is_stopped_from_the_tab(page, app_server, test_output_dir):  # noqa: F811
+    open_tab(page, "Models")
+    page.get_by_text("Train or fine-tune").click()
+    field(page, "train-extra").fill("--steps 100000 --batch-size 8")
+    start, stop = page.locator("#train-start"), page.locator("#train-stop")
+    start.click()
+    status = page.locator("#train-status")
+    expect(status).to_contain_text("running", timeout=60_000)
+    expect(start).to_be_disabled()  # a second run cannot be started while this one goes on
+    expect(stop).to_be_enabled()
+    stop.click()
+    expect(status).to_contain_text("stopped", timeout=60_000)
+    expect(start).to_be_enabled()
+    screenshot(page, test_output_dir, "training-stopped")
+
+
+def test_listen_asks_for_a_login(browser, tmp_path_factory, test_output_dir):  # noqa: F811
+    from browser_fixtures import start_app, stop_app
+    home = tmp_path_factory.mktemp("listen_home")
+    process, server = start_app(home, ["--listen", "127.0.0.2"], demo_photos=6, host="127.0.0.2")
+    try:
+        deadline = time.time() + 30  # printed just after the server answers
+        while "password '" not in server.log.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        log = server.log.read_text()
+        password = re.search(r"password '([^']+)'", log).group(1)
+        assert "Anyone who can reach it and logs in can use every tab" in log
+        context = browser.new_context()
+        tab = context.new_page()
+        tab.goto(server.url)
+        expect(tab.get_by_text("Login").first).to_be_visible(timeout=60_000)
+        assert tab.request.get(server.url + "photo/1").status == 401
+        assert tab.request.get(server.url + "config").status == 401
+        tab.get_by_label("username").fill("cliplab")
+        tab.get_by_label("password").fill("wrong password")
+        tab.get_by_role("button", name="Login").click()
+        expect(tab.get_by_text("Incorrect Credentials")).to_be_visible()
+        tab.get_by_label("password").fill(password)
+        tab.get_by_role("button", name="Login").click()
+        expect(tab.locator("#banner")).to_be_visible(timeout=60_000)
+        assert tab.request.get(server.url + "photo/1").status == 200  # the login cookie opens the photos
+        screenshot(tab, test_output_dir, "login")
+        context.close()
+    finally:
+        stop_app(process)
 
 
 def test_switch_models(page, app_server, tmp_path, test_output_dir):  # noqa: F811
