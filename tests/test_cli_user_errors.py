@@ -17,7 +17,7 @@ from engine.api import _demo_available
 
 pytestmark = pytest.mark.skipif(not _demo_available(), reason="needs the committed demo model")
 
-run_cli = partial(run_cli_with_modules, modules=["classify", "library", "audit", "eval", "captions"])
+run_cli = partial(run_cli_with_modules, modules=["classify", "library", "audit", "eval", "captions", "train"])
 
 
 def user_error(capsys, *argv) -> str:
@@ -37,7 +37,8 @@ def photos(tmp_path) -> Path:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the sentence on a machine without CUDA")
 @pytest.mark.parametrize("command", [["classify", "IMAGE", "--classes", "a,b"], ["search", "x"],
-                                     ["captions", "--collection", "TXT", "--image", "IMAGE"]])
+                                     ["captions", "--collection", "TXT", "--image", "IMAGE"],
+                                     ["train", "--data", "synthetic", "--steps", "1"]])
 def test_device_cuda_without_a_gpu_is_a_sentence(capsys, photos, command):
     listing = photos.parent / "tags.txt"
     listing.write_text("a\nb\n")

@@ -169,6 +169,10 @@ def test_eval_runs_are_saved_unless_no_save(capsys, model_dir, dataset, tmp_path
     assert listed["mean_per_class_recall"] == report["mean_per_class_recall"]
     assert listed["dataset"] == str(dataset.resolve())
     assert listed["model_fingerprint"] == model_fingerprint(load_bundle(str(model_dir)).model)
+    assert listed["precision"] == "fp32"  # the exact mode, recorded with the run (and in its provenance)
+    provenance = eval_store.load_eval_run(run_id)["metrics"]["provenance"]
+    assert (provenance["precision"], provenance["engine"], provenance["name"]) == ("fp32", "cliplab", "tiny")
+    assert provenance["cliplab_version"]
     # the CSV form of the same images and labels has the same content hash; other labels do not
     csv_form = load_dataset(dataset.parent / "colours.csv")
     pairs = list(zip(csv_form.labels, csv_form.paths))
