@@ -212,6 +212,9 @@ def test_search_pages_stop_at_the_last(page, app_server, test_output_dir):  # no
         time.sleep(1.0)
     expect(info).to_contain_text(f"page {pages} of {pages}")
     expect(page.locator("#search-next")).to_be_disabled()
+    # one image -> text panel (two overlapping ones made the tab about 4,000 px tall)
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height < 3000, height
     field(page, "search-query").fill("a red circle - ")
     field(page, "search-query").press("Enter")
     expect(page.locator("#search-error")).to_contain_text("ends with an operator")
@@ -391,6 +394,7 @@ def test_listen_asks_for_a_login(browser, tmp_path_factory, test_output_dir):  #
         tab.get_by_label("password").fill("wrong password")
         tab.get_by_role("button", name="Login").click()
         expect(tab.get_by_text("Incorrect Credentials")).to_be_visible()
+        tab.get_by_label("username").fill("cliplab")
         tab.get_by_label("password").fill(password)
         tab.get_by_role("button", name="Login").click()
         expect(tab.locator("#banner")).to_be_visible(timeout=60_000)
@@ -416,6 +420,11 @@ def test_switch_models(page, app_server, tmp_path, test_output_dir):  # noqa: F8
     after = page.locator("#models-current").inner_text()
     assert after != before and "fingerprint" in after
     screenshot(page, test_output_dir, "models")
+    # an image given as a checkpoint: a sentence that says so, beside the button
+    picture = next(iter(sorted(app_server.photos.glob("*.jpg"))))
+    field(page, "models-checkpoint").fill(str(picture))
+    page.locator("#models-load").click()
+    expect(page.locator("#models-load-error")).to_contain_text("is an image, not a model checkpoint")
     # a checkpoint that does not exist: a sentence, and the model stays
     field(page, "models-checkpoint").fill(str(tmp_path / "missing"))
     page.locator("#models-load").click()

@@ -90,25 +90,30 @@ def build(state: AppState) -> None:
 
     nothing = (gr.update(),) * 8
 
-    def poll(shown, a, b):
-        """Only a job that finished since the page last showed one changes the page: a poll with no news
-        leaves everything (the session dropdowns above all) as the person set it."""
+    def poll(shown, a, b, known):
+        """Only news changes the page: a job that finished since the page last showed one, or sessions
+        saved elsewhere (the CLI), which join the lists with the person's choices kept. A poll with no
+        news leaves everything, the session dropdowns above all, as the person set it."""
         job = state.jobs.latest("audit")
+        ids = [s["id"] for s in service.list_sessions()]
         if job is None or job.id == shown:
-            return nothing
+            if ids == known:
+                return (*nothing, known)
+            return (*nothing[:5], *session_choices(None, (a, b)), ids)
         if job.state == "running":
-            return (f"Running: {job.title}…", *nothing[1:])
+            return (f"Running: {job.title}…", *nothing[1:], known)
         if job.state == "failed":
-            return (f"**The audit failed:** {job.error}", *nothing[1:4], job.id, *nothing[5:])
+            return (f"**The audit failed:** {job.error}", *nothing[1:4], job.id, *nothing[5:], known)
         result = job.result
         return (f"Session **{result['session_id']}** saved ({job.title}).", headline_text(result),
                 service.shares_frame(result), report_frame(result), job.id,
-                *session_choices(result["session_id"], (a, b)))
+                *session_choices(result["session_id"], (a, b)), ids)
 
     wire(run.click, start, [dataset, split, sample, seed, columns, model, templates, add_child, shipped, editor],
          [progress, shown_job], run_errors, keep=(1,))
-    gr.Timer(2.0).tick(poll, [shown_job, first, second],
-                       [progress, headline, shares, report, shown_job, sessions, first, second],
+    known_sessions = gr.State([])  # the session ids the dropdowns were last given
+    gr.Timer(2.0).tick(poll, [shown_job, first, second, known_sessions],
+                       [progress, headline, shares, report, shown_job, sessions, first, second, known_sessions],
                        show_progress="hidden")
     wire(shipped.change, service.shipped_text, shipped, editor, run_errors, keep=(0,))
 

@@ -15,6 +15,8 @@ from app.services.app_state import AppState
 from app.ui import training
 from app.ui.common import UserError, error_box, wire
 
+IMAGE_SUFFIXES = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "heic", "heif"}
+
 
 def _size(n) -> str:
     return "-" if n is None or pd.isna(n) else f"{n / 1e6:.0f} MB"
@@ -94,6 +96,10 @@ def build(state: AppState) -> None:
     def do_load(path):
         if not (path or "").strip():
             raise UserError("Type the path of a checkpoint file or folder.")
+        suffix = path.strip().rsplit(".", 1)[-1].lower() if "." in path.strip() else ""
+        if suffix in IMAGE_SUFFIXES:  # the engine's sentence for an unreadable file speaks of pickles
+            raise UserError(f"{path.strip()} is an image, not a model checkpoint: give a checkpoint file (.pt, "
+                            ".safetensors, .bin) or a model folder.")
         state.switch_model(path.strip())
         reindex_library(state)
         return (*refresh(), f"Loaded {path.strip()} as the current model.")
