@@ -108,6 +108,22 @@ def test_figure_colours_by_folder_and_date_and_rings_hits(library):
     by_date = maps.map_figure(points, xy, "date")
     assert len(by_date.data) == 1 and by_date.data[0].marker.showscale
     assert 2000 < min(by_date.data[0].marker.color) <= max(by_date.data[0].marker.color) < 2100
+    # the colour bar reads as dates ("2,026.9160885" was what Plotly made of decimal years)
+    bar = by_date.data[0].marker.colorbar
+    assert bar.ticktext and all(re.fullmatch(r"[A-Z][a-z]{2} \d{4}|\d{4}-\d{2}-\d{2}", t) for t in bar.ticktext)
+    assert list(bar.tickvals) == sorted(bar.tickvals)
+    assert by_date.layout.showlegend is False and by_date.layout.title.x < 0.1  # one title, clear of the bar
+
+
+def test_date_ticks_span_the_photos_as_dates():
+    from datetime import datetime
+    months = maps.date_ticks([datetime(2024, 1, 5), datetime(2025, 6, 20)])
+    assert months[0][1] == "Jan 2024" and months[-1][1] == "Jun 2025" and len(months) == 6
+    assert months[0][0] == pytest.approx(maps.decimal_year(datetime(2024, 1, 5)))
+    days = maps.date_ticks([datetime(2024, 3, 1), datetime(2024, 3, 9, 12)])
+    assert days[0][1] == "2024-03-01" and days[-1][1] == "2024-03-09"
+    assert maps.date_ticks([datetime(2024, 3, 1)] * 3) == [(maps.decimal_year(datetime(2024, 3, 1)), "2024-03-01")]
+    assert maps.date_ticks([]) == []
 
 
 def test_zero_shot_and_selection_classes(library):
