@@ -23,6 +23,7 @@ from indexes.export import export
 from indexes.indexer import ModelBundle, index_pending, pending_files
 from indexes.scan import ScanReport, scan
 from indexes.texts import add_collection, read_texts
+from indexes.vectors import open_index
 
 # Folders of the operating system, not of a person's photos: adding one (or a folder inside one)
 # asks for confirmation, so a typo or `../../etc` never puts system files into the library.
@@ -86,7 +87,6 @@ def add_folders(catalog: Catalog, bundle: ModelBundle, folders: list[str | Path]
                             time_limit=time_limit, on_batch=on_batch)
     if job:
         job.update(0.97, "updating the vector index")
-    from indexes.vectors import open_index
     vectors = open_index(catalog, model_id, kind)
     return {"scan": report.summary(), "embedded": indexed.embedded, "skipped": indexed.skipped,
             "skipped_paths": indexed.skipped_paths, "seconds": indexed.seconds,

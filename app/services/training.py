@@ -34,6 +34,7 @@ RUN_FILE = "app-run.json"
 ROOT = Path(__file__).resolve().parents[2]
 SMALL_SHAPE = "vit:width=128,layers=4,patch=8,res=48,text_width=128,text_layers=2,embed=128,ctx=32"
 STOP_GRACE_SECONDS = 10.0
+EXEC_GRACE_SECONDS = 30.0  # a pid this young is the child we started, whatever /proc says yet
 
 
 # -- in this process (the CLI) ---------------------------------------------------------------------
@@ -116,6 +117,8 @@ def _is_running(run_dir: Path) -> bool:
     facts = _facts(run_dir)
     if not facts or facts.get("stopped") or not _alive(int(facts["pid"])):
         return False
+    if time.time() - float(facts.get("started", 0)) < EXEC_GRACE_SECONDS:
+        return True  # just started: the child may not have exec'd the trainer yet (its cmdline is still ours)
     cmdline = Path(f"/proc/{facts['pid']}/cmdline")
     if cmdline.is_file():  # a reused pid after a reboot is not our trainer
         try:
