@@ -21,6 +21,7 @@ from library_fixtures import tiny_bundle
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
+expect.set_options(timeout=20_000)  # a shared 2-core machine: an action may wait behind the page's polls
 BLANK = re.compile(r"^\s*$")
 
 
