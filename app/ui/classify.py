@@ -134,8 +134,9 @@ def build(state: AppState) -> None:
         note = f"{len(res.paths)} image(s) classified into {len(res.classifier.classnames)} classes."
         if res.skipped:
             note += " Skipped: " + "; ".join(f"{p.name} ({why})" for p, why in res.skipped[:5])
-        items = [(image, f"{top[0][0]} · {top[0][1]:.0%}") for image, top in
-                 ((thumbnail(p), top) for p, top in zip(res.paths[:SHOWN_IMAGES], res.top)) if image is not None]
+        # one tile per image, in order (a grey tile where PIL cannot draw it), so a click names the right image
+        items = [(thumbnail(p) or Image.new("RGB", (64, 64), "#bbb"), f"{top[0][0]} · {top[0][1]:.0%}")
+                 for p, top in zip(res.paths[:SHOWN_IMAGES], res.top)]
         chooser = gr.update(choices=image_choices(res.paths), value=0)
         if run_result.second is None:
             return (items, chooser, probabilities(res, 0), gr.update(visible=False), rows, gr.update(visible=False),
@@ -161,6 +162,7 @@ def build(state: AppState) -> None:
         return probabilities(run_result.result, index), b
 
     which.input(show_image, [which, last], [label_a, label_b])
+
     def picked(event: gr.SelectData):
         return event.index
 

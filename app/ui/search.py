@@ -49,11 +49,12 @@ def query_terms(text: str | None, image: str | None, like: int | None) -> list:
     return terms
 
 
-def gallery_items(state: AppState, results) -> list[tuple[str, str]]:
-    """Thumbnails (from the app's own cache, looked up by file id) with score and name."""
+def gallery_items(state: AppState, results) -> tuple[list[tuple[str, str]], list[int]]:
+    """Thumbnails (from the app's own cache, looked up by file id) with score and name, and the ids of
+    the tiles in order (a photo that cannot be shown any more has no tile, so clicks map to the right id)."""
     thumbs = dict(serving.thumbnails(state.catalog, [r.file_id for r in results]))
-    return [(str(thumbs[r.file_id]), f"{r.score:.3f} · {Path(r.path).name}") for r in results
-            if thumbs.get(r.file_id) is not None]
+    shown = [r for r in results if thumbs.get(r.file_id) is not None]
+    return [(str(thumbs[r.file_id]), f"{r.score:.3f} · {Path(r.path).name}") for r in shown], [r.file_id for r in shown]
 
 
 def page_note(view) -> str:
@@ -115,8 +116,8 @@ def build(state: AppState) -> None:
                               cutoff=float(z) or None, sort=sort_by, index_cache=state.vector_indexes,
                               histogram=True)
         figure = histogram(view.histogram, view.threshold, [r.score for r in view.results])
-        return (gallery_items(state, view.results), page_note(view), figure, [r.file_id for r in view.results],
-                None, view.page, gr.update(interactive=view.page > 1),
+        items, ids = gallery_items(state, view.results)
+        return (items, page_note(view), figure, ids, None, view.page, gr.update(interactive=view.page > 1),
                 gr.update(interactive=view.page < view.pages))
 
     inputs = [query, image, like, page_box, sort, cutoff, folder, after, before, types]
