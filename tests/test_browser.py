@@ -217,6 +217,11 @@ def test_search_pages_stop_at_the_last(page, app_server, test_output_dir):  # no
     # one image -> text panel (two overlapping ones made the tab about 4,000 px tall)
     height = page.evaluate("document.documentElement.scrollHeight")
     assert height < 3000, height
+    # more like a clicked photo: its neighbours, itself left out
+    page.locator("#search-gallery button img, #search-gallery img").first.click()
+    page.locator("#search-more").click()
+    expect(info).to_contain_text("page 1 of", timeout=60_000)
+    expect(page.locator("#search-error")).to_be_hidden()
     field(page, "search-query").fill("a red circle - ")
     field(page, "search-query").press("Enter")
     expect(page.locator("#search-error")).to_contain_text("ends with an operator")
