@@ -27,6 +27,7 @@ system-test-deps:
 
 lint:
 	$(PY) -m ruff check .
+	$(PY) scripts/check_layers.py
 
 test: install-test system-test-deps lint
 	bash scripts/run-tests.sh

@@ -16,7 +16,6 @@ import streamlit as st  # noqa: E402
 from streamlit.components.v1 import html  # noqa: E402
 
 from app.services import audit, eval_store  # noqa: E402
-from engine.audit import report  # noqa: E402
 from engine.errors import CliplabError  # noqa: E402
 
 
@@ -27,10 +26,29 @@ def pick(frame: pd.DataFrame, column: str, label: str, key: str) -> pd.DataFrame
     return frame[frame[column].astype(str).isin(chosen)] if chosen else frame
 
 
+PROPORTIONS = ("share", "low", "high", "share_a", "share_b", "change", "change_low", "change_high", "top1", "top5",
+               "accuracy", "mean", "std")
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Proportions as percentages with one decimal (a Wilson bound of 2.78e-17 reads 0.0%), other floats
+    with 4 significant digits; what Streamlit would otherwise print in full precision."""
+    frame = frame.copy()
+    for column in frame.columns:
+        values = frame[column]
+        if not pd.api.types.is_float_dtype(values):
+            continue
+        if column in PROPORTIONS:
+            frame[column] = values.map(lambda v: "–" if pd.isna(v) else f"{100 * v:.1f}%")
+        else:
+            frame[column] = values.map(lambda v: "–" if pd.isna(v) else f"{v:.4g}")
+    return frame
+
+
 def audit_page() -> None:
     sessions = pd.DataFrame(audit.list_sessions())
     if sessions.empty:
-        st.info("No audit sessions are saved yet. Run one in the app's Audit tab or with `cliplab audit run`.")
+        st.info("No audit sessions are saved yet. Run one in the app's Audit tab (or `cliplab audit run`).")
         return
     left, middle, right = st.columns(3)
     with left:
@@ -50,13 +68,12 @@ def audit_page() -> None:
     with tab_one:
         chosen = st.selectbox("Session", ids, key="audit-session")
         result = audit.show(chosen)
-        for line in result.get("headline") or []:
-            st.markdown(f"- {line}")
-        shares = pd.DataFrame(result["tables"]["category_shares"])
+        st.markdown("\n".join(f"- {line}" for line in audit.summary_lines(result)))
+        shares = audit.shares_frame(result)
         st.subheader("Category shares by group")
-        st.dataframe(shares, hide_index=True, width="stretch")
+        st.dataframe(readable(shares), hide_index=True, width="stretch")
         with st.expander("The full report (the same tables and plots as the HTML export)", expanded=True):
-            html(report.render_html(result), height=900, scrolling=True)
+            html(audit.render_html(result), height=900, scrolling=True)
     with tab_two:
         if len(ids) < 2:
             st.info("Save a second session (the same dataset with another label set or model) to compare.")
@@ -69,8 +86,8 @@ def audit_page() -> None:
             st.error(str(error))
             return
         st.markdown(f"{diff['images']} images in common; focus categories: {', '.join(diff['focus'])}.")
-        st.dataframe(pd.DataFrame(diff["tables"]["label_set_diff"]), hide_index=True, width="stretch")
-        st.dataframe(pd.DataFrame(diff["tables"]["transitions"]), hide_index=True, width="stretch")
+        st.dataframe(readable(audit.diff_frame(diff["tables"]["label_set_diff"])), hide_index=True, width="stretch")
+        st.dataframe(readable(pd.DataFrame(diff["tables"]["transitions"])), hide_index=True, width="stretch")
 
 
 def confusion_figure(confusion: list[list[int]], classnames: list[str], title: str) -> go.Figure:
@@ -133,19 +150,19 @@ def eval_page() -> None:
     st.caption(f"dataset {run['dataset']}" + (f" (sha256 {run['dataset_hash'][:16]}…)" if run["dataset_hash"] else "")
                + f" · model fingerprint {run['model_fingerprint']} · {run['created_at']}")
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    st.dataframe(pd.DataFrame([numbers]), hide_index=True, width="stretch")
+    st.dataframe(readable(pd.DataFrame([numbers])), hide_index=True, width="stretch")
     if metrics.get("options"):
         st.markdown("Options: " + ", ".join(f"`{k}` = {v}" for k, v in metrics["options"].items()))
     if metrics.get("per_class"):
         st.plotly_chart(per_class_figure(metrics["per_class"], f"per-class accuracy: {name}"), width="stretch")
-        st.dataframe(pd.DataFrame(metrics["per_class"]), hide_index=True, width="stretch")
+        st.dataframe(readable(pd.DataFrame(metrics["per_class"])), hide_index=True, width="stretch")
     if metrics.get("confusion") and metrics.get("per_class"):
         names = [row["label"] for row in metrics["per_class"]]
         st.plotly_chart(confusion_figure(metrics["confusion"], names, f"confusion: {name}"), width="stretch")
     if metrics.get("fewshot"):
         st.plotly_chart(fewshot_figure(metrics["fewshot"], metrics["zero_shot_top1"], f"zero-shot vs few-shot: {name}"),
                         width="stretch")
-        st.dataframe(pd.DataFrame(metrics["fewshot"]), hide_index=True, width="stretch")
+        st.dataframe(readable(pd.DataFrame(metrics["fewshot"])), hide_index=True, width="stretch")
     if isinstance(metrics.get("image_to_text"), dict):
         recalls = pd.DataFrame({direction.replace("_", " "): metrics[direction]
                                 for direction in ("image_to_text", "text_to_image")})
@@ -157,8 +174,11 @@ def main() -> None:
     st.title("cliplab dashboard")
     st.caption("Saved audit sessions and evaluation runs from the catalog database (read-only).")
     page = st.sidebar.radio("Show", ["Audit sessions", "Evaluation runs"], key="page")
-    try:
-        audit_page() if page == "Audit sessions" else eval_page()
+    try:  # a statement, not an expression: Streamlit's "magic" would print the None it returns
+        if page == "Audit sessions":
+            audit_page()
+        else:
+            eval_page()
     except CliplabError as error:
         st.error(str(error))
 

@@ -108,8 +108,10 @@ class TextFeatureCache:
 
 
 def embed_prompts(model, tokenizer, texts: Sequence[str], cache: bool = True, progress: bool = False,
-                  batch_size: int = 256) -> tuple[np.ndarray, int]:
-    """L2-normalised embeddings [n, d] of the texts, and how many had to be encoded (cache misses)."""
+                  batch_size: int = 256, truncate: bool = False) -> tuple[np.ndarray, int]:
+    """L2-normalised embeddings [n, d] of the texts, and how many had to be encoded (cache misses).
+    truncate: cut a text longer than the context to fit (keeping EOT last) instead of refusing it;
+    a text that fits is embedded the same either way, so the cache serves both."""
     unique = list(dict.fromkeys(texts))
     store = TextFeatureCache() if cache else None
     try:
@@ -120,7 +122,7 @@ def embed_prompts(model, tokenizer, texts: Sequence[str], cache: bool = True, pr
         bar = tqdm(total=len(missing), disable=not progress or not missing, desc="encoding prompts", unit="prompt")
         for start in range(0, len(missing), _ENCODE_CHUNK):
             chunk = missing[start:start + _ENCODE_CHUNK]
-            vectors = encode_texts(model, tokenizer, chunk, batch_size=batch_size)
+            vectors = encode_texts(model, tokenizer, chunk, batch_size=batch_size, truncate=truncate)
             known.update(zip(chunk, vectors))
             if store:
                 store.put(fingerprint, chunk, vectors)  # committed per chunk: an interrupted build keeps its work
@@ -188,7 +190,7 @@ class Classifier:
 
 def build_classifier(model, tokenizer, classnames: list[str], templates: list[str],
                      extra_prompts: dict[str, list[str]] | None = None, cache: bool = True,
-                     progress: bool = False, scale: float | str = DEFAULT_SCALE) -> Classifier:
+                     progress: bool = False, scale: float | str = DEFAULT_SCALE, truncate: bool = False) -> Classifier:
     """The zero-shot classifier for these classes and templates (see the module docstring).
     scale: the temperature, DEFAULT_SCALE (100, as the reference notebooks) or "model" for the
     model's own exp(logit_scale)."""
@@ -205,7 +207,7 @@ def build_classifier(model, tokenizer, classnames: list[str], templates: list[st
         class_prompts = [fill(t, name) for t in templates] + extra_prompts.get(name, [])
         prompts += class_prompts
         owner += [index] * len(class_prompts)
-    embeddings, _ = embed_prompts(model, tokenizer, prompts, cache=cache, progress=progress)
+    embeddings, _ = embed_prompts(model, tokenizer, prompts, cache=cache, progress=progress, truncate=truncate)
     # prompts are laid out class by class, so each class's mean is one contiguous segment
     counts = np.bincount(owner, minlength=len(classnames))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])

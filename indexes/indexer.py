@@ -47,10 +47,11 @@ class ModelBundle:
         return self.model.image_resolution
 
     @classmethod
-    def load(cls, name: str, device: str | None = None, precision: str | None = "auto") -> ModelBundle:
-        """engine.load with the machine's fastest safe precision by default."""
+    def load(cls, name: str, device: str | None = None, precision: str | None = "auto", **options) -> ModelBundle:
+        """engine.load with the machine's fastest safe precision by default; options: engine.load's
+        arch= and allow_torchscript=."""
         import engine
-        model, preprocess, tokenizer = engine.load(name, device=device, precision=precision)
+        model, preprocess, tokenizer = engine.load(name, device=device, precision=precision, **options)
         return cls(model, preprocess, tokenizer, getattr(model, "name", None) or str(name))
 
     def register(self, catalog: Catalog) -> int:

@@ -63,6 +63,24 @@ class Term:
     kind: str  # "text" | "image" | "file"
     value: str
 
+    def __post_init__(self) -> None:
+        # Every way of making a term (the typed grammar, the CLI options, the app) meets these limits.
+        if self.sign not in (1, -1):
+            raise CliplabError(f"A term's sign is +1 or -1, not {self.sign!r}.")
+        if not (isinstance(self.weight, int | float) and math.isfinite(self.weight)
+                and 0.0 < self.weight <= MAX_WEIGHT):
+            raise CliplabError(f"A term's weight must be a positive number of at most {MAX_WEIGHT:g}, not {self.weight!r}; "
+                               "use a minus sign (or --not) to push results away from a term.")
+        if self.kind == "text" and len(self.value) > MAX_TEXT_CHARS:
+            raise CliplabError(f"A search text of {len(self.value):,} characters is too long: CLIP reads at most 77 "
+                               f"tokens (a few hundred characters), so give at most {MAX_TEXT_CHARS:,}.")
+        if self.kind == "file" and (not self.value.isdigit() or len(self.value) > 20
+                                    or int(self.value) > MAX_FILE_ID):
+            raise CliplabError(f"There is no catalog file @{self.value[:20]}: catalog ids are the numbers "
+                               "search results show after @.")
+        if self.kind not in ("text", "image", "file"):
+            raise CliplabError(f"Unknown query term kind {self.kind!r}: text, image or file.")
+
     @property
     def factor(self) -> float:
         return self.sign * self.weight

@@ -77,23 +77,33 @@ class Server:
     log: Path
 
 
-def start_app(home: Path, extra_args: list[str] | None = None) -> tuple[subprocess.Popen, Server]:
+def start_app(home: Path, extra_args: list[str] | None = None, demo_photos: int = DEMO_PHOTOS,
+              host: str = "127.0.0.1") -> tuple[subprocess.Popen, Server]:
+    """The app in a subprocess (cliplab app ... --wait-first-start), answering at host."""
     model = test_model(home)
     port = free_port()
     log = home / "app.log"
     env = {**os.environ, "CLIPLAB_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False",
            "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "app.cli", "app", "--model", model, "--port", str(port), "--no-browser",
-               "--demo-photos", str(DEMO_PHOTOS), "--wait-first-start", *(extra_args or [])]
+               "--demo-photos", str(demo_photos), "--wait-first-start", *(extra_args or [])]
     with log.open("w") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    url = f"http://{host}:{port}/"
     try:
         wait_for(url, process, log)
     except Exception:
         process.kill()
         raise
     return process, Server(url, home, model, home / "demo-photos", log)
+
+
+def stop_app(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 @pytest.fixture(scope="session")
@@ -103,11 +113,7 @@ def app_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("app_home")
     process, server = start_app(home)
     yield server
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop_app(process)
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,10 @@ from library_fixtures import tiny_bundle, write_image
 from test_download import NAME, server  # noqa: F401 (a fixture: a local HTTP server)
 from test_download import release as release_fixture  # noqa: F401 (a fixture: a tiny release that server serves)
 
-from app.services import app_search, app_state
+from app.services import classifiers, library, search, training
 from app.services.app_state import AppState
 from app.services.classify import MAX_APP_CLASSES, class_lines, classify_for_app, folder_images
-from app.services.first_start import add_and_index, first_start, needs_first_start, write_demo_photos
+from app.services.first_start import first_start, needs_first_start, write_demo_photos
 from engine.errors import CliplabError
 from indexes.catalog import open_catalog
 
@@ -43,8 +43,8 @@ def message(fn, *args, **kwargs) -> str:
 
 def test_classify_two_label_sets(state, photos):
     paths = sorted(photos.glob("*.png"))[:3]
-    out = classify_for_app(state.loaded, paths, "cat\ndog\n\ncat\nbird", TEMPLATES, second_text="cat\ndog\nchild")
-    assert out.result.classifier.classnames == ["cat", "dog", "bird"]  # blank lines and repeats dropped
+    out = classify_for_app(state.bundle, paths, "cat\ndog\n\n bird", TEMPLATES, second_text="cat\ndog\nchild")
+    assert out.result.classifier.classnames == ["cat", "dog", "bird"]  # blank lines and spaces dropped
     assert out.result.probs.shape == (3, 3)
     np.testing.assert_allclose(out.result.probs.sum(axis=1), 1.0, atol=1e-5)
     assert out.second.probs.shape == (3, 3)
@@ -53,10 +53,18 @@ def test_classify_two_label_sets(state, photos):
 
 
 def test_classify_threshold_mode(state, photos):
-    out = classify_for_app(state.loaded, [photos / "p0.png"], "a\nb\nc", TEMPLATES, threshold=0.0)
+    out = classify_for_app(state.bundle, [photos / "p0.png"], "a\nb\nc", TEMPLATES, threshold=0.0)
     assert len(out.result.above_threshold[0]) == 3  # threshold 0 keeps every class
-    out = classify_for_app(state.loaded, [photos / "p0.png"], "a\nb\nc", TEMPLATES, threshold=1.0)
+    out = classify_for_app(state.bundle, [photos / "p0.png"], "a\nb\nc", TEMPLATES, threshold=1.0)
     assert out.result.above_threshold[0] == [] or out.result.above_threshold[0][0][1] == 1.0
+
+
+def test_repeated_class_names_are_reported_not_merged():
+    assert message(class_lines, "a red circle\na blue square\na red circle") == (
+        "'a red circle' is typed twice in the class names: keep each class once (or make the two lines differ).")
+    assert message(class_lines, "a\nb\na\nb", "second label set's class names") == (
+        "'a', 'b' are typed twice in the second label set's class names: keep each class once (or make the two "
+        "lines differ).")
 
 
 def test_no_classes():
@@ -71,13 +79,13 @@ def test_one_class():
 def test_ten_thousand_classes():
     text = "\n".join(f"class {i}" for i in range(10_000))
     assert message(class_lines, text) == (f"10,000 class names is more than the app takes at once (at most "
-                                          f"{MAX_APP_CLASSES:,}); use `cliplab classify --classes-file` for more.")
+                                          f"{MAX_APP_CLASSES:,}); split the list into smaller label sets.")
 
 
 def test_eighty_token_class_name(state, photos):
     long_name = " ".join(["cat"] * 80)
     text = f"dog\n{long_name}"
-    assert message(classify_for_app, state.loaded, [photos / "p0.png"], text, TEMPLATES) == (
+    assert message(classify_for_app, state.bundle, [photos / "p0.png"], text, TEMPLATES) == (
         "The class name 'cat cat cat cat cat cat cat cat cat cat …' is too long: in the prompt 'a photo of {}.' "
         "it makes 86 tokens and the model reads at most 77; shorten it.")
 
@@ -85,74 +93,89 @@ def test_eighty_token_class_name(state, photos):
 def test_non_image_upload(state, tmp_path):
     notes = tmp_path / "notes.png"
     notes.write_text("this is not a picture")
-    text = message(classify_for_app, state.loaded, [notes], "cat\ndog", TEMPLATES)
+    text = message(classify_for_app, state.bundle, [notes], "cat\ndog", TEMPLATES)
     assert text.startswith("None of the 1 file(s) could be read as an image (notes.png: ")
 
 
 def test_no_image_given(state):
-    assert message(classify_for_app, state.loaded, [], "cat\ndog", TEMPLATES) == (
+    assert message(classify_for_app, state.bundle, [], "cat\ndog", TEMPLATES) == (
         "Add an image first: upload one, pick one from the library or give a folder.")
 
 
 def test_folder_that_does_not_exist(state, tmp_path):
     missing = tmp_path / "nope"
     assert message(folder_images, missing) == f"{missing} is not a folder."
-    assert message(add_and_index, state, [str(missing)]) == f"The folder {missing} does not exist (or is not a folder)."
+    assert message(library.add_folders, state.catalog, state.bundle, [str(missing)]) == (
+        f"The folder {missing} does not exist (or is not a folder).")
 
 
-def test_saved_classifiers_round_trip(state):
-    app_state.save_classifier(state.catalog, "shapes", ["circle", "square"], TEMPLATES, 0.1)
-    app_state.save_classifier(state.catalog, "shapes", ["circle", "star"], TEMPLATES)  # replaces
-    assert app_state.list_classifiers(state.catalog) == ["shapes"]
-    assert app_state.load_classifier(state.catalog, "shapes") == {"classes": ["circle", "star"],
-                                                                   "templates": TEMPLATES, "threshold": None}
-    assert message(app_state.load_classifier, state.catalog, "nope") == "No saved classifier named 'nope'."
-    assert message(app_state.save_classifier, state.catalog, " ", ["a", "b"], TEMPLATES) == (
+def test_saved_classifiers_round_trip_with_provenance(state):
+    classifiers.save_classifier(state.catalog, "shapes", ["circle", "square"], TEMPLATES, 0.1)
+    classifiers.save_classifier(state.catalog, "shapes", ["circle", "star"], TEMPLATES, bundle=state.bundle)
+    assert classifiers.list_classifiers(state.catalog) == ["shapes"]
+    saved = classifiers.load_classifier(state.catalog, "shapes")  # the second save replaced the first
+    assert {k: saved[k] for k in ("classes", "templates", "threshold")} == {
+        "classes": ["circle", "star"], "templates": TEMPLATES, "threshold": None}
+    made_with = saved["provenance"]
+    assert (made_with["name"], made_with["precision"], made_with["device"], made_with["engine"]) == (
+        "tiny", "fp32", "cpu", "cliplab")
+    assert made_with["fingerprint"] == state.bundle.fingerprint and made_with["cliplab_version"]
+    assert message(classifiers.load_classifier, state.catalog, "nope") == (
+        "No saved classifier named 'nope'; save one from the Classify tab first.")
+    assert message(classifiers.save_classifier, state.catalog, " ", ["a", "b"], TEMPLATES) == (
         "Give the classifier a name before saving it.")
+    classifiers.delete_classifier(state.catalog, "shapes")
+    assert classifiers.list_classifiers(state.catalog) == []
 
 
 # -- Search and indexing --------------------------------------------------------------------------
 
 def test_index_then_search_text_image_more_like_this(state, photos):
     assert needs_first_start(state)
-    summary = add_and_index(state, [str(photos)])
+    summary = library.add_folders(state.catalog, state.search_bundle, [str(photos)])
     assert summary["embedded"] == 8 and not needs_first_start(state)
-    assert str(photos.resolve()) in state.allowed_paths  # the server may now serve these files
-    view = app_search.search_library(state, "a red square", per_page=5)
-    assert len(view.page.results) == 5 and view.page.total >= 8 and view.pages == 2
+    view = search.search(state.catalog, state.search_bundle, [search.text_term("a red square")], per_page=5,
+                         index_cache=state.vector_indexes, histogram=True)
+    assert len(view.results) == 5 and view.total == 8 and view.pages == 2
     assert len(view.histogram) == 8
-    scores = [r.score for r in view.page.results]
+    scores = [r.score for r in view.results]
     assert scores == sorted(scores, reverse=True)
-    second = app_search.search_library(state, "a red square", page=2, per_page=5)
-    assert {r.path for r in second.page.results}.isdisjoint({r.path for r in view.page.results})
+    second = search.search(state.catalog, state.search_bundle, [search.text_term("a red square")], page=2,
+                           per_page=5, index_cache=state.vector_indexes)
+    assert {r.path for r in second.results}.isdisjoint({r.path for r in view.results})
+    assert len(second.results) == 3 and second.page == 2
     # an image query finds that same image first
     target = str((photos / "p3.png").resolve())
-    assert app_search.search_library(state, None, target).page.results[0].path == target
+    assert search.search(state.catalog, state.search_bundle, [search.image_term(target)]).results[0].path == target
     # more like this leaves the file itself out
-    file_id = app_search.file_id_of(state, target)
-    like = app_search.search_library(state, f"@{file_id}")
-    assert target not in [r.path for r in like.page.results]
+    file_id = library.file_id_of(state.catalog, target)
+    like = search.search(state.catalog, state.search_bundle, [search.file_term(file_id)])
+    assert target not in [r.path for r in like.results] and like.total == 7
     # the folder filter
-    assert app_search.search_library(state, "x", filters=app_search.make_filters(str(photos))).page.total == 8
+    inside = search.search(state.catalog, state.search_bundle, [search.text_term("x")],
+                           filters=search.make_filters(str(photos)))
+    assert inside.total == 8
 
 
 def test_search_bad_input(state, photos, tmp_path):
-    assert message(app_search.search_library, state, "  ") == (
-        "Type what you are looking for (e.g. 'a red circle'), or drop an image.")
-    assert message(app_search.search_library, state, "cat") == (
-        "The library has no indexed photos yet: add a folder in the indexing panel below.")
-    assert message(app_search.make_filters, str(tmp_path / "nope")) == (
+    assert message(search.search, state.catalog, state.search_bundle, []) == (
+        "Nothing to search with: type words, drop an image, or pick photos (more like these).")
+    assert message(search.search, state.catalog, state.search_bundle, [search.text_term("cat")]) == (
+        "No photos are indexed with the model tiny yet: add a folder of photos to the library first.")
+    assert message(search.make_filters, str(tmp_path / "nope")) == (
         f"The folder filter {tmp_path / 'nope'} does not exist (or is not a folder).")
-    assert message(app_search.make_filters, None, "last week") == (
-        "The from date 'last week' is not a date: write it as YYYY-MM-DD.")
+    assert message(search.make_filters, None, "last week") == (
+        "The from date 'last week' is not a date: write it as YYYY-MM-DD (or YYYY-MM-DDTHH:MM).")
 
 
 def test_skipped_files_listed_with_reasons(state, photos):
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    add_and_index(state, [str(photos)])
-    summary = app_search.library_summary(state)
-    assert summary.indexed == 8
+    library.add_folders(state.catalog, state.search_bundle, [str(photos)])
+    summary = library.library_summary(state.catalog)
+    assert summary.indexed == 8 and summary.skipped_count == 1
     assert [Path(p).name for p, _ in summary.skipped] == ["broken.jpg"] and summary.skipped[0][1]
+    (folder,) = summary.folders
+    assert (folder.path, folder.files, folder.indexed) == (str(photos.resolve()), 9, 8)
 
 
 def test_first_start_writes_and_indexes_demo_photos(state, cliplab_home):
@@ -165,7 +188,7 @@ def test_first_start_writes_and_indexes_demo_photos(state, cliplab_home):
     assert len(names) == 6 and all(n[:4].isdigit() and "-" in n for n in names)
     # a second call neither redraws nor re-embeds
     assert write_demo_photos(cliplab_home / "demo-photos", n=6) == cliplab_home / "demo-photos"
-    assert add_and_index(state, [str(cliplab_home / "demo-photos")])["embedded"] == 0
+    assert library.add_folders(state.catalog, state.bundle, [str(cliplab_home / "demo-photos")])["embedded"] == 0
 
 
 # -- jobs and models --------------------------------------------------------------------------------
@@ -256,11 +279,10 @@ def test_download_job_failures_are_sentences(state, server, release_fixture):  #
 # -- training runs ----------------------------------------------------------------------------------
 
 def test_training_command_and_log_status(tmp_path):
-    from app.services import training_runs
-    assert training_runs.train_command("synthetic", None, None, "--steps 5", tmp_path)[3:] == [
-        "train", "--data", "synthetic", "--out", str(tmp_path), "--model", training_runs.SMALL_SHAPE, "--steps", "5"]
-    assert training_runs.train_command("synthetic", "demo", None, "", tmp_path)[-2:] == ["--init", "demo"]
-    assert message(training_runs.start_run, str(tmp_path / "nope")) == f"The training data {tmp_path / 'nope'} does not exist."
+    assert training.train_command("synthetic", None, None, "--steps 5", tmp_path)[3:] == [
+        "train", "--data", "synthetic", "--out", str(tmp_path), "--model", training.SMALL_SHAPE, "--steps", "5"]
+    assert training.train_command("synthetic", "demo", None, "", tmp_path)[-2:] == ["--init", "demo"]
+    assert message(training.start_run, str(tmp_path / "nope")) == f"The training data {tmp_path / 'nope'} does not exist."
     (tmp_path / "log.jsonl").write_text('{"kind": "train", "step": 1, "loss": 3.0}\n{"kind": "train", "step": 2, "lo')
-    status = training_runs.run_status(tmp_path)  # a line cut short by a kill is ignored
+    status = training.run_status(tmp_path)  # a line cut short by a kill is ignored
     assert [r["loss"] for r in status["records"]] == [3.0] and not status["running"]

@@ -198,3 +198,16 @@ def test_unknown_category_strings_and_missing_images(tmp_path):
     frame.to_csv(csv, index=False)
     with pytest.raises(CliplabError, match="1 of 14 images .* do not exist: .*nowhere.jpg"):
         load_dataset(tmp_path, "val")
+
+
+def test_small_extremes_name_a_group_once_and_read_as_names():
+    """When every group has the same share, the highest and the lowest are the same small group: the
+    report named it twice, as a Python list ("small extremes ['East Asian', 'East Asian']")."""
+    from engine.audit.measures import disparities
+    from engine.audit.report import _fmt
+    rows = [{"grouping": "race", "group": g, "category": "crime", "share": 0.25, "n": 4, "small": True}
+            for g in ("East Asian", "Indian")]
+    (row,) = disparities(rows)
+    assert row["small_extremes"] == ["East Asian"]
+    assert _fmt(row["small_extremes"], "str") == "East Asian"
+    assert _fmt(["Black", "White"], "str") == "Black, White" and _fmt([], "str") == "–"

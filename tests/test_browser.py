@@ -1,4 +1,6 @@
-"""The Gradio app in headless Chromium: classify, index and search, audit, switch models.
+"""The Gradio app in headless Chromium: classify, index and search, what the server serves (and what
+it refuses), removing a folder, map selection -> query, odd file names dropped into search, audit
+sessions, errors that stay, training with Stop, the login beyond loopback, switching models.
 
 One app server for the module (tests/browser_fixtures.py); the model switch runs last because it
 changes the server's current model. Each test leaves a screenshot under its test-output folder.
@@ -7,6 +9,10 @@ changes the server's current model. Each test leaves a screenshot under its test
 from __future__ import annotations
 
 import re
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import urljoin
 
 import numpy as np
 import pytest
@@ -15,6 +21,8 @@ from library_fixtures import tiny_bundle
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
+expect.set_options(timeout=20_000)  # a shared 2-core machine: an action may wait behind the page's polls
+BLANK = re.compile(r"^\s*$")
 
 
 def field(tab, elem_id: str):
@@ -22,21 +30,56 @@ def field(tab, elem_id: str):
     return tab.locator(f"#{elem_id} textarea, #{elem_id} input").first
 
 
+def choose(tab, elem_id: str, option: str) -> None:
+    """Pick an option of a gr.Dropdown: type it into the dropdown's filter, take the match."""
+    box = tab.locator(f"#{elem_id} input").first
+    box.click()
+    box.fill(option)
+    tab.locator(f"#{elem_id} [role=option], ul[role=listbox] [role=option]").filter(has_text=option).first.click()
+
+
 def open_tab(tab, name: str) -> None:
     tab.get_by_role("tab", name=name).click()
 
 
-def write_scenes(folder, n: int = 6):
+def catalog_rows(server, folder: Path) -> dict[str, tuple[int, str]]:
+    """name -> (file id, status) of the catalog rows under a folder, read from the server's database."""
+    from sqlalchemy import select
+
+    from indexes.catalog import File, open_catalog
+    catalog = open_catalog(f"sqlite:///{server.home / 'catalog.db'}")
+    try:
+        with catalog.session() as session:
+            rows = session.execute(select(File.path, File.id, File.status)).all()
+    finally:
+        catalog.engine.dispose()
+    root = str(folder.resolve())
+    return {Path(p).name: (i, status) for p, i, status in rows if p.startswith(root + "/")}
+
+
+def add_folder(tab, folder: Path, n_embedded: int) -> None:
+    open_tab(tab, "Search")
+    tab.locator("#index-panel").get_by_text("Library and indexing").click()
+    field(tab, "index-folder").fill(str(folder))
+    tab.locator("#index-add").click()
+    expect(tab.locator("#index-status")).to_contain_text(f"indexing {folder.resolve()}: done — {n_embedded} embedded",
+                                                          timeout=90_000)
+
+
+def write_scenes(folder, n: int = 6, seed: int = 3):
     from trainer.synthetic import World
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(3)
-    world = World(seed=3, image_size=96)
+    rng = np.random.default_rng(seed)
+    world = World(seed=seed, image_size=96)
     for i, sample in enumerate(world.sample(n, "all", rng)):
         sample.image.save(folder / f"scene{i}.png")
     return folder
 
 
 def test_classify_typed_classes(page, app_server, tmp_path, test_output_dir):  # noqa: F811
+    # the terminal said what the first start does, and showed no traceback
+    log = app_server.log.read_text()
+    assert "first start: drawing 24 demo photos and indexing them" in log and "Traceback" not in log
     expect(page.locator("#banner")).to_contain_text("demo model" if app_server.model == "demo" else "Current model")
     image = next(iter(sorted(app_server.photos.glob("*.jpg"))))
     page.locator("#classify-upload input[type=file]").set_input_files(str(image))
@@ -65,7 +108,8 @@ def test_index_a_folder_and_find_by_text(page, app_server, tmp_path, test_output
     page.locator("#index-panel").get_by_text("Library and indexing").click()
     field(page, "index-folder").fill(str(folder))
     page.locator("#index-add").click()
-    expect(page.locator("#index-status")).to_contain_text(f"indexing {folder}: done — 6 embedded", timeout=90_000)
+    expect(page.locator("#index-status")).to_contain_text(f"indexing {folder.resolve()}: done — 6 embedded",
+                                                          timeout=90_000)
     field(page, "search-query").fill("a red circle")
     page.get_by_text("Filters").click()
     field(page, "search-folder").fill(str(folder))
@@ -77,11 +121,150 @@ def test_index_a_folder_and_find_by_text(page, app_server, tmp_path, test_output
     expect(gallery).to_contain_text("scene")
     expect(page.locator("#search-plot .main-svg").first).to_be_visible(timeout=30_000)  # the score histogram drew
     screenshot(page, test_output_dir, "search")
-    # the photos are served from the indexed folder, and nothing outside it
+    # the page gets generated thumbnails (the app's cache), never the library's own paths
     src = gallery.locator("img").first.get_attribute("src")
-    assert src and "scene" in src
+    assert src and str(folder) not in src and re.search(r"/\d+-[0-9a-f]*-384\.jpg$", src), src
     outside = page.request.get(app_server.url + "gradio_api/file=/etc/passwd")
     assert outside.status in (403, 404)
+
+
+def test_serves_indexed_photos_only_then_forgets_a_removed_folder(  # noqa: F811
+        page, app_server, tmp_path, test_output_dir):  # noqa: F811
+    folder = write_scenes(tmp_path / "private", n=3, seed=11)  # not the same pictures as another test's
+    (folder / ".secret_token").write_text("hunter2\n")
+    (folder / "notes.txt").write_text("my bank PIN\n")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg at all")
+    add_folder(page, folder, 3)
+    rows = catalog_rows(app_server, folder)
+    photo_id, status = rows["scene0.png"]
+    assert status == "ok" and rows["broken.jpg"][1] == "skipped"
+    assert ".secret_token" not in rows and "notes.txt" not in rows  # never catalogued
+    get = page.request.get
+    # by path, through Gradio: nothing of the folder, not even the photos, and nothing outside it
+    for name in (".secret_token", "notes.txt", "scene0.png"):
+        assert get(f"{app_server.url}gradio_api/file={folder / name}").status == 403, name
+        assert get(f"{app_server.url}gradio_api/file={folder}/../{folder.name}/{name}").status == 403, name
+    assert get(app_server.url + "gradio_api/file=/etc/passwd").status == 403
+    # by id: the indexed photo and its thumbnail, nothing else
+    photo = get(f"{app_server.url}photo/{photo_id}")
+    assert photo.status == 200 and photo.headers["content-type"] == "image/png"
+    assert photo.body() == (folder / "scene0.png").read_bytes()
+    assert get(f"{app_server.url}thumb/{photo_id}").headers["content-type"] == "image/jpeg"
+    for bad in (str(rows["broken.jpg"][0]), "999999", "-1", "abc", "..%2F..%2Fetc%2Fpasswd", f"{photo_id}.0"):
+        assert get(f"{app_server.url}photo/{bad}").status == 404, bad
+        assert get(f"{app_server.url}thumb/{bad}").status == 404, bad
+    assert get(f"{app_server.url}photo/../../etc/passwd").status == 404
+    # a system folder is not added without the tick, and the refusal stays on the page
+    field(page, "index-folder").fill("/etc")
+    page.locator("#index-add").click()
+    expect(page.locator("#index-error")).to_contain_text("is a system folder")
+    screenshot(page, test_output_dir, "library")
+    # removed from the library: no longer served, no longer found
+    choose(page, "index-folders", str(folder.resolve()))
+    page.locator("#index-remove").click()
+    expect(page.locator("#index-status")).to_contain_text(f"Removed {folder.resolve()} and its 4 file(s)")
+    assert catalog_rows(app_server, folder) == {}
+    assert get(f"{app_server.url}photo/{photo_id}").status == 404
+    assert get(f"{app_server.url}thumb/{photo_id}").status == 404
+    assert (folder / "scene0.png").is_file()  # the files themselves stay
+
+
+def test_dropped_image_with_an_awkward_name_and_a_non_image(  # noqa: F811
+        page, app_server, tmp_path, test_output_dir):  # noqa: F811
+    source = next(iter(sorted(app_server.photos.glob("*.jpg"))))
+    awkward = tmp_path / "IMG_1234 - Copy + more  two spaces.jpg"
+    shutil.copy(source, awkward)
+    open_tab(page, "Search")
+    page.locator("#search-image input[type=file]").set_input_files(str(awkward))
+    page.locator("#search-run").click()
+    expect(page.locator("#search-info")).to_contain_text("result(s)", timeout=60_000)
+    expect(page.locator("#search-error")).to_be_hidden()
+    # the same picture is in the library: it comes first, with a cosine close to 1
+    first = page.locator("#search-gallery").get_by_text(source.name).first
+    expect(first).to_be_visible()
+    score = float(page.locator("#search-gallery").inner_text().split("·")[0].split()[-1])
+    assert score > 0.95, score
+    screenshot(page, test_output_dir, "search-dropped")
+    # a file that is not an image: a sentence beside the search, not Gradio's developer message
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("just some words")
+    page.reload()
+    open_tab(page, "Search")
+    field(page, "search-query").fill("a red circle")
+    page.locator("#search-run").click()
+    expect(page.locator("#search-info")).to_contain_text("result(s)", timeout=60_000)
+    page.locator("#search-image input[type=file]").set_input_files(str(fake))
+    page.locator("#search-run").click()
+    expect(page.locator("#search-error")).to_contain_text("holiday.jpg is not an image cliplab can read")
+    expect(page.locator("#search-info")).to_have_text(BLANK)  # the previous results are gone
+    assert "preprocess" not in page.content() and "UnidentifiedImageError" not in page.content()
+
+
+def test_search_pages_stop_at_the_last(page, app_server, test_output_dir):  # noqa: F811
+    open_tab(page, "Search")
+    field(page, "search-query").fill("a red circle")
+    field(page, "search-query").press("Enter")
+    info = page.locator("#search-info")
+    expect(info).to_contain_text("page 1 of", timeout=60_000)
+    pages = int(re.search(r"page 1 of (\d+)", info.inner_text()).group(1))
+    for _ in range(pages + 1):
+        if page.locator("#search-next").is_disabled():
+            break
+        page.locator("#search-next").click()
+        time.sleep(1.0)
+    expect(info).to_contain_text(f"page {pages} of {pages}")
+    expect(page.locator("#search-next")).to_be_disabled()
+    # one image -> text panel (two overlapping ones made the tab about 4,000 px tall)
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height < 3000, height
+    # more like a clicked photo: its neighbours, itself left out
+    page.locator("#search-gallery button img, #search-gallery img").first.click()
+    page.locator("#search-more").click()
+    expect(info).to_contain_text("page 1 of", timeout=60_000)
+    expect(page.locator("#search-error")).to_be_hidden()
+    field(page, "search-query").fill("a red circle - ")
+    field(page, "search-query").press("Enter")
+    expect(page.locator("#search-error")).to_contain_text("ends with an operator")
+    expect(page.locator("#search-gallery img")).to_have_count(0)  # no stale result under the error
+
+
+def test_error_stays_on_the_page_and_clears_the_stale_result(page, app_server, test_output_dir):  # noqa: F811
+    image = next(iter(sorted(app_server.photos.glob("*.jpg"))))
+    page.locator("#classify-upload input[type=file]").set_input_files(str(image))
+    page.locator("#classify-run").click()
+    summary = page.locator("#classify-summary")
+    expect(summary).to_contain_text("1 image(s) classified", timeout=90_000)
+    field(page, "classify-classes").fill("a red circle\na blue square\na red circle")
+    page.locator("#classify-run").click()
+    error = page.locator("#classify-error")
+    expect(error).to_contain_text("a red circle")
+    expect(summary).to_have_text(BLANK)
+    expect(page.locator("#classify-gallery img")).to_have_count(0)
+    time.sleep(15)
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("a red circle")
+    screenshot(page, test_output_dir, "error-stays")
+    # the next good run clears it
+    field(page, "classify-classes").fill("a red circle\na blue square")
+    page.locator("#classify-run").click()
+    expect(summary).to_contain_text("classified into 2 classes", timeout=90_000)
+    expect(error).to_be_hidden()
+
+
+def test_classify_preset_fills_the_templates_and_edits_count(page, app_server, test_output_dir):  # noqa: F811
+    images = sorted(app_server.photos.glob("*.jpg"))[:3]
+    page.locator("#classify-upload input[type=file]").set_input_files([str(p) for p in images])
+    choose(page, "classify-preset", "imagenet7")
+    templates = field(page, "classify-templates")
+    expect(templates).to_have_value(re.compile(r"itap of a \{\}\."))
+    templates.fill("a drawing of {}.")
+    page.locator("#classify-run").click()
+    expect(page.locator("#classify-summary")).to_contain_text("3 image(s) classified", timeout=90_000)
+    expect(page.locator("#classify-gallery img")).to_have_count(3)
+    # a chart per image: pick the third
+    choose(page, "classify-which", f"3. {images[2].name}")
+    expect(page.locator("#classify-label")).to_contain_text("%")
+    screenshot(page, test_output_dir, "classify-three")
 
 
 def test_run_a_small_audit(page, app_server, tmp_path, test_output_dir):  # noqa: F811
@@ -103,23 +286,133 @@ def test_captions_panel_image_to_text_and_browse(page, app_server, tmp_path, tes
     data = write_captioned(tmp_path / "captioned")
     open_tab(page, "Search")
     page.locator("#captions-panel").get_by_text("Image → text and captioned datasets").click()
+    # a file named in the page is read only inside a library folder
     field(page, "captions-collection").fill(str(data["csv"]))
     page.locator("#captions-image input[type=file]").set_input_files(str(data["images"][0]))
     page.locator("#captions-find-texts").click()
-    # an upload is a re-encoded copy, not the dataset's file: ranked, nothing marked (browsing marks pairs)
-    expect(page.locator("#captions-texts")).to_contain_text(data["colours"][0], timeout=60_000)
-    assert "✓" not in page.locator("#captions-texts").inner_text()
+    expect(page.locator("#captions-error")).to_contain_text("is not inside one of your library folders")
+    field(page, "captions-collection").fill("/etc/passwd")
+    page.locator("#captions-find-texts").click()
+    expect(page.locator("#captions-error")).to_contain_text("/etc/passwd is not inside one of your library folders")
+    expect(page.locator("#captions-texts")).not_to_contain_text("root")
+    # the dataset's folder in the library: its CSV can be named, its images are shown
+    add_folder(page, data["root"], 6)
+    field(page, "captions-collection").fill(str(data["csv"]))
     field(page, "captions-text").fill(data["texts"][0])
     page.locator("#captions-find-images").click()
     expect(page.locator("#captions-images")).to_contain_text("true pair", timeout=60_000)
+    expect(page.locator("#captions-error")).to_be_hidden()
     page.locator("#captions-open").click()
     expect(page.locator("#captions-summary")).to_contain_text("Image 0 of 6", timeout=60_000)
     expect(page.locator("#captions-browse-texts")).to_contain_text("✓")
     screenshot(page, test_output_dir, "captions")
-    field(page, "captions-collection").fill(str(tmp_path / "missing.csv"))
+    field(page, "captions-collection").fill(str(data["root"] / "missing.csv"))
     page.locator("#captions-find-texts").click()
-    expect(page.get_by_text("missing.csv does not exist").first).to_be_visible()
+    expect(page.locator("#captions-error")).to_contain_text("missing.csv does not exist")
+    # an uploaded collection is read: a .txt with one text a line
+    texts = tmp_path / "my-tags.txt"
+    texts.write_text("\n".join(f"a {colour} shape" for colour in data["colours"]) + "\n")
+    page.locator("#captions-upload input[type=file]").set_input_files(str(texts))
+    page.locator("#captions-find-texts").click()
+    expect(page.locator("#captions-texts")).to_contain_text(data["colours"][0], timeout=60_000)
+    expect(page.locator("#captions-error")).to_be_hidden()
+    assert "✓" not in page.locator("#captions-texts").inner_text()  # a plain list has no true pairs
     assert "Traceback" not in page.content()
+
+
+def audit_session_by_cli(server, dataset: Path, labels: str) -> str:
+    """A saved audit session made by `cliplab audit run` against the server's data directory."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from browser_fixtures import ROOT
+    out = server.home / f"audit-{labels}.json"
+    env = {**os.environ, "CLIPLAB_HOME": str(server.home), "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-m", "app.cli", "audit", "--dataset", str(dataset), "--model", server.model,
+                    "--labels", labels, "--sample", "40", "--probe-folds", "0", "--bootstrap", "50",
+                    "--out", str(out)], cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    return json.loads(out.read_text())["session_id"]
+
+
+def test_older_audit_session_is_shown_and_exported(page, app_server, tmp_path, test_output_dir):  # noqa: F811
+    from test_audit_measures import make_fairface
+    make_fairface(tmp_path / "fairface", n_per_cell=2)
+    older = audit_session_by_cli(app_server, tmp_path / "fairface", "paper")
+    newer = audit_session_by_cli(app_server, tmp_path / "fairface", "paper_child")
+    open_tab(page, "Audit")
+    page.get_by_text("Saved sessions, diff, export").click()
+    session = page.locator("#audit-session")
+    expect(session.locator("input")).to_have_value(re.compile(".+"), timeout=30_000)
+    time.sleep(3)  # the first poll after load has run
+    choose(page, "audit-session", older)
+    time.sleep(6)  # three polls: none may put the newest session back
+    expect(session.locator("input")).to_have_value(older)
+    page.locator("#audit-show").click()
+    expect(page.locator("#audit-shown")).to_contain_text(older, timeout=30_000)
+    expect(page.locator("#audit-headline")).to_contain_text("demo model" if app_server.model == "demo" else "%")
+    page.locator("#audit-export").click()
+    exported = page.locator("#audit-exported")
+    expect(exported).to_contain_text(f"audit-{older}", timeout=30_000)  # the page shows name and .html apart
+    report = page.request.get(urljoin(app_server.url, exported.locator("a").first.get_attribute("href")))
+    assert report.ok and "<h2>Summary</h2>" in report.text()
+    assert newer != older
+    # the diff table reads in words
+    choose(page, "audit-compare", newer)
+    page.locator("#audit-diff").click()
+    table = page.locator("#audit-diff-table")
+    expect(table).to_contain_text("left the focus categories", timeout=60_000)
+    assert "left_focus" not in table.inner_text() and "mcnemar-" not in table.inner_text()
+    screenshot(page, test_output_dir, "audit-sessions")
+
+
+def test_training_is_stopped_from_the_tab(page, app_server, test_output_dir):  # noqa: F811
+    open_tab(page, "Models")
+    page.get_by_text("Train or fine-tune").click()
+    field(page, "train-extra").fill("--steps 100000 --batch-size 8")
+    start, stop = page.locator("#train-start"), page.locator("#train-stop")
+    start.click()
+    status = page.locator("#train-status")
+    expect(status).to_contain_text("running", timeout=60_000)
+    expect(start).to_be_disabled()  # a second run cannot be started while this one goes on
+    expect(stop).to_be_enabled()
+    stop.click()
+    expect(status).to_contain_text("stopped", timeout=60_000)
+    expect(start).to_be_enabled()
+    screenshot(page, test_output_dir, "training-stopped")
+
+
+def test_listen_asks_for_a_login(browser, tmp_path_factory, test_output_dir):  # noqa: F811
+    from browser_fixtures import start_app, stop_app
+    home = tmp_path_factory.mktemp("listen_home")
+    process, server = start_app(home, ["--listen", "127.0.0.2"], demo_photos=6, host="127.0.0.2")
+    try:
+        deadline = time.time() + 30  # printed just after the server answers
+        while "password '" not in server.log.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        log = server.log.read_text()
+        password = re.search(r"password '([^']+)'", log).group(1)
+        assert "Anyone who can reach it and logs in can use every tab" in log
+        context = browser.new_context()
+        tab = context.new_page()
+        tab.goto(server.url)
+        expect(tab.get_by_text("Login").first).to_be_visible(timeout=60_000)
+        assert tab.request.get(server.url + "photo/1").status == 401
+        assert tab.request.get(server.url + "config").status == 401
+        tab.get_by_label("username").fill("cliplab")
+        tab.get_by_label("password").fill("wrong password")
+        tab.get_by_role("button", name="Login").click()
+        expect(tab.get_by_text("Incorrect Credentials")).to_be_visible()
+        tab.get_by_label("username").fill("cliplab")
+        tab.get_by_label("password").fill(password)
+        tab.get_by_role("button", name="Login").click()
+        expect(tab.locator("#banner")).to_be_visible(timeout=60_000)
+        assert tab.request.get(server.url + "photo/1").status == 200  # the login cookie opens the photos
+        screenshot(tab, test_output_dir, "login")
+        context.close()
+    finally:
+        stop_app(process)
 
 
 def test_switch_models(page, app_server, tmp_path, test_output_dir):  # noqa: F811
@@ -137,6 +430,11 @@ def test_switch_models(page, app_server, tmp_path, test_output_dir):  # noqa: F8
     after = page.locator("#models-current").inner_text()
     assert after != before and "fingerprint" in after
     screenshot(page, test_output_dir, "models")
+    # an image given as a checkpoint: a sentence that says so, beside the button
+    picture = next(iter(sorted(app_server.photos.glob("*.jpg"))))
+    field(page, "models-checkpoint").fill(str(picture))
+    page.locator("#models-load").click()
+    expect(page.locator("#models-load-error")).to_contain_text("is an image, not a model checkpoint")
     # a checkpoint that does not exist: a sentence, and the model stays
     field(page, "models-checkpoint").fill(str(tmp_path / "missing"))
     page.locator("#models-load").click()

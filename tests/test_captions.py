@@ -13,7 +13,7 @@ from cli_support import run_cli as run_cli_with_modules
 
 from app import cli
 from app.services import captions
-from engine.api import load
+from app.services.loading import load_bundle
 from engine.errors import CliplabError
 from engine.features import encode_images, encode_texts
 from engine.images import load_image
@@ -25,7 +25,7 @@ SHAPES = ["circle", "square", "star", "cross", "heart", "diamond"]
 
 @pytest.fixture(scope="module")
 def bundle():
-    return load("demo")
+    return load_bundle("demo")
 
 
 def write_captioned(root) -> dict:
@@ -57,7 +57,7 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def brute(bundle, dataset):
     """Features computed here directly, one image at a time: the reference for every ranking."""
-    model, preprocess, tokenizer = bundle
+    model, preprocess, tokenizer = bundle.model, bundle.preprocess, bundle.tokenizer
     images = np.concatenate([encode_images(model, preprocess, [load_image(p, min_size=model.image_resolution)])
                              for p in dataset["images"]])
     return images, encode_texts(model, tokenizer, dataset["texts"])
@@ -117,11 +117,11 @@ def test_browse_both_ways_gives_engine_retrieval_ranks(bundle, dataset, brute):
 
 
 def test_text_list_and_saved_classifier_collections(bundle, dataset, brute, tmp_path):
-    from app.services.app_state import save_classifier
+    from app.services.classifiers import save_classifier
     from engine.zeroshot import build_classifier
     from indexes.catalog import open_catalog
 
-    model, _, tokenizer = bundle
+    model, tokenizer = bundle.model, bundle.tokenizer
     images, _ = brute
     words = [f"a {c} shape" for c in COLOURS]
     listing = tmp_path / "tags.txt"

@@ -4,6 +4,7 @@ real `streamlit run` in headless Chromium."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -96,6 +97,11 @@ def test_dashboard_script_shows_sessions_and_runs(on_database):
     assert len(sessions) == 2 and set(sessions["label_sets"]) == {"paper", "paper_child"}
     shares = app.dataframe[1].value
     assert {"non-human", "crime"} <= set(shares["category"])
+    # Wilson bounds read as percentages (a bound of 2.78e-17 was shown as "0000000002")
+    assert all(re.fullmatch(r"\d{1,3}\.\d%", v) for v in shares["low"].tolist() + shares["high"].tolist())
+    # no stray "None" under the view (Streamlit's magic printed the value of `a() if x else b()`)
+    assert "None" not in [m.value.strip() for m in app.markdown]
+    assert any("small-cell warning" in m.value for m in app.markdown)  # as the CLI prints them
     # a filter that matches nothing says so
     app.text_input(key="audit-labels").input("no such label set").run()
     assert "No session matches these filters." in [w.value for w in app.warning]
@@ -124,7 +130,7 @@ def test_dashboard_shows_fewshot_and_retrieval_runs(monkeypatch):
     assert set(app.dataframe[0].value["id"]) == {fewshot, retrieval}
     app.selectbox(key="eval-run").set_value(fewshot).run()
     assert not app.exception
-    assert app.dataframe[-1].value["mean"].tolist() == [0.4, 0.55]
+    assert app.dataframe[-1].value["mean"].tolist() == ["40.0%", "55.0%"]
     assert len(app.get("plotly_chart")) == 1  # the few-shot curve (no top-1 bars: neither run has top-1)
     assert any("dddddddddddddddd" in c.value for c in app.caption)
     app.selectbox(key="eval-run").set_value(retrieval).run()

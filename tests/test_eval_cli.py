@@ -18,7 +18,7 @@ from zeroshot_support import small_clip
 from app import cli
 from app.services import eval_store
 from app.services.evaluate import dataset_hash, eval_zeroshot
-from engine.api import load
+from app.services.loading import load_bundle
 from engine.evaldata import load_dataset
 from engine.features import model_fingerprint
 from engine.paths import cache_dir
@@ -120,7 +120,7 @@ def test_eval_zeroshot_writes_metrics_and_confusion(capsys, model_dir, dataset, 
     assert report["mean_per_class_recall"] == pytest.approx(recalls.mean())
     assert [r["label"] for r in report["per_class"]] == sorted(COLOURS)
     # the CSV form of the same dataset gives the same numbers, from the same cached features
-    bundle = load(model_dir)
+    bundle = load_bundle(str(model_dir))
     by_csv = eval_zeroshot(bundle, dataset.parent / "colours.csv", load_templates("imagenet7"), progress=False)
     assert by_csv["top1"] == report["top1"] and (by_csv["confusion"] == confusion).all()
     assert len(list(cache_dir("features").glob("*.npy"))) == 1
@@ -168,7 +168,11 @@ def test_eval_runs_are_saved_unless_no_save(capsys, model_dir, dataset, tmp_path
     assert listed["top1"] == report["top1"] and listed["top5"] == 1.0
     assert listed["mean_per_class_recall"] == report["mean_per_class_recall"]
     assert listed["dataset"] == str(dataset.resolve())
-    assert listed["model_fingerprint"] == model_fingerprint(load(model_dir)[0])
+    assert listed["model_fingerprint"] == model_fingerprint(load_bundle(str(model_dir)).model)
+    assert listed["precision"] == "fp32"  # the exact mode, recorded with the run (and in its provenance)
+    provenance = eval_store.load_eval_run(run_id)["metrics"]["provenance"]
+    assert (provenance["precision"], provenance["engine"], provenance["name"]) == ("fp32", "cliplab", "tiny")
+    assert provenance["cliplab_version"]
     # the CSV form of the same images and labels has the same content hash; other labels do not
     csv_form = load_dataset(dataset.parent / "colours.csv")
     pairs = list(zip(csv_form.labels, csv_form.paths))

@@ -13,6 +13,7 @@ from library_fixtures import tiny_bundle, write_image
 from thread_browser import run_with_chromium
 
 from app.services import map as maps
+from app.services import search
 from engine.errors import CliplabError
 from engine.paths import cache_dir
 from indexes.catalog import open_catalog
@@ -107,6 +108,22 @@ def test_figure_colours_by_folder_and_date_and_rings_hits(library):
     by_date = maps.map_figure(points, xy, "date")
     assert len(by_date.data) == 1 and by_date.data[0].marker.showscale
     assert 2000 < min(by_date.data[0].marker.color) <= max(by_date.data[0].marker.color) < 2100
+    # the colour bar reads as dates ("2,026.9160885" was what Plotly made of decimal years)
+    bar = by_date.data[0].marker.colorbar
+    assert bar.ticktext and all(re.fullmatch(r"[A-Z][a-z]{2} \d{4}|\d{4}-\d{2}-\d{2}", t) for t in bar.ticktext)
+    assert list(bar.tickvals) == sorted(bar.tickvals)
+    assert by_date.layout.showlegend is False and by_date.layout.title.x < 0.1  # one title, clear of the bar
+
+
+def test_date_ticks_span_the_photos_as_dates():
+    from datetime import datetime
+    months = maps.date_ticks([datetime(2024, 1, 5), datetime(2025, 6, 20)])
+    assert months[0][1] == "Jan 2024" and months[-1][1] == "Jun 2025" and len(months) == 6
+    assert months[0][0] == pytest.approx(maps.decimal_year(datetime(2024, 1, 5)))
+    days = maps.date_ticks([datetime(2024, 3, 1), datetime(2024, 3, 9, 12)])
+    assert days[0][1] == "2024-03-01" and days[-1][1] == "2024-03-09"
+    assert maps.date_ticks([datetime(2024, 3, 1)] * 3) == [(maps.decimal_year(datetime(2024, 3, 1)), "2024-03-01")]
+    assert maps.date_ticks([]) == []
 
 
 def test_zero_shot_and_selection_classes(library):
@@ -129,14 +146,18 @@ def test_selections_become_queries_and_csv(library, tmp_path):
     ids = points.file_ids[:3].tolist()
     text = ",".join(map(str, ids + [ids[0], 999_999]))  # repeats and unknown ids are dropped
     assert maps.parse_selection(text, points) == ids
-    assert maps.selection_query(ids) == " ".join(f"@{i}" for i in ids)
+    assert maps.selection_terms(ids) == [search.file_term(i) for i in ids]
     out = maps.export_classes(points, {"mine": ids[:2]}, tmp_path / "classes.csv")
     rows = list(csv.reader(out.open()))
     assert rows[0] == ["path", "label"] and [r[1] for r in rows[1:]] == ["mine", "mine"]
     assert rows[1][0] == points.paths[0]
-    hits = maps.search_hits(f"@{ids[0]}", bundle, catalog, limit=5)
+    hits = maps.search_hits([search.file_term(ids[0])], bundle, catalog, limit=5)
     assert len(hits) == 5 and ids[0] not in hits  # more-like-this leaves the photo itself out
-    assert maps.search_hits("  ", bundle, catalog) == []
+    assert maps.search_hits([], bundle, catalog) == []
+    # a selection as a query: exactly the selected photos (the grammar used to read "@1 @2 @3" as one text)
+    chosen = points.file_ids[[0, 4, 7]].tolist()
+    view = maps.selection_search(catalog, bundle, chosen)
+    assert sorted(r.file_id for r in view.results) == sorted(chosen) and view.total == 3
 
 
 @pytest.mark.parametrize("call, message", [
@@ -195,14 +216,15 @@ def drive_the_map(browser, map_server, test_output_dir) -> None:
     expect(plot.locator(".legendtext").first).to_contain_text("demo-photos")
     assert plot.locator(".scatterlayer .point").count() == 24
 
-    # hovering a dot shows its photo, served from the indexed folder
+    # hovering a dot shows its thumbnail, asked for by catalog id (never by the photo's path)
     point = plot.locator(".scatterlayer .point").first
     point.hover(force=True)
     thumb = page.locator("#map-thumb")
     expect(thumb).to_be_visible()
     src = thumb.get_attribute("src")
-    assert str(map_server.photos) in src
-    assert page.request.get(map_server.url + src).ok
+    assert re.fullmatch(r"thumb/\d+\?size=160", src) and str(map_server.photos) not in src, src
+    answer = page.request.get(map_server.url + src)
+    assert answer.ok and answer.headers["content-type"] == "image/jpeg"
 
     # a lasso around the left half of the plot area: the leftmost dots, not all of them
     box = plot.locator(".nsewdrag").first.bounding_box()
@@ -212,21 +234,23 @@ def drive_the_map(browser, map_server, test_output_dir) -> None:
     for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 5)):
         page.mouse.move(x, y, steps=8)
     page.mouse.up()
-    expect(page.locator("#map-chosen")).to_contain_text(re.compile(r"\b([1-9]|1\d|2[0-3]) photos selected"))
+    chosen = page.locator("#map-chosen")
+    expect(chosen).to_contain_text(re.compile(r"\b([1-9]|1\d|2[0-3]) photos selected"))
+    selected = int(re.search(r"(\d+) photos selected", chosen.inner_text()).group(1))
 
-    # a sentence, not a trace, for a class without a name
+    # a sentence beside the buttons, not a trace, for a class without a name
     page.locator("#map-to-class").click()
-    expect(page.get_by_text("Type a name for the class made from the selection.").first).to_be_visible()
+    expect(page.locator("#map-selection-error")).to_contain_text("Type a name for the class made from the selection.")
     assert "Traceback" not in page.content()
-    page.locator(".toast-close").first.click()
 
+    # selection -> query: exactly the selected photos (one @id term each, joined by +), no others
     page.locator("#map-to-query").click()
-    expect(page.locator("#map-query textarea, #map-query input").first).to_have_value(re.compile(r"^@\d+( @\d+)*$"))
-    expect(page.locator("#map-gallery img").first).to_be_visible()
-    expect(page.locator("#map-status")).to_contain_text("photos like the selection")
-    page.locator("#map-draw").click()
-    expect(page.locator("#map-status")).to_contain_text("6 search hits ringed")
-    expect(plot.locator(".legendtext").last).to_contain_text("search hits (6)")
+    query = page.locator("#map-query textarea, #map-query input").first
+    expect(query).to_have_value(re.compile(r"^@\d+( \+ @\d+)*$"))
+    assert len(query.input_value().split(" + ")) == selected
+    expect(page.locator("#map-status")).to_contain_text(f"The {selected} selected photos")
+    expect(page.locator("#map-gallery img")).to_have_count(selected)
+    expect(page.locator("#map-selection-error")).to_be_hidden()
     screenshot(page, test_output_dir, "map")
 
     # the Search tab's query, ringed on the map

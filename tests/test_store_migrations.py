@@ -1,7 +1,8 @@
-"""Audit sessions and evaluation runs under the catalog's Alembic migrations (revision 0002): a fresh
-database gets both tables exactly as the stores' models define them, and a database whose tables the
-previous build made with metadata.create_all upgrades with its rows kept. SQLite always; PostgreSQL
-with CLIPLAB_TEST_POSTGRES_URL, as in test_catalog.py."""
+"""Every table of the database under the catalog's one Alembic chain: a fresh database at head is
+exactly what the one metadata (catalog + indexes.records) defines, nothing missing and nothing extra;
+audit sessions, evaluation runs and saved classifiers that the previous builds made with
+metadata.create_all upgrade with their rows kept. SQLite always; PostgreSQL with
+CLIPLAB_TEST_POSTGRES_URL, as in test_catalog.py."""
 
 from __future__ import annotations
 
@@ -13,17 +14,24 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from app.services import audit_store, eval_store
-from indexes.catalog import open_catalog
+from app.services import audit_store, classifiers, eval_store
+from indexes import records
+from indexes.catalog import Base, open_catalog
 from indexes.migrations import config, upgrade
 
 POSTGRES_URL = os.environ.get("CLIPLAB_TEST_POSTGRES_URL")
 NO_POSTGRES = ("CLIPLAB_TEST_POSTGRES_URL is not set, so the PostgreSQL store-migration tests did NOT run: "
                "run them with scripts/run-tests.sh (starts a server on loopback) or set the variable")
-HEAD = ScriptDirectory.from_config(config()).get_current_head()  # later migrations keep these tables
-TABLES = {"audit_sessions": audit_store.AuditSession.__table__, "eval_runs": eval_store.EvalRun.__table__}
+TABLES = {"audit_sessions": records.AuditSession.__table__, "eval_runs": records.EvalRun.__table__,
+          "saved_classifiers": records.SavedClassifier.__table__}
+
+
+def head() -> str:
+    return ScriptDirectory.from_config(config()).get_current_head()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -74,18 +82,31 @@ def model_layout(url: str, table: str, tmp_path) -> tuple[dict, set, tuple]:
 def test_fresh_database_at_head_has_both_tables_as_the_models_define(empty_url, tmp_path):
     catalog = open_catalog(empty_url)
     with catalog.engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == HEAD
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head()
     for table in TABLES:
         assert layout(catalog.engine, table) == model_layout(empty_url, table, tmp_path), table
     columns = layout(catalog.engine, "eval_runs")[0]
     assert list(columns) == ["id", "created_at", "kind", "model_name", "model_fingerprint", "dataset",
-                             "dataset_hash", "metrics_json"]
+                             "dataset_hash", "metrics_json", "precision"]
     assert columns["dataset_hash"][1] is True and columns["metrics_json"][1] is False
     with catalog.engine.begin() as connection:  # and it steps back down to the first schema
         cfg = config()
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, "0001")
-    assert not {"audit_sessions", "eval_runs"} & set(sa.inspect(catalog.engine).get_table_names())
+    assert not {"audit_sessions", "eval_runs", "saved_classifiers"} & set(sa.inspect(catalog.engine).get_table_names())
+    catalog.close()
+
+
+def test_one_metadata_is_exactly_the_migrated_schema(empty_url):
+    """Alembic's autogenerate finds nothing to add, drop or alter: every model's table is made by the
+    chain (none by create_all) and env.py sees all of them."""
+    catalog = open_catalog(empty_url)
+    assert {"audit_sessions", "eval_runs", "saved_classifiers", "files"} <= set(Base.metadata.tables)
+    with catalog.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = [d for d in compare_metadata(context, Base.metadata)
+                       if not (isinstance(d, tuple) and d[0] == "remove_table" and d[1].name == "alembic_version")]
+    assert differences == []
     catalog.close()
 
 
@@ -100,7 +121,25 @@ OLD_EVAL_RUNS = sa.Table(
     sa.Column("model_fingerprint", sa.String(64), nullable=False, index=True),
     sa.Column("dataset", sa.Text, nullable=False),
     sa.Column("metrics_json", sa.Text, nullable=False))
-audit_store.AuditSession.__table__.to_metadata(OLD)  # unchanged since then
+OLD_AUDIT_SESSIONS = sa.Table(  # before precision
+    "audit_sessions", OLD,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("rerun_of", sa.String(32)),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_fingerprint", sa.String(64), nullable=False, index=True),
+    sa.Column("dataset_source", sa.Text, nullable=False),
+    sa.Column("dataset_sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("split", sa.String(32)),
+    sa.Column("n_images", sa.Integer, nullable=False),
+    sa.Column("label_sets", sa.String(400), nullable=False),
+    sa.Column("result_json", sa.Text, nullable=False))
+# saved classifiers as app.services.app_state's own Base made them with create_all (outside the chain)
+OLD_SAVED_CLASSIFIERS = sa.Table(
+    "saved_classifiers", OLD,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("saved_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("spec_json", sa.Text, nullable=False))
 
 
 def old_build_database(url: str, catalog_revision: str | None) -> None:
@@ -119,6 +158,9 @@ def old_build_database(url: str, catalog_revision: str | None) -> None:
         connection.execute(OLD_EVAL_RUNS.insert().values(
             id="e1", created_at=now, kind="zeroshot", model_name="tiny", model_fingerprint="fpE",
             dataset="pets", metrics_json=json.dumps({"top1": 0.75, "per_class": [{"label": "cat"}]})))
+        connection.execute(OLD_SAVED_CLASSIFIERS.insert().values(
+            name="shapes", saved_at=now, spec_json=json.dumps({"classes": ["circle", "star"],
+                                                               "templates": ["a {}."], "threshold": None})))
     engine.dispose()
 
 
@@ -127,7 +169,7 @@ def test_tables_from_create_all_upgrade_with_their_rows(empty_url, catalog_revis
     old_build_database(empty_url, catalog_revision)
     catalog = open_catalog(empty_url)
     with catalog.engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == HEAD
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head()
     assert layout(catalog.engine, "eval_runs") == model_layout(empty_url, "eval_runs", tmp_path)
     assert [s["id"] for s in audit_store.list_sessions()] == ["a1"]
     assert audit_store.load_session("a1")["session_id"] == "a1"
@@ -136,4 +178,12 @@ def test_tables_from_create_all_upgrade_with_their_rows(empty_url, catalog_revis
     # new rows go in beside the old ones, with the new column
     new = eval_store.save_eval_run("probe", "tiny", "fpE", "/data/pets", {"top1": 0.5}, dataset_hash="c" * 64)
     assert {r["id"]: r["dataset_hash"] for r in eval_store.list_eval_runs()} == {"e1": None, new: "c" * 64}
+    for table in TABLES:
+        assert layout(catalog.engine, table) == model_layout(empty_url, table, tmp_path), table
+    # the saved classifier of the old build is still there (no provenance recorded then), and saving works
+    assert classifiers.load_classifier(catalog, "shapes") == {"classes": ["circle", "star"], "templates": ["a {}."],
+                                                              "threshold": None, "provenance": None}
+    classifiers.save_classifier(catalog, "colours", ["red", "blue"], ["a {}."])
+    assert classifiers.list_classifiers(catalog) == ["colours", "shapes"]
+    assert audit_store.list_sessions()[0]["precision"] is None
     catalog.close()

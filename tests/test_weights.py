@@ -348,7 +348,7 @@ def test_models_tab_loads_a_checkpoint_with_the_architecture_chosen(tmp_path, cl
     from safetensors.torch import save_file
 
     from app.services.app_state import AppState
-    from app.ui.models import AUTO_ARCH, load_checkpoint
+    from app.services.models import load_checkpoint
     from indexes.catalog import open_catalog
 
     state = AppState(bundle=tiny_bundle(), catalog=open_catalog())
@@ -356,7 +356,7 @@ def test_models_tab_loads_a_checkpoint_with_the_architecture_chosen(tmp_path, cl
     plain = tmp_path / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(plain))
     with pytest.raises(CliplabError, match="Architecture choice in the Models tab"):
-        load_checkpoint(state, str(plain), AUTO_ARCH, False)
+        load_checkpoint(state, str(plain), None, False)
     loaded = load_checkpoint(state, str(plain), "quickgelu", False)
     assert Path(loaded).parent.name == "imported" and state.bundle.model.config.activation == "quick_gelu"
     assert_same_outputs(model, state.bundle.model.float())

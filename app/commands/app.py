@@ -8,13 +8,15 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("app", help="open the app in the browser (Gradio)",
                                    description="Start the local app. It listens on 127.0.0.1 only, unless "
-                                               "--listen says otherwise.")
+                                               "--listen says otherwise; then it asks for a login.")
     parser.add_argument("--model", default="demo", help="model to start with: demo, an official name or a "
                                                         "checkpoint path (default demo)")
     parser.add_argument("--port", type=int, default=None, help="port (default 7860 or the next free one)")
     parser.add_argument("--listen", metavar="ADDRESS", default=None,
-                        help="listen on ADDRESS (e.g. 0.0.0.0) instead of 127.0.0.1: others on the network can "
-                             "then use the app and see your indexed photos")
+                        help="listen on ADDRESS (e.g. 0.0.0.0) instead of 127.0.0.1: anyone who can reach it and "
+                             "logs in can see and search your library's photos, add and remove library folders, "
+                             "and run every tab. The login is user 'cliplab' with the password in "
+                             "CLIPLAB_APP_PASSWORD, or one made and printed at start")
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     parser.add_argument("--demo-photos", type=int, default=120, metavar="N",
                         help="photos in the demo folder made on first start (0: none)")
@@ -24,16 +26,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.gradio_app import DEFAULT_HOST, launch  # gradio loads only for this command
+    from app.gradio_app import DEFAULT_HOST, launch, login_for  # gradio loads only for this command
     from app.services.app_state import AppState
     from app.services.first_start import first_start, needs_first_start
 
+    host = args.listen or DEFAULT_HOST
+    login_for(host)  # a too-short password fails before anything loads
     state = AppState(model=args.model)
     print(f"model: {state.bundle.name}", flush=True)  # loads now: a missing model fails before the server starts
     if args.demo_photos and needs_first_start(state):
+        print(f"first start: drawing {args.demo_photos} demo photos and indexing them with {state.model_name}"
+              + (" (the app opens when they are ready)" if args.wait_first_start
+                 else " in the background; Search and Map fill in as they are indexed"), flush=True)
         job = state.jobs.start("index", "first start: demo photos", lambda j: first_start(state, args.demo_photos, j))
         if args.wait_first_start:
             state.jobs.wait(job)
-            print(job.error or f"first start: {job.log[-2] if len(job.log) > 1 else job.message}", flush=True)
-    launch(state, host=args.listen or DEFAULT_HOST, port=args.port, open_browser=not args.no_browser)
+            print(f"first start failed: {job.error}" if job.error else
+                  f"first start: {job.log[-2] if len(job.log) > 1 else job.message}", flush=True)
+    launch(state, host=host, port=args.port, open_browser=not args.no_browser)
     return 0

@@ -12,7 +12,8 @@ import sys
 
 from app.commands.models import add_loading_arguments, loading_options
 from app.services import audit as service
-from engine.audit.runner import PAPER_THRESHOLDS, AuditOptions
+from app.services import loading
+from app.services.audit import PAPER_THRESHOLDS, AuditOptions, to_frame
 from engine.errors import CliplabError
 
 ACTIONS = ("list", "show", "rerun", "diff")
@@ -63,16 +64,11 @@ def register(subparsers) -> None:
     parser.set_defaults(func=main)
 
 
-def _load(args: argparse.Namespace, model: str):
-    from engine.api import load
-
-    return load(model, device=args.device, **loading_options(args))
-
-
 def _print_summary(result: dict) -> None:
     prov = result["provenance"]
+    precision = f", {prov['model']['precision']}" if prov["model"].get("precision") else ""
     print(f"audited {prov['dataset']['images']} images with {prov['model']['name']} "
-          f"({prov['model']['fingerprint']}), label set {' vs '.join(v for v in prov['label_sets'].values() if v)}")
+          f"({prov['model']['fingerprint']}{precision}), label set {' vs '.join(v for v in prov['label_sets'].values() if v)}")
     for line in result["headline"]:
         print(f"  {line}")
     if result["warnings"]:
@@ -102,16 +98,19 @@ def main(args: argparse.Namespace) -> int:
         elif args.json:
             print(json.dumps(result, indent=1))
         elif args.csv:
-            from engine.audit.report import to_frame
-
             to_frame(result).to_csv(sys.stdout, index=False)
         else:
             print(f"session {result['session_id']}")
             _print_summary(result)
         return 0
     if args.action == "rerun":
-        saved = service.show(args.ids[0])
-        fresh, differences = service.rerun(args.ids[0], args.out, _load(args, saved["options"]["model"]))
+        saved = service.show(args.ids[0])  # the recorded model is loaded in the recorded precision
+        bundle = None  # the service loads the recorded model in the recorded precision
+        if args.arch or args.allow_torchscript:
+            bundle = loading.load_bundle(saved["options"]["model"], args.device,
+                                         service.recorded_precision(saved) or loading.EXACT,
+                                         **loading_options(args))
+        fresh, differences = service.rerun(args.ids[0], args.out, bundle, device=args.device)
         _print_summary(fresh)
         print(f"session {fresh['session_id']} (re-run of {saved['session_id']})")
         if differences:
@@ -144,10 +143,8 @@ def _run(args: argparse.Namespace) -> int:
                            thresholds=_floats(args.thresholds), min_count=args.min_count,
                            probe_folds=args.probe_folds, n_boot=args.bootstrap,
                            service_test_only=args.service_test, padding=args.padding)
-    from engine.audit.runner import resolve_labelsets
-
-    resolve_labelsets(options)  # a bad label set fails before the model loads
-    result = service.run(options, args.out, _load(args, args.model))
+    bundle = loading.load_bundle(args.model, args.device, loading.EXACT, **loading_options(args))
+    result = service.run(options, args.out, bundle)  # the exact precision, as in the app
     _print_summary(result)
     if args.out:
         print(f"report: {args.out}")

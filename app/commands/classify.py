@@ -7,9 +7,17 @@ import os
 from pathlib import Path
 
 from app.commands.models import add_loading_arguments, loading_options
-from app.services.classify import classify_images, export_csv, folder_images, parse_classes
+from app.services import loading
+from app.services.classify import (
+    TEMPLATE_PRESETS,
+    classify_images,
+    export_csv,
+    folder_images,
+    load_templates,
+    parse_classes,
+)
+from app.services.loading import ModelBundle
 from engine.errors import CliplabError
-from engine.zeroshot import TEMPLATE_PRESETS, load_templates
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,10 +27,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_loading_arguments(parser)
 
 
-def load_bundle(args: argparse.Namespace):
-    from engine.api import load
-
-    return load(args.model, device=args.device, **loading_options(args))
+def load_bundle(args: argparse.Namespace) -> ModelBundle:
+    """The model in the exact precision (the app's too: the same input gives the same numbers)."""
+    return loading.load_bundle(args.model, args.device, loading.EXACT, **loading_options(args))
 
 
 def add_classifier_arguments(parser: argparse.ArgumentParser, default_templates: str = "default") -> None:
@@ -56,6 +63,8 @@ def register(subparsers) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="also list every label with probability >= P (a fraction: 0.04 = 4%%)")
     parser.add_argument("--csv", help="write every image's probabilities to this CSV file")
+    parser.add_argument("--truncate", action="store_true",
+                        help="cut prompts longer than the model's context (77 tokens) to fit, instead of refusing them")
     parser.set_defaults(func=run)
 
 
@@ -88,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliplabError("--top must be at least 1.")
     paths = expand_paths(args.images)
     result = classify_images(load_bundle(args), paths, classes, templates, k=args.top, threshold=args.threshold,
-                             scale=parse_scale(args.scale), progress=len(paths) > 8)
+                             scale=parse_scale(args.scale), progress=len(paths) > 8, truncate=args.truncate)
     names = display_names(result.paths)
     width = max(len(n) for n in names + ["image"])
     if len(classes) <= args.top:  # every probability fits: one column per class

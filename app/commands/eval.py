@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from app.commands.classify import add_classifier_arguments, add_model_arguments, load_bundle, parse_scale
+from app.services.classify import load_templates
 from app.services.evaluate import eval_fewshot, eval_probe, eval_retrieval, eval_zeroshot, save_run
 from engine.errors import CliplabError
-from engine.zeroshot import load_templates
 
 DATASET_HELP = "an image folder with one sub-folder per class, or a CSV file with path,label columns"
 

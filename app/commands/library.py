@@ -1,8 +1,10 @@
-"""The photo library commands: index, search, duplicates, export, texts.
+"""The photo library commands: index (and remove) folders, search, duplicates, export, texts.
 
     cliplab index ~/Pictures /media/usb/photos --model ViT-B/32
     cliplab index --skipped
+    cliplab index --remove ~/Pictures/old
     cliplab search '"2:dog on a beach" + ./ref.jpg - people' --after 2023-06-01 --cutoff 3 --sort date
+    cliplab search --image "IMG_1234 - Copy.jpg" --weight 2 --text sunset --not people --not-image crowd.jpg
     cliplab duplicates --threshold 0.95
     cliplab export embeddings.parquet
     cliplab texts add imagenet assets/imagenet_classes.txt && cliplab texts search imagenet photo.jpg
@@ -14,8 +16,11 @@ import argparse
 import json
 import math
 
-from app.services import library as service
+from app.services import captions, library, loading, search
+from app.services.library import open_catalog
 from engine.errors import CliplabError
+
+KINDS = ["auto", "flat", "ivf"]
 
 
 def _at_least(minimum: float, kind=int):
@@ -43,52 +48,104 @@ def _finite(text: str) -> float:
 
 def _model_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name or checkpoint path (default: $CLIPLAB_MODEL or demo)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def _search_bundle(args: argparse.Namespace):
+    """Indexing and search run in the fastest safe precision (recorded per index)."""
+    return loading.load_bundle(args.model, args.device, loading.SEARCH)
 
 
 def index_main(args: argparse.Namespace) -> int:
+    catalog = open_catalog()
     if args.skipped:
-        rows = service.skipped_files()
+        rows = library.skipped_files(catalog)
         for path, reason in rows:
             print(f"{path}\t{reason}")
         print(f"{len(rows)} file(s) skipped")
         return 0
-    run = service.index_folders(args.paths, service.load_bundle(args.model), batch_size=args.batch_size,
-                                workers=args.workers, kind=args.index_kind, time_limit=args.time_limit)
-    print(f"scan: {run.scan.summary()}")
-    print(f"embedded {run.index.embedded}, skipped {run.index.skipped} in {run.index.seconds:.1f} s "
-          f"({run.index.images_per_second:.1f} images/s); vector index: {run.vectors['kind']}, "
-          f"{run.vectors['count']} vectors")
-    if run.index.skipped:
+    if args.remove:
+        if args.paths:
+            raise CliplabError("`cliplab index --remove FOLDER` removes one folder; give the folders to add in a "
+                               "separate command.")
+        removed = library.remove_folder(catalog, args.remove)
+        print(f"removed {args.remove} from the library: {removed} file(s) and their embeddings (the files on disk "
+              "are untouched)")
+        return 0
+    run = library.add_folders(catalog, _search_bundle(args), args.paths, confirm_system=args.confirm_system,
+                              batch_size=args.batch_size, workers=args.workers, kind=args.index_kind,
+                              progress=True, time_limit=args.time_limit)
+    print(f"scan: {run['scan']}")
+    print(f"embedded {run['embedded']}, skipped {run['skipped']} in {run['seconds']:.1f} s "
+          f"({run['images_per_second']:.1f} images/s); vector index: {run['vectors']['kind']}, "
+          f"{run['vectors']['count']} vectors")
+    if run["skipped"]:
         print("see why with `cliplab index --skipped`")
     return 0
 
 
+class TermAction(argparse.Action):
+    """Appends one structured query term per option, in command-line order; --weight W sets the
+    weight of the term just before it. Values are taken whole: a path may hold any character."""
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:
+        terms = list(getattr(namespace, "terms", None) or [])
+        if self.dest == "weight":
+            if not terms:
+                parser.error("--weight W sets the weight of the term before it: put it after --text, --image, "
+                             "--not, --not-image or --like")
+            terms[-1] = search.Term(terms[-1].sign, float(value), terms[-1].kind, terms[-1].value)
+        else:
+            make, sign = {"text": (search.text_term, 1), "image": (search.image_term, 1),
+                          "not": (search.text_term, -1), "not_image": (search.image_term, -1),
+                          "like": (search.file_term, 1), "not_like": (search.file_term, -1)}[self.dest]
+            terms.append(make(value, sign=sign))
+        namespace.terms = terms
+
+
+def search_terms(args: argparse.Namespace) -> list[search.Term]:
+    """The typed query's terms (the grammar), then the option terms in their order."""
+    terms = search.parse_terms(args.query) + list(args.terms or [])
+    if not terms:
+        raise CliplabError("Give something to search with: a QUERY, or --text, --image, --like ID "
+                           "(and --not / --not-image to push results away).")
+    return terms
+
+
 def search_main(args: argparse.Namespace) -> int:
-    query = f"@{args.like}" if args.like is not None else args.query
-    if not query:
-        raise CliplabError("Give a QUERY or --like FILE_ID.")
-    page = service.search_library(query, service.load_bundle(args.model), limit=args.limit, page=args.page,
-                                  folder=args.folder, after=args.after, before=args.before, types=tuple(args.type),
-                                  cutoff=args.cutoff, sort=args.sort, kind=args.index_kind)
+    terms = search_terms(args)
+    catalog = open_catalog()
+    try:
+        view = search.search(catalog, _search_bundle(args), terms, page=args.page, per_page=args.limit,
+                             filters=search.make_filters(args.folder, args.after, args.before, args.type),
+                             cutoff=args.cutoff, sort=args.sort, kind=args.index_kind)
+    except search.NothingIndexed as error:
+        raise CliplabError(f"No photos are indexed with the model {error.model} yet: run `cliplab index FOLDER` "
+                           "first.") from None
     if args.json:
         print(json.dumps([{"id": r.file_id, "path": r.path, "score": round(r.score, 5),
                            "captured_at": r.captured_at.isoformat() if r.captured_at else None,
                            "date": r.date.isoformat() if r.date else None, "date_source": r.date_source}
-                          for r in page.results], indent=1))
+                          for r in view.results], indent=1))
         return 0
-    for n, r in enumerate(page.results, start=page.offset + 1):
+    for n, r in enumerate(view.results, start=view.offset + 1):
         # the date the filters and --sort date use: the capture time, else the file time (marked)
         when = r.date.strftime("%Y-%m-%d %H:%M") + (" file" if r.date_source == "file" else "") if r.date else "-"
         print(f"{n:4d}  {r.score:.4f}  @{r.file_id:<6d} {when:21s}  {r.path}")
-    cut = f", cut-off score {page.threshold:.4f}" if page.threshold is not None else ""
-    print(f"{page.total} result(s){cut}; page {args.page}. Dates marked \"file\" have no capture time. "
-          "More like one: `cliplab search --like ID`")
+    cut = ""
+    if view.threshold_unreachable:
+        cut = f", no photo scores above a cut-off of z={args.cutoff:g} (it would need a cosine above 1)"
+    elif view.threshold is not None:
+        cut = f", cut-off score {view.threshold:.4f}"
+    print(f"{view.total} result(s){cut}; page {view.page} of {view.pages}. Dates marked \"file\" have no capture "
+          "time. More like one: `cliplab search --like ID`")
     return 0
 
 
 def duplicates_main(args: argparse.Namespace) -> int:
-    bundle = None if args.exact_only else service.load_bundle(args.model)
-    groups = service.find_duplicates(bundle, threshold=args.threshold, burst_seconds=args.burst_seconds)
+    bundle = None if args.exact_only else _search_bundle(args)
+    groups = library.find_duplicates(bundle, open_catalog(), threshold=args.threshold,
+                                     burst_seconds=args.burst_seconds)
     for n, group in enumerate(groups, 1):
         keeper = group.keeper
         near = f", cosine >= {group.threshold:.4f}" if group.threshold is not None else ""
@@ -101,40 +158,59 @@ def duplicates_main(args: argparse.Namespace) -> int:
 
 
 def export_main(args: argparse.Namespace) -> int:
-    n = service.export_embeddings(args.output, service.load_bundle(args.model))
+    n = library.export_embeddings(args.output, _search_bundle(args), open_catalog())
     print(f"wrote {n} embeddings to {args.output}")
     return 0
 
 
 def texts_main(args: argparse.Namespace) -> int:
+    catalog = open_catalog()
     if args.action == "add":
-        print(f"collection {args.name}: {service.add_texts(args.name, args.file)} texts")
+        print(f"collection {args.name}: {library.add_texts(catalog, args.name, args.file)} texts")
         return 0
-    for hit in service.image_to_text(args.name, args.file, service.load_bundle(args.model), k=args.limit):
+    # the same image -> text feature (and caches) as `cliplab captions --image`
+    bundle = loading.load_bundle(args.model, args.device, loading.EXACT)
+    for hit in captions.image_to_texts(bundle, args.file, captions.COLLECTION_PREFIX + args.name, k=args.limit,
+                                       catalog=catalog):
         print(f"{hit.score:.4f}  {'*' if hit.true_pair else ' '} {hit.text}")
     return 0
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("index", help="index photo folders (incremental, crash-safe)",
+    p = subparsers.add_parser("index", help="index photo folders (incremental, crash-safe); remove a folder",
                               description="Scan folders, embed new and changed photos, update the vector index.")
     p.add_argument("paths", nargs="*", help="folders to scan (none: embed what is pending)")
     _model_arg(p)
     p.add_argument("--skipped", action="store_true", help="list the files that could not be indexed, with reasons")
+    p.add_argument("--remove", metavar="FOLDER", help="take a library folder out of the catalog with its files' rows "
+                                                      "and embeddings (the files on disk are untouched)")
+    p.add_argument("--confirm-system", action="store_true",
+                   help="index a system folder (/, /etc, /usr, your whole home folder, ...) anyway")
     p.add_argument("--batch-size", type=_at_least(1), default=32)
     p.add_argument("--workers", type=_at_least(0), default=None, help="decoding processes (default: one per core)")
     p.add_argument("--time-limit", type=_at_least(0.1, float), default=30.0, help="seconds allowed to decode one file")
-    p.add_argument("--index-kind", choices=["auto", "flat", "ivf"], default="auto")
+    p.add_argument("--index-kind", choices=KINDS, default="auto")
     p.set_defaults(func=index_main)
 
-    p = subparsers.add_parser("search", help="search the photo library by text, image, or both",
-                              description="QUERY grammar: terms joined by standalone + and -, each "
-                                          "[weight:] words | \"quoted words\" | image path | @file_id. "
-                                          "See docs/library.md.")
-    p.add_argument("query", nargs="?")
+    p = subparsers.add_parser(
+        "search", help="search the photo library by text, image, or both",
+        description="QUERY grammar: terms joined by standalone + and -, each [weight:] words | \"quoted words\" | "
+                    "image path | @file_id. The options add terms whole, so any path works (also one with ' - ' "
+                    "or spaces): --text, --image, --like, and --not, --not-image, --not-like to push results "
+                    "away; --weight W after a term weights it. See docs/library.md.")
+    p.add_argument("query", nargs="?", help="a query in the grammar above (optional with term options)")
     _model_arg(p)
-    p.add_argument("--like", type=_at_least(1), help="more like this catalog file id")
-    p.add_argument("--limit", type=_at_least(1), default=20, help="results per page (1-1000)")
+    p.set_defaults(terms=[])
+    term = p.add_argument_group("query terms (repeatable, in order)")
+    term.add_argument("--text", action=TermAction, metavar="TEXT", help="a text term, taken whole")
+    term.add_argument("--image", action=TermAction, metavar="PATH", help="an image file, taken whole")
+    term.add_argument("--like", action=TermAction, metavar="FILE_ID", help="more like this catalog photo")
+    term.add_argument("--not", action=TermAction, dest="not", metavar="TEXT", help="push results away from a text")
+    term.add_argument("--not-image", action=TermAction, metavar="PATH", help="push results away from an image")
+    term.add_argument("--not-like", action=TermAction, metavar="FILE_ID", help="push results away from a photo")
+    term.add_argument("--weight", action=TermAction, type=float, metavar="W",
+                      help="the weight of the term just before (default 1)")
+    p.add_argument("--limit", type=_at_least(1), default=20, help="results per page (1-1000, default 20)")
     p.add_argument("--page", type=_at_least(1), default=1)
     p.add_argument("--folder", help="only photos under this folder")
     p.add_argument("--after", help="captured on or after (YYYY-MM-DD)")
@@ -143,7 +219,7 @@ def register(subparsers) -> None:
     p.add_argument("--cutoff", type=_finite, nargs="?", const=3.0, default=None,
                    help="drop results under mean + Z*std of the library's scores for the query (default Z=3)")
     p.add_argument("--sort", choices=["score", "date"], default="score")
-    p.add_argument("--index-kind", choices=["auto", "flat", "ivf"], default="auto")
+    p.add_argument("--index-kind", choices=KINDS, default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=search_main)
 
@@ -161,7 +237,9 @@ def register(subparsers) -> None:
     _model_arg(p)
     p.set_defaults(func=export_main)
 
-    p = subparsers.add_parser("texts", help="text collections: search texts with an image")
+    p = subparsers.add_parser("texts", help="text collections: search texts with an image",
+                              description="Store a text collection in the catalog, or rank its texts for an image "
+                                          "(the same feature as `cliplab captions --collection collection:NAME`).")
     p.add_argument("action", choices=["add", "search"])
     p.add_argument("name", help="collection name")
     p.add_argument("file", help="add: a .txt (one text a line) or captions .csv; search: an image")

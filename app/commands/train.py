@@ -13,13 +13,14 @@ import argparse
 import json
 
 from app.services import training as service
-from trainer.presets import DEMO_SHAPE, PRESETS
-from trainer.train import TrainOptions
+from app.services.loading import check_device
+from app.services.training import DEMO_SHAPE, PRESETS, TrainOptions
 
 _DEFAULTS = TrainOptions()
 
 
 def train_main(args: argparse.Namespace) -> int:
+    check_device(args.device)  # a sentence, not torch's AssertionError, for --device cuda without a GPU
     values = {k: v for k, v in vars(args).items() if k not in ("func", "command", "quiet")}
     values["progress"] = not args.quiet
     summary = service.start_training(values)

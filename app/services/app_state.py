@@ -1,5 +1,5 @@
 """What the running app holds between requests: the current model, the catalog, background jobs and
-saved classifiers.
+the open vector indexes.
 
 One AppState per app process. Jobs live here (not in a browser session) so a refreshed page finds
 its indexing or training run still going and picks up its progress by job id or by kind.
@@ -7,22 +7,21 @@ its indexing or training run still going and picks up its progress by job id or 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import cache
 
-from sqlalchemy import DateTime, Engine, String, Text, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import select
 
+from app.services.loading import EXACT, SEARCH, device_of, load_bundle, precision_of
 from engine.errors import CliplabError
+from engine.precision import resolve_precision
 from indexes.catalog import Catalog, Folder, open_catalog
 from indexes.indexer import ModelBundle
+from indexes.vectors import VectorIndex, open_index
 
 ModelListener = Callable[[ModelBundle], None]
 
@@ -101,42 +100,49 @@ class Jobs:
 
 
 class AppState:
-    """The current model bundle (loaded on first use), the catalog handle, jobs and listeners.
+    """The current model (loaded on first use), the catalog handle, jobs, listeners and the open
+    vector indexes.
 
     model: what engine.load accepts ("demo", an official name, a checkpoint path); bundle: an
-    already loaded ModelBundle (tests pass one to skip loading).
+    already loaded ModelBundle (tests pass one to skip loading). The model runs in the EXACT
+    precision (app.services.loading), the CLI's default, so classifications, audits and evaluations
+    made in the app give the CLI's numbers; `search_bundle` is the indexing/search model, which may
+    run in the fastest safe mode (the same object where that mode is the exact one).
     """
 
     def __init__(self, model: str = "demo", catalog: Catalog | None = None, bundle: ModelBundle | None = None,
-                 precision: str | None = "auto") -> None:
+                 device: str | None = None) -> None:
         self.model_name = bundle.name if bundle is not None else str(model)
-        self.precision = precision
+        self.device = device
         self.catalog = catalog or open_catalog()
         self.jobs = Jobs()
+        self.vector_indexes = VectorIndexCache(self.catalog)
         self._bundle = bundle
+        self._search_bundle: ModelBundle | None = bundle
         self._lock = threading.RLock()
         self._listeners: list[ModelListener] = []
-        self.allowed_paths: list[str] = []  # the web server's list of folders it may serve files from
-
-    def allow(self, folders: list[str]) -> None:
-        """Let the web server serve files from these (just indexed) folders."""
-        for folder in folders:
-            if folder not in self.allowed_paths:
-                self.allowed_paths.append(folder)
 
     @property
     def bundle(self) -> ModelBundle:
+        """The current model in the exact precision: for every result meant to be reproduced."""
         with self._lock:
             if self._bundle is None:
-                self._bundle = ModelBundle.load(self.model_name, precision=self.precision)
+                self._bundle = load_bundle(self.model_name, self.device, EXACT)
                 self.model_name = self._bundle.name
             return self._bundle
 
     @property
-    def loaded(self) -> tuple:
-        """(model, preprocess, tokenizer): the tuple the service functions take."""
-        b = self.bundle
-        return b.model, b.preprocess, b.tokenizer
+    def search_bundle(self) -> ModelBundle:
+        """The current model for indexing and search: the fastest safe precision, the exact bundle
+        itself where that precision is the exact one (no second copy of the weights)."""
+        with self._lock:
+            if self._search_bundle is None:
+                exact = self.bundle
+                if resolve_precision(device_of(exact), SEARCH) == precision_of(exact):
+                    self._search_bundle = exact
+                else:
+                    self._search_bundle = load_bundle(self.model_name, self.device, SEARCH)
+            return self._search_bundle
 
     def on_model_change(self, callback: ModelListener) -> None:
         """Call callback(new_bundle) after every switch (e.g. to drop caches built with the old model)."""
@@ -144,67 +150,40 @@ class AppState:
 
     def switch_model(self, name_or_path: str) -> ModelBundle:
         """Load another model and make it current; the old one stays current if loading fails."""
-        bundle = ModelBundle.load(str(name_or_path), precision=self.precision)
+        return self.set_bundle(load_bundle(str(name_or_path), self.device, EXACT))
+
+    def set_bundle(self, bundle: ModelBundle) -> ModelBundle:
+        """Make an already loaded bundle current (a freshly trained model, a switch, tests)."""
         with self._lock:
-            self._bundle, self.model_name = bundle, bundle.name
+            self._bundle, self._search_bundle, self.model_name = bundle, None, bundle.name
         for callback in list(self._listeners):
             callback(bundle)
         return bundle
 
-    def set_bundle(self, bundle: ModelBundle) -> None:
-        """Make an already loaded bundle current (a freshly trained model, tests)."""
-        with self._lock:
-            self._bundle, self.model_name = bundle, bundle.name
-        for callback in list(self._listeners):
-            callback(bundle)
-
     def library_roots(self) -> list[str]:
-        """The online root folders of the catalog: the only places the app serves files from."""
+        """The online root folders of the catalog."""
         with self.catalog.session() as session:
             return [row.path for row in session.scalars(select(Folder).where(Folder.online.is_(True)))]
 
 
-# -- saved classifiers: class names + templates, in the catalog database --------------------------
+class VectorIndexCache:
+    """The FAISS index of each model, opened once per process and brought up to date on every use."""
 
-class Base(DeclarativeBase):
-    pass
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._indexes: dict[tuple[int, str], VectorIndex] = {}
+        self._lock = threading.Lock()
 
+    def get(self, model_id: int, kind: str = "auto") -> VectorIndex:
+        with self._lock:
+            index = self._indexes.get((model_id, kind))
+            if index is None:
+                index = self._indexes[(model_id, kind)] = open_index(self.catalog, model_id, kind)
+            else:
+                index.sync()
+            return index
 
-class SavedClassifier(Base):
-    __tablename__ = "saved_classifiers"
-    name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    saved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    spec_json: Mapped[str] = mapped_column(Text)  # {"classes": [...], "templates": [...], "threshold": x}
-
-
-@cache
-def _create_tables(engine: Engine) -> Engine:
-    Base.metadata.create_all(engine)
-    return engine
-
-
-def save_classifier(catalog: Catalog, name: str, classes: list[str], templates: list[str],
-                    threshold: float | None = None) -> str:
-    """Store (or replace) a named classifier; returns its name."""
-    name = (name or "").strip()
-    if not name:
-        raise CliplabError("Give the classifier a name before saving it.")
-    if not classes:
-        raise CliplabError("There are no class names to save: type one class name per line.")
-    spec = {"classes": list(classes), "templates": list(templates), "threshold": threshold}
-    with Session(_create_tables(catalog.engine)) as session, session.begin():
-        session.merge(SavedClassifier(name=name, saved_at=datetime.now(UTC), spec_json=json.dumps(spec)))
-    return name
-
-
-def load_classifier(catalog: Catalog, name: str) -> dict:
-    with Session(_create_tables(catalog.engine)) as session:
-        row = session.get(SavedClassifier, name)
-    if row is None:
-        raise CliplabError(f"No saved classifier named {name!r}.")
-    return json.loads(row.spec_json)
-
-
-def list_classifiers(catalog: Catalog) -> list[str]:
-    with Session(_create_tables(catalog.engine)) as session:
-        return list(session.scalars(select(SavedClassifier.name).order_by(SavedClassifier.name)))
+    def clear(self) -> None:
+        """Drop every open index (after a folder's rows were removed: they are reopened and checked)."""
+        with self._lock:
+            self._indexes.clear()

@@ -1,4 +1,10 @@
-"""Bias audits for every front end: run, save, re-run, compare, export (CLI and Gradio call these)."""
+"""Bias audits for every front end: options from a form or the CLI, run, save, re-run, compare,
+export, and the tables as frames (the CLI, the Audit tab and the dashboard call these).
+
+An audit runs in the exact precision (app.services.loading.EXACT) in the app as on the CLI; its
+session records the model's precision, device and cliplab version, and a re-run loads the model
+the same way, so a session made in the app reruns with `cliplab audit rerun` to the same numbers.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,23 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import yaml
 
 from app.services import audit_store
+from app.services.loading import EXACT, engine_tuple, load_bundle, precision_of, provenance
+from assets import asset_path
 from engine.audit import measures, report
-from engine.audit.runner import AuditOptions, compare_results, run_audit
+from engine.audit.labelsets import shipped_labelsets
+from engine.audit.runner import PAPER_THRESHOLDS, AuditOptions, compare_results, resolve_labelsets, run_audit
 from engine.errors import CliplabError
+from indexes.indexer import ModelBundle
+
+# what front ends use of the engine's audit package, so they import services only
+__all__ = ["PAPER_THRESHOLDS", "AuditOptions", "diff", "export", "list_sessions", "render_html", "rerun", "run",
+           "shipped_labelsets", "show", "to_frame"]
+render_html = report.render_html
+to_frame = report.to_frame
 
 EXPORTS = (".html", ".json", ".csv")
 
@@ -29,12 +47,19 @@ def export(result: dict, out: str | Path) -> Path:
     return out
 
 
-def run(options: AuditOptions, out: str | Path | None = None, loaded: tuple | None = None,
-        progress: bool = True, rerun_of: str | None = None) -> dict:
-    """Run an audit, save it as a session (one transaction, only once every number exists), export."""
+def run(options: AuditOptions, out: str | Path | None = None, bundle: ModelBundle | None = None,
+        progress: bool = True, rerun_of: str | None = None, device: str | None = None) -> dict:
+    """Run an audit, save it as a session (one transaction, only once every number exists), export.
+
+    bundle: the model to audit with (the app's current one); None loads options.model in the
+    exact precision. The model's provenance (precision, device, version) goes into the session."""
     if out is not None and Path(out).suffix.lower() not in EXPORTS:
         raise CliplabError(f"Cannot export to {Path(out).name}: use a file ending in {', '.join(EXPORTS)}.")
-    result = run_audit(options, loaded=loaded, progress=progress)
+    resolve_labelsets(options)  # a bad label set fails before the model loads
+    if bundle is None:
+        bundle = load_bundle(options.model, device, EXACT)
+    result = run_audit(options, loaded=engine_tuple(bundle), progress=progress)
+    result["provenance"]["model"].update({k: v for k, v in provenance(bundle).items() if k != "name"})
     result["session_id"] = audit_store.new_session_id()
     written = export(result, out) if out is not None else None  # a report that fails leaves no session
     try:
@@ -50,14 +75,28 @@ def options_of(result: dict) -> AuditOptions:
     return AuditOptions(**result["options"])
 
 
-def rerun(session_id: str, out: str | Path | None = None, loaded: tuple | None = None,
-          progress: bool = True) -> tuple[dict, list[str]]:
+def recorded_precision(result: dict) -> str | None:
+    """The precision a session's model ran in; sessions saved before it was recorded ran in the exact mode."""
+    return result["provenance"]["model"].get("precision")
+
+
+def rerun(session_id: str, out: str | Path | None = None, bundle: ModelBundle | None = None,
+          progress: bool = True, device: str | None = None) -> tuple[dict, list[str]]:
     """Run a saved session again from its recorded options; returns (new result, differences).
 
-    The dataset file and the model weights must be the ones recorded, or the numbers could not match."""
+    Without a bundle the recorded model is loaded in the recorded precision. The dataset file, the
+    model weights and the precision must be the ones recorded, or the numbers could not match."""
     saved = audit_store.load_session(session_id)
     options = options_of(saved)
-    fresh = run(options, out, loaded, progress, rerun_of=saved["session_id"])
+    if bundle is None:
+        try:
+            bundle = load_bundle(options.model, device, recorded_precision(saved) or EXACT)
+        except CliplabError:
+            if recorded_precision(saved) in (None, "fp32"):
+                raise
+            # e.g. an fp16 session made on a GPU, re-run on a CPU: run exact and say the precision differs
+            bundle = load_bundle(options.model, device, EXACT)
+    fresh = run(options, out, bundle, progress, rerun_of=saved["session_id"])
     problems = []
     for what, old, new in (("dataset file", saved["provenance"]["dataset"]["file_sha256"],
                             fresh["provenance"]["dataset"]["file_sha256"]),
@@ -65,6 +104,10 @@ def rerun(session_id: str, out: str | Path | None = None, loaded: tuple | None =
                             fresh["provenance"]["model"]["fingerprint"])):
         if old != new:
             problems.append(f"the {what} changed since the session was saved ({old[:12]} then {new[:12]})")
+    was = recorded_precision(saved)
+    if was is not None and was != precision_of(bundle):
+        problems.append(f"the session ran in {was} and the re-run in {precision_of(bundle)}; "
+                        f"load the model in {was} to compare")
     return fresh, problems + compare_results(saved, fresh)
 
 
@@ -111,3 +154,104 @@ def list_sessions() -> list[dict]:
 
 def show(session_id: str) -> dict:
     return audit_store.load_session(session_id)
+
+
+# -- the Audit tab's form and tables --------------------------------------------------------------
+
+def shipped_text(name: str) -> str:
+    """The YAML of a shipped label set, for the editor."""
+    path = asset_path("labelsets", f"{name}.yaml")
+    if not path.is_file():
+        raise CliplabError(f"No shipped label set {name!r}.")
+    return path.read_text(encoding="utf-8")
+
+
+def labels_from_editor(text: str, shipped: str) -> str | dict:
+    """The shipped name when the editor still holds it unchanged (clean provenance), else the edited mapping."""
+    if (text or "").strip() == shipped_text(shipped).strip():
+        return shipped
+    try:
+        data = yaml.safe_load(text or "")
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" on line {where.line + 1}" if where is not None else ""
+        raise CliplabError(f"The label set is not valid YAML{line}; fix it or reload a shipped set.") from None
+    if not isinstance(data, dict):
+        raise CliplabError("The label set must be a YAML mapping with name, categories and classes; "
+                           "reload a shipped set to start from an example.")
+    return data
+
+
+def make_options(dataset: str, labels_text: str, shipped: str, add_child: bool, split: str = "val",
+                 sample: int | None = None, seed: int = 0, group_columns: str | None = None,
+                 templates: str | None = None, model: str = "demo", bootstrap: int = 1000) -> AuditOptions:
+    """AuditOptions from the Audit tab's form fields (checked, with a sentence for each bad field)."""
+    dataset = (dataset or "").strip()
+    if not dataset:
+        raise CliplabError("Give the dataset: a FairFace folder or a CSV with an image column and group columns.")
+    if not Path(dataset).expanduser().exists():
+        raise CliplabError(f"The dataset {dataset} does not exist.")
+    columns = [c.strip() for c in (group_columns or "").split(",") if c.strip()] or None
+    variants = [t.strip() for t in (templates or "").splitlines() if t.strip()]
+    return AuditOptions(dataset=str(Path(dataset).expanduser()), labels=labels_from_editor(labels_text, shipped),
+                        add=["child"] if add_child else [], split=split, sample=int(sample) if sample else None,
+                        seed=int(seed or 0), model=model, group_columns=columns, templates=variants,
+                        n_boot=int(bootstrap))
+
+
+def shares_frame(result: dict, label_set: str = "A") -> pd.DataFrame:
+    """Category shares per group (tables 6-7 of the paper) as a readable table."""
+    rows = [r for r in result["tables"].get("category_shares", []) if r.get("label_set", "A") == label_set]
+    frame = pd.DataFrame(rows)
+    keep = [c for c in ("grouping", "group", "category", "count", "n", "share", "low", "high") if c in frame]
+    return frame[keep].round(4) if keep else frame
+
+
+def table_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    return frame.round(4) if not frame.empty else frame
+
+
+def sessions_frame() -> pd.DataFrame:
+    return pd.DataFrame(list_sessions(), columns=["id", "created_at", "model", "dataset", "split", "images",
+                                                  "label_sets", "precision", "rerun_of"])
+
+
+# -- what the Audit tab and the dashboard say about a session --------------------------------------
+
+DEMO_CAVEAT = ("This audit ran with the demo model, which knows only coloured shapes and nothing of faces or "
+               "people: its numbers show how the audit works, not how a CLIP sorts people. Download an official "
+               "model in the Models tab and run the audit with it for a real measurement.")
+SHOWN_WARNINGS = 5
+DIFF_COLUMNS = {"grouping": "grouping", "group": "group", "n": "images", "share_a": "focus share A",
+                "share_b": "focus share B", "change": "change (B − A)", "change_low": "95% low",
+                "change_high": "95% high", "left_focus": "left the focus categories",
+                "entered_focus": "entered the focus categories", "p": "p", "test": "test", "small": "small group"}
+TESTS = {"mcnemar-exact": "McNemar (exact)", "mcnemar-chi2-cc": "McNemar (χ², continuity-corrected)", "mcnemar-none": "none (no image changed)"}
+
+
+def summary_lines(result: dict) -> list[str]:
+    """The session's headline for a page: the demo caveat first, then the findings, then the
+    small-cell warnings the CLI prints (their count and the first few)."""
+    model = (result.get("provenance", {}).get("model") or {}).get("name")
+    lines = [f"**{DEMO_CAVEAT}**"] if model == "demo" else []
+    lines += list(result.get("headline") or [])
+    warnings = list(result.get("warnings") or [])
+    if warnings:
+        lines.append(f"{len(warnings)} small-cell warning(s): groups this small give wide intervals.")
+        lines += [f"warning: {w}" for w in warnings[:SHOWN_WARNINGS]]
+        if len(warnings) > SHOWN_WARNINGS:
+            lines.append(f"… and {len(warnings) - SHOWN_WARNINGS} more in the full report.")
+    return lines
+
+
+def diff_frame(rows: list[dict]) -> pd.DataFrame:
+    """The label-set diff table with readable column names and test names."""
+    frame = table_frame(rows)
+    if frame.empty:
+        return frame
+    if "test" in frame:
+        frame["test"] = frame["test"].map(lambda t: TESTS.get(t, t))
+    if "small" in frame:
+        frame["small"] = frame["small"].map(lambda s: "yes" if s else "")
+    return frame.rename(columns=DIFF_COLUMNS)

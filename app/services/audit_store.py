@@ -1,9 +1,9 @@
 """Audit sessions in the catalog database (SQLAlchemy 2).
 
 Same database as the photo catalog: CLIPLAB_DATABASE_URL, else SQLite at data_dir()/catalog.db in
-WAL mode. The database is opened through indexes.catalog.open_catalog, whose Alembic migrations
-create and upgrade this table (revision 0002), so saved sessions survive upgrades; the model below
-must match that migration. A session is saved in one transaction: all of it or nothing.
+WAL mode. The table (indexes.records.AuditSession) is created and upgraded by the catalog's one
+Alembic chain, run when indexes.catalog.open_catalog opens the database, so saved sessions survive
+upgrades. A session is saved in one transaction: all of it or nothing.
 """
 
 from __future__ import annotations
@@ -13,31 +13,12 @@ import uuid
 from datetime import UTC, datetime
 from functools import cache
 
-from sqlalchemy import DateTime, Engine, Integer, String, Text, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from engine.errors import CliplabError
 from indexes.catalog import default_url, open_catalog
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class AuditSession(Base):
-    __tablename__ = "audit_sessions"
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    rerun_of: Mapped[str | None] = mapped_column(String(32))
-    model_name: Mapped[str] = mapped_column(String(200))
-    model_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
-    dataset_source: Mapped[str] = mapped_column(Text)
-    dataset_sha256: Mapped[str] = mapped_column(String(64), index=True)
-    split: Mapped[str | None] = mapped_column(String(32))
-    n_images: Mapped[int] = mapped_column(Integer)
-    label_sets: Mapped[str] = mapped_column(String(400))
-    result_json: Mapped[str] = mapped_column(Text)  # the whole result: options, provenance, tables
+from indexes.records import AuditSession
 
 
 @cache
@@ -63,6 +44,7 @@ def save_session(result: dict, session_id: str, rerun_of: str | None = None) -> 
         dataset_source=provenance["dataset"]["source"], dataset_sha256=provenance["dataset"]["file_sha256"],
         split=provenance["dataset"]["split"], n_images=provenance["dataset"]["images"],
         label_sets=" vs ".join(v for v in (labels["A"], labels["B"]) if v),
+        precision=provenance["model"].get("precision"),
         result_json=json.dumps({**result, "session_id": session_id}, allow_nan=False))
     with Session(engine()) as session, session.begin():
         session.add(row)
@@ -74,7 +56,8 @@ def load_session(session_id: str) -> dict:
     with Session(engine()) as session:
         rows = session.scalars(select(AuditSession).where(AuditSession.id.startswith(session_id))).all()
     if not rows:
-        raise CliplabError(f"No audit session {session_id!r}; `cliplab audit list` shows the saved ones.")
+        raise CliplabError(f"No saved audit session has the id {session_id!r}; pick one from the list of saved "
+                           "sessions.")
     if len(rows) > 1:
         raise CliplabError(f"{session_id!r} matches {len(rows)} audit sessions; give more of the id.")
     return json.loads(rows[0].result_json)
@@ -86,4 +69,5 @@ def list_sessions() -> list[dict]:
         rows = session.scalars(select(AuditSession).order_by(AuditSession.created_at.desc())).all()
     return [{"id": r.id, "created_at": r.created_at.isoformat(timespec="seconds"), "rerun_of": r.rerun_of,
              "model": r.model_name, "model_fingerprint": r.model_fingerprint, "dataset": r.dataset_source,
-             "split": r.split, "images": r.n_images, "label_sets": r.label_sets} for r in rows]
+             "split": r.split, "images": r.n_images, "label_sets": r.label_sets, "precision": r.precision}
+            for r in rows]

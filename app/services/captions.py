@@ -5,7 +5,9 @@ A collection is
 - a captioned dataset: the CSV `cliplab eval retrieval` reads (image,caption rows, several captions
   per image allowed, paths relative to the CSV), or
 - a plain text file, one text a line (tags, class names, a user's list), or
-- `classifier:NAME`, a saved classifier: one text per class, its embedding the mean over the templates.
+- `classifier:NAME`, a saved classifier: one text per class, its embedding the mean over the templates, or
+- `collection:NAME`, a collection stored in the catalog by `cliplab texts add` (the same image -> text
+  feature as `cliplab captions --image`, with the same caches).
 Image features come from the evaluation feature cache (engine.evaldata), text features from the
 prompt cache (engine.zeroshot), so a second look at the same collection encodes nothing.
 Ranks follow engine.retrieval: a tie with the true item counts against it, and in the ranked lists
@@ -19,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from sqlalchemy import select
 
+from app.services.classifiers import load_classifier
 from app.services.evaluate import read_captions
 from engine.errors import CliplabError
 from engine.evaldata import LabelledImages, dataset_features
@@ -27,8 +31,32 @@ from engine.features import encode_images, model_fingerprint
 from engine.images import load_image
 from engine.retrieval import unit_rows
 from engine.zeroshot import build_classifier, embed_prompts
+from indexes.catalog import Catalog, TextCollection, TextEntry, open_catalog
+from indexes.indexer import ModelBundle
 
 CLASSIFIER_PREFIX = "classifier:"
+COLLECTION_PREFIX = "collection:"
+
+
+def stored_collection(catalog: Catalog, name: str) -> Collection:
+    """A text collection stored in the catalog (`cliplab texts add`); texts with a true image become a
+    captioned dataset (images in order of first appearance)."""
+    with catalog.session() as session:
+        found = session.scalar(select(TextCollection).where(TextCollection.name == name))
+        if found is None:
+            names = ", ".join(session.scalars(select(TextCollection.name).order_by(TextCollection.name))) or "none yet"
+            raise CliplabError(f"No text collection named {name!r} is stored (stored ones: {names}).")
+        rows = session.execute(select(TextEntry.text, TextEntry.image_path).where(
+            TextEntry.collection_id == found.id).order_by(TextEntry.position)).all()
+    texts = [r.text for r in rows]
+    if not texts:
+        raise CliplabError(f"The text collection {name!r} holds no texts.")
+    if any(r.image_path is None for r in rows):
+        return Collection(f"{COLLECTION_PREFIX}{name}", texts)
+    images = list(dict.fromkeys(r.image_path for r in rows))
+    position = {p: i for i, p in enumerate(images)}
+    return Collection(f"{COLLECTION_PREFIX}{name}", texts, [Path(p) for p in images],
+                      [position[r.image_path] for r in rows])
 
 
 @dataclass
@@ -99,11 +127,10 @@ def load_collection(source: str | Path, catalog=None) -> Collection:
         raise CliplabError("Choose a text collection: a captions CSV (image,caption rows) or a .txt file "
                            "with one text per line.")
     if text.startswith(CLASSIFIER_PREFIX):
-        from app.services.app_state import load_classifier
-        from indexes.catalog import open_catalog
-
         spec = load_classifier(catalog or open_catalog(), text[len(CLASSIFIER_PREFIX):].strip())
         return Collection(text, list(spec["classes"]), templates=list(spec["templates"]))
+    if text.startswith(COLLECTION_PREFIX):
+        return stored_collection(catalog or open_catalog(), text[len(COLLECTION_PREFIX):].strip())
     path = Path(text).expanduser()
     if not path.is_file():
         raise CliplabError(f"The text collection {path} does not exist: give a captions CSV (image,caption rows) "
@@ -133,8 +160,8 @@ def _key(model, collection: Collection) -> tuple:
     return model_fingerprint(model), str(getattr(model, "dtype", "")), collection.source, state
 
 
-def _embedded(model_bundle, source: str | Path, catalog=None) -> _Embedded:
-    model, _, tokenizer = model_bundle
+def _embedded(bundle: ModelBundle, source: str | Path, catalog=None) -> _Embedded:
+    model, tokenizer = bundle.model, bundle.tokenizer
     collection = load_collection(source, catalog)
     key = _key(model, collection)
     if key not in _MEMO:
@@ -148,9 +175,9 @@ def _embedded(model_bundle, source: str | Path, catalog=None) -> _Embedded:
     return _MEMO[key]
 
 
-def _image_features(model_bundle, embedded: _Embedded, progress: bool = False) -> np.ndarray:
+def _image_features(bundle: ModelBundle, embedded: _Embedded, progress: bool = False) -> np.ndarray:
     if embedded.image_features is None:
-        model, preprocess, _ = model_bundle
+        model, preprocess = bundle.model, bundle.preprocess
         images = embedded.collection.images
         dataset = LabelledImages(images, [""] * len(images), [""], Path(embedded.collection.source).stem)
         features = dataset_features(model, preprocess, dataset, project=True, progress=progress)
@@ -158,8 +185,8 @@ def _image_features(model_bundle, embedded: _Embedded, progress: bool = False) -
     return embedded.image_features
 
 
-def _dataset(model_bundle, source: str | Path, catalog=None) -> _Embedded:
-    embedded = _embedded(model_bundle, source, catalog)
+def _dataset(bundle: ModelBundle, source: str | Path, catalog=None) -> _Embedded:
+    embedded = _embedded(bundle, source, catalog)
     if not embedded.collection.is_dataset:
         raise CliplabError(f"{embedded.collection.source} is a list of texts, not a captioned dataset: searching "
                            "images by text and browsing need a CSV of image,caption rows.")
@@ -171,8 +198,8 @@ def _order(scores: np.ndarray, true: np.ndarray, k: int) -> np.ndarray:
     return np.lexsort((true, -scores))[:max(1, min(int(k), len(scores)))]
 
 
-def _image_query(model_bundle, image) -> tuple[np.ndarray, Path | None]:
-    model, preprocess, _ = model_bundle
+def _image_query(bundle: ModelBundle, image) -> tuple[np.ndarray, Path | None]:
+    model, preprocess = bundle.model, bundle.preprocess
     path = None
     if not isinstance(image, Image.Image):
         if not image:
@@ -194,11 +221,11 @@ def _image_matches(collection: Collection, scores: np.ndarray, true: np.ndarray,
             for rank, i in enumerate(_order(scores, true, k), 1)]
 
 
-def image_to_texts(model_bundle, image, collection: str | Path, k: int = 10, catalog=None) -> list[TextMatch]:
+def image_to_texts(bundle: ModelBundle, image, collection: str | Path, k: int = 10, catalog=None) -> list[TextMatch]:
     """The k texts of the collection nearest to the image (a path or a PIL image). When the image is one
     of a captioned dataset's images (same file), its captions are marked as true pairs."""
-    embedded = _embedded(model_bundle, collection, catalog)
-    vector, path = _image_query(model_bundle, image)
+    embedded = _embedded(bundle, collection, catalog)
+    vector, path = _image_query(bundle, image)
     scores = embedded.text_features @ vector
     true = np.zeros(len(scores), dtype=bool)
     if path is not None and embedded.collection.is_dataset:
@@ -209,14 +236,14 @@ def image_to_texts(model_bundle, image, collection: str | Path, k: int = 10, cat
     return _text_matches(embedded.collection, scores, true, k)
 
 
-def text_to_images(model_bundle, text: str, dataset: str | Path, k: int = 10, catalog=None) -> list[ImageMatch]:
+def text_to_images(bundle: ModelBundle, text: str, dataset: str | Path, k: int = 10, catalog=None) -> list[ImageMatch]:
     """The k images of a captioned dataset nearest to the text; the images it is a caption of are marked."""
     text = (text or "").strip()
     if not text:
         raise CliplabError("Type a text to find the dataset's images with.")
-    embedded = _dataset(model_bundle, dataset, catalog)
-    model, _, tokenizer = model_bundle
-    images = _image_features(model_bundle, embedded)
+    embedded = _dataset(bundle, dataset, catalog)
+    model, tokenizer = bundle.model, bundle.tokenizer
+    images = _image_features(bundle, embedded)
     scores = images @ embed_prompts(model, tokenizer, [text])[0][0]
     collection = embedded.collection
     true = np.zeros(len(scores), dtype=bool)
@@ -224,21 +251,21 @@ def text_to_images(model_bundle, text: str, dataset: str | Path, k: int = 10, ca
     return _image_matches(collection, scores, true, k)
 
 
-def dataset_size(model_bundle, dataset: str | Path, side: str = "image", catalog=None) -> int:
+def dataset_size(bundle: ModelBundle, dataset: str | Path, side: str = "image", catalog=None) -> int:
     """How many images (side "image") or captions (side "caption") a captioned dataset has."""
-    collection = _dataset(model_bundle, dataset, catalog).collection
+    collection = _dataset(bundle, dataset, catalog).collection
     return len(collection.images) if side == "image" else len(collection.texts)
 
 
-def browse(model_bundle, dataset: str | Path, index: int, side: str = "image", k: int = 10,
+def browse(bundle: ModelBundle, dataset: str | Path, index: int, side: str = "image", k: int = 10,
            catalog=None) -> BrowseStep:
     """Step `index` (0-based) through a captioned dataset: an image with its nearest captions and the rank
     of its best true caption, or a caption with its nearest images and the rank of its true image."""
     if side not in ("image", "caption"):
         raise CliplabError(f"Browse by 'image' or 'caption', not {side!r}.")
-    embedded = _dataset(model_bundle, dataset, catalog)
+    embedded = _dataset(bundle, dataset, catalog)
     collection = embedded.collection
-    images = _image_features(model_bundle, embedded)
+    images = _image_features(bundle, embedded)
     total = len(collection.images) if side == "image" else len(collection.texts)
     if not 0 <= int(index) < total:
         raise CliplabError(f"The dataset has {total} {side}s: pick a number from 0 to {total - 1}.")

@@ -1,8 +1,8 @@
 """Roll your own classifier: class names + templates -> probabilities for images, a folder, a CSV.
 
-Front ends (CLI, Gradio) call these functions; a model bundle is engine.load's
-(model, preprocess, tokenizer). Probabilities use the reference notebooks' fixed scale of 100
-unless scale="model" is passed.
+Front ends (CLI, Gradio) call these functions with the one model handle, a ModelBundle loaded in
+the exact precision (app.services.loading), so the app and the CLI give the same numbers.
+Probabilities use the reference notebooks' fixed scale of 100 unless scale="model" is passed.
 """
 
 from __future__ import annotations
@@ -19,14 +19,18 @@ from engine.errors import CliplabError
 from engine.evaldata import is_image_file
 from engine.features import encode_images
 from engine.images import ImageLoadError, load_image
-from engine.zeroshot import (
+from engine.zeroshot import (  # noqa: F401 (TEMPLATE_PRESETS, load_templates, check_templates: for front ends)
     DEFAULT_SCALE,
+    TEMPLATE_PRESETS,
     Classifier,
     build_classifier,
+    check_templates,
     class_counts,
     compare_label_sets,
+    load_templates,
     threshold_labels,
 )
+from indexes.indexer import ModelBundle
 
 
 def parse_classes(classes: str | None = None, classes_file: str | Path | None = None) -> list[str]:
@@ -85,12 +89,18 @@ def image_features(model, preprocess, paths: Sequence[Path], progress: bool = Fa
     return features, used, skipped
 
 
-def classify_images(model_bundle, paths: Sequence[str | Path], classnames: list[str], templates: list[str],
+def classify_images(bundle: ModelBundle, paths: Sequence[str | Path], classnames: list[str], templates: list[str],
                     k: int = 5, threshold: float | None = None, scale: float | str = DEFAULT_SCALE,
-                    progress: bool = False) -> Classification:
-    """Top-k probabilities for each image (unreadable files are skipped and listed, not fatal)."""
-    model, preprocess, tokenizer = model_bundle
-    classifier = build_classifier(model, tokenizer, classnames, templates, progress=progress, scale=scale)
+                    progress: bool = False, truncate: bool = False) -> Classification:
+    """Top-k probabilities for each image (unreadable files are skipped and listed, not fatal).
+    truncate: cut prompts longer than the model's context to fit; otherwise such a class is refused
+    with a sentence naming it."""
+    model, preprocess, tokenizer = bundle.model, bundle.preprocess, bundle.tokenizer
+    if not truncate:
+        check_prompt_lengths(tokenizer, classnames, templates, model.context_length,
+                             advice="shorten it, or let cliplab cut each prompt to fit (`--truncate` on the CLI)")
+    classifier = build_classifier(model, tokenizer, classnames, templates, progress=progress, scale=scale,
+                                  truncate=truncate)
     features, used, skipped = image_features(model, preprocess, [Path(p) for p in paths], progress=progress)
     if not used:
         reasons = "; ".join(f"{p.name}: {why}" for p, why in skipped[:3])
@@ -113,11 +123,11 @@ def folder_images(folder: str | Path, recursive: bool = True) -> list[Path]:
     return found
 
 
-def classify_folder(model_bundle, folder: str | Path, classnames: list[str], templates: list[str], k: int = 5,
+def classify_folder(bundle: ModelBundle, folder: str | Path, classnames: list[str], templates: list[str], k: int = 5,
                     threshold: float | None = None, recursive: bool = True, scale: float | str = DEFAULT_SCALE,
                     progress: bool = False) -> Classification:
     """classify_images over every image in a folder; `.counts` gives images per predicted class."""
-    return classify_images(model_bundle, folder_images(folder, recursive), classnames, templates, k,
+    return classify_images(bundle, folder_images(folder, recursive), classnames, templates, k,
                            threshold, scale, progress)
 
 
@@ -140,8 +150,15 @@ MAX_APP_CLASSES = 1000  # ImageNet's size; larger label sets belong to `cliplab 
 
 
 def class_lines(text: str | None, label: str = "class names") -> list[str]:
-    """Class names typed one per line (blank lines dropped, repeats kept once), checked for the app."""
-    names = list(dict.fromkeys(line.strip() for line in (text or "").splitlines() if line.strip()))
+    """Class names typed one per line (blank lines dropped), checked for the app: a name typed twice is
+    reported, not merged silently (two lines meant as two classes would otherwise become one)."""
+    typed = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    names = list(dict.fromkeys(typed))
+    repeated = [name for name in names if typed.count(name) > 1]
+    if repeated:
+        shown = ", ".join(repr(name) for name in repeated[:3]) + (" ..." if len(repeated) > 3 else "")
+        raise CliplabError(f"{shown} {'is' if len(repeated) == 1 else 'are'} typed twice in the {label}: keep each "
+                           "class once (or make the two lines differ).")
     if not names:
         raise CliplabError(f"Type the {label}, one per line (at least two).")
     if len(names) == 1:
@@ -149,19 +166,22 @@ def class_lines(text: str | None, label: str = "class names") -> list[str]:
                            "choose between; add another line.")
     if len(names) > MAX_APP_CLASSES:
         raise CliplabError(f"{len(names):,} class names is more than the app takes at once "
-                           f"(at most {MAX_APP_CLASSES:,}); use `cliplab classify --classes-file` for more.")
+                           f"(at most {MAX_APP_CLASSES:,}); split the list into smaller label sets.")
     return names
 
 
-def check_prompt_lengths(tokenizer, classnames: list[str], templates: list[str], context_length: int) -> None:
+def check_prompt_lengths(tokenizer, classnames: list[str], templates: list[str], context_length: int,
+                         advice: str = "shorten it") -> None:
     """Refuse a class name whose longest prompt does not fit the model's context, naming it."""
+    if not templates:
+        return
     longest = max(templates, key=len)
     for name in classnames:
         tokens = len(tokenizer.encode(longest.replace("{}", name))) + 2  # + start and end tokens
         if tokens > context_length:
             short = name if len(name) <= 40 else name[:40] + "…"
             raise CliplabError(f"The class name {short!r} is too long: in the prompt {longest!r} it makes "
-                               f"{tokens} tokens and the model reads at most {context_length}; shorten it.")
+                               f"{tokens} tokens and the model reads at most {context_length}; {advice}.")
 
 
 @dataclass
@@ -171,19 +191,19 @@ class AppClassification:
     comparison: dict | None = None
 
 
-def classify_for_app(model_bundle, paths: Sequence[str | Path], classes_text: str, templates: list[str],
+def classify_for_app(bundle: ModelBundle, paths: Sequence[str | Path], classes_text: str, templates: list[str],
                      second_text: str | None = None, threshold: float | None = None, k: int = 5) -> AppClassification:
     """The Classify tab's action: one label set, optionally a second one scored on the same images."""
     if not paths:
         raise CliplabError("Add an image first: upload one, pick one from the library or give a folder.")
-    model, _, tokenizer = model_bundle
+    model, tokenizer = bundle.model, bundle.tokenizer
     classnames = class_lines(classes_text)
     check_prompt_lengths(tokenizer, classnames, templates, model.context_length)
-    result = classify_images(model_bundle, paths, classnames, templates, k=k, threshold=threshold)
+    result = classify_images(bundle, paths, classnames, templates, k=k, threshold=threshold)
     if not (second_text or "").strip():
         return AppClassification(result)
     second_names = class_lines(second_text, "second label set's class names")
     check_prompt_lengths(tokenizer, second_names, templates, model.context_length)
-    second = classify_images(model_bundle, result.paths, second_names, templates, k=k, threshold=threshold)
+    second = classify_images(bundle, result.paths, second_names, templates, k=k, threshold=threshold)
     comparison = compare_label_sets(result.probs, classnames, second.probs, second_names)
     return AppClassification(result, second, comparison)

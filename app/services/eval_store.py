@@ -1,7 +1,7 @@
 """Evaluation runs (zero-shot, probes, few-shot, retrieval) in the catalog database, for the dashboard.
 
-Same database and conventions as the audit sessions (app.services.audit_store): the table is made
-and upgraded by the catalog's Alembic migrations (revision 0002), which the model below must match.
+Same database and conventions as the audit sessions (app.services.audit_store): the table
+(indexes.records.EvalRun) is made and upgraded by the catalog's one Alembic chain.
 A run is one row holding its metrics (per-class tables and confusion matrix included) as JSON.
 """
 
@@ -13,29 +13,12 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import DateTime, Engine, String, Text, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from app.services import audit_store
 from engine.errors import CliplabError
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class EvalRun(Base):
-    __tablename__ = "eval_runs"
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    kind: Mapped[str] = mapped_column(String(32))  # zeroshot | probe | fewshot | retrieval
-    model_name: Mapped[str] = mapped_column(String(200))
-    model_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
-    dataset: Mapped[str] = mapped_column(Text)
-    # sha256 over the images' labels and content fingerprints (app.services.evaluate.dataset_hash)
-    dataset_hash: Mapped[str | None] = mapped_column(String(64), index=True)
-    metrics_json: Mapped[str] = mapped_column(Text)
+from indexes.records import EvalRun
 
 
 def engine() -> Engine:
@@ -57,11 +40,11 @@ def _json_ready(value):
 
 
 def save_eval_run(kind: str, model_name: str, model_fingerprint: str, dataset: str, metrics: dict,
-                  dataset_hash: str | None = None) -> str:
+                  dataset_hash: str | None = None, precision: str | None = None) -> str:
     """Store the metrics of one evaluation (as app.services.evaluate returns them); returns its id."""
     run_id = uuid.uuid4().hex[:12]
     row = EvalRun(id=run_id, created_at=datetime.now(UTC), kind=kind, model_name=model_name,
-                  model_fingerprint=model_fingerprint, dataset=str(dataset), dataset_hash=dataset_hash,
+                  model_fingerprint=model_fingerprint, dataset=str(dataset), dataset_hash=dataset_hash, precision=precision,
                   metrics_json=json.dumps(_json_ready(metrics), default=float))
     with Session(engine()) as session, session.begin():
         session.add(row)
@@ -77,7 +60,7 @@ def list_eval_runs() -> list[dict]:
         metrics = json.loads(r.metrics_json)
         out.append({"id": r.id, "created_at": r.created_at.isoformat(timespec="seconds"), "kind": r.kind,
                     "model": r.model_name, "model_fingerprint": r.model_fingerprint, "dataset": r.dataset,
-                    "dataset_hash": r.dataset_hash, **headline(metrics)})
+                    "dataset_hash": r.dataset_hash, "precision": r.precision, **headline(metrics)})
     return out
 
 
@@ -97,5 +80,5 @@ def load_eval_run(run_id: str) -> dict:
     if row is None:
         raise CliplabError(f"No evaluation run {run_id!r}.")
     return {"id": row.id, "kind": row.kind, "model": row.model_name, "model_fingerprint": row.model_fingerprint,
-            "dataset": row.dataset, "dataset_hash": row.dataset_hash,
+            "dataset": row.dataset, "dataset_hash": row.dataset_hash, "precision": row.precision,
             "created_at": row.created_at.isoformat(timespec="seconds"), "metrics": json.loads(row.metrics_json)}

@@ -18,13 +18,15 @@ import numpy as np
 import pandas as pd
 
 from app.services import eval_store
+from app.services.loading import provenance
 from engine.errors import CliplabError
 from engine.evaldata import LabelledImages, dataset_features, load_dataset, stratified_split
-from engine.features import encode_images, model_fingerprint
+from engine.features import encode_images
 from engine.images import ImageLoadError, load_image
 from engine.probe import effective_shots, few_shot, fit_linear_probe
 from engine.retrieval import recall_at_k
 from engine.zeroshot import DEFAULT_SCALE, build_classifier, embed_prompts
+from indexes.indexer import ModelBundle
 from indexes.scan import fingerprint
 from trainer.data import CAPTION_COLUMNS, IMAGE_COLUMNS
 
@@ -108,19 +110,19 @@ def write_report(metrics: dict, out_dir: Path, name: str) -> Path:
     return path
 
 
-def zero_shot_probs(model_bundle, dataset: LabelledImages, templates: list[str],
+def zero_shot_probs(bundle: ModelBundle, dataset: LabelledImages, templates: list[str],
                     scale: float | str = DEFAULT_SCALE, progress: bool = True) -> np.ndarray:
-    model, preprocess, tokenizer = model_bundle
+    model, preprocess, tokenizer = bundle.model, bundle.preprocess, bundle.tokenizer
     classifier = build_classifier(model, tokenizer, [prompt_name(c) for c in dataset.classnames], templates,
                                   progress=progress, scale=scale)
     return classifier.probs(dataset_features(model, preprocess, dataset, project=True, progress=progress))
 
 
-def eval_zeroshot(model_bundle, dataset_path: str | Path, templates: list[str], out_dir: str | Path | None = None,
+def eval_zeroshot(bundle: ModelBundle, dataset_path: str | Path, templates: list[str], out_dir: str | Path | None = None,
                   scale: float | str = DEFAULT_SCALE, progress: bool = True) -> dict:
     """Zero-shot metrics on a labelled dataset; with out_dir, confusion PNG/HTML and a JSON report there."""
     dataset = load_dataset(dataset_path)
-    metrics = classification_metrics(zero_shot_probs(model_bundle, dataset, templates, scale, progress),
+    metrics = classification_metrics(zero_shot_probs(bundle, dataset, templates, scale, progress),
                                      dataset.targets, dataset.classnames)
     metrics.update(dataset=dataset.name, templates=len(templates))
     if out_dir is not None:
@@ -131,18 +133,18 @@ def eval_zeroshot(model_bundle, dataset_path: str | Path, templates: list[str], 
     return metrics
 
 
-def probe_features(model_bundle, dataset: LabelledImages, joint: bool, progress: bool) -> np.ndarray:
+def probe_features(bundle: ModelBundle, dataset: LabelledImages, joint: bool, progress: bool) -> np.ndarray:
     """The paper's probe input: features before the projection (ViT), or the joint embedding."""
-    model, preprocess, _ = model_bundle
+    model, preprocess = bundle.model, bundle.preprocess
     return dataset_features(model, preprocess, dataset, project=joint, progress=progress)
 
 
-def eval_probe(model_bundle, dataset_path: str | Path, test_path: str | Path | None = None, joint: bool = False,
+def eval_probe(bundle: ModelBundle, dataset_path: str | Path, test_path: str | Path | None = None, joint: bool = False,
                seed: int = 0, out_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Logistic-regression probe (appendix A.3). Without a test set the dataset is split 60/20/20
     (train/validation/test, stratified, seeded); with one, the dataset is split 80/20 train/validation."""
     dataset = load_dataset(dataset_path)
-    features = probe_features(model_bundle, dataset, joint, progress)
+    features = probe_features(bundle, dataset, joint, progress)
     labels = np.array(dataset.labels)
     if test_path is None:
         train, val, test = stratified_split(labels, (0.6, 0.2, 0.2), seed)
@@ -150,7 +152,7 @@ def eval_probe(model_bundle, dataset_path: str | Path, test_path: str | Path | N
     else:
         train, val = stratified_split(labels, (0.8, 0.2), seed)
         test_set = load_dataset(test_path)
-        test_x, test_y = probe_features(model_bundle, test_set, joint, progress), np.array(test_set.labels)
+        test_x, test_y = probe_features(bundle, test_set, joint, progress), np.array(test_set.labels)
     if min(len(train), len(val), len(test_y)) == 0:
         raise CliplabError("The dataset is too small to split into train, validation and test parts; "
                            "add images (a few per class at least) or pass a separate test set.")
@@ -168,7 +170,7 @@ def eval_probe(model_bundle, dataset_path: str | Path, test_path: str | Path | N
     return metrics
 
 
-def eval_fewshot(model_bundle, dataset_path: str | Path, templates: list[str], shots: Sequence[int] = (1, 2, 4, 8, 16),
+def eval_fewshot(bundle: ModelBundle, dataset_path: str | Path, templates: list[str], shots: Sequence[int] = (1, 2, 4, 8, 16),
                  seeds: Sequence[int] = (0, 1, 2), joint: bool = False, out_dir: str | Path | None = None,
                  scale: float | str = DEFAULT_SCALE, progress: bool = True) -> dict:
     """k-shot probes vs the zero-shot classifier (paper figure 6) on one dataset: half of each class
@@ -176,9 +178,9 @@ def eval_fewshot(model_bundle, dataset_path: str | Path, templates: list[str], s
     dataset = load_dataset(dataset_path)
     labels = np.array(dataset.labels)
     pool, test = stratified_split(labels, (0.5, 0.5), seed=0)
-    features = probe_features(model_bundle, dataset, joint, progress)
+    features = probe_features(bundle, dataset, joint, progress)
     table = few_shot(features[pool], labels[pool], shots, seeds, features[test], labels[test])
-    probs = zero_shot_probs(model_bundle, dataset, templates, scale, progress)[test]
+    probs = zero_shot_probs(bundle, dataset, templates, scale, progress)[test]
     zero_shot = float(np.mean(probs.argmax(axis=1) == dataset.targets[test]))
     metrics = dict(dataset=dataset.name, zero_shot_top1=zero_shot, fewshot=table, pool=len(pool), test=len(test),
                    effective_shots=effective_shots(zero_shot, table), chance=1 / len(dataset.classnames),
@@ -237,11 +239,11 @@ def read_captions(path: str | Path) -> tuple[list[Path], list[str], list[int]]:
     return list(images), captions, owners
 
 
-def eval_retrieval(model_bundle, captions_path: str | Path, prefix: str = "", ks: Sequence[int] = (1, 5, 10),
+def eval_retrieval(bundle: ModelBundle, captions_path: str | Path, prefix: str = "", ks: Sequence[int] = (1, 5, 10),
                    progress: bool = True) -> dict:
     """Image<->text recall@K with several captions per image (appendix E.1); prefix e.g. "a photo of "
     is prepended to every caption."""
-    model, preprocess, tokenizer = model_bundle
+    model, preprocess, tokenizer = bundle.model, bundle.preprocess, bundle.tokenizer
     paths, captions, owners = read_captions(captions_path)
 
     def images():
@@ -268,11 +270,10 @@ def dataset_hash(entries: Iterable[tuple[str, Path]]) -> str:
     return digest.hexdigest()
 
 
-def save_run(kind: str, model_bundle, dataset_path: str | Path, metrics: dict, options: dict | None = None) -> str:
+def save_run(kind: str, bundle: ModelBundle, dataset_path: str | Path, metrics: dict, options: dict | None = None) -> str:
     """Store a finished evaluation (kind: zeroshot | probe | fewshot | retrieval, metrics as the
     eval_* function returned them) with the model, the dataset's path and hash and the options it
-    ran with; returns the run id."""
-    model = model_bundle[0]
+    ran with, and the model's provenance (precision included); returns the run id."""
     path = Path(dataset_path).expanduser().resolve()
     if kind == "retrieval":
         images, captions, owners = read_captions(path)
@@ -280,6 +281,7 @@ def save_run(kind: str, model_bundle, dataset_path: str | Path, metrics: dict, o
     else:
         dataset = load_dataset(path)
         entries = list(zip(dataset.labels, dataset.paths))
-    stored = {**metrics, "options": options or {}}
-    return eval_store.save_eval_run(kind, str(getattr(model, "name", None) or "unnamed"),
-                                    model_fingerprint(model), str(path), stored, dataset_hash=dataset_hash(entries))
+    made_with = provenance(bundle)
+    stored = {**metrics, "options": options or {}, "provenance": made_with}
+    return eval_store.save_eval_run(kind, bundle.name or "unnamed", made_with["fingerprint"], str(path), stored,
+                                    dataset_hash=dataset_hash(entries), precision=made_with["precision"])

@@ -1,5 +1,6 @@
 """First start, offline: a demo photo folder drawn from the synthetic world, added to the catalog and
-indexed with the current model, so every tab has something to show before the user adds a folder."""
+indexed with the current model (app.services.library.add_folders, as any folder), so every tab has
+something to show before the user adds a folder."""
 
 from __future__ import annotations
 
@@ -9,10 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from app.services.app_state import AppState, Job
+from app.services.library import add_folders
 from engine import paths
-from engine.errors import CliplabError
-from indexes.indexer import index_pending
-from indexes.scan import scan
 
 DEMO_PHOTOS = "demo-photos"
 MARKER = ".complete"  # written last: a folder without it was cut short and is written again
@@ -46,35 +45,6 @@ def needs_first_start(state: AppState) -> bool:
     return not state.library_roots()
 
 
-def add_and_index(state: AppState, folders: list[str | Path], job: Job | None = None) -> dict:
-    """Scan folders into the catalog and embed what is new with the current model; a summary dict."""
-    roots = [Path(f).expanduser() for f in folders if str(f).strip()]
-    if not roots:
-        raise CliplabError("Type the path of a folder to add.")
-    for root in roots:
-        if not root.is_dir():
-            raise CliplabError(f"The folder {root} does not exist (or is not a folder).")
-    if job:
-        job.update(0.02, f"scanning {', '.join(str(r) for r in roots)}")
-    report = scan(state.catalog, [str(r.resolve()) for r in roots])
-    state.allow([str(r.resolve()) for r in roots])
-    if job:
-        job.update(0.05, f"scan: {report.summary()}")
-
-    def on_batch(_batch: int, rep) -> None:
-        if job:
-            total = max(1, total_pending)
-            job.update(0.05 + 0.95 * (rep.embedded + rep.skipped) / total,
-                       f"embedded {rep.embedded}, skipped {rep.skipped} of {total_pending}")
-
-    from indexes.indexer import pending_files
-    bundle = state.bundle
-    total_pending = len(pending_files(state.catalog, bundle.register(state.catalog)))
-    result = index_pending(state.catalog, bundle, batch_size=32, workers=1, progress=False, on_batch=on_batch)
-    return {"scan": report.summary(), "embedded": result.embedded, "skipped": result.skipped,
-            "skipped_paths": result.skipped_paths}
-
-
 def first_start(state: AppState, n: int = 120, job: Job | None = None) -> dict:
     """Write the demo photos (once) and index them with the current model."""
     folder = demo_photos_dir()
@@ -84,4 +54,4 @@ def first_start(state: AppState, n: int = 120, job: Job | None = None) -> dict:
             job.update(0.3 * done / total, f"drawing demo photos: {done}/{total}")
 
     write_demo_photos(folder, n, on_progress=progress)
-    return add_and_index(state, [folder], job)
+    return add_folders(state.catalog, state.search_bundle, [folder], job)

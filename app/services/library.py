@@ -1,49 +1,154 @@
-"""The photo library as the CLI and the app use it: index, list skips, search, duplicates, export, texts."""
+"""The photo library as every front end uses it: add (scan + index) and remove folders, what the
+catalog holds, duplicates, export, text collections.
+
+Folders come only from the person at the app or the CLI. A system folder (/, /etc, /usr, C:\\Windows,
+...) is added only with an explicit confirmation; a folder is removed with every catalog row of its
+files (their embeddings with them), and the vector indexes drop them on their next use.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
-from datetime import datetime
+from pathlib import Path
 
+from sqlalchemy import delete, func, select, update
+
+from app.services.search import open_vector_index
 from engine.errors import CliplabError
-from indexes.catalog import Catalog, open_catalog
+from indexes.catalog import Catalog, Embedding, File, Folder, Model, TextCollection, open_catalog
 from indexes.duplicates import Group, exact_duplicates, near_duplicates
 from indexes.export import export
-from indexes.indexer import IndexReport, ModelBundle, index_pending
+from indexes.indexer import ModelBundle, index_pending, pending_files
 from indexes.scan import ScanReport, scan, skipped
-from indexes.search import Filters, Page, check_page, search
-from indexes.texts import TextHit, TextIndex, add_collection, read_texts
-from indexes.vectors import VectorIndex, open_index
+from indexes.texts import add_collection, read_texts
+from indexes.vectors import open_index
 from indexes.writer import writer_lock
 
+# Folders of the operating system, not of a person's photos: adding one (or a folder inside one)
+# asks for confirmation, so a typo or `../../etc` never puts system files into the library.
+POSIX_SYSTEM = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run",
+                "/sbin", "/srv", "/sys", "/usr", "/var", "/opt", "/snap", "/System", "/Library", "/Applications",
+                "/private", "/cores", "/Volumes/Macintosh HD")
+WINDOWS_SYSTEM = ("Windows", "Program Files", "Program Files (x86)", "ProgramData")
 
-def default_model() -> str:
-    return os.environ.get("CLIPLAB_MODEL", "demo")
+
+def is_system_folder(path: str | Path) -> bool:
+    """True for the file system's root, a user's home folder as a whole, and the operating system's
+    own folders (and everything inside them)."""
+    resolved = Path(path).expanduser().resolve()
+    if resolved == Path(resolved.anchor) or resolved == Path.home().resolve():
+        return True
+    if sys.platform == "win32":
+        parts = resolved.parts
+        return len(parts) > 1 and parts[1].lower() in {p.lower() for p in WINDOWS_SYSTEM}
+    text = str(resolved)
+    return any(text == root or text.startswith(root + "/") for root in POSIX_SYSTEM)
 
 
-def load_bundle(model: str | None = None, device: str | None = None) -> ModelBundle:
-    return ModelBundle.load(model or default_model(), device=device)
+def check_folder(path: str | Path, confirm_system: bool = False) -> str:
+    """The folder's resolved path, or a sentence: missing, not a folder, or a system folder unconfirmed."""
+    text = str(path or "").strip()
+    if not text:
+        raise CliplabError("Type the path of a folder to add.")
+    folder = Path(text).expanduser()
+    if not folder.is_dir():
+        raise CliplabError(f"The folder {text} does not exist (or is not a folder).")
+    resolved = folder.resolve()
+    if is_system_folder(resolved) and not confirm_system:
+        raise CliplabError(f"{resolved} is a system folder (or the whole home folder), not a photo folder; add the "
+                           "folder that holds your photos, or confirm that you mean this one (`--confirm-system`, "
+                           "or tick 'yes, index this system folder' in the app).")
+    return str(resolved)
+
+
+def add_folders(catalog: Catalog, bundle: ModelBundle, folders: list[str | Path], job=None,
+                confirm_system: bool = False, batch_size: int = 32, workers: int | None = 1,
+                kind: str = "auto", progress: bool = False, time_limit: float = 30.0) -> dict:
+    """Scan the folders into the catalog, embed what is new or changed with the model, bring its
+    vector index up to date. job: an app_state.Job to report progress on. No folders: embed what is
+    pending. Returns {"scan", "embedded", "skipped", "skipped_paths", "seconds", "images_per_second",
+    "vectors": {"kind", "count"}}."""
+    roots = [check_folder(f, confirm_system) for f in folders if str(f).strip()]
+    if job:
+        job.update(0.02, f"scanning {', '.join(roots)}" if roots else "looking for pending files")
+    with writer_lock(catalog):  # one writer per catalog, from the scan to the saved vector index
+        report = scan(catalog, roots) if roots else ScanReport()
+        if job:
+            job.update(0.05, f"scan: {report.summary()}")
+        model_id = bundle.register(catalog)
+        total_pending = max(1, len(pending_files(catalog, model_id)))
+
+        def on_batch(_batch: int, rep) -> None:
+            if job:
+                job.update(0.05 + 0.9 * (rep.embedded + rep.skipped) / total_pending,
+                           f"embedded {rep.embedded}, skipped {rep.skipped} of {total_pending}")
+
+        indexed = index_pending(catalog, bundle, batch_size=batch_size, workers=workers, progress=progress,
+                                time_limit=time_limit, on_batch=on_batch)
+        if job:
+            job.update(0.97, "updating the vector index")
+        vectors = open_index(catalog, model_id, kind)
+    return {"scan": report.summary(), "embedded": indexed.embedded, "skipped": indexed.skipped,
+            "skipped_paths": indexed.skipped_paths, "seconds": indexed.seconds,
+            "images_per_second": indexed.images_per_second, "vectors": {"kind": vectors.kind, "count": vectors.count}}
+
+
+def remove_folder(catalog: Catalog, path: str | Path, index_cache=None) -> int:
+    """Take a library folder out of the catalog with its files' rows and embeddings (the files on
+    disk are not touched); returns how many files were removed. index_cache: the app's
+    AppState.vector_indexes, told to reopen (and so drop the removed photos)."""
+    text = str(path or "").strip()
+    if not text:
+        raise CliplabError("Pick the library folder to remove.")
+    with writer_lock(catalog), catalog.session() as session, session.begin():
+        folder = session.scalar(select(Folder).where(Folder.path == text))
+        if folder is None:  # as typed, or as the scan stored it (resolved)
+            folder = session.scalar(select(Folder).where(Folder.path == str(Path(text).expanduser().resolve())))
+        if folder is None:
+            known = ", ".join(session.scalars(select(Folder.path).order_by(Folder.path))) or "none yet"
+            raise CliplabError(f"{text} is not a library folder (the library's folders: {known}).")
+        file_ids = select(File.id).where(File.folder_id == folder.id)
+        removed = session.scalar(select(func.count()).select_from(File).where(File.folder_id == folder.id))
+        session.execute(delete(Embedding).where(Embedding.file_id.in_(file_ids)))
+        session.execute(delete(File).where(File.folder_id == folder.id))
+        session.delete(folder)
+        # embeddings were deleted: every model's vector index must look again (indexes.vectors)
+        session.execute(update(Model).values(version=Model.version + 1))
+    if index_cache is not None:
+        index_cache.clear()
+    return int(removed or 0)
 
 
 @dataclass
-class IndexRun:
-    scan: ScanReport
-    index: IndexReport
-    vectors: dict
+class FolderSummary:
+    path: str  # exactly as stored: what remove_folder takes
+    online: bool
+    files: int
+    indexed: int
 
 
-def index_folders(paths: list[str], bundle: ModelBundle, catalog: Catalog | None = None, batch_size: int = 32,
-                  workers: int | None = None, kind: str = "auto", progress: bool = True,
-                  time_limit: float = 30.0) -> IndexRun:
-    """Scan the folders, embed what is new or changed, and bring the vector index up to date."""
-    catalog = catalog or open_catalog()
-    with writer_lock(catalog):  # one writer per catalog, from the scan to the saved vector index
-        scanned = scan(catalog, paths) if paths else ScanReport()
-        report = index_pending(catalog, bundle, batch_size=batch_size, workers=workers, progress=progress,
-                               time_limit=time_limit)
-        index = open_index(catalog, bundle.register(catalog), kind)
-    return IndexRun(scanned, report, {"kind": index.kind, "count": index.count})
+@dataclass
+class LibrarySummary:
+    folders: list[FolderSummary]
+    indexed: int  # photos with status ok
+    skipped: list[tuple[str, str]]  # path, reason (the first `limit`)
+    skipped_count: int
+    pending: int
+
+
+def library_summary(catalog: Catalog, limit: int = 200) -> LibrarySummary:
+    with catalog.session() as session:
+        counts = dict(session.execute(select(File.folder_id, func.count()).group_by(File.folder_id)).all())
+        ok = dict(session.execute(select(File.folder_id, func.count()).where(File.status == "ok")
+                                  .group_by(File.folder_id)).all())
+        folders = [FolderSummary(f.path, f.online, counts.get(f.id, 0), ok.get(f.id, 0))
+                   for f in session.scalars(select(Folder).order_by(Folder.path))]
+        by_status = dict(session.execute(select(File.status, func.count()).group_by(File.status)).all())
+    not_indexed = skipped(catalog)  # files, and what scans could not catalogue (folders, links, FIFOs)
+    return LibrarySummary(folders, by_status.get("ok", 0), not_indexed[:limit], len(not_indexed),
+                          by_status.get("pending", 0))
 
 
 def skipped_files(catalog: Catalog | None = None) -> list[tuple[str, str]]:
@@ -51,42 +156,33 @@ def skipped_files(catalog: Catalog | None = None) -> list[tuple[str, str]]:
     return skipped(catalog or open_catalog())
 
 
-def vector_index(catalog: Catalog, bundle: ModelBundle, kind: str = "auto") -> VectorIndex:
-    index = open_index(catalog, bundle.register(catalog), kind)
-    if index.count == 0:
-        raise CliplabError(f"No photos are indexed with the model {bundle.name} yet: run `cliplab index FOLDER` first.")
-    return index
+def file_id_of(catalog: Catalog, path: str) -> int:
+    with catalog.session() as session:
+        file_id = session.scalar(select(File.id).where(File.path == path))
+    if file_id is None:
+        raise CliplabError(f"{path} is not in the library.")
+    return int(file_id)
 
 
-def parse_date(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise CliplabError(f"{text!r} is not a date: write it as YYYY-MM-DD (or YYYY-MM-DDTHH:MM).") from None
+def indexed_paths(catalog: Catalog, limit: int = 500) -> list[str]:
+    """Paths of indexed photos (status ok), for a picker."""
+    with catalog.session() as session:
+        return list(session.scalars(select(File.path).where(File.status == "ok").order_by(File.path).limit(limit)))
 
 
-def search_library(query: str, bundle: ModelBundle, catalog: Catalog | None = None, limit: int = 20, page: int = 1,
-                   folder: str | None = None, after: str | None = None, before: str | None = None,
-                   types: tuple[str, ...] = (), cutoff: float | None = None, sort: str = "score",
-                   kind: str = "auto") -> Page:
-    catalog = catalog or open_catalog()
-    if not isinstance(page, int) or page < 1:
-        raise CliplabError(f"Pages count from 1, not {page}.")
-    check_page(limit, 0, cutoff, sort)
-    filters = Filters(folder, parse_date(after), parse_date(before), tuple(types))
-    return search(catalog, bundle, vector_index(catalog, bundle, kind), query, limit=limit,
-                  offset=(page - 1) * limit, filters=filters, cutoff=cutoff, sort=sort)
+def collection_names(catalog: Catalog) -> list[str]:
+    with catalog.session() as session:
+        return list(session.scalars(select(TextCollection.name).order_by(TextCollection.name)))
 
 
 def find_duplicates(bundle: ModelBundle | None, catalog: Catalog | None = None, threshold: float | None = None,
-                    burst_seconds: float = 300.0) -> list[Group]:
+                    burst_seconds: float = 300.0, index_cache=None) -> list[Group]:
     """Exact groups, then (with a model) near-duplicate groups."""
     catalog = catalog or open_catalog()
     groups = exact_duplicates(catalog)
     if bundle is not None:
-        groups += near_duplicates(catalog, vector_index(catalog, bundle), threshold, burst_seconds, exact=groups)
+        groups += near_duplicates(catalog, open_vector_index(catalog, bundle, index_cache=index_cache), threshold,
+                                  burst_seconds, exact=groups)
     return groups
 
 
@@ -95,15 +191,14 @@ def export_embeddings(path: str, bundle: ModelBundle, catalog: Catalog | None = 
     return export(catalog, bundle.register(catalog), path)
 
 
-def add_texts(name: str, path: str, catalog: Catalog | None = None) -> int:
-    catalog = catalog or open_catalog()
-    texts, images = read_texts(path)
-    add_collection(catalog, name, texts, images, source=str(path))
+def add_texts(catalog: Catalog, name: str, path: str | Path) -> int:
+    """Store a text collection (a .txt with one text a line, or a captions .csv) under a name."""
+    name = (name or "").strip()
+    if not name:
+        raise CliplabError("Give the new collection a name.")
+    source = Path(str(path or "").strip()).expanduser()
+    if not str(path or "").strip() or not source.is_file():
+        raise CliplabError(f"The text file {path} does not exist: give a .txt (one text a line) or a captions .csv.")
+    texts, images = read_texts(str(source))
+    add_collection(catalog, name, texts, images, source=os.path.basename(source))
     return len(texts)
-
-
-def image_to_text(name: str, image: str, bundle: ModelBundle, catalog: Catalog | None = None,
-                  k: int = 10) -> list[TextHit]:
-    from indexes.search import image_embedding
-    catalog = catalog or open_catalog()
-    return TextIndex(catalog, bundle, name).search(image_embedding(bundle, image), k, image_path=image)

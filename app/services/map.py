@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
+from app.services.search import SearchView, Term, file_term, search
 from engine.errors import CliplabError
 from engine.paths import cache_dir
 from indexes.catalog import Catalog, Embedding, File, Folder, Model, from_blobs, photo_date
@@ -162,6 +163,26 @@ def decimal_year(moment: datetime) -> float:
     return moment.year + (moment - start).total_seconds() / (datetime(moment.year + 1, 1, 1) - start).total_seconds()
 
 
+def date_ticks(dates: list[datetime], count: int = 6) -> list[tuple[float, str]]:
+    """Colour-bar ticks for a date colouring: (decimal year, readable date), evenly over the range;
+    months when the photos span more than a few weeks, days otherwise."""
+    if not dates:
+        return []
+    low, high = min(dates), max(dates)
+    if high == low:
+        return [(decimal_year(low), low.strftime("%Y-%m-%d"))]
+    step = (high - low) / (count - 1)
+    style = "%b %Y" if (high - low).days > 60 else "%Y-%m-%d"
+    ticks, seen = [], set()
+    for k in range(count):
+        moment = low + k * step
+        label = moment.strftime(style)
+        if label not in seen:
+            seen.add(label)
+            ticks.append((decimal_year(moment), label))
+    return ticks
+
+
 def zero_shot_top1(points: LibraryPoints, bundle: ModelBundle, classes: list[str], templates: list[str]) -> list[str]:
     """Each photo's most probable class of a zero-shot classifier."""
     from engine.zeroshot import build_classifier
@@ -201,9 +222,16 @@ def parse_selection(text: str | None, points: LibraryPoints) -> list[int]:
     return chosen
 
 
-def selection_query(file_ids: list[int]) -> str:
-    """A search query (the Search tab's syntax) meaning 'photos like these': one @id term each."""
-    return " ".join(f"@{i}" for i in file_ids)
+def selection_terms(file_ids: list[int]) -> list[Term]:
+    """The query 'photos like these': one file term per selected photo (structured, never a string)."""
+    return [file_term(i) for i in file_ids]
+
+
+def selection_search(catalog: Catalog, bundle: ModelBundle, file_ids: list[int], per_page: int = 24,
+                     index_cache=None) -> SearchView:
+    """Exactly the selected photos, ranked by their similarity to the selection as a whole."""
+    return search(catalog, bundle, selection_terms(file_ids), per_page=per_page, within=file_ids,
+                  index_cache=index_cache)
 
 
 def add_class(my_classes: dict[str, list[int]], name: str, file_ids: list[int]) -> dict[str, list[int]]:
@@ -232,12 +260,12 @@ def export_classes(points: LibraryPoints, my_classes: dict[str, list[int]], out:
     return out
 
 
-def search_hits(query: str, bundle: ModelBundle, catalog: Catalog, limit: int = 50) -> list[int]:
-    """File ids of a library search's first results (the Search tab's query syntax)."""
-    from app.services.library import search_library
-    if not (query or "").strip():
+def search_hits(terms: list[Term], bundle: ModelBundle, catalog: Catalog, limit: int = 50,
+                index_cache=None) -> list[int]:
+    """File ids of a library search's first results (none for no terms)."""
+    if not terms:
         return []
-    return [r.file_id for r in search_library(query, bundle, catalog, limit=limit).results]
+    return [r.file_id for r in search(catalog, bundle, terms, per_page=limit, index_cache=index_cache).results]
 
 
 # -- the figure ---------------------------------------------------------------------------------
@@ -255,10 +283,13 @@ def map_figure(points: LibraryPoints, xy: np.ndarray, by: str, labels: list | No
     hover = "%{customdata[1]}<extra>%{fullData.name}</extra>"
     if by == "date":
         years = np.array([decimal_year(d) for d in points.dates])
-        fig.add_trace(Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name="photos", customdata=custom,
-                                 hovertemplate="%{customdata[1]}<br>%{marker.color:.2f}<extra></extra>",
-                                 marker=dict(size=7, color=years, colorscale="Viridis", showscale=True,
-                                             colorbar=dict(title="year"))))
+        ticks = date_ticks(points.dates)
+        fig.add_trace(Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name="photos",
+                              customdata=np.column_stack([custom, [d.strftime("%Y-%m-%d") for d in points.dates]]),
+                              hovertemplate="%{customdata[1]}<br>%{customdata[2]}<extra></extra>",
+                              marker=dict(size=7, color=years, colorscale="Viridis", showscale=True,
+                                          colorbar=dict(title="date", tickvals=[t for t, _ in ticks],
+                                                        ticktext=[label for _, label in ticks]))))
     else:
         values = np.array(labels if labels is not None else points.folders, dtype=object)
         for category in sorted(set(values.tolist()), key=str):
@@ -270,7 +301,9 @@ def map_figure(points: LibraryPoints, xy: np.ndarray, by: str, labels: list | No
         fig.add_trace(Scatter(x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=f"search hits ({mask.sum()})",
                                  customdata=custom[mask], hovertemplate=hover,
                                  marker=dict(size=13, color="rgba(0,0,0,0)", line=dict(color="crimson", width=2.5))))
-    fig.update_layout(dragmode="lasso", height=620, showlegend=True, margin=dict(l=10, r=10, t=30, b=10), legend_title_text=by,
+    # one title, on the left: the legend (or the date colour bar) has the right-hand side to itself
+    fig.update_layout(dragmode="lasso", height=620, showlegend=by != "date" or bool(hits),
+                      margin=dict(l=10, r=10, t=50, b=10), legend_title_text=by,
                       xaxis=dict(visible=False), yaxis=dict(visible=False), hovermode="closest",
-                      title=f"{len(points)} photos")
+                      title=dict(text=f"{len(points)} photos", x=0.01, xanchor="left"))
     return fig

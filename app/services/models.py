@@ -17,7 +17,7 @@ from engine.errors import CliplabError
 from engine.weights import CONFIG_FILE, WEIGHTS_FILE, load_model, save_model
 
 if TYPE_CHECKING:  # the CLI lists and downloads without loading the app's catalog and job machinery
-    from app.services.app_state import Job, Jobs
+    from app.services.app_state import AppState, Job, Jobs
 
 # Parameter counts of the nine architectures, so listing builds no model (tests/test_weights.py checks them).
 PARAMS = {
@@ -140,3 +140,15 @@ def start_download(jobs: Jobs, name: str, base_url: str | None = None) -> Job:
     name = download.resolve_name(name)  # an unknown name fails here, before a job starts
     return jobs.start("download", f"downloading {name}", lambda job: download_models(
         [name], progress=False, base_url=base_url, on_progress=report_to(job))[0])
+
+
+def load_checkpoint(state: AppState, path: str, arch: str | None, allow_torchscript: bool) -> str:
+    """Load a local checkpoint; with an architecture or the TorchScript opt-in it is converted once to
+    cliplab's format (so the choice travels with it), then loaded. arch None: the file must say
+    its architecture. Returns what was loaded."""
+    if arch is None and not allow_torchscript:
+        state.switch_model(path)
+        return path
+    folder = import_checkpoint(path, arch=arch, allow_torchscript=allow_torchscript)
+    state.switch_model(str(folder))
+    return str(folder)

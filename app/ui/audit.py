@@ -9,12 +9,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from app.services import app_audit
 from app.services import audit as service
+from app.services import models
 from app.services.app_state import AppState
-from app.ui.common import shown_errors
-from engine.audit.labelsets import shipped_labelsets
-from engine.audit.report import render_html
+from app.ui.common import UserError, error_box, wire
 
 CURRENT = "the current model"
 
@@ -22,7 +20,11 @@ CURRENT = "the current model"
 def report_frame(result: dict) -> str:
     """The audit's self-contained HTML report in an iframe, so its styles stay out of the app."""
     return (f'<iframe title="audit report" style="width:100%;height:900px;border:1px solid #ddd" '
-            f'srcdoc="{html.escape(render_html(result), quote=True)}"></iframe>')
+            f'srcdoc="{html.escape(service.render_html(result), quote=True)}"></iframe>')
+
+
+def headline_text(result: dict) -> str:
+    return "\n".join(f"- {line}" for line in service.summary_lines(result))
 
 
 def build(state: AppState) -> None:
@@ -43,91 +45,104 @@ def build(state: AppState) -> None:
             add_child = gr.Checkbox(label="Add 'child' as label set B (the paper's class-design experiment)",
                                     value=True, elem_id="audit-child")
             run = gr.Button("Run audit", variant="primary", elem_id="audit-run")
+            run_errors = error_box("audit-error")
         with gr.Column():
-            shipped = gr.Dropdown(shipped_labelsets(), value="paper", label="Label set (shipped)")
-            editor = gr.Code(app_audit.shipped_text("paper"), language="yaml", label="Label set (editable)",
+            shipped = gr.Dropdown(service.shipped_labelsets(), value="paper", label="Label set (shipped)")
+            editor = gr.Code(service.shipped_text("paper"), language="yaml", label="Label set (editable)",
                              lines=18, max_lines=30)
     progress = gr.Markdown(elem_id="audit-progress")
     headline = gr.Markdown(elem_id="audit-headline")
-    shares = gr.Dataframe(label="Category shares per group (tables 6-7)", elem_id="audit-shares", wrap=True)
+    shown_session = gr.Markdown(elem_id="audit-shown")
+    shares = gr.Dataframe(label="Category shares per group (tables 6-7)", elem_id="audit-shares", wrap=True,
+                          max_height=400)
     with gr.Accordion("Full report", open=False):
         report = gr.HTML()
     with gr.Accordion("Saved sessions, diff, export", open=False):
         sessions = gr.Dataframe(label="Saved sessions", interactive=False)
         with gr.Row():
-            first = gr.Dropdown(label="Session", choices=[])
-            second = gr.Dropdown(label="Compare with", choices=[])
-            show = gr.Button("Show")
-            diff = gr.Button("Diff")
-            export = gr.Button("Export HTML")
-        diff_table = gr.Dataframe(label="Diff: focus-category share per group, A then B", wrap=True)
-        exported = gr.File(label="Report", interactive=False)
-    shown_job = gr.State(None)
+            first = gr.Dropdown(label="Session", choices=[], elem_id="audit-session")
+            second = gr.Dropdown(label="Compare with", choices=[], elem_id="audit-compare")
+            show = gr.Button("Show", elem_id="audit-show")
+            diff = gr.Button("Diff", elem_id="audit-diff")
+            export = gr.Button("Export HTML", elem_id="audit-export")
+        session_errors = error_box("audit-session-error")
+        diff_table = gr.Dataframe(label="Diff: focus-category share per group, A then B", wrap=True,
+                                  elem_id="audit-diff-table", max_height=400)
+        exported = gr.File(label="Report", interactive=False, elem_id="audit-exported")
+    shown_job = gr.State(None)  # id of the finished job whose session is on the page
 
-    def session_choices():
+    def session_choices(newest: str | None = None, keep: tuple[str | None, str | None] = (None, None)):
+        """The table and both dropdowns; the dropdowns keep what the person picked unless a new session
+        was just saved (then it becomes the first one)."""
         ids = [s["id"] for s in service.list_sessions()]
-        return (app_audit.sessions_frame(), gr.update(choices=ids, value=ids[0] if ids else None),
-                gr.update(choices=ids, value=ids[1] if len(ids) > 1 else None))
+        a, b = keep
+        a = newest or (a if a in ids else (ids[0] if ids else None))
+        b = b if b in ids else next((i for i in ids if i != a), None)
+        return service.sessions_frame(), gr.update(choices=ids, value=a), gr.update(choices=ids, value=b)
 
-    @shown_errors
     def start(data, spl, n, sd, cols, chosen, temps, child, shipped_name, yaml_text):
         name = state.model_name if chosen == CURRENT else chosen
-        options = app_audit.make_options(data, yaml_text, shipped_name, child, spl, n, sd, cols, temps, name)
-        loaded = state.loaded if chosen == CURRENT else None
+        options = service.make_options(data, yaml_text, shipped_name, child, spl, n, sd, cols, temps, name)
+        bundle = state.bundle if chosen == CURRENT else None
         job = state.jobs.start("audit", f"audit of {Path(options.dataset).name}",
-                               lambda job: app_audit.run(options, loaded))
-        return f"Running the audit ({job.title})…", job.id
+                               lambda job: service.run(options, bundle=bundle, progress=False))
+        return f"Running the audit ({job.title})…", None
 
-    def poll(shown):
+    nothing = (gr.update(),) * 8
+
+    def poll(shown, a, b, known):
+        """Only news changes the page: a job that finished since the page last showed one, or sessions
+        saved elsewhere (the CLI), which join the lists with the person's choices kept. A poll with no
+        news leaves everything, the session dropdowns above all, as the person set it."""
         job = state.jobs.latest("audit")
-        if job is None:
-            return gr.update(), gr.update(), gr.update(), gr.update(), shown, *session_choices()
+        ids = [s["id"] for s in service.list_sessions()]
+        if job is None or job.id == shown:
+            if ids == known:
+                return (*nothing, known)
+            return (*nothing[:5], *session_choices(None, (a, b)), ids)
         if job.state == "running":
-            return (f"Running: {job.title}…", gr.update(), gr.update(), gr.update(), shown,
-                    gr.update(), gr.update(), gr.update())
+            return (f"Running: {job.title}…", *nothing[1:], known)
         if job.state == "failed":
-            return (f"**The audit failed:** {job.error}", gr.update(), gr.update(), gr.update(), job.id,
-                    gr.update(), gr.update(), gr.update())
-        if shown == job.id + ":done":  # already on the page
-            return (gr.update(),) * 4 + (shown,) + (gr.update(),) * 3
+            return (f"**The audit failed:** {job.error}", *nothing[1:4], job.id, *nothing[5:], known)
         result = job.result
-        lines = "\n".join(f"- {line}" for line in result.get("headline", []))
-        return (f"Session **{result['session_id']}** saved ({job.title}).", lines, app_audit.shares_frame(result),
-                report_frame(result), job.id + ":done", *session_choices())
+        return (f"Session **{result['session_id']}** saved ({job.title}).", headline_text(result),
+                service.shares_frame(result), report_frame(result), job.id,
+                *session_choices(result["session_id"], (a, b)), ids)
 
-    run.click(start, [dataset, split, sample, seed, columns, model, templates, add_child, shipped, editor],
-              [progress, shown_job])
-    gr.Timer(2.0).tick(poll, shown_job, [progress, headline, shares, report, shown_job, sessions, first, second])
-    shipped.change(shown_errors(app_audit.shipped_text), shipped, editor)
+    wire(run.click, start, [dataset, split, sample, seed, columns, model, templates, add_child, shipped, editor],
+         [progress, shown_job], run_errors, keep=(1,))
+    known_sessions = gr.State([])  # the session ids the dropdowns were last given
+    gr.Timer(2.0).tick(poll, [shown_job, first, second, known_sessions],
+                       [progress, headline, shares, report, shown_job, sessions, first, second, known_sessions],
+                       show_progress="hidden")
+    wire(shipped.change, service.shipped_text, shipped, editor, run_errors, keep=(0,))
 
-    @shown_errors
     def do_show(session_id):
         if not session_id:
-            raise gr.Error("Pick a saved session first.")
+            raise UserError("Pick a saved session first.")
         result = service.show(session_id)
-        lines = "\n".join(f"- {line}" for line in result.get("headline", []))
-        return lines, app_audit.shares_frame(result), report_frame(result)
+        return (f"Showing session **{session_id}**.", headline_text(result), service.shares_frame(result),
+                report_frame(result))
 
-    @shown_errors
     def do_diff(a, b):
         if not a or not b:
-            raise gr.Error("Pick two saved sessions to compare.")
-        return app_audit.table_frame(service.diff(a, b)["tables"]["label_set_diff"])
+            raise UserError("Pick two saved sessions to compare.")
+        if a == b:
+            raise UserError("Pick two different sessions to compare.")
+        return service.diff_frame(service.diff(a, b)["tables"]["label_set_diff"])
 
-    @shown_errors
     def do_export(session_id):
         if not session_id:
-            raise gr.Error("Pick a saved session to export.")
+            raise UserError("Pick a saved session to export.")
         out = Path(tempfile.mkdtemp(prefix="cliplab-audit-")) / f"audit-{session_id}.html"
         return str(service.export(service.show(session_id), out))
 
-    show.click(do_show, first, [headline, shares, report])
-    diff.click(do_diff, [first, second], diff_table)
-    export.click(do_export, first, exported)
+    wire(show.click, do_show, first, [shown_session, headline, shares, report], session_errors)
+    wire(diff.click, do_diff, [first, second], diff_table, session_errors)
+    wire(export.click, do_export, first, exported, session_errors)
 
-    def models():
-        from engine.api import available_models
-        return gr.update(choices=[CURRENT, *(n for n, ok in available_models().items() if ok)])
+    def model_choices():
+        return gr.update(choices=[CURRENT, *(r["name"] for r in models.list_models() if r["downloaded"])])
 
-    gr.on(triggers=None, fn=lambda: (models(), *session_choices()), inputs=None,
+    gr.on(triggers=None, fn=lambda: (model_choices(), *session_choices()), inputs=None,
           outputs=[model, sessions, first, second])

@@ -1,5 +1,6 @@
-"""Classify tab: roll your own classifier — class names one per line, templates, probabilities,
-a second label set side by side, threshold mode, saved classifiers."""
+"""Classify tab: roll your own classifier — class names one per line, templates, probabilities for every
+image (thumbnails and a chart per image), a second label set side by side, threshold mode, saved
+classifiers. The templates box is the one truth: a preset fills it, edits to it are what runs."""
 
 from __future__ import annotations
 
@@ -8,42 +9,67 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from PIL import Image
 
-from app.services import app_state as store
+from app.services import classifiers, library
 from app.services.app_state import AppState
-from app.services.classify import classify_for_app, export_csv, folder_images
-from app.ui.common import file_paths, shown_errors
-from engine.zeroshot import TEMPLATE_PRESETS, load_templates
+from app.services.classify import (
+    TEMPLATE_PRESETS,
+    check_templates,
+    class_lines,
+    classify_for_app,
+    export_csv,
+    folder_images,
+    load_templates,
+)
+from app.ui.common import UserError, error_box, file_paths, wire
 
 DEFAULT_CLASSES = "a red circle\na blue square\na green triangle\na yellow star"
-TYPED = "typed below"
+DEFAULT_PRESET = "default"
+SHOWN_IMAGES = 60  # thumbnails in the gallery; the table and the chart selector hold every image
 
 
-def templates_of(preset: str, typed: str) -> list[str]:
-    if preset == TYPED:
-        templates = [t.strip() for t in (typed or "").splitlines() if t.strip()]
-        from engine.zeroshot import check_templates
-        check_templates(templates)
-        return templates
-    return load_templates(preset)
+def preset_text(preset: str | None) -> str:
+    return "\n".join(load_templates(preset or DEFAULT_PRESET))
+
+
+def templates_of(typed: str | None) -> list[str]:
+    templates = [t.strip() for t in (typed or "").splitlines() if t.strip()]
+    check_templates(templates)
+    return templates
 
 
 def images_of(state: AppState, uploads, library_file: str | None, folder: str | None) -> list[str]:
-    """Uploaded files, else a library file, else every image of a folder."""
+    """Uploaded files, else an indexed library photo, else every image of a library folder."""
     paths = file_paths(uploads)
     if not paths and library_file:
+        if library_file not in library.indexed_paths(state.catalog):
+            raise UserError("Pick the photo from the list (it holds the library's indexed photos).")
         paths = [library_file]
-    if not paths and (folder or "").strip():
-        paths = [str(p) for p in folder_images(folder.strip())]
+    if not paths and folder:
+        if folder not in [f.path for f in library.library_summary(state.catalog).folders]:
+            raise UserError("Pick one of your library folders from the list.")
+        paths = [str(p) for p in folder_images(folder)]
     return paths
 
 
-def library_choices(state: AppState, limit: int = 500) -> list[str]:
-    from sqlalchemy import select
+def thumbnail(path: Path, size: int = 192) -> Image.Image | None:
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (2 * size, 2 * size))
+            small = image.convert("RGB")
+    except (OSError, ValueError):
+        return None
+    small.thumbnail((size, size))
+    return small
 
-    from indexes.catalog import File
-    with state.catalog.session() as session:
-        return list(session.scalars(select(File.path).where(File.status == "ok").order_by(File.path).limit(limit)))
+
+def image_choices(paths: list[Path]) -> list[tuple[str, int]]:
+    return [(f"{i + 1}. {Path(p).name}", i) for i, p in enumerate(paths)]
+
+
+def probabilities(result, index: int) -> dict[str, float]:
+    return dict(zip(result.classifier.classnames, map(float, result.probs[index])))
 
 
 def build(state: AppState) -> None:
@@ -55,41 +81,49 @@ def build(state: AppState) -> None:
                               elem_id="classify-upload")
             library_file = gr.Dropdown(label="…or a photo from the library", choices=[], allow_custom_value=False,
                                        elem_id="classify-library")
-            folder = gr.Textbox(label="…or every image in a folder", placeholder="/path/to/photos")
+            folder = gr.Dropdown(label="…or every image in a library folder", choices=[], allow_custom_value=False,
+                                 elem_id="classify-folder")
         with gr.Column(scale=1):
             classes = gr.Textbox(label="Class names (one per line)", value=DEFAULT_CLASSES, lines=6,
                                  elem_id="classify-classes")
-            preset = gr.Dropdown(label="Prompt templates", choices=[TYPED, *TEMPLATE_PRESETS], value="default")
-            typed = gr.Textbox(label="Templates (one per line, '{}' marks the class name)",
-                               value="a photo of {}.", lines=2)
+            preset = gr.Dropdown(label="Fill the templates from a preset", choices=list(TEMPLATE_PRESETS),
+                                 value=DEFAULT_PRESET, elem_id="classify-preset")
+            typed = gr.Textbox(label="Templates (one per line, '{}' marks the class name; edit freely)",
+                               value=preset_text(DEFAULT_PRESET), lines=4, max_lines=12, elem_id="classify-templates")
             second = gr.Textbox(label="Second label set to compare (optional, one per line)", lines=4,
                                 elem_id="classify-second")
             threshold = gr.Slider(label="Threshold mode: list every class at or above this probability (0 = off)",
                                   minimum=0.0, maximum=1.0, value=0.0, step=0.005)
             run = gr.Button("Classify", variant="primary", elem_id="classify-run")
+            errors = error_box("classify-error")
     summary = gr.Markdown(elem_id="classify-summary")
+    thumbnails = gr.Gallery(label="Classified images (top-1 class)", columns=8, height="auto",
+                            elem_id="classify-gallery", allow_preview=False)
+    which = gr.Dropdown(label="Chart of image", choices=[], value=None, elem_id="classify-which")
     with gr.Row():
-        label_a = gr.Label(label="Label set A (first image)", num_top_classes=10, elem_id="classify-label")
-        label_b = gr.Label(label="Label set B (first image)", num_top_classes=10, visible=False)
-    table = gr.Dataframe(label="Probabilities", elem_id="classify-table", wrap=True)
-    moved = gr.Dataframe(label="What moved between A and B (top-1 per image)", visible=False)
+        label_a = gr.Label(label="Label set A", num_top_classes=10, elem_id="classify-label")
+        label_b = gr.Label(label="Label set B", num_top_classes=10, visible=False, elem_id="classify-label-b")
+    table = gr.Dataframe(label="Probabilities", elem_id="classify-table", wrap=True, max_height=400)
+    moved = gr.Dataframe(label="What moved between A and B (top-1 per image)", visible=False, max_height=400)
     with gr.Accordion("Save, load, export", open=False):
         with gr.Row():
-            name = gr.Textbox(label="Classifier name")
+            name = gr.Textbox(label="Classifier name", elem_id="classify-name")
             save = gr.Button("Save")
             saved = gr.Dropdown(label="Saved classifiers", choices=[])
             load = gr.Button("Load")
             export = gr.Button("Export CSV of the last run")
+        store_errors = error_box("classify-store-error")
         exported = gr.File(label="Export", interactive=False)
     last = gr.State(None)
 
-    @shown_errors
-    def classify(files, lib, fold, text, preset_name, typed_text, second_text, thr):
+    def classify(files, lib, fold, text, typed_text, second_text, thr):
         paths = images_of(state, files, lib, fold)
-        run_result = classify_for_app(state.loaded, paths, text, templates_of(preset_name, typed_text),
-                                      second_text, threshold=thr or None, k=10)
+        run_result = classify_for_app(state.bundle, paths, text, templates_of(typed_text), second_text,
+                                      threshold=thr or None, k=10)
         res = run_result.result
-        first = dict(zip(res.classifier.classnames, map(float, res.probs[0])))
+        if not res.paths:
+            raise UserError("None of the images could be read: " + "; ".join(
+                f"{p.name} ({why})" for p, why in res.skipped[:5]))
         rows = res.table()
         rows["path"] = rows["path"].map(lambda p: Path(p).name)
         if thr:
@@ -100,51 +134,67 @@ def build(state: AppState) -> None:
         note = f"{len(res.paths)} image(s) classified into {len(res.classifier.classnames)} classes."
         if res.skipped:
             note += " Skipped: " + "; ".join(f"{p.name} ({why})" for p, why in res.skipped[:5])
+        # one tile per image, in order (a grey tile where PIL cannot draw it), so a click names the right image
+        items = [(thumbnail(p) or Image.new("RGB", (64, 64), "#bbb"), f"{top[0][0]} · {top[0][1]:.0%}")
+                 for p, top in zip(res.paths[:SHOWN_IMAGES], res.top)]
+        chooser = gr.update(choices=image_choices(res.paths), value=0)
         if run_result.second is None:
-            return (first, gr.update(visible=False), rows, gr.update(visible=False), note, res)
-        second_res, comparison = run_result.second, run_result.comparison
-        b = dict(zip(second_res.classifier.classnames, map(float, second_res.probs[0])))
+            return (items, chooser, probabilities(res, 0), gr.update(visible=False), rows, gr.update(visible=False),
+                    note, run_result)
+        comparison = run_result.comparison
         per_image = comparison["per_image"].copy()
         per_image.insert(0, "path", [Path(p).name for p in res.paths])
         per_image[["prob_a", "prob_b"]] = per_image[["prob_a", "prob_b"]].astype(float).round(4)
         note += (f" Between the label sets, {comparison['moved']} of {comparison['n_images']} image(s) changed "
                  "their top-1 class.")
-        return (first, gr.update(value=b, visible=True), rows, gr.update(value=per_image, visible=True),
-                note, res)
+        return (items, chooser, probabilities(res, 0),
+                gr.update(value=probabilities(run_result.second, 0), visible=True), rows,
+                gr.update(value=per_image, visible=True), note, run_result)
 
-    run.click(classify, [uploads, library_file, folder, classes, preset, typed, second, threshold],
-              [label_a, label_b, table, moved, summary, last])
+    wire(run.click, classify, [uploads, library_file, folder, classes, typed, second, threshold],
+         [thumbnails, which, label_a, label_b, table, moved, summary, last], errors)
 
-    @shown_errors
-    def do_save(classifier_name, text, preset_name, typed_text, thr):
-        from app.services.classify import class_lines
-        stored = store.save_classifier(state.catalog, classifier_name, class_lines(text),
-                                       templates_of(preset_name, typed_text), thr or None)
-        gr.Info(f"Saved the classifier {stored!r}.")
-        return gr.update(choices=store.list_classifiers(state.catalog), value=stored)
+    def show_image(index, run_result):
+        if run_result is None or index is None:
+            return gr.update(), gr.update()
+        index = int(index)
+        b = probabilities(run_result.second, index) if run_result.second is not None else gr.update()
+        return probabilities(run_result.result, index), b
 
-    @shown_errors
+    which.input(show_image, [which, last], [label_a, label_b])
+
+    def picked(event: gr.SelectData):
+        return event.index
+
+    thumbnails.select(picked, None, which).then(show_image, [which, last], [label_a, label_b])
+    preset.input(lambda p: preset_text(p), preset, typed)
+
+    def do_save(classifier_name, text, typed_text, thr):
+        stored = classifiers.save_classifier(state.catalog, classifier_name, class_lines(text),
+                                             templates_of(typed_text), thr or None, bundle=state.bundle)
+        return gr.update(choices=classifiers.list_classifiers(state.catalog), value=stored), gr.update()
+
     def do_load(classifier_name):
         if not classifier_name:
-            raise gr.Error("Pick a saved classifier first.")
-        spec = store.load_classifier(state.catalog, classifier_name)
-        return ("\n".join(spec["classes"]), TYPED, "\n".join(spec["templates"]), spec.get("threshold") or 0.0,
+            raise UserError("Pick a saved classifier first.")
+        spec = classifiers.load_classifier(state.catalog, classifier_name)
+        return ("\n".join(spec["classes"]), "\n".join(spec["templates"]), spec.get("threshold") or 0.0,
                 classifier_name)
 
-    @shown_errors
-    def do_export(result):
-        if result is None:
-            raise gr.Error("Classify some images first; the export holds the last run's probabilities.")
+    def do_export(run_result):
+        if run_result is None:
+            raise UserError("Classify some images first; the export holds the last run's probabilities.")
         out = Path(tempfile.mkdtemp(prefix="cliplab-export-")) / "classification.csv"
-        return str(export_csv(result, out))
+        return str(export_csv(run_result.result, out))
 
-    save.click(do_save, [name, classes, preset, typed, threshold], [saved])
-    load.click(do_load, [saved], [classes, preset, typed, threshold, name])
-    export.click(do_export, [last], [exported])
+    wire(save.click, do_save, [name, classes, typed, threshold], [saved, exported], store_errors, keep=(0, 1))
+    wire(load.click, do_load, [saved], [classes, typed, threshold, name], store_errors, keep=(0, 1, 2, 3))
+    wire(export.click, do_export, [last], exported, store_errors)
 
     def refresh():
-        return (gr.update(choices=library_choices(state)),
-                gr.update(choices=store.list_classifiers(state.catalog)))
+        folders = [f.path for f in library.library_summary(state.catalog).folders]
+        return (gr.update(choices=library.indexed_paths(state.catalog)), gr.update(choices=folders),
+                gr.update(choices=classifiers.list_classifiers(state.catalog)))
 
     # on page load (triggers=None and no inputs): the library and saved classifiers may have changed
-    gr.on(triggers=None, fn=refresh, inputs=None, outputs=[library_file, saved])
+    gr.on(triggers=None, fn=refresh, inputs=None, outputs=[library_file, folder, saved])

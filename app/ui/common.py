@@ -1,31 +1,109 @@
-"""Pieces every tab uses: errors as sentences, never a stack trace."""
+"""Pieces every tab uses: errors that stay on the page beside their control, never a stack trace.
+
+A tab wires an action with `wire(event, fn, inputs, outputs, error_box)`: on success fn's outputs are
+shown and the box is emptied; on a CliplabError (or any bug) the box shows one sentence, and the
+action's results are cleared so the page never shows a stale result under a new error. The sentence
+stays until that control's next run (not a toast that fades after a few seconds).
+"""
 
 from __future__ import annotations
 
 import functools
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import gradio as gr
 
 from engine.errors import CliplabError
 
 
-def shown_errors(fn: Callable) -> Callable:
-    """Run a UI handler; a CliplabError becomes a gr.Error with its sentence, a bug a short sentence."""
+class UserError(CliplabError):
+    """A sentence for the person, raised by a tab's own checks (nothing picked, nothing typed...)."""
+
+
+def error_box(elem_id: str) -> gr.Markdown:
+    """The place beside a control where its error sentence appears (hidden while there is none)."""
+    return gr.Markdown("", elem_id=elem_id, elem_classes=["cliplab-error"], visible=False)
+
+
+def shown(message: str) -> dict:
+    """The error box's update: the sentence, or hidden when there is none."""
+    return gr.update(value=message, visible=bool(message))
+
+
+def sentence(error: BaseException) -> str:
+    if isinstance(error, CliplabError):
+        return str(error)
+    traceback.print_exc()  # a bug: the trace goes to the server log, a sentence to the page
+    return (f"Something went wrong ({type(error).__name__}: {error}). The details are in the terminal "
+            "running cliplab.")
+
+
+def reported(fn: Callable, outputs: int, keep: Sequence[int] = ()) -> Callable:
+    """fn returning `outputs` values (or one when outputs == 1) -> a handler returning them plus the error box.
+
+    On failure every output is cleared (None) except those at the indexes in `keep` (inputs, states),
+    which are left as they are.
+    """
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def handler(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except CliplabError as error:
-            raise gr.Error(str(error), print_exception=False) from None
-        except Exception as error:  # a bug: the trace goes to the server log, a sentence to the page
-            traceback.print_exc()
-            raise gr.Error(f"Something went wrong ({type(error).__name__}: {error}). The details are in the "
-                           "terminal running cliplab.", print_exception=False) from None
-    return wrapper
+            values = fn(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - every failure becomes a sentence on the page
+            message = sentence(error)
+            return (*[gr.update() if i in keep else None for i in range(outputs)], shown(f"**{message}**"))
+        values = (values,) if outputs == 1 else tuple(values)
+        if len(values) != outputs:
+            raise TypeError(f"{fn.__name__} returned {len(values)} values for {outputs} outputs")
+        return (*values, shown(""))
+    return handler
+
+
+def wire(event: Callable, fn: Callable, inputs, outputs: list, errors: gr.Markdown, keep: Sequence[int] = (),
+         **options):
+    """Connect fn to an event (e.g. button.click) with its error box; returns the event's dependency."""
+    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    return event(reported(fn, len(outputs), keep), inputs, [*outputs, errors], **options)
+
+
+class UnreadableDrop(str):
+    """What image_drop hands over for a file that is not an image: its name, for the sentence."""
+
+    name: str
+
+    def __new__(cls, path: str, name: str) -> UnreadableDrop:
+        value = super().__new__(cls, path)
+        value.name = name
+        return value
+
+
+def image_drop(**options) -> gr.Image:
+    """A gr.Image(type="filepath") that passes a non-image on to its handler (as an UnreadableDrop) instead
+    of failing in Gradio's preprocessing, whose developer message ("Could not preprocess input component...")
+    would reach the page. A wrapper on the instance, not a subclass: Gradio writes a .pyi stub beside the
+    source of every component subclass."""
+    box = gr.Image(type="filepath", **options)
+    original = box.preprocess
+
+    def preprocess(payload):
+        try:
+            return original(payload)
+        except Exception:  # noqa: BLE001 - PIL could not open it: the handler says so in a sentence
+            if payload is None or payload.path is None:
+                return None
+            return UnreadableDrop(str(payload.path), payload.orig_name or Path(payload.path).name)
+
+    box.preprocess = preprocess
+    return box
+
+
+def dropped_image(value) -> str | None:
+    """The dropped image's path, or a UserError naming the file that is not an image."""
+    if isinstance(value, UnreadableDrop):
+        raise UserError(f"{value.name} is not an image cliplab can read: drop a JPEG, PNG, WebP, GIF, BMP, TIFF "
+                        "or HEIC photo.")
+    return value or None
 
 
 def file_paths(files) -> list[str]:

@@ -1,59 +1,100 @@
-"""Search tab panels over app.services.library: image -> text against a text collection, and duplicates."""
+"""Search tab panels over app.services.library: the library's folders (add, index, remove) and duplicates."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 import pandas as pd
-from sqlalchemy import select
 
-from app.services import library
+from app.services import library, serving
 from app.services.app_state import AppState
-from app.ui.common import shown_errors
-from engine.errors import CliplabError
-from indexes.catalog import TextCollection
+from app.ui.common import UserError, error_box, wire
 
 
-def collections(state: AppState) -> list[str]:
-    with state.catalog.session() as session:
-        return list(session.scalars(select(TextCollection.name).order_by(TextCollection.name)))
+def folder_lines(text: str | None) -> list[str]:
+    return [line.strip() for line in (text or "").replace(";", "\n").splitlines() if line.strip()]
 
 
-def build_image_to_text(state: AppState) -> None:
-    gr.Markdown("Drop or pick an image and see the nearest texts of a collection (captions, tags, your own list). "
-                "For a captioned dataset the image's true caption is marked.")
+def job_status(state: AppState) -> tuple[str, pd.DataFrame, dict]:
+    """The library's folders and counts, the latest indexing job, the skipped files, the Remove choices."""
+    job = state.jobs.latest("index")
+    summary = library.library_summary(state.catalog)
+    folders = ", ".join(f"{f.path}{'' if f.online else ' (offline)'}: {f.files} files" for f in summary.folders)
+    lines = [f"**Library:** {summary.indexed} photos indexed" + (f" in {folders}" if folders else "") + "."]
+    if job is not None:
+        if job.state == "running":
+            lines.append(f"**{job.title}:** {job.progress:.0%} — {job.message}")
+        elif job.state == "failed":
+            lines.append(f"**{job.title} failed:** {job.error}")
+        else:
+            result = job.result or {}
+            lines.append(f"**{job.title}:** done — {result.get('embedded', 0)} embedded, "
+                         f"{result.get('skipped', 0)} skipped ({result.get('scan', '')}).")
+    skipped = pd.DataFrame(summary.skipped, columns=["file", "why it was skipped"])
+    return "\n\n".join(lines), skipped, gr.update(choices=[f.path for f in summary.folders])
+
+
+def build_library(state: AppState) -> None:
+    gr.Markdown("Add the folders whose photos you want to search. The app shows only the photos it indexed, "
+                "never the other files in those folders; removing a folder forgets its photos (the files stay).")
     with gr.Row():
-        image = gr.Image(label="Image", type="filepath", height=180)
-        with gr.Column():
-            chosen = gr.Dropdown(label="Text collection", choices=[], elem_id="texts-collection")
-            count = gr.Slider(1, 50, value=10, step=1, label="Texts to show")
-            find = gr.Button("Find texts", variant="primary")
+        add_folder = gr.Textbox(label="Add a folder", placeholder="/home/me/Pictures", elem_id="index-folder",
+                                scale=3)
+        confirm = gr.Checkbox(label="Yes, index this system folder", value=False, elem_id="index-confirm",
+                              scale=1)
+        add = gr.Button("Add and index", elem_id="index-add", scale=1)
+    add_error = error_box("index-error")
     with gr.Row():
-        name = gr.Textbox(label="New collection name")
-        path = gr.Textbox(label="From a .txt (one text a line) or a captions .csv")
-        add = gr.Button("Add collection")
-    hits = gr.Dataframe(label="Nearest texts", wrap=True, elem_id="texts-hits")
+        folders = gr.Dropdown(label="Library folders", choices=[], elem_id="index-folders", scale=3)
+        remove = gr.Button("Remove from the library", elem_id="index-remove", scale=1)
+    remove_error = error_box("index-remove-error")
+    status = gr.Markdown(elem_id="index-status")
+    skipped = gr.Dataframe(label="Skipped files", wrap=True, max_height=300)
+    timer = gr.Timer(2.0)  # polls the latest indexing job: a refreshed page picks it up again
 
-    @shown_errors
-    def do_find(picture, collection, k):
-        if not picture:
-            raise CliplabError("Drop an image first.")
-        if not collection:
-            raise CliplabError("Pick a text collection (or add one below).")
-        found = library.image_to_text(collection, picture, state.bundle, state.catalog, int(k))
-        return pd.DataFrame([{"text": h.text, "score": round(h.score, 4), "true pair": "✓" if h.true_pair else ""}
-                             for h in found])
+    def start_indexing(text, confirmed):
+        chosen = folder_lines(text)
+        if not chosen:
+            raise UserError("Type the path of a folder to add.")
+        for folder in chosen:
+            if not Path(folder).expanduser().is_dir():
+                raise UserError(f"The folder {folder} does not exist (or is not a folder).")
+            if library.is_system_folder(folder) and not confirmed:
+                raise UserError(f"{folder} is a system folder (or your whole home folder), not a photo folder: add "
+                                "the folder that holds your photos, or tick 'Yes, index this system folder' if you "
+                                "really want every image in it searchable here.")
+        bundle = state.search_bundle
+        state.jobs.start("index", f"indexing {', '.join(chosen)}",
+                         lambda job: library.add_folders(state.catalog, bundle, chosen, job=job,
+                                                         confirm_system=bool(confirmed)))
+        return (*job_status(state), False)
 
-    @shown_errors
-    def do_add(collection, source):
-        if not (collection or "").strip():
-            raise CliplabError("Give the new collection a name.")
-        n = library.add_texts(collection.strip(), (source or "").strip(), state.catalog)
-        gr.Info(f"Added {n} texts as {collection.strip()!r}.")
-        return gr.update(choices=collections(state), value=collection.strip())
+    def remove_folder(folder):
+        if not folder:
+            raise UserError("Pick a library folder to remove.")
+        running = state.jobs.latest("index")
+        if running is not None and not running.finished:
+            raise UserError("Wait for the indexing job to finish, then remove the folder.")
+        removed = library.remove_folder(state.catalog, folder, index_cache=state.vector_indexes)
+        serving.forget_thumbnails(state.catalog)
+        text, table, choices = job_status(state)
+        return f"Removed {folder} and its {removed} file(s) from the library.\n\n" + text, table, choices
 
-    find.click(do_find, [image, chosen, count], hits)
-    add.click(do_add, [name, path], chosen)
-    gr.on(triggers=None, fn=lambda: gr.update(choices=collections(state)), inputs=None, outputs=chosen)
+    wire(add.click, start_indexing, [add_folder, confirm], [status, skipped, folders, confirm], add_error,
+         keep=(0, 1, 2, 3))
+    wire(remove.click, remove_folder, folders, [status, skipped, folders], remove_error, keep=(1, 2))
+    known = gr.State([])  # the folders the Remove list was last given
+
+    def poll(listed: list[str]):
+        """Status every tick; the Remove list only when the library's folders changed (an update while the
+        list is open would close it under the person's pointer)."""
+        text, table, _ = job_status(state)
+        now = [f.path for f in library.library_summary(state.catalog).folders]
+        return text, table, (gr.update(choices=now) if now != listed else gr.update()), now
+
+    timer.tick(poll, known, [status, skipped, folders, known], show_progress="hidden")
+    gr.on(triggers=None, fn=poll, inputs=known, outputs=[status, skipped, folders, known])
 
 
 def build_duplicates(state: AppState) -> None:
@@ -61,22 +102,25 @@ def build_duplicates(state: AppState) -> None:
                 "The suggested keeper is the largest, earliest file.")
     with gr.Row():
         threshold = gr.Slider(0.80, 1.0, value=0.95, step=0.01, label="Near-duplicate similarity")
-        find = gr.Button("Find duplicates")
+        find = gr.Button("Find duplicates", elem_id="duplicates-find")
+    errors = error_box("duplicates-error")
     summary = gr.Markdown()
     gallery = gr.Gallery(label="Groups (keeper first)", columns=6, height="auto")
-    table = gr.Dataframe(label="Groups", wrap=True)
+    table = gr.Dataframe(label="Groups", wrap=True, max_height=400)
 
-    @shown_errors
     def do_find(level):
-        groups = library.find_duplicates(state.bundle, state.catalog, float(level))
-        rows, items = [], []
+        groups = library.find_duplicates(state.search_bundle, state.catalog, float(level))
+        rows, shown = [], []
         for number, group in enumerate(groups, 1):
             keeper = group.keeper
             for member in sorted(group.members, key=lambda m: m is not keeper):
                 rows.append({"group": number, "kind": group.kind, "keep": "✓" if member is keeper else "",
                              "file": member.path})
-                items.append((member.path, f"group {number}{' · keep' if member is keeper else ''}"))
+                shown.append((member.file_id, f"group {number}{' · keep' if member is keeper else ''}"))
+        shown = shown[:120]
+        thumbs = dict(serving.thumbnails(state.catalog, [file_id for file_id, _ in shown]))
+        items = [(str(thumbs[file_id]), caption) for file_id, caption in shown if thumbs.get(file_id)]
         note = f"{len(groups)} group(s) of duplicates." if groups else "No duplicates found."
-        return note, items[:120], pd.DataFrame(rows, columns=["group", "kind", "keep", "file"])
+        return note, items, pd.DataFrame(rows, columns=["group", "kind", "keep", "file"])
 
-    find.click(do_find, threshold, [summary, gallery, table])
+    wire(find.click, do_find, threshold, [summary, gallery, table], errors)

@@ -9,10 +9,11 @@ from pathlib import Path
 import gradio as gr
 
 from app.services import map as maps
+from app.services import serving
 from app.services.app_state import AppState
-from app.ui.common import shown_errors
-from engine.errors import CliplabError
-from engine.zeroshot import TEMPLATE_PRESETS, load_templates
+from app.services.classify import TEMPLATE_PRESETS, load_templates
+from app.services.search import parse_terms
+from app.ui.common import UserError, error_box, wire
 
 HELP = ("Each dot is a photo of the library, placed so that photos the model sees as similar sit close "
         "together (UMAP of the image embeddings). Hover a dot to see the photo. Pick the **lasso** or **box** "
@@ -43,7 +44,7 @@ ATTACH_JS = """
     plot.on('plotly_hover', (ev) => {
       const p = ev.points && ev.points[0];
       if (!p || !p.customdata) return;
-      thumb.src = 'gradio_api/file=' + encodeURI(p.customdata[1]);
+      thumb.src = 'thumb/' + encodeURIComponent(p.customdata[0]) + '?size=160';  // by catalog id, never a path
       thumb.style.left = (ev.event.clientX + 16) + 'px';
       thumb.style.top = (ev.event.clientY + 16) + 'px';
       thumb.style.display = 'block';
@@ -82,6 +83,7 @@ def build(state: AppState) -> None:
         draw = gr.Button("Draw the map", variant="primary", elem_id="map-draw")
         from_search = gr.Button("Ring the Search tab's query", elem_id="map-from-search")
         status = gr.Markdown(elem_id="map-status")
+    errors = error_box("map-error")
     plot = gr.Plot(label="Library map", elem_id="map-plot")
     selection = gr.Textbox(visible="hidden", elem_id="map-selection")
     chosen = gr.Markdown("Nothing selected yet.", elem_id="map-chosen")
@@ -90,7 +92,8 @@ def build(state: AppState) -> None:
         class_name = gr.Textbox(label="Class name", placeholder="my favourite stars", scale=2)
         to_class = gr.Button("Selection → class", elem_id="map-to-class")
         export = gr.Button("Export my classes (CSV)")
-    query = gr.Textbox(label="Query made from the selection (paste it in the Search tab too)",
+    selection_errors = error_box("map-selection-error")
+    query = gr.Textbox(label="The selection as a query (its photo numbers, as the Search box reads them)",
                        elem_id="map-query", interactive=False)
     gallery = gr.Gallery(label="Photos like the selection", columns=8, height=260, elem_id="map-gallery")
     csv_file = gr.File(label="Classes as path,label CSV", visible=False)
@@ -98,7 +101,7 @@ def build(state: AppState) -> None:
     def points_and_layout(progress: gr.Progress):
         points = maps.library_points(state.catalog, state.bundle)
         if not len(points):
-            raise CliplabError(f"No photo of the library is embedded with the current model ({state.bundle.name}) "
+            raise UserError(f"No photo of the library is embedded with the current model ({state.bundle.name}) "
                                "yet: add a folder in the Search tab's indexing panel, then draw the map.")
         if not maps.warmed_up():
             progress(0.1, desc="compiling UMAP (once per start, about a minute on a small CPU)")
@@ -106,7 +109,6 @@ def build(state: AppState) -> None:
         progress(0.5, desc=f"laying out {len(points)} photos")
         return points, maps.layout(points)
 
-    @shown_errors
     def on_draw(colour: str, class_text: str, template_set: str, search: str, mine: dict,
                 progress=gr.Progress()):
         points, xy = points_and_layout(progress)
@@ -117,7 +119,9 @@ def build(state: AppState) -> None:
         elif colour == "my classes":
             labels = maps.nearest_class(points, mine)
         # ring a first page's worth, but never most of a small library
-        hits = maps.search_hits(search, state.bundle, state.catalog, limit=min(24, max(3, len(points) // 4)))
+        terms = parse_terms(search) if (search or "").strip() else []
+        hits = maps.search_hits(terms, state.search_bundle, state.catalog,
+                                limit=min(24, max(3, len(points) // 4)), index_cache=state.vector_indexes)
         figure = maps.map_figure(points, xy, colour, labels, hits)
         note = f"{len(points)} photos embedded with {state.bundle.name}"
         return figure, note + (f"; {len(hits)} search hits ringed." if hits else ".")
@@ -126,23 +130,25 @@ def build(state: AppState) -> None:
         count = len([part for part in (text or "").split(",") if part.strip()])
         return f"**{count} photos selected.**" if count else "Nothing selected yet."
 
-    @shown_errors
     def on_query(text: str):
         points = maps.library_points(state.catalog, state.bundle)
-        query_text = maps.selection_query(maps.parse_selection(text, points))
-        from app.services.library import search_library
-        page = search_library(query_text, state.bundle, state.catalog, limit=24)
-        note = f"{page.total} photos like the selection; press 'Draw the map' to ring them."
-        return query_text, [(r.path, f"{r.score:.3f}") for r in page.results], query_text, note
+        chosen = maps.parse_selection(text, points)
+        if not chosen:
+            raise UserError("Select some photos on the map first (the lasso or box tool above it).")
+        view = maps.selection_search(state.catalog, state.search_bundle, chosen, per_page=len(chosen),
+                                     index_cache=state.vector_indexes)
+        thumbs = dict(serving.thumbnails(state.catalog, [r.file_id for r in view.results]))
+        items = [(str(thumbs[r.file_id]), f"{r.score:.3f}") for r in view.results if thumbs.get(r.file_id)]
+        query_text = " + ".join(f"@{i}" for i in chosen)  # the grammar's spelling, shown only
+        note = f"The {view.total} selected photos, most typical of the selection first."
+        return query_text, items, note
 
-    @shown_errors
     def on_class(text: str, name: str, mine: dict):
         points = maps.library_points(state.catalog, state.bundle)
         mine = maps.add_class(mine, name, maps.parse_selection(text, points))
         summary = ", ".join(f"{k} ({len(v)})" for k, v in mine.items())
         return mine, gr.update(value="my classes"), f"Classes made from selections: {summary}."
 
-    @shown_errors
     def on_export(mine: dict):
         points = maps.library_points(state.catalog, state.bundle)
         # gradio serves downloads from its temp folder, not from the data directory
@@ -150,13 +156,13 @@ def build(state: AppState) -> None:
         return gr.update(value=str(path), visible=True)
 
     inputs = [by, classes, templates, highlight, my_classes]
-    draw.click(on_draw, inputs, [plot, status]).then(None, js=ATTACH_JS)
+    wire(draw.click, on_draw, inputs, [plot, status], errors).then(None, js=ATTACH_JS)
     # the Search tab's query box lives in the page: read it there, then redraw with its hits ringed
-    from_search.click(None, None, highlight, js=SEARCH_QUERY_JS).then(
-        on_draw, inputs, [plot, status]).then(None, js=ATTACH_JS)
+    wire(from_search.click(None, None, highlight, js=SEARCH_QUERY_JS).then, on_draw, inputs, [plot, status],
+         errors).then(None, js=ATTACH_JS)
     selection.change(on_select, selection, chosen)
     # no redraw here: it would drop the selection drawn on the map ('Draw the map' rings the hits)
-    to_query.click(on_query, selection, [query, gallery, highlight, status])
-    to_class.click(on_class, [selection, class_name, my_classes], [my_classes, by, status]).then(
-        on_draw, inputs, [plot, status]).then(None, js=ATTACH_JS)
-    export.click(on_export, my_classes, csv_file)
+    wire(to_query.click, on_query, selection, [query, gallery, status], selection_errors, keep=(2,))
+    wire(to_class.click, on_class, [selection, class_name, my_classes], [my_classes, by, status], selection_errors,
+         keep=(0, 1, 2)).then(on_draw, inputs, [plot, status]).then(None, js=ATTACH_JS)
+    wire(export.click, on_export, my_classes, csv_file, selection_errors, keep=(0,))

@@ -11,11 +11,13 @@ from html import escape
 import gradio as gr
 import pandas as pd
 
+from app.services import library
 from app.services import models as service
 from app.services.app_state import AppState
-from app.services.first_start import add_and_index
 from app.ui import training
-from app.ui.common import shown_errors
+from app.ui.common import UserError, error_box, wire
+
+IMAGE_SUFFIXES = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "heic", "heif"}
 
 
 def _size(n) -> str:
@@ -36,18 +38,6 @@ def model_table() -> pd.DataFrame:
 AUTO_ARCH = "from the file"
 TORCHSCRIPT_RISK = ("Allow a TorchScript archive that is not an official OpenAI release. Risk: such a file is a "
                     "program that runs when it is loaded; tick this only for a file you trust.")
-
-
-def load_checkpoint(state: AppState, path: str, arch: str | None, allow_torchscript: bool) -> str:
-    """Load a local checkpoint; with an architecture or the TorchScript opt-in it is converted once to
-    cliplab's format (so the choice travels with it), then loaded. Returns what was loaded."""
-    arch = None if arch in (None, "", AUTO_ARCH) else arch
-    if arch is None and not allow_torchscript:
-        state.switch_model(path)
-        return path
-    folder = service.import_checkpoint(path, arch=arch, allow_torchscript=allow_torchscript)
-    state.switch_model(str(folder))
-    return str(folder)
 
 
 def current(state: AppState) -> str:
@@ -74,8 +64,9 @@ def reindex_library(state: AppState) -> None:
     """Embed the library with the new model in the background, so Search and Map work with it."""
     roots, last = state.library_roots(), state.jobs.latest("index")
     if roots and (last is None or last.finished):
+        bundle = state.search_bundle
         state.jobs.start("index", f"indexing the library with {state.model_name}",
-                         lambda job: add_and_index(state, roots, job))
+                         lambda job: library.add_folders(state.catalog, bundle, roots, job=job, confirm_system=True))
 
 
 def build(state: AppState) -> None:
@@ -84,8 +75,9 @@ def build(state: AppState) -> None:
     with gr.Row():
         choice = gr.Dropdown(label="Model", choices=[r["name"] for r in service.list_models()], value="demo",
                              elem_id="models-choice")
-        download = gr.Button("Download and verify")
+        download = gr.Button("Download and verify", elem_id="models-download-run")
         switch = gr.Button("Switch to this model", variant="primary", elem_id="models-switch")
+    choice_errors = error_box("models-error")
     downloading = gr.HTML(elem_id="models-download")
     seen = gr.State("")  # the download job state this page last listed the models for
     with gr.Row():
@@ -97,29 +89,38 @@ def build(state: AppState) -> None:
                            elem_id="models-arch")
         torchscript = gr.Checkbox(label=TORCHSCRIPT_RISK, value=False, elem_id="models-torchscript")
         load = gr.Button("Load checkpoint", elem_id="models-load")
+    load_errors = error_box("models-load-error")
     message = gr.Markdown(elem_id="models-message")
 
     def refresh():
         return current(state), model_table(), download_status(state)
 
-    @shown_errors
     def do_switch(name):
         if not name:
-            raise gr.Error("Pick a model first.")
+            raise UserError("Pick a model first.")
+        row = next((r for r in service.list_models() if r["name"] == name), None)
+        if row is not None and not row["downloaded"]:
+            raise UserError(f"{name} is not on this computer yet: press 'Download and verify' first, then switch.")
         state.switch_model(name)
         reindex_library(state)
         return (*refresh(), f"Switched to {state.model_name}. The library is being indexed with it in the "
                             "background (see Search → Library and indexing).")
 
-    @shown_errors
     def do_load(path, architecture, allow_torchscript):
         if not (path or "").strip():
-            raise gr.Error("Type the path of a checkpoint file or folder.")
-        loaded = load_checkpoint(state, path.strip(), architecture, allow_torchscript)
+            raise UserError("Type the path of a checkpoint file or folder.")
+        suffix = path.strip().rsplit(".", 1)[-1].lower() if "." in path.strip() else ""
+        if suffix in IMAGE_SUFFIXES:  # the engine's sentence for an unreadable file speaks of pickles
+            raise UserError(f"{path.strip()} is an image, not a model checkpoint: give a checkpoint file (.pt, "
+                            ".safetensors, .bin) or a model folder.")
+        arch = None if architecture in (None, "", AUTO_ARCH) else architecture
+        loaded = service.load_checkpoint(state, path.strip(), arch, allow_torchscript)
         reindex_library(state)
         return (*refresh(), f"Loaded {loaded} as the current model.")
 
     def start_download(name):
+        if not name:
+            raise UserError("Pick a model to download first.")
         service.start_download(state.jobs, name)
         return download_status(state)
 
@@ -129,9 +130,11 @@ def build(state: AppState) -> None:
         key = f"{job.id}:{job.state}" if job else ""
         return download_status(state), model_table() if key != last else gr.update(), key
 
-    switch.click(do_switch, choice, [now, table, downloading, message])
-    load.click(do_load, [checkpoint, arch, torchscript], [now, table, downloading, message])
-    download.click(shown_errors(start_download), choice, downloading)
+    # a failed switch or load leaves the current model (and says so): its panels are not cleared
+    wire(switch.click, do_switch, choice, [now, table, downloading, message], choice_errors, keep=(0, 1, 2))
+    wire(load.click, do_load, [checkpoint, arch, torchscript], [now, table, downloading, message], load_errors,
+         keep=(0, 1, 2))
+    wire(download.click, start_download, choice, downloading, choice_errors, keep=(0,))
     gr.Timer(1.0).tick(poll, seen, [downloading, table, seen])
     gr.on(triggers=None, fn=refresh, inputs=None, outputs=[now, table, downloading])
     with gr.Accordion("Train or fine-tune", open=False):

@@ -1,23 +1,24 @@
-"""Search tab: text/image queries with the weighted/negative grammar, a gallery with scores, pages,
-filters, the relevance cut-off on a score histogram, more like this, and the indexing panel."""
+"""Search tab: text/image queries (the typed grammar is only a convenience: the service gets structured
+terms), a gallery of thumbnails with scores, pages, filters, the relevance cut-off on a score histogram,
+more like this, image -> text, duplicates and the library's folders."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import gradio as gr
-import pandas as pd
 import plotly.graph_objects as go
 
-from app.services import app_search
+from app.services import search as service
+from app.services import serving
 from app.services.app_state import AppState
-from app.services.first_start import add_and_index
 from app.ui import captions as captions_panel
 from app.ui import library_panels
-from app.ui.common import shown_errors
+from app.ui.common import UserError, dropped_image, error_box, image_drop, wire
 
 HELP = ("Words search by meaning. Combine terms with `+` and `-` (`red circle - stripes`), weight them "
         "(`2:star + circle`), or drop an image to find similar ones (it can be combined with words).")
+TYPES = ["jpg", "png", "webp", "heic", "tif", "gif", "bmp"]
 
 
 def histogram(scores, threshold: float | None, shown: list[float]) -> go.Figure:
@@ -34,22 +35,41 @@ def histogram(scores, threshold: float | None, shown: list[float]) -> go.Figure:
     return figure
 
 
-def job_status(state: AppState) -> tuple[str, pd.DataFrame]:
-    job = state.jobs.latest("index")
-    summary = app_search.library_summary(state)
-    folders = ", ".join(f"{p}{'' if online else ' (offline)'}: {n} files" for p, online, n in summary.folders)
-    lines = [f"**Library:** {summary.indexed} photos indexed" + (f" in {folders}" if folders else "") + "."]
-    if job is not None:
-        if job.state == "running":
-            lines.append(f"**{job.title}:** {job.progress:.0%} — {job.message}")
-        elif job.state == "failed":
-            lines.append(f"**{job.title} failed:** {job.error}")
-        else:
-            result = job.result or {}
-            lines.append(f"**{job.title}:** done — {result.get('embedded', 0)} embedded, "
-                         f"{result.get('skipped', 0)} skipped ({result.get('scan', '')}).")
-    skipped = pd.DataFrame(summary.skipped, columns=["file", "why it was skipped"])
-    return "\n\n".join(lines), skipped
+def query_terms(text: str | None, image: str | None, like: int | None) -> list:
+    """The typed words (through the grammar), the dropped image and the 'more like' photo as terms.
+
+    The image travels as its own term, so a file name with " - ", " + " or two spaces stays whole."""
+    terms = service.parse_terms(text) if (text or "").strip() else []
+    if image:
+        terms.append(service.image_term(image))
+    if like is not None:
+        terms.append(service.file_term(int(like)))
+    if not terms:
+        raise UserError("Type what you are looking for (e.g. 'a red circle'), or drop an image.")
+    return terms
+
+
+def gallery_items(state: AppState, results) -> tuple[list[tuple[str, str]], list[int]]:
+    """Thumbnails (from the app's own cache, looked up by file id) with score and name, and the ids of
+    the tiles in order (a photo that cannot be shown any more has no tile, so clicks map to the right id)."""
+    thumbs = dict(serving.thumbnails(state.catalog, [r.file_id for r in results]))
+    shown = [r for r in results if thumbs.get(r.file_id) is not None]
+    return [(str(thumbs[r.file_id]), f"{r.score:.3f} · {Path(r.path).name}") for r in shown], [r.file_id for r in shown]
+
+
+def page_note(view) -> str:
+    if not view.results:
+        if view.threshold_unreachable:
+            return ("No photo passes the cut-off: it asks for more than any cosine similarity can reach "
+                    "(at most 1); lower it.")
+        return "No photo matches."
+    note = (f"{view.total} result(s); showing {view.offset + 1}–{view.offset + len(view.results)}, "
+            f"page {view.page} of {view.pages}.")
+    if view.threshold_unreachable:
+        note += " The cut-off asks for more than any cosine similarity can reach (at most 1): lower it."
+    elif view.threshold is not None:
+        note += f" Cut-off at cosine similarity {view.threshold:.3f}."
+    return note
 
 
 def build(state: AppState) -> None:
@@ -65,79 +85,65 @@ def build(state: AppState) -> None:
                     folder = gr.Textbox(label="Folder", placeholder="only under this folder", elem_id="search-folder")
                     after = gr.Textbox(label="From (YYYY-MM-DD)")
                     before = gr.Textbox(label="To (YYYY-MM-DD)")
-                    types = gr.CheckboxGroup(["jpg", "png", "webp", "heic", "tif", "gif", "bmp"], label="Types")
+                    types = gr.CheckboxGroup(TYPES, label="Types")
         with gr.Column(scale=1):
-            image = gr.Image(label="…or drop an image", type="filepath", height=160, elem_id="search-image")
+            image = image_drop(label="…or drop an image", height=160, elem_id="search-image")
     with gr.Row():
         go_button = gr.Button("Search", variant="primary", elem_id="search-run")
-        previous = gr.Button("◀ Previous")
-        page_box = gr.Number(value=1, label="Page", precision=0, minimum=1, scale=0, min_width=90)
-        following = gr.Button("Next ▶")
+        previous = gr.Button("◀ Previous", elem_id="search-previous")
+        page_box = gr.Number(value=1, label="Page", precision=0, minimum=1, scale=0, min_width=90,
+                             elem_id="search-page")
+        following = gr.Button("Next ▶", elem_id="search-next")
         more = gr.Button("More like the selected photo", elem_id="search-more")
+    errors = error_box("search-error")
     info = gr.Markdown(elem_id="search-info")
     gallery = gr.Gallery(label="Results", columns=6, height="auto", elem_id="search-gallery", allow_preview=True)
     plot = gr.Plot(label="Score histogram", elem_id="search-plot")
-    paths = gr.State([])
-    selected = gr.State(None)
+    shown_ids = gr.State([])  # file ids of the gallery's tiles, in order
+    selected = gr.State(None)  # the clicked tile's file id
+    like = gr.State(None)  # "more like this" photo id, part of the query until a new search
 
-    with gr.Accordion("Image → text", open=False):
-        library_panels.build_image_to_text(state)
     captions_panel.build(state)
     with gr.Accordion("Duplicates", open=False):
         library_panels.build_duplicates(state)
     with gr.Accordion("Library and indexing", open=False, elem_id="index-panel"):
-        with gr.Row():
-            add_folder = gr.Textbox(label="Add a folder", placeholder="/home/me/Pictures", elem_id="index-folder")
-            add = gr.Button("Add and index", elem_id="index-add")
-        status = gr.Markdown(elem_id="index-status")
-        skipped = gr.Dataframe(label="Skipped files", wrap=True)
-        timer = gr.Timer(2.0)  # polls the latest indexing job: a refreshed page picks it up again
+        library_panels.build_library(state)
 
-    @shown_errors
-    def run(text, dropped, page, sort_by, z, fold, start, end, kinds):
-        filters = app_search.make_filters(fold, start, end, kinds)
-        view = app_search.search_library(state, text, dropped, int(page or 1), filters=filters,
-                                         cutoff=float(z) or None, sort=sort_by)
-        results = view.page.results
-        items = [(r.path, f"{r.score:.3f} · {Path(r.path).name}") for r in results]
-        first = view.page.offset + 1
-        note = (f"{view.page.total} result(s); showing {first}–{view.page.offset + len(results)}, "
-                f"page {int(page or 1)} of {view.pages}." if results else "No photo matches.")
-        if view.page.threshold is not None:
-            note += f" Cut-off at score {view.page.threshold:.3f}."
-        figure = histogram(view.histogram, view.page.threshold, [r.score for r in results])
-        return items, note, figure, [r.path for r in results], None
+    def run(text, dropped, like_id, page, sort_by, z, fold, start, end, kinds):
+        terms = query_terms(text, dropped_image(dropped), like_id)
+        filters = service.make_filters(fold, start, end, kinds)
+        view = service.search(state.catalog, state.search_bundle, terms, page=int(page or 1), filters=filters,
+                              cutoff=float(z) or None, sort=sort_by, index_cache=state.vector_indexes,
+                              histogram=True)
+        figure = histogram(view.histogram, view.threshold, [r.score for r in view.results])
+        items, ids = gallery_items(state, view.results)
+        return (items, page_note(view), figure, ids, None, view.page, gr.update(interactive=view.page > 1),
+                gr.update(interactive=view.page < view.pages))
 
-    inputs = [query, image, page_box, sort, cutoff, folder, after, before, types]
-    outputs = [gallery, info, plot, paths, selected]
-    go_button.click(lambda: 1, None, page_box).then(run, inputs, outputs)
-    query.submit(lambda: 1, None, page_box).then(run, inputs, outputs)
-    previous.click(lambda p: max(1, int(p or 1) - 1), page_box, page_box).then(run, inputs, outputs)
-    following.click(lambda p: int(p or 1) + 1, page_box, page_box).then(run, inputs, outputs)
+    inputs = [query, image, like, page_box, sort, cutoff, folder, after, before, types]
+    outputs = [gallery, info, plot, shown_ids, selected, page_box, previous, following]
+    keep = (5, 6, 7)  # a failed search leaves the page number and the buttons as they were
 
-    def select(current: list[str], event: gr.SelectData):
+    def chain(first):
+        return wire(first.then, run, inputs, outputs, errors, keep=keep)
+
+    chain(go_button.click(lambda: (1, None), None, [page_box, like]))
+    chain(query.submit(lambda: (1, None), None, [page_box, like]))
+    chain(previous.click(lambda p: max(1, int(p or 1) - 1), page_box, page_box))
+    chain(following.click(lambda p: int(p or 1) + 1, page_box, page_box))
+    chain(page_box.submit(lambda p: max(1, int(p or 1)), page_box, page_box))
+
+    def select(current: list[int], event: gr.SelectData):
         return current[event.index] if current and event.index is not None else None
 
-    gallery.select(select, paths, selected)
+    gallery.select(select, shown_ids, selected)
 
-    @shown_errors
-    def like(path):
-        if not path:
-            raise gr.Error("Click a photo in the results first, then ask for more like it.")
-        return f"@{app_search.file_id_of(state, path)}", None, 1
+    def more_like(file_id, *rest):
+        if file_id is None:
+            raise UserError("Click a photo in the results first, then ask for more like it.")
+        # the photo replaces the typed words and the dropped image, from page 1
+        text, dropped, _like, _page, *others = rest
+        return (file_id, "", None, *run("", None, file_id, 1, *others))
 
-    more.click(like, selected, [query, image, page_box]).then(run, inputs, outputs)
-
-    @shown_errors
-    def start_indexing(text):
-        folders = [line.strip() for line in (text or "").split(";") if line.strip()]
-        if not folders:
-            raise gr.Error("Type the path of a folder to add.")
-        for f in folders:
-            if not Path(f).expanduser().is_dir():
-                raise gr.Error(f"The folder {f} does not exist (or is not a folder).")
-        state.jobs.start("index", f"indexing {', '.join(folders)}", lambda job: add_and_index(state, folders, job))
-        return job_status(state)
-
-    add.click(start_indexing, add_folder, [status, skipped])
-    timer.tick(lambda: job_status(state), None, [status, skipped])
+    wire(more.click, more_like, [selected, *inputs], [like, query, image, *outputs], errors,
+         keep=(0, 1, 2, *(3 + i for i in keep)))

@@ -1,4 +1,5 @@
-"""Train or fine-tune from the Models tab: a background `cliplab train` run and its live loss curve."""
+"""Train or fine-tune from the Models tab: one background training run at a time, its live loss curve,
+and Stop. The curve follows the run's log, so it survives a page refresh."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 import gradio as gr
 import plotly.graph_objects as go
 
-from app.services import training_runs
+from app.services import training as service
 from app.services.app_state import AppState
-from app.ui.common import shown_errors
+from app.ui.common import UserError, error_box, wire
 
 
 def curve(records: list[dict]) -> go.Figure:
@@ -25,36 +26,51 @@ def status_text(status: dict) -> str:
     if status["folder"] is None:
         return "No training run yet."
     steps = [r["step"] for r in status["records"]]
-    state = "running" if status["running"] else "finished or stopped"
+    state = "running" if status["running"] else ("stopped" if status.get("stopped") else "finished")
     return f"Run `{status['folder']}`: {state}, {len(steps)} logged step(s)" + (
         f", last step {steps[-1]}." if steps else ".")
 
 
 def build(state: AppState) -> None:
-    gr.Markdown("Runs `cliplab train` in the background. The curve follows the run's log, so it survives a "
-                "page refresh; the run goes on if the page is closed.")
+    gr.Markdown("Trains in the background, one run at a time. The curve follows the run's log, so it survives a "
+                "page refresh; the run goes on if the page is closed, until it ends or you press Stop.")
     with gr.Row():
         data = gr.Textbox(label="Training data (image folder with .txt captions, a CSV/TSV, or 'synthetic')",
-                          value="synthetic")
+                          value="synthetic", elem_id="train-data")
         start_from = gr.Textbox(label="Fine-tune from (model name or checkpoint; empty = from scratch)")
-        architecture = gr.Textbox(label="Architecture when training from scratch", value=training_runs.SMALL_SHAPE)
-        extra = gr.Textbox(label="Extra options for cliplab train", value="--steps 200 --batch-size 64")
+        architecture = gr.Textbox(label="Architecture when training from scratch", value=service.SMALL_SHAPE)
+        extra = gr.Textbox(label="Extra training options", value="--steps 200 --batch-size 64",
+                           elem_id="train-extra")
     with gr.Row():
-        start = gr.Button("Start training")
+        start = gr.Button("Start training", elem_id="train-start")
+        stop = gr.Button("Stop", variant="stop", elem_id="train-stop", interactive=False)
         watch = gr.Textbox(label="Follow another run folder", placeholder="empty = the latest run")
-    status = gr.Markdown()
+    errors = error_box("train-error")
+    status = gr.Markdown(elem_id="train-status")
     plot = gr.Plot()
     output = gr.Textbox(label="Trainer output (tail)", lines=6, interactive=False)
 
     def poll(folder):
-        run_dir = Path(folder).expanduser() if (folder or "").strip() else training_runs.latest_run()
-        current = training_runs.run_status(run_dir)
-        return status_text(current), curve(current["records"]), current["tail"]
+        run_dir = Path(folder).expanduser() if (folder or "").strip() else service.latest_run()
+        current = service.run_status(run_dir)
+        running = bool(current["running"])
+        return (status_text(current), curve(current["records"]), current["tail"],
+                gr.update(interactive=not running), gr.update(interactive=running))
 
-    @shown_errors
     def begin(d, s, a, e):
-        training_runs.start_run(d, s, a, e)
+        service.start_run(d, s, a, e)  # refuses a second run while one goes on
         return poll("")
 
-    start.click(begin, [data, start_from, architecture, extra], [status, plot, output])
-    gr.Timer(3.0).tick(poll, watch, [status, plot, output])
+    def end(folder):
+        run_dir = Path(folder).expanduser() if (folder or "").strip() else service.latest_run()
+        if not service.stop_run(run_dir):
+            raise UserError("No training run is going on to stop.")
+        return poll(folder)
+
+    outputs = [status, plot, output, start, stop]
+    # start is greyed at once: a second click while the first is being started does nothing
+    wire(start.click(lambda: gr.update(interactive=False), None, start).then, begin,
+         [data, start_from, architecture, extra], outputs, errors, keep=(0, 1, 2, 3, 4)).then(poll, watch, outputs)
+    wire(stop.click, end, watch, outputs, errors, keep=(0, 1, 2, 3, 4))
+    gr.Timer(3.0).tick(poll, watch, outputs, show_progress="hidden")
+    gr.on(triggers=None, fn=poll, inputs=watch, outputs=outputs)

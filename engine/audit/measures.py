@@ -238,7 +238,7 @@ def disparities(rows: list[dict], value: str = "share") -> list[dict]:
         high = max(members, key=lambda r: r[value])
         low = min(members, key=lambda r: r[value])
         ratio = low[value] / high[value] if high[value] > 0 else math.nan
-        small = [r["group"] for r in (high, low) if r["small"]]
+        small = list(dict.fromkeys(r["group"] for r in (high, low) if r["small"]))  # once, even when high is low
         what = f"{category} " if category else ""
         direction = (f"{what}{value} is highest for {high['group']} ({high[value]:.1%}, n={high['n']}) "
                      f"and lowest for {low['group']} ({low[value]:.1%}, n={low['n']})")

@@ -42,6 +42,8 @@ def _fmt(value, kind: str) -> str:
         return f"{value:.2g}"
     if kind == "num":
         return f"{value:.3g}"
+    if isinstance(value, (list, tuple)):  # e.g. the small groups among the extremes: names, not a repr
+        return _esc(", ".join(map(str, value))) if value else "–"
     return _esc(value)
 
 

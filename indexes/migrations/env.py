@@ -1,7 +1,12 @@
-"""Alembic environment: runs on the connection that indexes.migrations.upgrade hands over."""
+"""Alembic environment: runs on the connection that indexes.migrations.upgrade hands over.
+
+target_metadata is the one metadata of the database: the photo catalog's tables and the saved
+results' (indexes.records), so autogenerate and the schema test see every table.
+"""
 
 from alembic import context
 
+import indexes.records  # noqa: F401 (registers the saved-results tables on the catalog's Base)
 from indexes.catalog import Base
 
 connection = context.config.attributes["connection"]

@@ -10,14 +10,14 @@ subfolders, scan skips, one writer at a time, checked vector-index files.
   because dropping a column on SQLite copies the table, which would cascade-delete embeddings;
 - scan_skips, writer_lock: new tables; vector_indexes.dim, .checksum: what the saved file must match.
 
-Revision ID: 0003_i11
+Revision ID: 0003
 Revises: 0002
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_i11"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None

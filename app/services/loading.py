@@ -1,0 +1,82 @@
+"""Loading a model for every front end, under one precision policy (DESIGN.md, "Precision and
+reproducibility").
+
+A result meant to be reproduced — a classification, an audit, an evaluation, a saved classifier —
+runs in the EXACT mode: engine.load's default (fp32 on CPU, fp16 on CUDA), whatever the CPU could do
+faster. Indexing and search may run in the fastest safe mode (SEARCH), recorded per index. The CLI
+and the app load through here, so the same input gives the same number in both.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+
+import torch
+
+from engine.errors import CliplabError
+from indexes.indexer import ModelBundle
+
+EXACT: str | None = None  # engine.load's default: fp32 on CPU, fp16 on CUDA
+SEARCH = "auto"  # the fastest mode whose embeddings stay within cosine 0.999 of fp32
+PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def default_model() -> str:
+    return os.environ.get("CLIPLAB_MODEL", "demo")
+
+
+def check_device(device: str | None) -> str | None:
+    """The device as given, or a sentence when this machine does not have it (torch would assert)."""
+    if device is None or not str(device).strip():
+        return None
+    text = str(device).strip()
+    try:
+        kind = torch.device(text).type
+    except RuntimeError:
+        raise CliplabError(f"Unknown device {text!r}: use cpu, cuda or cuda:N.") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise CliplabError(f"--device {text} was asked for, but this machine has no CUDA GPU that PyTorch can use; "
+                           "leave --device out or use --device cpu.")
+    if kind == "cuda" and torch.device(text).index is not None and torch.device(text).index >= torch.cuda.device_count():
+        raise CliplabError(f"--device {text} does not exist: this machine has {torch.cuda.device_count()} GPU(s), "
+                           f"cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+    if kind not in ("cpu", "cuda"):
+        raise CliplabError(f"cliplab runs on cpu or cuda, not {text!r}.")
+    return text
+
+
+def load_bundle(model: str | None = None, device: str | None = None, precision: str | None = EXACT,
+                **options) -> ModelBundle:
+    """The one model handle the services take: EXACT precision unless a caller asks for SEARCH.
+    options: engine.load's arch= and allow_torchscript= (the CLI's --arch, --allow-torchscript)."""
+    return ModelBundle.load(model or default_model(), device=check_device(device), precision=precision, **options)
+
+
+def precision_of(bundle: ModelBundle) -> str:
+    """The precision the bundle's weights run in (fp32, fp16 or bf16)."""
+    dtype = getattr(bundle.model, "dtype", torch.float32)
+    return PRECISION_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def device_of(bundle: ModelBundle) -> str:
+    parameter = next(bundle.model.parameters(), None)
+    return parameter.device.type if parameter is not None else "cpu"
+
+
+def cliplab_version() -> str:
+    try:
+        return importlib.metadata.version("cliplab")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def provenance(bundle: ModelBundle) -> dict:
+    """What a saved result records about the model that made it: enough to load it the same way again."""
+    return {"name": bundle.name, "fingerprint": bundle.fingerprint, "precision": precision_of(bundle),
+            "device": device_of(bundle), "engine": "cliplab", "cliplab_version": cliplab_version()}
+
+
+def engine_tuple(bundle: ModelBundle) -> tuple:
+    """(model, preprocess, tokenizer): the shape engine-level functions (engine.audit) take."""
+    return bundle.model, bundle.preprocess, bundle.tokenizer

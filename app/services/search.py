@@ -1,0 +1,228 @@
+"""Searching the photo library: the one service behind `cliplab search`, the Search tab and the Map.
+
+A query is a list of structured terms (indexes.search.Term: sign, weight, kind "text" | "image" |
+"file", value), built by each front end: the CLI from its repeatable --text/--image/--not/
+--not-image/--like options (any characters in a path work) and its optional typed query, the app
+from the search box, the dropped image and a map selection. The typed grammar (`parse_terms`) is
+only a convenience for what a person types; nothing passes between layers as a query string.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from engine.errors import CliplabError
+from indexes.catalog import Catalog, File
+from indexes.indexer import ModelBundle
+from indexes.search import Filters, Result, Term, allowed_ids, parse_query, query_vector, search_vector
+from indexes.vectors import VectorIndex, open_index
+
+__all__ = ["Filters", "Result", "SearchView", "Term", "file_term", "image_term", "make_filters", "parse_date",
+           "parse_terms", "search", "text_term"]
+
+PER_PAGE = 24
+MIN_POOL = 200  # candidates fetched for a date sort without a cut-off
+HISTOGRAM_SIZE = 5000  # scores kept for the cut-off histogram: enough for its shape on any library
+
+
+# -- building terms (indexes.search.Term checks sign, weight, text length and id range) ------------
+
+def text_term(text: str, weight: float = 1.0, sign: int = 1) -> Term:
+    text = (text or "").strip()
+    if not text:
+        raise CliplabError("A text term is empty: type some words.")
+    return Term(sign, float(weight), "text", text)
+
+
+def image_term(path: str | Path, weight: float = 1.0, sign: int = 1) -> Term:
+    """An image file as a query term; the path is taken whole (spaces, ' - ', '+' and quotes included)."""
+    text = os.path.expanduser(str(path or "").strip())
+    if not text:
+        raise CliplabError("An image term has no path: give the image's file.")
+    return Term(sign, float(weight), "image", text)
+
+
+def file_term(file_id: int | str, weight: float = 1.0, sign: int = 1) -> Term:
+    """A catalogued photo (its stored embedding: "more like this")."""
+    try:
+        number = int(str(file_id).lstrip("@"))
+    except ValueError:
+        raise CliplabError(f"{file_id!r} is not a photo id: ids are whole numbers, as in @123.") from None
+    return Term(sign, float(weight), "file", str(number))
+
+
+def parse_terms(typed: str | None) -> list[Term]:
+    """The terms of what a person typed in the query grammar (indexes.search); [] for nothing typed."""
+    return parse_query(typed) if (typed or "").strip() else []
+
+
+def check_terms(catalog: Catalog, terms: list[Term]) -> list[Term]:
+    """The terms, checked with a sentence for each problem: something to search with, images that
+    exist and are files, photo ids that are indexed photos of this library."""
+    if not terms:
+        raise CliplabError("Nothing to search with: type words, drop an image, or pick photos (more like these).")
+    for term in terms:
+        if term.kind == "image" and not os.path.isfile(term.value):
+            raise CliplabError(f"The query image {term.value} does not exist (or is not a file).")
+    ids = [int(t.value) for t in terms if t.kind == "file"]
+    if ids:
+        with catalog.session() as session:
+            status = dict(session.execute(select(File.id, File.status).where(File.id.in_(ids))).all())
+        for file_id in ids:
+            if file_id not in status:
+                raise CliplabError(f"There is no photo @{file_id} in the library; pick a photo from the results "
+                                   "or the map to search for more like it.")
+            if status[file_id] == "skipped":
+                raise CliplabError(f"Photo @{file_id} could not be indexed (see the skipped files), so it cannot be "
+                                   "searched with; pick another photo.")
+    return terms
+
+
+# -- filters --------------------------------------------------------------------------------------
+
+def parse_date(text: str | None, what: str = "date") -> datetime | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise CliplabError(f"The {what} {text!r} is not a date: write it as YYYY-MM-DD (or YYYY-MM-DDTHH:MM).") \
+            from None
+
+
+def make_filters(folder: str | None = None, after: str | None = None, before: str | None = None,
+                 types: list[str] | tuple[str, ...] | None = None) -> Filters:
+    folder = (folder or "").strip() or None
+    if folder and not Path(folder).expanduser().is_dir():
+        raise CliplabError(f"The folder filter {folder} does not exist (or is not a folder).")
+    return Filters(folder=str(Path(folder).expanduser().resolve()) if folder else None,
+                   after=parse_date(after, "from date"), before=parse_date(before, "to date"),
+                   types=tuple(types or ()))
+
+
+# -- the search -----------------------------------------------------------------------------------
+
+@dataclass
+class SearchView:
+    """One page of results. total: the photos this query can return (indexed photos only, after the
+    filters and the cut-off); page is clamped to pages; threshold: the cut-off as a cosine (never
+    above 1), None without one; threshold_unreachable: the cut-off asked for more than any score can be."""
+    results: list[Result]
+    total: int
+    page: int
+    pages: int
+    per_page: int
+    threshold: float | None
+    threshold_unreachable: bool
+    histogram: np.ndarray | None  # the query's scores over (the best part of) the library
+    terms: list[Term] = field(default_factory=list)
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.per_page
+
+
+class NothingIndexed(CliplabError):
+    """No photo is indexed with the model yet (each front end says how to add a folder its own way)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(f"No photos are indexed with the model {model} yet: add a folder of photos to the library "
+                         "first.")
+
+
+def open_vector_index(catalog: Catalog, bundle: ModelBundle, kind: str = "auto", index_cache=None) -> VectorIndex:
+    """The model's vector index, up to date; NothingIndexed when no photo is indexed with this model."""
+    model_id = bundle.register(catalog)
+    index = index_cache.get(model_id, kind) if index_cache is not None else open_index(catalog, model_id, kind)
+    if index.count == 0:
+        raise NothingIndexed(bundle.name)
+    return index
+
+
+def search(catalog: Catalog, bundle: ModelBundle, terms: list[Term], page: int = 1, per_page: int = PER_PAGE,
+           filters: Filters | None = None, cutoff: float | None = None, sort: str = "score",
+           index_cache=None, kind: str = "auto", histogram: bool = False,
+           within: list[int] | None = None) -> SearchView:
+    """One page (counted from 1) of the photos nearest to the terms' combined embedding.
+
+    Photos named by positive file terms are left out of their own results ("more like this"), unless
+    `within` is given: then the results are exactly those photos (a map selection), ranked by the
+    query, filters and cut-off not applied. index_cache: the app's AppState.vector_indexes (None opens
+    the index). cutoff: z of the relevance cut-off (None = off)."""
+    if sort not in ("score", "date"):
+        raise CliplabError(f"Unknown sort {sort!r}: use score or date.")
+    if cutoff is not None and (not math.isfinite(float(cutoff)) or float(cutoff) < 0):
+        raise CliplabError(f"The cut-off is a number of standard deviations, 0 or more, not {cutoff!r}.")
+    if int(per_page) < 1:
+        raise CliplabError("Show at least one result per page.")
+    check_terms(catalog, terms)
+    index = open_vector_index(catalog, bundle, kind, index_cache)
+    vector = query_vector(catalog, bundle, bundle.register(catalog), terms)
+    if within is not None:
+        return _search_within(catalog, index, vector, within, page, per_page, sort, terms)
+    exclude = tuple(dict.fromkeys(int(t.value) for t in terms if t.kind == "file" and t.sign > 0))
+    candidates = _candidates(catalog, index, filters)
+    excluded = int(np.isin(np.array(exclude, np.int64), candidates).sum()) if len(candidates) else 0
+    pool = len(candidates) if cutoff is not None else max(MIN_POOL, int(page) * int(per_page))
+
+    def fetch(number: int):
+        return search_vector(catalog, index, vector, per_page, (number - 1) * per_page, filters,
+                             float(cutoff) if cutoff is not None else None, sort, exclude, pool=pool)
+
+    number = max(1, int(page))
+    result = fetch(number)
+    if cutoff is None and sort == "score":
+        total = len(candidates) - excluded  # every indexed candidate is a result, in score order
+    else:
+        total = result.total  # the whole pool was scored (cut-off), or the pool is what a date sort orders
+    pages = max(1, -(-total // per_page))
+    if number > pages:
+        number = pages
+        result = fetch(number)
+    threshold = result.threshold
+    unreachable = threshold is not None and threshold > 1.0
+    scores = None
+    if histogram:
+        scores = index.search(vector[None], min(index.count, HISTOGRAM_SIZE))[0][0]
+    return SearchView(result.results, total, number, pages, per_page,
+                      min(threshold, 1.0) if threshold is not None else None, unreachable, scores, list(terms))
+
+
+def _candidates(catalog: Catalog, index: VectorIndex, filters: Filters | None) -> np.ndarray:
+    """The indexed photos a query may return: the index's ids, narrowed by the filters (so files that
+    could not be indexed, or are still pending, are never counted)."""
+    ids = index.ids()
+    if filters is None or not filters.active():
+        return ids
+    return np.intersect1d(ids, allowed_ids(catalog, filters))
+
+
+def _search_within(catalog: Catalog, index: VectorIndex, vector: np.ndarray, file_ids: list[int], page: int,
+                   per_page: int, sort: str, terms: list[Term]) -> SearchView:
+    """Exactly the given indexed photos, ranked by the query (score, or capture date then score)."""
+    ids = np.intersect1d(index.ids(), np.array(list(dict.fromkeys(int(i) for i in file_ids)), np.int64))
+    if not len(ids):
+        raise CliplabError("None of the selected photos is indexed with this model; draw the map again and "
+                           "select photos on it.")
+    scores = np.stack([index.reconstruct(int(i)) for i in ids]) @ vector
+    with catalog.session() as session:
+        rows = {row.id: row for row in session.scalars(select(File).where(File.id.in_([int(i) for i in ids])))}
+    results = [Result(int(i), rows[int(i)].path, float(score), rows[int(i)].captured_at, rows[int(i)].width,
+                      rows[int(i)].height) for i, score in zip(ids, scores) if int(i) in rows]
+    results.sort(key=lambda r: (-r.score, r.file_id))
+    if sort == "date":
+        results.sort(key=lambda r: (r.captured_at is None, r.captured_at or datetime.min, -r.score))
+    pages = max(1, -(-len(results) // per_page))
+    number = min(max(1, int(page)), pages)
+    start = (number - 1) * per_page
+    return SearchView(results[start:start + per_page], len(results), number, pages, per_page, None, False, None,
+                      list(terms))

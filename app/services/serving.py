@@ -1,0 +1,140 @@
+"""What the app may show in a page: indexed photos and their generated thumbnails, by catalog file id.
+
+Nothing here takes a path from a request. A file id names a catalog row; the row must be an indexed
+image (status ok) in an online library folder, still a regular file inside that folder (a symlink
+that now points elsewhere is refused). Thumbnails are generated into a cache folder that only the
+app writes; the web server is given those, never a library folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from engine import paths
+from engine.errors import CliplabError
+from engine.images import load_image
+from indexes.catalog import Catalog, File, Folder
+from indexes.scan import EXTENSIONS
+
+THUMBNAIL_SIZE = 384  # long side: the gallery's tiles and its preview
+HOVER_SIZE = 160  # the map's hover thumbnail
+THUMBNAIL_SIZES = (HOVER_SIZE, THUMBNAIL_SIZE)
+MEDIA_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
+               "bmp": "image/bmp", "gif": "image/gif", "tif": "image/tiff", "tiff": "image/tiff",
+               "heic": "image/heic", "heif": "image/heif"}
+
+
+class NotServable(CliplabError):
+    """The id names nothing the app shows (unknown, skipped, offline, gone, moved out of its folder)."""
+
+
+@dataclass(frozen=True)
+class Photo:
+    file_id: int
+    path: Path
+    fingerprint: str
+    media_type: str
+
+
+def _inside(path: str, root: str) -> bool:
+    root = root.rstrip(os.sep) or os.sep
+    return path == root or path.startswith(root if root.endswith(os.sep) else root + os.sep)
+
+
+def indexed_photo(catalog: Catalog, file_id: int) -> Photo:
+    """The indexed image file with this id, checked against its folder; NotServable otherwise."""
+    try:
+        file_id = int(file_id)
+    except (TypeError, ValueError):
+        raise NotServable(f"{file_id!r} is not a photo id.") from None
+    with catalog.session() as session:
+        row = session.execute(select(File.path, File.status, File.ext, File.fingerprint, Folder.path, Folder.online)
+                              .join(Folder, Folder.id == File.folder_id).where(File.id == file_id)).first()
+    if row is None:
+        raise NotServable(f"There is no photo {file_id} in the library.")
+    path, status, ext, fingerprint, root, online = row
+    if status != "ok" or (ext or "").lower() not in EXTENSIONS:
+        raise NotServable(f"Photo {file_id} was not indexed, so the app does not show it.")
+    if not online:
+        raise NotServable(f"Photo {file_id} lies in a folder that is offline.")
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    if not _inside(real, real_root) or not os.path.isfile(real):
+        raise NotServable(f"Photo {file_id} is no longer in its library folder: index the folder again.")
+    return Photo(file_id, Path(real), fingerprint or "", MEDIA_TYPES.get(ext.lower(), "application/octet-stream"))
+
+
+def library_file(catalog: Catalog, path: str | os.PathLike) -> Path:
+    """A file the person named that lies inside one of their online library folders (after resolving
+    symlinks and `..`); a sentence otherwise. For things read by path from the page, such as a captions
+    CSV: the app reads only what lies in the library the person chose (or what they upload)."""
+    text = os.path.expanduser(str(path or "").strip())
+    if not text:
+        raise CliplabError("Name a file first.")
+    real = os.path.realpath(text)
+    with catalog.session() as session:
+        roots = list(session.scalars(select(Folder.path).where(Folder.online.is_(True))))
+    if not any(_inside(real, os.path.realpath(root)) for root in roots):
+        raise CliplabError(f"{text} is not inside one of your library folders: upload the file, or add its folder "
+                           "in Search → Library and indexing first.")
+    if not os.path.isfile(real):
+        raise CliplabError(f"{text} does not exist (or is not a file).")
+    return Path(real)
+
+
+def forget_thumbnails(catalog: Catalog) -> int:
+    """Delete cached thumbnails of files the app no longer shows (a removed folder); returns how many."""
+    with catalog.session() as session:
+        shown = set(session.scalars(select(File.id).where(File.status == "ok")))
+    removed = 0
+    for thumb in thumbnails_dir().glob("*.jpg"):
+        head = thumb.name.split("-", 1)[0]
+        if not head.isdigit() or int(head) not in shown:
+            thumb.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def thumbnails_dir() -> Path:
+    """The app's own thumbnail cache (under the data directory); the only image folder the server is given."""
+    return paths.cache_dir("thumbnails")
+
+
+def thumbnail(catalog: Catalog, file_id: int, size: int = THUMBNAIL_SIZE) -> Path:
+    """A JPEG of the photo at most `size` px on its long side, made once per content fingerprint."""
+    if size not in THUMBNAIL_SIZES:
+        raise NotServable(f"Thumbnails come in sizes {', '.join(map(str, THUMBNAIL_SIZES))}, not {size}.")
+    photo = indexed_photo(catalog, file_id)
+    target = thumbnails_dir() / f"{photo.file_id}-{photo.fingerprint[:16]}-{size}.jpg"
+    if target.is_file():
+        return target
+    try:
+        image = load_image(photo.path, min_size=size)
+    except CliplabError as error:
+        raise NotServable(f"Photo {file_id} cannot be read any more ({error}).") from None
+    image.thumbnail((size, size))
+    # written beside the target and renamed: a reader never sees half a file
+    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            image.save(out, "JPEG", quality=85)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def thumbnails(catalog: Catalog, file_ids: list[int], size: int = THUMBNAIL_SIZE) -> list[tuple[int, Path | None]]:
+    """(id, thumbnail or None when it cannot be shown) per id, in order: one bad file never blanks a page."""
+    out = []
+    for file_id in file_ids:
+        try:
+            out.append((file_id, thumbnail(catalog, file_id, size)))
+        except NotServable:
+            out.append((file_id, None))
+    return out

@@ -1,0 +1,122 @@
+"""The app and the CLI give the same numbers: the same classification and the same audit, from the
+app's service path (AppState + the tabs' service calls) and from `cliplab`, and an audit session made
+in the app reruns with `cliplab audit rerun` with no difference.
+
+The reported case: on a CPU with native bf16 the app ran its model in bf16 ("auto") and the CLI in
+fp32, so the app showed 52.6% where the CLI showed 57.0%, and app sessions did not rerun. Each test
+here runs as on such a CPU (engine.precision's CPU-flag probe answers yes; bf16 itself runs, emulated,
+on any CPU), with the committed demo model."""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+
+import numpy as np
+import pytest
+from cli_support import run_cli as run_cli_with_modules
+from test_audit_measures import make_fairface
+
+from app.services import audit, audit_store
+from app.services.app_state import AppState
+from app.services.classify import classify_for_app, export_csv, load_templates
+from app.services.loading import precision_of
+from engine import precision
+from engine.api import _demo_available
+from engine.audit.runner import compare_results
+from indexes.catalog import open_catalog
+
+pytestmark = pytest.mark.skipif(not _demo_available(), reason="needs the committed demo model")
+
+CLASSES = ["a red circle", "a blue square", "a green triangle", "a yellow star"]
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    """This machine as one whose CPU has native bf16 matmuls: "auto" resolves to bf16."""
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve_precision("cpu", "auto") == "bf16"
+
+
+@pytest.fixture
+def state(bf16_cpu) -> AppState:
+    return AppState(model="demo", catalog=open_catalog())
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> list[str]:
+    from trainer.synthetic import World
+    folder = tmp_path_factory.mktemp("scenes")
+    world, rng = World(seed=3, image_size=96), np.random.default_rng(3)
+    paths = []
+    for i, sample in enumerate(world.sample(6, "all", rng)):
+        sample.image.save(folder / f"scene{i}.png")
+        paths.append(str(folder / f"scene{i}.png"))
+    return paths
+
+
+def test_app_classifies_in_the_exact_precision_and_searches_in_the_fast_one(state):
+    assert precision_of(state.bundle) == "fp32"  # what the CLI loads: results meant to be reproduced
+    assert precision_of(state.search_bundle) == "bf16"  # indexing and search may take the fast mode
+    assert state.search_bundle.fingerprint == state.bundle.fingerprint  # one model in the catalog
+
+
+def test_the_same_classification_in_the_app_and_the_cli(state, scenes, capsys, tmp_path):
+    templates = load_templates("default")
+    app = classify_for_app(state.bundle, scenes, "\n".join(CLASSES), templates).result
+    export_csv(app, tmp_path / "app.csv")
+    code, _, err = run_cli_with_modules(capsys, "classify", *scenes, "--classes", ",".join(CLASSES), "--templates",
+                                        "default", "--csv", tmp_path / "cli.csv", modules=["classify"])
+    assert code == 0, err
+    assert (tmp_path / "cli.csv").read_text() == (tmp_path / "app.csv").read_text()
+    # the comparison is fine enough to see the bug: the bf16 model gives other numbers
+    fast = classify_for_app(state.search_bundle, scenes, "\n".join(CLASSES), templates).result
+    export_csv(fast, tmp_path / "bf16.csv")
+    assert (tmp_path / "bf16.csv").read_text() != (tmp_path / "app.csv").read_text()
+
+
+@pytest.fixture(scope="module")
+def fairface(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fairface")
+    make_fairface(root, n_per_cell=3)
+    return root
+
+
+def session_id(out: str) -> str:
+    return re.search(r"^session (\w+)", out, re.M).group(1)
+
+
+run_audit_cli = partial(run_cli_with_modules, modules=["audit"])
+
+
+@pytest.mark.slow  # ~30 s: an app audit, its CLI rerun and a CLI audit
+def test_an_app_audit_reruns_from_the_cli_and_equals_a_cli_audit(state, fairface, capsys):
+    options = audit.make_options(str(fairface), audit.shipped_text("paper"), "paper", add_child=True, sample=36,
+                                 seed=1, model=state.model_name, bootstrap=200)
+    made_in_app = audit.run(options, bundle=state.bundle, progress=False)  # what the Audit tab's job runs
+    model = made_in_app["provenance"]["model"]
+    assert (model["precision"], model["device"], model["engine"]) == ("fp32", "cpu", "cliplab")
+    assert model["cliplab_version"] and audit_store.list_sessions()[0]["precision"] == "fp32"
+
+    code, out, err = run_audit_cli(capsys, "audit", "rerun", made_in_app["session_id"])
+    assert code == 0, out + err
+    assert "re-run matches the saved session: every table has the same numbers" in out
+
+    code, out, err = run_audit_cli(capsys, "audit", "--dataset", fairface, "--add", "child", "--sample", 36, "--seed",
+                                   1, "--bootstrap", 200, "--model", "demo")
+    assert code == 0, err
+    made_by_cli = audit_store.load_session(session_id(out))
+    assert compare_results(made_in_app, made_by_cli) == []
+    assert made_by_cli["provenance"]["model"]["precision"] == "fp32"
+
+
+def test_a_rerun_in_another_precision_says_so(state, fairface):
+    options = audit.make_options(str(fairface), audit.shipped_text("paper"), "paper", add_child=False, sample=14,
+                                 seed=0, model="demo", bootstrap=50)
+    options.probe_folds = 0
+    saved = audit.run(options, bundle=state.search_bundle, progress=False)  # a bf16 session (as the old app made)
+    assert saved["provenance"]["model"]["precision"] == "bf16"
+    fresh, differences = audit.rerun(saved["session_id"], bundle=state.bundle, progress=False)
+    assert differences[0] == "the session ran in bf16 and the re-run in fp32; load the model in bf16 to compare"
+    _, again = audit.rerun(saved["session_id"], progress=False)  # no bundle: the recorded precision is loaded
+    assert again == []

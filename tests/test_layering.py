@@ -1,0 +1,70 @@
+"""The import layering of DESIGN.md holds in the tree (`make lint` runs the same check), and the check
+catches a front end that imports the catalog, the trainer or an engine internal directly, also from
+inside a function."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import check_layers  # noqa: E402
+
+
+def test_the_tree_keeps_its_layers():
+    assert [str(v) for v in check_layers.check(ROOT)] == []
+
+
+def test_make_lint_runs_the_layering_check():
+    lint = subprocess.run(["make", "-n", "lint"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "scripts/check_layers.py" in lint
+
+
+def tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize("source, module", [
+    ("from indexes.catalog import File\n", "indexes.catalog"),
+    ("from sqlalchemy import select\nimport indexes.catalog\n", "indexes.catalog"),
+    ("def later():\n    from indexes.catalog import TextCollection\n", "indexes.catalog"),
+    ("from engine.zeroshot import load_templates\n", "engine.zeroshot"),
+    ("from engine import zeroshot\n", "engine.zeroshot"),
+    ("import engine\n", "engine"),
+    ("from trainer.train import TrainOptions\n", "trainer.train"),
+])
+@pytest.mark.parametrize("front_end", ["app/ui/tab.py", "app/dashboard.py", "app/commands/thing.py"])
+def test_a_front_end_importing_below_the_services_fails(tmp_path, source, module, front_end):
+    root = tree(tmp_path, {front_end: source})
+    (violation,) = check_layers.check(root)
+    assert (violation.path, violation.module) == (front_end, module)
+    assert check_layers.main(["check_layers", str(root)]) == 1
+
+
+def test_what_each_layer_may_import(tmp_path):
+    root = tree(tmp_path, {
+        "app/ui/tab.py": "from app.services import search\nfrom engine.errors import CliplabError\n",
+        "app/services/search.py": "from indexes.catalog import File\nfrom engine.features import encode_texts\n",
+        "indexes/catalog.py": "from engine import paths\n",
+        "trainer/train.py": "from engine.model import CLIP\n",
+        "engine/model.py": "import torch\n",
+    })
+    assert check_layers.check(root) == []
+    assert check_layers.main(["check_layers", str(root)]) == 0
+    bad = tree(tmp_path / "bad", {
+        "engine/model.py": "from indexes.catalog import File\n",
+        "indexes/catalog.py": "from trainer.data import pairs\n",
+        "app/services/search.py": "import gradio as gr\nfrom app.ui import common\n",
+    })
+    assert sorted((v.path, v.module) for v in check_layers.check(bad)) == [
+        ("app/services/search.py", "app.ui"), ("app/services/search.py", "gradio"),
+        ("engine/model.py", "indexes.catalog"), ("indexes/catalog.py", "trainer.data")]
