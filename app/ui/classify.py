@@ -12,10 +12,11 @@ import pandas as pd
 from app.services import app_state as store
 from app.services.app_state import AppState
 from app.services.classify import classify_for_app, export_csv, folder_images
+from app.services.first_start import DEMO_CLASSES
 from app.ui.common import file_paths, shown_errors
 from engine.zeroshot import TEMPLATE_PRESETS, load_templates
 
-DEFAULT_CLASSES = "a red circle\na blue square\na green triangle\na yellow star"
+DEFAULT_CLASSES = "\n".join(DEMO_CLASSES)  # what the demo photos show
 TYPED = "typed below"
 
 
