@@ -176,3 +176,26 @@ def test_contrast_groups_differ_in_one_attribute_only():
         for p, s in zip(pins, drawn):
             assert all(s.attrs[k] == v for k, v in p.items() if k != "kind" and v is not None)
     assert {"shape", "colour", "position", "count", "word"} <= varied
+
+
+def test_contrast_groups_stay_together_on_one_rank_and_worker():
+    from trainer.data import build_dataset
+
+    world = World(seed=0, image_size=32)
+    for rank in (0, 1):
+        ds = build_dataset("synthetic", 32, seed=0, rank=rank, world_size=2, world=world, epoch_size=48,
+                           group_size=4)
+        indices = ds.indices()
+        assert len(indices) == 24
+        groups = indices.reshape(-1, 4)
+        assert (groups // 4 == groups[:, :1] // 4).all() and (groups % 4 == np.arange(4)).all()
+        for worker in (0, 1):
+            part = ds.indices(worker, 2).reshape(-1, 4)
+            assert (part % 4 == np.arange(4)).all()
+    other = build_dataset("synthetic", 32, seed=0, rank=0, world_size=2, world=world, epoch_size=48, group_size=4)
+    other_rank = build_dataset("synthetic", 32, seed=0, rank=1, world_size=2, world=world, epoch_size=48, group_size=4)
+    assert not set(other.indices().tolist()) & set(other_rank.indices().tolist())
+    # Seeded like the rest: the same epoch gives the same grouped samples.
+    ds = build_dataset("synthetic", 32, seed=0, world=world, epoch_size=16, group_size=4)
+    samples = [caption for _, caption in ds]
+    assert len(samples) == 16 and samples == [caption for _, caption in ds]
