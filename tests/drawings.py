@@ -104,14 +104,16 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
         raise ValueError(shape)
 
 
-def drawing(shape: str, colour: str, background: str, rng: np.random.Generator) -> tuple[Image.Image, dict]:
-    """One drawing of `shape` in `colour` on `background`, with its labels."""
+def drawing(shape: str, colour: str, background: str, rng: np.random.Generator,
+            count: int | None = None) -> tuple[Image.Image, dict]:
+    """One drawing of `shape` in `colour` on `background` (count shapes, else mostly one), with its labels."""
     width, height = _CANVASES[int(rng.integers(len(_CANVASES)))]
     rgb = PALETTE[colour][int(rng.integers(2))]
     image = Image.new("RGB", (width, height), _background_colour(background, rgb, rng))
     draw = ImageDraw.Draw(image)
     side = min(width, height)  # the model sees the centre square: draw inside it
-    count = 1 if rng.random() < 0.75 else int(rng.integers(2, 4))
+    drawn = 1 if rng.random() < 0.75 else int(rng.integers(2, 4))
+    count = count or drawn
     outlined = rng.random() < 0.35
     stroke = max(3, int(side * rng.uniform(0.025, 0.05))) if outlined else None
     if count == 1:
