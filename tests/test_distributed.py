@@ -83,3 +83,64 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
                 assert abs(got - want) <= 1e-5, (rank, accum, losses, reference_losses)
             worst = max((weights[k] - reference[k]).abs().max().item() for k in reference)
             assert worst <= 1e-5, (rank, accum, worst)
+
+
+def _train_worker(rank: int, world_size: int, port: int, out_dir: str, options: dict) -> None:
+    """One torchrun-like rank of a real training run; rank 1's own clock says time ran out at once."""
+    import os
+
+    from trainer import train as train_module
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    if rank == 1:  # the ranks' clocks disagree: had rank 1 trusted its own, it would stop at step 1
+        train_module._Clock.expired = lambda self: True
+    summary = train_module.train(train_module.TrainOptions(**options))
+    torch.save({"step": summary["step"], "skipped": summary["skipped"]}, Path(out_dir) / f"summary{rank}.pt")
+
+
+def test_time_limit_stops_every_rank_at_the_same_step(tmp_path):
+    import json
+
+    from trainer.bpe import train_vocabulary
+    from trainer.checkpoint import STATE_FILE, list_checkpoints
+    from trainer.synthetic import World, write_dataset
+
+    world = World(seed=3, image_size=32)
+    csv_path = write_dataset(world, tmp_path / "data", 40, fmt="csv")
+    for name in ("000001.jpg", "000002.jpg", "000007.jpg"):  # bad images, shared unevenly by the 2 ranks
+        (tmp_path / "data" / "images" / name).write_bytes(b"not a jpeg")
+    merges = train_vocabulary(world.caption_corpus(200), 200, tmp_path / "bpe.txt.gz")
+    run = tmp_path / "run"
+    options = dict(data=str(csv_path), model="vit:width=64,layers=1,patch=8,res=32,text_width=64,text_layers=1,"
+                   "embed=32,ctx=24", merges=str(merges), batch_size=8, steps=100_000, lr=1e-3, warmup=2,
+                   eval_every=0, save_every=0, log_every=5, workers=0, out=str(run), progress=False,
+                   max_minutes=0.1)  # ends mid-run: 100,000 steps take far longer than 6 s
+    context = mp.spawn(_train_worker, args=(2, _free_port(), str(tmp_path), options), nprocs=2, join=False)
+    try:
+        finished = False
+        for _ in range(180):  # a hang (ranks waiting in different collectives) fails, never blocks the suite
+            if context.join(timeout=1):
+                finished = True
+                break
+        assert finished, "the two ranks did not finish: they disagreed about the time limit"
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.terminate()
+    summaries = [torch.load(tmp_path / f"summary{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert summaries[0]["step"] == summaries[1]["step"]
+    assert 1 < summaries[0]["step"] < 100_000
+    # One skipped-sample count: the all-ranks total, the same in the summaries, the log and the checkpoint.
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    last = [r for r in records if r["kind"] == "train"][-1]
+    assert last["step"] == summaries[0]["step"]
+    checkpoint = list_checkpoints(run)[-1]
+    state = torch.load(checkpoint / STATE_FILE, weights_only=False)
+    assert state["step"] == last["step"]
+    assert state["extra"]["skipped"] == last["skipped"] == summaries[0]["skipped"] == summaries[1]["skipped"]
+    assert state["extra"]["skipped_by_reason"] == last["skipped_by_reason"]
+    # The first epoch (40 rows, read whole by now) passed all 3 bad images, whichever rank held them.
+    assert last["skipped"] >= 3 and last["skipped"] == sum(last["skipped_by_reason"].values())
+    assert (run / "final" / "model.safetensors").exists()

@@ -8,15 +8,19 @@ import numpy as np
 import pytest
 
 from engine.errors import CliplabError
+from trainer.render import BACKGROUNDS, STYLES, font_count
 from trainer.synthetic import (
     _BACKGROUND_PHRASES,
     _COUNT_PHRASES,
     _POSITION_PHRASES,
     _SIZE_WORDS,
+    _STYLE_WORDS,
     COLOURS,
     DEFAULT_HOLDOUT,
     SHAPES,
+    UNNAMED_COLOUR_FRACTION,
     World,
+    visible,
 )
 
 
@@ -73,6 +77,8 @@ def test_captions_mention_what_attrs_say_they_mention():
                 assert any(p in text for p in _POSITION_PHRASES[a["position"]])
             elif name == "background":
                 assert any(p in text for p in _BACKGROUND_PHRASES[a["background"]])
+            elif name == "style":
+                assert any(_has(text, w) for w in _STYLE_WORDS[a["style"]])
         # Unmentioned attributes with names that are words must not leak into the caption.
         if a["kind"] == "scene" and "colour" not in a["mentioned"]:
             assert not any(_has(text, c) for c in COLOURS)
@@ -82,7 +88,8 @@ def test_images_show_the_colour_and_position():
     world = World(seed=0)
     rng = np.random.default_rng(0)
     for colour in ("red", "blue", "yellow"):
-        s = world.scene_sample(rng, count=1, size="large", position="left", background="plain", colour=colour)
+        s = world.scene_sample(rng, count=1, size="large", position="left", background="plain", colour=colour,
+                               style="filled")
         pixels = np.asarray(s.image).astype(int)
         target = np.array(COLOURS[colour])
         close = np.abs(pixels - target).sum(-1) < 60
@@ -107,3 +114,88 @@ def test_zero_shot_tasks_and_eval_sets():
     assert captions == again
     corpus = world.caption_corpus(50)
     assert len(corpus) > 50 and 'the word "cat".' in corpus
+
+
+def test_world_covers_backgrounds_styles_sizes_and_fonts():
+    world = World(seed=1)
+    samples = world.sample(1500, "train", np.random.default_rng(3), render=False)
+    scenes = [s.attrs for s in samples if s.attrs["kind"] == "scene"]
+    assert {a["background"] for a in scenes} == set(BACKGROUNDS)
+    assert {a["style"] for a in scenes} == set(STYLES)
+    # An object is never drawn on a background of its own colour.
+    assert all(visible(a["colour"], a["background"]) for a in scenes)
+    assert not any(a["colour"] == "white" and a["background"] == "light" for a in scenes)
+    # Shape-only captions exist ("a drawing of a triangle."), as the zero-shot prompts ask.
+    assert any(s.attrs["mentioned"] == ["count", "shape"] for s in samples if s.attrs["kind"] == "scene")
+    assert font_count() >= 1
+    # Light and dark canvases really are light and dark; a large shape of the named colour is on them.
+    exact = World(seed=1, effects=False)
+    for bg, is_right in (("light", lambda m: m > 200), ("dark", lambda m: m < 60)):
+        s = exact.scene_sample(np.random.default_rng(5), count=1, size="large", position="center", background=bg,
+                               colour="red", style="filled")
+        pixels = np.asarray(s.image).astype(int)
+        corner = pixels[:6, :6].reshape(-1, 3).mean()
+        assert is_right(corner), (bg, corner)
+        assert (np.abs(pixels - np.array(COLOURS["red"])).sum(-1) < 60).sum() > 100
+
+
+def test_unnamed_colours_teach_shape_without_showing_heldout_pairs():
+    world = World(seed=0)
+    samples = world.sample(2000, "train", np.random.default_rng(7))
+    unnamed = [s for s in samples if s.attrs["kind"] == "scene" and s.attrs["colour"] is None]
+    scenes = [s for s in samples if s.attrs["kind"] == "scene"]
+    assert abs(len(unnamed) / len(scenes) - UNNAMED_COLOUR_FRACTION) < 0.04
+    named = np.array(list(COLOURS.values()))
+    for s in unnamed:
+        assert "colour" not in s.attrs["mentioned"]
+        assert not any(_has(s.caption, c) for c in COLOURS)
+        assert np.linalg.norm(named - np.array(s.attrs["rgb"]), axis=1).min() >= 90
+    # Never in held-out images or evaluation sets: there, every colour is a named one.
+    assert all(s.attrs["colour"] is not None for s in world.sample(300, "heldout", np.random.default_rng(8)))
+    images, labels = world.labelled("shape", 80, split="train", seed=0)
+    assert len(images) == 80
+
+
+def test_contrast_groups_differ_in_one_attribute_only():
+    world = World(seed=0)
+    rng = np.random.default_rng(11)
+    varied: set[str] = set()
+    held = set(DEFAULT_HOLDOUT)
+    for _ in range(200):
+        pins = world.contrast_group(rng, 4, "train")
+        keys = set().union(*pins)
+        differing = {k for k in keys if len({str(p.get(k)) for p in pins}) > 1}
+        if pins[0]["kind"] == "word":
+            assert differing == {"word"}
+        else:
+            assert differing in ({"shape"}, {"colour"}, {"position"}, {"count", "position"}, {"count"}), pins
+            for p in pins:
+                assert (p["shape"], p["colour"]) not in held
+        varied |= differing
+        drawn = [world.pinned_sample(np.random.default_rng(i), p) for i, p in enumerate(pins)]
+        for p, s in zip(pins, drawn):
+            assert all(s.attrs[k] == v for k, v in p.items() if k != "kind" and v is not None)
+    assert {"shape", "colour", "position", "count", "word"} <= varied
+
+
+def test_contrast_groups_stay_together_on_one_rank_and_worker():
+    from trainer.data import build_dataset
+
+    world = World(seed=0, image_size=32)
+    for rank in (0, 1):
+        ds = build_dataset("synthetic", 32, seed=0, rank=rank, world_size=2, world=world, epoch_size=48,
+                           group_size=4)
+        indices = ds.indices()
+        assert len(indices) == 24
+        groups = indices.reshape(-1, 4)
+        assert (groups // 4 == groups[:, :1] // 4).all() and (groups % 4 == np.arange(4)).all()
+        for worker in (0, 1):
+            part = ds.indices(worker, 2).reshape(-1, 4)
+            assert (part % 4 == np.arange(4)).all()
+    other = build_dataset("synthetic", 32, seed=0, rank=0, world_size=2, world=world, epoch_size=48, group_size=4)
+    other_rank = build_dataset("synthetic", 32, seed=0, rank=1, world_size=2, world=world, epoch_size=48, group_size=4)
+    assert not set(other.indices().tolist()) & set(other_rank.indices().tolist())
+    # Seeded like the rest: the same epoch gives the same grouped samples.
+    ds = build_dataset("synthetic", 32, seed=0, world=world, epoch_size=16, group_size=4)
+    samples = [caption for _, caption in ds]
+    assert len(samples) == 16 and samples == [caption for _, caption in ds]

@@ -228,21 +228,41 @@ class FolderDataset(IndexedDataset):
 
 
 class SyntheticDataset(IndexedDataset):
-    """The synthetic world, `epoch_size` fresh samples per epoch (a new seed each epoch: endless)."""
+    """The synthetic world, `epoch_size` fresh samples per epoch (a new seed each epoch: endless).
+
+    group_size k > 1 draws the samples in contrast groups of k that differ in one attribute only
+    (`World.contrast_group`): hard negatives. A group's members stay together on one rank and one
+    worker, so they meet in the same contrastive batch."""
 
     def __init__(self, resolution: int, world: World | None = None, split: str = "train",
-                 epoch_size: int = 10_000, **kwargs) -> None:
+                 epoch_size: int = 10_000, group_size: int = 1, **kwargs) -> None:
         super().__init__(resolution, **kwargs)
         self.world = world if world is not None else World(seed=self.seed)
         self.split = split
         self.epoch_size = epoch_size
+        self.group_size = max(1, int(group_size))
 
     def __len__(self) -> int:
         return self.epoch_size
 
+    def indices(self, worker: int = 0, num_workers: int = 1) -> np.ndarray:
+        k = self.group_size
+        if k == 1:
+            return super().indices(worker, num_workers)
+        groups = len(self) // k
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(groups) if self.train else np.arange(groups)
+        order = order[: groups - groups % self.world_size][self.rank::self.world_size][worker::num_workers]
+        return (order[:, None] * k + np.arange(k)[None]).reshape(-1)
+
     def _get(self, index: int, rng: np.random.Generator | None) -> tuple[torch.Tensor, str] | Skipped:
         rng = rng if rng is not None else np.random.default_rng([self.seed, self.epoch, index])
-        sample = self.world.sample(1, self.split, rng)[0]
+        if self.group_size > 1:
+            group, member = divmod(index, self.group_size)
+            group_rng = np.random.default_rng([self.seed, self.epoch, group, 7])
+            pins = self.world.contrast_group(group_rng, self.group_size, self.split)[member]
+            sample = self.world.pinned_sample(rng, pins, self.split)
+        else:
+            sample = self.world.sample(1, self.split, rng)[0]
         return self.transform(sample.image, rng if self.train else None), sample.caption
 
 
@@ -318,12 +338,12 @@ def _shuffled(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
 
 def build_dataset(spec: str, resolution: int, train: bool = True, seed: int = 0, rank: int | None = None,
                   world_size: int | None = None, image_key: str | None = None, caption_key: str | None = None,
-                  world: World | None = None, epoch_size: int = 10_000) -> CaptionDataset:
+                  world: World | None = None, epoch_size: int = 10_000, group_size: int = 1) -> CaptionDataset:
     """The dataset a spec names: "synthetic", a .csv/.tsv file, a folder of images with .txt
     captions, or WebDataset shards (a .tar path or brace pattern like `data/shard-{000..009}.tar`)."""
     common = {"train": train, "seed": seed, "rank": rank, "world_size": world_size}
     if spec == "synthetic":
-        return SyntheticDataset(resolution, world=world, epoch_size=epoch_size, **common)
+        return SyntheticDataset(resolution, world=world, epoch_size=epoch_size, group_size=group_size, **common)
     path = Path(spec).expanduser()
     if ".tar" in path.name:
         return WebDatasetShards(spec, resolution, **common)

@@ -8,6 +8,7 @@ rank receives the sum over ranks of the gradients with respect to its own featur
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -82,10 +83,22 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return value / dist.get_world_size()
 
 
-def all_reduce_sum(value: float, device: torch.device | str = "cpu") -> float:
-    """The sum of a number over ranks (counts of samples, skipped samples)."""
+def broadcast_flag(value: bool, device: torch.device | str = "cpu") -> bool:
+    """Rank 0's value on every rank: decisions that gate collectives (stop now?) must agree."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return value
-    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return float(tensor.item())
+        return bool(value)
+    tensor = torch.tensor([1 if value else 0], dtype=torch.int32, device=device)
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
+
+
+def all_reduce_counter(counts: Counter) -> Counter:
+    """The sum over ranks of per-reason counts (skipped samples): one total with one meaning everywhere."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return Counter(counts)
+    parts: list[dict | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, dict(counts))
+    total: Counter = Counter()
+    for part in parts:
+        total.update(part or {})
+    return total

@@ -1,34 +1,51 @@
 """A synthetic image-caption world that a small CLIP learns in minutes on a CPU.
 
-Each image is a scene of 1-4 objects of one kind (shape, colour, size) on a textured grey
-background, or a short word written in a colour (the paper's observation that CLIP learns to
-read). Captions describe the scene with varied templates and synonyms, and sometimes leave an
-attribute out; `attrs["mentioned"]` lists the attributes a caption states.
+Each image is a scene of 1-4 objects of one kind (shape, colour, size, style) on a background,
+or a short word written in a colour and a font (the paper's observation that CLIP learns to
+read). The look covers what people show a model: white, black, coloured, gradient, photo-like
+and textured grey backgrounds; shapes from small to filling the frame, filled, outlined or
+hand-drawn; blur, grain, low contrast, JPEG artefacts and slight rotation (trainer.render).
+Captions describe the scene with varied templates and synonyms, and sometimes leave an attribute
+out (or say only the shape); `attrs["mentioned"]` lists the attributes a caption states.
 
 Some shape-colour pairs are held out: `split="train"` never draws them and `split="heldout"`
 draws only them, so zero-shot transfer to unseen combinations is measured, not assumed.
+`contrast_group` gives the pins of a few samples that differ in one attribute only (hard
+negatives for the contrastive loss: two scenes that differ only by shape, say).
 Everything is seeded: the same World seed and sample rng give the same images and captions.
 """
 
 from __future__ import annotations
 
+import colorsys
 import csv
 import json
 import math
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from io import BytesIO
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from engine.errors import CliplabError
+from trainer.render import (
+    BACKGROUNDS,
+    STYLE_WEIGHTS,
+    STYLES,
+    background,
+    draw_shape,
+    finish,
+    font,
+    font_count,
+    jitter_colour,
+)
+from trainer.render import pick as _pick
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "heart", "hexagon", "diamond")
-# Well separated in hue or lightness; backgrounds are mid greys so white and black both stand out.
+# Well separated in hue or lightness.
 COLOURS = {
     "red": (220, 30, 30), "orange": (245, 140, 20), "yellow": (240, 225, 30), "green": (30, 165, 45),
     "cyan": (40, 215, 225), "blue": (35, 60, 225), "purple": (135, 40, 190), "pink": (250, 135, 205),
@@ -37,7 +54,6 @@ COLOURS = {
 SIZES = ("small", "large")
 COUNTS = (1, 2, 3, 4)
 POSITIONS = ("left", "right", "top", "bottom", "center")
-BACKGROUNDS = ("plain", "stripes", "dots", "checker", "noise")
 WORDS = ("cat", "dog", "sun", "car", "tree", "fish", "bird", "boat", "moon", "house")
 
 # 12 of the 80 shape-colour pairs (15%): every shape and every colour keeps training partners
@@ -49,10 +65,21 @@ DEFAULT_HOLDOUT = (
 )
 SPLITS = ("train", "heldout", "all")
 WORD_FRACTION = 0.15  # share of word images in "train" and "all" samples
+SHAPE_ONLY_CAPTIONS = 0.15  # share of scene captions that name only the count and the shape
+# Share of training scenes drawn in a colour that has no name in the world (grey, beige, brown, slate)
+# and captioned without a colour: shape is then taught apart from the ten named colours, and no
+# held-out shape-colour pair is ever shown (each such colour is far from every named one).
+UNNAMED_COLOUR_FRACTION = 0.15
+_UNNAMED_MIN_DISTANCE = 90
+# What a contrast group varies (the rest is shared): shape most, as it is the attribute learned last.
+_GROUP_VARIES = ("shape", "position", "count", "colour")
+_GROUP_WEIGHTS = (0.55, 0.15, 0.15, 0.15)
 
 _NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 _COUNT_PHRASES = {1: ("a", "one", "a single"), 2: ("two", "2", "a pair of"), 3: ("three", "3"), 4: ("four", "4")}
 _SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
+_STYLE_WORDS = {"filled": ("filled", "solid"), "outline": ("outlined", "outline"),
+                "sketch": ("hand-drawn", "sketched", "doodled")}
 _POSITION_PHRASES = {
     "left": ("on the left", "on the left side", "to the left"),
     "right": ("on the right", "on the right side", "to the right"),
@@ -60,12 +87,18 @@ _POSITION_PHRASES = {
     "bottom": ("at the bottom", "near the bottom", "in the lower part"),
     "center": ("in the center", "in the middle"),
 }
+# No colour names here: a caption's colour word is always the object's.
 _BACKGROUND_PHRASES = {
     "plain": ("on a plain background", "on a plain grey background"),
     "stripes": ("on a striped background", "on stripes"),
     "dots": ("on a dotted background", "on a polka dot background"),
     "checker": ("on a checkered background", "on a checkerboard"),
     "noise": ("on a noisy background", "on a grainy background"),
+    "light": ("on a light background", "on a blank page", "on a bright background"),
+    "dark": ("on a dark background", "against a dark background"),
+    "coloured": ("on a coloured background", "on a colourful background"),
+    "gradient": ("on a gradient background", "on a gradient"),
+    "photo": ("on a blurry background", "on a photo-like background"),
 }
 _SCENE_TEMPLATES = (
     "{np}{pos}{bg}.", "a picture of {np}{pos}{bg}.", "an image of {np}{pos}{bg}.",
@@ -75,9 +108,11 @@ _WORD_TEMPLATES = (
     'the word "{w}" written in {c}{bg}.', 'the text "{w}" in {c} letters{bg}.', '"{w}" written in {c}{bg}.',
     'a picture of the word "{w}"{bg}.', 'the word "{w}"{bg}.', 'a sign that says "{w}" in {c}{bg}.',
 )
-_DROP = {"size": 0.4, "position": 0.3, "background": 0.5, "colour": 0.1, "shape": 0.1}
+_DROP = {"size": 0.4, "position": 0.3, "background": 0.5, "colour": 0.2, "shape": 0.1, "style": 0.6}
 _POSITION_CENTRES = {"left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.25),
                      "bottom": (0.5, 0.75), "center": (0.5, 0.5)}
+# An object of this colour disappears on these backgrounds.
+_INVISIBLE_ON = {"white": ("light",), "black": ("dark",)}
 
 
 @dataclass
@@ -102,80 +137,32 @@ def _plural(shape: str) -> str:
     return shape + ("es" if shape.endswith("s") else "s")
 
 
-def _pick(rng: np.random.Generator, options):
-    return options[int(rng.integers(len(options)))]
+def visible(colour: str | None, background: str) -> bool:
+    """Whether an object of this colour can be seen on this kind of background."""
+    return background not in _INVISIBLE_ON.get(colour, ())
 
 
-def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
-    """Outline of a shape of radius r centred on (cx, cy), rotated by angle (radians)."""
-    if shape == "circle":
-        pts = [(math.cos(a), math.sin(a)) for a in np.linspace(0, 2 * math.pi, 40, endpoint=False)]
-    elif shape == "square":
-        pts = [(math.cos(a), math.sin(a)) for a in np.arange(4) * math.pi / 2 + math.pi / 4]
-    elif shape == "triangle":
-        pts = [(math.cos(a), math.sin(a) + 0.2) for a in np.arange(3) * 2 * math.pi / 3 - math.pi / 2]
-    elif shape == "hexagon":
-        pts = [(math.cos(a), math.sin(a)) for a in np.arange(6) * math.pi / 3]
-    elif shape == "diamond":
-        pts = [(0.0, -1.0), (0.62, 0.0), (0.0, 1.0), (-0.62, 0.0)]
-    elif shape == "star":
-        pts = [((1.0 if i % 2 == 0 else 0.45) * math.cos(a), (1.0 if i % 2 == 0 else 0.45) * math.sin(a))
-               for i, a in enumerate(np.arange(10) * math.pi / 5 - math.pi / 2)]
-    elif shape == "cross":
-        w = 0.33
-        pts = [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w),
-               (-1, -w), (-w, -w)]
-    elif shape == "heart":
-        t = np.linspace(0, 2 * math.pi, 48, endpoint=False)
-        x = 16 * np.sin(t) ** 3 / 17
-        y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)) / 17 - 0.1
-        pts = list(zip(x.tolist(), y.tolist()))
-        angle = 0.0  # an upside-down heart stops being one
-    else:
-        raise ValueError(shape)
-    c, s = math.cos(angle), math.sin(angle)
-    return [(cx + r * (x * c - y * s), cy + r * (x * s + y * c)) for x, y in pts]
-
-
-@lru_cache(maxsize=512)
-def _texture_mask(kind: str, size: int, period: int, orientation: int) -> Image.Image:
-    """The pattern of a textured background as an "L" mask (255 = second tone); few distinct, cached."""
-    yy, xx = np.mgrid[0:size, 0:size]
-    if kind == "stripes":
-        coord = (xx, yy, xx + yy, xx - yy + size)[orientation]
-        mask = (coord // max(period // 2, 1)) % 2 == 1
-    elif kind == "checker":
-        mask = ((xx // period) + (yy // period)) % 2 == 1
-    elif kind == "dots":
-        dx, dy = (xx % period) - period // 2, (yy % period) - period // 2
-        mask = dx * dx + dy * dy <= (period * 0.22) ** 2
-    else:
-        raise ValueError(kind)
-    return Image.fromarray(mask.astype(np.uint8) * 255, "L")
-
-
-def _background(kind: str, size: int, rng: np.random.Generator) -> Image.Image:
-    """A mid-grey (slightly tinted) RGB texture of size x size, built from cached masks."""
-    base = np.clip(rng.uniform(95, 165) + rng.uniform(-8, 8, size=3), 0, 255)
-    if kind == "plain":
-        return Image.new("RGB", (size, size), tuple(int(v) for v in base))
-    if kind == "noise":
-        noise = rng.integers(-40, 41, size=(size, size, 1), dtype=np.int16)
-        return Image.fromarray(np.clip(base.astype(np.int16) + noise, 0, 255).astype(np.uint8))
-    other = np.clip(base + _pick(rng, (-1, 1)) * rng.uniform(22, 38), 0, 255)
-    period = int(rng.integers(size // 10, size // 5))
-    mask = _texture_mask(kind, size, period, int(rng.integers(4)) if kind == "stripes" else 0)
-    return Image.composite(Image.new("RGB", (size, size), tuple(int(v) for v in other)),
-                           Image.new("RGB", (size, size), tuple(int(v) for v in base)), mask)
+def unnamed_colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    """A muted colour (greys, beiges, browns, slates: low saturation, mid lightness) at least
+    _UNNAMED_MIN_DISTANCE (RGB) from every named colour: no one would call it one of them."""
+    named = np.array(list(COLOURS.values()), dtype=np.float64)
+    while True:
+        hue, saturation, value = rng.uniform(0, 1), rng.uniform(0, 0.35), rng.uniform(0.3, 0.85)
+        rgb = 255 * np.array(colorsys.hsv_to_rgb(hue, saturation, value))
+        if np.linalg.norm(named - rgb, axis=1).min() >= _UNNAMED_MIN_DISTANCE:
+            return tuple(int(v) for v in rgb)
 
 
 class World:
-    """The seeded generator of (image, caption, attrs) samples and its evaluation sets."""
+    """The seeded generator of (image, caption, attrs) samples and its evaluation sets.
+
+    effects=False draws without the photo-like finishing (blur, grain, JPEG, rotation): exact pixels."""
 
     def __init__(self, seed: int = 0, image_size: int = 64,
-                 holdout: Iterable[tuple[str, str]] | None = DEFAULT_HOLDOUT) -> None:
+                 holdout: Iterable[tuple[str, str]] | None = DEFAULT_HOLDOUT, effects: bool = True) -> None:
         self.seed = seed
         self.image_size = image_size
+        self.effects = effects
         self.holdout = tuple(sorted(set(tuple(p) for p in (holdout or ()))))
         for shape, colour in self.holdout:
             if shape not in SHAPES or colour not in COLOURS:
@@ -184,7 +171,6 @@ class World:
         held = set(self.holdout)
         self.train_pairs = tuple((s, c) for s in SHAPES for c in COLOURS if (s, c) not in held)
         self._rng = np.random.default_rng(seed)
-        self._font_cache: dict[int, ImageFont.ImageFont] = {}
 
     # -- sampling -------------------------------------------------------------------------------
 
@@ -214,9 +200,52 @@ class World:
                 out.append(self.scene_sample(rng, pairs, render=render))
         return out
 
+    def contrast_group(self, rng: np.random.Generator, k: int, split: str = "train") -> list[dict]:
+        """Pins for k samples that share everything but one attribute (shape, position, count or
+        colour; the word for word images): negatives that only that attribute tells apart.
+        Draw each with `pinned_sample`."""
+        pairs = self._pairs(split)
+        if split != "heldout" and rng.random() < WORD_FRACTION:
+            colour = _pick(rng, tuple(COLOURS))
+            bg = _pick(rng, tuple(b for b in BACKGROUNDS if visible(colour, b)))
+            return [dict(kind="word", word=w, colour=colour, background=bg) for w in _cycle(rng, WORDS, k)]
+        vary = _GROUP_VARIES[int(rng.choice(len(_GROUP_VARIES), p=_GROUP_WEIGHTS))]
+        shape, colour = _pick(rng, pairs)
+        count = 1 if vary == "position" else int(_pick(rng, COUNTS))
+        base = dict(kind="scene", shape=shape, colour=colour, count=count,
+                    size="small" if count >= 3 or vary == "count" else _pick(rng, SIZES),
+                    position=(_pick(rng, POSITIONS) if vary != "count" else "center") if count == 1 else None,
+                    background=_pick(rng, tuple(b for b in BACKGROUNDS if visible(colour, b))),
+                    style=_pick_style(rng))
+        if vary == "shape":
+            options = tuple(s for s, c in pairs if c == colour)
+        elif vary == "colour":
+            options = tuple(c for s, c in pairs if s == shape and visible(c, base["background"]))
+        elif vary == "count":
+            options = COUNTS
+        else:
+            options = POSITIONS
+        pins = []
+        for value in _cycle(rng, options, k):
+            pin = {**base, vary: value}
+            if vary == "count":
+                pin["position"] = "center" if value == 1 else None
+            pins.append(pin)
+        return pins
+
+    def pinned_sample(self, rng: np.random.Generator, pins: dict, split: str = "train") -> Sample:
+        """One sample with the attributes `pins` fixes (as `contrast_group` returns them)."""
+        fixed = {k: v for k, v in pins.items() if k != "kind" and v is not None}
+        if pins.get("kind") == "word":
+            return self.word_sample(rng, **fixed)
+        return self.scene_sample(rng, self._pairs(split), **fixed)
+
     def scene_sample(self, rng: np.random.Generator, pairs: tuple[tuple[str, str], ...] | None = None,
-                     full_caption: bool = False, render: bool = True, **fixed) -> Sample:
-        """One shapes scene; `fixed` pins attributes (shape, colour, size, count, position, background)."""
+                     full_caption: bool = False, render: bool = True, unnamed_colours: bool = True,
+                     **fixed) -> Sample:
+        """One shapes scene; `fixed` pins attributes (shape, colour, size, count, position, background,
+        style). Training pairs may come in an unnamed colour (UNNAMED_COLOUR_FRACTION) unless
+        unnamed_colours=False or colour is pinned."""
         pairs = pairs if pairs is not None else self._pairs("train")
         if "shape" in fixed or "colour" in fixed:
             pairs = tuple(p for p in pairs if fixed.get("shape", p[0]) == p[0]
@@ -224,13 +253,18 @@ class World:
             if not pairs:
                 raise CliplabError(f"No shape-colour pair of this split matches {fixed}.")
         shape, colour = _pick(rng, pairs)
+        rgb = COLOURS[colour]
+        if (unnamed_colours and "colour" not in fixed and not full_caption and not set(pairs) & set(self.holdout)
+                and rng.random() < UNNAMED_COLOUR_FRACTION):
+            colour, rgb = None, unnamed_colour(rng)
         count = fixed.get("count") or int(_pick(rng, COUNTS))
         # Three or four large objects do not fit side by side in a small image.
         size = fixed.get("size") or ("small" if count >= 3 else _pick(rng, SIZES))
         position = (fixed.get("position") or _pick(rng, POSITIONS)) if count == 1 else None
-        background = fixed.get("background") or _pick(rng, BACKGROUNDS)
-        attrs = {"kind": "scene", "shape": shape, "colour": colour, "size": size, "count": count,
-                 "position": position, "background": background}
+        bg = fixed.get("background") or _pick(rng, tuple(b for b in BACKGROUNDS if visible(colour, b)))
+        style = fixed.get("style") or _pick_style(rng)
+        attrs = {"kind": "scene", "shape": shape, "colour": colour, "rgb": rgb, "size": size, "count": count,
+                 "position": position, "background": bg, "style": style}
         image = self._render_scene(rng, attrs) if render else None
         caption, mentioned = self._scene_caption(rng, attrs, full_caption)
         attrs["mentioned"] = mentioned
@@ -241,25 +275,32 @@ class World:
         """One image of a word written in a colour; `fixed` pins word, colour or background."""
         word = fixed.get("word") or _pick(rng, WORDS)
         colour = fixed.get("colour") or _pick(rng, tuple(COLOURS))
-        background = fixed.get("background") or _pick(rng, BACKGROUNDS)
-        attrs = {"kind": "word", "word": word, "colour": colour, "background": background,
-                 "shape": None, "size": None, "count": None, "position": None}
+        bg = fixed.get("background") or _pick(rng, tuple(b for b in BACKGROUNDS if visible(colour, b)))
+        attrs = {"kind": "word", "word": word, "colour": colour, "background": bg,
+                 "shape": None, "size": None, "count": None, "position": None, "style": None}
         image = self._render_word(rng, attrs) if render else None
         template = _WORD_TEMPLATES[0] if full_caption else _pick(rng, _WORD_TEMPLATES)
-        bg = "" if not full_caption and rng.random() < _DROP["background"] else " " + _pick(
-            rng, _BACKGROUND_PHRASES[background])
-        mentioned = ["word"] + (["colour"] if "{c}" in template else []) + (["background"] if bg else [])
+        bg_phrase = "" if not full_caption and rng.random() < _DROP["background"] else " " + _pick(
+            rng, _BACKGROUND_PHRASES[bg])
+        mentioned = ["word"] + (["colour"] if "{c}" in template else []) + (["background"] if bg_phrase else [])
         attrs["mentioned"] = mentioned
-        return Sample(image, template.format(w=word, c=colour, bg=bg), attrs)
+        return Sample(image, template.format(w=word, c=colour, bg=bg_phrase), attrs)
 
     # -- captions -------------------------------------------------------------------------------
 
     def _scene_caption(self, rng: np.random.Generator, attrs: dict, full: bool) -> tuple[str, list[str]]:
+        count = attrs["count"]
+        if not full and rng.random() < SHAPE_ONLY_CAPTIONS:
+            # "a drawing of a triangle.": shape named on its own, as the zero-shot prompts ask it
+            noun = _plural(attrs["shape"]) if count > 1 else attrs["shape"]
+            template = _pick(rng, _SCENE_TEMPLATES)
+            np_ = f"{_pick(rng, _COUNT_PHRASES[count])} {noun}"
+            return template.format(np=np_, pos="", bg="", verb="is" if count == 1 else "are"), ["count", "shape"]
+
         def keep(name: str) -> bool:
             return full or rng.random() >= _DROP[name]
 
-        count = attrs["count"]
-        keep_shape, keep_colour = keep("shape"), keep("colour")
+        keep_shape, keep_colour = keep("shape"), keep("colour") and attrs["colour"] is not None
         if not keep_shape and not keep_colour:
             keep_shape = True  # a caption must say what is there
         words = [_COUNT_PHRASES[count][0] if full else _pick(rng, _COUNT_PHRASES[count])]
@@ -267,6 +308,9 @@ class World:
         if keep("size"):
             words.append(_pick(rng, _SIZE_WORDS[attrs["size"]]) if not full else attrs["size"])
             mentioned.append("size")
+        if not full and keep("style"):
+            words.append(_pick(rng, _STYLE_WORDS[attrs["style"]]))
+            mentioned.append("style")
         if keep_colour:
             words.append(attrs["colour"])
             mentioned.append("colour")
@@ -286,37 +330,34 @@ class World:
                         else _pick(rng, _BACKGROUND_PHRASES[attrs["background"]]))
             mentioned.append("background")
         template = _SCENE_TEMPLATES[1] if full else _pick(rng, _SCENE_TEMPLATES)
-        return template.format(np=np_, pos=pos, bg=bg, verb="is" if words[0].startswith("a ") or count == 1 else "are"), mentioned
+        verb = "is" if words[0].startswith("a ") or count == 1 else "are"
+        return template.format(np=np_, pos=pos, bg=bg, verb=verb), mentioned
 
     # -- rendering ------------------------------------------------------------------------------
 
-    def _canvas(self, rng: np.random.Generator, background: str) -> tuple[Image.Image, int]:
+    def _canvas(self, rng: np.random.Generator, kind: str, rgb: tuple[int, int, int]) -> tuple[Image.Image, int]:
         big = 2 * self.image_size  # draw at 2x, then downsample: cheap anti-aliasing
-        return _background(background, big, rng), big
-
-    def _finish(self, image: Image.Image) -> Image.Image:
-        return image.resize((self.image_size, self.image_size), Image.Resampling.BOX)
-
-    @staticmethod
-    def _jitter(rng: np.random.Generator, colour: tuple[int, int, int]) -> tuple[int, ...]:
-        return tuple(min(255, max(0, c + d)) for c, d in zip(colour, rng.integers(-14, 15, size=3).tolist()))
+        return background(kind, big, rng, rgb), big
 
     def _render_scene(self, rng: np.random.Generator, attrs: dict) -> Image.Image:
-        image, big = self._canvas(rng, attrs["background"])
-        draw = ImageDraw.Draw(image)
-        large = attrs["size"] == "large"
+        image, big = self._canvas(rng, attrs["background"], attrs["rgb"])
         count = attrs["count"]
-        radius = big * (rng.uniform(0.19, 0.23) if large else rng.uniform(0.1, 0.125))
+        if attrs["size"] == "small":
+            radius = big * rng.uniform(0.08, 0.125)
+        elif count > 1:
+            radius = big * rng.uniform(0.17, 0.22)
+        elif attrs["position"] == "center" and rng.random() < 0.4:
+            radius = big * rng.uniform(0.3, 0.46)  # fills the frame, as a person draws one shape
+        else:
+            radius = big * rng.uniform(0.19, 0.25)
         if count == 1:
             fx, fy = _POSITION_CENTRES[attrs["position"]]
             centres = [(fx * big + rng.uniform(-0.04, 0.04) * big, fy * big + rng.uniform(-0.04, 0.04) * big)]
         else:
             centres = self._spread(rng, count, radius, big)
-        colour = COLOURS[attrs["colour"]]
-        for cx, cy in centres:
-            angle = rng.uniform(-0.3, 0.3)
-            draw.polygon(_polygon(attrs["shape"], cx, cy, radius, angle), fill=self._jitter(rng, colour))
-        return self._finish(image)
+        for centre in centres:
+            draw_shape(image, rng, attrs["shape"], centre, radius, attrs["rgb"], attrs["style"])
+        return finish(image, rng, self.image_size, self.effects)
 
     @staticmethod
     def _spread(rng: np.random.Generator, count: int, radius: float, big: int) -> list[tuple[float, float]]:
@@ -331,23 +372,18 @@ class World:
         order = rng.permutation(4)[:count]
         return [(cells[i][0] * big, cells[i][1] * big) for i in order]
 
-    def _font(self, px: int) -> ImageFont.ImageFont:
-        if px not in self._font_cache:
-            self._font_cache[px] = ImageFont.load_default(size=px)
-        return self._font_cache[px]
-
     def _render_word(self, rng: np.random.Generator, attrs: dict) -> Image.Image:
-        image, big = self._canvas(rng, attrs["background"])
+        image, big = self._canvas(rng, attrs["background"], COLOURS[attrs["colour"]])
         draw = ImageDraw.Draw(image)
-        font = self._font(int(big * rng.uniform(0.26, 0.34)))
-        left, top, right, bottom = draw.textbbox((0, 0), attrs["word"], font=font)
+        face = font(int(rng.integers(font_count())), int(big * rng.uniform(0.24, 0.34)))
+        left, top, right, bottom = draw.textbbox((0, 0), attrs["word"], font=face)
         w, h = right - left, bottom - top
         x = rng.uniform(0, max(big - w, 1)) - left
         y = rng.uniform(0, max(big - h, 1)) - top
-        colour = self._jitter(rng, COLOURS[attrs["colour"]])
+        colour = jitter_colour(rng, COLOURS[attrs["colour"]])
         # A stroke in the same colour thickens the strokes enough to survive the 2x downsampling.
-        draw.text((x, y), attrs["word"], font=font, fill=colour, stroke_width=1, stroke_fill=colour)
-        return self._finish(image)
+        draw.text((x, y), attrs["word"], font=face, fill=colour, stroke_width=1, stroke_fill=colour)
+        return finish(image, rng, self.image_size, self.effects)
 
     # -- evaluation sets ------------------------------------------------------------------------
 
@@ -400,9 +436,9 @@ class World:
             if task.attr == "word":
                 sample = self.word_sample(rng, word=value)
             elif task.attr == "position":
-                sample = self.scene_sample(rng, pairs, count=1, position=value)
+                sample = self.scene_sample(rng, pairs, count=1, position=value, unnamed_colours=False)
             else:
-                sample = self.scene_sample(rng, pairs, **{task.attr: value})
+                sample = self.scene_sample(rng, pairs, unnamed_colours=False, **{task.attr: value})
             images.append(sample.image)
             labels.append(label)
         order = rng.permutation(n)
@@ -423,6 +459,16 @@ class World:
         for task in self.zero_shot_tasks().values():
             captions += [t.format(c) for t in task.ensemble for c in task.classnames]
         return captions
+
+
+def _pick_style(rng: np.random.Generator) -> str:
+    return STYLES[int(rng.choice(len(STYLES), p=STYLE_WEIGHTS))]
+
+
+def _cycle(rng: np.random.Generator, options: tuple, k: int) -> list:
+    """k values from options, all different while there are enough, in random order."""
+    order = [options[i] for i in rng.permutation(len(options))]
+    return [order[i % len(order)] for i in range(k)]
 
 
 def write_dataset(world: World, folder: str | Path, n: int, fmt: str = "csv", split: str = "train",

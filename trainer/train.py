@@ -13,6 +13,7 @@ import json
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,13 @@ from engine.precision import DTYPES, fastest_safe_precision
 from engine.tokenizer import Tokenizer
 from trainer import checkpoint as ckpt
 from trainer.data import Batches, build_dataset
-from trainer.distributed import DistEnv, all_reduce_sum, cleanup_distributed, init_distributed
+from trainer.distributed import (
+    DistEnv,
+    all_reduce_counter,
+    broadcast_flag,
+    cleanup_distributed,
+    init_distributed,
+)
 from trainer.evaluate import RetrievalSet, ZeroShotSet, evaluate
 from trainer.metrics_log import MetricsLog, plot_log
 from trainer.optim import build_optimizer, build_scheduler
@@ -56,6 +63,7 @@ class TrainOptions:
     eval_every: int = 500
     eval_samples: int = 200          # held-out images per zero-shot task and retrieval pairs
     eval_data: str | None = None     # held-out pairs for retrieval when the data is not synthetic
+    contrast_group: int = 1          # synthetic data: samples per group that differ in one attribute only
     save_every: int = 1000
     log_every: int = 10
     seed: int = 0
@@ -155,7 +163,8 @@ def _tokenizer_and_model(options: TrainOptions, run_dir: Path, env: DistEnv, wor
 
 
 def train(options: TrainOptions, on_progress: Callable[[dict], None] | None = None) -> dict:
-    """Run training; returns {"run_dir", "step", "loss", "eval", "final", "export"}."""
+    """Run training; returns {"run_dir", "step", "loss", "eval", "skipped", "final", "export"}
+    ("skipped": bad samples over all ranks and sessions; "final" and "export" on rank 0)."""
     device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     env = init_distributed(str(device))
     if env.enabled and device.type == "cuda":
@@ -172,7 +181,113 @@ def _default_run_dir() -> Path:
     return data_dir() / "runs" / time.strftime("%Y%m%d-%H%M%S")
 
 
+@dataclass
+class _Run:
+    """Everything a run builds before its first step."""
+
+    options: TrainOptions
+    device: torch.device
+    env: DistEnv
+    run_dir: Path
+    world: object | None
+    tokenizer: Tokenizer
+    model: torch.nn.Module
+    merges: Path | None
+    dataset: object
+    local_batch: int
+    total_steps: int
+    steps_per_epoch: int | None
+    ctx: StepContext
+
+
+@dataclass
+class _Progress:
+    """Where a run stands; saved in every checkpoint and restored on resume."""
+
+    step: int = 0
+    samples: int = 0
+    skipped_before: Counter = dataclasses.field(default_factory=Counter)  # over all ranks, earlier sessions
+
+
 def _train(options: TrainOptions, device: torch.device, env: DistEnv, on_progress) -> dict:
+    run = _prepare(options, device, env)
+    progress = _resume(run)
+    zero_shot, retrieval = _eval_sets(run)
+    batches = _batches(run, progress.step)
+    log = MetricsLog(run.run_dir, enabled=env.is_main)
+    bar = tqdm(total=run.total_steps, initial=progress.step, disable=not (options.progress and env.is_main),
+               desc="training", unit="step", dynamic_ncols=True)
+    clock = _Clock(options.max_minutes)
+    results: dict = {}
+    loss = float("nan")
+    while progress.step < run.total_steps:
+        images, tokens = next(batches)
+        lr = run.ctx.optimizer.param_groups[0]["lr"]
+        loss, grad_norm = train_step(run.ctx, images.to(device, non_blocking=True),
+                                     tokens.to(device, non_blocking=True))
+        if not math.isfinite(loss):
+            raise CliplabError(f"The loss became {loss} at step {progress.step + 1}: lower --lr, add "
+                               "--grad-clip 1.0, or use fp32.")
+        progress.step += 1
+        progress.samples += options.batch_size
+        clock.count(options.batch_size)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+        step = progress.step
+        # Rank 0's clock alone decides, so every rank stops at the same step (collectives follow).
+        out_of_time = broadcast_flag(env.is_main and clock.expired(), device)
+        stopping = step == run.total_steps or out_of_time
+        log_now = step % options.log_every == 0 or stopping
+        save_now = bool(options.save_every and step % options.save_every == 0) or stopping
+        if log_now or save_now:
+            skipped = progress.skipped_before + all_reduce_counter(run.dataset.skipped)
+        if log_now:
+            record = dict(loss=loss, lr=lr, logit_scale=float(run.model.logit_scale.detach()),
+                          temperature_scale=float(run.model.logit_scale.detach().exp()),
+                          samples_per_s=clock.rate(), samples=progress.samples, skipped=sum(skipped.values()),
+                          skipped_by_reason=dict(skipped))
+            if grad_norm is not None:
+                record["grad_norm"] = grad_norm
+            log.write("train", step, **record)
+            if on_progress:
+                on_progress({"step": step, "total_steps": run.total_steps, **record})
+        if env.is_main and (zero_shot or retrieval) and options.eval_every and (
+                step % options.eval_every == 0 or stopping):
+            results = evaluate(run.model, run.tokenizer, zero_shot, retrieval)
+            log.write("eval", step, **results)
+            if on_progress:
+                on_progress({"step": step, "total_steps": run.total_steps, "eval": results})
+        if save_now:
+            _save(run, progress, skipped)
+        if out_of_time:
+            break
+    bar.close()
+    return _finish(run, progress, loss, results)
+
+
+class _Clock:
+    """The run's time limit and its throughput meter (samples per second since the last reading)."""
+
+    def __init__(self, max_minutes: float | None) -> None:
+        self.limit_s = None if max_minutes is None else max_minutes * 60
+        self.started = self.window_start = time.monotonic()
+        self.window_samples = 0
+
+    def expired(self) -> bool:
+        return self.limit_s is not None and time.monotonic() - self.started > self.limit_s
+
+    def count(self, samples: int) -> None:
+        self.window_samples += samples
+
+    def rate(self) -> float:
+        now = time.monotonic()
+        rate = self.window_samples / max(1e-9, now - self.window_start)
+        self.window_start, self.window_samples = now, 0
+        return rate
+
+
+def _prepare(options: TrainOptions, device: torch.device, env: DistEnv) -> _Run:
+    """The run folder, the data, the model and its optimiser."""
     run_dir = Path(options.out) if options.out else _default_run_dir()
     if options.resume and not options.out:
         raise CliplabError("--resume needs --out: the folder of the run to continue.")
@@ -197,7 +312,7 @@ def _train(options: TrainOptions, device: torch.device, env: DistEnv, on_progres
             transformer.grad_checkpointing = options.grad_checkpointing
 
     dataset = build_dataset(options.data, model.image_resolution, train=True, seed=options.seed,
-                            rank=env.rank, world_size=env.world_size, world=world,
+                            rank=env.rank, world_size=env.world_size, world=world, group_size=options.contrast_group,
                             epoch_size=max(local_batch * env.world_size * 50, 10_000) // options.batch_size
                             * options.batch_size)
     if options.steps:
@@ -219,88 +334,72 @@ def _train(options: TrainOptions, device: torch.device, env: DistEnv, on_progres
         forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
     ctx = StepContext(model, forward, optimizer, scheduler, scaler, autocast_dtype, options.accum,
                       options.grad_clip, env.rank, env.world_size)
+    return _Run(options, device, env, run_dir, world, tokenizer, model, merges, dataset, local_batch,
+                total_steps, steps_per_epoch, ctx)
 
-    start_step, seen, skipped_before = 0, 0, 0
-    if options.resume:
-        state = ckpt.load_checkpoint(ckpt.resolve_resume(run_dir, options.resume), model, optimizer, scheduler, scaler)
-        start_step = state["step"]
-        seen = state["extra"].get("samples", 0)
-        skipped_before = state["extra"].get("skipped", 0)
-    if env.is_main:
-        (run_dir / "options.json").write_text(json.dumps(dataclasses.asdict(options), indent=2) + "\n")
 
-    zero_shot, retrieval = {}, None
-    if options.eval_every and env.is_main:
-        if world is not None:
-            zero_shot, retrieval = _synthetic_eval(world, model.image_resolution, options.eval_samples)
-        elif options.eval_data:
-            retrieval = _file_eval(options.eval_data, model.image_resolution, options.eval_samples)
+def _resume(run: _Run) -> _Progress:
+    """Restore the checkpoint --resume names (model, optimiser, RNG, counts); write options.json."""
+    progress = _Progress()
+    if run.options.resume:
+        ctx = run.ctx
+        state = ckpt.load_checkpoint(ckpt.resolve_resume(run.run_dir, run.options.resume), run.model,
+                                     ctx.optimizer, ctx.scheduler, ctx.scaler)
+        extra = state["extra"]
+        # Older checkpoints hold only a total; it is the all-ranks count either way.
+        by_reason = extra.get("skipped_by_reason") or ({"unknown": extra["skipped"]} if extra.get("skipped") else {})
+        progress = _Progress(state["step"], extra.get("samples", 0), Counter(by_reason))
+    if run.env.is_main:
+        (run.run_dir / "options.json").write_text(json.dumps(dataclasses.asdict(run.options), indent=2) + "\n")
+    return progress
 
-    start_epoch, skip = (divmod(start_step, steps_per_epoch) if steps_per_epoch else (0, start_step))
-    batches = iter(Batches(dataset, local_batch, tokenizer=tokenizer, num_workers=options.workers,
-                           context_length=model.context_length, start_epoch=start_epoch))
-    for _ in range(skip):  # continue the data stream where the interrupted run was
+
+def _eval_sets(run: _Run) -> tuple[dict[str, ZeroShotSet], RetrievalSet | None]:
+    """Held-out sets, built once, on rank 0 only (it alone evaluates)."""
+    options = run.options
+    if not (options.eval_every and run.env.is_main):
+        return {}, None
+    if run.world is not None:
+        return _synthetic_eval(run.world, run.model.image_resolution, options.eval_samples)
+    if options.eval_data:
+        return {}, _file_eval(options.eval_data, run.model.image_resolution, options.eval_samples)
+    return {}, None
+
+
+def _batches(run: _Run, start_step: int):
+    """The training batches from where a resumed run stopped (same epoch, same place in it)."""
+    start_epoch, skip = divmod(start_step, run.steps_per_epoch) if run.steps_per_epoch else (0, start_step)
+    batches = iter(Batches(run.dataset, run.local_batch, tokenizer=run.tokenizer, num_workers=run.options.workers,
+                           context_length=run.model.context_length, start_epoch=start_epoch))
+    for _ in range(skip):
         next(batches)
+    return batches
 
-    log = MetricsLog(run_dir, enabled=env.is_main)
-    bar = tqdm(total=total_steps, initial=start_step, disable=not (options.progress and env.is_main),
-               desc="training", unit="step", dynamic_ncols=True)
-    started = time.time()
-    window_start, window_samples = time.time(), 0
-    results: dict = {}
-    loss = float("nan")
-    step = start_step
-    while step < total_steps:
-        images, tokens = next(batches)
-        images, tokens = images.to(device, non_blocking=True), tokens.to(device, non_blocking=True)
-        lr = optimizer.param_groups[0]["lr"]
-        loss, grad_norm = train_step(ctx, images, tokens)
-        if not math.isfinite(loss):
-            raise CliplabError(f"The loss became {loss} at step {step + 1}: lower --lr, add --grad-clip 1.0, "
-                               "or use fp32.")
-        step += 1
-        seen += options.batch_size
-        window_samples += options.batch_size
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
-        last = step == total_steps
-        out_of_time = options.max_minutes is not None and time.time() - started > options.max_minutes * 60
-        if step % options.log_every == 0 or last or out_of_time:
-            skipped = skipped_before + int(all_reduce_sum(sum(dataset.skipped.values()), device))
-            record = dict(loss=loss, lr=lr, logit_scale=float(model.logit_scale.detach()),
-                          temperature_scale=float(model.logit_scale.detach().exp()),
-                          samples_per_s=window_samples / max(1e-9, time.time() - window_start),
-                          samples=seen, skipped=skipped, skipped_by_reason=dict(dataset.skipped))
-            if grad_norm is not None:
-                record["grad_norm"] = grad_norm
-            log.write("train", step, **record)
-            window_start, window_samples = time.time(), 0
-            if on_progress:
-                on_progress({"step": step, "total_steps": total_steps, **record})
-        if options.eval_every and env.is_main and (step % options.eval_every == 0 or last or out_of_time) \
-                and (zero_shot or retrieval):
-            results = evaluate(model, tokenizer, zero_shot, retrieval)
-            log.write("eval", step, **results)
-            if on_progress:
-                on_progress({"step": step, "total_steps": total_steps, "eval": results})
-        if (options.save_every and step % options.save_every == 0) or last or out_of_time:
-            if env.is_main:
-                ckpt.save_checkpoint(run_dir, step, model, optimizer, scheduler, scaler,
-                                     {"samples": seen, "skipped": skipped_before + sum(dataset.skipped.values())},
-                                     merges_path=merges)
-            if env.enabled:
-                torch.distributed.barrier()
-        if out_of_time:
-            break
-    bar.close()
 
-    summary = {"run_dir": str(run_dir), "step": step, "loss": loss, "eval": results}
-    if env.is_main:
-        meta = {"trained_steps": step, "training_samples": seen, "data": options.data, "model_spec": options.model}
-        summary["final"] = str(ckpt.save_model_folder(model, run_dir / "final", merges_path=merges, meta=meta))
+def _save(run: _Run, progress: _Progress, skipped: Counter) -> None:
+    """A checkpoint on rank 0 (with the all-ranks skip count the log shows); all ranks wait for it."""
+    if run.env.is_main:
+        ctx = run.ctx
+        extra = {"samples": progress.samples, "skipped": sum(skipped.values()), "skipped_by_reason": dict(skipped)}
+        ckpt.save_checkpoint(run.run_dir, progress.step, run.model, ctx.optimizer, ctx.scheduler, ctx.scaler,
+                             extra, merges_path=run.merges)
+    if run.env.enabled:
+        torch.distributed.barrier()
+
+
+def _finish(run: _Run, progress: _Progress, loss: float, results: dict) -> dict:
+    """The final model folder, the fp16 export, the plots (rank 0); the summary (every rank)."""
+    summary = {"run_dir": str(run.run_dir), "step": progress.step, "loss": loss, "eval": results,
+               "skipped": sum((progress.skipped_before + all_reduce_counter(run.dataset.skipped)).values())}
+    if run.env.is_main:
+        options = run.options
+        meta = {"trained_steps": progress.step, "training_samples": progress.samples, "data": options.data,
+                "model_spec": options.model}
+        summary["final"] = str(ckpt.save_model_folder(run.model, run.run_dir / "final", merges_path=run.merges,
+                                                      meta=meta))
         if options.export:
-            summary["export"] = str(ckpt.save_model_folder(model, Path(options.export), merges_path=merges,
-                                                           meta={**meta, "name": Path(options.export).name},
-                                                           dtype=torch.float16))
-        plot_log(run_dir)
+            summary["export"] = str(ckpt.save_model_folder(
+                run.model, Path(options.export), merges_path=run.merges,
+                meta={**meta, "name": Path(options.export).name}, dtype=torch.float16))
+        plot_log(run.run_dir)
     return summary

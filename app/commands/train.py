@@ -75,6 +75,8 @@ def register(subparsers) -> None:
                                        f"N steps, 0 = never (default {_DEFAULTS.eval_every})")
     arg("--eval-samples", type=int, help=f"held-out images per task / pairs (default {_DEFAULTS.eval_samples})")
     arg("--eval-data", help="held-out image-caption pairs for retrieval when --data is not synthetic")
+    arg("--contrast-group", type=int, help="synthetic data: draw samples in groups of N that differ in one "
+                                           "attribute only, hard negatives for each other (default 1 = independent)")
     arg("--save-every", type=int, help=f"checkpoint every N steps (default {_DEFAULTS.save_every})")
     arg("--log-every", type=int, help=f"log a train record every N steps (default {_DEFAULTS.log_every})")
     arg("--seed", type=int, help=f"seed of the model, the data order and the synthetic world (default {_DEFAULTS.seed})")

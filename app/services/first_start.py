@@ -21,9 +21,16 @@ def demo_photos_dir() -> Path:
     return paths.data_dir() / DEMO_PHOTOS
 
 
+# The Classify tab's starting classes: shape-colour pairs the demo model was trained on, and every
+# other demo photo shows one of them, so the first classification a person runs is right.
+DEMO_CLASSES = ("red circle", "blue square", "green triangle", "yellow star")
+
+
 def write_demo_photos(folder: Path, n: int = 120, seed: int = 0,
                       on_progress: Callable[[int, int], None] | None = None) -> Path:
-    """n synthetic scenes as JPEGs named by their caption's words (e.g. 0007-two-red-circles.jpg)."""
+    """n synthetic scenes as JPEGs named by their caption's words (e.g. 0007-two-red-circles.jpg):
+    even-numbered ones show the DEMO_CLASSES in turn, the others any scene or word the demo model
+    was trained on (never a held-out shape-colour pair)."""
     from trainer.synthetic import World  # trainer is only needed here, on first start
 
     if (folder / MARKER).is_file():
@@ -31,7 +38,12 @@ def write_demo_photos(folder: Path, n: int = 120, seed: int = 0,
     folder.mkdir(parents=True, exist_ok=True)
     world = World(seed=seed, image_size=128)
     rng = np.random.default_rng(seed)
-    for i, sample in enumerate(world.sample(n, "all", rng)):
+    for i in range(n):
+        if i % 2 == 0:
+            colour, shape = DEMO_CLASSES[(i // 2) % len(DEMO_CLASSES)].split()
+            sample = world.scene_sample(rng, shape=shape, colour=colour, unnamed_colours=False)
+        else:
+            sample = world.sample(1, "train", rng)[0]
         slug = "-".join("".join(c for c in word if c.isalnum()) for word in sample.caption.lower().split()[:6])
         sample.image.save(folder / f"{i:04d}-{slug}.jpg", quality=90)
         if on_progress is not None:

@@ -22,9 +22,10 @@ from app.services.classify import (
     folder_images,
     load_templates,
 )
+from app.services.first_start import DEMO_CLASSES
 from app.ui.common import UserError, error_box, file_paths, wire
 
-DEFAULT_CLASSES = "a red circle\na blue square\na green triangle\na yellow star"
+DEFAULT_CLASSES = "\n".join(DEMO_CLASSES)  # what the demo photos show
 DEFAULT_PRESET = "default"
 SHOWN_IMAGES = 60  # thumbnails in the gallery; the table and the chart selector hold every image
 

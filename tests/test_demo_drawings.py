@@ -1,0 +1,129 @@
+"""The shipped demo model recognises drawings that its generator did not make (tests/drawings.py).
+
+The figures asserted are the ones MODEL_CARD.md reports for this set, with a margin: the shipped
+model reaches shape 55.0% and colour 76.6% on these 320 drawings (the previous model 17.8% and
+32.2%), short of the issue's targets of 90% and 95%; the card says by how much and why.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from drawings import BACKGROUNDS, PALETTE, SHAPES, drawing, drawings
+
+from app.services.loading import load_bundle
+from engine.api import load
+from engine.errors import CliplabError
+from trainer.demo_card import CARD_FILE, TABLES_BEGIN, TABLES_END, main, measure_drawings
+
+DEMO_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "demo"
+
+# Shipped model's zero-shot accuracy on drawings(320, seed=0), as the card reports it, less a margin
+# (55.0% shape, 76.6% colour; the weakest background, coloured: shape 46.2%, colour 61.3%).
+MIN_SHAPE = 0.50
+MIN_COLOUR = 0.70
+MIN_PER_BACKGROUND = 0.40
+MIN_TWO_STARS = 0.9  # share of 12 drawings of two yellow stars named "yellow star" (12 of 12 measured)
+MIN_DEMO_PHOTOS = 0.9  # share of the demo photos of the starting classes named right (12 of 12)
+
+
+def test_drawings_are_seeded_balanced_and_not_blank():
+    images, labels = drawings(80, seed=3)
+    again, again_labels = drawings(80, seed=3)
+    assert labels == again_labels
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, again))
+    assert {label["shape"] for label in labels} == set(SHAPES)
+    assert {label["colour"] for label in labels} == set(PALETTE)
+    for image, label in zip(images, labels):
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
+        # The shape's own colour is on the canvas (some pixels close to one of its swatches).
+        close = min(np.abs(pixels - np.array(s)).sum(-1).min() for s in PALETTE[label["colour"]])
+        assert close < 40, label
+        assert label["background"] in BACKGROUNDS
+        assert not (label["background"] in ("white", "black") and label["colour"] == label["background"])
+    other, _ = drawings(80, seed=4)
+    assert not all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, other))
+
+
+@pytest.fixture(scope="module")
+def figures() -> dict:
+    model, preprocess, tokenizer = load("demo", device="cpu", precision="fp32")
+    return measure_drawings(model, preprocess, tokenizer, n=320, seed=0)
+
+
+def test_demo_model_names_the_shape_and_colour_of_drawings(figures):
+    assert figures["n"] == 320
+    assert figures["shape"] >= MIN_SHAPE, figures
+    assert figures["colour"] >= MIN_COLOUR, figures
+
+
+def test_demo_model_reads_drawings_on_every_background(figures):
+    # White, black and coloured canvases as well as the mid grey of the old world.
+    for background in BACKGROUNDS:
+        assert figures[f"colour/{background}"] >= MIN_PER_BACKGROUND, (background, figures)
+        assert figures[f"shape/{background}"] >= MIN_PER_BACKGROUND, (background, figures)
+
+
+def test_demo_card_regenerates_the_tables_of_the_card(tmp_path, capsys):
+    folder = tmp_path / "demo"
+    shutil.copytree(DEMO_FOLDER, folder)
+    card = folder / CARD_FILE
+    assert TABLES_BEGIN in card.read_text() and TABLES_END in card.read_text()  # the shipped card has them
+    card.write_text(f"# a card\n\nbefore\n{TABLES_BEGIN}\nstale figures\n{TABLES_END}\nafter\n")
+    main([str(folder), "--n-test", "10", "--n-probe", "20", "--n-retrieval", "10", "--n-drawings", "16"])
+    text = card.read_text()
+    assert text.startswith("# a card\n\nbefore\n") and text.endswith(f"{TABLES_END}\nafter\n")
+    assert "stale figures" not in text
+    assert f"python -m trainer.demo_card {folder} --n-test 10" in text
+    for heading in ("| target | goal |", "| task | chance |", "| direction | R@1 |", "| task | all | ensemble |"):
+        assert heading in text
+    assert "Rewrote the tables" in capsys.readouterr().out
+    card.write_text("# a card without markers\n")
+    with pytest.raises(CliplabError, match="table markers"):
+        main([str(folder), "--n-test", "10", "--n-probe", "20", "--n-retrieval", "10", "--n-drawings", "0"])
+
+
+def test_first_classification_of_the_demo_photos_is_right(tmp_path):
+    from app.services.classify import classify_for_app
+    from app.services.first_start import DEMO_CLASSES, write_demo_photos
+    from app.ui.classify import DEFAULT_CLASSES
+    from engine.zeroshot import load_templates
+
+    assert DEFAULT_CLASSES.splitlines() == list(DEMO_CLASSES)  # the tab starts with what the photos show
+    folder = write_demo_photos(tmp_path / "photos", n=24)
+    photos = sorted(folder.glob("*.jpg"))
+    bundle = load_bundle("demo", "cpu")  # the app's exact mode
+    # The Classify tab's starting state: its classes, the "default" template preset.
+    result = classify_for_app(bundle, photos, DEFAULT_CLASSES, load_templates("default")).result
+    shown = [photos[i] for i in range(0, len(photos), 2)]  # even photos show the starting classes in turn
+    right = 0
+    for i, path in enumerate(shown):
+        top = result.top[result.paths.index(path)][0][0]
+        right += top == DEMO_CLASSES[i % len(DEMO_CLASSES)]
+        if i == 0:
+            assert top == DEMO_CLASSES[0], (path.name, result.top[0])  # the first photo of the library
+    assert right / len(shown) >= MIN_DEMO_PHOTOS, (right, len(shown))
+
+
+def test_two_yellow_stars_are_yellow_stars_not_a_word(tmp_path):
+    """The reported case: in the app, a drawing of two yellow stars came out as "the word house"."""
+    from app.services.classify import classify_for_app
+    from app.services.first_start import DEMO_CLASSES
+    from engine.zeroshot import load_templates
+
+    rng = np.random.default_rng(13)
+    paths = []
+    for background in ("white", "black", "grey"):
+        for i in range(4):  # uploaded as PNG files, as a person saves them from a paint program
+            image, _ = drawing("star", "yellow", background, rng, count=2)
+            paths.append(tmp_path / f"{background}-{i}.png")
+            image.save(paths[-1])
+    classes = "\n".join([*DEMO_CLASSES, "the word house", "the word sun"])
+    bundle = load_bundle("demo", "cpu")  # the app's exact mode
+    result = classify_for_app(bundle, paths, classes, load_templates("default")).result
+    top = [labels[0][0] for labels in result.top]
+    assert sum(label == "yellow star" for label in top) >= MIN_TWO_STARS * len(paths), top
+    assert not any(label.startswith("the word") for label in top), top
