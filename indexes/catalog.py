@@ -76,6 +76,8 @@ class Model(Base):
     # bumped by every committed batch; embeddings carry the version that wrote them, so a
     # derived vector index knows exactly which rows it has not seen yet
     version: Mapped[int] = mapped_column(BigInteger, default=0)
+    # the inference mode (engine.precision.MODES) the embeddings were computed in; queries use it too
+    mode: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class Embedding(Base):

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from alembic.script import ScriptDirectory
 
 from app.services import audit_store, eval_store
 from indexes.catalog import open_catalog
@@ -21,6 +22,12 @@ from indexes.migrations import config, upgrade
 POSTGRES_URL = os.environ.get("CLIPLAB_TEST_POSTGRES_URL")
 NO_POSTGRES = ("CLIPLAB_TEST_POSTGRES_URL is not set, so the PostgreSQL store-migration tests did NOT run: "
                "run them with scripts/run-tests.sh (starts a server on loopback) or set the variable")
+
+
+def migration_head() -> str:
+    return ScriptDirectory.from_config(config()).get_current_head()
+
+
 TABLES = {"audit_sessions": audit_store.AuditSession.__table__, "eval_runs": eval_store.EvalRun.__table__}
 
 
@@ -72,7 +79,7 @@ def model_layout(url: str, table: str, tmp_path) -> tuple[dict, set, tuple]:
 def test_fresh_database_at_head_has_both_tables_as_the_models_define(empty_url, tmp_path):
     catalog = open_catalog(empty_url)
     with catalog.engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == migration_head()
     for table in TABLES:
         assert layout(catalog.engine, table) == model_layout(empty_url, table, tmp_path), table
     columns = layout(catalog.engine, "eval_runs")[0]
@@ -125,7 +132,7 @@ def test_tables_from_create_all_upgrade_with_their_rows(empty_url, catalog_revis
     old_build_database(empty_url, catalog_revision)
     catalog = open_catalog(empty_url)
     with catalog.engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == migration_head()
     assert layout(catalog.engine, "eval_runs") == model_layout(empty_url, "eval_runs", tmp_path)
     assert [s["id"] for s in audit_store.list_sessions()] == ["a1"]
     assert audit_store.load_session("a1")["session_id"] == "a1"
