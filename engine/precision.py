@@ -13,7 +13,8 @@ Modes (what an encoder handle runs; see MODES for each one's stated tolerance ag
              on an AVX2-only CPU it is emulated and several times slower than fp32
   fp16       PyTorch fp16 weights on CUDA (LayerNorm stays fp32), as the reference does
   onnx-fp32  ONNX Runtime, fp32: the same function through ONNX Runtime's own kernels
-  onnx-int8  ONNX Runtime with int8 dynamic quantization of the linear layers
+  onnx-int8  ONNX Runtime with int8 dynamic quantization of the image tower's linear layers (the
+             text tower stays fp32 there: see engine.runtime)
 """
 
 from __future__ import annotations
