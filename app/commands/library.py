@@ -14,6 +14,7 @@ import argparse
 import json
 
 from app.services import library as service
+from indexes.vectors import KINDS
 
 
 def _model_arg(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +96,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: one per core)")
     p.add_argument("--time-limit", type=float, default=30.0, help="seconds allowed to decode one file")
-    p.add_argument("--index-kind", choices=["auto", "flat", "ivf"], default="auto")
+    p.add_argument("--index-kind", choices=KINDS, default="auto",
+                   help="flat (exact), ivf (approximate), auto; a -fp16 or -int8 suffix stores 2 or 1 bytes a dimension")
     p.set_defaults(func=index_main)
 
     p = subparsers.add_parser("search", help="search the photo library by text, image, or both",
@@ -114,7 +116,8 @@ def register(subparsers) -> None:
     p.add_argument("--cutoff", type=float, nargs="?", const=3.0, default=None,
                    help="drop results under mean + Z*std of the library's scores for the query (default Z=3)")
     p.add_argument("--sort", choices=["score", "date"], default="score")
-    p.add_argument("--index-kind", choices=["auto", "flat", "ivf"], default="auto")
+    p.add_argument("--index-kind", choices=KINDS, default="auto",
+                   help="flat (exact), ivf (approximate), auto; a -fp16 or -int8 suffix stores 2 or 1 bytes a dimension")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=search_main)
 
