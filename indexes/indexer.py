@@ -9,6 +9,7 @@ rerun picks up exactly the files still without an embedding: nothing twice, noth
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 from engine.handle import ModelBundle
 from indexes.catalog import Catalog, Embedding, File, Folder, Model, to_blob
-from indexes.decode import Decoded, DecodePool
+from indexes.decode import Decoded, DecodePool, overlap_window
 
 __all__ = ["IndexReport", "ModelBundle", "commit_batch", "embed_batch", "index_pending", "library_bundle",
            "pending_files"]
@@ -131,7 +132,8 @@ def index_pending(catalog: Catalog, bundle: ModelBundle, batch_size: int = 32, w
         if on_batch is not None:
             on_batch(report.batches, report)
 
-    with DecodePool(bundle.resolution, workers=workers, time_limit=time_limit) as pool:
+    ahead = overlap_window(batch_size, workers if workers is not None else (os.cpu_count() or 1))
+    with DecodePool(bundle.resolution, workers=workers, time_limit=time_limit, ahead=ahead) as pool:
         for item in pool.decode(todo):
             (done if item.pixels is not None else skipped).append(item)
             if len(done) >= batch_size or len(skipped) >= batch_size:
