@@ -281,6 +281,7 @@ class Choice:
     reason: str
     measured: dict  # mode -> {"seconds", "image_cosine", "text_cosine", "safe"}
     cpu: str
+    model: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -328,7 +329,7 @@ def pick(measured: dict[str, dict]) -> tuple[str, str]:
     return EXACT, "no safe mode measured at least 10% faster than fp32 on this CPU"
 
 
-def _choice_key(model: torch.nn.Module) -> str:
+def _machine_key() -> str:
     import platform
     versions = [torch.__version__, platform.machine(), str(torch.get_num_threads()), cpu_summary(),
                 " ".join(sorted(FAILED_QUALITY_GATE))]
@@ -337,8 +338,11 @@ def _choice_key(model: torch.nn.Module) -> str:
         versions.append(onnxruntime.__version__)
     except ImportError:
         versions.append("no-onnxruntime")
-    machine = hashlib.blake2b("|".join(versions).encode(), digest_size=8).hexdigest()
-    return f"{model_fingerprint(model)}-{machine}"
+    return hashlib.blake2b("|".join(versions).encode(), digest_size=8).hexdigest()
+
+
+def _choice_key(model: torch.nn.Module) -> str:
+    return f"{model_fingerprint(model)}-{_machine_key()}"
 
 
 def choices_file() -> Path:
@@ -367,7 +371,7 @@ def choose_mode(model: torch.nn.Module, remeasure: bool = False) -> Choice:
         return Choice(**cached)
     measured = measure_modes(model, candidate_modes(device))
     mode, reason = pick(measured)
-    choice = Choice(mode, reason, measured, cpu_summary())
+    choice = Choice(mode, reason, measured, cpu_summary(), getattr(model, "name", None) or "")
     log.info("inference mode for %s on this CPU (%s): %s (%s)", getattr(model, "name", "model"), choice.cpu,
              mode, reason)
     choices = _read_choices()
@@ -380,3 +384,18 @@ def cached_choice(model: torch.nn.Module) -> Choice | None:
     """The cached measured choice, if any, without measuring."""
     cached = _read_choices().get(_choice_key(model))
     return Choice(**cached) if cached else None
+
+
+def describe() -> dict:
+    """What runs on this machine and why, for `cliplab models` and the Models tab: the detected CPU
+    features, ONNX Runtime, the policy, and the choices measured here so far (by model name)."""
+    machine = _machine_key()
+    try:
+        import onnxruntime
+        onnx = onnxruntime.__version__
+    except ImportError:
+        onnx = None
+    measured = [Choice(**c) for key, c in _read_choices().items() if key.endswith(f"-{machine}")]
+    return {"cpu": cpu_summary(), "threads": torch.get_num_threads(), "onnxruntime": onnx,
+            "forced": os.environ.get(MODE_ENV), "cuda": torch.cuda.is_available(),
+            "reproducible": EXACT, "choices": measured}

@@ -22,6 +22,7 @@ from engine.precision import (
     check_mode,
     cpu_features,
     cpu_has_vnni,
+    cpu_summary,
     fastest_safe_precision,
     for_purpose,
 )
@@ -231,3 +232,17 @@ def test_a_catalog_from_before_modes_gets_what_that_build_ran(tmp_path):
 def _text(value: str):
     from indexes.search import Term
     return Term(1, 1.0, "text", value)
+
+
+def test_cliplab_models_says_what_runs_and_why(demo, capsys, monkeypatch):
+    from cli_support import run_cli
+    code, out, _ = run_cli(capsys, "models", modules=["models"])
+    assert code == 0
+    assert f"CPU {cpu_summary()}" in out and "fp32 (exact, PyTorch)" in out
+    assert "measured on first use" in out
+    choice = choose_mode(demo.model)
+    _, out, _ = run_cli(capsys, "models", modules=["models"])
+    assert f"indexing and search with demo: {choice.mode} ({choice.reason})" in out
+    monkeypatch.setenv(MODE_ENV, "fp32")
+    _, out, _ = run_cli(capsys, "models", modules=["models"])
+    assert f"indexing and search: fp32 (set by {MODE_ENV})" in out
