@@ -246,3 +246,32 @@ def test_cliplab_models_says_what_runs_and_why(demo, capsys, monkeypatch):
     monkeypatch.setenv(MODE_ENV, "fp32")
     _, out, _ = run_cli(capsys, "models", modules=["models"])
     assert f"indexing and search: fp32 (set by {MODE_ENV})" in out
+
+
+@pytest.mark.slow
+def test_modes_chosen_automatically_keep_the_demo_zero_shot_accuracy_within_half_a_point(demo):
+    """The quality gate of benchmarks/quality.py on the demo's held-out tasks, for every mode the
+    measured choice may take here (FAILED_QUALITY_GATE excluded)."""
+    from engine.runtime import FAILED_QUALITY_GATE, candidate_modes
+    from trainer.evaluate import class_weights, image_features
+    from trainer.synthetic import World
+    world = World(seed=0, image_size=demo.resolution)
+    tasks = world.zero_shot_tasks()
+    sets = {}
+    for name in ("shape", "colour", "count", "position", "word"):
+        images, labels = world.labelled(tasks[name], 400, split="heldout", seed=2)
+        sets[name] = (torch.stack([demo.preprocess(i) for i in images]), np.asarray(labels))
+
+    def accuracies(encoder) -> dict[str, float]:
+        out = {}
+        for name, (pixels, labels) in sets.items():
+            weights = class_weights(encoder, demo.tokenizer, tasks[name].classnames, [tasks[name].prompts[0]])
+            out[name] = 100 * float(np.mean((image_features(encoder, pixels) @ weights.T).argmax(1) == labels))
+        return out
+
+    exact = accuracies(TorchEncoder(demo.model))
+    for mode in candidate_modes(torch.device("cpu")):
+        if mode == "fp32" or mode in FAILED_QUALITY_GATE:
+            continue
+        moved = {name: abs(acc - exact[name]) for name, acc in accuracies(make_encoder(demo.model, mode)).items()}
+        assert max(moved.values()) <= 0.5 + 1e-9, (mode, moved)
