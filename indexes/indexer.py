@@ -9,6 +9,7 @@ rerun picks up exactly the files still without an embedding: nothing twice, noth
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from engine.handle import ModelBundle
 from indexes.catalog import Catalog, Embedding, File, Folder, Model, to_blob
 from indexes.decode import Decoded, DecodePool, overlap_window
 
+log = logging.getLogger(__name__)
 __all__ = ["IndexReport", "ModelBundle", "commit_batch", "embed_batch", "index_pending", "library_bundle",
            "pending_files"]
 
@@ -58,22 +60,22 @@ def library_bundle(catalog: Catalog, bundle: ModelBundle, model_id: int | None =
     """The bundle in the mode the model's library embeddings are computed in, so that new files and
     queries are embedded the same way as what is indexed. The first indexing run records its mode;
     a catalog from before modes were recorded gets what that build ran (fastest_safe_precision)."""
-    import logging
-
     from engine.precision import check_mode, fastest_safe_precision
     model_id = bundle.register(catalog) if model_id is None else model_id
-    with catalog.session() as session, session.begin():
-        row = session.get(Model, model_id, with_for_update=True)
-        recorded = row.mode
-        if recorded is None:
+    with catalog.session() as session:
+        recorded = session.scalar(select(Model.mode).where(Model.id == model_id))
+    if recorded is None:  # first use: record it (measured outside the lock; the first writer wins)
+        with catalog.session() as session:
             has_rows = session.scalar(select(exists().where(Embedding.model_id == model_id)))
-            recorded = fastest_safe_precision(next(bundle.model.parameters()).device) if has_rows \
-                else bundle.resolve()
-            row.mode = recorded
+        mode = fastest_safe_precision(next(bundle.model.parameters()).device) if has_rows else bundle.resolve()
+        with catalog.session() as session, session.begin():
+            row = session.get(Model, model_id, with_for_update=True)
+            row.mode = row.mode or mode
+            recorded = row.mode
     try:
         check_mode(recorded, next(bundle.model.parameters()).device)
     except ValueError:  # e.g. an index built in fp16 on a GPU, searched on a CPU: fp32 is within its tolerance
-        logging.getLogger(__name__).warning("The library of %s was embedded in %s, which cannot run here: "
+        log.warning("The library of %s was embedded in %s, which cannot run here: "
                                             "using fp32.", bundle.name, recorded)
         return bundle.using("fp32", f"the library's mode {recorded} cannot run on this device")
     return bundle.using(recorded, f"the mode this library was indexed in ({recorded})")
