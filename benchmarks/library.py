@@ -155,11 +155,17 @@ def bench_pipeline(count: int, workers: int | None) -> dict:
         catalog = open_catalog(f"sqlite:///{work / f'catalog-{mode}.db'}")
         bundle = ModelBundle(model, Preprocess(224), Tokenizer(), f"ViT-B/32-{mode}", mode)
         bundle.encode_pixels(torch.zeros(1, 3, 224, 224))  # the ONNX session is built once, not per run
+        first: list[tuple[float, int]] = []  # (time, images) when the first batch committed
         start = time.perf_counter()
         scan(catalog, [paths[0].parent])
-        report = index_pending(catalog, bundle, batch_size=32, workers=workers, progress=False)
-        rate = count / (time.perf_counter() - start)
+        report = index_pending(catalog, bundle, batch_size=32, workers=workers, progress=False,
+                               on_batch=lambda n, r, first=first: first or first.append((time.perf_counter(), r.embedded)))
+        end = time.perf_counter()
+        rate = count / (end - start)
         assert report.embedded == count
+        row[f"{mode}_end_to_end_images_per_s"] = round(rate, 2)
+        if count > first[0][1]:  # after the first batch: the workers' start-up (forkserver, imports) amortised
+            rate = (count - first[0][1]) / (end - first[0][0])
         row[f"{mode}_images_per_s"] = round(rate, 2)
         row[f"{mode}_vs_plain"] = round(rate / row["plain_images_per_s"], 2)
         row[f"{mode}_of_decode_ceiling"] = round(rate / row["decode_only_images_per_s"], 3)
