@@ -4,10 +4,10 @@ PIP = $(PY) -m pip
 # CPU machines keep the CPU build of torch through a constraint; CUDA machines keep theirs.
 HAS_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 ifeq ($(HAS_CUDA),yes)
-EXTRAS = gpu,postgres
+EXTRAS = gpu,onnx,postgres
 CONSTRAINT =
 else
-EXTRAS = cpu,postgres
+EXTRAS = cpu,onnx,postgres
 CONSTRAINT = -c constraints/cpu.txt
 endif
 

@@ -18,6 +18,12 @@
 6. Near-duplicate threshold: the demo model's cosine between generated photos and their near
    duplicates (JPEG re-encodes, resizes, crops, small edits) vs between different photos, with
    precision and recall of "near duplicate" at each threshold.
+7. (`--only pipeline`) Indexing at the decode limit: the same generated JPEGs decoded alone by the
+   same worker pool (no model: the ceiling decoding allows on these cores), then indexed end to
+   end in the exact fp32 mode and in the machine's measured fastest safe mode, beside the plain
+   pipeline; reports each rate as a fraction of the ceiling.
+8. (`--only storage`) fp32 / fp16 / int8 storage (FAISS scalar quantizers) of flat and IVF indexes at
+   each N: query latency, bytes per vector and recall@10 against the exact ranking.
 """
 
 from __future__ import annotations
@@ -91,6 +97,124 @@ def bench_indexing(count: int, workers: int | None) -> dict:
     assert report.embedded == count
     return {"images": count, "plain_images_per_s": round(plain, 2), "ours_images_per_s": round(ours, 2),
             "speedup": round(ours / plain, 2), "precision": precision, "decode_workers": workers or os.cpu_count()}
+
+
+def plain_pipeline(paths: list[Path], model) -> float:
+    """Images/s as common tools index: PIL full decode, reference preprocessing, fp32, one process."""
+    import torch
+    from PIL import Image
+
+    from engine.features import encode_image_tensors
+    from engine.images import Preprocess
+    preprocess = Preprocess(model.image_resolution)
+    start = time.perf_counter()
+    batch = []
+    with torch.no_grad():
+        for path in paths:
+            batch.append(preprocess(Image.open(path).convert("RGB")))
+            if len(batch) == 32:
+                encode_image_tensors(model, torch.stack(batch))
+                batch = []
+        if batch:
+            encode_image_tensors(model, torch.stack(batch))
+    return len(paths) / (time.perf_counter() - start)
+
+
+def decode_ceiling(paths: list[Path], resolution: int, workers: int | None, batch_size: int = 32) -> float:
+    """Images/s of the indexer's decoding alone (same pool, same window, no model)."""
+    from indexes.decode import DecodePool, overlap_window
+    items = list(enumerate(map(str, paths)))
+    ahead = overlap_window(batch_size, workers or os.cpu_count() or 1)
+    with DecodePool(resolution, workers=workers, ahead=ahead) as pool:
+        next(iter(pool.decode(items[:1])))  # start the workers outside the timing, as the indexer's run amortises
+        start = time.perf_counter()
+        decoded = sum(item.pixels is not None for item in pool.decode(items))
+    assert decoded == len(items)
+    return len(items) / (time.perf_counter() - start)
+
+
+def bench_pipeline(count: int, workers: int | None) -> dict:
+    """Decode-only ceiling beside the end-to-end pipeline in fp32 and in the fastest safe mode."""
+    import torch
+
+    from engine.handle import ModelBundle
+    from engine.images import Preprocess
+    from engine.model import CLIP
+    from engine.precision import cpu_summary
+    from engine.runtime import choose_mode
+    from engine.tokenizer import Tokenizer
+    from indexes.catalog import open_catalog
+    from indexes.indexer import index_pending
+    from indexes.scan import scan
+
+    work = Path(tempfile.mkdtemp(prefix="cliplab-pipeline-"))
+    os.environ["CLIPLAB_HOME"] = str(work / "home")
+    paths = make_jpegs(Path(os.environ.get("CLIPLAB_BENCH_JPEGS", work / "jpegs")), count)
+    torch.manual_seed(0)
+    model = CLIP.from_name("ViT-B/32").eval()
+    choice = choose_mode(model)
+    row = {"images": count, "cpu": cpu_summary(), "threads": torch.get_num_threads(),
+           "decode_workers": workers or os.cpu_count(), "fast_mode": choice.mode, "why": choice.reason}
+    row["plain_images_per_s"] = round(plain_pipeline(paths, model), 2)
+    row["decode_only_images_per_s"] = round(decode_ceiling(paths, 224, workers), 2)
+    for mode in dict.fromkeys(["fp32", choice.mode]):
+        catalog = open_catalog(f"sqlite:///{work / f'catalog-{mode}.db'}")
+        bundle = ModelBundle(model, Preprocess(224), Tokenizer(), f"ViT-B/32-{mode}", mode)
+        bundle.encode_pixels(torch.zeros(1, 3, 224, 224))  # the ONNX session is built once, not per run
+        first: list[tuple[float, int]] = []  # (time, images) when the first batch committed
+        start = time.perf_counter()
+        scan(catalog, [paths[0].parent])
+        report = index_pending(catalog, bundle, batch_size=32, workers=workers, progress=False,
+                               on_batch=lambda n, r, first=first: first or first.append((time.perf_counter(), r.embedded)))
+        end = time.perf_counter()
+        rate = count / (end - start)
+        assert report.embedded == count
+        row[f"{mode}_end_to_end_images_per_s"] = round(rate, 2)
+        if count > first[0][1]:  # after the first batch: the workers' start-up (forkserver, imports) amortised
+            rate = (count - first[0][1]) / (end - first[0][0])
+        row[f"{mode}_images_per_s"] = round(rate, 2)
+        row[f"{mode}_vs_plain"] = round(rate / row["plain_images_per_s"], 2)
+        row[f"{mode}_of_decode_ceiling"] = round(rate / row["decode_only_images_per_s"], 3)
+    return row
+
+
+def bench_storage(sizes: list[int], dim: int = 512, queries: int = 30, only: list[str] | None = None) -> list[dict]:
+    """Latency, bytes per vector and recall@10 of each storage of flat and IVF indexes."""
+    from indexes.vectors import build, exact_small_batch, index_ids
+    rows = []
+    for n in sizes:
+        vectors = clustered(n, dim, max(10, n // 1000), seed=0)
+        ids = np.arange(n, dtype=np.int64)
+        qs = clustered(queries, dim, max(10, n // 1000), seed=0)[:queries]
+        qs = qs + 0.05 * np.random.default_rng(1).standard_normal(qs.shape).astype(np.float32)
+        qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+        truth = [np.argsort(-(vectors @ q))[:10] for q in qs]
+
+        def numpy_top20(q, vectors=vectors):  # the best plain numpy: matrix-vector product, select without negating
+            scores = vectors @ q
+            top = np.argpartition(scores, len(scores) - 20)[-20:]
+            return top[np.argsort(-scores[top])]
+        row = {"n": n, "numpy_ms": round(_median_ms(numpy_top20, qs), 3)}
+        kinds = only or ["flat", "flat-fp16", "flat-int8"] + (["ivf", "ivf-fp16", "ivf-int8"] if n >= 100_000 else [])
+        for kind in kinds:
+            start = time.perf_counter()
+            index = build(vectors, ids, kind)
+            built = time.perf_counter() - start
+            if kind == "flat":
+                stored = index_ids(index)
+                search = lambda q, index=index, stored=stored: exact_small_batch(index, stored, q[None], 20)  # noqa: E731
+            else:
+                search = lambda q, index=index: index.search(q[None], 20)  # noqa: E731
+            _, found = index.search(qs, 10)
+            row[kind] = {"ms": round(_median_ms(search, qs), 3), "bytes_per_vector": round(_saved_bytes(index) / n, 1),
+                         "recall_at_10": float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])),
+                         "build_s": round(built, 1)}
+            del index
+        if "flat" in row:
+            row["flat_vs_numpy"] = round(row["flat"]["ms"] / row["numpy_ms"], 3)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
@@ -310,11 +434,12 @@ def _duplicates_of(originals: int, kind: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["indexing", "query", "rescan", "fingerprint", "duplicates"],
-                        action="append")
+    parser.add_argument("--only", choices=["indexing", "query", "rescan", "fingerprint", "duplicates", "pipeline",
+                                           "storage"], action="append")
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--kinds", nargs="+", help="storage: only these index kinds (e.g. flat ivf-int8)")
     args = parser.parse_args()
     parts = args.only or ["indexing", "query", "rescan", "fingerprint", "duplicates"]
     results = {}
@@ -332,6 +457,11 @@ def main() -> None:
         print(json.dumps(results["indexing"]), flush=True)
     if "query" in parts:
         results["query"] = bench_query(args.sizes)
+    if "pipeline" in parts:
+        results["pipeline"] = bench_pipeline(args.images, args.workers)
+        print(json.dumps(results["pipeline"]), flush=True)
+    if "storage" in parts:
+        results["storage"] = bench_storage(args.sizes, only=args.kinds)
     print(json.dumps(results, indent=1))
 
 

@@ -11,8 +11,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+def model_device(model) -> torch.device:
+    """The device of a model, or of an engine.runtime encoder (which says it as `.device`)."""
+    device = getattr(model, "device", None)
+    return device if isinstance(device, torch.device) else next(model.parameters()).device
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from engine import paths
+from indexes.retry import retrying
 
 
 class Base(DeclarativeBase):
@@ -110,6 +111,8 @@ class Model(Base):
     # bumped by every committed batch; embeddings carry the version that wrote them, so a
     # derived vector index knows exactly which rows it has not seen yet
     version: Mapped[int] = mapped_column(BigInteger, default=0)
+    # the inference mode (engine.precision.MODES) the embeddings were computed in; queries use it too
+    mode: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class Embedding(Base):
@@ -207,14 +210,17 @@ class Catalog:
         return path
 
     def model(self, name: str, fingerprint: str, embed_dim: int) -> int:
-        """The id of a model row, created on first use."""
-        with self.session() as session, session.begin():
-            row = session.scalar(select(Model).where(Model.fingerprint == fingerprint))
-            if row is None:
-                row = Model(name=name, fingerprint=fingerprint, embed_dim=embed_dim, version=0)
-                session.add(row)
-                session.flush()
-            return row.id
+        """The id of a model row, created on first use (retried through a passing database outage)."""
+        def once() -> int:
+            with self.session() as session, session.begin():
+                row = session.scalar(select(Model).where(Model.fingerprint == fingerprint))
+                if row is None:
+                    row = Model(name=name, fingerprint=fingerprint, embed_dim=embed_dim, version=0)
+                    session.add(row)
+                    session.flush()
+                return row.id
+
+        return retrying(once, "registering the model")
 
     def close(self) -> None:
         self.engine.dispose()

@@ -81,13 +81,22 @@ def decode_file(file_id: int, path: str, resolution: int, time_limit: float) -> 
             signal.setitimer(signal.ITIMER_REAL, 0)
 
 
+def overlap_window(batch_size: int, workers: int) -> int:
+    """Files to keep in flight so that decoding never waits on encoding: while the model encodes one
+    batch, the workers decode the whole next one (the slower of the two then bounds the rate)."""
+    return 2 * batch_size + 2 * workers
+
+
 class DecodePool:
     """Ordered, bounded parallel decoding: `for item in pool.decode([(id, path), ...])`."""
 
-    def __init__(self, resolution: int, workers: int | None = None, time_limit: float = 30.0):
+    def __init__(self, resolution: int, workers: int | None = None, time_limit: float = 30.0,
+                 ahead: int | None = None):
         self.resolution, self.time_limit = resolution, time_limit
         # workers=0 decodes in the calling process (no time limit then: nothing could enforce it)
         self.workers = max(0, workers if workers is not None else (os.cpu_count() or 1))
+        # files in flight; a caller that encodes batches passes ahead >= 2 batches (overlap_window)
+        self.ahead = max(ahead or 0, self.workers * 4)
         self._context = multiprocessing.get_context("forkserver")  # a clean parent: no torch threads forked
         self._context.set_forkserver_preload(["engine.images", "torch", "numpy"])
         self._pool = None
@@ -113,7 +122,7 @@ class DecodePool:
             return
         items = iter(items)
         window: deque = deque()
-        depth = self.workers * 4
+        depth = self.ahead
         if self._pool is None:
             self._start()
 
@@ -121,9 +130,10 @@ class DecodePool:
             window.append((file_id, path, self._pool.apply_async(
                 decode_file, (file_id, path, self.resolution, self.time_limit))))
 
-        # Each worker's own alarm bounds a file at time_limit; this outer limit (what the files
-        # queued before it may take, plus its own) catches a decoder stuck in C code.
-        outer = self.time_limit * (depth // self.workers + 2) + 5
+        # Each worker's own alarm bounds a file at time_limit; this outer limit catches a decoder
+        # stuck in C code. Results are taken in order from a FIFO queue, so the file waited for has
+        # at most a few files per worker ahead of it, however deep the window.
+        outer = self.time_limit * (min(depth, self.workers * 4) // self.workers + 2) + 5
         for file_id, path in items:
             submit(file_id, path)
             if len(window) >= depth:

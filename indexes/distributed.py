@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 from indexes.catalog import open_catalog
 from indexes.decode import Decoded, DecodePool
-from indexes.indexer import IndexReport, ModelBundle, commit_batch, embed_batch, pending_files
+from indexes.indexer import IndexReport, ModelBundle, commit_batch, embed_batch, library_bundle, pending_files
 from indexes.scan import scan
 from indexes.writer import writer_lock
 
@@ -57,8 +57,10 @@ def _embed_ranks(bundle: ModelBundle, paths: list[str], catalog, batch_size: int
         if paths:
             scan(catalog, paths)
         model_id = bundle.register(catalog)
-        todo_box = [pending_files(catalog, model_id)]
+        todo_box = [(pending_files(catalog, model_id), library_bundle(catalog, bundle, model_id).mode)]
     dist.broadcast_object_list(todo_box, src=0)
+    todo_box[0], mode = todo_box[0]
+    bundle = bundle.using(mode)  # every rank embeds in the mode the library records
     shard = todo_box[0][rank::world]
     steps = math.ceil(len(todo_box[0]) / world / batch_size) if todo_box[0] else 0
     report = IndexReport()

@@ -13,6 +13,8 @@ repeat; files whose folder is unavailable wait until it is back.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,41 +24,16 @@ import torch
 from sqlalchemy import exists, insert, select, update
 from tqdm.auto import tqdm
 
-from engine.features import encode_image_tensors, model_fingerprint
+from engine.handle import ModelBundle
 from indexes.catalog import Catalog, Embedding, File, Folder, Model, to_blob
-from indexes.decode import Decoded, DecodePool
+from indexes.decode import Decoded, DecodePool, overlap_window
 from indexes.names import readable
 from indexes.retry import retrying
 from indexes.writer import writer_lock
 
-
-@dataclass
-class ModelBundle:
-    """What the library needs from a model: the model, its preprocessing and tokenizer, a name."""
-    model: torch.nn.Module
-    preprocess: Callable
-    tokenizer: Callable
-    name: str
-
-    @property
-    def fingerprint(self) -> str:
-        return model_fingerprint(self.model)
-
-    @property
-    def resolution(self) -> int:
-        return self.model.image_resolution
-
-    @classmethod
-    def load(cls, name: str, device: str | None = None, precision: str | None = "auto", **options) -> ModelBundle:
-        """engine.load with the machine's fastest safe precision by default; options: engine.load's
-        arch= and allow_torchscript=."""
-        import engine
-        model, preprocess, tokenizer = engine.load(name, device=device, precision=precision, **options)
-        return cls(model, preprocess, tokenizer, getattr(model, "name", None) or str(name))
-
-    def register(self, catalog: Catalog) -> int:
-        return retrying(lambda: catalog.model(self.name, self.fingerprint, self.model.embed_dim),
-                        "registering the model")
+log = logging.getLogger(__name__)
+__all__ = ["IndexReport", "ModelBundle", "commit_batch", "embed_batch", "index_pending", "library_bundle",
+           "pending_files"]
 
 
 @dataclass
@@ -91,9 +68,33 @@ def pending_files(catalog: Catalog, model_id: int, shard: tuple[int, int] | None
     return rows
 
 
+def library_bundle(catalog: Catalog, bundle: ModelBundle, model_id: int | None = None) -> ModelBundle:
+    """The bundle in the mode the model's library embeddings are computed in, so that new files and
+    queries are embedded the same way as what is indexed. The first indexing run records its mode;
+    a catalog from before modes were recorded gets what that build ran (fastest_safe_precision)."""
+    from engine.precision import check_mode, fastest_safe_precision
+    model_id = bundle.register(catalog) if model_id is None else model_id
+    with catalog.session() as session:
+        recorded = session.scalar(select(Model.mode).where(Model.id == model_id))
+    if recorded is None:  # first use: record it (measured outside the lock; the first writer wins)
+        with catalog.session() as session:
+            has_rows = session.scalar(select(exists().where(Embedding.model_id == model_id)))
+        mode = fastest_safe_precision(next(bundle.model.parameters()).device) if has_rows else bundle.resolve()
+        with catalog.session() as session, session.begin():
+            row = session.get(Model, model_id, with_for_update=True)
+            row.mode = row.mode or mode
+            recorded = row.mode
+    try:
+        check_mode(recorded, next(bundle.model.parameters()).device)
+    except ValueError:  # e.g. an index built in fp16 on a GPU, searched on a CPU: fp32 is within its tolerance
+        log.warning("The library of %s was embedded in %s, which cannot run here: "
+                                            "using fp32.", bundle.name, recorded)
+        return bundle.using("fp32", f"the library's mode {recorded} cannot run on this device")
+    return bundle.using(recorded, f"the mode this library was indexed in ({recorded})")
+
+
 def embed_batch(bundle: ModelBundle, items: list[Decoded]) -> np.ndarray:
-    pixels = torch.from_numpy(np.stack([item.pixels for item in items]))
-    return encode_image_tensors(bundle.model, pixels)
+    return bundle.encode_pixels(torch.from_numpy(np.stack([item.pixels for item in items])))
 
 
 def commit_batch(catalog: Catalog, model_id: int, done: list[Decoded], vectors: np.ndarray,
@@ -141,6 +142,7 @@ def _index_locked(catalog: Catalog, bundle: ModelBundle, batch_size: int, worker
                   progress: bool, on_batch: Callable[[int, IndexReport], None] | None,
                   shard: tuple[int, int] | None) -> IndexReport:
     model_id = bundle.register(catalog)
+    bundle = library_bundle(catalog, bundle, model_id)
     todo = pending_files(catalog, model_id, shard)
     paths = dict(todo)
     report = IndexReport()
@@ -164,7 +166,8 @@ def _index_locked(catalog: Catalog, bundle: ModelBundle, batch_size: int, worker
         if on_batch is not None:
             on_batch(report.batches, report)
 
-    with DecodePool(bundle.resolution, workers=workers, time_limit=time_limit) as pool:
+    ahead = overlap_window(batch_size, workers if workers is not None else (os.cpu_count() or 1))
+    with DecodePool(bundle.resolution, workers=workers, time_limit=time_limit, ahead=ahead) as pool:
         for item in pool.decode(todo):
             (done if item.pixels is not None else skipped).append(item)
             if len(done) >= batch_size or len(skipped) >= batch_size:

@@ -42,10 +42,9 @@ import torch
 from sqlalchemy import select
 
 from engine.errors import CliplabError
-from engine.features import encode_image_tensors, encode_texts
 from indexes.catalog import Catalog, Embedding, File, Folder, from_blobs, photo_date
 from indexes.decode import decode_file
-from indexes.indexer import ModelBundle
+from indexes.indexer import ModelBundle, library_bundle
 from indexes.scan import EXTENSIONS, inside_library, library_roots
 from indexes.vectors import VectorIndex
 
@@ -198,14 +197,13 @@ def image_embedding(bundle: ModelBundle, path: str) -> np.ndarray:
     decoded = decode_file(0, path, bundle.resolution, time_limit=60.0)
     if decoded.pixels is None:
         raise CliplabError(f"Cannot use {path} as a query: {decoded.reason}")
-    return encode_image_tensors(bundle.model, torch.from_numpy(decoded.pixels[None]))[0]
+    return bundle.encode_pixels(torch.from_numpy(decoded.pixels[None]))[0]
 
 
 def query_vector(catalog: Catalog, bundle: ModelBundle, model_id: int, terms: list[Term]) -> np.ndarray:
     """The combined, normalised query embedding."""
     texts = [t for t in terms if t.kind == "text"]
-    text_vectors = encode_texts(bundle.model, bundle.tokenizer, [t.value for t in texts], truncate=True) \
-        if texts else None
+    text_vectors = bundle.encode_texts([t.value for t in texts]) if texts else None
     total = np.zeros(bundle.model.embed_dim, np.float64)
     for term in terms:
         if term.kind == "text":
@@ -328,6 +326,7 @@ def search(catalog: Catalog, bundle: ModelBundle, index: VectorIndex, query: str
     one @file_id (more like this) leaves that file out of its own results."""
     terms = parse_query(query)
     model_id = bundle.register(catalog)
+    bundle = library_bundle(catalog, bundle, model_id)  # the query is embedded as the library was
     vector = query_vector(catalog, bundle, model_id, terms)
     exclude = tuple(int(t.value) for t in terms if t.kind == "file" and t.sign > 0)
     page = search_vector(catalog, index, vector, limit, offset, filters, cutoff, sort, exclude)

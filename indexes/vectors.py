@@ -3,6 +3,9 @@
 - kind "flat": exact inner product (IndexFlatIP inside IndexIDMap2); "ivf": approximate
   (IndexIVFFlat, inner product, nlist ~ 4 sqrt(n), nprobe = max(32, nlist / 16), chosen for
   recall@10 >= 0.95 on clustered data); "auto" picks flat below APPROX_THRESHOLD vectors, ivf above.
+- Storage: a kind may end in "-fp16" or "-int8" ("flat-int8", "ivf-fp16", "auto-int8"): FAISS scalar
+  quantizers (IndexScalarQuantizer / IndexIVFScalarQuantizer, int8 with per-dimension ranges trained
+  on the vectors) keep 2 or 1 bytes per dimension instead of 4; recall measured in benchmarks/library.py.
 - IDs are catalog file ids. The file is saved atomically (temp file + rename) and its state
   (kind, dimension, count, catalog version and a blake2b checksum of the file's bytes) kept in the
   catalog. On open the file must match that state exactly — checksum, faiss type for the kind,
@@ -33,24 +36,45 @@ APPROX_THRESHOLD = 200_000
 # faiss switches from its SIMD kernel to BLAS at this many queries; BLAS pays a large fixed cost,
 # so small query batches are several times faster with a low threshold (benchmarks/library.py).
 faiss.cvar.distance_compute_blas_threshold = 20
-KINDS = ("auto", "flat", "ivf")
+BASE_KINDS = ("auto", "flat", "ivf")
+STORAGES = {"fp16": faiss.ScalarQuantizer.QT_fp16, "int8": faiss.ScalarQuantizer.QT_8bit}
+KINDS = BASE_KINDS + tuple(f"{base}-{storage}" for base in BASE_KINDS for storage in STORAGES)
 SMALL_BATCH = 20  # fewer queries than this take the numpy path of a flat index (see VectorIndex.search)
+
+
+def split_kind(kind: str) -> tuple[str, str | None]:
+    """("flat" | "ivf" | "auto", "fp16" | "int8" | None for fp32) of a kind name."""
+    base, _, storage = kind.partition("-")
+    return base, storage or None
 
 
 def choose_kind(count: int, kind: str = "auto") -> str:
     if kind not in KINDS:
         raise ValueError(f"unknown index kind {kind!r}; use one of {', '.join(KINDS)}")
-    return ("flat" if count < APPROX_THRESHOLD else "ivf") if kind == "auto" else kind
+    base, storage = split_kind(kind)
+    if base == "auto":
+        base = "flat" if count < APPROX_THRESHOLD else "ivf"
+    return f"{base}-{storage}" if storage else base
 
 
 def build(vectors: np.ndarray, ids: np.ndarray, kind: str) -> faiss.Index:
-    """A new index of the given kind ("flat" or "ivf") holding vectors under ids."""
+    """A new index of the given kind ("flat", "ivf", optionally "-fp16" / "-int8") holding vectors under ids."""
     dim = vectors.shape[1]
-    if kind == "flat":
+    base, storage = split_kind(kind)
+    if base == "flat" and storage is None:
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    elif base == "flat":
+        quantized = faiss.IndexScalarQuantizer(dim, STORAGES[storage], faiss.METRIC_INNER_PRODUCT)
+        if len(vectors):
+            quantized.train(np.ascontiguousarray(vectors, np.float32))  # per-dimension ranges (int8)
+        index = faiss.IndexIDMap2(quantized)
     else:
         nlist = max(1, min(int(4 * math.sqrt(len(vectors))), len(vectors) // 39 or 1))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        if storage is None:
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, nlist, STORAGES[storage],
+                                                  faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(0)
         sample = vectors[rng.choice(len(vectors), min(len(vectors), nlist * 40), replace=False)]  # faiss wants >= 39 per list
         index.train(sample)
@@ -79,12 +103,16 @@ def exact_small_batch(index: faiss.IndexIDMap2, ids: np.ndarray, queries: np.nda
                       k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top k of a few queries on a flat index: one multi-threaded BLAS product over faiss's own
     storage (no copy) and a partial sort. faiss runs each of a few queries on a single thread,
-    which is slower than this on any multi-core CPU. ids: the index's ids in storage order."""
+    which is slower than this on any multi-core CPU. ids: the index's ids in storage order.
+
+    The product runs as stored @ queries.T, a row-major pass over the stored vectors (a matrix-
+    vector product for one query), and the partial sort selects the largest scores without
+    negating the n scores first: both as a plain numpy top-k does it, so this is no slower."""
     flat = faiss.downcast_index(index.index)
     n, dim = index.ntotal, index.d
     stored = faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)
-    sims = queries @ stored.T
-    top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(queries), 1))
+    sims = (stored @ queries[0])[None] if len(queries) == 1 else np.ascontiguousarray((stored @ queries.T).T)
+    top = np.argpartition(sims, n - k, axis=1)[:, n - k:] if k < n else np.tile(np.arange(n), (len(queries), 1))
     order = np.lexsort((top, -np.take_along_axis(sims, top, 1)), axis=1)  # by score, ties by storage order
     top = np.take_along_axis(top, order, 1)
     return np.take_along_axis(sims, top, 1), ids[top]
@@ -199,7 +227,7 @@ class VectorIndex:
                 and state.count == count == self.index.ntotal and self.kind == kind):
             return {"action": "fresh", "added": 0, "removed": 0}
         ids, versions = self._catalog_rows()
-        if self.index is None or self.kind != kind or (kind == "ivf" and _needs_retrain(state, count)):
+        if self.index is None or self.kind != kind or _needs_retrain(kind, state, count):
             self.index, self.kind = build(self._vectors(ids), ids, kind), kind
             result = {"action": "rebuilt", "added": len(ids), "removed": 0}
             removals = 0
@@ -234,11 +262,11 @@ class VectorIndex:
         return self._ids
 
     def set_nprobe(self, nprobe: int) -> None:
-        if self.kind == "ivf":
+        if split_kind(self.kind)[0] == "ivf":
             faiss.extract_index_ivf(self.index).nprobe = nprobe
 
     def _gpu_index(self):
-        if self._gpu is None and self.kind == "flat" and _gpu_available():
+        if self._gpu is None and self.kind == "flat" and _gpu_available():  # fp32 flat only
             self._gpu = faiss.index_cpu_to_all_gpus(self.index)
         return self._gpu
 
@@ -258,7 +286,7 @@ class VectorIndex:
             allowed = np.ascontiguousarray(allowed, np.int64)
             k = max(1, min(k, len(allowed)))
             selector = faiss.IDSelectorBatch(allowed)
-            if self.kind == "flat":
+            if split_kind(self.kind)[0] == "flat":
                 scores, ids = self.index.search(queries, k, params=faiss.SearchParameters(sel=selector))
             elif len(allowed) <= 50_000:  # a narrow filter: exact over the subset beats probing lists
                 vectors = np.stack([self.index.reconstruct(int(i)) for i in allowed])
@@ -275,8 +303,11 @@ class VectorIndex:
         return self.index.reconstruct(int(file_id))
 
 
-def _needs_retrain(state: VectorIndexState | None, count: int) -> bool:
-    """An IVF trained on far fewer vectors (or after many removals) partitions badly: rebuild."""
+def _needs_retrain(kind: str, state: VectorIndexState | None, count: int) -> bool:
+    """An IVF trained on far fewer vectors (or after many removals) partitions badly, and int8 ranges
+    trained on far fewer vectors clip the new ones: rebuild. A flat fp32 or fp16 index never needs it."""
+    if kind in ("flat", "flat-fp16"):
+        return False
     return state is None or count > 2 * state.count or state.removals > state.count // 2
 
 

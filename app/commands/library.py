@@ -19,8 +19,7 @@ import math
 from app.services import captions, library, loading, search
 from app.services.library import open_catalog
 from engine.errors import CliplabError
-
-KINDS = ["auto", "flat", "ivf"]
+from indexes.vectors import KINDS
 
 
 def _at_least(minimum: float, kind=int):
@@ -189,7 +188,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=_at_least(1), default=32)
     p.add_argument("--workers", type=_at_least(0), default=None, help="decoding processes (default: one per core)")
     p.add_argument("--time-limit", type=_at_least(0.1, float), default=30.0, help="seconds allowed to decode one file")
-    p.add_argument("--index-kind", choices=KINDS, default="auto")
+    p.add_argument("--index-kind", choices=KINDS, default="auto",
+                   help="flat (exact), ivf (approximate), auto; a -fp16 or -int8 suffix stores 2 or 1 bytes a dimension")
     p.set_defaults(func=index_main)
 
     p = subparsers.add_parser(
@@ -219,7 +219,8 @@ def register(subparsers) -> None:
     p.add_argument("--cutoff", type=_finite, nargs="?", const=3.0, default=None,
                    help="drop results under mean + Z*std of the library's scores for the query (default Z=3)")
     p.add_argument("--sort", choices=["score", "date"], default="score")
-    p.add_argument("--index-kind", choices=KINDS, default="auto")
+    p.add_argument("--index-kind", choices=KINDS, default="auto",
+                   help="flat (exact), ivf (approximate), auto; a -fp16 or -int8 suffix stores 2 or 1 bytes a dimension")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=search_main)
 

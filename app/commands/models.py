@@ -62,9 +62,25 @@ def list_main(args: argparse.Namespace) -> int:
     print(f"\ndemo: {demo['description']}")
     print("ImageNet: published zero-shot top-1 (%, open_clip's results table); size: the download, or the "
           "folder once on disk.")
+    print_inference()
     if not all(r["downloaded"] for r in rows[:-1]):
         print("Fetch one with `cliplab download NAME` (`cliplab download all` fetches OpenAI's nine).")
     return 0
+
+
+def print_inference() -> None:
+    """What runs here and why (engine.runtime.describe)."""
+    from engine.runtime import MODE_ENV, describe
+    info = describe()
+    onnx = f"ONNX Runtime {info['onnxruntime']}" if info["onnxruntime"] else "no ONNX Runtime (PyTorch only)"
+    print(f"\ninference: CPU {info['cpu']}, {info['threads']} threads, {onnx}{', CUDA' if info['cuda'] else ''}")
+    print(f"  audits, evaluations, saved classifications: {info['reproducible']} (exact, PyTorch)")
+    if info["forced"]:
+        print(f"  indexing and search: {info['forced']} (set by {MODE_ENV})")
+    elif not info["choices"]:
+        print("  indexing and search: the fastest safe mode, measured on first use per model")
+    for choice in info["choices"]:
+        print(f"  indexing and search with {choice.model or 'a model'}: {choice.mode} ({choice.reason})")
 
 
 def download_main(args: argparse.Namespace) -> int:

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from app.services.loading import EXACT, SEARCH, device_of, load_bundle, precision_of
+from app.services.loading import EXACT, SEARCH, load_bundle
 from engine.errors import CliplabError
-from engine.precision import resolve_precision
 from indexes.catalog import Catalog, Folder, open_catalog
 from indexes.indexer import ModelBundle
 from indexes.vectors import VectorIndex, open_index
@@ -133,15 +132,13 @@ class AppState:
 
     @property
     def search_bundle(self) -> ModelBundle:
-        """The current model for indexing and search: the fastest safe precision, the exact bundle
-        itself where that precision is the exact one (no second copy of the weights)."""
+        """The current model for indexing and search: the exact bundle's weights in the fastest safe
+        mode (no second copy of the weights)."""
         with self._lock:
             if self._search_bundle is None:
-                exact = self.bundle
-                if resolve_precision(device_of(exact), SEARCH) == precision_of(exact):
-                    self._search_bundle = exact
-                else:
-                    self._search_bundle = load_bundle(self.model_name, self.device, SEARCH)
+                # the same weights in the fastest safe mode; the library's recorded mode wins when it
+                # embeds or searches (indexes.indexer.library_bundle)
+                self._search_bundle = self.bundle.using(SEARCH, "the fastest safe mode for indexing and search")
             return self._search_bundle
 
     def on_model_change(self, callback: ModelListener) -> None:

@@ -15,11 +15,11 @@ import os
 import torch
 
 from engine.errors import CliplabError
+from engine.precision import MODES, for_purpose
 from indexes.indexer import ModelBundle
 
-EXACT: str | None = None  # engine.load's default: fp32 on CPU, fp16 on CUDA
-SEARCH = "auto"  # the fastest mode whose embeddings stay within cosine 0.999 of fp32
-PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+EXACT = for_purpose("reproducible")  # the fp32 reference, on every device
+SEARCH = for_purpose("index")  # "auto": the fastest safe mode, measured once per machine and model
 
 
 def default_model() -> str:
@@ -48,15 +48,17 @@ def check_device(device: str | None) -> str | None:
 
 def load_bundle(model: str | None = None, device: str | None = None, precision: str | None = EXACT,
                 **options) -> ModelBundle:
-    """The one model handle the services take: EXACT precision unless a caller asks for SEARCH.
-    options: engine.load's arch= and allow_torchscript= (the CLI's --arch, --allow-torchscript)."""
-    return ModelBundle.load(model or default_model(), device=check_device(device), precision=precision, **options)
+    """The one model handle the services take, in the EXACT mode unless a caller asks for SEARCH (or
+    a recorded mode, e.g. to re-run a session). options: engine.load's arch= and allow_torchscript=
+    (the CLI's --arch, --allow-torchscript)."""
+    return ModelBundle.load(model or default_model(), device=check_device(device), precision=precision or EXACT,
+                            **options)
 
 
 def precision_of(bundle: ModelBundle) -> str:
-    """The precision the bundle's weights run in (fp32, fp16 or bf16)."""
-    dtype = getattr(bundle.model, "dtype", torch.float32)
-    return PRECISION_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+    """The mode the bundle encodes in (fp32, bf16, fp16, onnx-fp32, onnx-int8): what a saved result
+    records, and what a re-run loads again."""
+    return bundle.resolve()
 
 
 def device_of(bundle: ModelBundle) -> str:
@@ -73,8 +75,9 @@ def cliplab_version() -> str:
 
 def provenance(bundle: ModelBundle) -> dict:
     """What a saved result records about the model that made it: enough to load it the same way again."""
-    return {"name": bundle.name, "fingerprint": bundle.fingerprint, "precision": precision_of(bundle),
-            "device": device_of(bundle), "engine": "cliplab", "cliplab_version": cliplab_version()}
+    mode = MODES[precision_of(bundle)]
+    return {"name": bundle.name, "fingerprint": bundle.fingerprint, "precision": mode.name,
+            "device": device_of(bundle), "engine": f"cliplab ({mode.engine})", "cliplab_version": cliplab_version()}
 
 
 def engine_tuple(bundle: ModelBundle) -> tuple:

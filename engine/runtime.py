@@ -1,0 +1,397 @@
+"""Inference backends for a loaded model, and the measured choice of the fastest safe one.
+
+PyTorch stays the reference and the training engine. For inference on CPUs this module adds
+ONNX Runtime: each tower (image, text) is exported once per model with `torch.onnx.export`, and
+int8 dynamic quantization of its linear layers is derived from that export; both are cached on
+disk by model fingerprint. Which mode runs is decided per machine and model by measurement
+(`choose_mode`): every candidate that the CPU supports is timed on a probe batch and checked
+against fp32 on it; the fastest one within its stated tolerance (engine.precision.MODES) that
+the quality gate on trained weights allows wins, and the choice is cached, keyed by the CPU's
+flags, the thread count and the library versions.
+
+int8 on CPUs without VNNI (AVX2 only): u8 x s8 products there go through an instruction that
+saturates 16-bit sums, which costs accuracy (cosine 0.994 to fp32 on ViT-B/32); weights are then
+quantized to 7 bits (`reduce_range`), measured at cosine >= 0.9997 for the same speed.
+onnx-int8 quantizes the image tower only: int8 text embeddings of the trained demo model fell to
+cosine 0.9985, below the mode's 0.999, while a query is one short text whose fp32 cost is small;
+indexing, where the time goes, is all image encoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine import paths
+from engine.features import model_fingerprint
+from engine.images import MEAN, STD
+from engine.precision import DTYPES, EXACT, MODES, check_mode, cpu_features, cpu_has_vnni, cpu_summary
+
+log = logging.getLogger(__name__)
+
+MODE_ENV = "CLIPLAB_INFERENCE_MODE"  # forces a mode for indexing/search (e.g. fp32 to opt out)
+# Modes whose zero-shot accuracy on the demo model's held-out sets moved by more than 0.5 points
+# in benchmarks/quality.py (docs/benchmarks.md): never chosen automatically. Empty: all passed.
+FAILED_QUALITY_GATE: frozenset[str] = frozenset()
+MIN_GAIN = 1.10  # a mode must beat fp32 by this factor to replace the exact mode (timing noise)
+
+
+def onnx_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ---- encoders: what a model handle calls; every one returns float32 features, unnormalised ----
+
+class _ModuleLike:
+    """Enough of nn.Module's surface that trainer.evaluate and engine.features take an encoder as a model."""
+    training = False
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+
+class TorchEncoder(_ModuleLike):
+    """PyTorch in fp32 (the reference), or a bf16/fp16 copy of the weights."""
+
+    def __init__(self, model: torch.nn.Module, mode: str = EXACT):
+        self.mode, self.reference = mode, model
+        precision = MODES[mode].precision
+        if precision == "fp32" or model.dtype == DTYPES[precision]:
+            self.model = model
+        else:
+            import copy
+
+            from engine.model import convert_weights
+            self.model = convert_weights(copy.deepcopy(model), DTYPES[precision]).eval()
+        self.embed_dim = model.embed_dim
+        self.device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def encode_image(self, images: torch.Tensor, project: bool = True) -> torch.Tensor:
+        return self.model.encode_image(images.to(self.device), project=project).float()
+
+    @torch.inference_mode()
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(tokens.to(self.device)).float()
+
+
+class ImageTower(torch.nn.Module):
+    """The projected image features, as one exportable graph."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels)
+
+
+class TextTower(torch.nn.Module):
+    """encode_text for tokens already cut after the batch's longest sequence, with the length taken
+    from the input's shape (encode_text computes it from the values, which a trace would freeze)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        eot = tokens.argmax(dim=-1)
+        x = m.token_embedding(tokens) + m.positional_embedding[:tokens.shape[1]]
+        x = m.ln_final(m.transformer(x, causal=True))
+        return x[torch.arange(x.shape[0]), eot] @ m.text_projection
+
+
+def export_folder(model: torch.nn.Module) -> Path:
+    return paths.cache_dir("onnx") / model_fingerprint(model)
+
+
+def _atomic(path: Path, write) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def export_onnx(model: torch.nn.Module, tower: str, folder: Path | None = None) -> Path:
+    """The fp32 ONNX graph of one tower ('image' or 'text'), exported once and cached."""
+    folder = folder or export_folder(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{tower}-fp32.onnx"
+    if path.is_file():
+        return path
+    if model.dtype != torch.float32:
+        raise ValueError("ONNX export needs the fp32 weights: load the model with precision fp32.")
+    resolution = model.image_resolution
+    if tower == "image":
+        module, example = ImageTower(model), (torch.zeros(2, 3, resolution, resolution),)
+        names, axes = ["pixels"], {"pixels": {0: "batch"}, "features": {0: "batch"}}
+    else:
+        sot, eot = model.token_embedding.num_embeddings - 2, model.token_embedding.num_embeddings - 1
+        module, example = TextTower(model), (torch.tensor([[sot, 1, eot], [sot, eot, 0]]),)
+        names, axes = ["tokens"], {"tokens": {0: "batch", 1: "length"}, "features": {0: "batch"}}
+    model = model.cpu().eval()
+
+    def write(tmp: Path) -> None:
+        # grad stays enabled: under no_grad the attention takes PyTorch's fused kernel, which has no ONNX form
+        with torch.enable_grad(), warnings.catch_warnings():
+            # "aten::index ... negative values": the graph indexes with arange and argmax, never negative
+            warnings.filterwarnings("ignore", message="Exporting aten::index", category=UserWarning)
+            torch.onnx.export(module.eval(), example, str(tmp), input_names=names, output_names=["features"],
+                              dynamic_axes=axes, opset_version=17, dynamo=False)
+    log.info("exporting the %s tower of %s to ONNX (once per model): %s", tower, getattr(model, "name", "?"), path)
+    return _atomic(path, write)
+
+
+def quantized_onnx(model: torch.nn.Module, tower: str, folder: Path | None = None) -> Path:
+    """The int8 dynamic quantization (linear layers) of a tower's export, cached; 7-bit weights
+    on CPUs without VNNI (see the module docstring)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    source = export_onnx(model, tower, folder)
+    reduce_range = not cpu_has_vnni()
+    path = source.with_name(f"{tower}-int8{'-r7' if reduce_range else ''}.onnx")
+    if path.is_file():
+        return path
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic warns on the root logger that it was not "pre-processed"
+    try:
+        return _atomic(path, lambda tmp: quantize_dynamic(
+            str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
+            op_types_to_quantize=["MatMul", "Gemm"]))
+    finally:
+        root.setLevel(level)
+
+
+class OnnxEncoder(_ModuleLike):
+    """ONNX Runtime sessions for both towers (fp32 or int8), created on first use."""
+
+    def __init__(self, model: torch.nn.Module, mode: str = "onnx-fp32", threads: int | None = None,
+                 folder: Path | None = None):
+        self.mode, self.reference, self.folder = mode, model, folder
+        self.threads = threads or torch.get_num_threads()
+        self.embed_dim = model.embed_dim
+        self.device = torch.device("cpu")
+        self._sessions: dict[str, object] = {}
+
+    def session(self, tower: str):
+        if tower not in self._sessions:
+            import onnxruntime as ort
+            int8 = self.mode == "onnx-int8" and tower == "image"  # see the module docstring: text stays fp32
+            path = (quantized_onnx if int8 else export_onnx)(self.reference, tower, self.folder)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            self._sessions[tower] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return self._sessions[tower]
+
+    def encode_image(self, images: torch.Tensor, project: bool = True) -> torch.Tensor:
+        if not project:  # only the projected features are exported; the rest is the reference's job
+            return TorchEncoder(self.reference).encode_image(images, project=False)
+        pixels = np.ascontiguousarray(images.detach().cpu().float().numpy())
+        return torch.from_numpy(self.session("image").run(None, {"pixels": pixels})[0])
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.numel() == 0:
+            return torch.zeros(0, self.embed_dim)
+        length = int(tokens.argmax(dim=-1).max()) + 1  # as encode_text: stop after the longest sequence
+        cut = np.ascontiguousarray(tokens[:, :length].cpu().numpy().astype(np.int64))
+        return torch.from_numpy(self.session("text").run(None, {"tokens": cut})[0])
+
+
+Encoder = TorchEncoder | OnnxEncoder
+
+
+def make_encoder(model: torch.nn.Module, mode: str) -> Encoder:
+    """The encoder of a mode; an ONNX mode without ONNX Runtime installed falls back to fp32 with a log line."""
+    check_mode(mode, next(model.parameters()).device)
+    if MODES[mode].engine == "onnxruntime":
+        if onnx_available():
+            return OnnxEncoder(model, mode)
+        log.warning("ONNX Runtime is not installed: %s runs as PyTorch fp32 instead "
+                    "(`pip install onnxruntime onnx` for the faster modes).", mode)
+        return TorchEncoder(model, EXACT)
+    return TorchEncoder(model, mode)
+
+
+# ---- the measured choice ----
+
+def probe_images(resolution: int, count: int = 8, seed: int = 0) -> torch.Tensor:
+    """Smooth, photo-like images, normalised as the model expects: coarse random colour fields
+    upsampled bicubically (random pixel noise would exercise the model far from real photos)."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(count, 3, 6, 6, generator=generator)
+    images = F.interpolate(coarse, size=(resolution, resolution), mode="bicubic", align_corners=False).clamp(0, 1)
+    return (images - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+def probe_tokens(model: torch.nn.Module, count: int = 8, seed: int = 0) -> torch.Tensor:
+    """Token sequences of several lengths in the model's own vocabulary ([SOT] ids [EOT], zero-padded;
+    SOT and EOT are the vocabulary's last two ids)."""
+    vocab, context = model.token_embedding.num_embeddings, model.context_length
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.zeros(count, context, dtype=torch.long)
+    for row in range(count):
+        length = 1 + row * (context - 3) // max(1, count - 1)
+        tokens[row, 0], tokens[row, length + 1] = vocab - 2, vocab - 1
+        tokens[row, 1:length + 1] = torch.randint(1, vocab - 2, (length,), generator=generator)
+    return tokens
+
+
+def min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(F.cosine_similarity(a.float(), b.float(), dim=-1).min())
+
+
+@dataclass
+class Choice:
+    mode: str
+    reason: str
+    measured: dict  # mode -> {"seconds", "image_cosine", "text_cosine", "safe"}
+    cpu: str
+    model: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def candidate_modes(device: torch.device) -> list[str]:
+    if device.type == "cuda":
+        return ["fp32", "fp16"]
+    modes = ["fp32"]
+    if onnx_available():
+        modes += ["onnx-fp32", "onnx-int8"]
+    if cpu_features()["avx512_bf16"] or cpu_features()["amx"]:  # emulated bf16 is several times slower: not tried
+        modes.append("bf16")
+    return modes
+
+
+def measure_modes(model: torch.nn.Module, modes: list[str], batch: int = 8, rounds: int = 3) -> dict[str, dict]:
+    """Seconds per probe batch and the cosine to fp32 (images and texts) of each mode. The modes are
+    timed round-robin and each keeps its fastest round, so a burst of load from other processes
+    slows one round of every mode instead of deciding the choice."""
+    images, tokens = probe_images(model.image_resolution, batch), probe_tokens(model)
+    reference = TorchEncoder(model)
+    ref_image, ref_text = reference.encode_image(images), reference.encode_text(tokens)
+    encoders, results = {}, {}
+    for mode in modes:
+        encoder = reference if mode == EXACT else make_encoder(model, mode)
+        if encoder.mode != mode:  # fell back (ONNX Runtime missing)
+            continue
+        image_cos = min_cosine(encoder.encode_image(images), ref_image)  # also the warm-up
+        text_cos = min_cosine(encoder.encode_text(tokens), ref_text)
+        safe = min(image_cos, text_cos) >= MODES[mode].min_cosine - 1e-6 and mode not in FAILED_QUALITY_GATE
+        encoders[mode] = encoder
+        results[mode] = {"seconds": float("inf"), "image_cosine": round(image_cos, 6),
+                         "text_cosine": round(text_cos, 6), "safe": safe}
+    for _ in range(rounds):
+        for mode, encoder in encoders.items():
+            start = time.perf_counter()
+            encoder.encode_image(images)
+            results[mode]["seconds"] = min(results[mode]["seconds"], round(time.perf_counter() - start, 4))
+    return results
+
+
+def pick(measured: dict[str, dict]) -> tuple[str, str]:
+    """The fastest safe mode and why (fp32 unless another safe mode is >= MIN_GAIN faster)."""
+    exact = measured[EXACT]["seconds"]
+    safe = {m: r for m, r in measured.items() if r["safe"]}
+    best = min(safe, key=lambda m: safe[m]["seconds"])
+    if best != EXACT and exact / safe[best]["seconds"] >= MIN_GAIN:
+        r = safe[best]
+        return best, (f"{best} measured {exact / r['seconds']:.1f}x fp32 on this CPU, "
+                      f"cosine to fp32 >= {min(r['image_cosine'], r['text_cosine']):.5f}")
+    return EXACT, "no safe mode measured at least 10% faster than fp32 on this CPU"
+
+
+def _machine_key() -> str:
+    import platform
+    versions = [torch.__version__, platform.machine(), str(torch.get_num_threads()), cpu_summary(),
+                " ".join(sorted(FAILED_QUALITY_GATE))]
+    try:
+        import onnxruntime
+        versions.append(onnxruntime.__version__)
+    except ImportError:
+        versions.append("no-onnxruntime")
+    return hashlib.blake2b("|".join(versions).encode(), digest_size=8).hexdigest()
+
+
+def _choice_key(model: torch.nn.Module) -> str:
+    return f"{model_fingerprint(model)}-{_machine_key()}"
+
+
+def choices_file() -> Path:
+    return paths.cache_dir("runtime") / "choices.json"
+
+
+def _read_choices() -> dict:
+    try:
+        return json.loads(choices_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def choose_mode(model: torch.nn.Module, remeasure: bool = False) -> Choice:
+    """The fastest safe mode for this model on this machine: CLIPLAB_INFERENCE_MODE if set, fp16 on
+    CUDA, else measured once and cached (see the module docstring)."""
+    device = next(model.parameters()).device
+    forced = os.environ.get(MODE_ENV)
+    if forced:
+        return Choice(check_mode(forced, device), f"set by {MODE_ENV}", {}, cpu_summary())
+    if device.type == "cuda":
+        return Choice("fp16", "CUDA: fp16 weights as the reference runs them", {}, "cuda")
+    key = _choice_key(model)
+    cached = _read_choices().get(key)
+    if cached and not remeasure:
+        return Choice(**cached)
+    measured = measure_modes(model, candidate_modes(device))
+    mode, reason = pick(measured)
+    choice = Choice(mode, reason, measured, cpu_summary(), getattr(model, "name", None) or "")
+    log.info("inference mode for %s on this CPU (%s): %s (%s)", getattr(model, "name", "model"), choice.cpu,
+             mode, reason)
+    choices = _read_choices()
+    choices[key] = choice.to_dict()
+    _atomic(choices_file(), lambda tmp: tmp.write_text(json.dumps(choices, indent=1)))
+    return choice
+
+
+def cached_choice(model: torch.nn.Module) -> Choice | None:
+    """The cached measured choice, if any, without measuring."""
+    cached = _read_choices().get(_choice_key(model))
+    return Choice(**cached) if cached else None
+
+
+def describe() -> dict:
+    """What runs on this machine and why, for `cliplab models` and the Models tab: the detected CPU
+    features, ONNX Runtime, the policy, and the choices measured here so far (by model name)."""
+    machine = _machine_key()
+    try:
+        import onnxruntime
+        onnx = onnxruntime.__version__
+    except ImportError:
+        onnx = None
+    measured = [Choice(**c) for key, c in _read_choices().items() if key.endswith(f"-{machine}")]
+    return {"cpu": cpu_summary(), "threads": torch.get_num_threads(), "onnxruntime": onnx,
+            "forced": os.environ.get(MODE_ENV), "cuda": torch.cuda.is_available(),
+            "reproducible": EXACT, "choices": measured}

@@ -1,0 +1,277 @@
+"""Inference modes and the precision policy: every mode's embeddings match fp32 within the tolerance it
+states (engine.precision.MODES), on the trained demo model and on a random ViT; the measured choice is
+cached per machine and model; ONNX Runtime missing falls back to fp32; reproducible results run in fp32;
+a library records the mode it was indexed in and its queries are embedded the same way."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import numpy as np
+import pytest
+import torch
+from library_fixtures import tiny_bundle, write_image
+from sqlalchemy import select, update
+
+from engine.handle import ModelBundle
+from engine.model import CLIP
+from engine.precision import (
+    MODES,
+    check_mode,
+    cpu_features,
+    cpu_has_vnni,
+    cpu_summary,
+    fastest_safe_precision,
+    for_purpose,
+)
+from engine.runtime import (
+    MODE_ENV,
+    OnnxEncoder,
+    TorchEncoder,
+    choices_file,
+    choose_mode,
+    export_onnx,
+    make_encoder,
+    min_cosine,
+    pick,
+    probe_images,
+    probe_tokens,
+    quantized_onnx,
+)
+from indexes.catalog import Model, open_catalog
+from indexes.indexer import index_pending, library_bundle
+from indexes.scan import scan
+from indexes.search import query_vector, search
+from indexes.vectors import open_index
+
+CAPTIONS = ["a red circle", "two blue squares on the left", "three green triangles at the top right",
+            "a yellow star", "the word cat"]
+
+
+@pytest.fixture(scope="module")
+def demo() -> ModelBundle:
+    return ModelBundle.load("demo", device="cpu", precision="fp32")
+
+
+def tiny_vit(seed: int = 0) -> CLIP:
+    torch.manual_seed(seed)
+    return CLIP(embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=16,
+                context_length=77, vocab_size=49408, transformer_width=64, transformer_layers=2).eval()
+
+
+@pytest.mark.parametrize("mode", ["fp32", "onnx-fp32", "onnx-int8", "bf16"])
+def test_every_mode_matches_fp32_on_the_trained_demo_model(demo, mode):
+    images = probe_images(demo.resolution, 16)
+    tokens = demo.tokenizer(CAPTIONS, truncate=True)
+    reference = TorchEncoder(demo.model)
+    encoder = make_encoder(demo.model, mode)
+    assert encoder.mode == mode
+    image_cos = min_cosine(encoder.encode_image(images), reference.encode_image(images))
+    text_cos = min_cosine(encoder.encode_text(tokens), reference.encode_text(tokens))
+    assert min(image_cos, text_cos) >= MODES[mode].min_cosine - 1e-6, (image_cos, text_cos)
+    if mode == "fp32":
+        assert image_cos == pytest.approx(1.0, abs=1e-6) and encoder.model is demo.model  # no copy: the reference
+    if mode == "onnx-int8":
+        assert image_cos < 0.999999  # it really is quantized, not the fp32 graph
+
+
+def test_onnx_fp32_is_the_same_function_on_a_vit_with_any_batch_and_length():
+    model = tiny_vit()
+    encoder = OnnxEncoder(model, "onnx-fp32")
+    reference = TorchEncoder(model)
+    for batch in (1, 5):
+        images = probe_images(32, batch, seed=batch)
+        diff = (encoder.encode_image(images) - reference.encode_image(images)).abs().max().item()
+        assert diff < 1e-4
+    tokens = probe_tokens(model, 6)  # lengths 1..75: the exported graph has a dynamic length axis
+    assert (encoder.encode_text(tokens) - reference.encode_text(tokens)).abs().max().item() < 1e-4
+    short = tokens[:2]  # a batch cut far shorter than the one the graph was first run with
+    assert (encoder.encode_text(short) - reference.encode_text(short)).abs().max().item() < 1e-4
+    assert encoder.encode_text(torch.zeros(0, 77, dtype=torch.long)).shape == (0, 64)
+    unprojected = encoder.encode_image(probe_images(32, 2), project=False)  # not exported: the reference's
+    assert unprojected.shape == (2, 64)
+
+
+def test_exports_are_made_once_and_reused(cliplab_home):
+    model = tiny_vit()
+    first = export_onnx(model, "image")
+    stamp = first.stat().st_mtime_ns
+    assert export_onnx(model, "image") == first and first.stat().st_mtime_ns == stamp
+    assert first.is_relative_to(cliplab_home)
+    int8 = quantized_onnx(model, "image")
+    assert int8.name == ("image-int8.onnx" if cpu_has_vnni() else "image-int8-r7.onnx")  # 7-bit weights without VNNI
+    assert not list(first.parent.glob("*.tmp"))
+
+
+def test_pick_takes_the_fastest_safe_mode_and_keeps_fp32_within_noise():
+    measured = {"fp32": {"seconds": 1.0, "safe": True, "image_cosine": 1.0, "text_cosine": 1.0},
+                "onnx-fp32": {"seconds": 0.5, "safe": True, "image_cosine": 1.0, "text_cosine": 1.0},
+                "onnx-int8": {"seconds": 0.2, "safe": False, "image_cosine": 0.99, "text_cosine": 1.0}}
+    assert pick(measured)[0] == "onnx-fp32"  # the faster int8 is unsafe
+    measured["onnx-fp32"]["seconds"] = 0.95
+    mode, reason = pick(measured)
+    assert mode == "fp32" and "10%" in reason  # 5% faster is timing noise, not a reason to leave the exact mode
+
+
+def test_the_choice_is_measured_once_per_machine_and_model_and_cached():
+    model = tiny_vit()
+    choice = choose_mode(model)
+    assert choice.mode in choice.measured and choice.measured[choice.mode]["safe"]
+    assert set(choice.measured) >= {"fp32", "onnx-fp32", "onnx-int8"}
+    cached = json.loads(choices_file().read_text())
+    (key,) = cached
+    cached[key]["reason"] = "from the cache"
+    choices_file().write_text(json.dumps(cached))
+    assert choose_mode(model).reason == "from the cache"  # not measured again
+    assert choose_mode(model, remeasure=True).reason != "from the cache"
+    other = tiny_vit(seed=1)  # other weights: another key
+    choose_mode(other)
+    assert len(json.loads(choices_file().read_text())) == 2
+
+
+def test_a_forced_mode_wins_and_a_wrong_one_is_refused(monkeypatch):
+    monkeypatch.setenv(MODE_ENV, "onnx-fp32")
+    assert choose_mode(tiny_vit()).mode == "onnx-fp32"
+    monkeypatch.setenv(MODE_ENV, "fp16")
+    with pytest.raises(ValueError, match="does not run on cpu"):
+        choose_mode(tiny_vit())
+
+
+def test_without_onnxruntime_an_onnx_mode_runs_pytorch_fp32_with_a_log_line(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed: import fails
+    model = tiny_vit()
+    with caplog.at_level(logging.WARNING):
+        encoder = make_encoder(model, "onnx-int8")
+    assert isinstance(encoder, TorchEncoder) and encoder.mode == "fp32"
+    assert "ONNX Runtime is not installed" in caplog.text
+    bundle = ModelBundle(model, None, None, "tiny", "onnx-int8")
+    vectors = bundle.encode_pixels(probe_images(32, 2))
+    assert bundle.mode == "fp32" and vectors.shape == (2, 64)
+    assert "onnx" not in json.dumps(choose_mode(model).measured)
+
+
+def test_policy_reproducible_is_exact_and_index_is_measured(demo):
+    assert for_purpose("reproducible") == "fp32"
+    assert for_purpose("index") == "auto"
+    with pytest.raises(ValueError):
+        for_purpose("fast")
+    with pytest.raises(ValueError):
+        check_mode("fp16", "cpu")
+    with pytest.raises(ValueError):
+        check_mode("int4", "cpu")
+    assert ModelBundle.load("demo", device="cpu", purpose="reproducible").mode == "fp32"
+    assert ModelBundle.load("demo", device="cpu").mode == "auto"
+    provenance = demo.using("onnx-int8").provenance()
+    assert provenance["mode"] == "onnx-int8" and provenance["engine"] == "onnxruntime"
+    assert provenance["precision"] == "int8" and "onnxruntime" in provenance["versions"]
+    assert provenance["fingerprint"] == demo.fingerprint
+    assert demo.provenance()["engine"] == "torch" and demo.provenance()["precision"] == "fp32"
+
+
+def test_cpu_features_are_detected_not_assumed():
+    features = cpu_features()
+    assert set(features) == {"avx2", "avx512", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx"}
+    with open("/proc/cpuinfo") as f:
+        flags = next(line for line in f if line.startswith("flags")).split()
+    assert features["avx2"] == ("avx2" in flags) and features["avx512"] == ("avx512f" in flags)
+
+
+def _library(tmp_path, count: int = 12):
+    root = tmp_path / "photos"
+    for i in range(count):
+        write_image(root / f"{i:02d}.png", i, fmt="PNG")
+    catalog = open_catalog()
+    scan(catalog, [root])
+    return catalog
+
+
+def test_the_library_records_its_mode_and_queries_are_embedded_the_same_way(tmp_path):
+    catalog = _library(tmp_path)
+    indexing = tiny_bundle().using("onnx-int8")
+    index_pending(catalog, indexing, workers=0, progress=False)
+    model_id = indexing.register(catalog)
+    with catalog.session() as session:
+        assert session.get(Model, model_id).mode == "onnx-int8"
+    searching = tiny_bundle()  # an fp32 handle of the same weights, as the app opens it
+    assert searching.mode == "fp32"
+    used = library_bundle(catalog, searching, model_id)
+    assert used.mode == "onnx-int8" and used.model is searching.model
+    terms_vector = query_vector(catalog, used, model_id, [_text("a red square")])
+    int8_text = used.encode_texts(["a red square"])[0]
+    assert np.allclose(terms_vector, int8_text, atol=1e-6)
+    index = open_index(catalog, model_id)
+    page = search(catalog, searching, index, "a red square", limit=5)
+    scores, ids = index.search(int8_text[None], 5)
+    assert [r.file_id for r in page.results] == ids[0].tolist()
+    assert [r.score for r in page.results] == pytest.approx(scores[0].tolist(), abs=1e-6)
+    # more files indexed later with an fp32 handle are embedded in the library's recorded mode
+    write_image(tmp_path / "photos" / "late.png", 99, fmt="PNG")
+    scan(catalog, [tmp_path / "photos"])
+    index_pending(catalog, searching, workers=0, progress=False)
+    with catalog.session() as session:
+        assert session.get(Model, model_id).mode == "onnx-int8"
+    late = open_index(catalog, model_id)
+    assert late.count == 13
+
+
+def test_a_catalog_from_before_modes_gets_what_that_build_ran(tmp_path):
+    catalog = _library(tmp_path, 3)
+    bundle = tiny_bundle()
+    index_pending(catalog, bundle, workers=0, progress=False)
+    model_id = bundle.register(catalog)
+    with catalog.session() as session, session.begin():
+        session.execute(update(Model).where(Model.id == model_id).values(mode=None))
+    legacy = fastest_safe_precision("cpu")  # what ModelBundle.load's "auto" ran before modes (fp32 on AVX2)
+    assert library_bundle(catalog, bundle.using("onnx-int8"), model_id).mode == legacy
+    with catalog.session() as session:
+        assert session.scalar(select(Model.mode).where(Model.id == model_id)) == legacy
+
+
+def _text(value: str):
+    from indexes.search import Term
+    return Term(1, 1.0, "text", value)
+
+
+def test_cliplab_models_says_what_runs_and_why(demo, capsys, monkeypatch):
+    from cli_support import run_cli
+    code, out, _ = run_cli(capsys, "models", modules=["models"])
+    assert code == 0
+    assert f"CPU {cpu_summary()}" in out and "fp32 (exact, PyTorch)" in out
+    assert "measured on first use" in out
+    choice = choose_mode(demo.model)
+    _, out, _ = run_cli(capsys, "models", modules=["models"])
+    assert f"indexing and search with demo: {choice.mode} ({choice.reason})" in out
+    monkeypatch.setenv(MODE_ENV, "fp32")
+    _, out, _ = run_cli(capsys, "models", modules=["models"])
+    assert f"indexing and search: fp32 (set by {MODE_ENV})" in out
+
+
+@pytest.mark.slow
+def test_modes_chosen_automatically_keep_the_demo_zero_shot_accuracy_within_half_a_point(demo):
+    """The quality gate of benchmarks/quality.py on the demo's held-out tasks, for every mode the
+    measured choice may take here (FAILED_QUALITY_GATE excluded)."""
+    from engine.runtime import FAILED_QUALITY_GATE, candidate_modes
+    from trainer.evaluate import class_weights, image_features
+    from trainer.synthetic import World
+    world = World(seed=0, image_size=demo.resolution)
+    tasks = world.zero_shot_tasks()
+    sets = {}
+    for name in ("shape", "colour", "count", "position", "word"):
+        images, labels = world.labelled(tasks[name], 400, split="heldout", seed=2)
+        sets[name] = (torch.stack([demo.preprocess(i) for i in images]), np.asarray(labels))
+
+    def accuracies(encoder) -> dict[str, float]:
+        out = {}
+        for name, (pixels, labels) in sets.items():
+            weights = class_weights(encoder, demo.tokenizer, tasks[name].classnames, [tasks[name].prompts[0]])
+            out[name] = 100 * float(np.mean((image_features(encoder, pixels) @ weights.T).argmax(1) == labels))
+        return out
+
+    exact = accuracies(TorchEncoder(demo.model))
+    for mode in candidate_modes(torch.device("cpu")):
+        if mode == "fp32" or mode in FAILED_QUALITY_GATE:
+            continue
+        moved = {name: abs(acc - exact[name]) for name, acc in accuracies(make_encoder(demo.model, mode)).items()}
+        assert max(moved.values()) <= 0.5 + 1e-9, (mode, moved)
