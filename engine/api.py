@@ -44,8 +44,8 @@ def resolve(name_or_path: str | Path) -> tuple[Path, str | None]:
         raise CliplabError(f"{text!r} is neither a model name ({', '.join(available_models())}) nor an "
                            "existing checkpoint file or folder.")
     if not downloads.is_downloaded(name):
-        raise CliplabError(f"The model {name} is not downloaded yet. Run `cliplab download {name}` "
-                           f"(or engine.download.download({name!r}) from Python) to fetch it once.")
+        raise CliplabError(f"The model {name} is not downloaded yet. Download it once first "
+                           f"(the Models tab, or `cliplab download {name}`).")
     return downloads.model_folder(name), name
 
 

@@ -371,7 +371,26 @@ def _scripted_facts(module) -> Facts | None:
                  source="the TorchScript archive's modules")
 
 
+IMAGE_SIGNATURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF",
+                    b"MM\x00*": "TIFF"}
+
+
+def _refuse_images(path: Path) -> None:
+    """A picture given where a checkpoint belongs gets a sentence of its own, not the pickle one."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    kind = next((name for magic, name in IMAGE_SIGNATURES.items() if head.startswith(magic)), None)
+    if kind is None and head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"avif"):
+        kind = "HEIC/AVIF"
+    if kind is None and head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        kind = "WebP"
+    if kind is not None:
+        raise CliplabError(f"{path} is a {kind} image, not a model checkpoint: give a checkpoint file (.pt, .bin, "
+                           ".safetensors) or a model folder.")
+
+
 def _torch_load(path: Path):
+    _refuse_images(path)
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

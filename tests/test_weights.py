@@ -365,3 +365,14 @@ def test_models_tab_loads_a_checkpoint_with_the_architecture_chosen(tmp_path, cl
         load_checkpoint(state, str(archive), "quickgelu", False)
     load_checkpoint(state, str(archive), "quickgelu", True)
     assert_same_outputs(model, state.bundle.model.float())
+
+
+@pytest.mark.parametrize("name", ["photo.png", "photo.pt"])
+def test_an_image_given_as_a_checkpoint_is_named_an_image(tmp_path, name):
+    """A picture passed where a checkpoint belongs says so (it used to get the pickle-safety sentence)."""
+    from PIL import Image
+
+    path = tmp_path / name
+    Image.new("RGB", (8, 8), "red").save(path, format="PNG")
+    with pytest.raises(CliplabError, match=r"is a PNG image, not a model checkpoint"):
+        engine.load(path)
