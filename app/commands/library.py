@@ -17,9 +17,8 @@ import json
 import math
 
 from app.services import captions, library, loading, search
-from app.services.library import open_catalog
+from app.services.library import KINDS, open_catalog
 from engine.errors import CliplabError
-from indexes.vectors import KINDS
 
 
 def _at_least(minimum: float, kind=int):

@@ -69,18 +69,9 @@ def list_main(args: argparse.Namespace) -> int:
 
 
 def print_inference() -> None:
-    """What runs here and why (engine.runtime.describe)."""
-    from engine.runtime import MODE_ENV, describe
-    info = describe()
-    onnx = f"ONNX Runtime {info['onnxruntime']}" if info["onnxruntime"] else "no ONNX Runtime (PyTorch only)"
-    print(f"\ninference: CPU {info['cpu']}, {info['threads']} threads, {onnx}{', CUDA' if info['cuda'] else ''}")
-    print(f"  audits, evaluations, saved classifications: {info['reproducible']} (exact, PyTorch)")
-    if info["forced"]:
-        print(f"  indexing and search: {info['forced']} (set by {MODE_ENV})")
-    elif not info["choices"]:
-        print("  indexing and search: the fastest safe mode, measured on first use per model")
-    for choice in info["choices"]:
-        print(f"  indexing and search with {choice.model or 'a model'}: {choice.mode} ({choice.reason})")
+    """What runs here and why (the models service's inference summary)."""
+    for line in service.inference_lines():
+        print(line)
 
 
 def download_main(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from indexes.export import export
 from indexes.indexer import ModelBundle, index_pending, pending_files
 from indexes.scan import ScanReport, scan, skipped
 from indexes.texts import add_collection, read_texts
-from indexes.vectors import open_index
+from indexes.vectors import KINDS, open_index  # noqa: F401  (KINDS: the index kinds front ends offer)
 from indexes.writer import writer_lock
 
 # Folders of the operating system, not of a person's photos: adding one (or a folder inside one)

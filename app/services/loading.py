@@ -14,12 +14,15 @@ import os
 
 import torch
 
+import engine
 from engine.errors import CliplabError
-from engine.precision import MODES, for_purpose
+from engine.precision import for_purpose
 from indexes.indexer import ModelBundle
 
 EXACT = for_purpose("reproducible")  # the fp32 reference, on every device
 SEARCH = for_purpose("index")  # "auto": the fastest safe mode, measured once per machine and model
+CONVERTED = ("bf16", "fp16")  # precisions a recorded result may name: loaded as converted weights
+PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def default_model() -> str:
@@ -51,14 +54,19 @@ def load_bundle(model: str | None = None, device: str | None = None, precision: 
     """The one model handle the services take, in the EXACT mode unless a caller asks for SEARCH (or
     a recorded mode, e.g. to re-run a session). options: engine.load's arch= and allow_torchscript=
     (the CLI's --arch, --allow-torchscript)."""
-    return ModelBundle.load(model or default_model(), device=check_device(device), precision=precision or EXACT,
-                            **options)
+    name, device = model or default_model(), check_device(device)
+    if precision in CONVERTED:  # weights converted, so results computed from them are in that precision
+        weights, preprocess, tokenizer = engine.load(name, device=device, precision=precision, **options)
+        return ModelBundle(weights, preprocess, tokenizer, getattr(weights, "name", None) or name)
+    return ModelBundle.load(name, device=device, precision=precision or EXACT, **options)
 
 
 def precision_of(bundle: ModelBundle) -> str:
-    """The mode the bundle encodes in (fp32, bf16, fp16, onnx-fp32, onnx-int8): what a saved result
-    records, and what a re-run loads again."""
-    return bundle.resolve()
+    """The precision of the bundle's weights (fp32, fp16 or bf16): what classifications, audits and
+    evaluations compute in (they use the weights, never a fast encoder), what a saved result records
+    and what a re-run loads again. Indexing and search record their own mode per library."""
+    dtype = getattr(bundle.model, "dtype", torch.float32)
+    return PRECISION_NAMES.get(dtype, str(dtype).removeprefix("torch."))
 
 
 def device_of(bundle: ModelBundle) -> str:
@@ -75,9 +83,8 @@ def cliplab_version() -> str:
 
 def provenance(bundle: ModelBundle) -> dict:
     """What a saved result records about the model that made it: enough to load it the same way again."""
-    mode = MODES[precision_of(bundle)]
-    return {"name": bundle.name, "fingerprint": bundle.fingerprint, "precision": mode.name,
-            "device": device_of(bundle), "engine": f"cliplab ({mode.engine})", "cliplab_version": cliplab_version()}
+    return {"name": bundle.name, "fingerprint": bundle.fingerprint, "precision": precision_of(bundle),
+            "device": device_of(bundle), "engine": "cliplab", "cliplab_version": cliplab_version()}
 
 
 def engine_tuple(bundle: ModelBundle) -> tuple:

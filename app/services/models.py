@@ -152,3 +152,21 @@ def load_checkpoint(state: AppState, path: str, arch: str | None, allow_torchscr
     folder = import_checkpoint(path, arch=arch, allow_torchscript=allow_torchscript)
     state.switch_model(str(folder))
     return str(folder)
+
+
+def inference_lines() -> list[str]:
+    """What runs on this machine and why: CPU features, ONNX Runtime, the policy, each model's
+    measured mode (engine.runtime.describe), as lines for a terminal or a page."""
+    from engine.runtime import MODE_ENV, describe
+
+    info = describe()
+    onnx = f"ONNX Runtime {info['onnxruntime']}" if info["onnxruntime"] else "no ONNX Runtime (PyTorch only)"
+    lines = [f"\ninference: CPU {info['cpu']}, {info['threads']} threads, {onnx}{', CUDA' if info['cuda'] else ''}",
+             f"  audits, evaluations, saved classifications: {info['reproducible']} (exact, PyTorch)"]
+    if info["forced"]:
+        lines.append(f"  indexing and search: {info['forced']} (set by {MODE_ENV})")
+    elif not info["choices"]:
+        lines.append("  indexing and search: the fastest safe mode, measured on first use per model")
+    lines += [f"  indexing and search with {choice.model or 'a model'}: {choice.mode} ({choice.reason})"
+              for choice in info["choices"]]
+    return lines
