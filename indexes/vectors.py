@@ -140,10 +140,18 @@ def save_atomically(index: faiss.Index, path: Path) -> str:
 
 
 def _matches_kind(index: faiss.Index, kind: str) -> bool:
-    if kind == "flat":
-        return isinstance(index, faiss.IndexIDMap2) and isinstance(faiss.downcast_index(index.index),
-                                                                    faiss.IndexFlatIP)
-    return isinstance(index, faiss.IndexIVFFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
+    """Whether a loaded index is of the kind that build() makes for `kind` (storage included)."""
+    base, storage = split_kind(kind)
+    if base == "flat":
+        inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else None
+        if storage is None:
+            return isinstance(inner, faiss.IndexFlatIP)
+        return (isinstance(inner, faiss.IndexScalarQuantizer) and inner.metric_type == faiss.METRIC_INNER_PRODUCT
+                and inner.sq.qtype == STORAGES[storage])
+    if storage is None:
+        return isinstance(index, faiss.IndexIVFFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
+    return (isinstance(index, faiss.IndexIVFScalarQuantizer) and index.metric_type == faiss.METRIC_INNER_PRODUCT
+            and index.sq.qtype == STORAGES[storage])
 
 
 def load_checked(path: Path, state: VectorIndexState, kind: str, dim: int) -> tuple[faiss.Index | None, str | None]:
