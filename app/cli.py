@@ -7,7 +7,7 @@ import importlib
 import os
 import sys
 
-from engine.errors import CliplabError
+from cliplab.engine.errors import CliplabError
 
 # Each module in app/commands/ defines register(subparsers) and sets func on its parsers.
 COMMAND_MODULES = [
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(f"app.commands.{name}").register(sub)
+        importlib.import_module(f"cliplab.app.commands.{name}").register(sub)
     return parser
 
 

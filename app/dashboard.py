@@ -15,8 +15,8 @@ import plotly.graph_objects as go  # noqa: E402
 import streamlit as st  # noqa: E402
 from streamlit.components.v1 import html  # noqa: E402
 
-from app.services import audit, eval_store  # noqa: E402
-from engine.errors import CliplabError  # noqa: E402
+from cliplab.app.services import audit, eval_store  # noqa: E402
+from cliplab.engine.errors import CliplabError  # noqa: E402
 
 
 def pick(frame: pd.DataFrame, column: str, label: str, key: str) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import secrets
 import sys
 from dataclasses import dataclass
 
-from app.services import paths
+from cliplab.app.services import paths
 
 # before gradio is imported anywhere: its cache paths are read at import time
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -29,9 +29,9 @@ import gradio as gr  # noqa: E402
 from fastapi import Request  # noqa: E402
 from fastapi.responses import FileResponse, PlainTextResponse, Response  # noqa: E402
 
-from app.services import serving  # noqa: E402
-from app.services.app_state import AppState  # noqa: E402
-from engine.errors import CliplabError  # noqa: E402
+from cliplab.app.services import serving  # noqa: E402
+from cliplab.app.services.app_state import AppState  # noqa: E402
+from cliplab.engine.errors import CliplabError  # noqa: E402
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_USER = "cliplab"
@@ -63,9 +63,9 @@ def build_app(state: AppState) -> gr.Blocks:
         for title, module_name in TABS:
             with gr.Tab(title, id=module_name):
                 try:
-                    module = importlib.import_module(f"app.ui.{module_name}")
+                    module = importlib.import_module(f"cliplab.app.ui.{module_name}")
                 except ModuleNotFoundError as error:
-                    if error.name != f"app.ui.{module_name}":
+                    if error.name != f"cliplab.app.ui.{module_name}":
                         raise
                     gr.Markdown(f"The {title} tab is not part of this build yet.")
                     continue

@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 
-from engine.audit.datasets import FAIRFACE_VALUES, AuditDataset
-from engine.audit.labelsets import load_labelset, with_added
-from engine.audit.runner import AuditOptions, measure
+from cliplab.engine.audit.datasets import FAIRFACE_VALUES, AuditDataset
+from cliplab.engine.audit.labelsets import load_labelset, with_added
+from cliplab.engine.audit.runner import AuditOptions, measure
 
 
 def main() -> None:

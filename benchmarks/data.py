@@ -10,10 +10,10 @@ import time
 
 import numpy as np
 
-from engine.tokenizer import Tokenizer
-from trainer.bpe import train_bpe
-from trainer.data import Batches, build_dataset
-from trainer.synthetic import World
+from cliplab.engine.tokenizer import Tokenizer
+from cliplab.trainer.bpe import train_bpe
+from cliplab.trainer.data import Batches, build_dataset
+from cliplab.trainer.synthetic import World
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     print(f"BPE on 50k Zipf captions of 20k random words: {len(merges)} merges in {time.perf_counter() - start:.1f} s")
 
     path = "/tmp/cliplab_bench_merges.txt"
-    from trainer.bpe import write_merges
+    from cliplab.trainer.bpe import write_merges
     write_merges(train_bpe(corpus, 1000), path)
     tokenizer = Tokenizer(path)
     for workers in (0, 2):

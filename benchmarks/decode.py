@@ -23,8 +23,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.images import Preprocess, load_image  # noqa: E402
-from engine.model import CLIP  # noqa: E402
+from cliplab.engine.images import Preprocess, load_image  # noqa: E402
+from cliplab.engine.model import CLIP  # noqa: E402
 
 
 def photo_like(width: int, height: int, seed: int, noise: float = 6.0) -> Image.Image:

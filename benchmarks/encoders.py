@@ -28,10 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from oracles import import_open_clip  # noqa: E402
 
-import engine  # noqa: E402
-from engine.model import convert_weights  # noqa: E402
-from engine.precision import cpu_summary  # noqa: E402
-from engine.runtime import candidate_modes, make_encoder  # noqa: E402
+from cliplab import engine  # noqa: E402
+from cliplab.engine.model import convert_weights  # noqa: E402
+from cliplab.engine.precision import cpu_summary  # noqa: E402
+from cliplab.engine.runtime import candidate_modes, make_encoder  # noqa: E402
 
 CLASSNAMES = ["cat", "dog", "golden retriever", "tabby cat", "red fox", "sports car", "airliner", "mountain bike",
               "espresso", "pizza", "volcano", "coral reef", "lighthouse", "canoe", "umbrella", "violin"]

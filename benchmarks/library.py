@@ -59,14 +59,14 @@ def bench_indexing(count: int, workers: int | None) -> dict:
     import torch
     from PIL import Image
 
-    from engine.features import encode_image_tensors
-    from engine.images import Preprocess
-    from engine.model import CLIP
-    from engine.precision import fastest_safe_precision
-    from engine.tokenizer import Tokenizer
-    from indexes.catalog import open_catalog
-    from indexes.indexer import ModelBundle, index_pending
-    from indexes.scan import scan
+    from cliplab.engine.features import encode_image_tensors
+    from cliplab.engine.images import Preprocess
+    from cliplab.engine.model import CLIP
+    from cliplab.engine.precision import fastest_safe_precision
+    from cliplab.engine.tokenizer import Tokenizer
+    from cliplab.indexes.catalog import open_catalog
+    from cliplab.indexes.indexer import ModelBundle, index_pending
+    from cliplab.indexes.scan import scan
 
     work = Path(tempfile.mkdtemp(prefix="cliplab-bench-"))
     paths = make_jpegs(Path(os.environ.get("CLIPLAB_BENCH_JPEGS", work / "jpegs")), count)
@@ -104,8 +104,8 @@ def plain_pipeline(paths: list[Path], model) -> float:
     import torch
     from PIL import Image
 
-    from engine.features import encode_image_tensors
-    from engine.images import Preprocess
+    from cliplab.engine.features import encode_image_tensors
+    from cliplab.engine.images import Preprocess
     preprocess = Preprocess(model.image_resolution)
     start = time.perf_counter()
     batch = []
@@ -122,7 +122,7 @@ def plain_pipeline(paths: list[Path], model) -> float:
 
 def decode_ceiling(paths: list[Path], resolution: int, workers: int | None, batch_size: int = 32) -> float:
     """Images/s of the indexer's decoding alone (same pool, same window, no model)."""
-    from indexes.decode import DecodePool, overlap_window
+    from cliplab.indexes.decode import DecodePool, overlap_window
     items = list(enumerate(map(str, paths)))
     ahead = overlap_window(batch_size, workers or os.cpu_count() or 1)
     with DecodePool(resolution, workers=workers, ahead=ahead) as pool:
@@ -137,15 +137,15 @@ def bench_pipeline(count: int, workers: int | None) -> dict:
     """Decode-only ceiling beside the end-to-end pipeline in fp32 and in the fastest safe mode."""
     import torch
 
-    from engine.handle import ModelBundle
-    from engine.images import Preprocess
-    from engine.model import CLIP
-    from engine.precision import cpu_summary
-    from engine.runtime import choose_mode
-    from engine.tokenizer import Tokenizer
-    from indexes.catalog import open_catalog
-    from indexes.indexer import index_pending
-    from indexes.scan import scan
+    from cliplab.engine.handle import ModelBundle
+    from cliplab.engine.images import Preprocess
+    from cliplab.engine.model import CLIP
+    from cliplab.engine.precision import cpu_summary
+    from cliplab.engine.runtime import choose_mode
+    from cliplab.engine.tokenizer import Tokenizer
+    from cliplab.indexes.catalog import open_catalog
+    from cliplab.indexes.indexer import index_pending
+    from cliplab.indexes.scan import scan
 
     work = Path(tempfile.mkdtemp(prefix="cliplab-pipeline-"))
     os.environ["CLIPLAB_HOME"] = str(work / "home")
@@ -180,7 +180,7 @@ def bench_pipeline(count: int, workers: int | None) -> dict:
 
 def bench_storage(sizes: list[int], dim: int = 512, queries: int = 30, only: list[str] | None = None) -> list[dict]:
     """Latency, bytes per vector and recall@10 of each storage of flat and IVF indexes."""
-    from indexes.vectors import build, exact_small_batch, index_ids
+    from cliplab.indexes.vectors import build, exact_small_batch, index_ids
     rows = []
     for n in sizes:
         vectors = clustered(n, dim, max(10, n // 1000), seed=0)
@@ -256,7 +256,7 @@ def bench_query(sizes: list[int], dim: int = 512, queries: int = 30) -> list[dic
 def query_row(n: int, dim: int, queries: int, approximate: bool) -> dict:
     import faiss
 
-    from indexes.vectors import build, exact_small_batch, index_ids
+    from cliplab.indexes.vectors import build, exact_small_batch, index_ids
     vectors = clustered(n, dim, max(10, n // 1000), seed=0)
     ids = np.arange(n, dtype=np.int64)
     qs = clustered(queries, dim, max(10, n // 1000), seed=0)[:queries]  # queries from the same clusters
@@ -296,8 +296,8 @@ def query_row(n: int, dim: int, queries: int, approximate: bool) -> dict:
 
 
 def bench_rescan(count: int = 10_000) -> dict:
-    from indexes.catalog import open_catalog
-    from indexes.scan import scan
+    from cliplab.indexes.catalog import open_catalog
+    from cliplab.indexes.scan import scan
     work = Path(tempfile.mkdtemp(prefix="cliplab-rescan-"))
     os.environ["CLIPLAB_HOME"] = str(work / "home")
     for i in range(count):
@@ -317,7 +317,7 @@ def bench_rescan(count: int = 10_000) -> dict:
 
 
 def bench_fingerprint(megabytes: int = 512, files: int = 8) -> dict:
-    from indexes.scan import fingerprint
+    from cliplab.indexes.scan import fingerprint
     work = Path(tempfile.mkdtemp(prefix="cliplab-hash-"))
     rng = np.random.default_rng(0)
     paths = []
@@ -334,7 +334,7 @@ def bench_fingerprint(megabytes: int = 512, files: int = 8) -> dict:
     one = time.perf_counter() - start
     from concurrent.futures import ThreadPoolExecutor
 
-    from indexes.scan import HASH_THREADS
+    from cliplab.indexes.scan import HASH_THREADS
     start = time.perf_counter()
     with ThreadPoolExecutor(HASH_THREADS) as pool:
         list(pool.map(fingerprint, paths))
@@ -350,7 +350,7 @@ def generated_photos(kind: str, count: int, seed: int = 0) -> list:
     user's photos are to it)."""
     from PIL import Image, ImageDraw
     if kind == "world":
-        from trainer.synthetic import World
+        from cliplab.trainer.synthetic import World
         return [s.image.convert("RGB") for s in World(seed=seed, image_size=256).sample(count, split="all")]
     rng = np.random.default_rng(seed)
     photos = []
@@ -371,8 +371,8 @@ def near_duplicate_pairs(originals: int = 60, seed: int = 0, kind: str = "world"
 
     from PIL import Image, ImageEnhance
 
-    import engine
-    from engine.features import encode_images
+    from cliplab import engine
+    from cliplab.engine.features import encode_images
     model, preprocess, _ = engine.load("demo", precision="fp32")
     photos = generated_photos(kind, originals, seed)
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-import engine
-from engine import weights
-from engine.model import CLIP, convert_weights
-from engine.tokenizer import Tokenizer
+from cliplab import engine
+from cliplab.engine import weights
+from cliplab.engine.model import CLIP, convert_weights
+from cliplab.engine.tokenizer import Tokenizer
 
 
 def timed(fn):

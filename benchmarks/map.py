@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     args = parser.parse_args()
     os.environ.setdefault("CLIPLAB_HOME", tempfile.mkdtemp(prefix="cliplab-bench-"))
-    from app.services import map as maps
+    from cliplab.app.services import map as maps
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(20, args.dim))

@@ -23,11 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.handle import ModelBundle  # noqa: E402
-from engine.precision import cpu_summary  # noqa: E402
-from engine.runtime import candidate_modes, make_encoder  # noqa: E402
-from trainer.evaluate import RetrievalSet, ZeroShotSet, evaluate, image_features  # noqa: E402
-from trainer.synthetic import World  # noqa: E402
+from cliplab.engine.handle import ModelBundle  # noqa: E402
+from cliplab.engine.precision import cpu_summary  # noqa: E402
+from cliplab.engine.runtime import candidate_modes, make_encoder  # noqa: E402
+from cliplab.trainer.evaluate import RetrievalSet, ZeroShotSet, evaluate, image_features  # noqa: E402
+from cliplab.trainer.synthetic import World  # noqa: E402
 
 TASKS = ("shape", "colour", "count", "position", "word")
 GATE_POINTS = 0.5

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from oracles import import_open_clip, official_merges_file  # noqa: E402
 
-from engine.tokenizer import Tokenizer  # noqa: E402
+from cliplab.engine.tokenizer import Tokenizer  # noqa: E402
 
 TEMPLATES = ["a photo of a {}.", "a bad photo of the {}.", "a close-up photo of a {}.", "a drawing of a {}.",
              "itap of a {}.", "a photo of the large {}.", "a blurry photo of a {}.", "a sculpture of a {}.",

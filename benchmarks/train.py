@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from trainer.optim import build_optimizer, build_scheduler
-from trainer.presets import DEMO_SHAPE, build_model
-from trainer.step import FeatureModel, StepContext, train_step
+from cliplab.trainer.optim import build_optimizer, build_scheduler
+from cliplab.trainer.presets import DEMO_SHAPE, build_model
+from cliplab.trainer.step import FeatureModel, StepContext, train_step
 
 
 def samples_per_second(spec: str, batch_size: int, steps: int, device: str, vocab_size: int,
@@ -47,7 +47,7 @@ def render_rate(resolution: int = 64, n: int = 300) -> float:
     """Synthetic training samples drawn per second in this process."""
     import numpy as np
 
-    from trainer.synthetic import World
+    from cliplab.trainer.synthetic import World
 
     world = World(seed=0, image_size=resolution)
     world.sample(10, "train", np.random.default_rng(1))  # fonts and texture masks cached

@@ -50,11 +50,11 @@ def main() -> None:
 
     from oracles import import_open_clip
 
-    from assets import asset_path
-    from engine.features import model_fingerprint
-    from engine.model import CLIP
-    from engine.tokenizer import Tokenizer
-    from engine.zeroshot import TextFeatureCache, build_classifier, fill, load_templates
+    from cliplab.assets import asset_path
+    from cliplab.engine.features import model_fingerprint
+    from cliplab.engine.model import CLIP
+    from cliplab.engine.tokenizer import Tokenizer
+    from cliplab.engine.zeroshot import TextFeatureCache, build_classifier, fill, load_templates
 
     open_clip = import_open_clip()
     load_before = os.getloadavg()[0]

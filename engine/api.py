@@ -6,15 +6,15 @@ from pathlib import Path
 
 import torch
 
-from assets import asset_path
-from engine import download as downloads
-from engine.config import ModelConfig
-from engine.errors import CliplabError
-from engine.images import Preprocess
-from engine.model import CLIP, convert_weights
-from engine.precision import DTYPES, default_device, resolve_precision
-from engine.tokenizer import Tokenizer
-from engine.weights import CONFIG_FILE, WEIGHTS_FILE, load_model
+from cliplab.assets import asset_path
+from cliplab.engine import download as downloads
+from cliplab.engine.config import ModelConfig
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.images import Preprocess
+from cliplab.engine.model import CLIP, convert_weights
+from cliplab.engine.precision import DTYPES, default_device, resolve_precision
+from cliplab.engine.tokenizer import Tokenizer
+from cliplab.engine.weights import CONFIG_FILE, WEIGHTS_FILE, load_model
 
 DEMO = "demo"
 

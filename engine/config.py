@@ -17,8 +17,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cache
 
-from assets import asset_path
-from engine.errors import CliplabError
+from cliplab.assets import asset_path
+from cliplab.engine.errors import CliplabError
 
 ACTIVATIONS = ("quick_gelu", "gelu")
 OPENAI_EXTRAS = ("input_resolution", "context_length", "vocab_size")  # in OpenAI's state dicts only

@@ -34,10 +34,10 @@ from urllib.request import HTTPRedirectHandler, Request, build_opener, urlopen
 
 from tqdm.auto import tqdm
 
-from engine import weights
-from engine.config import model_table
-from engine.errors import CliplabError
-from engine.paths import models_dir
+from cliplab.engine import weights
+from cliplab.engine.config import model_table
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.paths import models_dir
 
 DEFAULT_BASE = "https://openaipublic.azureedge.net/clip/models"
 HUB = "https://huggingface.co"

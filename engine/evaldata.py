@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import CliplabError
-from engine.features import encode_images, model_fingerprint
-from engine.paths import cache_dir
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.features import encode_images, model_fingerprint
+from cliplab.engine.paths import cache_dir
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif"}
 
@@ -112,7 +112,7 @@ def dataset_features(model, preprocess: Callable, dataset: LabelledImages, proje
     """Image features [n, d] float32 (not normalised) of every image, computed once per
     (model, files, project) and cached; a changed file (size or mtime) gives a new key.
     project=False: the features before the final projection (the paper's linear-probe input for ViT)."""
-    from engine.images import ImageLoadError, load_image  # written by the engine's image helper
+    from cliplab.engine.images import ImageLoadError, load_image  # written by the engine's image helper
 
     path = cache_dir("features") / f"{_cache_key(model, dataset.paths, project)}.npy"
     if cache and path.is_file():

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.features import encode_texts, model_fingerprint
-from engine.precision import EXACT, MODES, check_mode, for_purpose
+from cliplab.engine.features import encode_texts, model_fingerprint
+from cliplab.engine.precision import EXACT, MODES, check_mode, for_purpose
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class ModelBundle:
         """engine.load in fp32; the mode is `precision` when given (a mode name, or 'auto'), else the
         policy's for `purpose` ('index': the fastest safe mode; 'reproducible': exact fp32).
         options: engine.load's arch= and allow_torchscript=."""
-        import engine
+        from cliplab import engine
         model, preprocess, tokenizer = engine.load(name, device=device, precision="fp32", **options)
         mode = precision if precision not in (None, "default") else for_purpose(purpose)
         return cls(model, preprocess, tokenizer, getattr(model, "name", None) or str(name), mode)
@@ -64,7 +64,7 @@ class ModelBundle:
     def resolve(self) -> str:
         """The concrete mode (measuring the choice once per machine and model when 'auto')."""
         if self.mode == "auto":
-            from engine.runtime import choose_mode
+            from cliplab.engine.runtime import choose_mode
             choice = choose_mode(self.model)
             self.mode, self.reason = choice.mode, choice.reason
         return self.mode
@@ -72,7 +72,7 @@ class ModelBundle:
     @property
     def encoder(self):
         if self._encoder is None:
-            from engine.runtime import make_encoder
+            from cliplab.engine.runtime import make_encoder
             self._encoder = make_encoder(self.model, self.resolve())
             if self._encoder.mode != self.mode:  # fell back (ONNX Runtime missing)
                 self.mode, self.reason = self._encoder.mode, f"{self.mode} unavailable: ONNX Runtime is not installed"

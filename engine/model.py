@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from engine.config import ARCHITECTURES, ModelConfig, named_architectures, shape_config
+from cliplab.engine.config import ARCHITECTURES, ModelConfig, named_architectures, shape_config
 
 __all__ = ["ARCHITECTURES", "CLIP", "ModelConfig"]
 

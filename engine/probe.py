@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from engine.errors import CliplabError
+from cliplab.engine.errors import CliplabError
 
 STEPS_PER_DECADE = 8  # the search's final resolution: 96 log steps over 1e-6..1e6
 

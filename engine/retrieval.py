@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.errors import CliplabError
+from cliplab.engine.errors import CliplabError
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:

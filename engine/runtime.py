@@ -32,10 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine import paths
-from engine.features import model_fingerprint
-from engine.images import MEAN, STD
-from engine.precision import DTYPES, EXACT, MODES, check_mode, cpu_features, cpu_has_vnni, cpu_summary
+from cliplab.engine import paths
+from cliplab.engine.features import model_fingerprint
+from cliplab.engine.images import MEAN, STD
+from cliplab.engine.precision import DTYPES, EXACT, MODES, check_mode, cpu_features, cpu_has_vnni, cpu_summary
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class TorchEncoder(_ModuleLike):
         else:
             import copy
 
-            from engine.model import convert_weights
+            from cliplab.engine.model import convert_weights
             self.model = convert_weights(copy.deepcopy(model), DTYPES[precision]).eval()
         self.embed_dim = model.embed_dim
         self.device = next(model.parameters()).device

@@ -28,8 +28,8 @@ import numpy as np
 import regex
 import torch
 
-from engine.errors import CliplabError
-from engine.paths import models_dir
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.paths import models_dir
 
 OFFICIAL_MERGES_NAME = "bpe_simple_vocab_16e6.txt.gz"
 OFFICIAL_MERGES_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"

@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from engine.config import (
+from cliplab.engine.config import (
     ARCHITECTURES,
     OPENAI_EXTRAS,
     Facts,
@@ -43,8 +43,8 @@ from engine.config import (
     resolve_arch,
     shape_config,
 )
-from engine.errors import CliplabError
-from engine.model import CLIP, load_state_dict_checked
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.model import CLIP, load_state_dict_checked
 
 # SHA-256 of the nine official release files (also the path segment of their download URLs).
 OFFICIAL_SHA256: dict[str, str] = {

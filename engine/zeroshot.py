@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from assets import asset_path
-from engine.errors import CliplabError
-from engine.features import encode_texts, model_fingerprint
-from engine.paths import cache_dir
+from cliplab.assets import asset_path
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.features import encode_texts, model_fingerprint
+from cliplab.engine.paths import cache_dir
 
 DEFAULT_SCALE = 100.0  # the reference notebooks' fixed temperature; scale="model" uses exp(logit_scale)
 TEMPLATE_PRESETS = ("imagenet80", "imagenet7", "default", "pets", "food", "aircraft", "satellite", "ocr")

@@ -30,8 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from engine import paths
-from indexes.retry import retrying
+from cliplab.engine import paths
+from cliplab.indexes.retry import retrying
 
 
 class Base(DeclarativeBase):
@@ -237,6 +237,6 @@ def open_catalog(url: str | None = None) -> Catalog:
     engine = create_engine(url, future=True, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    from indexes.migrations import upgrade
+    from cliplab.indexes.migrations import upgrade
     upgrade(engine)
     return Catalog(url=url, engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))

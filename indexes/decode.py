@@ -18,7 +18,7 @@ from datetime import datetime
 
 import numpy as np
 
-from indexes.names import readable
+from cliplab.indexes.names import readable
 
 
 @dataclass
@@ -46,7 +46,7 @@ _preprocess = None
 def _init_worker(resolution: int) -> None:
     import torch
 
-    from engine.images import Preprocess
+    from cliplab.engine.images import Preprocess
     global _preprocess
     torch.set_num_threads(1)  # the workers are the parallelism; the model has the main process's threads
     _preprocess = Preprocess(resolution)
@@ -55,7 +55,7 @@ def _init_worker(resolution: int) -> None:
 
 def decode_file(file_id: int, path: str, resolution: int, time_limit: float) -> Decoded:
     """Decode one file (in a worker; callable directly for tests and single-process runs)."""
-    from engine.images import ImageLoadError, Preprocess, image_info, load_image
+    from cliplab.engine.images import ImageLoadError, Preprocess, image_info, load_image
     preprocess = _preprocess if _preprocess is not None and _preprocess.resolution == resolution \
         else Preprocess(resolution)
     armed = signal.getsignal(signal.SIGALRM) is _alarm
@@ -98,7 +98,7 @@ class DecodePool:
         # files in flight; a caller that encodes batches passes ahead >= 2 batches (overlap_window)
         self.ahead = max(ahead or 0, self.workers * 4)
         self._context = multiprocessing.get_context("forkserver")  # a clean parent: no torch threads forked
-        self._context.set_forkserver_preload(["engine.images", "torch", "numpy"])
+        self._context.set_forkserver_preload(["cliplab.engine.images", "torch", "numpy"])
         self._pool = None
 
     def _start(self):

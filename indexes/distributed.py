@@ -1,8 +1,8 @@
 """Embedding a library over many GPUs or nodes with torchrun.
 
-    torchrun --nproc_per_node 8 -m indexes.distributed ~/Pictures --model ViT-L/14
+    torchrun --nproc_per_node 8 -m cliplab.indexes.distributed ~/Pictures --model ViT-L/14
     torchrun --nnodes 4 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \\
-        -m indexes.distributed /shared/photos --model ViT-L/14 --catalog postgresql+psycopg://...
+        -m cliplab.indexes.distributed /shared/photos --model ViT-L/14 --catalog postgresql+psycopg://...
 
 Rank 0 scans the folders and lists the pending files, and broadcasts the list; every rank decodes
 and embeds its shard (every world-th file); after each step rank 0 gathers the ranks' batches and
@@ -22,11 +22,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from indexes.catalog import open_catalog
-from indexes.decode import Decoded, DecodePool
-from indexes.indexer import IndexReport, ModelBundle, commit_batch, embed_batch, library_bundle, pending_files
-from indexes.scan import scan
-from indexes.writer import writer_lock
+from cliplab.indexes.catalog import open_catalog
+from cliplab.indexes.decode import Decoded, DecodePool
+from cliplab.indexes.indexer import (
+    IndexReport,
+    ModelBundle,
+    commit_batch,
+    embed_batch,
+    library_bundle,
+    pending_files,
+)
+from cliplab.indexes.scan import scan
+from cliplab.indexes.writer import writer_lock
 
 
 def _batches(pool: DecodePool, todo: list[tuple[int, str]], batch_size: int) -> Iterator[list[Decoded]]:
@@ -86,7 +93,7 @@ def _embed_ranks(bundle: ModelBundle, paths: list[str], catalog, batch_size: int
 
 
 def main(argv: list[str] | None = None, bundle: ModelBundle | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="torchrun ... -m indexes.distributed", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="torchrun ... -m cliplab.indexes.distributed", description=__doc__.split("\n")[0])
     parser.add_argument("paths", nargs="*")
     parser.add_argument("--model", default=os.environ.get("CLIPLAB_MODEL", "demo"))
     parser.add_argument("--catalog", default=None, help="SQLAlchemy URL (default: the local catalog)")

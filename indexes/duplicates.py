@@ -27,10 +27,10 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import func, select
 
-from engine.errors import CliplabError
-from indexes.catalog import Catalog, Embedding, File, from_blobs
-from indexes.scan import UNKNOWN
-from indexes.vectors import VectorIndex
+from cliplab.engine.errors import CliplabError
+from cliplab.indexes.catalog import Catalog, Embedding, File, from_blobs
+from cliplab.indexes.scan import UNKNOWN
+from cliplab.indexes.vectors import VectorIndex
 
 RELATIVE = 0.05
 BACKGROUND_PAIRS = 5000  # random pairs whose median cosine says what "unrelated" looks like here

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from engine.errors import CliplabError
-from indexes.catalog import Catalog, Embedding, File, Model, from_blobs
+from cliplab.engine.errors import CliplabError
+from cliplab.indexes.catalog import Catalog, Embedding, File, Model, from_blobs
 
 COLUMNS = ("file_id", "path", "size", "width", "height", "captured_at", "camera", "fingerprint")
 

@@ -24,12 +24,12 @@ import torch
 from sqlalchemy import exists, insert, select, update
 from tqdm.auto import tqdm
 
-from engine.handle import ModelBundle
-from indexes.catalog import Catalog, Embedding, File, Folder, Model, to_blob
-from indexes.decode import Decoded, DecodePool, overlap_window
-from indexes.names import readable
-from indexes.retry import retrying
-from indexes.writer import writer_lock
+from cliplab.engine.handle import ModelBundle
+from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model, to_blob
+from cliplab.indexes.decode import Decoded, DecodePool, overlap_window
+from cliplab.indexes.names import readable
+from cliplab.indexes.retry import retrying
+from cliplab.indexes.writer import writer_lock
 
 log = logging.getLogger(__name__)
 __all__ = ["IndexReport", "ModelBundle", "commit_batch", "embed_batch", "index_pending", "library_bundle",
@@ -72,7 +72,7 @@ def library_bundle(catalog: Catalog, bundle: ModelBundle, model_id: int | None =
     """The bundle in the mode the model's library embeddings are computed in, so that new files and
     queries are embedded the same way as what is indexed. The first indexing run records its mode;
     a catalog from before modes were recorded gets what that build ran (fastest_safe_precision)."""
-    from engine.precision import check_mode, fastest_safe_precision
+    from cliplab.engine.precision import check_mode, fastest_safe_precision
     model_id = bundle.register(catalog) if model_id is None else model_id
     with catalog.session() as session:
         recorded = session.scalar(select(Model.mode).where(Model.id == model_id))

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from indexes.catalog import Base
+from cliplab.indexes.catalog import Base
 
 
 class AuditSession(Base):

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from engine.errors import CliplabError
+from cliplab.engine.errors import CliplabError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -35,11 +35,11 @@ from pathlib import Path
 
 from sqlalchemy import delete, select, update
 
-from engine.errors import CliplabError
-from indexes.catalog import Catalog, Embedding, File, Folder, Model, ScanSkip
-from indexes.names import catalog_name, readable
-from indexes.retry import retrying
-from indexes.writer import writer_lock
+from cliplab.engine.errors import CliplabError
+from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model, ScanSkip
+from cliplab.indexes.names import catalog_name, readable
+from cliplab.indexes.retry import retrying
+from cliplab.indexes.writer import writer_lock
 
 EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif"})
 BLOCK = 1 << 20

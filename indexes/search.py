@@ -41,12 +41,12 @@ import numpy as np
 import torch
 from sqlalchemy import select
 
-from engine.errors import CliplabError
-from indexes.catalog import Catalog, Embedding, File, Folder, from_blobs, photo_date
-from indexes.decode import decode_file
-from indexes.indexer import ModelBundle, library_bundle
-from indexes.scan import EXTENSIONS, inside_library, library_roots
-from indexes.vectors import VectorIndex
+from cliplab.engine.errors import CliplabError
+from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, from_blobs, photo_date
+from cliplab.indexes.decode import decode_file
+from cliplab.indexes.indexer import ModelBundle, library_bundle
+from cliplab.indexes.scan import EXTENSIONS, inside_library, library_roots
+from cliplab.indexes.vectors import VectorIndex
 
 _WEIGHT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*:\s*(.*)$", re.S)
 MAX_WEIGHT = 100.0

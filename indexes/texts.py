@@ -19,10 +19,18 @@ import faiss
 import numpy as np
 from sqlalchemy import delete, insert, select
 
-from engine.errors import CliplabError
-from engine.features import encode_texts
-from indexes.catalog import Catalog, File, TextCollection, TextEmbedding, TextEntry, from_blobs, to_blob
-from indexes.indexer import ModelBundle
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.features import encode_texts
+from cliplab.indexes.catalog import (
+    Catalog,
+    File,
+    TextCollection,
+    TextEmbedding,
+    TextEntry,
+    from_blobs,
+    to_blob,
+)
+from cliplab.indexes.indexer import ModelBundle
 
 
 def read_texts(path: str | Path) -> tuple[list[str], list[str | None]]:

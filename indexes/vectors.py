@@ -29,7 +29,7 @@ import faiss
 import numpy as np
 from sqlalchemy import func, select
 
-from indexes.catalog import Catalog, Embedding, Model, VectorIndexState, from_blobs
+from cliplab.indexes.catalog import Catalog, Embedding, Model, VectorIndexState, from_blobs
 
 log = logging.getLogger(__name__)
 APPROX_THRESHOLD = 200_000

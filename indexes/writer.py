@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from engine.errors import CliplabError
-from indexes.catalog import Catalog, WriterLock
-from indexes.retry import retrying
+from cliplab.engine.errors import CliplabError
+from cliplab.indexes.catalog import Catalog, WriterLock
+from cliplab.indexes.retry import retrying
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5.0

@@ -22,6 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGES = ("engine", "trainer", "indexes", "app", "assets")
+NAMESPACE = "cliplab"  # installed, the folders are cliplab.engine, cliplab.app, ... (pyproject.toml)
+
+
+def local(name: str) -> str:
+    """A module's name within the repository: cliplab.engine.model -> engine.model."""
+    return name.removeprefix(NAMESPACE + ".")
 FRONT_END_ALLOWED = ("app", "engine.errors", "assets")  # prefixes a front end may import
 
 
@@ -52,18 +58,21 @@ def imports(tree: ast.AST, module: str) -> Iterator[tuple[int, str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                yield node.lineno, alias.name
+                yield node.lineno, local(alias.name)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = module.split(".")[: -node.level]
                 name = ".".join(base + ([node.module] if node.module else []))
             else:
                 name = node.module or ""
-            if name in PACKAGES:  # `from engine import zeroshot` reaches engine.zeroshot
+            if name == NAMESPACE:  # `from cliplab import engine` reaches engine
                 for alias in node.names:
-                    yield node.lineno, f"{name}.{alias.name}"
+                    yield node.lineno, alias.name
+            elif local(name) in PACKAGES:  # `from cliplab.engine import zeroshot` reaches engine.zeroshot
+                for alias in node.names:
+                    yield node.lineno, f"{local(name)}.{alias.name}"
             else:
-                yield node.lineno, name
+                yield node.lineno, local(name)
 
 
 def _within(name: str, prefix: str) -> bool:

@@ -42,13 +42,13 @@ def require_chromium() -> None:
 
 def test_model(home: Path) -> str:
     """The demo model when built, else a tiny random CLIP saved in our format under home."""
-    from assets import asset_path
+    from cliplab.assets import asset_path
     demo = asset_path("demo")
     if (demo / "model.safetensors").is_file():
         return "demo"
     from library_fixtures import tiny_bundle
 
-    from engine.weights import save_model
+    from cliplab.engine.weights import save_model
     folder = home / "tiny-model"
     save_model(tiny_bundle().model, folder, meta={"name": "tiny"})
     return str(folder)
@@ -85,7 +85,7 @@ def start_app(home: Path, extra_args: list[str] | None = None, demo_photos: int 
     log = home / "app.log"
     env = {**os.environ, "CLIPLAB_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False",
            "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "app.cli", "app", "--model", model, "--port", str(port), "--no-browser",
+    command = [sys.executable, "-m", "cliplab.app.cli", "app", "--model", model, "--port", str(port), "--no-browser",
                "--demo-photos", str(demo_photos), "--wait-first-start", *(extra_args or [])]
     with log.open("w") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -3,7 +3,7 @@ commands cannot break a test."""
 
 from __future__ import annotations
 
-from app import cli
+from cliplab.app import cli
 
 
 def invoke(modules: list[str], *argv) -> int:

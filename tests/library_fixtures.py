@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.images import Preprocess
-from engine.model import CLIP
-from engine.tokenizer import Tokenizer
-from indexes.indexer import ModelBundle
+from cliplab.engine.images import Preprocess
+from cliplab.engine.model import CLIP
+from cliplab.engine.tokenizer import Tokenizer
+from cliplab.indexes.indexer import ModelBundle
 
 
 def tiny_bundle(seed: int = 0, name: str = "tiny") -> ModelBundle:

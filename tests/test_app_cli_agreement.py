@@ -17,14 +17,14 @@ import pytest
 from cli_support import run_cli as run_cli_with_modules
 from test_audit_measures import make_fairface
 
-from app.services import audit, audit_store
-from app.services.app_state import AppState
-from app.services.classify import classify_for_app, export_csv, load_templates
-from app.services.loading import load_bundle, precision_of
-from engine import precision
-from engine.api import _demo_available
-from engine.audit.runner import compare_results
-from indexes.catalog import open_catalog
+from cliplab.app.services import audit, audit_store
+from cliplab.app.services.app_state import AppState
+from cliplab.app.services.classify import classify_for_app, export_csv, load_templates
+from cliplab.app.services.loading import load_bundle, precision_of
+from cliplab.engine import precision
+from cliplab.engine.api import _demo_available
+from cliplab.engine.audit.runner import compare_results
+from cliplab.indexes.catalog import open_catalog
 
 pytestmark = pytest.mark.skipif(not _demo_available(), reason="needs the committed demo model")
 
@@ -47,7 +47,7 @@ def state(bf16_cpu) -> AppState:
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> list[str]:
-    from trainer.synthetic import World
+    from cliplab.trainer.synthetic import World
     folder = tmp_path_factory.mktemp("scenes")
     world, rng = World(seed=3, image_size=96), np.random.default_rng(3)
     paths = []

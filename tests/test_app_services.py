@@ -11,12 +11,12 @@ from library_fixtures import tiny_bundle, write_image
 from test_download import NAME, server  # noqa: F401 (a fixture: a local HTTP server)
 from test_download import release as release_fixture  # noqa: F401 (a fixture: a tiny release that server serves)
 
-from app.services import classifiers, library, search, training
-from app.services.app_state import AppState
-from app.services.classify import MAX_APP_CLASSES, class_lines, classify_for_app, folder_images
-from app.services.first_start import first_start, needs_first_start, write_demo_photos
-from engine.errors import CliplabError
-from indexes.catalog import open_catalog
+from cliplab.app.services import classifiers, library, search, training
+from cliplab.app.services.app_state import AppState
+from cliplab.app.services.classify import MAX_APP_CLASSES, class_lines, classify_for_app, folder_images
+from cliplab.app.services.first_start import first_start, needs_first_start, write_demo_photos
+from cliplab.engine.errors import CliplabError
+from cliplab.indexes.catalog import open_catalog
 
 TEMPLATES = ["a photo of {}."]
 
@@ -212,7 +212,7 @@ def test_one_job_of_a_kind_at_a_time(state):
 
 
 def test_switch_model_calls_listeners_and_keeps_old_model_on_failure(state, tmp_path):
-    from engine.weights import save_model
+    from cliplab.engine.weights import save_model
     seen = []
     state.on_model_change(lambda bundle: seen.append(bundle.name))
     folder = tmp_path / "other"
@@ -232,8 +232,8 @@ def test_download_job_shows_bytes_then_done(state, server, release_fixture):  # 
     import threading
     import time
 
-    from app.services.models import start_download
-    from engine.paths import models_dir
+    from cliplab.app.services.models import start_download
+    from cliplab.engine.paths import models_dir
     server.gate = threading.Event()  # the server sends half the file, then waits: the job is seen mid-way
     try:
         job = start_download(state.jobs, NAME, base_url=server.base)
@@ -256,8 +256,8 @@ def test_download_job_shows_bytes_then_done(state, server, release_fixture):  # 
 def test_download_job_failures_are_sentences(state, server, release_fixture):  # noqa: F811
     import socket
 
-    from app.services.models import start_download
-    from engine import weights
+    from cliplab.app.services.models import start_download
+    from cliplab.engine import weights
     _, data = release_fixture
     server.files[f"/{weights.OFFICIAL_SHA256[NAME]}/{NAME}.pt"] = data[:-10] + b"x" * 10  # altered on the way
     job = state.jobs.wait(start_download(state.jobs, NAME, base_url=server.base), 300)

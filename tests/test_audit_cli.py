@@ -17,11 +17,11 @@ import torch
 from cli_support import run_cli as run_cli_with_modules
 from test_audit_measures import make_fairface
 
-from app import cli
-from app.services import audit_store
-from engine.api import _demo_available
-from engine.model import CLIP
-from engine.weights import save_model
+from cliplab.app import cli
+from cliplab.app.services import audit_store
+from cliplab.engine.api import _demo_available
+from cliplab.engine.model import CLIP
+from cliplab.engine.weights import save_model
 
 
 @pytest.fixture(scope="module")

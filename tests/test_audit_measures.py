@@ -15,11 +15,11 @@ from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
-from engine.audit import measures
-from engine.audit.datasets import FAIRFACE_AGES, FAIRFACE_GENDERS, FAIRFACE_RACES, load_dataset
-from engine.audit.labelsets import load_labelset, with_added
-from engine.audit.runner import AuditOptions, measure
-from engine.errors import CliplabError
+from cliplab.engine.audit import measures
+from cliplab.engine.audit.datasets import FAIRFACE_AGES, FAIRFACE_GENDERS, FAIRFACE_RACES, load_dataset
+from cliplab.engine.audit.labelsets import load_labelset, with_added
+from cliplab.engine.audit.runner import AuditOptions, measure
+from cliplab.engine.errors import CliplabError
 
 
 def make_fairface(root, n_per_cell: int = 3, seed: int = 0):
@@ -203,8 +203,8 @@ def test_unknown_category_strings_and_missing_images(tmp_path):
 def test_small_extremes_name_a_group_once_and_read_as_names():
     """When every group has the same share, the highest and the lowest are the same small group: the
     report named it twice, as a Python list ("small extremes ['East Asian', 'East Asian']")."""
-    from engine.audit.measures import disparities
-    from engine.audit.report import _fmt
+    from cliplab.engine.audit.measures import disparities
+    from cliplab.engine.audit.report import _fmt
     rows = [{"grouping": "race", "group": g, "category": "crime", "share": 0.25, "n": 4, "small": True}
             for g in ("East Asian", "Indian")]
     (row,) = disparities(rows)

@@ -10,7 +10,7 @@ from scipy import stats as sps
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
-from engine.audit import stats
+from cliplab.engine.audit import stats
 
 
 @pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (10, 10), (49, 1000), (700, 1000), (1, 1)])

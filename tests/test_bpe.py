@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gzip
 
-from engine.tokenizer import Tokenizer, clean_text
-from trainer.bpe import train_bpe, word_counts, write_merges
-from trainer.synthetic import World
+from cliplab.engine.tokenizer import Tokenizer, clean_text
+from cliplab.trainer.bpe import train_bpe, word_counts, write_merges
+from cliplab.trainer.synthetic import World
 
 
 def test_merges_of_the_textbook_example():

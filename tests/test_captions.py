@@ -1,4 +1,4 @@
-"""app.services.captions and `cliplab captions` with the committed demo model on a small captioned
+"""cliplab.app.services.captions and `cliplab captions` with the committed demo model on a small captioned
 dataset drawn from the synthetic world: rankings equal a brute-force numpy computation, true pairs
 are marked, browse ranks equal engine.retrieval's, and bad input gets its sentence."""
 
@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from cli_support import run_cli as run_cli_with_modules
 
-from app import cli
-from app.services import captions
-from app.services.loading import load_bundle
-from engine.errors import CliplabError
-from engine.features import encode_images, encode_texts
-from engine.images import load_image
-from engine.retrieval import retrieval_ranks
+from cliplab.app import cli
+from cliplab.app.services import captions
+from cliplab.app.services.loading import load_bundle
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.features import encode_images, encode_texts
+from cliplab.engine.images import load_image
+from cliplab.engine.retrieval import retrieval_ranks
 
 COLOURS = ["red", "yellow", "green", "blue", "white", "black"]
 SHAPES = ["circle", "square", "star", "cross", "heart", "diamond"]
@@ -31,7 +31,7 @@ def bundle():
 def write_captioned(root) -> dict:
     """6 scenes of distinct colours, 2 captions each (a full one and a short one) in root/captions.csv;
     the rows are shuffled so that an image's captions are not neighbours."""
-    from trainer.synthetic import World
+    from cliplab.trainer.synthetic import World
 
     (root / "images").mkdir(parents=True)
     world, rng = World(seed=2, image_size=64, holdout=()), np.random.default_rng(2)
@@ -117,9 +117,9 @@ def test_browse_both_ways_gives_engine_retrieval_ranks(bundle, dataset, brute):
 
 
 def test_text_list_and_saved_classifier_collections(bundle, dataset, brute, tmp_path):
-    from app.services.classifiers import save_classifier
-    from engine.zeroshot import build_classifier
-    from indexes.catalog import open_catalog
+    from cliplab.app.services.classifiers import save_classifier
+    from cliplab.engine.zeroshot import build_classifier
+    from cliplab.indexes.catalog import open_catalog
 
     model, tokenizer = bundle.model, bundle.tokenizer
     images, _ = brute

@@ -18,11 +18,11 @@ from alembic.script import ScriptDirectory
 from library_fixtures import tiny_bundle, write_image
 from sqlalchemy import select
 
-from indexes import migrations
-from indexes.catalog import Embedding, File, Folder, default_url, from_blobs, open_catalog
-from indexes.indexer import index_pending
-from indexes.scan import scan
-from indexes.vectors import index_ids, open_index
+from cliplab.indexes import migrations
+from cliplab.indexes.catalog import Embedding, File, Folder, default_url, from_blobs, open_catalog
+from cliplab.indexes.indexer import index_pending
+from cliplab.indexes.scan import scan
+from cliplab.indexes.vectors import index_ids, open_index
 
 POSTGRES_URL = os.environ.get("CLIPLAB_TEST_POSTGRES_URL")
 NO_POSTGRES = ("CLIPLAB_TEST_POSTGRES_URL is not set, so the PostgreSQL catalog tests did NOT run: "
@@ -138,11 +138,11 @@ OUTAGE_INDEXER = """
 import sys, time
 sys.path.insert(0, "tests")
 from library_fixtures import tiny_bundle
-from app.cli import main
-from indexes.catalog import open_catalog
-from indexes.indexer import index_pending
-from indexes.scan import scan
-from engine.errors import CliplabError
+from cliplab.app.cli import main
+from cliplab.indexes.catalog import open_catalog
+from cliplab.indexes.indexer import index_pending
+from cliplab.indexes.scan import scan
+from cliplab.engine.errors import CliplabError
 catalog = open_catalog(sys.argv[1])
 scan(catalog, [sys.argv[2]])
 def on_batch(n, report):

@@ -13,7 +13,7 @@ import torch
 from cli_support import run_cli as run_cli_with_modules
 from library_fixtures import write_image
 
-from engine.api import _demo_available
+from cliplab.engine.api import _demo_available
 
 pytestmark = pytest.mark.skipif(not _demo_available(), reason="needs the committed demo model")
 

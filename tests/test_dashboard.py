@@ -17,11 +17,11 @@ from cli_support import invoke
 from test_audit_measures import make_fairface
 from thread_browser import run_with_chromium
 
-from app import cli
-from app.commands.dashboard import command
-from app.services import eval_store
-from app.services.evaluate import classification_metrics
-from engine.errors import CliplabError
+from cliplab.app import cli
+from cliplab.app.commands.dashboard import command
+from cliplab.app.services import eval_store
+from cliplab.app.services.evaluate import classification_metrics
+from cliplab.engine.errors import CliplabError
 
 DASHBOARD = str(ROOT / "app" / "dashboard.py")
 
@@ -29,8 +29,8 @@ DASHBOARD = str(ROOT / "app" / "dashboard.py")
 def tiny_model(folder) -> str:
     import torch
 
-    from engine.model import CLIP
-    from engine.weights import save_model
+    from cliplab.engine.model import CLIP
+    from cliplab.engine.weights import save_model
     torch.manual_seed(0)
     model = CLIP(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
                  context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=2,
@@ -152,7 +152,7 @@ def test_dashboard_in_the_browser(on_database, test_output_dir):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = (on_database["home"] / "dashboard.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", "dashboard", "--port", str(port)], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "-m", "cliplab.app.cli", "dashboard", "--port", str(port)], cwd=ROOT,
                                env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:

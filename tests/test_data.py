@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.errors import CliplabError
-from engine.images import Preprocess
-from trainer.data import Batches, CsvDataset, RandomSquareCrop, build_dataset
-from trainer.synthetic import World, write_dataset
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.images import Preprocess
+from cliplab.trainer.data import Batches, CsvDataset, RandomSquareCrop, build_dataset
+from cliplab.trainer.synthetic import World, write_dataset
 
 
 def _captions(path) -> list[str]:
@@ -38,7 +38,7 @@ def test_each_format_yields_the_written_samples(written, fmt):
     assert all(image.shape == (3, 64, 64) and image.dtype == torch.float32 for image, _ in items)
     assert not ds.skipped
     if fmt != "webdataset":  # unshuffled eval order: the reference transform of the written image
-        from engine.images import load_image
+        from cliplab.engine.images import load_image
         first = ds._get(0, None)
         assert torch.equal(first[0], Preprocess(64)(load_image(ds.items[0][0] if fmt == "csv" else ds.items[0])))
 
@@ -125,8 +125,8 @@ def test_random_square_crop_is_the_papers_augmentation():
 
 
 def test_synthetic_stream_tokenised_and_rank_disjoint(tmp_path):
-    from engine.tokenizer import Tokenizer
-    from trainer.bpe import train_vocabulary
+    from cliplab.engine.tokenizer import Tokenizer
+    from cliplab.trainer.bpe import train_vocabulary
 
     world = World(seed=0)
     path = train_vocabulary(world.caption_corpus(300), 200, tmp_path / "merges.txt")

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from drawings import BACKGROUNDS, PALETTE, SHAPES, drawing, drawings
 
-from app.services.loading import load_bundle
-from engine.api import load
-from engine.errors import CliplabError
-from trainer.demo_card import CARD_FILE, TABLES_BEGIN, TABLES_END, main, measure_drawings
+from cliplab.app.services.loading import load_bundle
+from cliplab.engine.api import load
+from cliplab.engine.errors import CliplabError
+from cliplab.trainer.demo_card import CARD_FILE, TABLES_BEGIN, TABLES_END, main, measure_drawings
 
 DEMO_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "demo"
 
@@ -77,7 +77,7 @@ def test_demo_card_regenerates_the_tables_of_the_card(tmp_path, capsys):
     text = card.read_text()
     assert text.startswith("# a card\n\nbefore\n") and text.endswith(f"{TABLES_END}\nafter\n")
     assert "stale figures" not in text
-    assert f"python -m trainer.demo_card {folder} --n-test 10" in text
+    assert f"python -m cliplab.trainer.demo_card {folder} --n-test 10" in text
     for heading in ("| target | goal |", "| task | chance |", "| direction | R@1 |", "| task | all | ensemble |"):
         assert heading in text
     assert "Rewrote the tables" in capsys.readouterr().out
@@ -87,10 +87,10 @@ def test_demo_card_regenerates_the_tables_of_the_card(tmp_path, capsys):
 
 
 def test_first_classification_of_the_demo_photos_is_right(tmp_path):
-    from app.services.classify import classify_for_app
-    from app.services.first_start import DEMO_CLASSES, write_demo_photos
-    from app.ui.classify import DEFAULT_CLASSES
-    from engine.zeroshot import load_templates
+    from cliplab.app.services.classify import classify_for_app
+    from cliplab.app.services.first_start import DEMO_CLASSES, write_demo_photos
+    from cliplab.app.ui.classify import DEFAULT_CLASSES
+    from cliplab.engine.zeroshot import load_templates
 
     assert DEFAULT_CLASSES.splitlines() == list(DEMO_CLASSES)  # the tab starts with what the photos show
     folder = write_demo_photos(tmp_path / "photos", n=24)
@@ -110,9 +110,9 @@ def test_first_classification_of_the_demo_photos_is_right(tmp_path):
 
 def test_two_yellow_stars_are_yellow_stars_not_a_word(tmp_path):
     """The reported case: in the app, a drawing of two yellow stars came out as "the word house"."""
-    from app.services.classify import classify_for_app
-    from app.services.first_start import DEMO_CLASSES
-    from engine.zeroshot import load_templates
+    from cliplab.app.services.classify import classify_for_app
+    from cliplab.app.services.first_start import DEMO_CLASSES
+    from cliplab.engine.zeroshot import load_templates
 
     rng = np.random.default_rng(13)
     paths = []

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from engine.model import CLIP
-from trainer.optim import build_optimizer, build_scheduler
-from trainer.step import FeatureModel, StepContext, train_step
+from cliplab.engine.model import CLIP
+from cliplab.trainer.optim import build_optimizer, build_scheduler
+from cliplab.trainer.step import FeatureModel, StepContext, train_step
 
 GLOBAL_BATCH, STEPS = 8, 2
 
@@ -89,7 +89,7 @@ def _train_worker(rank: int, world_size: int, port: int, out_dir: str, options: 
     """One torchrun-like rank of a real training run; rank 1's own clock says time ran out at once."""
     import os
 
-    from trainer import train as train_module
+    from cliplab.trainer import train as train_module
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -103,9 +103,9 @@ def _train_worker(rank: int, world_size: int, port: int, out_dir: str, options: 
 def test_time_limit_stops_every_rank_at_the_same_step(tmp_path):
     import json
 
-    from trainer.bpe import train_vocabulary
-    from trainer.checkpoint import STATE_FILE, list_checkpoints
-    from trainer.synthetic import World, write_dataset
+    from cliplab.trainer.bpe import train_vocabulary
+    from cliplab.trainer.checkpoint import STATE_FILE, list_checkpoints
+    from cliplab.trainer.synthetic import World, write_dataset
 
     world = World(seed=3, image_size=32)
     csv_path = write_dataset(world, tmp_path / "data", 40, fmt="csv")

@@ -17,13 +17,13 @@ import pytest
 import torch
 from test_weights import assert_same_outputs, tiny, torchscript_archive
 
-import engine
-from engine import download, weights
-from engine.errors import CliplabError
-from engine.images import Preprocess
-from engine.model import CLIP
-from engine.paths import models_dir
-from engine.tokenizer import official_merges_path
+from cliplab import engine
+from cliplab.engine import download, weights
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.images import Preprocess
+from cliplab.engine.model import CLIP
+from cliplab.engine.paths import models_dir
+from cliplab.engine.tokenizer import official_merges_path
 
 NAME = "RN50"  # any official name: its hash is pointed at the archive made here
 
@@ -234,7 +234,7 @@ def test_downloaded_fp16_tensors_are_widened_once(server, tmp_path, monkeypatch)
 
 
 def test_cli_download_then_models(server, release, capsys):
-    from app.cli import main
+    from cliplab.app.cli import main
 
     assert main(["download", "ViT-Q/1"]) == 2
     assert "Unknown model 'ViT-Q/1'" in capsys.readouterr().err
@@ -275,7 +275,7 @@ def test_progress_of_a_resume_starts_from_the_kept_bytes(server, release):
 # --- Releases by name: the table, and hub downloads verified by the hash the hub reports ---------------
 
 def test_every_release_builds_and_its_table_figures_fit():
-    from app.services.models import PARAMS
+    from cliplab.app.services.models import PARAMS
 
     for name, entry in download.releases().items():
         with torch.device("meta"):  # shapes only: cheap even for ViT-bigG-14
@@ -340,7 +340,7 @@ def test_hub_download_with_a_wrong_or_missing_hash_is_refused(server, hub_releas
 
 
 def test_cli_lists_the_release_table(capsys):
-    from app.cli import main
+    from cliplab.app.cli import main
 
     assert main(["models"]) == 0
     out = capsys.readouterr().out

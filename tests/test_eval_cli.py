@@ -15,15 +15,15 @@ from cli_support import run_cli as run_cli_with_modules
 from PIL import Image
 from zeroshot_support import small_clip
 
-from app import cli
-from app.services import eval_store
-from app.services.evaluate import dataset_hash, eval_zeroshot
-from app.services.loading import load_bundle
-from engine.evaldata import load_dataset
-from engine.features import model_fingerprint
-from engine.paths import cache_dir
-from engine.weights import save_model
-from engine.zeroshot import load_templates
+from cliplab.app import cli
+from cliplab.app.services import eval_store
+from cliplab.app.services.evaluate import dataset_hash, eval_zeroshot
+from cliplab.app.services.loading import load_bundle
+from cliplab.engine.evaldata import load_dataset
+from cliplab.engine.features import model_fingerprint
+from cliplab.engine.paths import cache_dir
+from cliplab.engine.weights import save_model
+from cliplab.engine.zeroshot import load_templates
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
            "dark_grey": (60, 60, 60)}
@@ -198,7 +198,7 @@ def test_eval_runs_are_saved_unless_no_save(capsys, model_dir, dataset, tmp_path
 def test_captions_csv_headers_follow_the_training_csv(tmp_path):
     """`cliplab eval retrieval` reads the trainer's own CSV (filepath,caption) as well as image,caption;
     a file without a header keeps its first row."""
-    from app.services.evaluate import read_captions
+    from cliplab.app.services.evaluate import read_captions
 
     (tmp_path / "a.png").write_bytes(b"")
     for header in ("filepath,caption\n", "image,caption\n", "Path,Text\n", ""):

@@ -14,9 +14,9 @@ import sys
 import pytest
 import torch
 
-import engine
-from engine.config import hf_facts
-from engine.errors import CliplabError
+from cliplab import engine
+from cliplab.engine.config import hf_facts
+from cliplab.engine.errors import CliplabError
 
 WIDTH, HEADS = 128, 2  # heads = width / 64, as cliplab's CLIP (and every official model) has
 

@@ -1,4 +1,4 @@
-"""engine.images: the reference preprocessing (bit-identical to torchvision's) and the file loader."""
+"""cliplab.engine.images: the reference preprocessing (bit-identical to torchvision's) and the file loader."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import torch
 from oracles import import_torchvision_transforms
 from PIL import ExifTags, Image
 
-from engine import images
-from engine.errors import CliplabError
-from engine.images import MEAN, STD, ImageLoadError, Preprocess, image_info, load_image
+from cliplab.engine import images
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.images import MEAN, STD, ImageLoadError, Preprocess, image_info, load_image
 
 
 def reference_transform(resolution: int):

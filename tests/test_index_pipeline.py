@@ -8,8 +8,8 @@ import numpy as np
 from library_fixtures import write_image
 from PIL import Image
 
-from engine.images import load_image
-from indexes.decode import DecodePool, overlap_window
+from cliplab.engine.images import load_image
+from cliplab.indexes.decode import DecodePool, overlap_window
 
 
 def test_the_pool_decodes_the_next_batch_while_the_caller_is_busy(tmp_path):

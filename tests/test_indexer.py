@@ -16,9 +16,9 @@ from library_fixtures import tiny_bundle, write_image
 from PIL import Image
 from sqlalchemy import func, select
 
-from indexes.catalog import Embedding, File, open_catalog
-from indexes.indexer import index_pending
-from indexes.scan import scan
+from cliplab.indexes.catalog import Embedding, File, open_catalog
+from cliplab.indexes.indexer import index_pending
+from cliplab.indexes.scan import scan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,8 +74,8 @@ def test_bad_files_are_indexed_or_recorded_with_reasons(tmp_path):
 
 
 def test_decoded_embedding_matches_direct_encoding(tmp_path):
-    from engine.features import encode_images
-    from engine.images import load_image
+    from cliplab.engine.features import encode_images
+    from cliplab.engine.images import load_image
     write_image(tmp_path / "p/a.jpg", 3)
     bundle = tiny_bundle()
     catalog = open_catalog()
@@ -91,9 +91,9 @@ KILL_SCRIPT = """
 import sys, time
 sys.path.insert(0, "tests")
 from library_fixtures import tiny_bundle
-from indexes.catalog import open_catalog
-from indexes.indexer import index_pending
-from indexes.scan import scan
+from cliplab.indexes.catalog import open_catalog
+from cliplab.indexes.indexer import index_pending
+from cliplab.indexes.scan import scan
 catalog = open_catalog(sys.argv[1])
 scan(catalog, [sys.argv[2]])
 def on_batch(n, report):
@@ -125,7 +125,7 @@ def test_kill_9_loses_at_most_the_batch_in_flight(tmp_path):
         done = session.scalar(select(func.count()).select_from(Embedding))
         ok = session.scalar(select(func.count()).select_from(File).where(File.status == "ok"))
     assert 12 <= done < 40 and done % 4 == 0 and ok == done  # whole batches only
-    from indexes.writer import holder
+    from cliplab.indexes.writer import holder
     assert holder(catalog).pid == process.pid  # the killed run's writer lock is left behind...
     rerun = index_pending(catalog, tiny_bundle(), batch_size=4, workers=0, progress=False)  # ...and taken over
     assert holder(catalog) is None

@@ -34,13 +34,13 @@ def tree(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 @pytest.mark.parametrize("source, module", [
-    ("from indexes.catalog import File\n", "indexes.catalog"),
-    ("from sqlalchemy import select\nimport indexes.catalog\n", "indexes.catalog"),
-    ("def later():\n    from indexes.catalog import TextCollection\n", "indexes.catalog"),
-    ("from engine.zeroshot import load_templates\n", "engine.zeroshot"),
-    ("from engine import zeroshot\n", "engine.zeroshot"),
-    ("import engine\n", "engine"),
-    ("from trainer.train import TrainOptions\n", "trainer.train"),
+    ("from cliplab.indexes.catalog import File\n", "indexes.catalog"),
+    ("from sqlalchemy import select\nimport cliplab.indexes.catalog\n", "indexes.catalog"),
+    ("def later():\n    from cliplab.indexes.catalog import TextCollection\n", "indexes.catalog"),
+    ("from cliplab.engine.zeroshot import load_templates\n", "engine.zeroshot"),
+    ("from cliplab.engine import zeroshot\n", "engine.zeroshot"),
+    ("from cliplab import engine\n", "engine"),
+    ("from cliplab.trainer.train import TrainOptions\n", "trainer.train"),
 ])
 @pytest.mark.parametrize("front_end", ["app/ui/tab.py", "app/dashboard.py", "app/commands/thing.py"])
 def test_a_front_end_importing_below_the_services_fails(tmp_path, source, module, front_end):
@@ -52,18 +52,18 @@ def test_a_front_end_importing_below_the_services_fails(tmp_path, source, module
 
 def test_what_each_layer_may_import(tmp_path):
     root = tree(tmp_path, {
-        "app/ui/tab.py": "from app.services import search\nfrom engine.errors import CliplabError\n",
-        "app/services/search.py": "from indexes.catalog import File\nfrom engine.features import encode_texts\n",
-        "indexes/catalog.py": "from engine import paths\n",
-        "trainer/train.py": "from engine.model import CLIP\n",
+        "app/ui/tab.py": "from cliplab.app.services import search\nfrom cliplab.engine.errors import CliplabError\n",
+        "app/services/search.py": "from cliplab.indexes.catalog import File\nfrom cliplab.engine.features import encode_texts\n",
+        "indexes/catalog.py": "from cliplab.engine import paths\n",
+        "trainer/train.py": "from cliplab.engine.model import CLIP\n",
         "engine/model.py": "import torch\n",
     })
     assert check_layers.check(root) == []
     assert check_layers.main(["check_layers", str(root)]) == 0
     bad = tree(tmp_path / "bad", {
-        "engine/model.py": "from indexes.catalog import File\n",
-        "indexes/catalog.py": "from trainer.data import pairs\n",
-        "app/services/search.py": "import gradio as gr\nfrom app.ui import common\n",
+        "engine/model.py": "from cliplab.indexes.catalog import File\n",
+        "indexes/catalog.py": "from cliplab.trainer.data import pairs\n",
+        "app/services/search.py": "import gradio as gr\nfrom cliplab.app.ui import common\n",
     })
     assert sorted((v.path, v.module) for v in check_layers.check(bad)) == [
         ("app/services/search.py", "app.ui"), ("app/services/search.py", "gradio"),

@@ -23,17 +23,17 @@ from library_fixtures import open_tree, set_mtime, tiny_bundle, without_root_pri
 from PIL import Image
 from sqlalchemy import func, select, update
 
-from app.cli import main
-from engine.errors import CliplabError
-from engine.features import encode_images
-from engine.images import load_image
-from engine.weights import save_model
-from indexes.catalog import Embedding, File, Folder, WriterLock, from_blobs, open_catalog
-from indexes.duplicates import exact_duplicates, near_duplicates
-from indexes.indexer import index_pending
-from indexes.scan import scan, skipped
-from indexes.search import Filters, search
-from indexes.vectors import open_index
+from cliplab.app.cli import main
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.features import encode_images
+from cliplab.engine.images import load_image
+from cliplab.engine.weights import save_model
+from cliplab.indexes.catalog import Embedding, File, Folder, WriterLock, from_blobs, open_catalog
+from cliplab.indexes.duplicates import exact_duplicates, near_duplicates
+from cliplab.indexes.indexer import index_pending
+from cliplab.indexes.scan import scan, skipped
+from cliplab.indexes.search import Filters, search
+from cliplab.indexes.vectors import open_index
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,7 +153,7 @@ def test_2_unchanged_files_are_not_read_and_legacy_rows_are_fingerprinted_once(t
     index(catalog)
     with catalog.session() as session, session.begin():  # a catalog from before full fingerprints
         session.execute(update(File).where(File.path == str(root / "0.jpg")).values(fingerprint=""))
-    import indexes.scan as scan_module
+    import cliplab.indexes.scan as scan_module
     opened = []
     real = scan_module.fingerprint
     monkeypatch.setattr(scan_module, "fingerprint", lambda p: opened.append(p) or real(p))
@@ -244,9 +244,9 @@ HELD_INDEXER = """
 import os, sys, time
 sys.path.insert(0, "tests")
 from library_fixtures import tiny_bundle
-from indexes.catalog import open_catalog
-from indexes.indexer import index_pending
-from indexes.scan import scan
+from cliplab.indexes.catalog import open_catalog
+from cliplab.indexes.indexer import index_pending
+from cliplab.indexes.scan import scan
 catalog = open_catalog(sys.argv[1])
 scan(catalog, [sys.argv[2]])
 def on_batch(n, report):
@@ -271,7 +271,7 @@ def test_4_two_indexers_on_one_catalog(tmp_path):
     first = subprocess.Popen([sys.executable, "-c", HELD_INDEXER, url, str(photos), str(go)], cwd=ROOT,
                              stdout=subprocess.PIPE, text=True, env=env)
     assert first.stdout.readline().startswith("committed batch 1")
-    second = subprocess.run([sys.executable, "-m", "app.cli", "index", str(photos), "--model", str(model_dir),
+    second = subprocess.run([sys.executable, "-m", "cliplab.app.cli", "index", str(photos), "--model", str(model_dir),
                              "--workers", "0"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert second.returncode == 2, second.stderr
     assert re.search(rf"another indexer is running \(pid {first.pid} since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC",
@@ -294,7 +294,7 @@ def test_4_two_indexers_on_one_catalog(tmp_path):
 
 
 def test_4_the_lock_is_reentrant_and_a_dead_holder_is_taken_over(tmp_path):
-    from indexes.writer import holder, writer_lock
+    from cliplab.indexes.writer import holder, writer_lock
     catalog = open_catalog()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     now = datetime.utcnow()
@@ -406,7 +406,7 @@ def test_8_symlinks_inside_the_library_are_followed_the_rest_recorded(tmp_path):
 # 9 ------------------------------------------------------------------------------------------------
 
 def test_9_query_edge_cases_are_refused_with_a_sentence(tmp_path, capsys):
-    from indexes.search import check_page, parse_query
+    from cliplab.indexes.search import check_page, parse_query
     cases = {
         "@999999999999999999999999999999": "There is no catalog file @999999999999999999999",
         "1" * 400 + ":dog": "is not usable: give a number above 0 and at most 100",
@@ -438,7 +438,7 @@ def test_9_query_edge_cases_are_refused_with_a_sentence(tmp_path, capsys):
 def test_9_tokenizer_context_length_one_and_long_texts():
     from oracles import import_open_clip
 
-    from engine.tokenizer import MAX_TEXT_CHARS, Tokenizer, tokenize
+    from cliplab.engine.tokenizer import MAX_TEXT_CHARS, Tokenizer, tokenize
     open_clip = import_open_clip()
     ours = tokenize(["a photo", "a"], context_length=1, truncate=True)
     assert ours.tolist() == open_clip.tokenize(["a photo", "a"], context_length=1).tolist() == [[49407], [49407]]
@@ -496,7 +496,7 @@ def photo_like(seed: int) -> Image.Image:
 
 @pytest.mark.slow  # the demo model on 14 pictures: ~10 s
 def test_11_duplicates_exact_near_and_never_empty_or_damaged(tmp_path):
-    from indexes.indexer import ModelBundle
+    from cliplab.indexes.indexer import ModelBundle
     root = tmp_path / "photos"
     root.mkdir()
     for i in range(10):

@@ -13,16 +13,16 @@ from library_fixtures import tiny_bundle, write_image
 from PIL import Image
 from sqlalchemy import select, update
 
-from app.cli import main
-from engine.weights import save_model
-from indexes.catalog import Embedding, File, Model, from_blobs, open_catalog, to_blob
-from indexes.duplicates import exact_duplicates, near_duplicates
-from indexes.export import export
-from indexes.indexer import index_pending
-from indexes.scan import scan
-from indexes.search import image_embedding
-from indexes.texts import TextIndex, add_collection, read_texts
-from indexes.vectors import open_index
+from cliplab.app.cli import main
+from cliplab.engine.weights import save_model
+from cliplab.indexes.catalog import Embedding, File, Model, from_blobs, open_catalog, to_blob
+from cliplab.indexes.duplicates import exact_duplicates, near_duplicates
+from cliplab.indexes.export import export
+from cliplab.indexes.indexer import index_pending
+from cliplab.indexes.scan import scan
+from cliplab.indexes.search import image_embedding
+from cliplab.indexes.texts import TextIndex, add_collection, read_texts
+from cliplab.indexes.vectors import open_index
 
 
 def test_cli_index_search_skipped_export(tmp_path, capsys):
@@ -114,7 +114,7 @@ def test_text_collection_and_captioned_dataset(tmp_path):
     index = TextIndex(catalog, bundle, "ds")
     query = image_embedding(bundle, str(root / "img" / "2.jpg"))
     hits = index.search(query, k=8, image_path=str(root / "img" / "2.jpg"))
-    from engine.features import encode_texts
+    from cliplab.engine.features import encode_texts
     brute = np.argsort(-(encode_texts(bundle.model, bundle.tokenizer, texts) @ query), kind="stable")
     assert [h.text for h in hits] == [texts[i] for i in brute]
     assert sorted(h.text for h in hits if h.true_pair) == ["another caption 2", "picture number 2"]
@@ -132,7 +132,7 @@ TORCHRUN_SCRIPT = """
 import sys
 sys.path.insert(0, "tests")
 from library_fixtures import tiny_bundle
-from indexes.distributed import main
+from cliplab.indexes.distributed import main
 if __name__ == "__main__":
     main(sys.argv[1:], bundle=tiny_bundle())
 """
@@ -145,8 +145,8 @@ def test_torchrun_two_cpu_processes_shard_and_merge(tmp_path):
     import sys
     from pathlib import Path
 
-    from engine.features import encode_images
-    from engine.images import load_image
+    from cliplab.engine.features import encode_images
+    from cliplab.engine.images import load_image
 
     root = Path(__file__).resolve().parents[1]
     photos = tmp_path / "p"

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import torch
 
-from engine.model import CLIP
-from trainer.loss import MAX_LOGIT_SCALE, clamp_logit_scale, clip_loss, contrastive_loss
-from trainer.optim import build_optimizer, build_scheduler, parameter_groups
+from cliplab.engine.model import CLIP
+from cliplab.trainer.loss import MAX_LOGIT_SCALE, clamp_logit_scale, clip_loss, contrastive_loss
+from cliplab.trainer.optim import build_optimizer, build_scheduler, parameter_groups
 
 
 def _reference_loss(image: np.ndarray, text: np.ndarray, t: float) -> float:

@@ -12,13 +12,13 @@ from browser_fixtures import require_chromium, screenshot, start_app
 from library_fixtures import tiny_bundle, write_image
 from thread_browser import run_with_chromium
 
-from app.services import map as maps
-from app.services import search
-from engine.errors import CliplabError
-from engine.paths import cache_dir
-from indexes.catalog import open_catalog
-from indexes.indexer import index_pending
-from indexes.scan import scan
+from cliplab.app.services import map as maps
+from cliplab.app.services import search
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.paths import cache_dir
+from cliplab.indexes.catalog import open_catalog
+from cliplab.indexes.indexer import index_pending
+from cliplab.indexes.scan import scan
 
 
 def index(catalog, bundle, root, count: int, start: int = 0) -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from oracles import import_open_clip
 
-from engine.model import ARCHITECTURES, CLIP, convert_weights, resize_positional_embedding
+from cliplab.engine.model import ARCHITECTURES, CLIP, convert_weights, resize_positional_embedding
 
 ATOL = 1e-5
 

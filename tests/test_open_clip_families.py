@@ -20,9 +20,9 @@ from oracles import import_open_clip
 from PIL import Image
 from safetensors.torch import save_file
 
-import engine
-from engine import weights
-from engine.errors import CliplabError
+from cliplab import engine
+from cliplab.engine import weights
+from cliplab.engine.errors import CliplabError
 
 ATOL = 1e-5
 TEXT = dict(context_length=77, vocab_size=49408, width=128, heads=2, layers=2)

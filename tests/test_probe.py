@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.probe import effective_shots, few_shot, fit_linear_probe, sample_shots, search_regularization
+from cliplab.engine.probe import (
+    effective_shots,
+    few_shot,
+    fit_linear_probe,
+    sample_shots,
+    search_regularization,
+)
 
 
 def log10s(visited):

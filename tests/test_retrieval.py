@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.errors import CliplabError
-from engine.retrieval import recall_at_k
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.retrieval import recall_at_k
 
 # 4 images, 7 captions (image 0 has 3, image 1 has 2, image 2 has 1, image 3 has 1).
 # Exact ties by construction: identical feature vectors score identically.

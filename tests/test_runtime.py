@@ -15,9 +15,9 @@ import torch
 from library_fixtures import tiny_bundle, write_image
 from sqlalchemy import select, update
 
-from engine.handle import ModelBundle
-from engine.model import CLIP
-from engine.precision import (
+from cliplab.engine.handle import ModelBundle
+from cliplab.engine.model import CLIP
+from cliplab.engine.precision import (
     MODES,
     check_mode,
     cpu_features,
@@ -26,7 +26,7 @@ from engine.precision import (
     fastest_safe_precision,
     for_purpose,
 )
-from engine.runtime import (
+from cliplab.engine.runtime import (
     MODE_ENV,
     OnnxEncoder,
     TorchEncoder,
@@ -40,11 +40,11 @@ from engine.runtime import (
     probe_tokens,
     quantized_onnx,
 )
-from indexes.catalog import Model, open_catalog
-from indexes.indexer import index_pending, library_bundle
-from indexes.scan import scan
-from indexes.search import query_vector, search
-from indexes.vectors import open_index
+from cliplab.indexes.catalog import Model, open_catalog
+from cliplab.indexes.indexer import index_pending, library_bundle
+from cliplab.indexes.scan import scan
+from cliplab.indexes.search import query_vector, search
+from cliplab.indexes.vectors import open_index
 
 CAPTIONS = ["a red circle", "two blue squares on the left", "three green triangles at the top right",
             "a yellow star", "the word cat"]
@@ -230,7 +230,7 @@ def test_a_catalog_from_before_modes_gets_what_that_build_ran(tmp_path):
 
 
 def _text(value: str):
-    from indexes.search import Term
+    from cliplab.indexes.search import Term
     return Term(1, 1.0, "text", value)
 
 
@@ -252,9 +252,9 @@ def test_cliplab_models_says_what_runs_and_why(demo, capsys, monkeypatch):
 def test_modes_chosen_automatically_keep_the_demo_zero_shot_accuracy_within_half_a_point(demo):
     """The quality gate of benchmarks/quality.py on the demo's held-out tasks, for every mode the
     measured choice may take here (FAILED_QUALITY_GATE excluded)."""
-    from engine.runtime import FAILED_QUALITY_GATE, candidate_modes
-    from trainer.evaluate import class_weights, image_features
-    from trainer.synthetic import World
+    from cliplab.engine.runtime import FAILED_QUALITY_GATE, candidate_modes
+    from cliplab.trainer.evaluate import class_weights, image_features
+    from cliplab.trainer.synthetic import World
     world = World(seed=0, image_size=demo.resolution)
     tasks = world.zero_shot_tasks()
     sets = {}

@@ -9,8 +9,8 @@ import numpy as np
 from library_fixtures import set_mtime, write_image
 from sqlalchemy import select
 
-from indexes.catalog import Embedding, File, Folder, Model, open_catalog, to_blob
-from indexes.scan import fingerprint, scan
+from cliplab.indexes.catalog import Embedding, File, Folder, Model, open_catalog, to_blob
+from cliplab.indexes.scan import fingerprint, scan
 
 
 def contents(catalog, root) -> dict[str, tuple[int, str]]:
@@ -62,7 +62,7 @@ def test_add_change_remove_move_and_unchanged_not_read(tmp_path, monkeypatch):
     assert set(before) == {"p0.jpg", "p1.jpg", "p2.jpg", "p3.jpg", "deep/q.png"}
 
     # unchanged: nothing is opened
-    import indexes.scan as scan_module
+    import cliplab.indexes.scan as scan_module
     opened = []
     monkeypatch.setattr(scan_module, "fingerprint", lambda p: opened.append(p) or fingerprint(p))
     report = scan(catalog, [root])

@@ -9,13 +9,13 @@ import pytest
 from library_fixtures import tiny_bundle, write_image
 from sqlalchemy import select, update
 
-from engine.errors import CliplabError
-from engine.features import encode_texts
-from indexes.catalog import Embedding, File, from_blobs, open_catalog
-from indexes.indexer import index_pending
-from indexes.scan import scan
-from indexes.search import Filters, more_like_this, parse_query, query_vector, search
-from indexes.vectors import open_index
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.features import encode_texts
+from cliplab.indexes.catalog import Embedding, File, from_blobs, open_catalog
+from cliplab.indexes.indexer import index_pending
+from cliplab.indexes.scan import scan
+from cliplab.indexes.search import Filters, more_like_this, parse_query, query_vector, search
+from cliplab.indexes.vectors import open_index
 
 
 def test_grammar(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""app.services.search and app.services.library with a tiny random model: structured terms (a path
+"""cliplab.app.services.search and app.services.library with a tiny random model: structured terms (a path
 with any characters is one image term), counts over indexed photos only, pages that stop at the
 last one, a cut-off reported as a cosine, photo ids that must exist, a map selection that returns
 exactly the selected photos, folders removed with their rows, system folders only when confirmed."""
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from library_fixtures import tiny_bundle, write_image
 
-from app.services import library, search
-from app.services.app_state import AppState
-from engine.errors import CliplabError
-from indexes.catalog import Embedding, File, open_catalog
+from cliplab.app.services import library, search
+from cliplab.app.services.app_state import AppState
+from cliplab.engine.errors import CliplabError
+from cliplab.indexes.catalog import Embedding, File, open_catalog
 
 
 @pytest.fixture

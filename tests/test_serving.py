@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from library_fixtures import write_image
 from PIL import Image
 
-from app.services import serving
-from app.services.app_state import AppState
-from engine.errors import CliplabError
-from indexes.catalog import File, open_catalog
-from indexes.scan import scan
+from cliplab.app.services import serving
+from cliplab.app.services.app_state import AppState
+from cliplab.engine.errors import CliplabError
+from cliplab.indexes.catalog import File, open_catalog
+from cliplab.indexes.scan import scan
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_library_file_only_inside_a_library_folder(library, tmp_path):
 
 
 def routes_client(catalog, login: bool = False) -> tuple[TestClient, FastAPI]:
-    from app.gradio_app import add_photo_routes
+    from cliplab.app.gradio_app import add_photo_routes
     app = FastAPI()
     app.auth, app.auth_dependency = (("cliplab", "secret-password"), None) if login else (None, None)
     app.cookie_id, app.tokens = "cookie", {"good-token": "cliplab"}
@@ -137,7 +137,7 @@ def test_photo_routes_need_the_login_when_there_is_one(library):
 
 
 def test_login_beyond_loopback(monkeypatch):
-    from app.gradio_app import PASSWORD_VARIABLE, exposure_note, login_for
+    from cliplab.app.gradio_app import PASSWORD_VARIABLE, exposure_note, login_for
     monkeypatch.delenv(PASSWORD_VARIABLE, raising=False)
     assert login_for("127.0.0.1") is None
     made = login_for("0.0.0.0")
@@ -159,7 +159,7 @@ def test_the_server_is_given_no_library_folder(library):
     from browser_fixtures import free_port
     from library_fixtures import tiny_bundle
 
-    from app.gradio_app import launch
+    from cliplab.app.gradio_app import launch
     catalog, folder, ids = library
     state = AppState(catalog=catalog, bundle=tiny_bundle())
     demo, url = launch(state, port=free_port(), block=False)

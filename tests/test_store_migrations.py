@@ -18,10 +18,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from app.services import audit_store, classifiers, eval_store
-from indexes import records
-from indexes.catalog import Base, open_catalog
-from indexes.migrations import config, upgrade
+from cliplab.app.services import audit_store, classifiers, eval_store
+from cliplab.indexes import records
+from cliplab.indexes.catalog import Base, open_catalog
+from cliplab.indexes.migrations import config, upgrade
 
 POSTGRES_URL = os.environ.get("CLIPLAB_TEST_POSTGRES_URL")
 NO_POSTGRES = ("CLIPLAB_TEST_POSTGRES_URL is not set, so the PostgreSQL store-migration tests did NOT run: "

@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from engine.errors import CliplabError
-from trainer.render import BACKGROUNDS, STYLES, font_count
-from trainer.synthetic import (
+from cliplab.engine.errors import CliplabError
+from cliplab.trainer.render import BACKGROUNDS, STYLES, font_count
+from cliplab.trainer.synthetic import (
     _BACKGROUND_PHRASES,
     _COUNT_PHRASES,
     _POSITION_PHRASES,
@@ -179,7 +179,7 @@ def test_contrast_groups_differ_in_one_attribute_only():
 
 
 def test_contrast_groups_stay_together_on_one_rank_and_worker():
-    from trainer.data import build_dataset
+    from cliplab.trainer.data import build_dataset
 
     world = World(seed=0, image_size=32)
     for rank in (0, 1):

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oracles import import_open_clip, official_merges_file, official_merges_lines
 
-import engine.tokenizer as tokenizer_module
-from engine.errors import CliplabError
-from engine.tokenizer import (
+import cliplab.engine.tokenizer as tokenizer_module
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.tokenizer import (
     MAX_MERGES,
     Tokenizer,
     clean_text,

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.model import CLIP
-from trainer.bpe import train_vocabulary
-from trainer.loss import clip_loss
-from trainer.optim import build_optimizer, build_scheduler
-from trainer.step import FeatureModel, StepContext, compute_gradients
-from trainer.synthetic import World, write_dataset
-from trainer.train import TrainOptions, train
+from cliplab.engine.model import CLIP
+from cliplab.trainer.bpe import train_vocabulary
+from cliplab.trainer.loss import clip_loss
+from cliplab.trainer.optim import build_optimizer, build_scheduler
+from cliplab.trainer.step import FeatureModel, StepContext, compute_gradients
+from cliplab.trainer.synthetic import World, write_dataset
+from cliplab.trainer.train import TrainOptions, train
 
 TINY = "vit:width=64,layers=2,patch=8,res=32,text_width=64,text_layers=1,embed=64,ctx=24"
 # The smallest shape seen to leave the uniform-loss plateau within 60 steps (width 64 stays on it).
@@ -115,7 +115,7 @@ def first_world(monkeypatch):
     """The synthetic world's first look (textured grey backgrounds, filled shapes, named colours, no
     photo-like finishing), which a tiny model leaves the loss plateau on within 60 steps; the broadened
     world needs the demo's model and minutes (assets/demo/MODEL_CARD.md)."""
-    from trainer import render, synthetic
+    from cliplab.trainer import render, synthetic
 
     monkeypatch.setattr(synthetic, "BACKGROUNDS", ("plain", "stripes", "dots", "checker", "noise"))
     monkeypatch.setattr(synthetic, "_pick_style", lambda rng: "filled")

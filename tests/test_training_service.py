@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from app.services import training
-from engine.errors import CliplabError
+from cliplab.app.services import training
+from cliplab.engine.errors import CliplabError
 
 LONG = "--steps 100000 --batch-size 8 --workers 0 --eval-every 0"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from library_fixtures import write_image
 
-from app.ui.common import UnreadableDrop, UserError, dropped_image, image_drop, reported
-from engine.errors import CliplabError
+from cliplab.app.ui.common import UnreadableDrop, UserError, dropped_image, image_drop, reported
+from cliplab.engine.errors import CliplabError
 
 
 def box(update: dict) -> tuple[str, bool]:

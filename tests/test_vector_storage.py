@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import insert, update
 from test_vectors import clustered, fill
 
-from indexes.catalog import Embedding, File, Model, open_catalog, to_blob
-from indexes.vectors import KINDS, build, choose_kind, exact_small_batch, index_ids, open_index
+from cliplab.indexes.catalog import Embedding, File, Model, open_catalog, to_blob
+from cliplab.indexes.vectors import KINDS, build, choose_kind, exact_small_batch, index_ids, open_index
 
 
 def recall_at_10(index, vectors: np.ndarray, queries: np.ndarray) -> float:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import delete, insert, update
 
-from indexes.catalog import Embedding, File, Folder, Model, open_catalog, to_blob
-from indexes.vectors import build, choose_kind, index_ids, open_index
+from cliplab.indexes.catalog import Embedding, File, Folder, Model, open_catalog, to_blob
+from cliplab.indexes.vectors import build, choose_kind, index_ids, open_index
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int = 0) -> np.ndarray:
@@ -98,8 +98,8 @@ def test_5_any_damage_or_mismatch_rebuilds_from_the_catalog_never_wrong_scores(c
     import faiss
     from sqlalchemy import select
 
-    from indexes.catalog import VectorIndexState
-    from indexes.vectors import checksum, save_atomically
+    from cliplab.indexes.catalog import VectorIndexState
+    from cliplab.indexes.vectors import checksum, save_atomically
     vectors = clustered(200, 16, 4)
     catalog = open_catalog()
     model_id = fill(catalog, vectors)

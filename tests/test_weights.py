@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import engine
-from engine import download, weights
-from engine.errors import CliplabError
-from engine.model import CLIP
-from engine.tokenizer import Tokenizer, write_merges
+from cliplab import engine
+from cliplab.engine import download, weights
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.model import CLIP
+from cliplab.engine.tokenizer import Tokenizer, write_merges
 
 TINY_VIT = dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=16,
                 transformer_width=64, transformer_layers=2)
@@ -208,7 +208,7 @@ def test_names_without_downloads_never_touch_the_network(monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("the network was used")
 
-    monkeypatch.setattr("engine.download.urlopen", no_network)
+    monkeypatch.setattr("cliplab.engine.download.urlopen", no_network)
     with pytest.raises(CliplabError, match="cliplab download ViT-B/32"):
         engine.load("ViT-B/32", device="cpu")
     with pytest.raises(CliplabError, match="cliplab download ViT-L/14@336px"):
@@ -231,7 +231,7 @@ def test_demo_loads_when_built_else_says_so():
 
 
 def test_listed_parameter_counts_match_the_architectures():
-    from app.services.models import PARAMS
+    from cliplab.app.services.models import PARAMS
 
     for name in engine.ARCHITECTURES:
         with torch.device("meta"):  # no memory and no initialisation: cheap even for ViT-L/14
@@ -284,7 +284,7 @@ def test_cli_names_the_architecture_and_opts_in_to_torchscript(tmp_path, capsys,
     `cliplab convert` makes the choice travel with the weights."""
     from PIL import Image
 
-    from app.cli import main
+    from cliplab.app.cli import main
 
     monkeypatch.setenv("CLIPLAB_HOME", str(tmp_path / "home"))
     model = tiny()
@@ -312,7 +312,7 @@ def test_cli_names_the_architecture_and_opts_in_to_torchscript(tmp_path, capsys,
 
 
 def test_models_tab_lists_the_release_table():
-    from app.ui.models import model_table
+    from cliplab.app.ui.models import model_table
 
     table = model_table()
     assert {"ImageNet top-1", "size", "on disk", "architecture", "trained on"} <= set(table.columns)
@@ -323,7 +323,7 @@ def test_models_tab_lists_the_release_table():
 def test_an_openai_state_dict_saved_as_safetensors_is_recognised(tmp_path):
     """OpenAI's state dicts carry three extra entries no other exporter writes: with the shapes of one of
     the nine they say it is OpenAI's (QuickGELU), in a .safetensors as in a .pt."""
-    from engine.config import ARCHITECTURES, shape_config
+    from cliplab.engine.config import ARCHITECTURES, shape_config
 
     with torch.device("meta"):
         sd = CLIP.from_name("ViT-B/32").state_dict()
@@ -347,9 +347,9 @@ def test_models_tab_loads_a_checkpoint_with_the_architecture_chosen(tmp_path, cl
     from library_fixtures import tiny_bundle
     from safetensors.torch import save_file
 
-    from app.services.app_state import AppState
-    from app.services.models import load_checkpoint
-    from indexes.catalog import open_catalog
+    from cliplab.app.services.app_state import AppState
+    from cliplab.app.services.models import load_checkpoint
+    from cliplab.indexes.catalog import open_catalog
 
     state = AppState(bundle=tiny_bundle(), catalog=open_catalog())
     model = tiny(seed=3)

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from zeroshot_support import CountingModel, small_clip, tokenizer
 
-from assets import asset_path
-from engine.errors import CliplabError
-from engine.zeroshot import (
+from cliplab.assets import asset_path
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.zeroshot import (
     Classifier,
     TextFeatureCache,
     build_classifier,
@@ -203,9 +203,9 @@ def test_zero_shot_accuracy_with_the_demo_model(test_output_dir):
     held-out shape-colour combinations (never seen together in training), and the prompt ensemble
     measured against the single prompt. Shape transfers to unseen combinations only partly (the model
     card reports ~23% there, chance 12.5%, against ~60% on seen ones), so its held-out margin is smaller."""
-    from engine.api import load
-    from engine.features import encode_images
-    from trainer.synthetic import World
+    from cliplab.engine.api import load
+    from cliplab.engine.features import encode_images
+    from cliplab.trainer.synthetic import World
 
     model, preprocess, tok = load("demo", device="cpu")
     world = World()

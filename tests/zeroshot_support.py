@@ -6,7 +6,7 @@ import zlib
 
 import torch
 
-from engine.model import CLIP
+from cliplab.engine.model import CLIP
 
 
 def small_clip(seed: int = 0, embed_dim: int = 32) -> CLIP:
@@ -32,7 +32,7 @@ class WordHashTokenizer:
 
 def tokenizer():
     try:
-        from engine.tokenizer import Tokenizer
+        from cliplab.engine.tokenizer import Tokenizer
     except ImportError:
         return WordHashTokenizer()
     return Tokenizer()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.tokenizer import _PATTERN, EOT_TEXT, SOT_TEXT, bytes_to_unicode, clean_text, write_merges
+from cliplab.engine.tokenizer import _PATTERN, EOT_TEXT, SOT_TEXT, bytes_to_unicode, clean_text, write_merges
 
 __all__ = ["train_bpe", "word_counts", "write_merges", "train_vocabulary"]
 

@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from engine.errors import CliplabError
-from engine.model import load_state_dict_checked
-from engine.weights import WEIGHTS_FILE, save_state_dict
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.model import load_state_dict_checked
+from cliplab.engine.weights import WEIGHTS_FILE, save_state_dict
 
 STATE_FILE = "train_state.pt"
 MODEL_FILE = WEIGHTS_FILE

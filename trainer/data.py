@@ -29,10 +29,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from engine.errors import CliplabError
-from engine.evaldata import is_image_file
-from engine.images import MEAN, STD, ImageLoadError, Preprocess, load_image
-from trainer.synthetic import World
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.evaldata import is_image_file
+from cliplab.engine.images import MEAN, STD, ImageLoadError, Preprocess, load_image
+from cliplab.trainer.synthetic import World
 
 IMAGE_COLUMNS = ("filepath", "image", "image_path", "path", "file", "filename")
 CAPTION_COLUMNS = ("caption", "title", "text")

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from engine.features import encode_image_tensors, encode_texts
-from engine.retrieval import recall_at_k
-from engine.zeroshot import fill
+from cliplab.engine.features import encode_image_tensors, encode_texts
+from cliplab.engine.retrieval import recall_at_k
+from cliplab.engine.zeroshot import fill
 
 
 @dataclass

@@ -8,9 +8,9 @@ Fields left out take the defaults below; heads are width / 64 as in the paper.
 
 from __future__ import annotations
 
-from engine.config import ModelConfig
-from engine.errors import CliplabError
-from engine.model import ARCHITECTURES, CLIP
+from cliplab.engine.config import ModelConfig
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.model import ARCHITECTURES, CLIP
 
 _SHAPE_DEFAULTS = {
     "vit": dict(width=192, layers=6, patch=8, res=64, text_width=192, text_layers=4, embed=128, ctx=32),

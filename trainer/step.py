@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.distributed import all_reduce_mean, gather_with_grad
-from trainer.loss import clamp_logit_scale, contrastive_loss
+from cliplab.trainer.distributed import all_reduce_mean, gather_with_grad
+from cliplab.trainer.loss import clamp_logit_scale, contrastive_loss
 
 
 class FeatureModel(nn.Module):

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from engine.errors import CliplabError
-from trainer.render import (
+from cliplab.engine.errors import CliplabError
+from cliplab.trainer.render import (
     BACKGROUNDS,
     STYLE_WEIGHTS,
     STYLES,
@@ -42,7 +42,7 @@ from trainer.render import (
     font_count,
     jitter_colour,
 )
-from trainer.render import pick as _pick
+from cliplab.trainer.render import pick as _pick
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "heart", "hexagon", "diamond")
 # Well separated in hue or lightness.

@@ -22,24 +22,24 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from engine.errors import CliplabError
-from engine.images import Preprocess
-from engine.precision import DTYPES, fastest_safe_precision
-from engine.tokenizer import Tokenizer
-from trainer import checkpoint as ckpt
-from trainer.data import Batches, build_dataset
-from trainer.distributed import (
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.images import Preprocess
+from cliplab.engine.precision import DTYPES, fastest_safe_precision
+from cliplab.engine.tokenizer import Tokenizer
+from cliplab.trainer import checkpoint as ckpt
+from cliplab.trainer.data import Batches, build_dataset
+from cliplab.trainer.distributed import (
     DistEnv,
     all_reduce_counter,
     broadcast_flag,
     cleanup_distributed,
     init_distributed,
 )
-from trainer.evaluate import RetrievalSet, ZeroShotSet, evaluate
-from trainer.metrics_log import MetricsLog, plot_log
-from trainer.optim import build_optimizer, build_scheduler
-from trainer.presets import PRESETS, build_model
-from trainer.step import FeatureModel, StepContext, train_step
+from cliplab.trainer.evaluate import RetrievalSet, ZeroShotSet, evaluate
+from cliplab.trainer.metrics_log import MetricsLog, plot_log
+from cliplab.trainer.optim import build_optimizer, build_scheduler
+from cliplab.trainer.presets import PRESETS, build_model
+from cliplab.trainer.step import FeatureModel, StepContext, train_step
 
 
 @dataclass
@@ -138,7 +138,7 @@ def _tokenizer_and_model(options: TrainOptions, run_dir: Path, env: DistEnv, wor
     """Fine-tuning: the checkpoint's model and vocabulary. From scratch: a vocabulary (official,
     a given merges file, or trained here on the captions) and a fresh model."""
     if options.init:
-        from engine.api import load
+        from cliplab.engine.api import load
 
         model, _, tokenizer = load(options.init, device="cpu", precision="fp32")
         return tokenizer, model.float(), tokenizer.merges_path if options.vocab or options.merges else None
@@ -146,7 +146,7 @@ def _tokenizer_and_model(options: TrainOptions, run_dir: Path, env: DistEnv, wor
     if options.vocab:
         merges = run_dir / "bpe.txt.gz"
         if env.is_main and not merges.exists():
-            from trainer.bpe import train_vocabulary
+            from cliplab.trainer.bpe import train_vocabulary
 
             if world is not None:
                 texts = world.caption_corpus(20_000, seed=options.seed)
@@ -176,7 +176,7 @@ def train(options: TrainOptions, on_progress: Callable[[dict], None] | None = No
 
 
 def _default_run_dir() -> Path:
-    from engine.paths import data_dir
+    from cliplab.engine.paths import data_dir
 
     return data_dir() / "runs" / time.strftime("%Y%m%d-%H%M%S")
 
@@ -300,7 +300,7 @@ def _prepare(options: TrainOptions, device: torch.device, env: DistEnv) -> _Run:
 
     world = None
     if options.data == "synthetic":
-        from trainer.synthetic import World
+        from cliplab.trainer.synthetic import World
 
         world = World(seed=options.seed, image_size=64)
     tokenizer, model, merges = _tokenizer_and_model(options, run_dir, env, world)

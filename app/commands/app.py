@@ -26,9 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.gradio_app import DEFAULT_HOST, launch, login_for  # gradio loads only for this command
-    from app.services.app_state import AppState
-    from app.services.first_start import first_start, needs_first_start
+    from cliplab.app.gradio_app import DEFAULT_HOST, launch, login_for  # gradio loads only for this command
+    from cliplab.app.services.app_state import AppState
+    from cliplab.app.services.first_start import first_start, needs_first_start
 
     host = args.listen or DEFAULT_HOST
     login_for(host)  # a too-short password fails before anything loads

@@ -10,11 +10,11 @@ import argparse
 import json
 import sys
 
-from app.commands.models import add_loading_arguments, loading_options
-from app.services import audit as service
-from app.services import loading
-from app.services.audit import PAPER_THRESHOLDS, AuditOptions, to_frame
-from engine.errors import CliplabError
+from cliplab.app.commands.models import add_loading_arguments, loading_options
+from cliplab.app.services import audit as service
+from cliplab.app.services import loading
+from cliplab.app.services.audit import PAPER_THRESHOLDS, AuditOptions, to_frame
+from cliplab.engine.errors import CliplabError
 
 ACTIONS = ("list", "show", "rerun", "diff")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from app.commands.classify import add_model_arguments, load_bundle
-from app.services import captions as service
+from cliplab.app.commands.classify import add_model_arguments, load_bundle
+from cliplab.app.services import captions as service
 
 MARK_HELP = "* marks a true pair (the image's own caption, or the caption's own image)"
 

@@ -6,9 +6,9 @@ import argparse
 import os
 from pathlib import Path
 
-from app.commands.models import add_loading_arguments, loading_options
-from app.services import loading
-from app.services.classify import (
+from cliplab.app.commands.models import add_loading_arguments, loading_options
+from cliplab.app.services import loading
+from cliplab.app.services.classify import (
     TEMPLATE_PRESETS,
     classify_images,
     export_csv,
@@ -16,8 +16,8 @@ from app.services.classify import (
     load_templates,
     parse_classes,
 )
-from app.services.loading import ModelBundle
-from engine.errors import CliplabError
+from cliplab.app.services.loading import ModelBundle
+from cliplab.engine.errors import CliplabError
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

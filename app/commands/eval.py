@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from app.commands.classify import add_classifier_arguments, add_model_arguments, load_bundle, parse_scale
-from app.services.classify import load_templates
-from app.services.evaluate import eval_fewshot, eval_probe, eval_retrieval, eval_zeroshot, save_run
-from engine.errors import CliplabError
+from cliplab.app.commands.classify import (
+    add_classifier_arguments,
+    add_model_arguments,
+    load_bundle,
+    parse_scale,
+)
+from cliplab.app.services.classify import load_templates
+from cliplab.app.services.evaluate import eval_fewshot, eval_probe, eval_retrieval, eval_zeroshot, save_run
+from cliplab.engine.errors import CliplabError
 
 DATASET_HELP = "an image folder with one sub-folder per class, or a CSV file with path,label columns"
 

@@ -16,9 +16,9 @@ import argparse
 import json
 import math
 
-from app.services import captions, library, loading, search
-from app.services.library import KINDS, open_catalog
-from engine.errors import CliplabError
+from cliplab.app.services import captions, library, loading, search
+from cliplab.app.services.library import KINDS, open_catalog
+from cliplab.engine.errors import CliplabError
 
 
 def _at_least(minimum: float, kind=int):

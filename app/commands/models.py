@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.services import models as service
+from cliplab.app.services import models as service
 
 ARCH_HELP = ("the architecture of a checkpoint that does not say its activation and head width: a name "
              "(ViT-B-32 is GELU as in open_clip, ViT-B-32-quickgelu QuickGELU, ViT-B/32 OpenAI's; `cliplab models "

@@ -3,7 +3,7 @@
     cliplab train --preset demo                              # the demo model, from nothing
     cliplab train --data pairs.csv --model ViT-B/32 --steps 10000 --batch-size 256
     cliplab train --data shards/{000..099}.tar --init ViT-B/32 --lr 1e-5 --steps 2000
-    torchrun --nproc_per_node 4 -m app.cli train --data ... # data-parallel, features gathered
+    torchrun --nproc_per_node 4 -m cliplab.app.cli train --data ... # data-parallel, features gathered
     cliplab train --out RUN_DIR --resume latest              # continue an interrupted run
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from app.services import training as service
-from app.services.loading import check_device
-from app.services.training import DEMO_SHAPE, PRESETS, TrainOptions
+from cliplab.app.services import training as service
+from cliplab.app.services.loading import check_device
+from cliplab.app.services.training import DEMO_SHAPE, PRESETS, TrainOptions
 
 _DEFAULTS = TrainOptions()
 

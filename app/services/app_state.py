@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from app.services.loading import EXACT, SEARCH, load_bundle
-from engine.errors import CliplabError
-from indexes.catalog import Catalog, Folder, open_catalog
-from indexes.indexer import ModelBundle
-from indexes.vectors import VectorIndex, open_index
+from cliplab.app.services.loading import EXACT, SEARCH, load_bundle
+from cliplab.engine.errors import CliplabError
+from cliplab.indexes.catalog import Catalog, Folder, open_catalog
+from cliplab.indexes.indexer import ModelBundle
+from cliplab.indexes.vectors import VectorIndex, open_index
 
 ModelListener = Callable[[ModelBundle], None]
 

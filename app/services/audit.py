@@ -15,14 +15,20 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from app.services import audit_store
-from app.services.loading import EXACT, engine_tuple, load_bundle, precision_of, provenance
-from assets import asset_path
-from engine.audit import measures, report
-from engine.audit.labelsets import shipped_labelsets
-from engine.audit.runner import PAPER_THRESHOLDS, AuditOptions, compare_results, resolve_labelsets, run_audit
-from engine.errors import CliplabError
-from indexes.indexer import ModelBundle
+from cliplab.app.services import audit_store
+from cliplab.app.services.loading import EXACT, engine_tuple, load_bundle, precision_of, provenance
+from cliplab.assets import asset_path
+from cliplab.engine.audit import measures, report
+from cliplab.engine.audit.labelsets import shipped_labelsets
+from cliplab.engine.audit.runner import (
+    PAPER_THRESHOLDS,
+    AuditOptions,
+    compare_results,
+    resolve_labelsets,
+    run_audit,
+)
+from cliplab.engine.errors import CliplabError
+from cliplab.indexes.indexer import ModelBundle
 
 # what front ends use of the engine's audit package, so they import services only
 __all__ = ["PAPER_THRESHOLDS", "AuditOptions", "diff", "export", "list_sessions", "render_html", "rerun", "run",

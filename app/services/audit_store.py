@@ -16,9 +16,9 @@ from functools import cache
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from engine.errors import CliplabError
-from indexes.catalog import default_url, open_catalog
-from indexes.records import AuditSession
+from cliplab.engine.errors import CliplabError
+from cliplab.indexes.catalog import default_url, open_catalog
+from cliplab.indexes.records import AuditSession
 
 
 @cache

@@ -23,16 +23,16 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import select
 
-from app.services.classifiers import load_classifier
-from app.services.evaluate import read_captions
-from engine.errors import CliplabError
-from engine.evaldata import LabelledImages, dataset_features
-from engine.features import encode_images, model_fingerprint
-from engine.images import load_image
-from engine.retrieval import unit_rows
-from engine.zeroshot import build_classifier, embed_prompts
-from indexes.catalog import Catalog, TextCollection, TextEntry, open_catalog
-from indexes.indexer import ModelBundle
+from cliplab.app.services.classifiers import load_classifier
+from cliplab.app.services.evaluate import read_captions
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.evaldata import LabelledImages, dataset_features
+from cliplab.engine.features import encode_images, model_fingerprint
+from cliplab.engine.images import load_image
+from cliplab.engine.retrieval import unit_rows
+from cliplab.engine.zeroshot import build_classifier, embed_prompts
+from cliplab.indexes.catalog import Catalog, TextCollection, TextEntry, open_catalog
+from cliplab.indexes.indexer import ModelBundle
 
 CLASSIFIER_PREFIX = "classifier:"
 COLLECTION_PREFIX = "collection:"

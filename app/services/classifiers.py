@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from app.services.loading import provenance
-from engine.errors import CliplabError
-from indexes.catalog import Catalog
-from indexes.indexer import ModelBundle
-from indexes.records import SavedClassifier
+from cliplab.app.services.loading import provenance
+from cliplab.engine.errors import CliplabError
+from cliplab.indexes.catalog import Catalog
+from cliplab.indexes.indexer import ModelBundle
+from cliplab.indexes.records import SavedClassifier
 
 
 def save_classifier(catalog: Catalog, name: str, classes: list[str], templates: list[str],

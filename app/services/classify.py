@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.errors import CliplabError
-from engine.evaldata import is_image_file
-from engine.features import encode_images
-from engine.images import ImageLoadError, load_image
-from engine.zeroshot import (  # noqa: F401 (TEMPLATE_PRESETS, load_templates, check_templates: for front ends)
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.evaldata import is_image_file
+from cliplab.engine.features import encode_images
+from cliplab.engine.images import ImageLoadError, load_image
+from cliplab.engine.zeroshot import (  # noqa: F401 (TEMPLATE_PRESETS, load_templates, check_templates: for front ends)
     DEFAULT_SCALE,
     TEMPLATE_PRESETS,
     Classifier,
@@ -30,7 +30,7 @@ from engine.zeroshot import (  # noqa: F401 (TEMPLATE_PRESETS, load_templates, c
     load_templates,
     threshold_labels,
 )
-from indexes.indexer import ModelBundle
+from cliplab.indexes.indexer import ModelBundle
 
 
 def parse_classes(classes: str | None = None, classes_file: str | Path | None = None) -> list[str]:

@@ -16,9 +16,9 @@ import pandas as pd
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from app.services import audit_store
-from engine.errors import CliplabError
-from indexes.records import EvalRun
+from cliplab.app.services import audit_store
+from cliplab.engine.errors import CliplabError
+from cliplab.indexes.records import EvalRun
 
 
 def engine() -> Engine:

@@ -17,18 +17,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.services import eval_store
-from app.services.loading import provenance
-from engine.errors import CliplabError
-from engine.evaldata import LabelledImages, dataset_features, load_dataset, stratified_split
-from engine.features import encode_images
-from engine.images import ImageLoadError, load_image
-from engine.probe import effective_shots, few_shot, fit_linear_probe
-from engine.retrieval import recall_at_k
-from engine.zeroshot import DEFAULT_SCALE, build_classifier, embed_prompts
-from indexes.indexer import ModelBundle
-from indexes.scan import fingerprint
-from trainer.data import CAPTION_COLUMNS, IMAGE_COLUMNS
+from cliplab.app.services import eval_store
+from cliplab.app.services.loading import provenance
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.evaldata import LabelledImages, dataset_features, load_dataset, stratified_split
+from cliplab.engine.features import encode_images
+from cliplab.engine.images import ImageLoadError, load_image
+from cliplab.engine.probe import effective_shots, few_shot, fit_linear_probe
+from cliplab.engine.retrieval import recall_at_k
+from cliplab.engine.zeroshot import DEFAULT_SCALE, build_classifier, embed_prompts
+from cliplab.indexes.indexer import ModelBundle
+from cliplab.indexes.scan import fingerprint
+from cliplab.trainer.data import CAPTION_COLUMNS, IMAGE_COLUMNS
 
 
 def prompt_name(label: str) -> str:

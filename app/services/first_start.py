@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from app.services.app_state import AppState, Job
-from app.services.library import add_folders
-from engine import paths
+from cliplab.app.services.app_state import AppState, Job
+from cliplab.app.services.library import add_folders
+from cliplab.engine import paths
 
 DEMO_PHOTOS = "demo-photos"
 MARKER = ".complete"  # written last: a folder without it was cut short and is written again
@@ -31,7 +31,7 @@ def write_demo_photos(folder: Path, n: int = 120, seed: int = 0,
     """n synthetic scenes as JPEGs named by their caption's words (e.g. 0007-two-red-circles.jpg):
     even-numbered ones show the DEMO_CLASSES in turn, the others any scene or word the demo model
     was trained on (never a held-out shape-colour pair)."""
-    from trainer.synthetic import World  # trainer is only needed here, on first start
+    from cliplab.trainer.synthetic import World  # trainer is only needed here, on first start
 
     if (folder / MARKER).is_file():
         return folder

@@ -15,16 +15,16 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
 
-from app.services.search import open_vector_index
-from engine.errors import CliplabError
-from indexes.catalog import Catalog, Embedding, File, Folder, Model, TextCollection, open_catalog
-from indexes.duplicates import Group, exact_duplicates, near_duplicates
-from indexes.export import export
-from indexes.indexer import ModelBundle, index_pending, pending_files
-from indexes.scan import ScanReport, scan, skipped
-from indexes.texts import add_collection, read_texts
-from indexes.vectors import KINDS, open_index  # noqa: F401  (KINDS: the index kinds front ends offer)
-from indexes.writer import writer_lock
+from cliplab.app.services.search import open_vector_index
+from cliplab.engine.errors import CliplabError
+from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model, TextCollection, open_catalog
+from cliplab.indexes.duplicates import Group, exact_duplicates, near_duplicates
+from cliplab.indexes.export import export
+from cliplab.indexes.indexer import ModelBundle, index_pending, pending_files
+from cliplab.indexes.scan import ScanReport, scan, skipped
+from cliplab.indexes.texts import add_collection, read_texts
+from cliplab.indexes.vectors import KINDS, open_index  # noqa: F401  (KINDS: the index kinds front ends offer)
+from cliplab.indexes.writer import writer_lock
 
 # Folders of the operating system, not of a person's photos: adding one (or a folder inside one)
 # asks for confirmation, so a typo or `../../etc` never puts system files into the library.

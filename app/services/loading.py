@@ -14,10 +14,10 @@ import os
 
 import torch
 
-import engine
-from engine.errors import CliplabError
-from engine.precision import for_purpose
-from indexes.indexer import ModelBundle
+from cliplab import engine
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.precision import for_purpose
+from cliplab.indexes.indexer import ModelBundle
 
 EXACT = for_purpose("reproducible")  # the fp32 reference, on every device
 SEARCH = for_purpose("index")  # "auto": the fastest safe mode, measured once per machine and model

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from app.services.search import SearchView, Term, file_term, search
-from engine.errors import CliplabError
-from engine.paths import cache_dir
-from indexes.catalog import Catalog, Embedding, File, Folder, Model, from_blobs, photo_date
-from indexes.indexer import ModelBundle
+from cliplab.app.services.search import SearchView, Term, file_term, search
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.paths import cache_dir
+from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model, from_blobs, photo_date
+from cliplab.indexes.indexer import ModelBundle
 
 COLOUR_BY = ("folder", "date", "zero-shot top-1", "my classes")
 KEEP_LAYOUTS = 20  # cached layouts kept (the newest); each library change writes a new one
@@ -185,7 +185,7 @@ def date_ticks(dates: list[datetime], count: int = 6) -> list[tuple[float, str]]
 
 def zero_shot_top1(points: LibraryPoints, bundle: ModelBundle, classes: list[str], templates: list[str]) -> list[str]:
     """Each photo's most probable class of a zero-shot classifier."""
-    from engine.zeroshot import build_classifier
+    from cliplab.engine.zeroshot import build_classifier
     if len(classes) < 2:
         raise CliplabError("Colouring by zero-shot top-1 needs at least two class names, one per line.")
     classifier = build_classifier(bundle.model, bundle.tokenizer, classes, templates)

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 
 from safetensors import safe_open
 
-from engine import download
-from engine.api import DEMO, demo_folder
-from engine.config import named_architectures
-from engine.errors import CliplabError
-from engine.weights import CONFIG_FILE, WEIGHTS_FILE, load_model, save_model
+from cliplab.engine import download
+from cliplab.engine.api import DEMO, demo_folder
+from cliplab.engine.config import named_architectures
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.weights import CONFIG_FILE, WEIGHTS_FILE, load_model, save_model
 
 if TYPE_CHECKING:  # the CLI lists and downloads without loading the app's catalog and job machinery
-    from app.services.app_state import AppState, Job, Jobs
+    from cliplab.app.services.app_state import AppState, Job, Jobs
 
 # Parameter counts of the nine architectures, so listing builds no model (tests/test_weights.py checks them).
 PARAMS = {
@@ -77,7 +77,7 @@ def import_checkpoint(path: str | Path, arch: str | None = None, allow_torchscri
                       name: str | None = None) -> Path:
     """Convert a checkpoint once into cliplab's format under the models folder (imported/NAME), so its
     architecture and preprocessing travel with it and a TorchScript archive never runs again."""
-    from engine.paths import models_dir
+    from cliplab.engine.paths import models_dir
 
     model, checkpoint = load_model(path, allow_torchscript=allow_torchscript, arch=arch)
     name = download.slug(name or model.name)
@@ -157,7 +157,7 @@ def load_checkpoint(state: AppState, path: str, arch: str | None, allow_torchscr
 def inference_lines() -> list[str]:
     """What runs on this machine and why: CPU features, ONNX Runtime, the policy, each model's
     measured mode (engine.runtime.describe), as lines for a terminal or a page."""
-    from engine.runtime import MODE_ENV, describe
+    from cliplab.engine.runtime import MODE_ENV, describe
 
     info = describe()
     onnx = f"ONNX Runtime {info['onnxruntime']}" if info["onnxruntime"] else "no ONNX Runtime (PyTorch only)"

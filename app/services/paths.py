@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from engine.paths import cache_dir, data_dir
+from cliplab.engine.paths import cache_dir, data_dir
 
 __all__ = ["cache_dir", "data_dir"]

@@ -18,11 +18,19 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from engine.errors import CliplabError
-from indexes.catalog import Catalog, File
-from indexes.indexer import ModelBundle
-from indexes.search import Filters, Result, Term, allowed_ids, parse_query, query_vector, search_vector
-from indexes.vectors import VectorIndex, open_index
+from cliplab.engine.errors import CliplabError
+from cliplab.indexes.catalog import Catalog, File
+from cliplab.indexes.indexer import ModelBundle
+from cliplab.indexes.search import (
+    Filters,
+    Result,
+    Term,
+    allowed_ids,
+    parse_query,
+    query_vector,
+    search_vector,
+)
+from cliplab.indexes.vectors import VectorIndex, open_index
 
 __all__ = ["Filters", "Result", "SearchView", "Term", "file_term", "image_term", "make_filters", "parse_date",
            "parse_terms", "search", "text_term"]

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from engine import paths
-from engine.errors import CliplabError
-from engine.images import load_image
-from indexes.catalog import Catalog, File, Folder
-from indexes.scan import EXTENSIONS
+from cliplab.engine import paths
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.images import load_image
+from cliplab.indexes.catalog import Catalog, File, Folder
+from cliplab.indexes.scan import EXTENSIONS
 
 THUMBNAIL_SIZE = 384  # long side: the gallery's tiles and its preview
 HOVER_SIZE = 160  # the map's hover thumbnail

@@ -21,11 +21,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from engine import paths
-from engine.errors import CliplabError
-from trainer.metrics_log import LOG_FILE, read_log
-from trainer.presets import DEMO_SHAPE, PRESETS
-from trainer.train import TrainOptions, train
+from cliplab.engine import paths
+from cliplab.engine.errors import CliplabError
+from cliplab.trainer.metrics_log import LOG_FILE, read_log
+from cliplab.trainer.presets import DEMO_SHAPE, PRESETS
+from cliplab.trainer.train import TrainOptions, train
 
 __all__ = ["DEMO_SHAPE", "PRESETS", "SMALL_SHAPE", "TrainOptions", "latest_run", "presets", "run_progress",
            "run_status", "running_run", "start_run", "start_training", "stop_run", "train_command"]
@@ -81,7 +81,7 @@ def train_command(data: str, init: str | None, architecture: str | None, extra: 
                            "or 'synthetic'.")
     if data != "synthetic" and not Path(data).expanduser().exists():
         raise CliplabError(f"The training data {data} does not exist.")
-    command = [sys.executable, "-m", "app.cli", "train", "--data",
+    command = [sys.executable, "-m", "cliplab.app.cli", "train", "--data",
                data if data == "synthetic" else str(Path(data).expanduser()), "--out", str(run_dir)]
     if (init or "").strip():  # fine-tuning: the checkpoint brings its architecture and vocabulary
         command += ["--init", init.strip()]

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from app.services import audit as service
-from app.services import models
-from app.services.app_state import AppState
-from app.ui.common import UserError, error_box, wire
+from cliplab.app.services import audit as service
+from cliplab.app.services import models
+from cliplab.app.services.app_state import AppState
+from cliplab.app.ui.common import UserError, error_box, wire
 
 CURRENT = "the current model"
 

@@ -9,9 +9,9 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from app.services import captions, serving
-from app.services.app_state import AppState
-from app.ui.common import UserError, dropped_image, error_box, file_paths, image_drop, wire
+from cliplab.app.services import captions, serving
+from cliplab.app.services.app_state import AppState
+from cliplab.app.ui.common import UserError, dropped_image, error_box, file_paths, image_drop, wire
 
 HELP = ("Upload or name a **text collection** (a file named here must lie in one of your library folders): "
         "a captioned dataset (a CSV of `image,caption` rows, several captions per "

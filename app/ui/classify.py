@@ -11,9 +11,9 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from app.services import classifiers, library
-from app.services.app_state import AppState
-from app.services.classify import (
+from cliplab.app.services import classifiers, library
+from cliplab.app.services.app_state import AppState
+from cliplab.app.services.classify import (
     TEMPLATE_PRESETS,
     check_templates,
     class_lines,
@@ -22,8 +22,8 @@ from app.services.classify import (
     folder_images,
     load_templates,
 )
-from app.services.first_start import DEMO_CLASSES
-from app.ui.common import UserError, error_box, file_paths, wire
+from cliplab.app.services.first_start import DEMO_CLASSES
+from cliplab.app.ui.common import UserError, error_box, file_paths, wire
 
 DEFAULT_CLASSES = "\n".join(DEMO_CLASSES)  # what the demo photos show
 DEFAULT_PRESET = "default"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from engine.errors import CliplabError
+from cliplab.engine.errors import CliplabError
 
 
 class UserError(CliplabError):

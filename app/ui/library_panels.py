@@ -7,9 +7,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from app.services import library, serving
-from app.services.app_state import AppState
-from app.ui.common import UserError, error_box, wire
+from cliplab.app.services import library, serving
+from cliplab.app.services.app_state import AppState
+from cliplab.app.ui.common import UserError, error_box, wire
 
 
 def folder_lines(text: str | None) -> list[str]:

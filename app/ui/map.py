@@ -8,12 +8,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from app.services import map as maps
-from app.services import serving
-from app.services.app_state import AppState
-from app.services.classify import TEMPLATE_PRESETS, load_templates
-from app.services.search import parse_terms
-from app.ui.common import UserError, error_box, wire
+from cliplab.app.services import map as maps
+from cliplab.app.services import serving
+from cliplab.app.services.app_state import AppState
+from cliplab.app.services.classify import TEMPLATE_PRESETS, load_templates
+from cliplab.app.services.search import parse_terms
+from cliplab.app.ui.common import UserError, error_box, wire
 
 HELP = ("Each dot is a photo of the library, placed so that photos the model sees as similar sit close "
         "together (UMAP of the image embeddings). Hover a dot to see the photo. Pick the **lasso** or **box** "

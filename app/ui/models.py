@@ -11,11 +11,11 @@ from html import escape
 import gradio as gr
 import pandas as pd
 
-from app.services import library
-from app.services import models as service
-from app.services.app_state import AppState
-from app.ui import training
-from app.ui.common import UserError, error_box, wire
+from cliplab.app.services import library
+from cliplab.app.services import models as service
+from cliplab.app.services.app_state import AppState
+from cliplab.app.ui import training
+from cliplab.app.ui.common import UserError, error_box, wire
 
 IMAGE_SUFFIXES = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "heic", "heif"}
 

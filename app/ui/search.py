@@ -9,12 +9,12 @@ from pathlib import Path
 import gradio as gr
 import plotly.graph_objects as go
 
-from app.services import search as service
-from app.services import serving
-from app.services.app_state import AppState
-from app.ui import captions as captions_panel
-from app.ui import library_panels
-from app.ui.common import UserError, dropped_image, error_box, image_drop, wire
+from cliplab.app.services import search as service
+from cliplab.app.services import serving
+from cliplab.app.services.app_state import AppState
+from cliplab.app.ui import captions as captions_panel
+from cliplab.app.ui import library_panels
+from cliplab.app.ui.common import UserError, dropped_image, error_box, image_drop, wire
 
 HELP = ("Words search by meaning. Combine terms with `+` and `-` (`red circle - stripes`), weight them "
         "(`2:star + circle`), or drop an image to find similar ones (it can be combined with words).")

@@ -8,9 +8,9 @@ from pathlib import Path
 import gradio as gr
 import plotly.graph_objects as go
 
-from app.services import training as service
-from app.services.app_state import AppState
-from app.ui.common import UserError, error_box, wire
+from cliplab.app.services import training as service
+from cliplab.app.services.app_state import AppState
+from cliplab.app.ui.common import UserError, error_box, wire
 
 
 def curve(records: list[dict]) -> go.Figure:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.errors import CliplabError
+from cliplab.engine.errors import CliplabError
 
 FAIRFACE_AGES = ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"]
 FAIRFACE_GENDERS = ["Male", "Female"]

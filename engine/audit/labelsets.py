@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from assets import asset_path
-from engine.errors import CliplabError
+from cliplab.assets import asset_path
+from cliplab.engine.errors import CliplabError
 
 SHIPPED_DIR = asset_path("labelsets")
 DEFAULT_PROMPT = "a photo of a {}."

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.audit import stats
+from cliplab.engine.audit import stats
 
 ALL = "all"  # the grouping (and group) of the whole sample
 SEP = " / "  # joins the values of an intersection, e.g. "Black / Male"
@@ -81,7 +81,7 @@ def crossfit_probe(features: np.ndarray, truth: np.ndarray, folds: int, seed: in
     """
     from threadpoolctl import threadpool_limits
 
-    from engine.probe import fit_linear_probe
+    from cliplab.engine.probe import fit_linear_probe
 
     truth = np.asarray(truth, dtype=object).astype(str)
     rng = np.random.default_rng(seed)

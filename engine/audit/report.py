@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.audit import reference as ref
+from cliplab.engine.audit import reference as ref
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.4}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;

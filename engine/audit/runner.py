@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from engine.audit import measures, stats
-from engine.audit.datasets import AuditDataset, load_dataset
-from engine.audit.labelsets import LabelSet, load_labelset, parse_labelset, with_added, with_template
-from engine.audit.reference import reference
-from engine.errors import CliplabError
-from engine.features import encode_images, model_fingerprint
+from cliplab.engine.audit import measures, stats
+from cliplab.engine.audit.datasets import AuditDataset, load_dataset
+from cliplab.engine.audit.labelsets import LabelSet, load_labelset, parse_labelset, with_added, with_template
+from cliplab.engine.audit.reference import reference
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.features import encode_images, model_fingerprint
 
 PAPER_THRESHOLDS = (0.005, 0.04)  # 0.5% and 4%, as the paper's threshold experiment
 SWEEP = (0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
@@ -68,7 +68,7 @@ def resolve_labelsets(options: AuditOptions) -> tuple[LabelSet, LabelSet | None]
 
 def resolve_templates(entries: list[str]) -> list[str]:
     """Each entry is a template with '{}', a preset name or a file (every line one variant)."""
-    from engine.zeroshot import load_templates
+    from cliplab.engine.zeroshot import load_templates
 
     out: list[str] = []
     for entry in entries:
@@ -96,7 +96,7 @@ def clean(value):
 def image_features(model, preprocess: Callable, dataset: AuditDataset, progress: bool = True,
                    batch_size: int = 64) -> np.ndarray:
     """Features of every image; unreadable images are collected and reported together."""
-    from engine.images import ImageLoadError, load_image
+    from cliplab.engine.images import ImageLoadError, load_image
 
     failures: list[str] = []
     size = getattr(model, "image_resolution", None)
@@ -126,7 +126,7 @@ def load_image_placeholder():
 
 def prompt_probs(model, tokenizer, features: np.ndarray, prompts: list[tuple[str, ...]]) -> np.ndarray:
     """[n, C] softmax over classes, each class the normalised mean of its prompts' embeddings."""
-    from engine.zeroshot import build_classifier, softmax
+    from cliplab.engine.zeroshot import build_classifier, softmax
 
     unique = list(dict.fromkeys(p for class_prompts in prompts for p in class_prompts))
     classifier = build_classifier(model, tokenizer, unique, ["{}"])  # one row per prompt, cached
@@ -275,7 +275,7 @@ def run_audit(options: AuditOptions, loaded: tuple | None = None, progress: bool
                            **({"service_test_only": options.service_test_only, "padding": options.padding}
                               if options.service_test_only or options.padding else {}))
     if loaded is None:
-        import engine
+        from cliplab import engine
 
         loaded = engine.load(options.model)
     model, preprocess, tokenizer = loaded

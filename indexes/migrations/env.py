@@ -6,8 +6,8 @@ results' (indexes.records), so autogenerate and the schema test see every table.
 
 from alembic import context
 
-import indexes.records  # noqa: F401 (registers the saved-results tables on the catalog's Base)
-from indexes.catalog import Base
+from cliplab.indexes import records  # noqa: F401 (registers the saved-results tables on the catalog's Base)
+from cliplab.indexes.catalog import Base
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=Base.metadata,
