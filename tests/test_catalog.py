@@ -247,3 +247,22 @@ def test_upgrade_to_full_fingerprints_keeps_known_hashes_and_marks_the_rest_unkn
     with catalog.session() as session:
         rows = {f.id: (f.fingerprint, f.raw_path, f.unavailable) for f in session.scalars(select(File))}
     assert rows == {1: ("f" * 32, None, None), 2: ("", None, None)}
+
+
+def _open_catalog_at(url: str) -> None:
+    open_catalog(url)
+
+
+def test_processes_opening_one_new_sqlite_catalog_at_once_migrate_it_once(tmp_path):
+    """torchrun ranks open the same new catalog together; they used to race ("table folders already exists")."""
+    import multiprocessing
+
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path / f'race{attempt}.db'}"
+        context = multiprocessing.get_context("spawn")
+        workers = [context.Process(target=_open_catalog_at, args=(url,)) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(120)
+        assert [worker.exitcode for worker in workers] == [0, 0, 0]

@@ -6,11 +6,18 @@ indexes:migrations> revision -m "what"`, or copy the last one) that upgrades and
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory file locks; one process at a time is then the user's part
+    fcntl = None
 
 
 def config() -> Config:
@@ -19,9 +26,30 @@ def config() -> Config:
     return cfg
 
 
+MIGRATION_LOCK = 0x636C69706C6162  # PostgreSQL advisory lock key ("cliplab")
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: Engine):
+    """Processes that open one new SQLite catalog at once (torchrun ranks, two commands) migrate one
+    after the other; the others then find the schema at head and do nothing."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:" or fcntl is None:
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the catalog at engine to revision (the newest by default)."""
+    """Bring the catalog at engine to revision (the newest by default), one process at a time."""
     cfg = config()
-    with engine.begin() as connection:
+    with _sqlite_file_lock(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
