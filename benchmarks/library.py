@@ -57,9 +57,7 @@ def make_jpegs(folder: Path, count: int, size=(4000, 3000)) -> list[Path]:
 
 def bench_indexing(count: int, workers: int | None) -> dict:
     import torch
-    from PIL import Image
 
-    from cliplab.engine.features import encode_image_tensors
     from cliplab.engine.images import Preprocess
     from cliplab.engine.model import CLIP
     from cliplab.engine.precision import fastest_safe_precision
@@ -74,17 +72,7 @@ def bench_indexing(count: int, workers: int | None) -> dict:
     model = CLIP.from_name("ViT-B/32").eval()
     preprocess = Preprocess(224)
 
-    start = time.perf_counter()  # plain: full decode, reference preprocessing, fp32, one process
-    batch = []
-    with torch.no_grad():
-        for path in paths:
-            batch.append(preprocess(Image.open(path).convert("RGB")))
-            if len(batch) == 32:
-                encode_image_tensors(model, torch.stack(batch))
-                batch = []
-        if batch:
-            encode_image_tensors(model, torch.stack(batch))
-    plain = count / (time.perf_counter() - start)
+    plain = plain_pipeline(paths, model)  # full decode, reference preprocessing, fp32, one process
 
     os.environ["CLIPLAB_HOME"] = str(work / "home")
     catalog = open_catalog(f"sqlite:///{work / 'catalog.db'}")
