@@ -222,6 +222,12 @@ class Catalog:
 
         return retrying(once, "registering the model")
 
+    def recorded_mode(self, fingerprint: str) -> str | None:
+        """The inference mode this model's library embeddings were computed in; None when the model
+        has indexed nothing yet (read only: nothing is registered)."""
+        with self.session() as session:
+            return session.scalar(select(Model.mode).where(Model.fingerprint == fingerprint))
+
     def close(self) -> None:
         self.engine.dispose()
 

@@ -275,3 +275,18 @@ def test_modes_chosen_automatically_keep_the_demo_zero_shot_accuracy_within_half
             continue
         moved = {name: abs(acc - exact[name]) for name, acc in accuracies(make_encoder(demo.model, mode)).items()}
         assert max(moved.values()) <= 0.5 + 1e-9, (mode, moved)
+
+
+def test_the_models_tab_says_how_the_current_model_runs_here(tmp_path):
+    from cliplab.app.services.app_state import AppState
+    from cliplab.app.ui.models import running
+
+    catalog = _library(tmp_path, 3)
+    state = AppState(catalog=catalog, bundle=tiny_bundle())
+    before = running(state)
+    assert "fp32 (exact, PyTorch)" in before and f"CPU {cpu_summary()}" in before
+    assert "measured on this machine the first time" in before
+    with catalog.session() as session:  # looking registers nothing
+        assert session.scalar(select(Model.id)) is None
+    index_pending(catalog, state.bundle.using("onnx-int8"), workers=0, progress=False)
+    assert "Indexing and search: onnx-int8, the mode this library was indexed in" in running(state)

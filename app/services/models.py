@@ -14,6 +14,7 @@ from cliplab.engine import download
 from cliplab.engine.api import DEMO, demo_folder
 from cliplab.engine.config import named_architectures
 from cliplab.engine.errors import CliplabError
+from cliplab.engine.precision import EXACT
 from cliplab.engine.weights import CONFIG_FILE, WEIGHTS_FILE, load_model, save_model
 
 if TYPE_CHECKING:  # the CLI lists and downloads without loading the app's catalog and job machinery
@@ -152,6 +153,28 @@ def load_checkpoint(state: AppState, path: str, arch: str | None, allow_torchscr
     folder = import_checkpoint(path, arch=arch, allow_torchscript=allow_torchscript)
     state.switch_model(str(folder))
     return str(folder)
+
+
+def running_lines(state: AppState) -> list[str]:
+    """How the current model computes here: exact fp32 for every result meant to be reproduced, and
+    for indexing and search the mode the library was indexed in, else the measured choice, else what
+    happens on first use. Reads only: no measurement is started and no model row is written."""
+    from cliplab.engine.runtime import cached_choice
+
+    bundle = state.bundle
+    lines = [f"Classifications, audits, evaluations and saved classifiers: {EXACT} (exact, PyTorch), "
+             "recorded with each result."]
+    recorded = state.catalog.recorded_mode(bundle.fingerprint)
+    choice = cached_choice(bundle.model)
+    if recorded:
+        lines.append(f"Indexing and search: {recorded}, the mode this library was indexed in (queries are "
+                     "embedded the same way).")
+    elif choice is not None:
+        lines.append(f"Indexing and search: {choice.mode} ({choice.reason}).")
+    else:
+        lines.append("Indexing and search: the fastest safe mode, measured on this machine the first time the "
+                     "library is indexed with this model.")
+    return lines
 
 
 def inference_lines() -> list[str]:

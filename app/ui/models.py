@@ -46,6 +46,13 @@ def current(state: AppState) -> str:
             f"{b.model.image_resolution} px, fingerprint `{b.fingerprint[:12]}`.")
 
 
+def running(state: AppState) -> str:
+    """How the current model computes on this machine, and why (what `cliplab models` prints)."""
+    machine = [line.strip() for line in service.inference_lines() if line.strip()]
+    return "\n".join(["**How it runs here**", "", *(f"- {line}" for line in service.running_lines(state)),
+                      f"- {machine[0][:1].upper()}{machine[0][1:]}."])
+
+
 def download_status(state: AppState) -> str:
     """HTML for the latest download job: a live bar and its line, then the outcome as a sentence."""
     job = state.jobs.latest("download")
@@ -71,6 +78,7 @@ def reindex_library(state: AppState) -> None:
 
 def build(state: AppState) -> None:
     now = gr.Markdown(elem_id="models-current")
+    runs_here = gr.Markdown(elem_id="models-running")
     table = gr.Dataframe(label="Models", interactive=False, elem_id="models-table")
     with gr.Row():
         choice = gr.Dropdown(label="Model", choices=[r["name"] for r in service.list_models()], value="demo",
@@ -93,7 +101,7 @@ def build(state: AppState) -> None:
     message = gr.Markdown(elem_id="models-message")
 
     def refresh():
-        return current(state), model_table(), download_status(state)
+        return current(state), model_table(), download_status(state), running(state)
 
     def do_switch(name):
         if not name:
@@ -131,11 +139,12 @@ def build(state: AppState) -> None:
         return download_status(state), model_table() if key != last else gr.update(), key
 
     # a failed switch or load leaves the current model (and says so): its panels are not cleared
-    wire(switch.click, do_switch, choice, [now, table, downloading, message], choice_errors, keep=(0, 1, 2))
-    wire(load.click, do_load, [checkpoint, arch, torchscript], [now, table, downloading, message], load_errors,
-         keep=(0, 1, 2))
+    wire(switch.click, do_switch, choice, [now, table, downloading, runs_here, message], choice_errors,
+         keep=(0, 1, 2, 3))
+    wire(load.click, do_load, [checkpoint, arch, torchscript], [now, table, downloading, runs_here, message],
+         load_errors, keep=(0, 1, 2, 3))
     wire(download.click, start_download, choice, downloading, choice_errors, keep=(0,))
     gr.Timer(1.0).tick(poll, seen, [downloading, table, seen])
-    gr.on(triggers=None, fn=refresh, inputs=None, outputs=[now, table, downloading])
+    gr.on(triggers=None, fn=refresh, inputs=None, outputs=[now, table, downloading, runs_here])
     with gr.Accordion("Train or fine-tune", open=False):
         training.build(state)
