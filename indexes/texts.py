@@ -2,35 +2,21 @@
 
 A collection is a named list of texts: a tag vocabulary (assets/imagenet_classes.txt), a user's
 list (one text a line), or a captions CSV (columns `caption` or `text`, optionally `image`
-giving each caption's true image; several captions per image allowed). Texts and their
-embeddings per model live in the catalog; the FAISS index over them is exact and built on demand.
-A captioned dataset is a captions CSV whose images are also indexed as library files: it can be
-browsed text -> image (over the dataset's images) and image -> text, true pairs marked.
+giving each caption's true image; several captions per image allowed). The texts live in
+the catalog; searching them (image -> text, and text -> image over a captioned dataset, true
+pairs marked) is app.services.captions, the one image -> text feature with its one embedding cache.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
-import numpy as np
 from sqlalchemy import delete, insert, select
 
 from cliplab.engine.errors import CliplabError
-from cliplab.engine.features import encode_texts
-from cliplab.indexes.catalog import (
-    Catalog,
-    File,
-    TextCollection,
-    TextEmbedding,
-    TextEntry,
-    from_blobs,
-    to_blob,
-)
-from cliplab.indexes.indexer import ModelBundle
+from cliplab.indexes.catalog import Catalog, TextCollection, TextEntry
 
 
 def read_texts(path: str | Path) -> tuple[list[str], list[str | None]]:
@@ -70,62 +56,3 @@ def add_collection(catalog: Catalog, name: str, texts: list[str], images: list[s
                                                 for i, (t, im) in enumerate(zip(texts, images))])
         return collection.id
 
-
-@dataclass
-class TextHit:
-    text_id: int
-    text: str
-    score: float
-    true_pair: bool
-
-
-class TextIndex:
-    """An exact FAISS index over one collection's texts with one model (embedded on first use)."""
-
-    def __init__(self, catalog: Catalog, bundle: ModelBundle, name: str):
-        self.catalog, self.bundle, self.name = catalog, bundle, name
-        self.model_id = bundle.register(catalog)
-        with catalog.session() as session:
-            collection = session.scalar(select(TextCollection).where(TextCollection.name == name))
-            if collection is None:
-                raise CliplabError(f"No text collection named {name!r}: add one with `cliplab texts add`.")
-            entries = session.scalars(select(TextEntry).where(TextEntry.collection_id == collection.id)
-                                      .order_by(TextEntry.position)).all()
-            stored = dict(session.execute(select(TextEmbedding.text_id, TextEmbedding.vector).where(
-                TextEmbedding.model_id == self.model_id,
-                TextEmbedding.text_id.in_([e.id for e in entries]))).all()) if entries else {}
-        self.entries = {e.id: e for e in entries}
-        missing = [e for e in entries if e.id not in stored]
-        if missing:
-            vectors = encode_texts(bundle.model, bundle.tokenizer, [e.text for e in missing], truncate=True)
-            with catalog.session() as session, session.begin():
-                session.execute(insert(TextEmbedding), [dict(text_id=e.id, model_id=self.model_id, vector=to_blob(v))
-                                                        for e, v in zip(missing, vectors)])
-            stored.update({e.id: to_blob(v) for e, v in zip(missing, vectors)})
-        dim = bundle.model.embed_dim
-        self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        if entries:
-            ids = np.array([e.id for e in entries], np.int64)
-            self.index.add_with_ids(from_blobs([stored[int(i)] for i in ids], dim), ids)
-
-    def search(self, vector: np.ndarray, k: int = 10, image_path: str | None = None) -> list[TextHit]:
-        """Nearest texts to an image embedding; true_pair marks captions of image_path."""
-        scores, ids = self.index.search(np.asarray(vector, np.float32)[None], max(1, min(k, self.index.ntotal)))
-        real = os.path.abspath(image_path) if image_path else None
-        return [TextHit(int(i), self.entries[int(i)].text, float(s),
-                        real is not None and self.entries[int(i)].image_path == real)
-                for s, i in zip(scores[0], ids[0]) if i >= 0]
-
-    def dataset_images(self) -> dict[str, list[int]]:
-        """True image path -> its caption ids."""
-        pairs: dict[str, list[int]] = {}
-        for entry in self.entries.values():
-            if entry.image_path:
-                pairs.setdefault(entry.image_path, []).append(entry.id)
-        return pairs
-
-    def image_ids(self) -> dict[str, int]:
-        """Catalog file ids of the dataset's images (those indexed)."""
-        paths = list(self.dataset_images())
-        with self.catalog.session() as session:
-            return {p: i for i, p in session.execute(select(File.id, File.path).where(File.path.in_(paths))).all()}

@@ -21,7 +21,7 @@ from cliplab.indexes.export import export
 from cliplab.indexes.indexer import index_pending
 from cliplab.indexes.scan import scan
 from cliplab.indexes.search import image_embedding
-from cliplab.indexes.texts import TextIndex, add_collection, read_texts
+from cliplab.indexes.texts import add_collection, read_texts
 from cliplab.indexes.vectors import open_index
 
 
@@ -111,21 +111,19 @@ def test_text_collection_and_captioned_dataset(tmp_path):
     add_collection(catalog, "ds", texts, images)
     scan(catalog, [root / "img"])
     index_pending(catalog, bundle, workers=0, progress=False)
-    index = TextIndex(catalog, bundle, "ds")
-    query = image_embedding(bundle, str(root / "img" / "2.jpg"))
-    hits = index.search(query, k=8, image_path=str(root / "img" / "2.jpg"))
+    from cliplab.app.services.captions import image_to_texts
+    picture = str(root / "img" / "2.jpg")
+    hits = image_to_texts(bundle, picture, "collection:ds", k=8, catalog=catalog)
     from cliplab.engine.features import encode_texts
-    brute = np.argsort(-(encode_texts(bundle.model, bundle.tokenizer, texts) @ query), kind="stable")
+    brute = np.argsort(-(encode_texts(bundle.model, bundle.tokenizer, texts) @ image_embedding(bundle, picture)),
+                       kind="stable")
     assert [h.text for h in hits] == [texts[i] for i in brute]
     assert sorted(h.text for h in hits if h.true_pair) == ["another caption 2", "picture number 2"]
-    assert set(index.image_ids()) == {str(root / "img" / f"{i}.jpg") for i in range(4)}
-    again = TextIndex(catalog, bundle, "ds")  # embeddings stored, not recomputed
-    assert again.index.ntotal == 8
     words = tmp_path / "tags.txt"
     words.write_text("cat\ndog\n\nboat\n")
     assert read_texts(words)[0] == ["cat", "dog", "boat"]
-    with pytest.raises(Exception, match="No text collection"):
-        TextIndex(catalog, bundle, "missing")
+    with pytest.raises(Exception, match="missing"):
+        image_to_texts(bundle, picture, "collection:missing", catalog=catalog)
 
 
 TORCHRUN_SCRIPT = """
