@@ -149,7 +149,7 @@ def test_unnamed_colours_teach_shape_without_showing_heldout_pairs():
     for s in unnamed:
         assert "colour" not in s.attrs["mentioned"]
         assert not any(_has(s.caption, c) for c in COLOURS)
-        assert np.linalg.norm(named - np.array(s.attrs["rgb"]), axis=1).min() >= 90
+        assert np.linalg.norm(named - np.array(s.attrs["rgb"]), axis=1).min() >= 90 - 3 ** 0.5  # whole pixels
     # Never in held-out images or evaluation sets: there, every colour is a named one.
     assert all(s.attrs["colour"] is not None for s in world.sample(300, "heldout", np.random.default_rng(8)))
     images, labels = world.labelled("shape", 80, split="train", seed=0)

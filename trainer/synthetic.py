@@ -65,11 +65,11 @@ DEFAULT_HOLDOUT = (
 )
 SPLITS = ("train", "heldout", "all")
 WORD_FRACTION = 0.15  # share of word images in "train" and "all" samples
-SHAPE_ONLY_CAPTIONS = 0.15  # share of scene captions that name only the count and the shape
+SHAPE_ONLY_CAPTIONS = 0.25  # share of scene captions that name only the count and the shape
 # Share of training scenes drawn in a colour that has no name in the world (grey, beige, brown, slate)
 # and captioned without a colour: shape is then taught apart from the ten named colours, and no
 # held-out shape-colour pair is ever shown (each such colour is far from every named one).
-UNNAMED_COLOUR_FRACTION = 0.15
+UNNAMED_COLOUR_FRACTION = 0.25
 _UNNAMED_MIN_DISTANCE = 90
 # What a contrast group varies (the rest is shared): shape most, as it is the attribute learned last.
 _GROUP_VARIES = ("shape", "position", "count", "colour")
@@ -144,7 +144,8 @@ def visible(colour: str | None, background: str) -> bool:
 
 def unnamed_colour(rng: np.random.Generator) -> tuple[int, int, int]:
     """A muted colour (greys, beiges, browns, slates: low saturation, mid lightness) at least
-    _UNNAMED_MIN_DISTANCE (RGB) from every named colour: no one would call it one of them."""
+    _UNNAMED_MIN_DISTANCE (RGB, before truncation to whole pixel values, which moves it by under 2)
+    from every named colour: no one would call it one of them."""
     named = np.array(list(COLOURS.values()), dtype=np.float64)
     while True:
         hue, saturation, value = rng.uniform(0, 1), rng.uniform(0, 0.35), rng.uniform(0.3, 0.85)
