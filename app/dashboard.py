@@ -3,20 +3,15 @@ evaluation runs, read-only over the catalog database, with the same plots as the
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `streamlit run app/dashboard.py` puts only app/ on the path
-    sys.path.insert(0, str(ROOT))
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from streamlit.components.v1 import html
 
-import pandas as pd  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-import streamlit as st  # noqa: E402
-from streamlit.components.v1 import html  # noqa: E402
-
-from cliplab.app.services import audit, eval_store  # noqa: E402
-from cliplab.engine.errors import CliplabError  # noqa: E402
+from cliplab.app.services import audit, eval_store
+from cliplab.engine.errors import CliplabError
 
 
 def pick(frame: pd.DataFrame, column: str, label: str, key: str) -> pd.DataFrame:

@@ -425,8 +425,12 @@ def test_switch_models(page, app_server, tmp_path, test_output_dir):  # noqa: F8
     field(page, "models-checkpoint").fill(str(folder))
     page.locator("#models-load").click()
     expect(page.locator("#models-message")).to_contain_text(f"Loaded {folder}", timeout=60_000)
+    expect(page.locator("#models-current")).not_to_contain_text("processing")  # gradio's badge, while it updates
     after = page.locator("#models-current").inner_text()
     assert after != before and "fingerprint" in after
+    # how it runs here: the exact mode for reproducible results, and what indexing and search use
+    expect(page.locator("#models-running")).to_contain_text("fp32 (exact, PyTorch)")
+    expect(page.locator("#models-running")).to_contain_text("Indexing and search:")
     screenshot(page, test_output_dir, "models")
     # an image given as a checkpoint: a sentence that says so, beside the button
     picture = next(iter(sorted(app_server.photos.glob("*.jpg"))))
