@@ -36,6 +36,7 @@ from cliplab.engine import paths
 from cliplab.engine.features import model_fingerprint
 from cliplab.engine.images import MEAN, STD
 from cliplab.engine.precision import DTYPES, EXACT, MODES, check_mode, cpu_features, cpu_has_vnni, cpu_summary
+from cliplab.engine.weights import replace_atomically
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +125,6 @@ def export_folder(model: torch.nn.Module) -> Path:
     return paths.cache_dir("onnx") / model_fingerprint(model)
 
 
-def _atomic(path: Path, write) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def export_onnx(model: torch.nn.Module, tower: str, folder: Path | None = None) -> Path:
     """The fp32 ONNX graph of one tower ('image' or 'text'), exported once and cached."""
     folder = folder or export_folder(model)
@@ -161,7 +152,7 @@ def export_onnx(model: torch.nn.Module, tower: str, folder: Path | None = None) 
             torch.onnx.export(module.eval(), example, str(tmp), input_names=names, output_names=["features"],
                               dynamic_axes=axes, opset_version=17, dynamo=False)
     log.info("exporting the %s tower of %s to ONNX (once per model): %s", tower, getattr(model, "name", "?"), path)
-    return _atomic(path, write)
+    return replace_atomically(path, write)
 
 
 def quantized_onnx(model: torch.nn.Module, tower: str, folder: Path | None = None) -> Path:
@@ -177,7 +168,7 @@ def quantized_onnx(model: torch.nn.Module, tower: str, folder: Path | None = Non
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_dynamic warns on the root logger that it was not "pre-processed"
     try:
-        return _atomic(path, lambda tmp: quantize_dynamic(
+        return replace_atomically(path, lambda tmp: quantize_dynamic(
             str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
             op_types_to_quantize=["MatMul", "Gemm"]))
     finally:
@@ -372,7 +363,7 @@ def choose_mode(model: torch.nn.Module, remeasure: bool = False) -> Choice:
              mode, reason)
     choices = _read_choices()
     choices[key] = choice.to_dict()
-    _atomic(choices_file(), lambda tmp: tmp.write_text(json.dumps(choices, indent=1)))
+    replace_atomically(choices_file(), lambda tmp: tmp.write_text(json.dumps(choices, indent=1)))
     return choice
 
 

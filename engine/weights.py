@@ -527,15 +527,16 @@ def load_model(path: str | Path, allow_torchscript: bool = False,
     return model, checkpoint
 
 
-def _replace_atomically(folder: Path, name: str, write) -> Path:
-    target = folder / name
-    temp = folder / f".{name}.tmp"
+def replace_atomically(path: Path, write) -> Path:
+    """write(temp) then rename it over path: readers see the old file or the new one, never a part.
+    The temporary name carries the process id, so processes writing the same file do not collide."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(temp)
-        os.replace(temp, target)
+        os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
-    return target
+    return path
 
 
 def save_state_dict(sd: dict[str, torch.Tensor], config: ModelConfig | dict, folder: str | Path,
@@ -547,13 +548,13 @@ def save_state_dict(sd: dict[str, torch.Tensor], config: ModelConfig | dict, fol
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
-    weights = _replace_atomically(folder, WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
+    weights = replace_atomically(folder / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
     merges_name = None
     if merges_path is not None:
         merges_path = Path(merges_path)
         merges_name = MERGES_FILES[0] if merges_path.name.endswith(".gz") else MERGES_FILES[1]
         if merges_path.resolve() != (folder / merges_name).resolve():
-            _replace_atomically(folder, merges_name, lambda p: shutil.copyfile(merges_path, p))
+            replace_atomically(folder / merges_name, lambda p: shutil.copyfile(merges_path, p))
         for other in MERGES_FILES:  # a stale vocabulary must not shadow the new one
             if other != merges_name:
                 (folder / other).unlink(missing_ok=True)
@@ -566,7 +567,7 @@ def save_state_dict(sd: dict[str, torch.Tensor], config: ModelConfig | dict, fol
         "weights_bytes": weights.stat().st_size,
         "merges": merges_name,
     }
-    _replace_atomically(folder, CONFIG_FILE, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
+    replace_atomically(folder / CONFIG_FILE, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
     return folder
 
 

@@ -177,14 +177,22 @@ def running_lines(state: AppState) -> list[str]:
     return lines
 
 
+def machine_line(info: dict | None = None) -> str:
+    """'CPU <features>, <n> threads, ONNX Runtime <version>[, CUDA]' (engine.runtime.describe)."""
+    from cliplab.engine.runtime import describe
+
+    info = info or describe()
+    onnx = f"ONNX Runtime {info['onnxruntime']}" if info["onnxruntime"] else "no ONNX Runtime (PyTorch only)"
+    return f"CPU {info['cpu']}, {info['threads']} threads, {onnx}{', CUDA' if info['cuda'] else ''}"
+
+
 def inference_lines() -> list[str]:
     """What runs on this machine and why: CPU features, ONNX Runtime, the policy, each model's
     measured mode (engine.runtime.describe), as lines for a terminal or a page."""
     from cliplab.engine.runtime import MODE_ENV, describe
 
     info = describe()
-    onnx = f"ONNX Runtime {info['onnxruntime']}" if info["onnxruntime"] else "no ONNX Runtime (PyTorch only)"
-    lines = [f"\ninference: CPU {info['cpu']}, {info['threads']} threads, {onnx}{', CUDA' if info['cuda'] else ''}",
+    lines = [f"\ninference: {machine_line(info)}",
              f"  audits, evaluations, saved classifications: {info['reproducible']} (exact, PyTorch)"]
     if info["forced"]:
         lines.append(f"  indexing and search: {info['forced']} (set by {MODE_ENV})")

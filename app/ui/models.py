@@ -48,9 +48,8 @@ def current(state: AppState) -> str:
 
 def running(state: AppState) -> str:
     """How the current model computes on this machine, and why (what `cliplab models` prints)."""
-    machine = [line.strip() for line in service.inference_lines() if line.strip()]
     return "\n".join(["**How it runs here**", "", *(f"- {line}" for line in service.running_lines(state)),
-                      f"- {machine[0][:1].upper()}{machine[0][1:]}."])
+                      f"- Inference: {service.machine_line()}."])
 
 
 def download_status(state: AppState) -> str:
