@@ -178,6 +178,39 @@ def test_contrast_groups_differ_in_one_attribute_only():
     assert {"shape", "colour", "position", "count", "word"} <= varied
 
 
+def test_shape_groups_pair_look_alike_outlines_and_a_share_of_groups_stays_free():
+    from cliplab.trainer.synthetic import LOOK_ALIKES
+
+    world = World(seed=0)
+    rng = np.random.default_rng(5)
+    held = set(DEFAULT_HOLDOUT)
+    free = shape_groups = look_alike = 0
+    for _ in range(600):
+        pins = world.contrast_group(rng, 2, "train", share=0.5)
+        if pins[0] is None:
+            assert pins == [None, None]
+            free += 1
+            continue
+        first, second = pins
+        if first["kind"] == "scene" and first["shape"] != second["shape"]:
+            shape_groups += 1
+            assert {k for k in first if first[k] != second[k]} == {"shape"}
+            partners = [s for s in LOOK_ALIKES[first["shape"]] if (s, first["colour"]) not in held]
+            if partners:  # the second is a look-alike wherever the colour has one in training
+                assert second["shape"] in partners, pins
+                look_alike += 1
+    assert 240 < free < 360  # about half of the groups
+    assert shape_groups > 100 and look_alike > 0.8 * shape_groups
+    # A free member is an ordinary training sample (it may be a word or an unnamed colour).
+    samples = [world.pinned_sample(np.random.default_rng(i), None) for i in range(60)]
+    assert any(s.attrs["kind"] == "word" for s in samples)
+    assert any(s.attrs["kind"] == "scene" and s.attrs["colour"] is None for s in samples)
+    assert all((s.attrs["shape"], s.attrs["colour"]) not in held for s in samples)
+    # Every look-alike is a shape of the world, and none is its own.
+    assert set(LOOK_ALIKES) == set(SHAPES)
+    assert all(set(v) <= set(SHAPES) and k not in v for k, v in LOOK_ALIKES.items())
+
+
 def test_contrast_groups_stay_together_on_one_rank_and_worker():
     from cliplab.trainer.data import build_dataset
 

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.evaldata import is_image_file
 from cliplab.engine.images import MEAN, STD, ImageLoadError, Preprocess, load_image
-from cliplab.trainer.synthetic import World
+from cliplab.trainer.synthetic import CONTRAST_SHARE, World
 
 IMAGE_COLUMNS = ("filepath", "image", "image_path", "path", "file", "filename")
 CAPTION_COLUMNS = ("caption", "title", "text")
@@ -231,7 +231,7 @@ class SyntheticDataset(IndexedDataset):
     """The synthetic world, `epoch_size` fresh samples per epoch (a new seed each epoch: endless).
 
     group_size k > 1 draws the samples in contrast groups of k that differ in one attribute only
-    (`World.contrast_group`): hard negatives. A group's members stay together on one rank and one
+    (`World.contrast_group`; CONTRAST_SHARE of the groups, the rest independent): hard negatives. A group's members stay together on one rank and one
     worker, so they meet in the same contrastive batch."""
 
     def __init__(self, resolution: int, world: World | None = None, split: str = "train",
@@ -259,7 +259,7 @@ class SyntheticDataset(IndexedDataset):
         if self.group_size > 1:
             group, member = divmod(index, self.group_size)
             group_rng = np.random.default_rng([self.seed, self.epoch, group, 7])
-            pins = self.world.contrast_group(group_rng, self.group_size, self.split)[member]
+            pins = self.world.contrast_group(group_rng, self.group_size, self.split, CONTRAST_SHARE)[member]
             sample = self.world.pinned_sample(rng, pins, self.split)
         else:
             sample = self.world.sample(1, self.split, rng)[0]

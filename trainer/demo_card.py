@@ -7,7 +7,8 @@ Two test sets. Held-out combinations (trainer.synthetic): zero-shot accuracy per
 single prompt and the prompt ensemble on shape-colour combinations never seen in training; a
 linear probe (logistic regression on the same L2-normalised image features, fitted on
 training-split images, tested on the held-out ones); image-text retrieval R@1/5/10 on held-out
-scenes with full captions; and, for contrast, zero-shot accuracy on combinations seen in training.
+scenes with full captions; and, for contrast, zero-shot accuracy on combinations seen in training; zero-shot shape per
+held-out pair, with what its misses were taken for.
 Drawings (tests/drawings.py, code that is not the generator): zero-shot shape and colour, overall
 and per background. The card's tables sit between the TABLES_BEGIN and TABLES_END markers.
 """
@@ -27,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 
 from cliplab.engine.api import load
 from cliplab.engine.errors import CliplabError
-from cliplab.trainer.evaluate import RetrievalSet, ZeroShotSet, evaluate, image_features
+from cliplab.trainer.evaluate import RetrievalSet, ZeroShotSet, class_weights, evaluate, image_features
 from cliplab.trainer.synthetic import World
 
 TASKS = ("shape", "colour", "count", "position", "word")
@@ -81,8 +82,26 @@ def measure_drawings(model, preprocess, tokenizer, n: int = 320, seed: int = 0) 
     return out
 
 
+def measure_pairs(model, preprocess, tokenizer, world: World, n: int = 40, seed: int = 0) -> list[dict]:
+    """Zero-shot shape per held-out shape-colour pair: which pairs make the held-out shape figure, and
+    what they are taken for: [{"shape", "colour", "accuracy", "taken_for": [(shape, share), ...]}]."""
+    task = world.zero_shot_tasks()["shape"]
+    weights = class_weights(model, tokenizer, task.classnames, task.prompts)
+    rows = []
+    for shape, colour in world.holdout:
+        rng = world._eval_rng(f"pairs/{shape}/{colour}", seed)
+        images = [world.scene_sample(rng, world.holdout, unnamed_colours=False, shape=shape, colour=colour).image
+                  for _ in range(n)]
+        predicted = (image_features(model, _tensors(preprocess, images)) @ weights.T).argmax(-1)
+        names, counts = np.unique(np.asarray(task.classnames)[predicted], return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        rows.append({"shape": shape, "colour": colour, "accuracy": float((predicted == task.values.index(shape)).mean()),
+                     "taken_for": [(str(names[i]), float(counts[i] / n)) for i in order if names[i] != shape]})
+    return rows
+
+
 def measure(folder: str | Path, n_test: int = 400, n_probe: int = 600, n_retrieval: int = 500,
-            n_drawings: int = 320) -> dict:
+            n_drawings: int = 320, n_pairs: int = 40) -> dict:
     """Every figure of the card for the model in `folder` (fp32, CPU, seeded test sets)."""
     model, preprocess, tokenizer = load(str(folder), device="cpu", precision="fp32")
     world = World(seed=0, image_size=model.image_resolution)
@@ -104,9 +123,10 @@ def measure(folder: str | Path, n_test: int = 400, n_probe: int = 600, n_retriev
     images, captions = world.retrieval_set(n_retrieval, split="heldout", seed=2)
     results = evaluate(model, tokenizer, zero_shot, RetrievalSet(_tensors(preprocess, images), captions))
     return {"results": results, "seen": evaluate(model, tokenizer, seen, None), "probe": probe,
+            "pairs": measure_pairs(model, preprocess, tokenizer, world, n=n_pairs) if n_pairs else None,
             "drawings": measure_drawings(model, preprocess, tokenizer, n=n_drawings) if n_drawings else None,
             "chance": {n: 1 / len(tasks[n].classnames) for n in TASKS},
-            "n_test": n_test, "n_probe": n_probe, "n_retrieval": n_retrieval,
+            "n_test": n_test, "n_probe": n_probe, "n_retrieval": n_retrieval, "n_pairs": n_pairs,
             "params": sum(p.numel() for p in model.parameters()), "config": model.config.to_dict(),
             "vocab_size": tokenizer.vocab_size}
 
@@ -152,6 +172,14 @@ def figures_markdown(m: dict, command: str | None = None) -> str:
               f"{_pct(1 / m['n_retrieval'])}):", "", "| direction | R@1 | R@5 | R@10 |", "|---|---|---|---|"]
     for short, label in (("i2t", "image → text"), ("t2i", "text → image")):
         lines.append(f"| {label} | " + " | ".join(_pct(r[f"retrieval/{short}@{k}"]) for k in (1, 5, 10)) + " |")
+    pairs = m.get("pairs")
+    if pairs:
+        n = m.get("n_pairs", 40)
+        lines += ["", f"Zero-shot shape per held-out pair ({n} images each, one prompt), and what the misses "
+                  "were taken for:", "", "| pair | shape right | taken for |", "|---|---|---|"]
+        for row in sorted(pairs, key=lambda r: (r["accuracy"], r["shape"], r["colour"])):
+            taken = ", ".join(f"{name} {_pct(share)}" for name, share in row["taken_for"][:3]) or "-"
+            lines.append(f"| {row['colour']} {row['shape']} | {_pct(row['accuracy'])} | {taken} |")
     d = m.get("drawings")
     if d:
         backgrounds = d["backgrounds"]
@@ -185,9 +213,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-probe", type=int, default=600, help="probe training images per task (default 600)")
     parser.add_argument("--n-retrieval", type=int, default=500, help="held-out retrieval scenes (default 500)")
     parser.add_argument("--n-drawings", type=int, default=320, help="drawings, 0 = none (default 320)")
+    parser.add_argument("--n-pairs", type=int, default=40,
+                        help="images per held-out pair for the per-pair shape table, 0 = none (default 40)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    measured = measure(args.folder, args.n_test, args.n_probe, args.n_retrieval, args.n_drawings)
+    measured = measure(args.folder, args.n_test, args.n_probe, args.n_retrieval, args.n_drawings, args.n_pairs)
     command = "python -m cliplab.trainer.demo_card " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])
                                                          if a != "--print")
     tables = figures_markdown(measured, command)

@@ -74,6 +74,17 @@ _UNNAMED_MIN_DISTANCE = 90
 # What a contrast group varies (the rest is shared): shape most, as it is the attribute learned last.
 _GROUP_VARIES = ("shape", "position", "count", "colour")
 _GROUP_WEIGHTS = (0.55, 0.15, 0.15, 0.15)
+# Share of contrast groups that are pinned; the others are independent samples (words, unnamed
+# colours, shape-only captions as without groups), so grouping adds hard negatives and takes nothing.
+CONTRAST_SHARE = 0.5
+# The shapes whose outlines are nearest (the demo model's measured confusions: a circle and a hexagon
+# differ by under 14% of the radius). A shape group pairs a shape with one of these first, where its
+# colour allows, so that the outline, not a colour that only one of them came in, tells them apart.
+LOOK_ALIKES = {
+    "circle": ("hexagon", "heart"), "hexagon": ("circle", "square"), "square": ("hexagon", "diamond", "cross"),
+    "diamond": ("square", "triangle"), "triangle": ("star", "diamond"), "star": ("cross", "triangle"),
+    "cross": ("star", "square"), "heart": ("circle", "triangle"),
+}
 
 _NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 _COUNT_PHRASES = {1: ("a", "one", "a single"), 2: ("two", "2", "a pair of"), 3: ("three", "3"), 4: ("four", "4")}
@@ -201,10 +212,14 @@ class World:
                 out.append(self.scene_sample(rng, pairs, render=render))
         return out
 
-    def contrast_group(self, rng: np.random.Generator, k: int, split: str = "train") -> list[dict]:
+    def contrast_group(self, rng: np.random.Generator, k: int, split: str = "train",
+                       share: float = 1.0) -> list[dict | None]:
         """Pins for k samples that share everything but one attribute (shape, position, count or
-        colour; the word for word images): negatives that only that attribute tells apart.
-        Draw each with `pinned_sample`."""
+        colour; the word for word images): negatives that only that attribute tells apart. A shape
+        group starts with a shape and one of its LOOK_ALIKES. With probability 1 - share the group is
+        k independent samples instead (pins None). Draw each with `pinned_sample`."""
+        if rng.random() >= share:
+            return [None] * k
         pairs = self._pairs(split)
         if split != "heldout" and rng.random() < WORD_FRACTION:
             colour = _pick(rng, tuple(COLOURS))
@@ -220,6 +235,11 @@ class World:
                     style=_pick_style(rng))
         if vary == "shape":
             options = tuple(s for s, c in pairs if c == colour)
+            alike = tuple(s for s in LOOK_ALIKES[shape] if s in options)
+            if alike:
+                partner = _pick(rng, alike)
+                rest = [s for s in _cycle(rng, options, len(options)) if s not in (shape, partner)]
+                return [{**base, "shape": value} for value in _cycle_from([shape, partner] + rest, k)]
         elif vary == "colour":
             options = tuple(c for s, c in pairs if s == shape and visible(c, base["background"]))
         elif vary == "count":
@@ -234,8 +254,10 @@ class World:
             pins.append(pin)
         return pins
 
-    def pinned_sample(self, rng: np.random.Generator, pins: dict, split: str = "train") -> Sample:
-        """One sample with the attributes `pins` fixes (as `contrast_group` returns them)."""
+    def pinned_sample(self, rng: np.random.Generator, pins: dict | None, split: str = "train") -> Sample:
+        """One sample with the attributes `pins` fixes (as `contrast_group` returns them); None: a free one."""
+        if pins is None:
+            return self.sample(1, split, rng)[0]
         fixed = {k: v for k, v in pins.items() if k != "kind" and v is not None}
         if pins.get("kind") == "word":
             return self.word_sample(rng, **fixed)
@@ -468,7 +490,11 @@ def _pick_style(rng: np.random.Generator) -> str:
 
 def _cycle(rng: np.random.Generator, options: tuple, k: int) -> list:
     """k values from options, all different while there are enough, in random order."""
-    order = [options[i] for i in rng.permutation(len(options))]
+    return _cycle_from([options[i] for i in rng.permutation(len(options))], k)
+
+
+def _cycle_from(order: list, k: int) -> list:
+    """The first k of order, repeated from its start when it is shorter."""
     return [order[i % len(order)] for i in range(k)]
 
 
