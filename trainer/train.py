@@ -63,7 +63,7 @@ class TrainOptions:
     eval_every: int = 500
     eval_samples: int = 200          # held-out images per zero-shot task and retrieval pairs
     eval_data: str | None = None     # held-out pairs for retrieval when the data is not synthetic
-    contrast_group: int = 1          # synthetic data: samples per group that differ in one attribute only
+    contrast_group: int = 1          # synthetic data: samples per contrast group (CONTRAST_SHARE of groups)
     save_every: int = 1000
     log_every: int = 10
     seed: int = 0
