@@ -102,6 +102,9 @@ def test_demo_card_regenerates_the_tables_of_the_card(tmp_path, capsys):
     assert all(row.split("|")[2].strip() in ("0.0%", "25.0%", "50.0%", "75.0%", "100.0%")
                for row in pair_rows[:len(World().holdout)])
     assert "Rewrote the tables" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a probe of no images is refused by the parser, not a stack trace
+        main([str(folder), "--n-probe", "0"])
+    assert "--n-probe must be at least 1" in capsys.readouterr().err
     card.write_text("# a card without markers\n")
     with pytest.raises(CliplabError, match="table markers"):
         main([str(folder), "--n-test", "10", "--n-probe", "20", "--n-retrieval", "10", "--n-drawings", "0"])

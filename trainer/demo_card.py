@@ -216,6 +216,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-pairs", type=int, default=40,
                         help="images per held-out pair for the per-pair shape table, 0 = none (default 40)")
     args = parser.parse_args(argv)
+    for name in ("n_test", "n_probe", "n_retrieval"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1 (the table needs those images).")
+    for name in ("n_drawings", "n_pairs"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must be 0 (none) or more.")
     torch.manual_seed(0)
     measured = measure(args.folder, args.n_test, args.n_probe, args.n_retrieval, args.n_drawings, args.n_pairs)
     command = "python -m cliplab.trainer.demo_card " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])
