@@ -231,8 +231,9 @@ class SyntheticDataset(IndexedDataset):
     """The synthetic world, `epoch_size` fresh samples per epoch (a new seed each epoch: endless).
 
     group_size k > 1 draws the samples in contrast groups of k that differ in one attribute only
-    (`World.contrast_group`; CONTRAST_SHARE of the groups, the rest independent): hard negatives. A group's members stay together on one rank and one
-    worker, so they meet in the same contrastive batch."""
+    (`World.contrast_group`; CONTRAST_SHARE of the groups, the rest independent): hard negatives.
+    A group's members stay together on one rank and one worker, so they meet in the same
+    contrastive batch."""
 
     def __init__(self, resolution: int, world: World | None = None, split: str = "train",
                  epoch_size: int = 10_000, group_size: int = 1, **kwargs) -> None:

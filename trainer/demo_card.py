@@ -7,8 +7,8 @@ Two test sets. Held-out combinations (trainer.synthetic): zero-shot accuracy per
 single prompt and the prompt ensemble on shape-colour combinations never seen in training; a
 linear probe (logistic regression on the same L2-normalised image features, fitted on
 training-split images, tested on the held-out ones); image-text retrieval R@1/5/10 on held-out
-scenes with full captions; and, for contrast, zero-shot accuracy on combinations seen in training; zero-shot shape per
-held-out pair, with what its misses were taken for.
+scenes with full captions; for contrast, zero-shot accuracy on combinations seen in training;
+and zero-shot shape per held-out pair, with what its misses were taken for.
 Drawings (tests/drawings.py, code that is not the generator): zero-shot shape and colour, overall
 and per background. The card's tables sit between the TABLES_BEGIN and TABLES_END markers.
 """
@@ -89,7 +89,7 @@ def measure_pairs(model, preprocess, tokenizer, world: World, n: int = 40, seed:
     weights = class_weights(model, tokenizer, task.classnames, task.prompts)
     rows = []
     for shape, colour in world.holdout:
-        rng = world._eval_rng(f"pairs/{shape}/{colour}", seed)
+        rng = world.eval_rng(f"pairs/{shape}/{colour}", seed)
         images = [world.scene_sample(rng, world.holdout, unnamed_colours=False, shape=shape, colour=colour).image
                   for _ in range(n)]
         predicted = (image_features(model, _tensors(preprocess, images)) @ weights.T).argmax(-1)

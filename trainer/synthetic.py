@@ -434,8 +434,8 @@ class World:
                           'a sign that says "{}".'], "word", list(WORDS)),
         }
 
-    def _eval_rng(self, purpose: str, seed: int) -> np.random.Generator:
-        # Independent of the training stream (which uses seed and per-sample indices).
+    def eval_rng(self, purpose: str, seed: int) -> np.random.Generator:
+        """The rng of one test set: independent of the training stream (seed and per-sample indices)."""
         return np.random.default_rng([self.seed, seed, 7919, *purpose.encode()])
 
     def labelled(self, task: str | Task, n: int, split: str = "heldout",
@@ -450,7 +450,7 @@ class World:
             if task not in tasks:
                 raise CliplabError(f"Unknown task {task!r}; the world's tasks are {', '.join(tasks)}.")
             task = tasks[task]
-        rng = self._eval_rng("labelled/" + task.attr + "/" + split, seed)
+        rng = self.eval_rng("labelled/" + task.attr + "/" + split, seed)
         pairs = None if task.attr == "word" else self._pairs(split)
         images, labels = [], []
         for i in range(n):
@@ -470,14 +470,14 @@ class World:
     def retrieval_set(self, n: int, split: str = "heldout",
                       seed: int = 0) -> tuple[list[Image.Image], list[str]]:
         """n scenes with captions that state every attribute (one caption per image, same order)."""
-        rng = self._eval_rng("retrieval/" + split, seed)
+        rng = self.eval_rng("retrieval/" + split, seed)
         pairs = self._pairs(split)
         samples = [self.scene_sample(rng, pairs, full_caption=True) for _ in range(n)]
         return [s.image for s in samples], [s.caption for s in samples]
 
     def caption_corpus(self, n: int, seed: int = 0) -> list[str]:
         """n training captions plus every zero-shot prompt filled in, for training a vocabulary."""
-        rng = self._eval_rng("corpus", seed)
+        rng = self.eval_rng("corpus", seed)
         captions = [s.caption for s in self.sample(n, "train", rng, render=False)]
         for task in self.zero_shot_tasks().values():
             captions += [t.format(c) for t in task.ensemble for c in task.classnames]
@@ -508,7 +508,7 @@ def write_dataset(world: World, folder: str | Path, n: int, fmt: str = "csv", sp
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    samples = world.sample(n, split, world._eval_rng("write/" + split, seed))
+    samples = world.sample(n, split, world.eval_rng("write/" + split, seed))
 
     def jpeg(image: Image.Image) -> bytes:
         buffer = BytesIO()
