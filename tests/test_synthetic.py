@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import re
 
 import numpy as np
@@ -17,9 +18,12 @@ from cliplab.trainer.synthetic import (
     _STYLE_WORDS,
     COLOURS,
     DEFAULT_HOLDOUT,
+    NAMED_SWATCH_SHARE,
     SHAPES,
     UNNAMED_COLOUR_FRACTION,
     World,
+    colour_name,
+    named_colour,
     visible,
 )
 
@@ -85,13 +89,14 @@ def test_captions_mention_what_attrs_say_they_mention():
 
 
 def test_images_show_the_colour_and_position():
-    world = World(seed=0)
+    world = World(seed=0, effects=False)  # exact pixels: no low-contrast or JPEG finishing
     rng = np.random.default_rng(0)
     for colour in ("red", "blue", "yellow"):
         s = world.scene_sample(rng, count=1, size="large", position="left", background="plain", colour=colour,
                                style="filled")
         pixels = np.asarray(s.image).astype(int)
-        target = np.array(COLOURS[colour])
+        target = np.array(s.attrs["rgb"])  # the colour drawn, somewhere in the name's box
+        assert colour_name(s.attrs["rgb"]) == colour
         close = np.abs(pixels - target).sum(-1) < 60
         assert close.sum() > 100  # a large shape covers a few hundred pixels
         xs = np.nonzero(close)[1]
@@ -136,7 +141,7 @@ def test_world_covers_backgrounds_styles_sizes_and_fonts():
         pixels = np.asarray(s.image).astype(int)
         corner = pixels[:6, :6].reshape(-1, 3).mean()
         assert is_right(corner), (bg, corner)
-        assert (np.abs(pixels - np.array(COLOURS["red"])).sum(-1) < 60).sum() > 100
+        assert (np.abs(pixels - np.array(s.attrs["rgb"])).sum(-1) < 60).sum() > 100
 
 
 def test_unnamed_colours_teach_shape_without_showing_heldout_pairs():
@@ -145,11 +150,13 @@ def test_unnamed_colours_teach_shape_without_showing_heldout_pairs():
     unnamed = [s for s in samples if s.attrs["kind"] == "scene" and s.attrs["colour"] is None]
     scenes = [s for s in samples if s.attrs["kind"] == "scene"]
     assert abs(len(unnamed) / len(scenes) - UNNAMED_COLOUR_FRACTION) < 0.04
-    named = np.array(list(COLOURS.values()))
+    rng = np.random.default_rng(2)
+    named = np.array([named_colour(rng, c) for c in COLOURS for _ in range(300)])
     for s in unnamed:
         assert "colour" not in s.attrs["mentioned"]
         assert not any(_has(s.caption, c) for c in COLOURS)
-        assert np.linalg.norm(named - np.array(s.attrs["rgb"]), axis=1).min() >= 90 - 3 ** 0.5  # whole pixels
+        assert colour_name(s.attrs["rgb"]) is None
+        assert np.linalg.norm(named - np.array(s.attrs["rgb"]), axis=1).min() >= 50 - 3 ** 0.5  # whole pixels
     # Never in held-out images or evaluation sets: there, every colour is a named one.
     assert all(s.attrs["colour"] is not None for s in world.sample(300, "heldout", np.random.default_rng(8)))
     images, labels = world.labelled("shape", 80, split="train", seed=0)
@@ -232,3 +239,52 @@ def test_contrast_groups_stay_together_on_one_rank_and_worker():
     ds = build_dataset("synthetic", 32, seed=0, world=world, epoch_size=16, group_size=4)
     samples = [caption for _, caption in ds]
     assert len(samples) == 16 and samples == [caption for _, caption in ds]
+
+
+def test_a_named_colour_is_drawn_anywhere_people_would_call_it_that():
+    """Each name is a box of colours, not one swatch (a paint program's orange leans to red, its pink
+    is light or hot), and no colour is two names."""
+    rng = np.random.default_rng(0)
+    for name, swatch in COLOURS.items():
+        assert colour_name(swatch) == name  # the canonical swatch is inside its own box
+        drawn = np.array([named_colour(rng, name) for _ in range(400)])
+        assert all(colour_name(tuple(c)) == name for c in drawn)
+        at_swatch = (drawn == np.array(swatch)).all(1)
+        assert abs(at_swatch.mean() - NAMED_SWATCH_SHARE) < 0.08, (name, at_swatch.mean())
+        others = drawn[~at_swatch]
+        spread = np.linalg.norm(others - others.mean(0), axis=1).mean()
+        assert spread > (4 if name in ("white", "black") else 20), (name, spread)  # a range, not one jittered point
+    # Familiar colours land in the box of their everyday name.
+    for rgb, name in (((255, 0, 0), "red"), ((255, 165, 0), "orange"), ((255, 255, 0), "yellow"),
+                      ((0, 128, 0), "green"), ((0, 255, 255), "cyan"), ((0, 0, 255), "blue"),
+                      ((128, 0, 128), "purple"), ((255, 192, 203), "pink"), ((255, 105, 180), "pink"),
+                      ((255, 255, 255), "white"), ((0, 0, 0), "black"), ((128, 128, 128), None)):
+        assert colour_name(rgb) == name, (rgb, name)
+    # The boxes do not overlap: a dense sweep of the colour cube never falls in two.
+    from cliplab.trainer.synthetic import COLOUR_RANGES
+
+    for rgb in rng.integers(0, 256, size=(3000, 3)):
+        h, s, v = colorsys.rgb_to_hsv(*(rgb / 255))
+        inside = [n for n, ((h0, h1), (s0, s1), (v0, v1)) in COLOUR_RANGES.items()
+                  if (h1 - h0 >= 360 or h0 <= h * 360 <= h1 or h0 <= h * 360 - 360 <= h1)
+                  and s0 <= s <= s1 and v0 <= v <= v1]
+        assert len(inside) <= 1, (rgb, inside)
+
+
+def test_hexagons_come_flat_and_pointy_topped():
+    """People draw hexagons at any turn; the world once drew only flat-topped ones (within 17 degrees),
+    and the model it taught called every pointy-topped hexagon a circle."""
+    from PIL import Image
+
+    from cliplab.trainer.render import draw_shape
+
+    rng = np.random.default_rng(0)
+    tops = []
+    for _ in range(60):
+        image = Image.new("RGB", (200, 200), (0, 0, 0))
+        draw_shape(image, rng, "hexagon", (100, 100), 80, (255, 255, 255), "filled")
+        rows = np.nonzero(np.asarray(image)[..., 0] > 128)[0]
+        top_row = np.asarray(image)[rows.min() + 1, :, 0] > 128
+        tops.append(top_row.sum())  # a flat top is a long edge, a pointy top a few pixels
+    tops = np.array(tops)
+    assert (tops > 40).sum() >= 5 and (tops < 15).sum() >= 5, tops

@@ -20,6 +20,9 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 BACKGROUNDS = ("plain", "stripes", "dots", "checker", "noise", "light", "dark", "coloured", "gradient", "photo")
 STYLES = ("filled", "outline", "sketch")
 STYLE_WEIGHTS = (0.5, 0.25, 0.25)
+# Shapes that people draw at any turn (their symmetry period, radians): a hexagon is as often
+# pointy-topped as flat-topped. The others keep a slight tilt: a square turned 45 degrees is a diamond.
+_ANY_TURN = {"hexagon": math.pi / 3}
 _FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts", "/System/Library/Fonts",
               "C:/Windows/Fonts")
 _FONT_NAMES = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf",
@@ -167,6 +170,8 @@ def draw_shape(image: Image.Image, rng: np.random.Generator, shape: str, centre:
     """Draw one shape in place: a flat or unevenly shaded fill, a clean outline, or a sketch."""
     draw = ImageDraw.Draw(image)
     angle = 0.0 if rng.random() < 0.3 else rng.uniform(-0.3, 0.3)
+    if shape in _ANY_TURN:  # flat- or pointy-topped, or anything between: all are drawn
+        angle = rng.uniform(0, _ANY_TURN[shape])
     outline = shape_outline(shape, centre[0], centre[1], radius, angle)
     tone = jitter_colour(rng, colour)
     if style == "filled":
