@@ -11,7 +11,15 @@ from sqlalchemy import insert, update
 from test_vectors import clustered, fill
 
 from cliplab.indexes.catalog import Embedding, File, Model, open_catalog, to_blob
-from cliplab.indexes.vectors import KINDS, build, choose_kind, exact_small_batch, index_ids, open_index
+from cliplab.indexes.vectors import (
+    KINDS,
+    back_with_huge_pages,
+    build,
+    choose_kind,
+    exact_small_batch,
+    index_ids,
+    open_index,
+)
 
 
 def recall_at_10(index, vectors: np.ndarray, queries: np.ndarray) -> float:
@@ -82,3 +90,43 @@ def test_exact_few_query_path_ranks_as_numpy_with_ties_in_storage_order():
         np.testing.assert_allclose(scores, np.take_along_axis(sims, expected - 1, 1), atol=1e-5)
     _, everything = exact_small_batch(index, index_ids(index), vectors[:1], 1000)  # k == n
     assert len(set(everything[0].tolist())) == 1000
+
+
+def _huge_kb_around(address: int) -> int:
+    """AnonHugePages of the memory mapping that holds address (from /proc/self/smaps)."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                low, high = (int(x, 16) for x in head.split("-"))
+                inside = low <= address < high
+            elif inside and line.startswith("AnonHugePages"):
+                return int(line.split()[1])
+    return 0
+
+
+def _huge_pages_possible() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
+
+
+def test_flat_storage_on_huge_pages_keeps_every_result():
+    """The exact scan's storage moved onto 2 MB pages (where Linux allows it) answers as before, and
+    where transparent huge pages are available the storage really is on them afterwards."""
+    vectors = clustered(150_000, 64, 8)  # 38 MB: a mapping of its own (over malloc's 32 MB threshold)
+    index = build(vectors, np.arange(1, 150_001), "flat")
+    queries = clustered(3, 64, 8, seed=5)
+    before = exact_small_batch(index, index_ids(index), queries, 20)
+    back_with_huge_pages(index, wait=True)
+    after = exact_small_batch(index, index_ids(index), queries, 20)
+    np.testing.assert_array_equal(before[1], after[1])
+    np.testing.assert_array_equal(before[0], after[0])
+    if _huge_pages_possible():
+        storage = faiss.rev_swig_ptr(faiss.downcast_index(index.index).get_xb(), 1).ctypes.data
+        first_whole_page = -(-storage // (2 << 20)) * (2 << 20)  # the advice splits the mapping there
+        assert _huge_kb_around(first_whole_page) >= 16 * 1024  # most of its 18 whole 2 MB pages
+    back_with_huge_pages(build(vectors[:10], np.arange(10), "flat-int8"), wait=True)  # not flat fp32: nothing
