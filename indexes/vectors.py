@@ -123,7 +123,7 @@ _MADV_HUGEPAGE, _MADV_COLLAPSE, _HUGE_PAGE = 14, 25, 2 << 20
 
 def back_with_huge_pages(index: faiss.Index, wait: bool = False) -> None:
     """Ask Linux to back a flat fp32 index's storage with 2 MB pages, as numpy does for its own large
-    arrays: the exact scan streams the whole storage, and with 4 KB pages it measured 1.07-1.13x the
+    arrays: the exact scan streams the whole storage, and with 4 KB pages it measured 1.07-1.18x the
     same product over a numpy array (TLB misses; benchmarks/library.py --only storage). MADV_COLLAPSE
     (Linux 6.1+) converts the pages in place, ~0.07 s per 200 MB, so it runs on a thread (ctypes
     releases the GIL) unless wait. Best effort: elsewhere, or where refused, nothing changes."""
@@ -264,11 +264,11 @@ class VectorIndex:
                 state = None
             else:
                 self.kind = kind
+                back_with_huge_pages(self.index)  # once per load: a fresh sync of an open index leaves it
         elif self.index is not None and (self.index.d != self.dim or not _matches_kind(self.index, self.kind)):
             self.index = None  # the model's row changed under an open index: start again
         if (self.index is not None and state is not None and state.version == version
                 and state.count == count == self.index.ntotal and self.kind == kind):
-            back_with_huge_pages(self.index)
             return {"action": "fresh", "added": 0, "removed": 0}
         ids, versions = self._catalog_rows()
         if self.index is None or self.kind != kind or _needs_retrain(kind, state, count):

@@ -288,3 +288,36 @@ def test_hexagons_come_flat_and_pointy_topped():
         tops.append(top_row.sum())  # a flat top is a long edge, a pointy top a few pixels
     tops = np.array(tops)
     assert (tops > 40).sum() >= 5 and (tops < 15).sum() >= 5, tops
+
+
+def _object_share(image) -> float:
+    """Share of pixels that differ from the plain background (its corner pixel)."""
+    pixels = np.asarray(image, dtype=np.int16)
+    return float((np.abs(pixels - pixels[0, 0]).max(-1) > 30).mean())
+
+
+def test_half_of_the_shape_groups_are_one_shape_filling_the_frame():
+    from cliplab.trainer.synthetic import SHAPE_GROUP_FILLS
+
+    world = World(seed=0, effects=False)
+    rng = np.random.default_rng(9)
+    filling, other = [], []
+    for group in range(400):
+        pins = world.contrast_group(rng, 2, "train")
+        if pins[0]["kind"] != "scene" or pins[0]["shape"] == pins[1]["shape"]:
+            continue  # not a shape group
+        fills = bool(pins[0].get("fills"))
+        assert fills == bool(pins[1].get("fills"))  # both members of a pair alike
+        if fills:
+            assert all(p["count"] == 1 and p["size"] == "large" and p["position"] == "center" for p in pins)
+        for i, p in enumerate(pins):  # drawn filled on a plain background, to measure its area
+            sample = world.pinned_sample(np.random.default_rng([group, i]),
+                                         {**p, "style": "filled", "background": "plain"})
+            assert sample.attrs.get("fills", False) == fills
+            if sample.attrs["shape"] in ("circle", "hexagon", "square"):
+                (filling if fills else other).append(_object_share(sample.image))
+    groups = len(filling) + len(other)
+    assert abs(len(filling) / groups - SHAPE_GROUP_FILLS) < 0.15
+    # A filling circle, hexagon or square covers a sixth to two thirds of the image (radius 0.3-0.46
+    # of the side: a square of radius 0.3 covers 0.18); the others, one large or several small, far less.
+    assert min(filling) > 0.15 and np.median(filling) > 2 * np.median(other)
