@@ -17,10 +17,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -127,18 +129,17 @@ def back_with_huge_pages(index: faiss.Index, wait: bool = False) -> None:
     same product over a numpy array (TLB misses; benchmarks/library.py --only storage). MADV_COLLAPSE
     (Linux 6.1+) converts the pages in place, ~0.07 s per 200 MB, so it runs on a thread (ctypes
     releases the GIL) unless wait. Best effort: elsewhere, or where refused, nothing changes."""
-    if not hasattr(os, "sched_getaffinity") or index.ntotal == 0:  # Linux only
+    if not sys.platform.startswith("linux") or index.ntotal == 0:
+        return
+    flat = faiss.downcast_index(index.index if isinstance(index, faiss.IndexIDMap2) else index)
+    if not isinstance(flat, faiss.IndexFlat):  # scalar-quantized storage: small already, decoded per code
         return
     try:
-        flat = faiss.downcast_index(index.index if isinstance(index, faiss.IndexIDMap2) else index)
-        if not isinstance(flat, faiss.IndexFlat):
-            return
-        import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        address = int(faiss.rev_swig_ptr(flat.get_xb(), 1).ctypes.data)
-    except (AttributeError, OSError, TypeError):
+    except OSError:
         return
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    address = int(faiss.rev_swig_ptr(flat.get_xb(), 1).ctypes.data)
     start = -(-address // _HUGE_PAGE) * _HUGE_PAGE
     end = (address + index.ntotal * index.d * 4) // _HUGE_PAGE * _HUGE_PAGE
     if end <= start:
