@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cliplab.engine.errors import CliplabError
-from cliplab.trainer.render import BACKGROUNDS, STYLES, font_count
+from cliplab.trainer.render import BACKGROUNDS, STYLES, background, font_count
 from cliplab.trainer.synthetic import (
     _BACKGROUND_PHRASES,
     _COUNT_PHRASES,
@@ -321,3 +321,19 @@ def test_half_of_the_shape_groups_are_one_shape_filling_the_frame():
     # A filling circle, hexagon or square covers a sixth to two thirds of the image (radius 0.3-0.46
     # of the side: a square of radius 0.3 covers 0.18); the others, one large or several small, far less.
     assert min(filling) > 0.15 and np.median(filling) > 2 * np.median(other)
+
+
+def test_coloured_canvases_include_the_pure_colours_of_paint_programs_and_screens():
+    # A drawing on a paint program's blue (0, 0, 255) was outside the world: canvases drawn
+    # uniformly in the RGB cube are almost never fully saturated and bright.
+    rng = np.random.default_rng(0)
+    object_rgb = (220, 30, 30)
+    canvases = [np.asarray(background("coloured", 8, rng, object_rgb))[0, 0].astype(float) for _ in range(600)]
+    hsv = np.array([colorsys.rgb_to_hsv(*(c / 255)) for c in canvases])
+    vivid = (hsv[:, 1] > 0.95) & (hsv[:, 2] > 0.95)
+    assert vivid.mean() > 0.08
+    # ...at every hue far from the object's (red), and never close to the object's colour.
+    assert len(set(np.floor(hsv[vivid, 0] * 6).astype(int))) >= 4
+    assert min(np.linalg.norm(c - np.array(object_rgb)) for c in canvases) > 135  # 140 before rounding to bytes
+    # Muted and in-between canvases stay.
+    assert ((hsv[:, 1] < 0.5) & (hsv[:, 2] < 0.95)).mean() > 0.2

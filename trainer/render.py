@@ -8,6 +8,7 @@ JPEG artefacts and a slight rotation. Every choice comes from the caller's seede
 
 from __future__ import annotations
 
+import colorsys
 import math
 from functools import lru_cache
 from io import BytesIO
@@ -91,16 +92,29 @@ def _texture_mask(kind: str, size: int, period: int, orientation: int) -> Image.
     return Image.fromarray(mask.astype(np.uint8) * 255, "L")
 
 
-def _far_colour(rng: np.random.Generator, avoid: np.ndarray, saturated: bool) -> np.ndarray:
-    """A random background colour at least a clear step away from the object's colour."""
+def _far_colour(rng: np.random.Generator, avoid: np.ndarray, tone: str) -> np.ndarray:
+    """A random background colour at least a clear step away from the object's colour.
+
+    tone: "any" (anywhere in the RGB cube), "muted" (a pastel or a tone mixed with grey) or "vivid"
+    (what a paint program's palette and a screen's pure colours give: any hue at high saturation and
+    value, often fully saturated, which the cube almost never draws).
+    """
     for _ in range(50):
-        if saturated:
-            colour = rng.uniform(0, 255, size=3)
-        else:  # pastel or muted: a tone mixed with grey
+        if tone == "vivid":
+            hue = rng.uniform(0, 1)
+            saturation, value = min(1.0, rng.uniform(0.7, 1.3)), min(1.0, rng.uniform(0.65, 1.3))
+            colour = 255 * np.array(colorsys.hsv_to_rgb(hue, saturation, value))
+        elif tone == "muted":
             colour = 0.5 * rng.uniform(0, 255, size=3) + 0.5 * rng.uniform(80, 230)
+        else:
+            colour = rng.uniform(0, 255, size=3)
         if np.linalg.norm(colour - avoid) > 140:
             return colour
     return 255 - avoid  # the complement is always far
+
+
+def _tone(rng: np.random.Generator, saturated_share: float) -> str:
+    return "any" if rng.random() < saturated_share else "muted"
 
 
 def background(kind: str, size: int, rng: np.random.Generator, avoid: tuple[int, int, int]) -> Image.Image:
@@ -127,18 +141,19 @@ def background(kind: str, size: int, rng: np.random.Generator, avoid: tuple[int,
         tone = rng.uniform(0, 35) + rng.uniform(-5, 5, size=3) * (rng.random() < 0.4)
         return Image.new("RGB", (size, size), tuple(int(v) for v in np.clip(tone, 0, 255)))
     if kind == "coloured":
-        colour = _far_colour(rng, avoid_arr, saturated=rng.random() < 0.5)
+        # A third each: vivid (paint and screen colours), anywhere in the cube, muted.
+        colour = _far_colour(rng, avoid_arr, pick(rng, ("vivid", "any", "muted")))
         return Image.new("RGB", (size, size), tuple(int(v) for v in colour))
     if kind == "gradient":
-        a = _far_colour(rng, avoid_arr, saturated=rng.random() < 0.3)
-        b = _far_colour(rng, avoid_arr, saturated=rng.random() < 0.3)
+        a = _far_colour(rng, avoid_arr, _tone(rng, 0.3))
+        b = _far_colour(rng, avoid_arr, _tone(rng, 0.3))
         theta = rng.uniform(0, 2 * math.pi)
         yy, xx = np.mgrid[0:size, 0:size] / size
         t = np.clip((xx - 0.5) * math.cos(theta) + (yy - 0.5) * math.sin(theta) + 0.5, 0, 1)[..., None]
         return Image.fromarray((a * (1 - t) + b * t).astype(np.uint8))
     if kind == "photo":  # smooth blotches of colour with grain: an out-of-focus photograph
         cells = int(rng.integers(2, 6))
-        low = np.stack([_far_colour(rng, avoid_arr, saturated=rng.random() < 0.3)
+        low = np.stack([_far_colour(rng, avoid_arr, _tone(rng, 0.3))
                         for _ in range(cells * cells)]).reshape(cells, cells, 3)
         image = Image.fromarray(low.astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
         image = image.filter(ImageFilter.GaussianBlur(size / 16))
