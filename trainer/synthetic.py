@@ -532,10 +532,22 @@ class World:
 
     def retrieval_set(self, n: int, split: str = "heldout",
                       seed: int = 0) -> tuple[list[Image.Image], list[str]]:
-        """n scenes with captions that state every attribute (one caption per image, same order)."""
+        """n scenes with captions that state every attribute (one caption per image, same order).
+
+        Every caption is distinct: a scene whose caption repeats an earlier one is drawn again. With
+        repeats (a quarter of 500 scenes had one), the right answer was ambiguous and R@1 depended on
+        how float rounding broke the tie between identical captions."""
         rng = self.eval_rng("retrieval/" + split, seed)
         pairs = self._pairs(split)
-        samples = [self.scene_sample(rng, pairs, full_caption=True) for _ in range(n)]
+        samples, seen, repeats = [], set(), 0
+        while len(samples) < n and repeats < 500:  # 500 repeats in a row: the split has no more captions
+            sample = self.scene_sample(rng, pairs, full_caption=True)
+            repeats = repeats + 1 if sample.caption in seen else 0
+            if not repeats:
+                seen.add(sample.caption)
+                samples.append(sample)
+        if len(samples) < n:
+            raise CliplabError(f"The {split} split has fewer than {n} distinct scene captions; ask for fewer scenes.")
         return [s.image for s in samples], [s.caption for s in samples]
 
     def caption_corpus(self, n: int, seed: int = 0) -> list[str]:
