@@ -23,7 +23,7 @@ _SHAPE_DEFAULTS = {
 # pairs (hard negatives; shape pairs are look-alike outlines): against the same run without them,
 # held-out position rose from 79% to 99.5% at equal shape; half of the shape pairs fill the frame
 # (trainer.synthetic.SHAPE_GROUP_FILLS: drawings shape 90.6% to 95.3%). The shipped model is this preset
-# run once from nothing: 4,400 steps in 70.9 minutes on a 2-core AVX2 CPU; see assets/demo/MODEL_CARD.md.
+# run once from nothing: 4,400 steps in 67.7 minutes on a 2-core AVX2 CPU; see assets/demo/MODEL_CARD.md.
 DEMO_SHAPE = "rn:layers=1-1-1-1,width=32,res=64,text_width=128,text_layers=2,embed=128,ctx=32"
 PRESETS: dict[str, dict] = {
     "demo": dict(
