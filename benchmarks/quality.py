@@ -66,7 +66,7 @@ def main() -> None:
                                       tensors(images), labels)
     images, captions = world.retrieval_set(args.n_retrieval, split="heldout", seed=2)
     retrieval = RetrievalSet(tensors(images), captions)
-    library_images, _ = world.retrieval_set(args.library, split="heldout", seed=5)
+    library_images, _ = world.retrieval_set(args.library, split="heldout", seed=5, distinct=False)
     library_pixels = tensors(library_images)
     query_texts = captions[:args.queries]
 

@@ -347,3 +347,6 @@ def test_retrieval_scenes_each_have_their_own_caption():
     assert len(set(captions)) == len(captions) == 500
     with pytest.raises(CliplabError, match="distinct"):
         World(seed=0, holdout=[("circle", "red")]).retrieval_set(5000, split="heldout")
+    # A gallery to search may repeat captions.
+    gallery = World(seed=0, holdout=[("circle", "red")]).retrieval_set(300, split="heldout", distinct=False)[1]
+    assert len(gallery) == 300 and len(set(gallery)) < 300

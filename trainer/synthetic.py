@@ -530,19 +530,20 @@ class World:
         order = rng.permutation(n)
         return [images[i] for i in order], np.asarray(labels, dtype=np.int64)[order]
 
-    def retrieval_set(self, n: int, split: str = "heldout",
-                      seed: int = 0) -> tuple[list[Image.Image], list[str]]:
+    def retrieval_set(self, n: int, split: str = "heldout", seed: int = 0,
+                      distinct: bool = True) -> tuple[list[Image.Image], list[str]]:
         """n scenes with captions that state every attribute (one caption per image, same order).
 
         Every caption is distinct: a scene whose caption repeats an earlier one is drawn again. With
         repeats (a quarter of 500 scenes had one), the right answer was ambiguous and R@1 depended on
-        how float rounding broke the tie between identical captions."""
+        how float rounding broke the tie between identical captions. distinct=False keeps repeats: a
+        gallery to search, where no caption is the answer."""
         rng = self.eval_rng("retrieval/" + split, seed)
         pairs = self._pairs(split)
         samples, seen, repeats = [], set(), 0
         while len(samples) < n and repeats < 500:  # 500 repeats in a row: the split has no more captions
             sample = self.scene_sample(rng, pairs, full_caption=True)
-            repeats = repeats + 1 if sample.caption in seen else 0
+            repeats = repeats + 1 if distinct and sample.caption in seen else 0
             if not repeats:
                 seen.add(sample.caption)
                 samples.append(sample)
