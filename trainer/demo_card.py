@@ -8,7 +8,8 @@ single prompt and the prompt ensemble on shape-colour combinations never seen in
 linear probe (logistic regression on the same L2-normalised image features, fitted on
 training-split images, tested on the held-out ones); image-text retrieval R@1/5/10 on held-out
 scenes with full captions; for contrast, zero-shot accuracy on combinations seen in training;
-and zero-shot shape per held-out pair, with what its misses were taken for.
+and zero-shot shape per held-out pair, with what its misses were taken for; shape once more with the
+ensemble's templates filled in per named colour and averaged (over_colours).
 Drawings (tests/drawings.py, code that is not the generator): zero-shot shape and colour, overall
 and per background. The card's tables sit between the TABLES_BEGIN and TABLES_END markers.
 """
