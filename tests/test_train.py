@@ -160,3 +160,23 @@ def test_bad_samples_are_skipped_and_counted_in_the_log(tmp_path, merges):
     assert last["skipped"] >= 4
     assert last["skipped"] == sum(last["skipped_by_reason"].values())
     assert "empty caption" in last["skipped_by_reason"]
+
+
+def test_fine_tuning_at_a_higher_resolution_resizes_the_image_grid_and_keeps_the_rest(tmp_path, merges):
+    from cliplab.engine.api import load
+
+    train(_options(tmp_path / "low", merges, steps=2, save_every=0))
+    low, _, _ = load(tmp_path / "low" / "final", device="cpu", precision="fp32")
+    summary = train(_options(tmp_path / "high", merges, init=str(tmp_path / "low" / "final"), resolution=48,
+                             steps=2, lr=0.0, save_every=0))  # lr 0: the weights stay as loaded
+    high, preprocess, _ = load(summary["final"], device="cpu", precision="fp32")
+    assert high.image_resolution == 48 and preprocess.resolution == 48
+    grid = high.state_dict()["visual.positional_embedding"]
+    assert grid.shape[0] == 1 + 6 * 6  # patch 8: a 4x4 grid at 32 px, 6x6 at 48
+    low_sd, high_sd = low.state_dict(), high.state_dict()
+    assert all(torch.equal(low_sd[k], high_sd[k]) for k in low_sd if k != "visual.positional_embedding")
+    assert json.loads((tmp_path / "high" / "final" / "config.json").read_text())["init"] == str(
+        tmp_path / "low" / "final")
+    with pytest.raises(Exception, match="multiple of 8"):
+        train(_options(tmp_path / "bad", merges, init=str(tmp_path / "low" / "final"), resolution=50, steps=1))
+

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.images import Preprocess
+from cliplab.engine.model import CLIP, resize_positional_embedding
 from cliplab.engine.precision import DTYPES, fastest_safe_precision
 from cliplab.engine.tokenizer import Tokenizer
 from cliplab.trainer import checkpoint as ckpt
@@ -48,6 +49,7 @@ class TrainOptions:
     model: str = "ViT-B/32"          # an architecture name or a custom shape (trainer.presets)
     out: str | None = None           # the run folder (default: CLIPLAB_HOME/runs/<time>)
     init: str | None = None          # fine-tune from a checkpoint engine.load accepts
+    resolution: int | None = None    # train at this image size (positional embedding resized, as FixRes)
     resume: str | None = None        # "latest" or a checkpoints/step_N folder
     batch_size: int = 256            # global contrastive batch (all ranks, all micro-batches)
     accum: int = 1                   # micro-batches per step (features cached: the batch stays whole)
@@ -160,6 +162,20 @@ def _tokenizer_and_model(options: TrainOptions, run_dir: Path, env: DistEnv, wor
     model = build_model(options.model, vocab_size=tokenizer.vocab_size, context_length=options.context_length)
     tokenizer.context_length = model.context_length
     return tokenizer, model, merges
+
+
+def _at_resolution(model: CLIP, resolution: int | None) -> CLIP:
+    """The model for another input size: the image positional embedding resized bicubically, as the
+    paper fine-tunes ViT-L/14 one more epoch at 336 px (after FixRes); every other weight is kept."""
+    if not resolution or resolution == model.image_resolution:
+        return model
+    stride = model.config.vision_patch_size or 32
+    if resolution % stride:
+        raise CliplabError(f"--resolution {resolution}: this model's image grid needs a multiple of {stride} "
+                           f"(its {'patch size' if model.config.vision_patch_size else 'ResNet stride'}).")
+    resized = CLIP(dataclasses.replace(model.config, image_resolution=resolution))
+    resized.load_state_dict(resize_positional_embedding(model.state_dict(), resolution))
+    return resized
 
 
 def train(options: TrainOptions, on_progress: Callable[[dict], None] | None = None) -> dict:
@@ -304,6 +320,7 @@ def _prepare(options: TrainOptions, device: torch.device, env: DistEnv) -> _Run:
 
         world = World(seed=options.seed, image_size=64)
     tokenizer, model, merges = _tokenizer_and_model(options, run_dir, env, world)
+    model = _at_resolution(model, options.resolution)
     if world is not None:
         world.image_size = model.image_resolution
     model = model.to(device).train()
@@ -394,7 +411,7 @@ def _finish(run: _Run, progress: _Progress, loss: float, results: dict) -> dict:
     if run.env.is_main:
         options = run.options
         meta = {"trained_steps": progress.step, "training_samples": progress.samples, "data": options.data,
-                "model_spec": options.model}
+                **({"init": options.init} if options.init else {"model_spec": options.model})}
         summary["final"] = str(ckpt.save_model_folder(run.model, run.run_dir / "final", merges_path=run.merges,
                                                       meta=meta))
         if options.export:

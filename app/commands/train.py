@@ -54,6 +54,9 @@ def register(subparsers) -> None:
                         f"'{DEMO_SHAPE}' (default {_DEFAULTS.model})")
     arg("--init", help="fine-tune from this checkpoint: an official name, 'demo', or a path engine.load accepts; "
                        "its architecture and vocabulary are used (--model is ignored)")
+    arg("--resolution", type=int, help="train at this image size (pixels); with --init the checkpoint's image "
+                                       "positional embedding is resized bicubically, as the paper fine-tunes "
+                                       "ViT-L/14 at 336 px (default: the model's own)")
     arg("--out", help="the run folder (default CLIPLAB_HOME/runs/<date-time>)")
     arg("--resume", help="'latest' (the newest complete checkpoint in --out) or a checkpoints/step_N folder")
     arg("--batch-size", type=int, help=f"global contrastive batch over all processes (default {_DEFAULTS.batch_size})")
