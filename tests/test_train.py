@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -180,3 +181,18 @@ def test_fine_tuning_at_a_higher_resolution_resizes_the_image_grid_and_keeps_the
     with pytest.raises(Exception, match="multiple of 8"):
         train(_options(tmp_path / "bad", merges, init=str(tmp_path / "low" / "final"), resolution=50, steps=1))
 
+
+
+def test_a_run_stopped_by_its_time_limit_leaves_the_export_alone_until_it_completes(tmp_path, merges):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "config.json").write_text('{"name": "the finished model"}')
+    options = _options(tmp_path / "run", merges, steps=100_000, save_every=0, log_every=50, max_minutes=0.05,
+                       export=str(export))
+    summary = train(options)
+    assert 1 < summary["step"] < 100_000 and (tmp_path / "run" / "final" / "config.json").exists()
+    assert "export" not in summary and "--resume latest" in summary["note"]
+    assert json.loads((export / "config.json").read_text()) == {"name": "the finished model"}
+    done = train(dataclasses.replace(options, steps=summary["step"] + 1, resume="latest", max_minutes=None))
+    assert done["step"] == summary["step"] + 1 and done["export"] == str(export)
+    assert json.loads((export / "config.json").read_text())["trained_steps"] == done["step"]

@@ -179,8 +179,9 @@ def _at_resolution(model: CLIP, resolution: int | None) -> CLIP:
 
 
 def train(options: TrainOptions, on_progress: Callable[[dict], None] | None = None) -> dict:
-    """Run training; returns {"run_dir", "step", "loss", "eval", "skipped", "final", "export"}
-    ("skipped": bad samples over all ranks and sessions; "final" and "export" on rank 0)."""
+    """Run training; returns {"run_dir", "step", "loss", "eval", "skipped", "final", "export" or "note"}
+    ("skipped": bad samples over all ranks and sessions; "final" and "export" on rank 0; "export" only
+    once the run has done all its steps, else a "note" says how to continue)."""
     device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     env = init_distributed(str(device))
     if env.enabled and device.type == "cuda":
@@ -414,7 +415,13 @@ def _finish(run: _Run, progress: _Progress, loss: float, results: dict) -> dict:
                 **({"init": options.init} if options.init else {"model_spec": options.model})}
         summary["final"] = str(ckpt.save_model_folder(run.model, run.run_dir / "final", merges_path=run.merges,
                                                       meta=meta))
-        if options.export:
+        if options.export and progress.step < run.total_steps:
+            # A run cut short by --max-minutes must not replace a finished model (the demo preset
+            # exports over assets/demo): the export waits for the run to complete.
+            summary["note"] = (f"Stopped by the time limit at step {progress.step} of {run.total_steps}; final/ "
+                               f"holds the model so far. `cliplab train --out {run.run_dir} --resume latest` "
+                               f"(with the same options) continues, and writes {options.export} when it completes.")
+        elif options.export:
             summary["export"] = str(ckpt.save_model_folder(
                 run.model, Path(options.export), merges_path=run.merges,
                 meta={**meta, "name": Path(options.export).name}, dtype=torch.float16))
