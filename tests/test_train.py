@@ -180,6 +180,8 @@ def test_fine_tuning_at_a_higher_resolution_resizes_the_image_grid_and_keeps_the
         tmp_path / "low" / "final")
     with pytest.raises(Exception, match="multiple of 8"):
         train(_options(tmp_path / "bad", merges, init=str(tmp_path / "low" / "final"), resolution=50, steps=1))
+    fresh = train(_options(tmp_path / "fresh", merges, resolution=48, steps=1, save_every=0))  # from nothing
+    assert json.loads((Path(fresh["final"]) / "config.json").read_text())["image_resolution"] == 48
 
 
 

@@ -164,9 +164,10 @@ def _tokenizer_and_model(options: TrainOptions, run_dir: Path, env: DistEnv, wor
     return tokenizer, model, merges
 
 
-def _at_resolution(model: CLIP, resolution: int | None) -> CLIP:
-    """The model for another input size: the image positional embedding resized bicubically, as the
-    paper fine-tunes ViT-L/14 one more epoch at 336 px (after FixRes); every other weight is kept."""
+def _at_resolution(model: CLIP, resolution: int | None, trained: bool) -> CLIP:
+    """The model for another input size. Trained weights keep every tensor but the image positional
+    embedding, resized bicubically (the paper ends ViT-L/14 with an epoch at 336 px, after FixRes);
+    a fresh model is built at that size with its own initialisation."""
     if not resolution or resolution == model.image_resolution:
         return model
     stride = model.config.vision_patch_size or 32
@@ -174,7 +175,8 @@ def _at_resolution(model: CLIP, resolution: int | None) -> CLIP:
         raise CliplabError(f"--resolution {resolution}: this model's image grid needs a multiple of {stride} "
                            f"(its {'patch size' if model.config.vision_patch_size else 'ResNet stride'}).")
     resized = CLIP(dataclasses.replace(model.config, image_resolution=resolution))
-    resized.load_state_dict(resize_positional_embedding(model.state_dict(), resolution))
+    if trained:
+        resized.load_state_dict(resize_positional_embedding(model.state_dict(), resolution))
     return resized
 
 
@@ -321,7 +323,7 @@ def _prepare(options: TrainOptions, device: torch.device, env: DistEnv) -> _Run:
 
         world = World(seed=options.seed, image_size=64)
     tokenizer, model, merges = _tokenizer_and_model(options, run_dir, env, world)
-    model = _at_resolution(model, options.resolution)
+    model = _at_resolution(model, options.resolution, trained=bool(options.init))
     if world is not None:
         world.image_size = model.image_resolution
     model = model.to(device).train()
