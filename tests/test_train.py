@@ -184,7 +184,6 @@ def test_fine_tuning_at_a_higher_resolution_resizes_the_image_grid_and_keeps_the
     assert json.loads((Path(fresh["final"]) / "config.json").read_text())["image_resolution"] == 48
 
 
-
 def test_a_run_stopped_by_its_time_limit_leaves_the_export_alone_until_it_completes(tmp_path, merges):
     export = tmp_path / "export"
     export.mkdir()

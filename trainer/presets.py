@@ -8,6 +8,8 @@ Fields left out take the defaults below; heads are width / 64 as in the paper.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from cliplab.engine.config import ModelConfig
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.model import ARCHITECTURES, CLIP
@@ -56,11 +58,27 @@ def parse_shape(spec: str) -> tuple[str, dict]:
     return family, parsed
 
 
-def build_model(spec: str, vocab_size: int = 49408, context_length: int | None = None) -> CLIP:
-    """A randomly initialised CLIP: an official architecture or a custom shape."""
+def check_resolution(config: ModelConfig, resolution: int) -> None:
+    """Refuse an image size the tower's grid cannot take (a multiple of the patch, or of the ResNet's 32)."""
+    stride = config.vision_patch_size or 32
+    if resolution % stride:
+        raise CliplabError(f"--resolution {resolution}: this model's image grid needs a multiple of {stride} "
+                           f"(its {'patch size' if config.vision_patch_size else 'ResNet stride'}).")
+
+
+def build_model(spec: str, vocab_size: int = 49408, context_length: int | None = None,
+                image_resolution: int | None = None) -> CLIP:
+    """A randomly initialised CLIP: an official architecture or a custom shape (image_resolution
+    overrides its image size)."""
     if spec in ARCHITECTURES:
-        return CLIP.from_name(spec, vocab_size=vocab_size, context_length=context_length or 77)
+        model = CLIP.from_name(spec, vocab_size=vocab_size, context_length=context_length or 77)
+        if not image_resolution or image_resolution == model.image_resolution:
+            return model
+        check_resolution(model.config, image_resolution)
+        return CLIP(replace(model.config, image_resolution=image_resolution))
     family, f = parse_shape(spec)
+    if image_resolution:
+        f["res"] = image_resolution
     if family == "vit" and f["res"] % f["patch"]:
         raise CliplabError(f"Model shape {spec!r}: res ({f['res']}) must be a multiple of patch ({f['patch']}).")
     if family == "rn" and (f["res"] % 32 or len(f["layers"]) != 4):

@@ -39,7 +39,7 @@ from cliplab.trainer.distributed import (
 from cliplab.trainer.evaluate import RetrievalSet, ZeroShotSet, evaluate
 from cliplab.trainer.metrics_log import MetricsLog, plot_log
 from cliplab.trainer.optim import build_optimizer, build_scheduler
-from cliplab.trainer.presets import PRESETS, build_model
+from cliplab.trainer.presets import PRESETS, build_model, check_resolution
 from cliplab.trainer.step import FeatureModel, StepContext, train_step
 
 
@@ -143,7 +143,8 @@ def _tokenizer_and_model(options: TrainOptions, run_dir: Path, env: DistEnv, wor
         from cliplab.engine.api import load
 
         model, _, tokenizer = load(options.init, device="cpu", precision="fp32")
-        return tokenizer, model.float(), tokenizer.merges_path if options.vocab or options.merges else None
+        model = _at_resolution(model.float(), options.resolution)
+        return tokenizer, model, tokenizer.merges_path if options.vocab or options.merges else None
     merges = Path(options.merges) if options.merges else None
     if options.vocab:
         merges = run_dir / "bpe.txt.gz"
@@ -159,24 +160,20 @@ def _tokenizer_and_model(options: TrainOptions, run_dir: Path, env: DistEnv, wor
         if env.enabled:
             torch.distributed.barrier()
     tokenizer = Tokenizer(merges)
-    model = build_model(options.model, vocab_size=tokenizer.vocab_size, context_length=options.context_length)
+    model = build_model(options.model, vocab_size=tokenizer.vocab_size, context_length=options.context_length,
+                        image_resolution=options.resolution)
     tokenizer.context_length = model.context_length
     return tokenizer, model, merges
 
 
-def _at_resolution(model: CLIP, resolution: int | None, trained: bool) -> CLIP:
-    """The model for another input size. Trained weights keep every tensor but the image positional
-    embedding, resized bicubically (the paper ends ViT-L/14 with an epoch at 336 px, after FixRes);
-    a fresh model is built at that size with its own initialisation."""
+def _at_resolution(model: CLIP, resolution: int | None) -> CLIP:
+    """Trained weights for another input size: every tensor kept but the image positional embedding,
+    resized bicubically (the paper ends ViT-L/14 with an epoch at 336 px, after FixRes)."""
     if not resolution or resolution == model.image_resolution:
         return model
-    stride = model.config.vision_patch_size or 32
-    if resolution % stride:
-        raise CliplabError(f"--resolution {resolution}: this model's image grid needs a multiple of {stride} "
-                           f"(its {'patch size' if model.config.vision_patch_size else 'ResNet stride'}).")
+    check_resolution(model.config, resolution)
     resized = CLIP(dataclasses.replace(model.config, image_resolution=resolution))
-    if trained:
-        resized.load_state_dict(resize_positional_embedding(model.state_dict(), resolution))
+    resized.load_state_dict(resize_positional_embedding(model.state_dict(), resolution))
     return resized
 
 
@@ -323,7 +320,6 @@ def _prepare(options: TrainOptions, device: torch.device, env: DistEnv) -> _Run:
 
         world = World(seed=options.seed, image_size=64)
     tokenizer, model, merges = _tokenizer_and_model(options, run_dir, env, world)
-    model = _at_resolution(model, options.resolution, trained=bool(options.init))
     if world is not None:
         world.image_size = model.image_resolution
     model = model.to(device).train()
