@@ -7,9 +7,10 @@ its Hugging Face loader and into open_clip through cliplab's (official-key) stat
 three compute the same function. Prints a Markdown table of medians and ratios.
 
 Then every inference mode of engine.runtime on the same weights and the same image batch (PyTorch
-fp32 is the exact mode; ONNX Runtime fp32 and int8 through cliplab's own export and quantization;
-bf16 with --bf16), each timed alternating round by round with open_clip fp32 (fastest of each, so
-load from other processes hits both sides), with its cosine to fp32.
+fp32 is the exact mode, through the matrix kernels measured fastest here, engine.runtime.fp32_kernels;
+ONNX Runtime fp32 and int8 through cliplab's own export and quantization; bf16 with --bf16), each
+timed alternating round by round with open_clip fp32 (fastest of each, so load from other processes
+hits both sides), with its cosine to fp32; last, the exact mode alternating with ONNX Runtime fp32.
 The CPU flags and thread count head the output.
 """
 
@@ -103,15 +104,22 @@ def main() -> None:
         t_hf_txt = timed(lambda: hf.get_text_features(input_ids=tokens), args.rounds)
         t_our_txt = timed(lambda: ours.encode_text(tokens), args.rounds)
         rows.append((f"text, batch {args.text_batch}, fp32", t_our_txt, t_ref_txt, t_hf_txt, f"max abs diff {diff_text:.1e}"))
-        for mode in candidate_modes(torch.device("cpu"))[1:]:
+        encoders, exact_vs_onnx = {}, ""
+        for mode in candidate_modes(torch.device("cpu")):
             if mode == "bf16" and not args.bf16:
                 continue
-            encoder = make_encoder(ours, mode)
+            encoder = encoders[mode] = make_encoder(ours, mode)
             cos = torch.nn.functional.cosine_similarity(encoder.encode_image(images), ref_image).min().item()
             t_mode, t_ref_pair = timed_against(lambda enc=encoder: enc.encode_image(images),
                                                lambda: reference.encode_image(images), args.rounds)
-            rows.append((f"image, batch {args.image_batch}, {mode} (min of {args.rounds}, alternating with "
+            label = "exact mode, PyTorch fp32 through " + encoder.kernels if mode == "fp32" else mode
+            rows.append((f"image, batch {args.image_batch}, {label} (min of {args.rounds}, alternating with "
                          f"open_clip: {t_ref_pair:.3f} s)", t_mode, t_ref_pair, t_hf_img, f"cos {cos:.6f}"))
+        if "onnx-fp32" in encoders:  # the target: the exact mode at least as fast as ONNX Runtime fp32
+            t_exact, t_onnx = timed_against(lambda: encoders["fp32"].encode_image(images),
+                                            lambda: encoders["onnx-fp32"].encode_image(images), args.rounds)
+            exact_vs_onnx = (f"\nExact fp32 mode ({encoders['fp32'].kernels}) against ONNX Runtime fp32, alternating, "
+                             f"min of {args.rounds}: {t_exact:.3f} s vs {t_onnx:.3f} s = {t_onnx / t_exact:.2f}x")
         if args.bf16 and "bf16" not in candidate_modes(torch.device("cpu")):
             convert_weights(ours, torch.bfloat16)
             cos_bf16 = torch.nn.functional.cosine_similarity(ours.encode_image(images).float(), ref_image).min().item()
@@ -124,6 +132,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, ours_t, ref_t, hf_t, note in rows:
         print(f"| {name} | {ours_t:.3f} | {ref_t:.3f} | {hf_t:.3f} | {ref_t / ours_t:.2f}x | {hf_t / ours_t:.2f}x | {note} |")
+    if exact_vs_onnx:
+        print(exact_vs_onnx)
 
 
 if __name__ == "__main__":

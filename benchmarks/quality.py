@@ -23,9 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cliplab.engine import onednn  # noqa: E402
+from cliplab.engine.features import encode_texts  # noqa: E402
 from cliplab.engine.handle import ModelBundle  # noqa: E402
 from cliplab.engine.precision import cpu_summary  # noqa: E402
-from cliplab.engine.runtime import candidate_modes, make_encoder  # noqa: E402
+from cliplab.engine.runtime import TorchEncoder, candidate_modes, make_encoder  # noqa: E402
 from cliplab.trainer.evaluate import RetrievalSet, ZeroShotSet, evaluate, image_features  # noqa: E402
 from cliplab.trainer.synthetic import World  # noqa: E402
 
@@ -71,14 +73,19 @@ def main() -> None:
     query_texts = captions[:args.queries]
 
     modes = candidate_modes(torch.device("cpu")) + (["bf16"] if args.bf16 else [])
+    # The reference is PyTorch fp32 through its default BLAS; the exact mode through oneDNN is a row of its own
+    encoders = {"fp32": lambda: TorchEncoder(model, kernels="blas")}
+    if onednn.available():
+        encoders["fp32-onednn"] = lambda: TorchEncoder(model, kernels="onednn")
+    encoders.update({mode: lambda mode=mode: make_encoder(model, mode) for mode in modes if mode != "fp32"})
     rows, reference = {}, {}
-    for mode in dict.fromkeys(modes):
-        encoder = make_encoder(model, mode)
-        if encoder.mode != mode:
+    for mode, make in encoders.items():
+        encoder = make()
+        if encoder.mode != mode.removesuffix("-onednn"):
             continue
         results = evaluate(encoder, tokenizer, zero_shot, retrieval)
         image_vectors = image_features(encoder, retrieval.images)
-        text_vectors = bundle.using(mode).encode_texts(captions)
+        text_vectors = encode_texts(encoder, tokenizer, captions, truncate=True)
         library = image_features(encoder, library_pixels)
         queries = text_vectors[:args.queries]
         if mode == "fp32":

@@ -100,6 +100,7 @@ class ModelBundle:
             import onnxruntime
             versions["onnxruntime"] = onnxruntime.__version__
         return {"mode": mode.name, "engine": mode.engine, "precision": mode.precision,
+                "kernels": self.encoder.kernels,
                 "cliplab": _package_version(), "versions": versions,
                 "model": self.name, "fingerprint": self.fingerprint}
 

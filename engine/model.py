@@ -40,14 +40,19 @@ class Attention(nn.MultiheadAttention):
     Non-causal inference goes through nn.MultiheadAttention's fused fast path; causal attention and
     training use scaled_dot_product_attention, which lets the text encoder slice its mask for free."""
 
+    fused_fast_path = True  # engine.onednn's inference copy turns it off to run its own projections
+
     def __init__(self, width: int, heads: int):
         super().__init__(width, heads, batch_first=True)
 
+    def project_in(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.in_proj_weight, self.in_proj_bias)
+
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        if not causal and not self.training and not torch.is_grad_enabled():
+        if self.fused_fast_path and not causal and not self.training and not torch.is_grad_enabled():
             return super().forward(x, x, x, need_weights=False)[0]
         n, length, width = x.shape
-        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = self.project_in(x).chunk(3, dim=-1)
         q, k, v = (t.reshape(n, length, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         return self.out_proj(out.transpose(1, 2).reshape(n, length, width))

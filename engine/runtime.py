@@ -15,6 +15,13 @@ quantized to 7 bits (`reduce_range`), measured at cosine >= 0.9997 for the same 
 onnx-int8 quantizes the image tower only: int8 text embeddings of the trained demo model fell to
 cosine 0.9985, below the mode's 0.999, while a query is one short text whose fp32 cost is small;
 indexing, where the time goes, is all image encoding.
+
+The exact fp32 mode itself runs PyTorch's fp32 arithmetic through one of two kernel libraries that
+the CPU wheel holds, measured once per machine (`fp32_kernels`): its default BLAS (MKL), the
+reference, or oneDNN (engine.onednn), which is taken where it runs an fp32 product at least 10%
+faster (MKL takes its AVX2 path on AMD processors with AVX-512). The two differ by summation order
+only; the choice is cached, so the app and the CLI on one machine compute the same numbers, and
+provenance records it.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from cliplab.engine.weights import replace_atomically
 log = logging.getLogger(__name__)
 
 MODE_ENV = "CLIPLAB_INFERENCE_MODE"  # forces a mode for indexing/search (e.g. fp32 to opt out)
+KERNELS_ENV = "CLIPLAB_FP32_KERNELS"  # forces the fp32 mode's matrix kernels: blas or onednn
+KERNELS = ("blas", "onednn")
 # Modes whose zero-shot accuracy on the demo model's held-out sets moved by more than 0.5 points
 # in benchmarks/quality.py (docs/benchmarks.md): never chosen automatically. Empty: all passed.
 FAILED_QUALITY_GATE: frozenset[str] = frozenset()
@@ -70,12 +79,20 @@ class _ModuleLike:
 
 
 class TorchEncoder(_ModuleLike):
-    """PyTorch in fp32 (the reference), or a bf16/fp16 copy of the weights."""
+    """PyTorch in fp32 (the reference, through the matrix kernels measured fastest on this CPU:
+    `fp32_kernels`), or a bf16/fp16 copy of the weights."""
 
-    def __init__(self, model: torch.nn.Module, mode: str = EXACT):
+    def __init__(self, model: torch.nn.Module, mode: str = EXACT, kernels: str | None = None):
+        """kernels: 'blas' or 'onednn' for fp32 on a CPU; None takes this machine's measured choice."""
         self.mode, self.reference = mode, model
         precision = MODES[mode].precision
-        if precision == "fp32" or model.dtype == DTYPES[precision]:
+        self.device = next(model.parameters()).device
+        self.kernels = "cuda" if self.device.type == "cuda" else "blas"
+        fp32_on_cpu = precision == "fp32" and self.device.type == "cpu" and model.dtype == torch.float32
+        if fp32_on_cpu and (kernels or fp32_kernels()["kernels"]) == "onednn":
+            from cliplab.engine.onednn import inference_copy
+            self.model, self.kernels = inference_copy(model), "onednn"
+        elif precision == "fp32" or model.dtype == DTYPES[precision]:
             self.model = model
         else:
             import copy
@@ -83,7 +100,6 @@ class TorchEncoder(_ModuleLike):
             from cliplab.engine.model import convert_weights
             self.model = convert_weights(copy.deepcopy(model), DTYPES[precision]).eval()
         self.embed_dim = model.embed_dim
-        self.device = next(model.parameters()).device
 
     @torch.inference_mode()
     def encode_image(self, images: torch.Tensor, project: bool = True) -> torch.Tensor:
@@ -181,10 +197,12 @@ class OnnxEncoder(_ModuleLike):
     def __init__(self, model: torch.nn.Module, mode: str = "onnx-fp32", threads: int | None = None,
                  folder: Path | None = None):
         self.mode, self.reference, self.folder = mode, model, folder
+        self.kernels = "onnxruntime"
         self.threads = threads or torch.get_num_threads()
         self.embed_dim = model.embed_dim
         self.device = torch.device("cpu")
         self._sessions: dict[str, object] = {}
+        self._unprojected: TorchEncoder | None = None
 
     def session(self, tower: str):
         if tower not in self._sessions:
@@ -199,8 +217,9 @@ class OnnxEncoder(_ModuleLike):
         return self._sessions[tower]
 
     def encode_image(self, images: torch.Tensor, project: bool = True) -> torch.Tensor:
-        if not project:  # only the projected features are exported; the rest is the reference's job
-            return TorchEncoder(self.reference).encode_image(images, project=False)
+        if not project:  # only the projected features are exported; the rest is the exact mode's job
+            self._unprojected = self._unprojected or TorchEncoder(self.reference)
+            return self._unprojected.encode_image(images, project=False)
         pixels = np.ascontiguousarray(images.detach().cpu().float().numpy())
         return torch.from_numpy(self.session("image").run(None, {"pixels": pixels})[0])
 
@@ -343,6 +362,44 @@ def _read_choices() -> dict:
         return {}
 
 
+def kernels_file() -> Path:
+    return paths.cache_dir("runtime") / "fp32-kernels.json"
+
+
+def fp32_kernels(remeasure: bool = False, measure: bool = True) -> dict | None:
+    """The matrix kernels of the exact fp32 mode on this CPU (module docstring): {"kernels": "blas" or
+    "onednn", "reason", "measured": seconds of one product each}. CLIPLAB_FP32_KERNELS forces one;
+    otherwise measured once per machine (CPU flags, threads, library versions) and cached.
+    measure=False: None where nothing is cached yet (for pages that only read)."""
+    forced = os.environ.get(KERNELS_ENV)
+    if forced:
+        if forced not in KERNELS:
+            raise ValueError(f"{KERNELS_ENV}={forced!r} is not a kernel library: use blas or onednn.")
+        return {"kernels": forced, "reason": f"set by {KERNELS_ENV}", "measured": {}}
+    from cliplab.engine import onednn
+    if not onednn.available():
+        return {"kernels": "blas", "reason": "this PyTorch build has no oneDNN linear kernel", "measured": {}}
+    key = _machine_key()
+    try:
+        choices = json.loads(kernels_file().read_text())
+    except (OSError, ValueError):
+        choices = {}
+    if key in choices and not remeasure:
+        return choices[key]
+    if not measure:
+        return None
+    measured = onednn.time_products()
+    gain = measured["blas"] / measured["onednn"]
+    kernels = "onednn" if gain >= MIN_GAIN else "blas"
+    choice = {"kernels": kernels, "measured": {k: round(v, 5) for k, v in measured.items()},
+              "reason": f"oneDNN ran an fp32 product at {gain:.2f}x PyTorch's BLAS on this CPU"
+                        + ("" if kernels == "onednn" else " (less than 10% faster: the BLAS stays)")}
+    log.info("fp32 matrix kernels on this CPU (%s): %s (%s)", cpu_summary(), kernels, choice["reason"])
+    choices[key] = choice
+    replace_atomically(kernels_file(), lambda tmp: tmp.write_text(json.dumps(choices, indent=1)))
+    return choice
+
+
 def choose_mode(model: torch.nn.Module, remeasure: bool = False) -> Choice:
     """The fastest safe mode for this model on this machine: CLIPLAB_INFERENCE_MODE if set, fp16 on
     CUDA, else measured once and cached (see the module docstring)."""
@@ -385,4 +442,4 @@ def describe() -> dict:
     measured = [Choice(**c) for key, c in _read_choices().items() if key.endswith(f"-{machine}")]
     return {"cpu": cpu_summary(), "threads": torch.get_num_threads(), "onnxruntime": onnx,
             "forced": os.environ.get(MODE_ENV), "cuda": torch.cuda.is_available(),
-            "reproducible": EXACT, "choices": measured}
+            "reproducible": EXACT, "fp32_kernels": fp32_kernels(measure=False), "choices": measured}

@@ -15,6 +15,7 @@ import torch
 from library_fixtures import tiny_bundle, write_image
 from sqlalchemy import select, update
 
+from cliplab.engine import onednn
 from cliplab.engine.handle import ModelBundle
 from cliplab.engine.model import CLIP
 from cliplab.engine.precision import (
@@ -27,12 +28,15 @@ from cliplab.engine.precision import (
     for_purpose,
 )
 from cliplab.engine.runtime import (
+    KERNELS_ENV,
     MODE_ENV,
     OnnxEncoder,
     TorchEncoder,
     choices_file,
     choose_mode,
     export_onnx,
+    fp32_kernels,
+    kernels_file,
     make_encoder,
     min_cosine,
     pick,
@@ -72,7 +76,9 @@ def test_every_mode_matches_fp32_on_the_trained_demo_model(demo, mode):
     text_cos = min_cosine(encoder.encode_text(tokens), reference.encode_text(tokens))
     assert min(image_cos, text_cos) >= MODES[mode].min_cosine - 1e-6, (image_cos, text_cos)
     if mode == "fp32":
-        assert image_cos == pytest.approx(1.0, abs=1e-6) and encoder.model is demo.model  # no copy: the reference
+        assert image_cos == pytest.approx(1.0, abs=1e-6) and encoder.reference is demo.model
+        # the reference modules themselves, or (where oneDNN was measured faster) a copy sharing their weights
+        assert (encoder.model is demo.model) == (encoder.kernels == "blas")
     if mode == "onnx-int8":
         assert image_cos < 0.999999  # it really is quantized, not the fp32 graph
 
@@ -168,6 +174,8 @@ def test_policy_reproducible_is_exact_and_index_is_measured(demo):
     assert provenance["precision"] == "int8" and "onnxruntime" in provenance["versions"]
     assert provenance["fingerprint"] == demo.fingerprint
     assert demo.provenance()["engine"] == "torch" and demo.provenance()["precision"] == "fp32"
+    assert demo.provenance()["kernels"] == fp32_kernels()["kernels"]  # the matrix kernels it ran through
+    assert provenance["kernels"] == "onnxruntime"
 
 
 def test_cpu_features_are_detected_not_assumed():
@@ -240,6 +248,10 @@ def test_cliplab_models_says_what_runs_and_why(demo, capsys, monkeypatch):
     assert code == 0
     assert f"CPU {cpu_summary()}" in out and "fp32 (exact, PyTorch)" in out
     assert "measured on first use" in out
+    kernels = fp32_kernels()  # the exact mode's kernels, once measured, are named with the measurement
+    _, out, _ = run_cli(capsys, "models", modules=["models"])
+    assert f"fp32 matrix kernels: {'oneDNN' if kernels['kernels'] == 'onednn' else 'PyTorch'}" in out
+    assert kernels["reason"] in out
     choice = choose_mode(demo.model)
     _, out, _ = run_cli(capsys, "models", modules=["models"])
     assert f"indexing and search with demo: {choice.mode} ({choice.reason})" in out
@@ -285,8 +297,67 @@ def test_the_models_tab_says_how_the_current_model_runs_here(tmp_path):
     state = AppState(catalog=catalog, bundle=tiny_bundle())
     before = running(state)
     assert "fp32 (exact, PyTorch)" in before and f"CPU {cpu_summary()}" in before
-    assert "measured on this machine the first time" in before
+    assert "measured on this machine the first time" in before and "- fp32 matrix kernels: " in before
     with catalog.session() as session:  # looking registers nothing
         assert session.scalar(select(Model.id)) is None
     index_pending(catalog, state.bundle.using("onnx-int8"), workers=0, progress=False)
     assert "Indexing and search: onnx-int8, the mode this library was indexed in" in running(state)
+
+
+def _towers() -> dict[str, CLIP]:
+    text = dict(context_length=77, vocab_size=49408, transformer_width=64, transformer_layers=2, transformer_heads=2)
+    vit = dict(embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=16, **text)
+    torch.manual_seed(0)
+    return {"vit-quick-gelu": CLIP(**vit).eval(), "vit-gelu": CLIP(**vit, activation="gelu").eval(),
+            "vit-layer-scale": CLIP(**vit, vision_layer_scale=True, transformer_layer_scale=True).eval(),
+            "resnet": CLIP(embed_dim=64, image_resolution=64, vision_layers=(1, 1, 1, 1), vision_width=32,
+                           **text).eval()}
+
+
+@pytest.mark.skipif(not onednn.available(), reason="this PyTorch build has no oneDNN linear kernel")
+@pytest.mark.parametrize("tower", ["vit-quick-gelu", "vit-gelu", "vit-layer-scale", "resnet"])
+def test_the_onednn_copy_computes_the_reference_function_and_shares_its_weights(tower):
+    model = _towers()[tower]
+    for parameter in model.parameters():  # trained-looking weights: QuickGELU's rescaling must not matter
+        parameter.data.normal_(0, 0.05)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = onednn.inference_copy(model)
+    fast_encoder, reference = TorchEncoder(model, kernels="onednn"), TorchEncoder(model, kernels="blas")
+    assert fast_encoder.kernels == "onednn" and reference.model is model
+    for batch in (1, 5):
+        images = probe_images(model.image_resolution, batch, seed=batch)
+        tokens = probe_tokens(model, batch, seed=batch)
+        with torch.inference_mode():
+            pairs = [(fast.encode_image(images), model.encode_image(images)),
+                     (fast.encode_image(images, project=False), model.encode_image(images, project=False)),
+                     (fast.encode_text(tokens), model.encode_text(tokens)),
+                     (fast_encoder.encode_image(images), reference.encode_image(images))]
+        for ours, theirs in pairs:
+            assert ours.shape == theirs.shape
+            scale = theirs.abs().max()
+            assert float((ours - theirs).abs().max()) <= 2e-6 * max(1.0, float(scale)), tower
+            assert not torch.equal(ours, torch.zeros_like(ours))
+    # the model itself is untouched and keeps PyTorch's kernels; the copy shares its tensors
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert all(type(m) is not onednn.OneDnnLinear for m in model.modules())
+    assert fast.transformer.resblocks[0].attn.in_proj_weight is model.transformer.resblocks[0].attn.in_proj_weight
+    assert fast.token_embedding.weight is model.token_embedding.weight
+
+
+def test_the_fp32_kernels_are_measured_once_per_machine_cached_and_can_be_forced(monkeypatch):
+    assert fp32_kernels(measure=False) is None or not onednn.available()  # a fresh CLIPLAB_HOME: nothing cached
+    first = fp32_kernels()
+    assert first["kernels"] in ("blas", "onednn") and first["reason"]
+    if onednn.available():
+        measured = first["measured"]
+        assert set(measured) == {"blas", "onednn"} and all(t > 0 for t in measured.values())
+        # the rule, on the figures it recorded: oneDNN only where it is at least 10% faster
+        assert (first["kernels"] == "onednn") == (measured["blas"] / measured["onednn"] >= 1.10 - 1e-3)
+        assert kernels_file().is_file() and fp32_kernels(measure=False) == first  # cached, not measured again
+    monkeypatch.setenv(KERNELS_ENV, "blas")
+    assert fp32_kernels()["kernels"] == "blas" and TorchEncoder(tiny_vit()).kernels == "blas"
+    monkeypatch.setenv(KERNELS_ENV, "onednn")
+    assert fp32_kernels()["kernels"] == "onednn"
+    monkeypatch.setenv(KERNELS_ENV, "mkl-please")
+    with pytest.raises(ValueError, match="use blas or onednn"):
+        fp32_kernels()

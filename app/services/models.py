@@ -186,6 +186,19 @@ def machine_line(info: dict | None = None) -> str:
     return f"CPU {info['cpu']}, {info['threads']} threads, {onnx}{', CUDA' if info['cuda'] else ''}"
 
 
+KERNEL_NAMES = {"blas": "PyTorch's BLAS (MKL)", "onednn": "oneDNN"}
+
+
+def kernels_line(info: dict | None = None) -> str:
+    """Which kernel library the exact fp32 mode's matrix products run through here, and why."""
+    from cliplab.engine.runtime import describe
+
+    kernels = (info or describe())["fp32_kernels"]
+    if kernels is None:
+        return "measured on this machine on first use (PyTorch's BLAS or oneDNN, whichever is faster)"
+    return f"{KERNEL_NAMES[kernels['kernels']]} ({kernels['reason']})"
+
+
 def inference_lines() -> list[str]:
     """What runs on this machine and why: CPU features, ONNX Runtime, the policy, each model's
     measured mode (engine.runtime.describe), as lines for a terminal or a page."""
@@ -193,7 +206,8 @@ def inference_lines() -> list[str]:
 
     info = describe()
     lines = [f"\ninference: {machine_line(info)}",
-             f"  audits, evaluations, saved classifications: {info['reproducible']} (exact, PyTorch)"]
+             f"  audits, evaluations, saved classifications: {info['reproducible']} (exact, PyTorch)",
+             f"  fp32 matrix kernels: {kernels_line(info)}"]
     if info["forced"]:
         lines.append(f"  indexing and search: {info['forced']} (set by {MODE_ENV})")
     elif not info["choices"]:

@@ -49,7 +49,8 @@ def current(state: AppState) -> str:
 def running(state: AppState) -> str:
     """How the current model computes on this machine, and why (what `cliplab models` prints)."""
     return "\n".join(["**How it runs here**", "", *(f"- {line}" for line in service.running_lines(state)),
-                      f"- Inference: {service.machine_line()}."])
+                      f"- Inference: {service.machine_line()}.",
+                      f"- fp32 matrix kernels: {service.kernels_line()}."])
 
 
 def download_status(state: AppState) -> str:

@@ -1,0 +1,115 @@
+"""fp32 inference through oneDNN's matrix kernels: the reference's arithmetic, at the cores' speed.
+
+PyTorch's CPU wheel runs an fp32 `nn.Linear` through MKL, and MKL takes its AVX2 code path on AMD
+processors even where they have AVX-512: on a 2-core AMD EPYC with AVX-512, a 1600x768x3072
+product ran at 166 GFLOP/s through MKL and at 375 GFLOP/s through oneDNN, which ships inside the
+same wheel and picks its kernels by the instructions the CPU has (docs/benchmarks.md).
+
+`inference_copy(model)` builds a copy of the module tree that shares every weight with the model
+and runs each linear layer through oneDNN (`torch.ops.mkldnn._linear_pointwise`), with the MLP's
+activation fused into its first layer. Outputs differ from the reference's by summation order only
+(max abs diff ~3e-6 on ViT-B/32, as ONNX Runtime fp32). The copy is for inference (no autograd);
+training always runs the reference modules. Whether the exact fp32 mode uses it on a machine is
+measured once there (engine.runtime.fp32_kernels).
+
+QuickGELU, x * sigmoid(1.702 x), is 1.702^-1 * swish(1.702 x). oneDNN's fused swish has no slope
+parameter, so the copy holds c_fc's weights times 1.702 and c_proj's divided by 1.702 (one extra
+copy of the MLP weights; GELU models fuse with the weights shared).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+
+import torch
+from torch import nn
+
+from cliplab.engine.model import Attention, QuickGELU, ResidualAttentionBlock
+
+QUICK_GELU_SLOPE = 1.702
+
+
+def available() -> bool:
+    """Whether this PyTorch build has oneDNN's fused linear kernel."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, post_op: str = "none",
+           algorithm: str = "") -> torch.Tensor:
+    """F.linear through oneDNN, with an optional fused activation ('swish', or 'gelu' with algorithm
+    'none' (erf) or 'tanh')."""
+    shape = x.shape
+    out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), weight, bias, post_op, [], algorithm)
+    return out.view(*shape[:-1], out.shape[-1])
+
+
+class OneDnnLinear(nn.Module):
+    """A linear layer (and the activation after it, if any) as one oneDNN call."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, post_op: str = "none",
+                 algorithm: str = ""):
+        super().__init__()
+        self.weight, self.bias, self.post_op, self.algorithm = weight, bias, post_op, algorithm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias, self.post_op, self.algorithm)
+
+
+class OneDnnAttention(Attention):
+    """Attention with the projections through oneDNN (nn.MultiheadAttention's fused path calls MKL)."""
+
+    fused_fast_path = False
+
+    def project_in(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.in_proj_weight, self.in_proj_bias)
+
+
+def _fuse_mlp(block: ResidualAttentionBlock) -> None:
+    fc, act, proj = block.mlp.c_fc, block.mlp.gelu, block.mlp.c_proj
+    if isinstance(act, QuickGELU):
+        block.mlp.c_fc = OneDnnLinear(fc.weight * QUICK_GELU_SLOPE, fc.bias * QUICK_GELU_SLOPE, "swish")
+        block.mlp.c_proj = OneDnnLinear(proj.weight / QUICK_GELU_SLOPE, proj.bias)
+    elif isinstance(act, nn.GELU):
+        block.mlp.c_fc = OneDnnLinear(fc.weight, fc.bias, "gelu", act.approximate)
+    else:
+        return  # any other activation runs as its own module after an unfused linear
+    block.mlp.gelu = nn.Identity()
+
+
+@torch.no_grad()
+def inference_copy(model: nn.Module) -> nn.Module:
+    """A copy of an fp32 model for inference whose linear layers run through oneDNN (module docstring).
+    Every parameter and buffer is shared with `model`, except QuickGELU MLPs' rescaled weights."""
+    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    fast = copy.deepcopy(model, shared)  # the module tree anew; the memo hands back every tensor itself
+    for block in fast.modules():
+        if isinstance(block, ResidualAttentionBlock):
+            _fuse_mlp(block)
+    for module in list(fast.modules()):
+        if isinstance(module, Attention):
+            module.__class__ = OneDnnAttention
+        for name, child in module.named_children():
+            if isinstance(child, nn.Linear):
+                setattr(module, name, OneDnnLinear(child.weight, child.bias))
+    return fast.eval()
+
+
+def time_products(rows: int = 1024, inner: int = 768, outer: int = 3072, rounds: int = 5) -> dict[str, float]:
+    """Fastest seconds of one fp32 product [rows, inner] x [inner, outer] (a ViT-B MLP layer) through
+    PyTorch's default BLAS and through oneDNN, alternating so that load from other processes hits both."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, inner, generator=generator)
+    weight, bias = torch.randn(outer, inner, generator=generator) * 0.02, torch.zeros(outer)
+    calls = {"blas": lambda: torch.nn.functional.linear(x, weight, bias), "onednn": lambda: linear(x, weight, bias)}
+    best = dict.fromkeys(calls, float("inf"))
+    with torch.inference_mode():
+        for call in calls.values():
+            call()  # warm-up: oneDNN builds its kernel on the first call
+        for _ in range(rounds):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call()
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best
