@@ -29,7 +29,9 @@ class ModelBundle:
     name: str
     mode: str = EXACT
     reason: str = "the exact mode (fp32 reference)"
-    _encoder: object = field(default=None, repr=False, compare=False)
+    # mode -> encoder, shared by every handle `using` makes of this model: a search in a library's
+    # recorded mode reuses the encoder (an ONNX session, a oneDNN copy) instead of building it per query
+    _encoders: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         device = next(self.model.parameters()).device
@@ -71,18 +73,20 @@ class ModelBundle:
 
     @property
     def encoder(self):
-        if self._encoder is None:
+        mode = self.resolve()
+        if mode not in self._encoders:
             from cliplab.engine.runtime import make_encoder
-            self._encoder = make_encoder(self.model, self.resolve())
-            if self._encoder.mode != self.mode:  # fell back (ONNX Runtime missing)
-                self.mode, self.reason = self._encoder.mode, f"{self.mode} unavailable: ONNX Runtime is not installed"
-        return self._encoder
+            self._encoders[mode] = make_encoder(self.model, mode)
+        encoder = self._encoders[mode]
+        if encoder.mode != mode:  # fell back (ONNX Runtime missing)
+            self.mode, self.reason = encoder.mode, f"{mode} unavailable: ONNX Runtime is not installed"
+        return encoder
 
     def using(self, mode: str, reason: str = "") -> ModelBundle:
         """The same model in another mode (sharing the weights), e.g. the mode an index was built in."""
         if mode == self.mode:
             return self
-        return dataclasses.replace(self, mode=mode, reason=reason or f"{mode} as requested", _encoder=None)
+        return dataclasses.replace(self, mode=mode, reason=reason or f"{mode} as requested")
 
     def encode_pixels(self, pixels: torch.Tensor, normalize: bool = True) -> np.ndarray:
         """Embeddings [n, d] float32 of preprocessed images [n, 3, r, r], in this handle's mode."""

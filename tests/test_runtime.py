@@ -361,3 +361,13 @@ def test_the_fp32_kernels_are_measured_once_per_machine_cached_and_can_be_forced
     monkeypatch.setenv(KERNELS_ENV, "mkl-please")
     with pytest.raises(ValueError, match="use blas or onednn"):
         fp32_kernels()
+
+
+def test_handles_of_one_model_share_each_modes_encoder():
+    """A search in a library's recorded mode makes a handle per query (`using`): it must reuse the
+    encoder (ONNX sessions, the oneDNN copy), not build one per query."""
+    bundle = tiny_bundle()
+    onnx = bundle.using("onnx-fp32").encoder
+    assert bundle.using("onnx-fp32").encoder is onnx and bundle.using("onnx-fp32").using("fp32").encoder is bundle.encoder
+    assert onnx.mode == "onnx-fp32" and bundle.encoder.mode == "fp32"
+    assert bundle.using("onnx-int8").encoder is not onnx  # one encoder per mode
