@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cliplab.engine.errors import CliplabError
-from cliplab.engine.features import encode_images, model_fingerprint
+from cliplab.engine.features import encode_images, numerics_key
 from cliplab.engine.paths import cache_dir
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif"}
@@ -100,7 +100,7 @@ def stratified_split(labels: list[str] | np.ndarray, fractions: tuple[float, ...
 
 
 def _cache_key(model, paths: list[Path], project: bool) -> str:
-    digest = hashlib.sha256(f"{model_fingerprint(model)}|project={project}".encode())
+    digest = hashlib.sha256(f"{numerics_key(model)}|project={project}".encode())
     for p in paths:
         stat = p.stat()
         digest.update(f"\n{p.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())

@@ -30,6 +30,13 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return model.fingerprint
 
 
+def numerics_key(model) -> str:
+    """What a cached embedding depends on besides its input: the weights, their precision and, for
+    engine.onednn's copy, the kernel library (its sums are ordered differently from the BLAS's)."""
+    kernels = getattr(model, "kernels", "blas")
+    return f"{model_fingerprint(model)}/{getattr(model, 'dtype', '')}" + ("" if kernels == "blas" else f"/{kernels}")
+
+
 @torch.no_grad()
 def encode_texts(model, tokenizer: Callable[..., torch.Tensor], texts: Sequence[str], batch_size: int = 256,
                  normalize: bool = True, truncate: bool = False, progress: bool = False) -> np.ndarray:

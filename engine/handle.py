@@ -82,6 +82,20 @@ class ModelBundle:
             self.mode, self.reason = encoder.mode, f"{mode} unavailable: ONNX Runtime is not installed"
         return encoder
 
+    @property
+    def inference_model(self) -> torch.nn.Module:
+        """The model that results meant to be reproduced are computed with (classifications, audits,
+        evaluations): these fp32 weights through the matrix kernels measured fastest on this machine
+        (engine.runtime.fp32_kernels), i.e. the reference modules or engine.onednn's copy sharing their
+        weights; the weights as loaded where they are not fp32 on a CPU. For inference only: training
+        uses `model`."""
+        if self.model.dtype != torch.float32 or next(self.model.parameters()).device.type != "cpu":
+            return self.model
+        if EXACT not in self._encoders:
+            from cliplab.engine.runtime import TorchEncoder
+            self._encoders[EXACT] = TorchEncoder(self.model, EXACT)
+        return self._encoders[EXACT].model
+
     def using(self, mode: str, reason: str = "") -> ModelBundle:
         """The same model in another mode (sharing the weights), e.g. the mode an index was built in."""
         if mode == self.mode:

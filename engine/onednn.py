@@ -26,6 +26,7 @@ import time
 import torch
 from torch import nn
 
+from cliplab.engine.features import model_fingerprint
 from cliplab.engine.model import Attention, QuickGELU, ResidualAttentionBlock
 
 QUICK_GELU_SLOPE = 1.702
@@ -83,7 +84,9 @@ def inference_copy(model: nn.Module) -> nn.Module:
     """A copy of an fp32 model for inference whose linear layers run through oneDNN (module docstring).
     Every parameter and buffer is shared with `model`, except QuickGELU MLPs' rescaled weights."""
     shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    fingerprint = model_fingerprint(model)  # the reference's: caches and the catalog know the weights by it
     fast = copy.deepcopy(model, shared)  # the module tree anew; the memo hands back every tensor itself
+    fast.fingerprint, fast.kernels = fingerprint, "onednn"
     for block in fast.modules():
         if isinstance(block, ResidualAttentionBlock):
             _fuse_mlp(block)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from cliplab.assets import asset_path
 from cliplab.engine.errors import CliplabError
-from cliplab.engine.features import encode_texts, model_fingerprint
+from cliplab.engine.features import encode_texts, model_fingerprint, numerics_key
 from cliplab.engine.paths import cache_dir
 
 DEFAULT_SCALE = 100.0  # the reference notebooks' fixed temperature; scale="model" uses exp(logit_scale)
@@ -115,8 +115,8 @@ def embed_prompts(model, tokenizer, texts: Sequence[str], cache: bool = True, pr
     unique = list(dict.fromkeys(texts))
     store = TextFeatureCache() if cache else None
     try:
-        # the precision is part of the key: fp16 and fp32 runs of the same weights differ slightly
-        fingerprint = f"{model_fingerprint(model)}/{getattr(model, 'dtype', '')}" if cache else ""
+        # precision and kernels are part of the key: fp16 and fp32 runs of the same weights differ slightly
+        fingerprint = numerics_key(model) if cache else ""
         known = store.get(fingerprint, unique) if store else {}
         missing = sorted((t for t in unique if t not in known), key=len)  # similar lengths batch together
         bar = tqdm(total=len(missing), disable=not progress or not missing, desc="encoding prompts", unit="prompt")

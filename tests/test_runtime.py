@@ -371,3 +371,31 @@ def test_handles_of_one_model_share_each_modes_encoder():
     assert bundle.using("onnx-fp32").encoder is onnx and bundle.using("onnx-fp32").using("fp32").encoder is bundle.encoder
     assert onnx.mode == "onnx-fp32" and bundle.encoder.mode == "fp32"
     assert bundle.using("onnx-int8").encoder is not onnx  # one encoder per mode
+
+
+def test_reproducible_results_run_through_this_machines_fp32_kernels_and_record_them(tmp_path, monkeypatch):
+    """Classifications, audits and evaluations compute with `inference_model`: the exact fp32 mode on the
+    kernels measured here. Forcing either kernel library gives the same classification (within
+    summation order), the provenance names the one that ran, and their cached prompts never mix."""
+    from cliplab.app.services import loading
+    from cliplab.app.services.classify import classify_images
+    from cliplab.app.services.first_start import write_demo_photos
+    from cliplab.engine.features import numerics_key
+
+    write_demo_photos(tmp_path, n=12)
+    paths = sorted(tmp_path.glob("*.jpg")) or sorted(p for p in tmp_path.iterdir() if p.is_file())
+    classes, templates = ["circle", "square", "triangle", "star", "hexagon"], ["a picture of a {}."]
+    results = {}
+    for kernels in ("blas", "onednn") if onednn.available() else ("blas",):
+        monkeypatch.setenv(KERNELS_ENV, kernels)
+        bundle = loading.load_bundle("demo", "cpu", loading.EXACT)
+        model = bundle.inference_model
+        assert getattr(model, "kernels", "blas") == kernels and (model is bundle.model) == (kernels == "blas")
+        assert model.fingerprint == bundle.fingerprint and bundle.inference_model is model  # built once
+        assert loading.provenance(bundle)["kernels"] == kernels
+        results[kernels] = (classify_images(bundle, paths, classes, templates), numerics_key(model))
+    if len(results) == 2:
+        (blas, blas_key), (fast, fast_key) = results["blas"], results["onednn"]
+        assert len(blas.paths) == len(paths) >= 10 and blas_key != fast_key
+        assert np.abs(blas.probs - fast.probs).max() < 1e-4
+        assert [t[0][0] for t in blas.top] == [t[0][0] for t in fast.top]

@@ -27,7 +27,7 @@ from cliplab.app.services.classifiers import load_classifier
 from cliplab.app.services.evaluate import read_captions
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.evaldata import LabelledImages, dataset_features
-from cliplab.engine.features import encode_images, model_fingerprint
+from cliplab.engine.features import encode_images, numerics_key
 from cliplab.engine.images import load_image
 from cliplab.engine.retrieval import unit_rows
 from cliplab.engine.zeroshot import build_classifier, embed_prompts
@@ -157,11 +157,11 @@ def _key(model, collection: Collection) -> tuple:
     path = Path(collection.source)
     state = ((path.stat().st_size, path.stat().st_mtime_ns) if path.is_file()
              else (tuple(collection.texts), tuple(collection.templates)))
-    return model_fingerprint(model), str(getattr(model, "dtype", "")), collection.source, state
+    return numerics_key(model), collection.source, state
 
 
 def _embedded(bundle: ModelBundle, source: str | Path, catalog=None) -> _Embedded:
-    model, tokenizer = bundle.model, bundle.tokenizer
+    model, tokenizer = bundle.inference_model, bundle.tokenizer
     collection = load_collection(source, catalog)
     key = _key(model, collection)
     if key not in _MEMO:
@@ -177,7 +177,7 @@ def _embedded(bundle: ModelBundle, source: str | Path, catalog=None) -> _Embedde
 
 def _image_features(bundle: ModelBundle, embedded: _Embedded, progress: bool = False) -> np.ndarray:
     if embedded.image_features is None:
-        model, preprocess = bundle.model, bundle.preprocess
+        model, preprocess = bundle.inference_model, bundle.preprocess
         images = embedded.collection.images
         dataset = LabelledImages(images, [""] * len(images), [""], Path(embedded.collection.source).stem)
         features = dataset_features(model, preprocess, dataset, project=True, progress=progress)
@@ -199,7 +199,7 @@ def _order(scores: np.ndarray, true: np.ndarray, k: int) -> np.ndarray:
 
 
 def _image_query(bundle: ModelBundle, image) -> tuple[np.ndarray, Path | None]:
-    model, preprocess = bundle.model, bundle.preprocess
+    model, preprocess = bundle.inference_model, bundle.preprocess
     path = None
     if not isinstance(image, Image.Image):
         if not image:
@@ -242,7 +242,7 @@ def text_to_images(bundle: ModelBundle, text: str, dataset: str | Path, k: int =
     if not text:
         raise CliplabError("Type a text to find the dataset's images with.")
     embedded = _dataset(bundle, dataset, catalog)
-    model, tokenizer = bundle.model, bundle.tokenizer
+    model, tokenizer = bundle.inference_model, bundle.tokenizer
     images = _image_features(bundle, embedded)
     scores = images @ embed_prompts(model, tokenizer, [text])[0][0]
     collection = embedded.collection

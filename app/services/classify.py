@@ -95,7 +95,7 @@ def classify_images(bundle: ModelBundle, paths: Sequence[str | Path], classnames
     """Top-k probabilities for each image (unreadable files are skipped and listed, not fatal).
     truncate: cut prompts longer than the model's context to fit; otherwise such a class is refused
     with a sentence naming it."""
-    model, preprocess, tokenizer = bundle.model, bundle.preprocess, bundle.tokenizer
+    model, preprocess, tokenizer = bundle.inference_model, bundle.preprocess, bundle.tokenizer
     if not truncate:
         check_prompt_lengths(tokenizer, classnames, templates, model.context_length,
                              advice="shorten it, or let cliplab cut each prompt to fit (`--truncate` on the CLI)")
@@ -196,7 +196,7 @@ def classify_for_app(bundle: ModelBundle, paths: Sequence[str | Path], classes_t
     """The Classify tab's action: one label set, optionally a second one scored on the same images."""
     if not paths:
         raise CliplabError("Add an image first: upload one, pick one from the library or give a folder.")
-    model, tokenizer = bundle.model, bundle.tokenizer
+    model, tokenizer = bundle.inference_model, bundle.tokenizer
     classnames = class_lines(classes_text)
     check_prompt_lengths(tokenizer, classnames, templates, model.context_length)
     result = classify_images(bundle, paths, classnames, templates, k=k, threshold=threshold)

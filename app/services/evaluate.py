@@ -112,7 +112,7 @@ def write_report(metrics: dict, out_dir: Path, name: str) -> Path:
 
 def zero_shot_probs(bundle: ModelBundle, dataset: LabelledImages, templates: list[str],
                     scale: float | str = DEFAULT_SCALE, progress: bool = True) -> np.ndarray:
-    model, preprocess, tokenizer = bundle.model, bundle.preprocess, bundle.tokenizer
+    model, preprocess, tokenizer = bundle.inference_model, bundle.preprocess, bundle.tokenizer
     classifier = build_classifier(model, tokenizer, [prompt_name(c) for c in dataset.classnames], templates,
                                   progress=progress, scale=scale)
     return classifier.probs(dataset_features(model, preprocess, dataset, project=True, progress=progress))
@@ -135,7 +135,7 @@ def eval_zeroshot(bundle: ModelBundle, dataset_path: str | Path, templates: list
 
 def probe_features(bundle: ModelBundle, dataset: LabelledImages, joint: bool, progress: bool) -> np.ndarray:
     """The paper's probe input: features before the projection (ViT), or the joint embedding."""
-    model, preprocess = bundle.model, bundle.preprocess
+    model, preprocess = bundle.inference_model, bundle.preprocess
     return dataset_features(model, preprocess, dataset, project=joint, progress=progress)
 
 
@@ -243,7 +243,7 @@ def eval_retrieval(bundle: ModelBundle, captions_path: str | Path, prefix: str =
                    progress: bool = True) -> dict:
     """Image<->text recall@K with several captions per image (appendix E.1); prefix e.g. "a photo of "
     is prepended to every caption."""
-    model, preprocess, tokenizer = bundle.model, bundle.preprocess, bundle.tokenizer
+    model, preprocess, tokenizer = bundle.inference_model, bundle.preprocess, bundle.tokenizer
     paths, captions, owners = read_captions(captions_path)
 
     def images():

@@ -84,9 +84,10 @@ def cliplab_version() -> str:
 def provenance(bundle: ModelBundle) -> dict:
     """What a saved result records about the model that made it: enough to load it the same way again."""
     return {"name": bundle.name, "fingerprint": bundle.fingerprint, "precision": precision_of(bundle),
+            "kernels": getattr(bundle.inference_model, "kernels", "blas"),
             "device": device_of(bundle), "engine": "cliplab", "cliplab_version": cliplab_version()}
 
 
 def engine_tuple(bundle: ModelBundle) -> tuple:
     """(model, preprocess, tokenizer): the shape engine-level functions (engine.audit) take."""
-    return bundle.model, bundle.preprocess, bundle.tokenizer
+    return bundle.inference_model, bundle.preprocess, bundle.tokenizer

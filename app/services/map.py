@@ -188,7 +188,7 @@ def zero_shot_top1(points: LibraryPoints, bundle: ModelBundle, classes: list[str
     from cliplab.engine.zeroshot import build_classifier
     if len(classes) < 2:
         raise CliplabError("Colouring by zero-shot top-1 needs at least two class names, one per line.")
-    classifier = build_classifier(bundle.model, bundle.tokenizer, classes, templates)
+    classifier = build_classifier(bundle.inference_model, bundle.tokenizer, classes, templates)
     if not len(points):
         return []
     return [classifier.classnames[i] for i in classifier.probs(points.vectors).argmax(axis=1)]
