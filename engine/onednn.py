@@ -37,7 +37,8 @@ PACKING_ROWS = 32 * 50  # the row count oneDNN's weight layout is chosen for: a 
 
 def available() -> bool:
     """Whether this PyTorch build has oneDNN's fused linear kernel."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    return torch.backends.mkldnn.is_available() and all(
+        hasattr(torch.ops.mkldnn, op) for op in ("_linear_pointwise", "_reorder_linear_weight"))
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, post_op: str = "none",
@@ -89,7 +90,7 @@ def _fuse_mlp(block: ResidualAttentionBlock) -> None:
 @torch.no_grad()
 def inference_copy(model: nn.Module) -> nn.Module:
     """A copy of an fp32 model for inference whose linear layers run through oneDNN (module docstring).
-    Every parameter and buffer is shared with `model`, except QuickGELU MLPs' rescaled weights."""
+    Their weights are held reordered (a copy); every other parameter and buffer is `model`'s own."""
     shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
     fingerprint = model_fingerprint(model)  # the reference's: caches and the catalog know the weights by it
     fast = copy.deepcopy(model, shared)  # the module tree anew; the memo hands back every tensor itself
