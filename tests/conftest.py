@@ -14,10 +14,24 @@ sys.path.insert(0, str(ROOT / "tests"))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(scope="session")
+def measured_fp32_kernels(tmp_path_factory) -> str | None:
+    """This machine's fp32 kernel choice (engine.runtime.fp32_kernels), measured once for the session
+    (~1 s): it is a fact of the machine, which a user's home keeps after the first measurement."""
+    from cliplab.engine.runtime import fp32_kernels, kernels_file
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CLIPLAB_HOME", str(tmp_path_factory.mktemp("kernels_home")))
+        fp32_kernels()
+        return kernels_file().read_text() if kernels_file().is_file() else None
+
+
 @pytest.fixture(autouse=True)
-def cliplab_home(tmp_path_factory, monkeypatch) -> Path:
+def cliplab_home(tmp_path_factory, monkeypatch, measured_fp32_kernels) -> Path:
     home = tmp_path_factory.mktemp("cliplab_home")
     monkeypatch.setenv("CLIPLAB_HOME", str(home))
+    if measured_fp32_kernels is not None:
+        from cliplab.engine.runtime import kernels_file
+        kernels_file().write_text(measured_fp32_kernels)
     return home
 
 

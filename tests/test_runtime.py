@@ -345,7 +345,8 @@ def test_the_onednn_copy_computes_the_reference_function_and_shares_its_weights(
 
 
 def test_the_fp32_kernels_are_measured_once_per_machine_cached_and_can_be_forced(monkeypatch):
-    assert fp32_kernels(measure=False) is None or not onednn.available()  # a fresh CLIPLAB_HOME: nothing cached
+    kernels_file().unlink(missing_ok=True)  # conftest seeds every home with the session's measurement
+    assert fp32_kernels(measure=False) is None or not onednn.available()  # nothing cached: nothing read
     first = fp32_kernels()
     assert first["kernels"] in ("blas", "onednn") and first["reason"]
     if onednn.available():
