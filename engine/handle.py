@@ -112,13 +112,14 @@ class ModelBundle:
 
     def provenance(self) -> dict:
         """What a saved result records about how its embeddings were computed."""
+        from cliplab.engine.runtime import mode_kernels
         mode = MODES[self.resolve()]
         versions = {"torch": torch.__version__}
         if mode.engine == "onnxruntime":
             import onnxruntime
             versions["onnxruntime"] = onnxruntime.__version__
         return {"mode": mode.name, "engine": mode.engine, "precision": mode.precision,
-                "kernels": self.encoder.kernels,
+                "kernels": mode_kernels(mode.name, next(self.model.parameters()).device),
                 "cliplab": _package_version(), "versions": versions,
                 "model": self.name, "fingerprint": self.fingerprint}
 

@@ -87,11 +87,12 @@ class TorchEncoder(_ModuleLike):
         self.mode, self.reference = mode, model
         precision = MODES[mode].precision
         self.device = next(model.parameters()).device
-        self.kernels = "cuda" if self.device.type == "cuda" else "blas"
-        fp32_on_cpu = precision == "fp32" and self.device.type == "cpu" and model.dtype == torch.float32
-        if fp32_on_cpu and (kernels or fp32_kernels()["kernels"]) == "onednn":
+        if kernels is None or precision != "fp32" or self.device.type != "cpu":
+            kernels = mode_kernels(mode, self.device)
+        self.kernels = kernels if model.dtype == torch.float32 else "torch"  # weights loaded converted
+        if self.kernels == "onednn":
             from cliplab.engine.onednn import inference_copy
-            self.model, self.kernels = inference_copy(model), "onednn"
+            self.model = inference_copy(model)
         elif precision == "fp32" or model.dtype == DTYPES[precision]:
             self.model = model
         else:
@@ -398,6 +399,17 @@ def fp32_kernels(remeasure: bool = False, measure: bool = True) -> dict | None:
     choices[key] = choice
     replace_atomically(kernels_file(), lambda tmp: tmp.write_text(json.dumps(choices, indent=1)))
     return choice
+
+
+def mode_kernels(mode: str, device: str | torch.device) -> str:
+    """What a mode's matrix products run through on a device, as provenance records it: 'onnxruntime',
+    'cuda', the exact mode's measured 'blas' or 'onednn' on a CPU, else 'torch' (PyTorch's own
+    dispatch, e.g. bf16 weights). Builds no encoder."""
+    if MODES[mode].engine == "onnxruntime":
+        return "onnxruntime"
+    if torch.device(device).type == "cuda":
+        return "cuda"
+    return fp32_kernels()["kernels"] if MODES[mode].precision == "fp32" else "torch"
 
 
 def choose_mode(model: torch.nn.Module, remeasure: bool = False) -> Choice:

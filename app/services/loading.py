@@ -17,6 +17,7 @@ import torch
 from cliplab import engine
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.precision import for_purpose
+from cliplab.engine.runtime import mode_kernels
 from cliplab.indexes.indexer import ModelBundle
 
 EXACT = for_purpose("reproducible")  # the fp32 reference, on every device
@@ -84,7 +85,7 @@ def cliplab_version() -> str:
 def provenance(bundle: ModelBundle) -> dict:
     """What a saved result records about the model that made it: enough to load it the same way again."""
     return {"name": bundle.name, "fingerprint": bundle.fingerprint, "precision": precision_of(bundle),
-            "kernels": getattr(bundle.inference_model, "kernels", "blas"),
+            "kernels": mode_kernels(EXACT, device_of(bundle)) if precision_of(bundle) == "fp32" else "torch",
             "device": device_of(bundle), "engine": "cliplab", "cliplab_version": cliplab_version()}
 
 
