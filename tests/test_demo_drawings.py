@@ -110,6 +110,15 @@ def test_demo_card_regenerates_the_tables_of_the_card(tmp_path, capsys):
     assert len(pair_rows[:len(World().holdout)]) == len(World().holdout)
     assert all(row.split("|")[2].strip() in ("0.0%", "25.0%", "50.0%", "75.0%", "100.0%")
                for row in pair_rows[:len(World().holdout)])
+    # Shape by size: three sizes on held-out and on seen combinations, 24 images each (6 x --n-pairs);
+    # a row's circle-or-hexagon and other-shapes figures average to its overall figure.
+    size_rows = [line.split("|")[1:-1] for line in text.split("| combinations | size |", 1)[1].splitlines()[2:8]]
+    assert [row[0].strip() for row in size_rows] == ["held-out"] * 3 + ["seen"] * 3
+    for row in size_rows:
+        overall, (round_share, n_round), others = float(row[2].strip(" %")), row[3].split("%"), float(row[4].strip(" %"))
+        n_round = int(n_round.strip(" ()"))
+        mixed = (float(round_share) * n_round + others * (24 - n_round)) / 24 if 0 < n_round < 24 else overall
+        assert abs(mixed - overall) < 0.2, row
     # The shape figures with the prompts averaged over colours, on all three test sets.
     assert re.search(r"once per named colour.*held-out \d+\.\d%, seen combinations \d+\.\d%, drawings \d+\.\d%", text)
     assert "Rewrote the tables" in capsys.readouterr().out

@@ -117,6 +117,34 @@ def measure_pairs(model, preprocess, tokenizer, world: World, n: int = 40, seed:
     return rows
 
 
+# The look-alike outlines the per-pair table shows the held-out miss in: a regular hexagon's sides lie
+# within 13.4% of its radius from the circle through its corners, a pixel or less for a small shape.
+ROUND_SHAPES = ("circle", "hexagon")
+# The world's radii are fractions of the image side (trainer.synthetic): small 8-12.5% (5-8 px at 64 px).
+SIZE_ROWS = (("small, 1-4 shapes (radius 8-12.5% of the side)", dict(size="small")),
+             ("large, one shape (17-46%)", dict(count=1, size="large")),
+             ("large, two shapes (17-22%)", dict(count=2, size="large")))
+
+
+def measure_sizes(model, tokenizer, preprocess, world: World, n: int = 240, seed: int = 0) -> list[dict]:
+    """Zero-shot shape (one prompt) by the size the world draws, on held-out and seen combinations, with
+    circles and hexagons apart from the other shapes: whether a miss is the pixels (seen ones missed too)
+    or the transfer. [{"split", "size", "all", "round", "others", "n_round", "n"}]."""
+    task = world.zero_shot_tasks()["shape"]
+    weights = class_weights(model, tokenizer, task.classnames, task.prompts)
+    rows = []
+    for split in ("heldout", "train"):
+        for label, fixed in SIZE_ROWS:
+            rng = world.eval_rng(f"sizes/{split}/{label}", seed)
+            samples = [world.scene_sample(rng, world.pairs(split), unnamed_colours=False, **fixed) for _ in range(n)]
+            predicted = (image_features(model, _tensors(preprocess, [s.image for s in samples])) @ weights.T).argmax(-1)
+            right = np.asarray(predicted) == np.array([task.values.index(s.attrs["shape"]) for s in samples])
+            round_ = np.array([s.attrs["shape"] in ROUND_SHAPES for s in samples])
+            rows.append({"split": split, "size": label, "all": float(right.mean()), "n": n, "n_round": int(round_.sum()),
+                         "round": float(right[round_].mean()), "others": float(right[~round_].mean())})
+    return rows
+
+
 def measure(folder: str | Path, n_test: int = 400, n_probe: int = 600, n_retrieval: int = 500,
             n_drawings: int = 320, n_pairs: int = 40) -> dict:
     """Every figure of the card for the model in `folder` (fp32, CPU, seeded test sets)."""
@@ -146,6 +174,7 @@ def measure(folder: str | Path, n_test: int = 400, n_probe: int = 600, n_retriev
     return {"results": results, "seen": evaluate(model, tokenizer, seen, None), "probe": probe,
             "shape_over_colours": {k: shape_over_colours[f"zeroshot/{k}/ensemble"] for k in ("held-out", "seen")},
             "pairs": measure_pairs(model, preprocess, tokenizer, world, n=n_pairs) if n_pairs else None,
+            "sizes": measure_sizes(model, tokenizer, preprocess, world, n=6 * n_pairs) if n_pairs else None,
             "drawings": measure_drawings(model, preprocess, tokenizer, n=n_drawings) if n_drawings else None,
             "chance": {n: 1 / len(tasks[n].classnames) for n in TASKS},
             "n_test": n_test, "n_probe": n_probe, "n_retrieval": n_retrieval, "n_pairs": n_pairs,
@@ -208,6 +237,15 @@ def figures_markdown(m: dict, command: str | None = None) -> str:
         for row in sorted(pairs, key=lambda r: (r["accuracy"], r["shape"], r["colour"])):
             taken = ", ".join(f"{name} {_pct(share)}" for name, share in row["taken_for"][:3]) or "-"
             lines.append(f"| {row['colour']} {row['shape']} | {_pct(row['accuracy'])} | {taken} |")
+    sizes = m.get("sizes")
+    if sizes:
+        lines += ["", f"Zero-shot shape by the size the world draws ({sizes[0]['n']} images per row, one prompt), "
+                  "circles and hexagons apart from the other six shapes:", "",
+                  "| combinations | size | all | circle or hexagon | other shapes |", "|---|---|---|---|---|"]
+        for row in sizes:
+            split = "held-out" if row["split"] == "heldout" else "seen"
+            lines.append(f"| {split} | {row['size']} | {_pct(row['all'])} | {_pct(row['round'])} "
+                         f"({row['n_round']}) | {_pct(row['others'])} |")
     d = m.get("drawings")
     if d:
         backgrounds = d["backgrounds"]

@@ -245,7 +245,8 @@ class World:
 
     # -- sampling -------------------------------------------------------------------------------
 
-    def _pairs(self, split: str) -> tuple[tuple[str, str], ...]:
+    def pairs(self, split: str) -> tuple[tuple[str, str], ...]:
+        """The shape-colour pairs a split draws from (train, heldout or all)."""
         if split == "train":
             return self.train_pairs
         if split == "heldout":
@@ -262,7 +263,7 @@ class World:
         """n random samples; without an rng, the world's own seeded stream (continues across calls).
         render=False skips drawing (image None): captions alone, for vocabularies, ~50x faster."""
         rng = self._rng if rng is None else rng
-        pairs = self._pairs(split)
+        pairs = self.pairs(split)
         out = []
         for _ in range(n):
             if split != "heldout" and rng.random() < WORD_FRACTION:
@@ -279,7 +280,7 @@ class World:
         k independent samples instead (pins None). Draw each with `pinned_sample`."""
         if rng.random() >= share:
             return [None] * k
-        pairs = self._pairs(split)
+        pairs = self.pairs(split)
         if split != "heldout" and rng.random() < WORD_FRACTION:
             colour = _pick(rng, tuple(COLOURS))
             bg = _pick(rng, tuple(b for b in BACKGROUNDS if visible(colour, b)))
@@ -322,7 +323,7 @@ class World:
         fixed = {k: v for k, v in pins.items() if k != "kind" and v is not None}
         if pins.get("kind") == "word":
             return self.word_sample(rng, **fixed)
-        return self.scene_sample(rng, self._pairs(split), **fixed)
+        return self.scene_sample(rng, self.pairs(split), **fixed)
 
     def scene_sample(self, rng: np.random.Generator, pairs: tuple[tuple[str, str], ...] | None = None,
                      full_caption: bool = False, render: bool = True, unnamed_colours: bool = True,
@@ -330,7 +331,7 @@ class World:
         """One shapes scene; `fixed` pins attributes (shape, colour, size, count, position, background,
         style; fills=True draws one large centred shape filling the frame). Training pairs may come in an
         unnamed colour (UNNAMED_COLOUR_FRACTION) unless unnamed_colours=False or colour is pinned."""
-        pairs = pairs if pairs is not None else self._pairs("train")
+        pairs = pairs if pairs is not None else self.pairs("train")
         if "shape" in fixed or "colour" in fixed:
             pairs = tuple(p for p in pairs if fixed.get("shape", p[0]) == p[0]
                           and fixed.get("colour", p[1]) == p[1])
@@ -514,7 +515,7 @@ class World:
                 raise CliplabError(f"Unknown task {task!r}; the world's tasks are {', '.join(tasks)}.")
             task = tasks[task]
         rng = self.eval_rng("labelled/" + task.attr + "/" + split, seed)
-        pairs = None if task.attr == "word" else self._pairs(split)
+        pairs = None if task.attr == "word" else self.pairs(split)
         images, labels = [], []
         for i in range(n):
             label = i % len(task.values)
@@ -539,7 +540,7 @@ class World:
         how float rounding broke the tie between identical captions. distinct=False keeps repeats: a
         gallery to search, where no caption is the answer."""
         rng = self.eval_rng("retrieval/" + split, seed)
-        pairs = self._pairs(split)
+        pairs = self.pairs(split)
         samples, seen, repeats = [], set(), 0
         while len(samples) < n and repeats < 500:  # 500 repeats in a row: the split has no more captions
             sample = self.scene_sample(rng, pairs, full_caption=True)
