@@ -1,9 +1,9 @@
 """The shipped demo model recognises drawings that its generator did not make (tests/drawings.py).
 
-The figures asserted are the ones MODEL_CARD.md reports for this set, with a margin: the shipped
-model reaches shape 95.3% and colour 94.1% on these 320 drawings (the models before it 90.6% / 93.1%
-and 90.3% / 87.5%, earlier ones 55.0% / 76.6% and 17.8% / 32.2%), against the issue's targets of 90%
-and 95%; the card says by how much and why.
+The figures asserted are the issue's targets (shape >= 90%, colour >= 95%) and the ones MODEL_CARD.md
+reports for this set, with a margin: the shipped model (96 px) reaches shape 96.6% and colour 95.3% on
+these 320 drawings (the 64 px models before it 94.4% / 95.6%, 95.3% / 94.1%, 90.6% / 93.1% and
+90.3% / 87.5%, earlier ones 55.0% / 76.6% and 17.8% / 32.2%).
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ from cliplab.trainer.synthetic import World
 
 DEMO_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "demo"
 
-# Shipped model's zero-shot accuracy on drawings(320, seed=0), as the card reports it, less a margin
-# (94.4% shape, 95.6% colour; the weakest backgrounds: shape 93.8% on white and coloured, colour
-# 90.0% on coloured).
-MIN_SHAPE = 0.92
-MIN_COLOUR = 0.91
-MIN_PER_BACKGROUND = 0.78
+# Shipped model's zero-shot accuracy on drawings(320, seed=0), as the card reports it (96.6% shape,
+# 95.3% colour; the weakest backgrounds: shape 95.0% on coloured, colour 86.2% on coloured). Colour is
+# asserted at the target itself, one drawing above it: the nearest colour call is 0.007 apart in
+# cosine, thousands of times what another CPU's kernels change (about 1e-6).
+MIN_SHAPE = 0.95
+MIN_COLOUR = 0.95
+MIN_PER_BACKGROUND = 0.80
 MIN_TWO_STARS = 0.9  # share of 12 drawings of two yellow stars named "yellow star" (12 of 12 measured)
 MIN_DEMO_PHOTOS = 0.9  # share of the demo photos of the starting classes named right (12 of 12)
 
