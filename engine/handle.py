@@ -119,7 +119,7 @@ class ModelBundle:
             import onnxruntime
             versions["onnxruntime"] = onnxruntime.__version__
         return {"mode": mode.name, "engine": mode.engine, "precision": mode.precision,
-                "kernels": mode_kernels(mode.name, next(self.model.parameters()).device),
+                "kernels": mode_kernels(mode.name, next(self.model.parameters()).device, self.model.dtype),
                 "cliplab": _package_version(), "versions": versions,
                 "model": self.name, "fingerprint": self.fingerprint}
 

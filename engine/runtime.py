@@ -87,9 +87,9 @@ class TorchEncoder(_ModuleLike):
         self.mode, self.reference = mode, model
         precision = MODES[mode].precision
         self.device = next(model.parameters()).device
-        if kernels is None or precision != "fp32" or self.device.type != "cpu":
-            kernels = mode_kernels(mode, self.device)
-        self.kernels = kernels if model.dtype == torch.float32 else "torch"  # weights loaded converted
+        if kernels is None or precision != "fp32" or self.device.type != "cpu" or model.dtype != torch.float32:
+            kernels = mode_kernels(mode, self.device, model.dtype)
+        self.kernels = kernels
         if self.kernels == "onednn":
             from cliplab.engine.onednn import inference_copy
             self.model = inference_copy(model)
@@ -401,12 +401,14 @@ def fp32_kernels(remeasure: bool = False, measure: bool = True) -> dict | None:
     return choice
 
 
-def mode_kernels(mode: str, device: str | torch.device) -> str:
-    """What a mode's matrix products run through on a device, as provenance records it: 'onnxruntime',
-    'cuda', the exact mode's measured 'blas' or 'onednn' on a CPU, else 'torch' (PyTorch's own
-    dispatch, e.g. bf16 weights). Builds no encoder."""
+def mode_kernels(mode: str, device: str | torch.device, weights: torch.dtype = torch.float32) -> str:
+    """What a mode's matrix products run through on a device, as provenance records it: 'onnxruntime';
+    'torch' (PyTorch's own dispatch) for weights loaded converted (bf16, fp16) or a reduced-precision
+    mode on a CPU; 'cuda'; else the exact mode's measured 'blas' or 'onednn'. Builds no encoder."""
     if MODES[mode].engine == "onnxruntime":
         return "onnxruntime"
+    if weights != torch.float32:
+        return "torch"
     if torch.device(device).type == "cuda":
         return "cuda"
     return fp32_kernels()["kernels"] if MODES[mode].precision == "fp32" else "torch"

@@ -126,7 +126,7 @@ SIZE_ROWS = (("small, 1-4 shapes (radius 8-12.5% of the side)", dict(size="small
              ("large, two shapes (17-22%)", dict(count=2, size="large")))
 
 
-def measure_sizes(model, tokenizer, preprocess, world: World, n: int = 240, seed: int = 0) -> list[dict]:
+def measure_sizes(model, preprocess, tokenizer, world: World, n: int = 240, seed: int = 0) -> list[dict]:
     """Zero-shot shape (one prompt) by the size the world draws, on held-out and seen combinations, with
     circles and hexagons apart from the other shapes: whether a miss is the pixels (seen ones missed too)
     or the transfer. [{"split", "size", "all", "round", "others", "n_round", "n"}]."""
@@ -174,7 +174,7 @@ def measure(folder: str | Path, n_test: int = 400, n_probe: int = 600, n_retriev
     return {"results": results, "seen": evaluate(model, tokenizer, seen, None), "probe": probe,
             "shape_over_colours": {k: shape_over_colours[f"zeroshot/{k}/ensemble"] for k in ("held-out", "seen")},
             "pairs": measure_pairs(model, preprocess, tokenizer, world, n=n_pairs) if n_pairs else None,
-            "sizes": measure_sizes(model, tokenizer, preprocess, world, n=6 * n_pairs) if n_pairs else None,
+            "sizes": measure_sizes(model, preprocess, tokenizer, world, n=6 * n_pairs) if n_pairs else None,
             "drawings": measure_drawings(model, preprocess, tokenizer, n=n_drawings) if n_drawings else None,
             "chance": {n: 1 / len(tasks[n].classnames) for n in TASKS},
             "n_test": n_test, "n_probe": n_probe, "n_retrieval": n_retrieval, "n_pairs": n_pairs,

@@ -85,7 +85,7 @@ def cliplab_version() -> str:
 def provenance(bundle: ModelBundle) -> dict:
     """What a saved result records about the model that made it: enough to load it the same way again."""
     return {"name": bundle.name, "fingerprint": bundle.fingerprint, "precision": precision_of(bundle),
-            "kernels": mode_kernels(EXACT, device_of(bundle)) if precision_of(bundle) == "fp32" else "torch",
+            "kernels": mode_kernels(EXACT, device_of(bundle), getattr(bundle.model, "dtype", torch.float32)),
             "device": device_of(bundle), "engine": "cliplab", "cliplab_version": cliplab_version()}
 
 
