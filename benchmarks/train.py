@@ -16,7 +16,7 @@ import time
 import torch
 
 from cliplab.trainer.optim import build_optimizer, build_scheduler
-from cliplab.trainer.presets import DEMO_SHAPE, build_model
+from cliplab.trainer.presets import DEMO_SHAPE, build_model, parse_shape
 from cliplab.trainer.step import FeatureModel, StepContext, train_step
 
 
@@ -69,7 +69,8 @@ def main() -> None:
     for label, spec, vocab, ctx in rows:
         rate = samples_per_second(spec, args.batch_size, args.steps, args.device, vocab, ctx, args.precision)
         print(f"| {label} | {args.batch_size} | {rate:.1f} |", flush=True)
-    print(f"synthetic world, 64 px: {render_rate():.0f} samples/s drawn", flush=True)
+    resolution = parse_shape(DEMO_SHAPE)[1]["res"]  # the world draws at the demo model's image size
+    print(f"synthetic world, {resolution} px: {render_rate(resolution):.0f} samples/s drawn", flush=True)
 
 
 if __name__ == "__main__":
