@@ -21,7 +21,9 @@
 7. (`--only pipeline`) Indexing at the decode limit: the same generated JPEGs decoded alone by the
    same worker pool (no model: the ceiling decoding allows on these cores), then indexed end to
    end in the exact fp32 mode and in the machine's measured fastest safe mode, beside the plain
-   pipeline; reports each rate as a fraction of the ceiling.
+   pipeline; also the model alone in each mode (preprocessed batches, no decoding). Reports each
+   end-to-end rate as a fraction of the shared-core bound 1/(1/decode + 1/model), the most a
+   pipeline can reach when decoding and the model share the same cores, and of the ceiling.
 8. (`--only storage`) fp32 / fp16 / int8 storage (FAISS scalar quantizers) of flat and IVF indexes at
    each N: query latency, bytes per vector and recall@10 against the exact ranking.
 """
@@ -125,8 +127,32 @@ def decode_ceiling(paths: list[Path], resolution: int, workers: int | None, batc
     return (len(items) - batch_size) / (time.perf_counter() - start)
 
 
+def model_only(bundle, count: int, batch_size: int = 32, rounds: int = 3) -> float:
+    """Images/s of the model alone in the handle's mode: preprocessed batches encoded back to back, no
+    decoding (what the encoder allows on these cores); the fastest of `rounds` timings, as for the ceiling."""
+    import torch
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randn(batch_size, 3, bundle.resolution, bundle.resolution, generator=generator)
+    bundle.encode_pixels(pixels[:2])  # sessions and kernels built outside the timing
+    batches = max(1, count // batch_size)
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(batches):
+            bundle.encode_pixels(pixels)
+        best = max(best, batches * batch_size / (time.perf_counter() - start))
+    return best
+
+
+def shared_core_bound(decode: float, model: float) -> float:
+    """The rate a pipeline can reach when decoding and the model share the same cores: each image costs
+    the cores its decode time plus its model time, 1 / (1/decode + 1/model) (issue 26, item 11)."""
+    return 1.0 / (1.0 / decode + 1.0 / model)
+
+
 def bench_pipeline(count: int, workers: int | None) -> dict:
-    """Decode-only ceiling beside the end-to-end pipeline in fp32 and in the fastest safe mode."""
+    """Decode-only ceiling and model-only rate beside the end-to-end pipeline in fp32 and in the fastest
+    safe mode; each end-to-end rate as a fraction of the shared-core bound of its mode."""
     import torch
 
     from cliplab.engine.handle import ModelBundle
@@ -152,12 +178,14 @@ def bench_pipeline(count: int, workers: int | None) -> dict:
     # decoding alone allows (one timing of it moved 31-50 images/s between runs on a quiet machine).
     ceilings = [decode_ceiling(paths, 224, workers)]
     rates: dict[str, float] = {}
+    models: dict[str, float] = {}  # mode -> model-only images/s
     for mode in dict.fromkeys(["fp32", choice.mode]):
         if rates:
             ceilings.append(decode_ceiling(paths, 224, workers))
         catalog = open_catalog(f"sqlite:///{work / f'catalog-{mode}.db'}")
         bundle = ModelBundle(model, Preprocess(224), Tokenizer(), f"ViT-B/32-{mode}", mode)
         bundle.encode_pixels(torch.zeros(1, 3, 224, 224))  # the ONNX session is built once, not per run
+        models[mode] = model_only(bundle, count)
         first: list[tuple[float, int]] = []  # (time, images) when the first batch committed
         start = time.perf_counter()
         scan(catalog, [paths[0].parent])
@@ -176,6 +204,10 @@ def bench_pipeline(count: int, workers: int | None) -> dict:
     row["decode_only_images_per_s"] = round(max(ceilings), 2)
     for mode, rate in rates.items():
         row[f"{mode}_of_decode_ceiling"] = round(rate / max(ceilings), 3)
+        row[f"{mode}_model_only_images_per_s"] = round(models[mode], 2)
+        bound = shared_core_bound(max(ceilings), models[mode])
+        row[f"{mode}_shared_core_bound"] = round(bound, 2)
+        row[f"{mode}_of_bound"] = round(rate / bound, 3)
     return row
 
 
