@@ -116,6 +116,6 @@ def test_a_column_named_like_an_intersection_is_one_column():
     assert column in measured.groupings and not column.is_intersection
     assert Grouping(("skin x tone", "gender")).is_intersection
     assert any(line.startswith("crime share is highest for dark") for line in headline(measured.tables, labels))
-    html = audit_report._shares(AuditResult(tables=measured.tables, groupings=measured.groupings), ["crime"])
+    html = audit_report._shares(measured.tables.category_shares, ["crime"])
     assert "<h3>by skin x tone</h3><img" in html
     assert "<summary>by skin x tone x gender (intersections)</summary>" in html

@@ -201,11 +201,10 @@ SHARE_COLUMNS = [("label_set", "label set", "str"), ("group", "group", "str"), (
                  ("low", "95% low", "pct"), ("high", "95% high", "pct"), ("paper", "paper (not comparable)", "pct")]
 
 
-def _shares(result: AuditResult, categories: list[str]) -> str:
+def _shares(shares: list[ShareCell], categories: list[str]) -> str:
     """Tables 6 and 7: a plot and a table per grouping; intersections folded away, without a plot."""
     parts = ["<h2>Top-1 category shares (tables 6 and 7)</h2>"
              f"<p class='ref'>{_esc(ref.CAVEAT)} Rows in red have n &lt; 30.</p>"]
-    shares = result.tables.category_shares
     for grouping in dict.fromkeys(r.grouping for r in shares):
         cells = [r for r in shares if r.grouping == grouping and r.category in categories]
         table = _table([r.to_dict() | {"paper": _reference_value(r)} for r in cells], SHARE_COLUMNS)
@@ -321,7 +320,8 @@ def _methods(result: AuditResult) -> str:
 def render_html(result: AuditResult) -> str:
     """The whole report as one self-contained HTML page."""
     categories = shown_categories(result)
-    parts = [_header(result), _facts(result), _summary(result), _shares(result, categories),
+    parts = [_header(result), _facts(result), _summary(result),
+             _shares(result.tables.category_shares, categories),
              _disparities(result, categories), _label_set_diff(result), _attribute_accuracy(result),
              _thresholds(result), _prompt_sensitivity(result, categories), _methods(result), "</body></html>"]
     return "\n".join(part for part in parts if part)

@@ -226,6 +226,7 @@ class Cell:
     def from_dict(cls, row: dict, registry: Registry):
         values: dict[str, Any] = {}
         for f in fields(cls):  # type: ignore[arg-type]
+            # f.type is the annotation's text (from __future__ import annotations): "float", "Group", ...
             raw = row.get(cls.KEYS.get(f.name, f.name))
             if f.type == "Group":
                 values[f.name] = registry.group(row["grouping"], row["group"])
@@ -445,17 +446,17 @@ class Measurements:
     filtered_labels: dict[str, list[str]] = field(default_factory=dict)  # "grouping @ threshold" -> labels left out
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AuditResult(Measurements):
     """A whole audit: the measurements, everything needed to re-run it (options, with the label sets
     in full), and what it ran on (provenance: weights, file, rows, methods, times)."""
 
-    options: AuditOptions = field(default_factory=lambda: AuditOptions(dataset=""))
-    labelsets: dict = field(default_factory=dict)  # "A" and "B": LabelSet.to_dict() (B None without one)
-    provenance: dict = field(default_factory=dict)
-    per_image: dict = field(default_factory=dict)  # row, groups (column -> values), top1_a[, top1_b]
-    headline: list[str] = field(default_factory=list)
-    reference: dict = field(default_factory=dict)  # the paper's figures (engine.audit.reference)
+    options: AuditOptions
+    labelsets: dict  # "A" and "B": LabelSet.to_dict() (B None without one)
+    provenance: dict  # model, dataset, label sets, thresholds, methods, versions, times
+    per_image: dict  # row, groups (column -> values), top1_a[, top1_b]: what `audit diff` pairs on
+    headline: list[str]
+    reference: dict  # the paper's figures (engine.audit.reference)
     session_id: str | None = None
 
     def to_dict(self) -> dict:
