@@ -98,6 +98,14 @@ def test_a_previous_build_session_shows_exports_reruns_and_diffs(capsys, fairfac
     assert code == 0 and "14 shared images" in out and "change +0.0%" in out, err
     assert audit.diff(old, fresh).to_dict()["images"] == 14
 
+    # the Audit tab shows, diffs and exports it (its handlers, without a browser)
+    from cliplab.app.ui import audit as tab
+    said, headline_text, shares, report = tab.do_show(old)
+    assert old in said and payload["headline"][0] in headline_text and "Bias audit" in report
+    assert "race x gender" in set(shares["grouping"])
+    assert list(tab.do_diff(old, fresh)["left the focus categories"]) == [0] * 10  # all, 7 races, 2 genders
+    assert "<h1>Bias audit" in Path(tab.do_export(old)).read_text()
+
 
 def test_a_column_named_like_an_intersection_is_one_column():
     """The previous build took every grouping whose name held " x " for an intersection, so a CSV
