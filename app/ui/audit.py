@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import tempfile
-from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -28,7 +27,7 @@ def headline_text(result: service.AuditResult) -> str:
     return "\n".join(f"- {line}" for line in service.summary_lines(result))
 
 
-def session_choices(newest: str | None = None, keep: tuple[str | None, str | None] = (None, None)):
+def session_choices(newest: str | None = None, keep: tuple[str | None, str | None] = (None, None)) -> tuple:
     """The table and both dropdowns; the dropdowns keep what the person picked unless a new session
     was just saved (then it becomes the first one)."""
     ids = [s["id"] for s in service.list_sessions()]
@@ -38,7 +37,9 @@ def session_choices(newest: str | None = None, keep: tuple[str | None, str | Non
     return service.sessions_frame(), gr.update(choices=ids, value=a), gr.update(choices=ids, value=b)
 
 
-def start_audit(state: AppState, data, spl, n, sd, cols, chosen, temps, child, shipped_name, yaml_text):
+def start_audit(state: AppState, data: str, spl: str, n: float | None, sd: float | None, cols: str, chosen: str,
+                temps: str, child: bool, shipped_name: str, yaml_text: str) -> tuple[str, None]:
+    """Start the audit of the form as a background job (the poll shows its result)."""
     name = state.model_name if chosen == CURRENT else chosen
     options = service.make_options(data, yaml_text, shipped_name, child, spl, n, sd, cols, temps, name)
     bundle = state.bundle if chosen == CURRENT else None
@@ -50,7 +51,7 @@ def start_audit(state: AppState, data, spl, n, sd, cols, chosen, temps, child, s
 NOTHING = (gr.update(),) * 8  # progress, headline, shares, report, shown job, sessions, first, second
 
 
-def poll(state: AppState, shown, a, b, known):
+def poll(state: AppState, shown: str | None, a: str | None, b: str | None, known: list[str]) -> tuple:
     """Only news changes the page: a job that finished since the page last showed one, or sessions
     saved elsewhere (the CLI), which join the lists with the person's choices kept. A poll with no
     news leaves everything, the session dropdowns above all, as the person set it."""
@@ -70,7 +71,7 @@ def poll(state: AppState, shown, a, b, known):
             *session_choices(result.session_id, (a, b)), ids)
 
 
-def do_show(session_id):
+def do_show(session_id: str | None) -> tuple:
     if not session_id:
         raise UserError("Pick a saved session first.")
     result = service.show(session_id)
@@ -78,7 +79,7 @@ def do_show(session_id):
             report_frame(result))
 
 
-def do_diff(a, b):
+def do_diff(a: str | None, b: str | None):
     if not a or not b:
         raise UserError("Pick two saved sessions to compare.")
     if a == b:
@@ -86,14 +87,14 @@ def do_diff(a, b):
     return service.diff_frame(service.diff(a, b).label_set_diff)
 
 
-def do_export(session_id):
+def do_export(session_id: str | None) -> str:
     if not session_id:
         raise UserError("Pick a saved session to export.")
     out = Path(tempfile.mkdtemp(prefix="cliplab-audit-")) / f"audit-{session_id}.html"
     return str(service.export(service.show(session_id), out))
 
 
-def model_choices():
+def model_choices() -> dict:
     return gr.update(choices=[CURRENT, *(r["name"] for r in models.list_models() if r["downloaded"])])
 
 
@@ -140,11 +141,16 @@ def build(state: AppState) -> None:
                                   elem_id="audit-diff-table", max_height=400)
         exported = gr.File(label="Report", interactive=False, elem_id="audit-exported")
     shown_job = gr.State(None)  # id of the finished job whose session is on the page
-    start = partial(start_audit, state)
+    def start(data, spl, n, sd, cols, chosen, temps, child, shipped_name, yaml_text):
+        return start_audit(state, data, spl, n, sd, cols, chosen, temps, child, shipped_name, yaml_text)
+
+    def poll_page(shown, a, b, known):
+        return poll(state, shown, a, b, known)
+
     wire(run.click, start, [dataset, split, sample, seed, columns, model, templates, add_child, shipped, editor],
          [progress, shown_job], run_errors, keep=(1,))
     known_sessions = gr.State([])  # the session ids the dropdowns were last given
-    gr.Timer(2.0).tick(partial(poll, state), [shown_job, first, second, known_sessions],
+    gr.Timer(2.0).tick(poll_page, [shown_job, first, second, known_sessions],
                        [progress, headline, shares, report, shown_job, sessions, first, second, known_sessions],
                        show_progress="hidden")
     wire(shipped.change, service.shipped_text, shipped, editor, run_errors, keep=(0,))

@@ -432,7 +432,7 @@ class Tables:
     @classmethod
     def from_dict(cls, data: dict[str, list[dict]], registry: Registry) -> Tables:
         return cls(**{name: [cls.ROWS[name].from_dict(row, registry) for row in rows]
-                      for name, rows in data.items() if name in cls.ROWS})
+                      for name, rows in data.items()})
 
 
 @dataclass
