@@ -1,4 +1,4 @@
-"""The audit's measurements, from arrays: classifier outputs and group labels in, table rows out.
+"""The audit's measurements, from arrays: classifier outputs and group labels in, typed cells out.
 
 Nothing here touches a model, so tests can inject outputs whose tables are known in advance. Every
 row carries its group size `n` and a `small` flag (n < stats.MIN_GROUP_N).
@@ -17,6 +17,7 @@ from cliplab.engine.audit.results import (
     AccuracyCell,
     Association,
     Disparity,
+    Group,
     Grouping,
     LabelSetChange,
     Partition,
@@ -155,7 +156,7 @@ def threshold_association(probs: np.ndarray, classnames: Sequence[str], class_ca
     return rows, filtered
 
 
-def _association(in_group: np.ndarray, in_rest: np.ndarray, group, rest: str, threshold: float, label: str,
+def _association(in_group: np.ndarray, in_rest: np.ndarray, group: Group, rest: str, threshold: float, label: str,
                  category: str) -> Association:
     """One label's 2x2 table (given in the group / in the rest), its test and its odds ratio."""
     n_group, n_rest = in_group.size, in_rest.size

@@ -20,6 +20,7 @@ from cliplab.engine.audit.reference import reference
 from cliplab.engine.audit.results import (
     PAPER_THRESHOLDS,
     SWEEP,
+    AccuracyCell,
     AuditOptions,
     AuditResult,
     Grouping,
@@ -131,7 +132,8 @@ def shares_table(probs: np.ndarray, labelset: LabelSet, groups: dict[Grouping, P
 
 
 def attribute_accuracy(features: np.ndarray, zero_shot: dict[str, np.ndarray], dataset: AuditDataset,
-                       groups: dict[Grouping, Partition], probe_folds: int, seed: int) -> tuple[list, list[str]]:
+                       groups: dict[Grouping, Partition], probe_folds: int,
+                       seed: int) -> tuple[list[AccuracyCell], list[str]]:
     """Accuracy of classifying each group column, zero-shot and by a cross-fitted linear probe."""
     rows, notes = [], []
     predictions = {("zero-shot", a): p for a, p in zero_shot.items()}
@@ -152,10 +154,9 @@ def _groupings(dataset: AuditDataset) -> dict[Grouping, Partition]:
     return audit_groupings(dataset.groups, dataset.values, dataset.kind)
 
 
-def _singles(groups: dict[Grouping, Partition], dataset: AuditDataset) -> dict[Grouping, Partition]:
+def _singles(groups: dict[Grouping, Partition]) -> dict[Grouping, Partition]:
     """The whole sample and each group column, without intersections or derived groupings."""
-    return {g: p for g, p in groups.items() if g.is_all or (not g.derived and g.columns[0] in dataset.groups
-                                                             and not g.is_intersection)}
+    return {g: p for g, p in groups.items() if g.is_all or (len(g.columns) == 1 and not g.derived)}
 
 
 def _label_set_tables(tables: Tables, probs_a: np.ndarray, labelset_a: LabelSet, probs_b: np.ndarray,
@@ -211,7 +212,7 @@ def measure(probs_a: np.ndarray, labelset_a: LabelSet, dataset: AuditDataset, op
             zero_shot: dict[str, np.ndarray] | None = None) -> Measurements:
     """Every table of an audit from the probabilities (and, for the probe, the features)."""
     groups = _groupings(dataset)
-    singles = _singles(groups, dataset)
+    singles = _singles(groups)
     tables = Tables(category_shares=shares_table(probs_a, labelset_a, groups, "A"))
     notes: list[str] = []
     if probs_b is not None:
