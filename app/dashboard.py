@@ -80,9 +80,9 @@ def audit_page() -> None:
         except CliplabError as error:
             st.error(str(error))
             return
-        st.markdown(f"{diff['images']} images in common; focus categories: {', '.join(diff['focus'])}.")
-        st.dataframe(readable(audit.diff_frame(diff["tables"]["label_set_diff"])), hide_index=True, width="stretch")
-        st.dataframe(readable(pd.DataFrame(diff["tables"]["transitions"])), hide_index=True, width="stretch")
+        st.markdown(f"{diff.images} images in common; focus categories: {', '.join(diff.focus)}.")
+        st.dataframe(readable(audit.diff_frame(diff.label_set_diff)), hide_index=True, width="stretch")
+        st.dataframe(readable(audit.table_frame(diff.transitions)), hide_index=True, width="stretch")
 
 
 def confusion_figure(confusion: list[list[int]], classnames: list[str], title: str) -> go.Figure:

@@ -18,6 +18,7 @@ from statsmodels.stats.proportion import proportion_confint
 from cliplab.engine.audit import measures
 from cliplab.engine.audit.datasets import FAIRFACE_AGES, FAIRFACE_GENDERS, FAIRFACE_RACES, load_dataset
 from cliplab.engine.audit.labelsets import load_labelset, with_added
+from cliplab.engine.audit.results import Group, Grouping, ShareCell
 from cliplab.engine.audit.runner import AuditOptions, measure
 from cliplab.engine.errors import CliplabError
 
@@ -80,7 +81,9 @@ def audit(tmp_path_factory):
 
 
 def rows_of(result, table, **where):
-    return [r for r in result["tables"][table] if all(r.get(k) == v for k, v in where.items())]
+    """The rows of a table as their JSON (groupings and groups by name), filtered by key = value."""
+    rows = [r.to_dict() for r in getattr(result.tables, table)]
+    return [r for r in rows if all(r.get(k) == v for k, v in where.items())]
 
 
 def test_dataset_loads_fairface_by_string(audit, tmp_path):
@@ -181,8 +184,10 @@ def test_groupings_cover_intersections():
     groups = {"race": np.array(["Black", "White", "Black"], dtype=object),
               "gender": np.array(["Male", "Male", "Female"], dtype=object)}
     out = measures.groupings(groups, {"race": ["White", "Black"], "gender": ["Male", "Female"]})
-    assert out["race"][1] == ["White", "Black"]
-    assert out["race x gender"][1] == ["White / Male", "Black / Male", "Black / Female"]
+    assert [g.name for g in out[Grouping(("race",))].groups] == ["White", "Black"]
+    intersection = out[Grouping(("race", "gender"))]
+    assert [g.name for g in intersection.groups] == ["White / Male", "Black / Male", "Black / Female"]
+    assert intersection.groups[2].values == ("Black", "Female")  # the columns' values, not a name to parse
 
 
 def test_unknown_category_strings_and_missing_images(tmp_path):
@@ -203,11 +208,12 @@ def test_unknown_category_strings_and_missing_images(tmp_path):
 def test_small_extremes_name_a_group_once_and_read_as_names():
     """When every group has the same share, the highest and the lowest are the same small group: the
     report named it twice, as a Python list ("small extremes ['East Asian', 'East Asian']")."""
+    from cliplab.app.services.audit_report import _fmt
     from cliplab.engine.audit.measures import disparities
-    from cliplab.engine.audit.report import _fmt
-    rows = [{"grouping": "race", "group": g, "category": "crime", "share": 0.25, "n": 4, "small": True}
-            for g in ("East Asian", "Indian")]
+    race = Grouping(("race",))
+    rows = [ShareCell(group=Group(race, (g,)), category="crime", share=0.25, n=4, count=1, low=0.0, high=0.7,
+                      small=True) for g in ("East Asian", "Indian")]
     (row,) = disparities(rows)
-    assert row["small_extremes"] == ["East Asian"]
-    assert _fmt(row["small_extremes"], "str") == "East Asian"
+    assert row.small_extremes == ["East Asian"]
+    assert _fmt(row.small_extremes, "str") == "East Asian"
     assert _fmt(["Black", "White"], "str") == "Black, White" and _fmt([], "str") == "–"

@@ -13,10 +13,8 @@ import sys
 from cliplab.app.commands.models import add_loading_arguments, loading_options
 from cliplab.app.services import audit as service
 from cliplab.app.services import loading
-from cliplab.app.services.audit import PAPER_THRESHOLDS, AuditOptions, to_frame
+from cliplab.app.services.audit import PAPER_THRESHOLDS, AuditOptions, AuditResult, to_frame
 from cliplab.engine.errors import CliplabError
-
-ACTIONS = ("list", "show", "rerun", "diff")
 
 
 def _floats(text: str) -> list[float]:
@@ -36,7 +34,7 @@ def register(subparsers) -> None:
         description="Run the paper's FairFace bias probes, or the same measurements for any label set and any "
                     "CSV with group columns; saves a session and writes a report. Also: audit list, "
                     "audit show ID, audit rerun ID, audit diff A B.")
-    parser.add_argument("action", nargs="?", choices=ACTIONS, help="manage saved sessions instead of running")
+    parser.add_argument("action", nargs="?", choices=list(ACTION_RUNS), help="manage saved sessions instead of running")
     parser.add_argument("ids", nargs="*", metavar="ID", help="session id(s) (a unique prefix is enough)")
     parser.add_argument("--dataset", help="FairFace's folder (fairface_label_{train,val}.csv) or a CSV")
     parser.add_argument("--split", default="val", help="FairFace split: val (default) or train")
@@ -64,73 +62,87 @@ def register(subparsers) -> None:
     parser.set_defaults(func=main)
 
 
-def _print_summary(result: dict) -> None:
-    prov = result["provenance"]
+def _print_summary(result: AuditResult) -> None:
+    prov = result.provenance
     precision = f", {prov['model']['precision']}" if prov["model"].get("precision") else ""
     print(f"audited {prov['dataset']['images']} images with {prov['model']['name']} "
           f"({prov['model']['fingerprint']}{precision}), label set {' vs '.join(v for v in prov['label_sets'].values() if v)}")
-    for line in result["headline"]:
+    for line in result.headline:
         print(f"  {line}")
-    if result["warnings"]:
-        print(f"  {len(result['warnings'])} small-cell warning(s); see the report")
-    for note in result["notes"]:
+    if result.warnings:
+        print(f"  {len(result.warnings)} small-cell warning(s); see the report")
+    for note in result.notes:
         print(f"  note: {note}")
+
+
+def _list(args: argparse.Namespace) -> int:
+    sessions = service.list_sessions()
+    if args.json:
+        print(json.dumps(sessions, indent=1))
+        return 0
+    for s in sessions:
+        print(f"{s['id']}  {s['created_at']}  {s['model']}  {s['label_sets']}  {s['images']} images  "
+              f"{s['dataset']}" + (f"  (re-run of {s['rerun_of']})" if s["rerun_of"] else ""))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    result = service.show(args.ids[0])
+    if args.out:
+        print(f"wrote {service.export(result, args.out)}")
+    elif args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+    elif args.csv:
+        to_frame(result).to_csv(sys.stdout, index=False)
+    else:
+        print(f"session {result.session_id}")
+        _print_summary(result)
+    return 0
+
+
+def _rerun(args: argparse.Namespace) -> int:
+    saved = service.show(args.ids[0])
+    bundle = None  # the service loads the recorded model in the recorded precision
+    if args.arch or args.allow_torchscript:
+        bundle = loading.load_bundle(saved.options.model, args.device,
+                                     service.recorded_precision(saved) or loading.EXACT, **loading_options(args))
+    fresh, differences = service.rerun(args.ids[0], args.out, bundle, device=args.device)
+    _print_summary(fresh)
+    print(f"session {fresh.session_id} (re-run of {saved.session_id})")
+    if differences:
+        print(f"{len(differences)} difference(s) from the saved session:")
+        for line in differences[:20]:
+            print(f"  {line}")
+        return 1
+    print("re-run matches the saved session: every table has the same numbers")
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    result = service.diff(*args.ids)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+        return 0
+    print(f"{result.images} shared images; focus categories {', '.join(result.focus)}; "
+          f"label sets {result.label_sets[0]} -> {result.label_sets[1]}")
+    for row in result.label_set_diff:
+        print(f"  {row.grouping.name:>8} {row.group.name:<20} n={row.n:<6} {row.share_a:6.1%} -> "
+              f"{row.share_b:6.1%}  change {row.change:+.1%} [{row.change_low:+.1%}, "
+              f"{row.change_high:+.1%}]  McNemar p={row.p:.2g}")
+    return 0
+
+
+ACTION_RUNS = {"list": _list, "show": _show, "rerun": _rerun, "diff": _diff}
+IDS_NEEDED = {"list": 0, "show": 1, "rerun": 1, "diff": 2}
 
 
 def main(args: argparse.Namespace) -> int:
     if args.action is None:
         return _run(args)
-    needed = {"list": 0, "show": 1, "rerun": 1, "diff": 2}[args.action]
+    needed = IDS_NEEDED[args.action]
     if len(args.ids) != needed:
         raise CliplabError(f"`cliplab audit {args.action}` takes {needed} session id(s), got {len(args.ids)}.")
-    if args.action == "list":
-        sessions = service.list_sessions()
-        if args.json:
-            print(json.dumps(sessions, indent=1))
-        for s in [] if args.json else sessions:
-            print(f"{s['id']}  {s['created_at']}  {s['model']}  {s['label_sets']}  {s['images']} images  "
-                  f"{s['dataset']}" + (f"  (re-run of {s['rerun_of']})" if s["rerun_of"] else ""))
-        return 0
-    if args.action == "show":
-        result = service.show(args.ids[0])
-        if args.out:
-            print(f"wrote {service.export(result, args.out)}")
-        elif args.json:
-            print(json.dumps(result, indent=1))
-        elif args.csv:
-            to_frame(result).to_csv(sys.stdout, index=False)
-        else:
-            print(f"session {result['session_id']}")
-            _print_summary(result)
-        return 0
-    if args.action == "rerun":
-        saved = service.show(args.ids[0])  # the recorded model is loaded in the recorded precision
-        bundle = None  # the service loads the recorded model in the recorded precision
-        if args.arch or args.allow_torchscript:
-            bundle = loading.load_bundle(saved["options"]["model"], args.device,
-                                         service.recorded_precision(saved) or loading.EXACT,
-                                         **loading_options(args))
-        fresh, differences = service.rerun(args.ids[0], args.out, bundle, device=args.device)
-        _print_summary(fresh)
-        print(f"session {fresh['session_id']} (re-run of {saved['session_id']})")
-        if differences:
-            print(f"{len(differences)} difference(s) from the saved session:")
-            for line in differences[:20]:
-                print(f"  {line}")
-            return 1
-        print("re-run matches the saved session: every table has the same numbers")
-        return 0
-    result = service.diff(*args.ids)
-    if args.json:
-        print(json.dumps(result, indent=1))
-        return 0
-    print(f"{result['images']} shared images; focus categories {', '.join(result['focus'])}; "
-          f"label sets {result['label_sets'][0]} -> {result['label_sets'][1]}")
-    for row in result["tables"]["label_set_diff"]:
-        print(f"  {row['grouping']:>8} {row['group']:<20} n={row['n']:<6} {row['share_a']:6.1%} -> "
-              f"{row['share_b']:6.1%}  change {row['change']:+.1%} [{row['change_low']:+.1%}, "
-              f"{row['change_high']:+.1%}]  McNemar p={row['p']:.2g}")
-    return 0
+    return ACTION_RUNS[args.action](args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -148,5 +160,5 @@ def _run(args: argparse.Namespace) -> int:
     _print_summary(result)
     if args.out:
         print(f"report: {args.out}")
-    print(f"session {result['session_id']}")
+    print(f"session {result.session_id}")
     return 0

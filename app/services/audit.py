@@ -15,11 +15,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from cliplab.app.services import audit_store
+from cliplab.app.services import audit_report, audit_store
+from cliplab.app.services.audit_report import render_html, to_frame
 from cliplab.app.services.loading import EXACT, engine_tuple, load_bundle, precision_of, provenance
 from cliplab.assets import asset_path
-from cliplab.engine.audit import measures, report
+from cliplab.engine.audit import measures
 from cliplab.engine.audit.labelsets import shipped_labelsets
+from cliplab.engine.audit.results import AuditResult, Cell, LabelSetChange, SessionDiff
 from cliplab.engine.audit.runner import (
     PAPER_THRESHOLDS,
     AuditOptions,
@@ -31,30 +33,28 @@ from cliplab.engine.errors import CliplabError
 from cliplab.indexes.indexer import ModelBundle
 
 # what front ends use of the engine's audit package, so they import services only
-__all__ = ["PAPER_THRESHOLDS", "AuditOptions", "diff", "export", "list_sessions", "render_html", "rerun", "run",
-           "shipped_labelsets", "show", "to_frame"]
-render_html = report.render_html
-to_frame = report.to_frame
+__all__ = ["PAPER_THRESHOLDS", "AuditOptions", "AuditResult", "SessionDiff", "diff", "export", "list_sessions",
+           "render_html", "rerun", "run", "shipped_labelsets", "show", "to_frame"]
 
 EXPORTS = (".html", ".json", ".csv")
 
 
-def export(result: dict, out: str | Path) -> Path:
+def export(result: AuditResult, out: str | Path) -> Path:
     """Write the result as HTML (report), JSON or CSV, chosen by the file's suffix."""
     out = Path(out)
     if out.suffix.lower() not in EXPORTS:
         raise CliplabError(f"Cannot export to {out.name}: use a file ending in {', '.join(EXPORTS)}.")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".html":
-        return report.write_html(result, out)
+        return audit_report.write_html(result, out)
     if out.suffix.lower() == ".csv":
-        return report.write_csv(result, out)
-    out.write_text(json.dumps(result, indent=1, allow_nan=False), encoding="utf-8")
+        return audit_report.write_csv(result, out)
+    out.write_text(json.dumps(result.to_dict(), indent=1, allow_nan=False), encoding="utf-8")
     return out
 
 
 def run(options: AuditOptions, out: str | Path | None = None, bundle: ModelBundle | None = None,
-        progress: bool = True, rerun_of: str | None = None, device: str | None = None) -> dict:
+        progress: bool = True, rerun_of: str | None = None, device: str | None = None) -> AuditResult:
     """Run an audit, save it as a session (one transaction, only once every number exists), export.
 
     bundle: the model to audit with (the app's current one); None loads options.model in the
@@ -65,11 +65,11 @@ def run(options: AuditOptions, out: str | Path | None = None, bundle: ModelBundl
     if bundle is None:
         bundle = load_bundle(options.model, device, EXACT)
     result = run_audit(options, loaded=engine_tuple(bundle), progress=progress)
-    result["provenance"]["model"].update({k: v for k, v in provenance(bundle).items() if k != "name"})
-    result["session_id"] = audit_store.new_session_id()
+    result.provenance["model"].update({k: v for k, v in provenance(bundle).items() if k != "name"})
+    result.session_id = audit_store.new_session_id()
     written = export(result, out) if out is not None else None  # a report that fails leaves no session
     try:
-        audit_store.save_session(result, result["session_id"], rerun_of=rerun_of)
+        audit_store.save_session(result.to_dict(), result.session_id, rerun_of=rerun_of)
     except Exception:
         if written is not None:
             written.unlink(missing_ok=True)
@@ -77,23 +77,19 @@ def run(options: AuditOptions, out: str | Path | None = None, bundle: ModelBundl
     return result
 
 
-def options_of(result: dict) -> AuditOptions:
-    return AuditOptions(**result["options"])
-
-
-def recorded_precision(result: dict) -> str | None:
+def recorded_precision(result: AuditResult) -> str | None:
     """The precision a session's model ran in; sessions saved before it was recorded ran in the exact mode."""
-    return result["provenance"]["model"].get("precision")
+    return result.provenance["model"].get("precision")
 
 
 def rerun(session_id: str, out: str | Path | None = None, bundle: ModelBundle | None = None,
-          progress: bool = True, device: str | None = None) -> tuple[dict, list[str]]:
+          progress: bool = True, device: str | None = None) -> tuple[AuditResult, list[str]]:
     """Run a saved session again from its recorded options; returns (new result, differences).
 
     Without a bundle the recorded model is loaded in the recorded precision. The dataset file, the
     model weights and the precision must be the ones recorded, or the numbers could not match."""
-    saved = audit_store.load_session(session_id)
-    options = options_of(saved)
+    saved = show(session_id)
+    options = saved.options
     if bundle is None:
         try:
             bundle = load_bundle(options.model, device, recorded_precision(saved) or EXACT)
@@ -102,12 +98,12 @@ def rerun(session_id: str, out: str | Path | None = None, bundle: ModelBundle | 
                 raise
             # e.g. an fp16 session made on a GPU, re-run on a CPU: run exact and say the precision differs
             bundle = load_bundle(options.model, device, EXACT)
-    fresh = run(options, out, bundle, progress, rerun_of=saved["session_id"])
+    fresh = run(options, out, bundle, progress, rerun_of=saved.session_id)
     problems = []
-    for what, old, new in (("dataset file", saved["provenance"]["dataset"]["file_sha256"],
-                            fresh["provenance"]["dataset"]["file_sha256"]),
-                           ("model weights", saved["provenance"]["model"]["fingerprint"],
-                            fresh["provenance"]["model"]["fingerprint"])):
+    for what, old, new in (("dataset file", saved.provenance["dataset"]["file_sha256"],
+                            fresh.provenance["dataset"]["file_sha256"]),
+                           ("model weights", saved.provenance["model"]["fingerprint"],
+                            fresh.provenance["model"]["fingerprint"])):
         if old != new:
             problems.append(f"the {what} changed since the session was saved ({old[:12]} then {new[:12]})")
     was = recorded_precision(saved)
@@ -117,49 +113,50 @@ def rerun(session_id: str, out: str | Path | None = None, bundle: ModelBundle | 
     return fresh, problems + compare_results(saved, fresh)
 
 
-def diff(session_a: str, session_b: str) -> dict:
+def _focus_categories(result: AuditResult, rows: list) -> np.ndarray:
+    """The category of label set A of each image's top-1 class, for the given rows of the session."""
+    category = {c["name"]: c["category"] for c in result.labelsets["A"]["classes"]}
+    index = {r: i for i, r in enumerate(result.per_image["row"])}
+    top = result.per_image["top1_a"]
+    return np.array([category[top[index[r]]] for r in rows], dtype=object)
+
+
+def diff(session_a: str, session_b: str) -> SessionDiff:
     """Two sessions over the same dataset rows: where each group's images moved between their label
     sets (or models), with McNemar tests and bootstrap intervals, on the focus categories of A."""
-    a, b = audit_store.load_session(session_a), audit_store.load_session(session_b)
-    if a["provenance"]["dataset"]["file_sha256"] != b["provenance"]["dataset"]["file_sha256"]:
-        raise CliplabError(f"Sessions {a['session_id']} and {b['session_id']} audited different dataset files; "
+    a, b = show(session_a), show(session_b)
+    if a.provenance["dataset"]["file_sha256"] != b.provenance["dataset"]["file_sha256"]:
+        raise CliplabError(f"Sessions {a.session_id} and {b.session_id} audited different dataset files; "
                            f"a paired comparison needs the same images.")
-    rows_a, rows_b = a["per_image"]["row"], b["per_image"]["row"]
-    common = sorted(set(rows_a) & set(rows_b))
+    common = sorted(set(a.per_image["row"]) & set(b.per_image["row"]))
     if not common:
-        raise CliplabError(f"Sessions {a['session_id']} and {b['session_id']} share no images (different "
+        raise CliplabError(f"Sessions {a.session_id} and {b.session_id} share no images (different "
                            f"samples); re-run one with the other's --sample and --seed.")
-    index_a = {r: i for i, r in enumerate(rows_a)}
-    index_b = {r: i for i, r in enumerate(rows_b)}
-    ia, ib = [index_a[r] for r in common], [index_b[r] for r in common]
-    category_a = {c["name"]: c["category"] for c in a["labelsets"]["A"]["classes"]}
-    category_b = {c["name"]: c["category"] for c in b["labelsets"]["A"]["classes"]}
-    top_a = np.array(a["per_image"]["top1_a"], dtype=object)[ia]
-    top_b = np.array(b["per_image"]["top1_a"], dtype=object)[ib]
-    cat_a = np.array([category_a[t] for t in top_a], dtype=object)
-    cat_b = np.array([category_b[t] for t in top_b], dtype=object)
-    focus = a["labelsets"]["A"]["focus"]
+    focus = a.labelsets["A"]["focus"]
     if not focus:
-        raise CliplabError(f"Session {a['session_id']}'s label set names no focus categories to compare.")
-    groups = {k: np.array(v, dtype=object)[ia] for k, v in a["per_image"]["groups"].items()}
-    seed, n_boot = a["options"]["seed"], a["options"]["n_boot"]
-    tables: dict[str, list[dict]] = {"label_set_diff": [], "transitions": []}
+        raise CliplabError(f"Session {a.session_id}'s label set names no focus categories to compare.")
+    cat_a, cat_b = _focus_categories(a, common), _focus_categories(b, common)
+    index_a = {r: i for i, r in enumerate(a.per_image["row"])}
+    ia = [index_a[r] for r in common]
+    groups = {k: np.array(v, dtype=object)[ia] for k, v in a.per_image["groups"].items()}
     in_a, in_b = np.isin(cat_a, focus), np.isin(cat_b, focus)
-    for name, (labels, order) in measures.groupings(groups, {}, intersections=False).items():
-        tables["label_set_diff"] += measures.label_set_diff(in_a, in_b, labels, order, n_boot, seed, name)
-        tables["transitions"] += measures.transitions(cat_a, cat_b, labels, order, name)
-    return {"a": a["session_id"], "b": b["session_id"], "images": len(common), "focus": focus,
-            "label_sets": [a["provenance"]["label_sets"]["A"], b["provenance"]["label_sets"]["A"]],
-            "models": [a["provenance"]["model"]["fingerprint"], b["provenance"]["model"]["fingerprint"]],
-            "tables": tables}
+    changes, moves = [], []
+    for partition in measures.groupings(groups, {}, intersections=False).values():
+        changes += measures.label_set_diff(in_a, in_b, partition, a.options.n_boot, a.options.seed)
+        moves += measures.transitions(cat_a, cat_b, partition)
+    return SessionDiff(a=a.session_id, b=b.session_id, images=len(common), focus=list(focus),
+                       label_sets=[a.provenance["label_sets"]["A"], b.provenance["label_sets"]["A"]],
+                       models=[a.provenance["model"]["fingerprint"], b.provenance["model"]["fingerprint"]],
+                       label_set_diff=changes, transitions=moves)
 
 
 def list_sessions() -> list[dict]:
     return audit_store.list_sessions()
 
 
-def show(session_id: str) -> dict:
-    return audit_store.load_session(session_id)
+def show(session_id: str) -> AuditResult:
+    """A saved session (a unique prefix of its id is enough), also one saved by the previous build."""
+    return AuditResult.from_dict(audit_store.load_session(session_id))
 
 
 # -- the Audit tab's form and tables --------------------------------------------------------------
@@ -205,16 +202,15 @@ def make_options(dataset: str, labels_text: str, shipped: str, add_child: bool, 
                         n_boot=int(bootstrap))
 
 
-def shares_frame(result: dict, label_set: str = "A") -> pd.DataFrame:
+def shares_frame(result: AuditResult, label_set: str = "A") -> pd.DataFrame:
     """Category shares per group (tables 6-7 of the paper) as a readable table."""
-    rows = [r for r in result["tables"].get("category_shares", []) if r.get("label_set", "A") == label_set]
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame([r.to_dict() for r in result.tables.category_shares if r.label_set == label_set])
     keep = [c for c in ("grouping", "group", "category", "count", "n", "share", "low", "high") if c in frame]
     return frame[keep].round(4) if keep else frame
 
 
-def table_frame(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows)
+def table_frame(rows: list[Cell]) -> pd.DataFrame:
+    frame = pd.DataFrame([r.to_dict() for r in rows])
     return frame.round(4) if not frame.empty else frame
 
 
@@ -236,13 +232,13 @@ DIFF_COLUMNS = {"grouping": "grouping", "group": "group", "n": "images", "share_
 TESTS = {"mcnemar-exact": "McNemar (exact)", "mcnemar-chi2-cc": "McNemar (χ², continuity-corrected)", "mcnemar-none": "none (no image changed)"}
 
 
-def summary_lines(result: dict) -> list[str]:
+def summary_lines(result: AuditResult) -> list[str]:
     """The session's headline for a page: the demo caveat first, then the findings, then the
     small-cell warnings the CLI prints (their count and the first few)."""
-    model = (result.get("provenance", {}).get("model") or {}).get("name")
+    model = (result.provenance.get("model") or {}).get("name")
     lines = [f"**{DEMO_CAVEAT}**"] if model == "demo" else []
-    lines += list(result.get("headline") or [])
-    warnings = list(result.get("warnings") or [])
+    lines += result.headline
+    warnings = result.warnings
     if warnings:
         lines.append(f"{len(warnings)} small-cell warning(s): groups this small give wide intervals.")
         lines += [f"warning: {w}" for w in warnings[:SHOWN_WARNINGS]]
@@ -251,7 +247,7 @@ def summary_lines(result: dict) -> list[str]:
     return lines
 
 
-def diff_frame(rows: list[dict]) -> pd.DataFrame:
+def diff_frame(rows: list[LabelSetChange]) -> pd.DataFrame:
     """The label-set diff table with readable column names and test names."""
     frame = table_frame(rows)
     if frame.empty:

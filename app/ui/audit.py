@@ -17,14 +17,85 @@ from cliplab.app.ui.common import UserError, error_box, wire
 CURRENT = "the current model"
 
 
-def report_frame(result: dict) -> str:
+def report_frame(result: service.AuditResult) -> str:
     """The audit's self-contained HTML report in an iframe, so its styles stay out of the app."""
     return (f'<iframe title="audit report" style="width:100%;height:900px;border:1px solid #ddd" '
             f'srcdoc="{html.escape(service.render_html(result), quote=True)}"></iframe>')
 
 
-def headline_text(result: dict) -> str:
+def headline_text(result: service.AuditResult) -> str:
     return "\n".join(f"- {line}" for line in service.summary_lines(result))
+
+
+def session_choices(newest: str | None = None, keep: tuple[str | None, str | None] = (None, None)) -> tuple:
+    """The table and both dropdowns; the dropdowns keep what the person picked unless a new session
+    was just saved (then it becomes the first one)."""
+    ids = [s["id"] for s in service.list_sessions()]
+    a, b = keep
+    a = newest or (a if a in ids else (ids[0] if ids else None))
+    b = b if b in ids else next((i for i in ids if i != a), None)
+    return service.sessions_frame(), gr.update(choices=ids, value=a), gr.update(choices=ids, value=b)
+
+
+def start_audit(state: AppState, data: str, spl: str, n: float | None, sd: float | None, cols: str, chosen: str,
+                temps: str, child: bool, shipped_name: str, yaml_text: str) -> tuple[str, None]:
+    """Start the audit of the form as a background job (the poll shows its result)."""
+    name = state.model_name if chosen == CURRENT else chosen
+    options = service.make_options(data, yaml_text, shipped_name, child, spl, n, sd, cols, temps, name)
+    bundle = state.bundle if chosen == CURRENT else None
+    job = state.jobs.start("audit", f"audit of {Path(options.dataset).name}",
+                           lambda job: service.run(options, bundle=bundle, progress=False))
+    return f"Running the audit ({job.title})…", None
+
+
+NOTHING = (gr.update(),) * 8  # progress, headline, shares, report, shown job, sessions, first, second
+
+
+def poll(state: AppState, shown: str | None, a: str | None, b: str | None, known: list[str]) -> tuple:
+    """Only news changes the page: a job that finished since the page last showed one, or sessions
+    saved elsewhere (the CLI), which join the lists with the person's choices kept. A poll with no
+    news leaves everything, the session dropdowns above all, as the person set it."""
+    job = state.jobs.latest("audit")
+    ids = [s["id"] for s in service.list_sessions()]
+    if job is None or job.id == shown:
+        if ids == known:
+            return (*NOTHING, known)
+        return (*NOTHING[:5], *session_choices(None, (a, b)), ids)
+    if job.state == "running":
+        return (f"Running: {job.title}…", *NOTHING[1:], known)
+    if job.state == "failed":
+        return (f"**The audit failed:** {job.error}", *NOTHING[1:4], job.id, *NOTHING[5:], known)
+    result = job.result
+    return (f"Session **{result.session_id}** saved ({job.title}).", headline_text(result),
+            service.shares_frame(result), report_frame(result), job.id,
+            *session_choices(result.session_id, (a, b)), ids)
+
+
+def do_show(session_id: str | None) -> tuple:
+    if not session_id:
+        raise UserError("Pick a saved session first.")
+    result = service.show(session_id)
+    return (f"Showing session **{session_id}**.", headline_text(result), service.shares_frame(result),
+            report_frame(result))
+
+
+def do_diff(a: str | None, b: str | None):
+    if not a or not b:
+        raise UserError("Pick two saved sessions to compare.")
+    if a == b:
+        raise UserError("Pick two different sessions to compare.")
+    return service.diff_frame(service.diff(a, b).label_set_diff)
+
+
+def do_export(session_id: str | None) -> str:
+    if not session_id:
+        raise UserError("Pick a saved session to export.")
+    out = Path(tempfile.mkdtemp(prefix="cliplab-audit-")) / f"audit-{session_id}.html"
+    return str(service.export(service.show(session_id), out))
+
+
+def model_choices() -> dict:
+    return gr.update(choices=[CURRENT, *(r["name"] for r in models.list_models() if r["downloaded"])])
 
 
 def build(state: AppState) -> None:
@@ -70,79 +141,23 @@ def build(state: AppState) -> None:
                                   elem_id="audit-diff-table", max_height=400)
         exported = gr.File(label="Report", interactive=False, elem_id="audit-exported")
     shown_job = gr.State(None)  # id of the finished job whose session is on the page
-
-    def session_choices(newest: str | None = None, keep: tuple[str | None, str | None] = (None, None)):
-        """The table and both dropdowns; the dropdowns keep what the person picked unless a new session
-        was just saved (then it becomes the first one)."""
-        ids = [s["id"] for s in service.list_sessions()]
-        a, b = keep
-        a = newest or (a if a in ids else (ids[0] if ids else None))
-        b = b if b in ids else next((i for i in ids if i != a), None)
-        return service.sessions_frame(), gr.update(choices=ids, value=a), gr.update(choices=ids, value=b)
-
     def start(data, spl, n, sd, cols, chosen, temps, child, shipped_name, yaml_text):
-        name = state.model_name if chosen == CURRENT else chosen
-        options = service.make_options(data, yaml_text, shipped_name, child, spl, n, sd, cols, temps, name)
-        bundle = state.bundle if chosen == CURRENT else None
-        job = state.jobs.start("audit", f"audit of {Path(options.dataset).name}",
-                               lambda job: service.run(options, bundle=bundle, progress=False))
-        return f"Running the audit ({job.title})…", None
+        return start_audit(state, data, spl, n, sd, cols, chosen, temps, child, shipped_name, yaml_text)
 
-    nothing = (gr.update(),) * 8
-
-    def poll(shown, a, b, known):
-        """Only news changes the page: a job that finished since the page last showed one, or sessions
-        saved elsewhere (the CLI), which join the lists with the person's choices kept. A poll with no
-        news leaves everything, the session dropdowns above all, as the person set it."""
-        job = state.jobs.latest("audit")
-        ids = [s["id"] for s in service.list_sessions()]
-        if job is None or job.id == shown:
-            if ids == known:
-                return (*nothing, known)
-            return (*nothing[:5], *session_choices(None, (a, b)), ids)
-        if job.state == "running":
-            return (f"Running: {job.title}…", *nothing[1:], known)
-        if job.state == "failed":
-            return (f"**The audit failed:** {job.error}", *nothing[1:4], job.id, *nothing[5:], known)
-        result = job.result
-        return (f"Session **{result['session_id']}** saved ({job.title}).", headline_text(result),
-                service.shares_frame(result), report_frame(result), job.id,
-                *session_choices(result["session_id"], (a, b)), ids)
+    def poll_page(shown, a, b, known):
+        return poll(state, shown, a, b, known)
 
     wire(run.click, start, [dataset, split, sample, seed, columns, model, templates, add_child, shipped, editor],
          [progress, shown_job], run_errors, keep=(1,))
     known_sessions = gr.State([])  # the session ids the dropdowns were last given
-    gr.Timer(2.0).tick(poll, [shown_job, first, second, known_sessions],
+    gr.Timer(2.0).tick(poll_page, [shown_job, first, second, known_sessions],
                        [progress, headline, shares, report, shown_job, sessions, first, second, known_sessions],
                        show_progress="hidden")
     wire(shipped.change, service.shipped_text, shipped, editor, run_errors, keep=(0,))
 
-    def do_show(session_id):
-        if not session_id:
-            raise UserError("Pick a saved session first.")
-        result = service.show(session_id)
-        return (f"Showing session **{session_id}**.", headline_text(result), service.shares_frame(result),
-                report_frame(result))
-
-    def do_diff(a, b):
-        if not a or not b:
-            raise UserError("Pick two saved sessions to compare.")
-        if a == b:
-            raise UserError("Pick two different sessions to compare.")
-        return service.diff_frame(service.diff(a, b)["tables"]["label_set_diff"])
-
-    def do_export(session_id):
-        if not session_id:
-            raise UserError("Pick a saved session to export.")
-        out = Path(tempfile.mkdtemp(prefix="cliplab-audit-")) / f"audit-{session_id}.html"
-        return str(service.export(service.show(session_id), out))
-
     wire(show.click, do_show, first, [shown_session, headline, shares, report], session_errors)
     wire(diff.click, do_diff, [first, second], diff_table, session_errors)
     wire(export.click, do_export, first, exported, session_errors)
-
-    def model_choices():
-        return gr.update(choices=[CURRENT, *(r["name"] for r in models.list_models() if r["downloaded"])])
 
     gr.on(triggers=None, fn=lambda: (model_choices(), *session_choices()), inputs=None,
           outputs=[model, sessions, first, second])

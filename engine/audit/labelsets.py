@@ -64,6 +64,41 @@ def _prompts(value, name: str, where: str) -> tuple[str, ...]:
     return tuple(p.format(name) if "{}" in p else p for p in prompts)
 
 
+def _category(entry: dict, name: str, source: str) -> str:
+    """The one category a class counts toward (a one-item list is accepted)."""
+    category = entry.get("category")
+    if isinstance(category, list):
+        if len(category) != 1:
+            raise CliplabError(f"{source}: label {name!r} is given {len(category)} categories "
+                               f"({', '.join(map(str, category))}); each label counts toward exactly one.")
+        category = category[0]
+    if not category:
+        raise CliplabError(f"{source}: label {name!r} has no category; give each class a 'category'.")
+    return str(category)
+
+
+def _parse_class(entry, number: int, source: str, declared: dict, seen: dict[str, str]) -> LabelClass:
+    """One entry of 'classes' (a name, or a mapping with name, category and prompts), checked against
+    the classes before it (seen: name -> category) and the declared categories."""
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    name = str(entry.get("name", "")).strip() if isinstance(entry, dict) else ""
+    if not name:
+        raise CliplabError(f"{source}: class number {number} has no name.")
+    category = _category(entry, name, source)
+    if name in seen:
+        if seen[name] != category:
+            raise CliplabError(f"{source}: label {name!r} is in two categories ({seen[name]!r} and "
+                               f"{category!r}); each label counts toward exactly one category.")
+        raise CliplabError(f"{source}: label {name!r} is listed twice; list each class once (give several "
+                           f"prompts in its 'prompts' list instead).")
+    if declared and category not in declared:
+        raise CliplabError(f"{source}: label {name!r} has category {category!r}, which is not among the "
+                           f"declared categories ({', '.join(declared)}).")
+    seen[name] = category
+    return LabelClass(name, category, _prompts(entry.get("prompts"), name, source))
+
+
 def parse_labelset(data: dict, source: str = "label set") -> LabelSet:
     """Validate a label-set mapping; every problem is a CliplabError naming the class at fault."""
     if not isinstance(data, dict):
@@ -75,34 +110,8 @@ def parse_labelset(data: dict, source: str = "label set") -> LabelSet:
     declared = data.get("categories") or {}
     if isinstance(declared, list):
         declared = {c: "" for c in declared}
-    classes: list[LabelClass] = []
     seen: dict[str, str] = {}
-    for i, entry in enumerate(entries):
-        if isinstance(entry, str):
-            entry = {"name": entry}
-        name = str(entry.get("name", "")).strip() if isinstance(entry, dict) else ""
-        if not name:
-            raise CliplabError(f"{source}: class number {i + 1} has no name.")
-        category = entry.get("category")
-        if isinstance(category, list):
-            if len(category) != 1:
-                raise CliplabError(f"{source}: label {name!r} is given {len(category)} categories "
-                                   f"({', '.join(map(str, category))}); each label counts toward exactly one.")
-            category = category[0]
-        if not category:
-            raise CliplabError(f"{source}: label {name!r} has no category; give each class a 'category'.")
-        category = str(category)
-        if name in seen:
-            if seen[name] != category:
-                raise CliplabError(f"{source}: label {name!r} is in two categories ({seen[name]!r} and "
-                                   f"{category!r}); each label counts toward exactly one category.")
-            raise CliplabError(f"{source}: label {name!r} is listed twice; list each class once (give several "
-                               f"prompts in its 'prompts' list instead).")
-        if declared and category not in declared:
-            raise CliplabError(f"{source}: label {name!r} has category {category!r}, which is not among the "
-                               f"declared categories ({', '.join(declared)}).")
-        seen[name] = category
-        classes.append(LabelClass(name, category, _prompts(entry.get("prompts"), name, source)))
+    classes = [_parse_class(entry, i + 1, source, declared, seen) for i, entry in enumerate(entries)]
     if len(classes) < 2:
         raise CliplabError(f"{source}: a label set needs at least two classes to choose between.")
     categories = {c: str(declared.get(c) or "") for c in declared} if declared else {}

@@ -1,17 +1,14 @@
 """Run an audit end to end: dataset -> image features -> probabilities -> measurements, with provenance.
 
-The result is one JSON-ready dict (NaN written as null). Everything needed to re-run it is in
-result["options"] (the label sets travel in full, not by name), and result["provenance"] says
-which weights, which file, which rows, which methods and when.
+The result is an AuditResult (engine.audit.results). Everything needed to re-run it is in its
+options (the label sets travel in full, not by name), and its provenance says which weights, which
+file, which rows, which methods and when.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import math
 import platform
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -20,44 +17,25 @@ from cliplab.engine.audit import measures, stats
 from cliplab.engine.audit.datasets import AuditDataset, load_dataset
 from cliplab.engine.audit.labelsets import LabelSet, load_labelset, parse_labelset, with_added, with_template
 from cliplab.engine.audit.reference import reference
+from cliplab.engine.audit.results import (
+    PAPER_THRESHOLDS,
+    SWEEP,
+    AccuracyCell,
+    AuditOptions,
+    AuditResult,
+    Grouping,
+    Measurements,
+    Partition,
+    ShareCell,
+    Tables,
+    audit_groupings,
+    cliplab_version,
+)
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.features import encode_images, model_fingerprint
 
-PAPER_THRESHOLDS = (0.005, 0.04)  # 0.5% and 4%, as the paper's threshold experiment
-SWEEP = (0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
-RACE_BINARY = "race (White / Non-White)"  # the paper's tables 3-4 grouping, derived for FairFace
-
-
-@dataclass
-class AuditOptions:
-    """Everything a run depends on besides the files themselves; saved with the session."""
-
-    dataset: str
-    labels: str | dict = "paper"  # a shipped name, a file, or a full label-set mapping
-    add: list[str] = field(default_factory=list)  # classes for label set B (e.g. ['child'])
-    split: str = "val"
-    sample: int | None = None
-    seed: int = 0
-    model: str = "demo"
-    group_columns: list[str] | None = None
-    templates: list[str] = field(default_factory=list)  # prompt-sensitivity variants ('{}' templates)
-    thresholds: list[float] = field(default_factory=lambda: list(PAPER_THRESHOLDS))
-    sweep: list[float] = field(default_factory=lambda: list(SWEEP))
-    min_count: int = 5  # threshold association: labels given to fewer images are not tested
-    probe_folds: int = 3  # 0 skips the linear probe
-    n_boot: int = 1000
-    service_test_only: bool = False
-    padding: str | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def cliplab_version() -> str:
-    try:
-        return importlib.metadata.version("cliplab")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+__all__ = ["PAPER_THRESHOLDS", "SWEEP", "AuditOptions", "AuditResult", "compare_results", "measure",
+           "resolve_labelsets", "run_audit"]
 
 
 def resolve_labelsets(options: AuditOptions) -> tuple[LabelSet, LabelSet | None]:
@@ -74,19 +52,6 @@ def resolve_templates(entries: list[str]) -> list[str]:
     for entry in entries:
         out += [entry] if "{}" in entry else load_templates(entry)
     return list(dict.fromkeys(out))
-
-
-def clean(value):
-    """JSON-ready: numpy scalars to Python, NaN/inf to None, tuples to lists."""
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,18 +121,19 @@ def _combined(labelset: LabelSet) -> dict[str, list[str]]:
     return {" + ".join(labelset.focus): list(labelset.focus)} if len(labelset.focus) > 1 else {}
 
 
-def shares_table(probs: np.ndarray, labelset: LabelSet, groups: dict, tag: str) -> list[dict]:
+def shares_table(probs: np.ndarray, labelset: LabelSet, groups: dict[Grouping, Partition], tag: str) -> list[ShareCell]:
     _, categories = _top1(probs, labelset)
     rows = []
-    for name, (labels, order) in groups.items():
-        for row in measures.category_shares(categories, labels, order, list(labelset.categories),
-                                            _combined(labelset), grouping=name):
-            rows.append({"label_set": tag, **row})
+    for partition in groups.values():
+        for row in measures.category_shares(categories, partition, list(labelset.categories), _combined(labelset)):
+            row.label_set = tag
+            rows.append(row)
     return rows
 
 
 def attribute_accuracy(features: np.ndarray, zero_shot: dict[str, np.ndarray], dataset: AuditDataset,
-                       groups: dict, probe_folds: int, seed: int) -> tuple[list[dict], list[str]]:
+                       groups: dict[Grouping, Partition], probe_folds: int,
+                       seed: int) -> tuple[list[AccuracyCell], list[str]]:
     """Accuracy of classifying each group column, zero-shot and by a cross-fitted linear probe."""
     rows, notes = [], []
     predictions = {("zero-shot", a): p for a, p in zero_shot.items()}
@@ -179,98 +145,151 @@ def attribute_accuracy(features: np.ndarray, zero_shot: dict[str, np.ndarray], d
                 continue
             predictions[("linear probe", attribute)] = measures.crossfit_probe(features, truth, probe_folds, seed)
     for (method, attribute), predicted in predictions.items():
-        for name, (labels, order) in groups.items():
-            for row in measures.accuracy_by_group(predicted, dataset.groups[attribute], labels, order, name):
-                rows.append({"method": method, "attribute": attribute, **row})
+        for partition in groups.values():
+            rows += measures.accuracy_by_group(predicted, dataset.groups[attribute], partition, method, attribute)
     return rows, notes
 
 
-def _groupings(dataset: AuditDataset) -> dict:
-    groups = measures.groupings(dataset.groups, dataset.values)
-    if dataset.kind == "fairface" and "race" in dataset.groups:
-        binary = np.where(dataset.groups["race"] == "White", "White", "Non-White").astype(object)
-        groups[RACE_BINARY] = (binary, [v for v in ("White", "Non-White") if v in set(binary)])
-    return groups
+def _groupings(dataset: AuditDataset) -> dict[Grouping, Partition]:
+    return audit_groupings(dataset.groups, dataset.values, dataset.kind)
+
+
+def _singles(groups: dict[Grouping, Partition]) -> dict[Grouping, Partition]:
+    """The whole sample and each group column, without intersections or derived groupings."""
+    return {g: p for g, p in groups.items() if g.is_all or (len(g.columns) == 1 and not g.derived)}
+
+
+def _label_set_tables(tables: Tables, probs_a: np.ndarray, labelset_a: LabelSet, probs_b: np.ndarray,
+                      labelset_b: LabelSet, singles: dict[Grouping, Partition], options: AuditOptions) -> None:
+    """Label set A against B on the same images: the focus share per group, and where images moved."""
+    _, cat_a = _top1(probs_a, labelset_a)
+    class_b, cat_b = _top1(probs_b, labelset_b)
+    new = set(labelset_b.classnames) - set(labelset_a.classnames)
+    to_b = np.where(np.isin(class_b, list(new)), class_b, cat_b)
+    focus_a, focus_b = np.isin(cat_a, labelset_a.focus), np.isin(cat_b, labelset_a.focus)
+    tables.label_set_diff, tables.transitions = [], []
+    for partition in singles.values():
+        tables.label_set_diff += measures.label_set_diff(focus_a, focus_b, partition, options.n_boot, options.seed)
+        tables.transitions += measures.transitions(cat_a, to_b, partition)
+
+
+def _threshold_tables(tables: Tables, probs_a: np.ndarray, labelset_a: LabelSet,
+                      singles: dict[Grouping, Partition], options: AuditOptions) -> dict[str, list[str]]:
+    """Figure 18's association tests at each threshold, and the sweep; returns the labels left out."""
+    filtered = {}
+    for grouping, partition in singles.items():
+        if grouping.is_all or len(partition.groups) < 2:
+            continue
+        for threshold in options.thresholds:
+            rows, left_out = measures.threshold_association(
+                probs_a, labelset_a.classnames, labelset_a.class_categories, partition, threshold, options.min_count)
+            tables.threshold_association += rows
+            filtered[f"{grouping.name} @ {threshold:g}"] = left_out
+    for partition in singles.values():
+        tables.threshold_sweep += measures.threshold_sweep(probs_a, labelset_a.class_categories, partition,
+                                                           options.sweep, list(labelset_a.categories))
+    return filtered
+
+
+def _accuracy_tables(tables: Tables, features: np.ndarray, zero_shot: dict[str, np.ndarray], dataset: AuditDataset,
+                     groups: dict[Grouping, Partition], options: AuditOptions) -> list[str]:
+    """Tables 3-5: classifying the group columns, and the gaps between groups; returns notes."""
+    tables.attribute_accuracy, notes = attribute_accuracy(features, zero_shot, dataset, groups, options.probe_folds,
+                                                          options.seed)
+    tables.accuracy_disparities = []
+    for method in ("zero-shot", "linear probe"):
+        for attribute in dataset.groups:
+            rows = [r for r in tables.attribute_accuracy if r.method == method and r.attribute == attribute]
+            for row in measures.disparities(rows, value="accuracy"):
+                row.method, row.attribute = method, attribute
+                tables.accuracy_disparities.append(row)
+    return notes
 
 
 def measure(probs_a: np.ndarray, labelset_a: LabelSet, dataset: AuditDataset, options: AuditOptions,
             probs_b: np.ndarray | None = None, labelset_b: LabelSet | None = None,
             variant_probs: dict[str, np.ndarray] | None = None, features: np.ndarray | None = None,
-            zero_shot: dict[str, np.ndarray] | None = None) -> dict:
+            zero_shot: dict[str, np.ndarray] | None = None) -> Measurements:
     """Every table of an audit from the probabilities (and, for the probe, the features)."""
     groups = _groupings(dataset)
-    singles = {k: v for k, v in groups.items() if k == measures.ALL or k in dataset.groups}
-    tables: dict[str, list[dict]] = {}
+    singles = _singles(groups)
+    tables = Tables(category_shares=shares_table(probs_a, labelset_a, groups, "A"))
     notes: list[str] = []
-    warnings: list[str] = []
-
-    tables["category_shares"] = shares_table(probs_a, labelset_a, groups, "A")
     if probs_b is not None:
-        tables["category_shares"] += shares_table(probs_b, labelset_b, groups, "B")
-    tables["disparities"] = [{"label_set": tag, **row} for tag in ("A", "B")
-                             for row in measures.disparities([r for r in tables["category_shares"]
-                                                              if r["label_set"] == tag])]
-    warnings += measures.small_cell_warnings([r for r in tables["category_shares"] if r["label_set"] == "A"],
-                                             "category shares")
-
-    if probs_b is not None:
-        if labelset_a.focus:
-            _, cat_a = _top1(probs_a, labelset_a)
-            class_b, cat_b = _top1(probs_b, labelset_b)
-            new = set(labelset_b.classnames) - set(labelset_a.classnames)
-            to_b = np.where(np.isin(class_b, list(new)), class_b, cat_b)
-            focus_a, focus_b = np.isin(cat_a, labelset_a.focus), np.isin(cat_b, labelset_a.focus)
-            tables["label_set_diff"], tables["transitions"] = [], []
-            for name, (labels, order) in singles.items():
-                tables["label_set_diff"] += measures.label_set_diff(focus_a, focus_b, labels, order,
-                                                                    options.n_boot, options.seed, name)
-                tables["transitions"] += measures.transitions(cat_a, to_b, labels, order, name)
-        else:
-            notes.append("label-set diff skipped: label set A names no focus categories.")
-
-    tables["threshold_association"], tables["threshold_sweep"] = [], []
-    filtered = {}
-    for name, (labels, order) in singles.items():
-        if name == measures.ALL or len(order) < 2:
-            continue
-        for threshold in options.thresholds:
-            rows, left_out = measures.threshold_association(
-                probs_a, labelset_a.classnames, labelset_a.class_categories, labels, order, threshold,
-                options.min_count, name)
-            tables["threshold_association"] += rows
-            filtered[f"{name} @ {threshold:g}"] = left_out
-    for name, (labels, order) in singles.items():
-        tables["threshold_sweep"] += measures.threshold_sweep(probs_a, labelset_a.class_categories, labels, order,
-                                                              options.sweep, list(labelset_a.categories), name)
-
+        tables.category_shares += shares_table(probs_b, labelset_b, groups, "B")
+    for tag in ("A", "B"):
+        for row in measures.disparities([r for r in tables.category_shares if r.label_set == tag]):
+            row.label_set = tag
+            tables.disparities.append(row)
+    warnings = measures.small_cell_warnings([r for r in tables.category_shares if r.label_set == "A"],
+                                            "category shares")
+    if probs_b is not None and labelset_a.focus:
+        _label_set_tables(tables, probs_a, labelset_a, probs_b, labelset_b, singles, options)
+    elif probs_b is not None:
+        notes.append("label-set diff skipped: label set A names no focus categories.")
+    filtered = _threshold_tables(tables, probs_a, labelset_a, singles, options)
     if variant_probs:
-        shares = {variant: shares_table(p, labelset_a, singles, "A") for variant, p in variant_probs.items()}
-        tables["prompt_sensitivity"] = measures.prompt_spread(shares)
-
+        tables.prompt_sensitivity = measures.prompt_spread(
+            {variant: shares_table(p, labelset_a, singles, "A") for variant, p in variant_probs.items()})
     if features is not None:
-        tables["attribute_accuracy"], probe_notes = attribute_accuracy(
-            features, zero_shot or {}, dataset, groups, options.probe_folds, options.seed)
-        notes += probe_notes
-        tables["accuracy_disparities"] = [
-            {"method": m, "attribute": a, **row}
-            for m in ("zero-shot", "linear probe") for a in dataset.groups
-            for row in measures.disparities([r for r in tables["attribute_accuracy"]
-                                             if r["method"] == m and r["attribute"] == a], value="accuracy")]
-    return {"tables": tables, "notes": notes, "warnings": warnings, "filtered_labels": filtered}
+        notes += _accuracy_tables(tables, features, zero_shot or {}, dataset, groups, options)
+    return Measurements(tables=tables, groupings={g: p.groups for g, p in groups.items()}, notes=notes,
+                        warnings=warnings, filtered_labels=filtered)
 
 
 # ---------------------------------------------------------------------------------------------
 # the whole run
 
 
-def run_audit(options: AuditOptions, loaded: tuple | None = None, progress: bool = True) -> dict:
+def _check_thresholds(options: AuditOptions) -> None:
+    for threshold in [*options.thresholds, *options.sweep]:
+        if not 0 < threshold < 1:
+            raise CliplabError(f"Thresholds are probabilities between 0 and 1 (0.04 for 4%), not {threshold}.")
+
+
+def _zero_shot(model, tokenizer, features: np.ndarray, labelset: LabelSet,
+               dataset: AuditDataset) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Each group column classified zero-shot with the label set's attribute prompts, where it has them."""
+    zero_shot, notes = {}, []
+    for column in dataset.groups:
+        prompts = labelset.attributes.get(column, {})
+        missing = [v for v in dataset.values[column] if v not in prompts]
+        if missing:
+            notes.append(f"zero-shot {column!r} skipped: the label set has no attribute prompts for "
+                         f"{', '.join(missing[:5])}.")
+            continue
+        values = list(prompts)
+        probs = prompt_probs(model, tokenizer, features, [prompts[v] for v in values])
+        zero_shot[column] = np.asarray(values, dtype=object)[probs.argmax(axis=1)]
+    return zero_shot, notes
+
+
+def _provenance(model, options: AuditOptions, dataset: AuditDataset, labelset_a: LabelSet,
+                labelset_b: LabelSet | None, templates: list[str], started: datetime) -> dict:
+    return {
+        "model": {"name": getattr(model, "name", options.model), "fingerprint": model_fingerprint(model),
+                  "config": _config_record(model)},
+        "dataset": dataset.provenance(),
+        "label_sets": {"A": labelset_a.name, "B": labelset_b.name if labelset_b else None},
+        "prompt_variants": templates,
+        "thresholds": list(options.thresholds), "sweep": list(options.sweep),
+        "min_count": options.min_count, "seed": options.seed, "bootstrap_resamples": options.n_boot,
+        "probe": f"logistic regression, {options.probe_folds}-fold cross-fitted on the audited sample, "
+                 f"C by the paper's search on a 20% split" if options.probe_folds else None,
+        "logit_scale": 100.0,
+        "methods": stats.METHODS,
+        "cliplab_version": cliplab_version(), "python": platform.python_version(),
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def run_audit(options: AuditOptions, loaded: tuple | None = None, progress: bool = True) -> AuditResult:
     """Validate inputs, load the model (or use loaded = (model, preprocess, tokenizer)), measure."""
     labelset_a, labelset_b = resolve_labelsets(options)
     templates = resolve_templates(options.templates)
     variants = {t: with_template(labelset_a, t) for t in templates}
-    for threshold in [*options.thresholds, *options.sweep]:
-        if not 0 < threshold < 1:
-            raise CliplabError(f"Thresholds are probabilities between 0 and 1 (0.04 for 4%), not {threshold}.")
+    _check_thresholds(options)
     dataset = load_dataset(options.dataset, options.split, options.sample, options.seed, options.group_columns,
                            **({"service_test_only": options.service_test_only, "padding": options.padding}
                               if options.service_test_only or options.padding else {}))
@@ -281,88 +300,63 @@ def run_audit(options: AuditOptions, loaded: tuple | None = None, progress: bool
     model, preprocess, tokenizer = loaded
     started = datetime.now(UTC)
     features = image_features(model, preprocess, dataset, progress)
-    probs_a = prompt_probs(model, tokenizer, features, [c.prompts for c in labelset_a.classes])
-    probs_b = (prompt_probs(model, tokenizer, features, [c.prompts for c in labelset_b.classes])
-               if labelset_b else None)
-    variant_probs = {t: prompt_probs(model, tokenizer, features, [c.prompts for c in ls.classes])
-                     for t, ls in variants.items()}
-    zero_shot, zs_notes = {}, []
-    for column in dataset.groups:
-        prompts = labelset_a.attributes.get(column, {})
-        missing = [v for v in dataset.values[column] if v not in prompts]
-        if missing:
-            zs_notes.append(f"zero-shot {column!r} skipped: the label set has no attribute prompts for "
-                            f"{', '.join(missing[:5])}.")
-            continue
-        values = list(prompts)
-        probs = prompt_probs(model, tokenizer, features, [prompts[v] for v in values])
-        zero_shot[column] = np.asarray(values, dtype=object)[probs.argmax(axis=1)]
-    result = measure(probs_a, labelset_a, dataset, options, probs_b, labelset_b, variant_probs or None,
-                     features, zero_shot)
-    result["notes"] = zs_notes + result["notes"]
-    top_a, _ = _top1(probs_a, labelset_a)
+
+    def probs_of(labelset: LabelSet) -> np.ndarray:
+        return prompt_probs(model, tokenizer, features, [c.prompts for c in labelset.classes])
+
+    probs_a = probs_of(labelset_a)
+    probs_b = probs_of(labelset_b) if labelset_b else None
+    variant_probs = {t: probs_of(ls) for t, ls in variants.items()}
+    zero_shot, zs_notes = _zero_shot(model, tokenizer, features, labelset_a, dataset)
+    measured = measure(probs_a, labelset_a, dataset, options, probs_b, labelset_b, variant_probs or None,
+                       features, zero_shot)
     per_image = {"row": dataset.rows.tolist(), "groups": {k: v.tolist() for k, v in dataset.groups.items()},
-                 "top1_a": top_a.tolist()}
+                 "top1_a": _top1(probs_a, labelset_a)[0].tolist()}
     if probs_b is not None:
         per_image["top1_b"] = _top1(probs_b, labelset_b)[0].tolist()
-    result.update(
-        options=options.to_dict() | {"labels": labelset_a.to_dict(), "add": list(options.add),
-                                     "templates": templates},
+    return AuditResult(
+        tables=measured.tables, groupings=measured.groupings, notes=zs_notes + measured.notes,
+        warnings=measured.warnings, filtered_labels=measured.filtered_labels,
+        options=AuditOptions(**options.to_dict() | {"labels": labelset_a.to_dict(), "add": list(options.add),
+                                                   "templates": templates}),
         labelsets={"A": labelset_a.to_dict(), "B": labelset_b.to_dict() if labelset_b else None},
-        provenance={
-            "model": {"name": getattr(model, "name", options.model), "fingerprint": model_fingerprint(model),
-                      "config": _config_record(model)},
-            "dataset": dataset.provenance(),
-            "label_sets": {"A": labelset_a.name, "B": labelset_b.name if labelset_b else None},
-            "prompt_variants": templates,
-            "thresholds": list(options.thresholds), "sweep": list(options.sweep),
-            "min_count": options.min_count, "seed": options.seed, "bootstrap_resamples": options.n_boot,
-            "probe": f"logistic regression, {options.probe_folds}-fold cross-fitted on the audited sample, "
-                     f"C by the paper's search on a 20% split" if options.probe_folds else None,
-            "logit_scale": 100.0,
-            "methods": stats.METHODS,
-            "cliplab_version": cliplab_version(), "python": platform.python_version(),
-            "started": started.isoformat(timespec="seconds"),
-            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        },
-        per_image=per_image,
-        headline=headline(result["tables"], labelset_a),
-        reference=reference(),
-    )
-    return clean(result)
+        provenance=_provenance(model, options, dataset, labelset_a, labelset_b, templates, started),
+        per_image=per_image, headline=headline(measured.tables, labelset_a), reference=reference())
 
 
-def headline(tables: dict, labelset: LabelSet) -> list[str]:
+def headline(tables: Tables, labelset: LabelSet) -> list[str]:
     """A few sentences for the terminal: overall shares of the focus categories and the widest gaps."""
     lines = []
-    for row in tables["category_shares"]:
-        if row["label_set"] == "A" and row["grouping"] == measures.ALL and row["category"] != "person":
-            lines.append(f"{row['category']}: {row['share']:.1%} of {row['n']} images "
-                         f"(95% CI {row['low']:.1%}-{row['high']:.1%})")
+    for row in tables.category_shares:
+        if row.label_set == "A" and row.grouping.is_all and row.category != "person":
+            lines.append(f"{row.category}: {row.share:.1%} of {row.n} images "
+                         f"(95% CI {row.low:.1%}-{row.high:.1%})")
     focus = set(labelset.focus) | set(_combined(labelset))
-    gaps = [r for r in tables["disparities"] if r["label_set"] == "A" and r["category"] in focus
-            and r["grouping"] != measures.ALL and " x " not in r["grouping"] and r["difference"] > 0]
-    lines += [r["direction"] for r in gaps]
-    for row in tables.get("label_set_diff", []):
-        if row["grouping"] == measures.ALL:
-            lines.append(f"label set B moved the focus share from {row['share_a']:.1%} to {row['share_b']:.1%} "
-                         f"(change {row['change']:+.1%}, 95% CI {row['change_low']:+.1%} to "
-                         f"{row['change_high']:+.1%}, McNemar p={row['p']:.2g})")
+    gaps = [r for r in tables.disparities if r.label_set == "A" and r.category in focus
+            and not r.grouping.is_intersection and r.difference > 0]
+    lines += [r.direction for r in gaps]
+    for row in tables.label_set_diff or []:
+        if row.grouping.is_all:
+            lines.append(f"label set B moved the focus share from {row.share_a:.1%} to {row.share_b:.1%} "
+                         f"(change {row.change:+.1%}, 95% CI {row.change_low:+.1%} to "
+                         f"{row.change_high:+.1%}, McNemar p={row.p:.2g})")
     return lines
 
 
-def compare_results(saved: dict, fresh: dict, tolerance: float = 1e-9) -> list[str]:
-    """Differences between two results' tables (numbers within tolerance count as equal)."""
+def _same(x, y, tolerance: float) -> bool:
+    return (x == y) or (isinstance(x, float) and isinstance(y, float) and abs(x - y) <= tolerance)
+
+
+def compare_results(saved: AuditResult, fresh: AuditResult, tolerance: float = 1e-9) -> list[str]:
+    """Differences between two results' tables as saved (JSON: NaN is null), numbers within tolerance equal."""
+    old, new = saved.tables.to_dict(), fresh.tables.to_dict()
     differences = []
-    for name in sorted(set(saved["tables"]) | set(fresh["tables"])):
-        a, b = saved["tables"].get(name, []), fresh["tables"].get(name, [])
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name, []), new.get(name, [])
         if len(a) != len(b):
             differences.append(f"{name}: {len(a)} rows then {len(b)} rows")
             continue
         for i, (ra, rb) in enumerate(zip(a, b)):
-            for key in set(ra) | set(rb):
-                x, y = ra.get(key), rb.get(key)
-                same = (x == y) or (isinstance(x, float) and isinstance(y, float) and abs(x - y) <= tolerance)
-                if not same:
-                    differences.append(f"{name} row {i} {key}: {x!r} then {y!r}")
+            differences += [f"{name} row {i} {key}: {ra.get(key)!r} then {rb.get(key)!r}"
+                            for key in set(ra) | set(rb) if not _same(ra.get(key), rb.get(key), tolerance)]
     return differences
