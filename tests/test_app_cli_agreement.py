@@ -20,10 +20,11 @@ from test_audit_measures import make_fairface
 from cliplab.app.services import audit, audit_store
 from cliplab.app.services.app_state import AppState
 from cliplab.app.services.classify import classify_for_app, export_csv, load_templates
-from cliplab.app.services.loading import load_bundle, precision_of
+from cliplab.app.services.loading import precision_of
 from cliplab.engine import precision
 from cliplab.engine.api import _demo_available
 from cliplab.engine.audit.runner import compare_results
+from cliplab.engine.handle import ModelBundle
 from cliplab.indexes.catalog import open_catalog
 
 pytestmark = pytest.mark.skipif(not _demo_available(), reason="needs the committed demo model")
@@ -72,7 +73,7 @@ def test_the_same_classification_in_the_app_and_the_cli(state, scenes, capsys, t
     assert code == 0, err
     assert (tmp_path / "cli.csv").read_text() == (tmp_path / "app.csv").read_text()
     # the comparison is fine enough to see the bug: the bf16 model gives other numbers
-    fast = classify_for_app(load_bundle("demo", "cpu", "bf16"), scenes, "\n".join(CLASSES), templates).result
+    fast = classify_for_app(ModelBundle.load("demo", "cpu", "bf16"), scenes, "\n".join(CLASSES), templates).result
     export_csv(fast, tmp_path / "bf16.csv")
     assert (tmp_path / "bf16.csv").read_text() != (tmp_path / "app.csv").read_text()
 
@@ -116,7 +117,7 @@ def test_a_rerun_in_another_precision_says_so(state, fairface):
     options = audit.make_options(str(fairface), audit.shipped_text("paper"), "paper", add_child=False, sample=14,
                                  seed=0, model="demo", bootstrap=50)
     options.probe_folds = 0
-    saved = audit.run(options, bundle=load_bundle("demo", "cpu", "bf16"), progress=False)  # as the old app made
+    saved = audit.run(options, bundle=ModelBundle.load("demo", "cpu", "bf16"), progress=False)  # as the old app made
     assert saved["provenance"]["model"]["precision"] == "bf16"
     fresh, differences = audit.rerun(saved["session_id"], bundle=state.bundle, progress=False)
     assert differences[0] == "the session ran in bf16 and the re-run in fp32; load the model in bf16 to compare"

@@ -389,7 +389,7 @@ def test_reproducible_results_run_through_this_machines_fp32_kernels_and_record_
     results = {}
     for kernels in ("blas", "onednn") if onednn.available() else ("blas",):
         monkeypatch.setenv(KERNELS_ENV, kernels)
-        bundle = loading.load_bundle("demo", "cpu", loading.EXACT)
+        bundle = ModelBundle.load("demo", "cpu", loading.EXACT)
         model = bundle.inference_model
         assert getattr(model, "kernels", "blas") == kernels and (model is bundle.model) == (kernels == "blas")
         assert model.fingerprint == bundle.fingerprint and bundle.inference_model is model  # built once

@@ -1,4 +1,6 @@
-"""Search: the query grammar, combined query vectors, filters, pagination, cut-off, more-like-this."""
+"""Search through the one path users take (app.services.search.search, behind the app, the CLI and the
+Map): the query grammar, combined query vectors, filters, pagination, cut-off, more-like-this, and
+queries embedded in the library's recorded mode and preprocessing."""
 
 from __future__ import annotations
 
@@ -9,13 +11,18 @@ import pytest
 from library_fixtures import tiny_bundle, write_image
 from sqlalchemy import select, update
 
+from cliplab.app.services.search import embed_query, file_term, parse_terms, search
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.features import encode_texts
 from cliplab.indexes.catalog import Embedding, File, from_blobs, open_catalog
 from cliplab.indexes.indexer import index_pending
 from cliplab.indexes.scan import scan
-from cliplab.indexes.search import Filters, more_like_this, parse_query, query_vector, search
-from cliplab.indexes.vectors import open_index
+from cliplab.indexes.search import Filters, parse_query
+
+
+def run(catalog, bundle, query: str, limit: int = 20, offset: int = 0, **options):
+    """A page of the service's search for a typed query, by limit and offset."""
+    return search(catalog, bundle, parse_terms(query), page=offset // limit + 1, per_page=limit, **options)
 
 
 def test_grammar(tmp_path, monkeypatch):
@@ -52,7 +59,7 @@ def library(tmp_path):
         rows = session.execute(select(Embedding.file_id, Embedding.vector)).all()
     ids = np.array([r[0] for r in rows])
     vectors = from_blobs([r[1] for r in rows], 64)
-    return catalog, bundle, open_index(catalog, model_id), root, ids, vectors
+    return catalog, bundle, model_id, root, ids, vectors
 
 
 def brute_force(vector, ids, vectors, allowed=None):
@@ -63,34 +70,33 @@ def brute_force(vector, ids, vectors, allowed=None):
 
 
 def test_text_search_equals_brute_force_and_pages(library):
-    catalog, bundle, index, root, ids, vectors = library
-    page = search(catalog, bundle, index, "a photo of a dog", limit=10)
+    catalog, bundle, _model_id, root, ids, vectors = library
+    page = run(catalog, bundle, "a photo of a dog", limit=10)
     text = encode_texts(bundle.model, bundle.tokenizer, ["a photo of a dog"])[0]
     expected = brute_force(text, ids, vectors)
     assert [r.file_id for r in page.results] == expected[:10]
     assert page.results[0].score == pytest.approx(float(vectors[list(ids).index(expected[0])] @ text), abs=1e-5)
-    second = search(catalog, bundle, index, "a photo of a dog", limit=10, offset=10)
+    second = run(catalog, bundle, "a photo of a dog", limit=10, offset=10)
     assert [r.file_id for r in second.results] == expected[10:20]
 
 
 def test_combined_query_is_weighted_sum_of_normalised_embeddings(library, tmp_path):
-    catalog, bundle, index, root, ids, vectors = library
-    model_id = bundle.register(catalog)
+    catalog, bundle, _model_id, root, ids, vectors = library
     ref = root / "a" / "01.jpg"
     terms = parse_query(f'"2:dog on a beach" + {ref} - people')
-    got = query_vector(catalog, bundle, model_id, terms)
+    got = embed_query(catalog, bundle, terms)
     t = encode_texts(bundle.model, bundle.tokenizer, ["dog on a beach", "people"])
     with catalog.session() as session:
         ref_id = session.scalar(select(File.id).where(File.path == str(ref)))
     image = vectors[list(ids).index(ref_id)]
     expected = 2 * t[0] + image / np.linalg.norm(image) - t[1]
     np.testing.assert_allclose(got, expected / np.linalg.norm(expected), atol=1e-5)
-    page = search(catalog, bundle, index, f'"2:dog on a beach" + {ref} - people', limit=30)
+    page = run(catalog, bundle, f'"2:dog on a beach" + {ref} - people', limit=30)
     assert [r.file_id for r in page.results] == brute_force(got, ids, vectors)
 
 
 def test_filters_folder_dates_types(library):
-    catalog, bundle, index, root, ids, vectors = library
+    catalog, bundle, _model_id, root, ids, vectors = library
     text = encode_texts(bundle.model, bundle.tokenizer, ["sunset"])[0]
     with catalog.session() as session:
         files = {f.id: f for f in session.scalars(select(File))}
@@ -101,22 +107,22 @@ def test_filters_folder_dates_types(library):
          {i for i, f in files.items() if datetime(2020, 1, 5) <= f.captured_at < datetime(2020, 1, 10)}),
     ]
     for filters, allowed in cases:
-        page = search(catalog, bundle, index, "sunset", limit=50, filters=filters)
+        page = run(catalog, bundle, "sunset", limit=50, filters=filters)
         assert [r.file_id for r in page.results] == brute_force(text, ids, vectors, allowed)
 
 
 def test_cutoff_more_like_this_and_date_sort(library):
-    catalog, bundle, index, root, ids, vectors = library
+    catalog, bundle, _model_id, root, ids, vectors = library
     target = int(ids[4])
-    similar = more_like_this(catalog, bundle, index, target, limit=30)
+    similar = search(catalog, bundle, [file_term(target)], per_page=30)
     assert target not in [r.file_id for r in similar.results] and len(similar.results) == 29
     assert [r.file_id for r in similar.results] == [i for i in brute_force(vectors[4], ids, vectors) if i != target]
-    cut = search(catalog, bundle, index, f"@{target}", limit=30, cutoff=1.0)
+    cut = run(catalog, bundle, f"@{target}", limit=30, cutoff=1.0)
     sample = vectors @ vectors[4]
     assert cut.threshold == pytest.approx(sample.mean() + sample.std(), abs=1e-4)
     assert all(r.score >= cut.threshold for r in cut.results)
     assert len(cut.results) == int((np.delete(sample, 4) >= cut.threshold).sum())
-    by_date = search(catalog, bundle, index, f"@{target}", limit=30, cutoff=1.0, sort="date")
+    by_date = run(catalog, bundle, f"@{target}", limit=30, cutoff=1.0, sort="date")
     assert {r.file_id for r in by_date.results} == {r.file_id for r in cut.results}
     dates = [r.captured_at for r in by_date.results]
     assert dates == sorted(dates)
