@@ -167,8 +167,8 @@ def test_policy_reproducible_is_exact_and_index_is_measured(demo):
         check_mode("fp16", "cpu")
     with pytest.raises(ValueError):
         check_mode("int4", "cpu")
-    assert ModelBundle.load("demo", device="cpu", purpose="reproducible").mode == "fp32"
-    assert ModelBundle.load("demo", device="cpu").mode == "auto"
+    assert ModelBundle.load("demo", device="cpu").mode == "fp32"  # the loader's default purpose: reproducible
+    assert ModelBundle.load("demo", device="cpu", purpose="index").mode == "auto"
     provenance = demo.using("onnx-int8").provenance()
     assert provenance["mode"] == "onnx-int8" and provenance["engine"] == "onnxruntime"
     assert provenance["precision"] == "int8" and "onnxruntime" in provenance["versions"]
