@@ -78,6 +78,37 @@ def test_the_same_classification_in_the_app_and_the_cli(state, scenes, capsys, t
     assert (tmp_path / "bf16.csv").read_text() != (tmp_path / "app.csv").read_text()
 
 
+def test_the_same_search_in_the_app_and_the_cli_in_the_librarys_mode(state, scenes, capsys, monkeypatch):
+    """The app indexes in its fast mode (bf16 here) and records it; the CLI, on a machine whose own choice
+    is another (fp32), searches the same library with the same query: the same ranking, equal scores,
+    both made with the query embedded in bf16 as the library was."""
+    import json
+    from pathlib import Path
+
+    from cliplab.app.services import library, search
+    from cliplab.indexes.catalog import Embedding, from_blobs
+
+    library.add_folders(state.catalog, state.search_bundle, [str(Path(scenes[0]).parent)], workers=0)
+    assert state.catalog.recorded_mode(state.bundle.fingerprint) == "bf16"
+    terms = [search.text_term("a red circle"), search.text_term("a blue square", sign=-1)]
+    app = search.search(state.catalog, state.search_bundle, terms, per_page=6).results
+    monkeypatch.setenv("CLIPLAB_INFERENCE_MODE", "fp32")  # the CLI's machine would pick fp32 for itself
+    code, out, err = run_cli_with_modules(capsys, "search", "--text", "a red circle", "--not", "a blue square",
+                                          "--limit", "6", "--json", modules=["library"])
+    assert code == 0, err
+    cli = json.loads(out)
+    assert [r["id"] for r in cli] == [r.file_id for r in app] and len(app) == 6
+    assert [r["score"] for r in cli] == [round(r.score, 5) for r in app]
+    with state.catalog.session() as session:
+        stored = dict(session.query(Embedding.file_id, Embedding.vector).all())
+    query = state.bundle.using("bf16").encode_texts(["a red circle", "a blue square"])
+    query = query[0] - query[1]
+    query /= np.linalg.norm(query)
+    for result in app:
+        assert result.score == pytest.approx(float(from_blobs([stored[result.file_id]], query.size)[0] @ query),
+                                             abs=1e-5)
+
+
 @pytest.fixture(scope="module")
 def fairface(tmp_path_factory):
     root = tmp_path_factory.mktemp("fairface")
