@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ModelBundle:
-    """What the library needs from a model. `mode` is a mode name or 'auto' (the fastest safe mode
-    for this machine and model, measured once: engine.runtime.choose_mode); the model itself stays
-    in fp32, the reference, whatever mode encodes."""
+    """The model handle. `mode` is a mode name or 'auto' (the fastest safe mode for this machine and
+    model, measured once: engine.runtime.choose_mode); the weights stay in fp32, the reference, whatever
+    mode encodes, except in a handle loaded for a reproducible result in bf16 or fp16 (converted once,
+    and that is then its mode). `preprocess` is the release's own (engine.model_preprocess)."""
     model: torch.nn.Module
     preprocess: Preprocess
     tokenizer: Callable
