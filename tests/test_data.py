@@ -124,6 +124,33 @@ def test_random_square_crop_is_the_papers_augmentation():
     assert out.shape == (3, 64, 64)
 
 
+def test_a_releases_preprocessing_reaches_training_and_its_evaluation(tmp_path):
+    """Fine-tuning a release trains and evaluates on its own preprocessing: the eval transform is the
+    release's (squash, mean/std 0.5), the training crop is normalised with its mean/std, and a model
+    resized for another resolution keeps it (the resize size scaled with the crop)."""
+    from PIL import Image
+    from zeroshot_support import small_clip
+
+    from cliplab.engine import model_preprocess
+    from cliplab.trainer.train import _at_resolution
+
+    image = Image.fromarray((np.arange(80 * 48 * 3) % 253).astype(np.uint8).reshape(48, 80, 3))
+    release = Preprocess(32, mean=(0.5,) * 3, std=(0.5,) * 3, resize_mode="squash")
+    crop = RandomSquareCrop(release)
+    assert torch.equal(crop(image, None), release(image)) and not torch.equal(release(image), Preprocess(32)(image))
+    trained = crop(image, np.random.default_rng(0))
+    assert trained.min() >= -1.0 and trained.max() <= 1.0 and trained.min() < -0.9  # (x - 0.5) / 0.5
+    write_pairs = tmp_path / "pairs.csv"
+    image.save(tmp_path / "a.png")
+    write_pairs.write_text("filepath,title\na.png,a picture\n")
+    sample, _caption = next(iter(build_dataset(str(write_pairs), release, train=False)))
+    assert torch.equal(sample, release(image))
+    model = small_clip()
+    model.preprocess_cfg = {**release.options(), "resize_mode": "shortest", "resize_size": 40}
+    resized = _at_resolution(model, 64)
+    assert model_preprocess(resized) == Preprocess(64, mean=(0.5,) * 3, std=(0.5,) * 3, resize_size=80)
+
+
 def test_synthetic_stream_tokenised_and_rank_disjoint(tmp_path):
     from cliplab.engine.tokenizer import Tokenizer
     from cliplab.trainer.bpe import train_vocabulary
