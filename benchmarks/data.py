@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from cliplab.engine.images import Preprocess
 from cliplab.engine.tokenizer import Tokenizer
 from cliplab.trainer.bpe import train_bpe
 from cliplab.trainer.data import Batches, build_dataset
@@ -42,7 +43,7 @@ def main() -> None:
     write_merges(train_bpe(corpus, 1000), path)
     tokenizer = Tokenizer(path)
     for workers in (0, 2):
-        dataset = build_dataset("synthetic", 64, world=world, epoch_size=2048)
+        dataset = build_dataset("synthetic", Preprocess(64), world=world, epoch_size=2048)
         start = time.perf_counter()
         n = sum(len(images) for images, _ in Batches(dataset, 64, tokenizer=tokenizer, num_workers=workers).epoch(0))
         print(f"synthetic training stream, {workers} workers: {n / (time.perf_counter() - start):.0f} samples/s "

@@ -60,7 +60,7 @@ def make_jpegs(folder: Path, count: int, size=(4000, 3000)) -> list[Path]:
 def bench_indexing(count: int, workers: int | None) -> dict:
     import torch
 
-    from cliplab.engine.images import Preprocess
+    from cliplab.engine import model_preprocess
     from cliplab.engine.model import CLIP
     from cliplab.engine.precision import fastest_safe_precision
     from cliplab.engine.tokenizer import Tokenizer
@@ -72,7 +72,7 @@ def bench_indexing(count: int, workers: int | None) -> dict:
     paths = make_jpegs(Path(os.environ.get("CLIPLAB_BENCH_JPEGS", work / "jpegs")), count)
     torch.manual_seed(0)
     model = CLIP.from_name("ViT-B/32").eval()
-    preprocess = Preprocess(224)
+    preprocess = model_preprocess(model)  # a random-weight model's own: the reference transform
 
     plain = plain_pipeline(paths, model)  # full decode, reference preprocessing, fp32, one process
 
@@ -94,9 +94,9 @@ def plain_pipeline(paths: list[Path], model) -> float:
     import torch
     from PIL import Image
 
+    from cliplab.engine import model_preprocess
     from cliplab.engine.features import encode_image_tensors
-    from cliplab.engine.images import Preprocess
-    preprocess = Preprocess(model.image_resolution)
+    preprocess = model_preprocess(model)
     start = time.perf_counter()
     batch = []
     with torch.no_grad():
@@ -110,13 +110,13 @@ def plain_pipeline(paths: list[Path], model) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-def decode_ceiling(paths: list[Path], resolution: int, workers: int | None, batch_size: int = 32) -> float:
+def decode_ceiling(paths: list[Path], preprocess, workers: int | None, batch_size: int = 32) -> float:
     """Images/s of the indexer's decoding alone (same pool, same window, no model), timed as the
     pipeline's steady rate is: from the first batch_size images decoded to the last."""
     from cliplab.indexes.decode import DecodePool, overlap_window
     items = list(enumerate(map(str, paths)))
     ahead = overlap_window(batch_size, workers or os.cpu_count() or 1)
-    with DecodePool(resolution, workers=workers, ahead=ahead) as pool:
+    with DecodePool(preprocess, workers=workers, ahead=ahead) as pool:
         next(iter(pool.decode(items[:1])))  # start the workers outside the timing, as the indexer's run amortises
         decoded, start = 0, time.perf_counter()
         for item in pool.decode(items):
@@ -155,8 +155,8 @@ def bench_pipeline(count: int, workers: int | None) -> dict:
     safe mode; each end-to-end rate as a fraction of the shared-core bound of its mode."""
     import torch
 
+    from cliplab.engine import model_preprocess
     from cliplab.engine.handle import ModelBundle
-    from cliplab.engine.images import Preprocess
     from cliplab.engine.model import CLIP
     from cliplab.engine.precision import cpu_summary
     from cliplab.engine.runtime import choose_mode
@@ -176,14 +176,14 @@ def bench_pipeline(count: int, workers: int | None) -> dict:
     row["plain_images_per_s"] = round(plain_pipeline(paths, model), 2)
     # The ceiling is timed before each mode and once after the last; the fastest of those is what
     # decoding alone allows (one timing of it moved 31-50 images/s between runs on a quiet machine).
-    ceilings = [decode_ceiling(paths, 224, workers)]
+    ceilings = [decode_ceiling(paths, model_preprocess(model), workers)]
     rates: dict[str, float] = {}
     models: dict[str, float] = {}  # mode -> model-only images/s
     for mode in dict.fromkeys(["fp32", choice.mode]):
         if rates:
-            ceilings.append(decode_ceiling(paths, 224, workers))
+            ceilings.append(decode_ceiling(paths, model_preprocess(model), workers))
         catalog = open_catalog(f"sqlite:///{work / f'catalog-{mode}.db'}")
-        bundle = ModelBundle(model, Preprocess(224), Tokenizer(), f"ViT-B/32-{mode}", mode)
+        bundle = ModelBundle(model, model_preprocess(model), Tokenizer(), f"ViT-B/32-{mode}", mode)
         bundle.encode_pixels(torch.zeros(1, 3, 224, 224))  # the ONNX session is built once, not per run
         models[mode] = model_only(bundle, count)
         first: list[tuple[float, int]] = []  # (time, images) when the first batch committed
@@ -199,7 +199,7 @@ def bench_pipeline(count: int, workers: int | None) -> dict:
             rate = (count - first[0][1]) / (end - first[0][0])
         row[f"{mode}_images_per_s"] = rates[mode] = round(rate, 2)
         row[f"{mode}_vs_plain"] = round(rate / row["plain_images_per_s"], 2)
-    ceilings.append(decode_ceiling(paths, 224, workers))
+    ceilings.append(decode_ceiling(paths, model_preprocess(model), workers))
     row["decode_only_timings"] = [round(c, 2) for c in ceilings]
     row["decode_only_images_per_s"] = round(max(ceilings), 2)
     for mode, rate in rates.items():
@@ -420,9 +420,10 @@ def near_duplicate_pairs(originals: int = 60, seed: int = 0, kind: str = "world"
 
     from PIL import Image, ImageEnhance
 
-    from cliplab import engine
     from cliplab.engine.features import encode_images
-    model, preprocess, _ = engine.load("demo", precision="fp32")
+    from cliplab.engine.handle import ModelBundle
+    bundle = ModelBundle.load("demo", precision="fp32")
+    model, preprocess = bundle.model, bundle.preprocess
     photos = generated_photos(kind, originals, seed)
 
     def jpeg(image, quality):

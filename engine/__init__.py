@@ -3,11 +3,12 @@
 Nothing here imports from trainer/, indexes/ or app/.
 """
 
-from cliplab.engine.api import available_models, load
+from cliplab.engine.api import available_models, default_model, load, model_preprocess
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.images import Preprocess
 from cliplab.engine.model import ARCHITECTURES, CLIP
+from cliplab.engine.precision import default_device
 from cliplab.engine.tokenizer import Tokenizer, tokenize
 
-__all__ = ["ARCHITECTURES", "CLIP", "CliplabError", "Preprocess", "Tokenizer", "available_models", "load",
-           "tokenize"]
+__all__ = ["ARCHITECTURES", "CLIP", "CliplabError", "Preprocess", "Tokenizer", "available_models", "default_device",
+           "default_model", "load", "model_preprocess", "tokenize"]

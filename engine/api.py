@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -17,6 +18,11 @@ from cliplab.engine.tokenizer import Tokenizer
 from cliplab.engine.weights import CONFIG_FILE, WEIGHTS_FILE, load_model
 
 DEMO = "demo"
+
+
+def default_model() -> str:
+    """The model every command and front end loads when none is named: $CLIPLAB_MODEL, else the demo."""
+    return os.environ.get("CLIPLAB_MODEL") or DEMO
 
 
 def demo_folder() -> Path:
@@ -62,7 +68,9 @@ def load(name_or_path: str | Path, device: str | torch.device | None = None, pre
 
     name_or_path: a release name from `cliplab models` (downloaded beforehand), "demo", or a checkpoint
     path in any supported format (docs/models.md). device: default cuda when available, else cpu.
-    precision: fp32 / fp16 / bf16 / auto, default fp16 on CUDA and fp32 on CPU (engine.precision).
+    precision: the weights' dtype, fp32 / fp16 / bf16 / auto, default fp16 on CUDA and fp32 on CPU
+    (engine.precision.resolve_precision). The model handle's loader (engine.handle.ModelBundle.load), which
+    every command and front end uses, asks for fp32 weights unless a reproducible result runs in bf16/fp16.
     allow_torchscript: load a TorchScript archive that is not an official release (it runs code).
     arch: the architecture, for a file that does not say its activation and head width: a name
     (`ViT-B-32` is GELU, `ViT-B-32-quickgelu` QuickGELU, `ViT-B/32` OpenAI's), 'gelu' / 'quickgelu'
@@ -81,7 +89,14 @@ def load(name_or_path: str | Path, device: str | torch.device | None = None, pre
     model = model.to(device).eval()
     # Each model brings its vocabulary (the demo's is its own); otherwise the official one.
     tokenizer = Tokenizer(checkpoint.merges_path, context_length=model.context_length)
-    return model, Preprocess(model.image_resolution, **checkpoint.preprocess), tokenizer
+    return model, model_preprocess(model), tokenizer
+
+
+def model_preprocess(model: CLIP) -> Preprocess:
+    """A model's own image preprocessing: its release's (the options load_model read from its files into
+    `model.preprocess_cfg`, which a saved checkpoint carries on), else the reference transform at its
+    resolution (a model built from scratch). The handle, the trainer and every image path take this."""
+    return Preprocess(model.image_resolution, **(getattr(model, "preprocess_cfg", None) or {}))
 
 
 def available_models() -> dict[str, bool]:

@@ -1,5 +1,14 @@
-"""The one model handle: the fp32 model, its preprocessing and tokenizer, and the inference mode
-(engine.precision) its embeddings are computed in, with what provenance records about them."""
+"""The one model handle and its one loader.
+
+`ModelBundle.load(model, device, precision, purpose)` is how every command, service, worker, benchmark
+and front end gets a model: the weights, the release's preprocessing (engine.images.Preprocess: resolution,
+resize size, mean, std, resize mode, interpolation), the tokenizer, and the inference mode its embeddings
+are computed in, with what provenance records about them. Decode workers, query images, the trainer's
+data pipeline and every other image path take the handle's `preprocess`; none builds a default one.
+
+The mode vocabulary (everywhere: the CLI's --precision, the app, the catalog, provenance) is
+engine.precision's: fp32 (the exact mode), bf16, fp16, onnx-fp32, onnx-int8, or auto (the fastest safe
+mode, measured once per machine and model)."""
 
 from __future__ import annotations
 
@@ -7,24 +16,28 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cliplab.engine.errors import CliplabError
 from cliplab.engine.features import encode_texts, model_fingerprint
-from cliplab.engine.precision import EXACT, MODES, check_mode, for_purpose
+from cliplab.engine.images import Preprocess
+from cliplab.engine.precision import EXACT, MODES, PURPOSES, check_mode, fastest_safe_precision, for_purpose
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ModelBundle:
-    """What the library needs from a model. `mode` is a mode name or 'auto' (the fastest safe mode
-    for this machine and model, measured once: engine.runtime.choose_mode); the model itself stays
-    in fp32, the reference, whatever mode encodes."""
+    """The model handle. `mode` is a mode name or 'auto' (the fastest safe mode for this machine and
+    model, measured once: engine.runtime.choose_mode); the weights stay in fp32, the reference, whatever
+    mode encodes, except in a handle loaded for a reproducible result in bf16 or fp16 (converted once,
+    and that is then its mode). `preprocess` is the release's own (engine.model_preprocess)."""
     model: torch.nn.Module
-    preprocess: Callable
+    preprocess: Preprocess
     tokenizer: Callable
     name: str
     mode: str = EXACT
@@ -34,8 +47,7 @@ class ModelBundle:
     _encoders: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        device = next(self.model.parameters()).device
-        self.mode = check_mode(self.mode, device)
+        self.mode = check_mode(self.mode, self.device)
         if self.model.dtype != torch.float32:  # weights loaded converted: that is the mode they run in
             self.mode = {torch.bfloat16: "bf16", torch.float16: "fp16"}[self.model.dtype]
             self.reason = "the weights were loaded in this precision"
@@ -52,16 +64,41 @@ class ModelBundle:
     def embed_dim(self) -> int:
         return self.model.embed_dim
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     @classmethod
-    def load(cls, name: str, device: str | None = None, precision: str | None = None,
-             purpose: str = "index", **options) -> ModelBundle:
-        """engine.load in fp32; the mode is `precision` when given (a mode name, or 'auto'), else the
-        policy's for `purpose` ('index': the fastest safe mode; 'reproducible': exact fp32).
-        options: engine.load's arch= and allow_torchscript=."""
+    def load(cls, model: str | Path | None = None, device: str | None = None, precision: str | None = None,
+             purpose: str = "reproducible", arch: str | None = None, allow_torchscript: bool = False) -> ModelBundle:
+        """The one loader. model: what engine.load accepts (default: $CLIPLAB_MODEL, else the demo model);
+        device: cpu, cuda or cuda:N (default cuda when available); precision: a mode (fp32, bf16, fp16,
+        onnx-fp32, onnx-int8) or auto, default the policy's for `purpose`: 'reproducible' (classifications,
+        audits, evaluations: exact fp32; a PyTorch precision only, auto picking fp32/bf16/fp16 for the
+        device, and bf16 or fp16 computing with weights converted to it) or 'index' (indexing and search:
+        auto, any mode, the fp32 weights kept and encoded through the mode's encoder; a library's recorded
+        mode wins, indexes.indexer.library_bundle).
+        arch and allow_torchscript: engine.load's."""
         from cliplab import engine
-        model, preprocess, tokenizer = engine.load(name, device=device, precision="fp32", **options)
-        mode = precision if precision not in (None, "default") else for_purpose(purpose)
-        return cls(model, preprocess, tokenizer, getattr(model, "name", None) or str(name), mode)
+        if purpose not in PURPOSES:
+            raise ValueError(f"Unknown purpose {purpose!r}: use one of {', '.join(PURPOSES)}.")
+        device = check_device(device) or engine.default_device()
+        mode = precision or for_purpose(purpose)
+        try:
+            check_mode(mode, device)
+        except ValueError as error:
+            raise CliplabError(f"{error}") from None
+        if purpose == "reproducible":  # computed with the weights themselves: a PyTorch precision
+            if mode == "auto":
+                mode = fastest_safe_precision(device)
+            if MODES[mode].engine != "torch":
+                raise CliplabError(f"Classifications, audits and evaluations compute with the model's weights in "
+                                   f"fp32, bf16 or fp16; {mode} is for indexing and search.")
+        converted = purpose == "reproducible" and mode in ("bf16", "fp16")
+        name = str(model or engine.default_model())
+        weights, preprocess, tokenizer = engine.load(name, device=device, precision=mode if converted else EXACT,
+                                                     arch=arch, allow_torchscript=allow_torchscript)
+        return cls(weights, preprocess, tokenizer, getattr(weights, "name", None) or name, mode)
 
     def resolve(self) -> str:
         """The concrete mode (measuring the choice once per machine and model when 'auto')."""
@@ -125,6 +162,27 @@ class ModelBundle:
 
     def register(self, catalog) -> int:
         return catalog.model(self.name, self.fingerprint, self.model.embed_dim)
+
+
+def check_device(device: str | torch.device | None) -> str | None:
+    """The device as given (None when not given), or a sentence when this machine does not have it
+    (torch would assert)."""
+    if device is None or not str(device).strip():
+        return None
+    text = str(device).strip()
+    try:
+        kind = torch.device(text).type
+    except RuntimeError:
+        raise CliplabError(f"Unknown device {text!r}: use cpu, cuda or cuda:N.") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise CliplabError(f"--device {text} was asked for, but this machine has no CUDA GPU that PyTorch can use; "
+                           "leave --device out or use --device cpu.")
+    if kind == "cuda" and torch.device(text).index is not None and torch.device(text).index >= torch.cuda.device_count():
+        raise CliplabError(f"--device {text} does not exist: this machine has {torch.cuda.device_count()} GPU(s), "
+                           f"cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+    if kind not in ("cpu", "cuda"):
+        raise CliplabError(f"cliplab runs on cpu or cuda, not {text!r}.")
+    return text
 
 
 def _package_version() -> str:

@@ -3,12 +3,14 @@
 `load_image` turns any file a photo folder may hold into an RGB PIL image or an `ImageLoadError`
 with a short `.reason`, so an indexer can record the file as skipped and go on. `Preprocess(r)`
 reproduces the reference transform (torchvision Resize(r, BICUBIC), CenterCrop(r), RGB, ToTensor,
-Normalize) call for call on PIL, so its output is identical to the reference's.
+Normalize) call for call on PIL, so its output is identical to the reference's. A model's own
+Preprocess comes from engine.load (the release's preprocessing); nothing else should build one.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import warnings
@@ -66,35 +68,60 @@ class Preprocess:
     + CenterCrop(r) + convert("RGB") + ToTensor + Normalize(MEAN, STD), including torchvision's size
     arithmetic (`int(r * long / short)`) and crop offsets (`int(round(...))`, i.e. round half to even),
     so the output is bit-identical to the reference. A release may say otherwise (open_clip's
-    preprocess_cfg): mean/std; interpolation bicubic or bilinear; resize_mode "shortest" (the reference),
-    "squash" (resize both sides to r, no crop: DFN) or "longest" (the longer side to r, then pad with
-    black to r x r). Picklable (DataLoader workers)."""
+    preprocess_cfg, a Hugging Face preprocessor_config.json): mean/std; interpolation bicubic or bilinear;
+    resize_mode "shortest" (the reference), "squash" (resize both sides to r, no crop: DFN) or "longest"
+    (the longer side to r, then pad with black to r x r); resize_size: the shorter side's size before the
+    r x r center crop in "shortest" mode (Hugging Face's size.shortest_edge, e.g. 256 before a 224 crop;
+    default r). Picklable (DataLoader and decode workers receive the model's own)."""
 
     def __init__(self, resolution: int, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD,
-                 resize_mode: str = "shortest", interpolation: str = "bicubic"):
+                 resize_mode: str = "shortest", interpolation: str = "bicubic", resize_size: int | None = None):
         if resize_mode not in RESIZE_MODES:
             raise CliplabError(f"Unknown resize mode {resize_mode!r}: use one of {', '.join(RESIZE_MODES)}.")
         if interpolation not in _INTERPOLATIONS:
             raise CliplabError(f"Unknown interpolation {interpolation!r}: use bicubic or bilinear.")
         self.resolution = int(resolution)
+        self.resize_size = int(resize_size) if resize_size else self.resolution
+        if self.resize_size < self.resolution:
+            raise CliplabError(f"The resize size {self.resize_size} is smaller than the crop size {self.resolution}: "
+                               "the shorter side must be resized to at least the crop.")
         self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         self.resize_mode, self.interpolation = resize_mode, interpolation
         self._mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
         self._std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
 
     def __repr__(self) -> str:
-        options = "" if self.is_reference else (f", mean={self.mean}, std={self.std}, resize_mode={self.resize_mode!r}"
-                                                f", interpolation={self.interpolation!r}")
+        options = "" if self.is_reference else "".join(f", {k}={v!r}" for k, v in self.options().items())
         return f"Preprocess(resolution={self.resolution}{options})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Preprocess) and self.record() == other.record()
+
+    def __hash__(self) -> int:
+        return hash(self.record())
 
     @property
     def is_reference(self) -> bool:
-        return (self.mean, self.std, self.resize_mode, self.interpolation) == (MEAN, STD, "shortest", "bicubic")
+        return ((self.mean, self.std, self.resize_mode, self.interpolation, self.resize_size)
+                == (MEAN, STD, "shortest", "bicubic", self.resolution))
 
     def options(self) -> dict:
         """The constructor options besides the resolution (what a model's config.json records)."""
-        return {"mean": list(self.mean), "std": list(self.std), "resize_mode": self.resize_mode,
-                "interpolation": self.interpolation}
+        options = {"mean": list(self.mean), "std": list(self.std), "resize_mode": self.resize_mode,
+                   "interpolation": self.interpolation}
+        if self.resize_size != self.resolution:
+            options["resize_size"] = self.resize_size
+        return options
+
+    def record(self) -> str:
+        """Everything that decides the pixels, as one canonical string (what the catalog records per
+        model, so that vectors made under other preprocessing are never mixed with these)."""
+        return json.dumps({"resolution": self.resolution, **self.options()}, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_record(cls, record: str) -> Preprocess:
+        options = json.loads(record)
+        return cls(options.pop("resolution"), **options)
 
     def resize_and_crop(self, image: Image.Image) -> Image.Image:
         """The geometric part only: resize (and crop or pad) to r x r, then RGB."""
@@ -104,20 +131,23 @@ class Preprocess:
         if self.resize_mode == "squash":
             return (image if (width, height) == (r, r) else image.resize((r, r), resample)).convert("RGB")
         if self.resize_mode == "longest":
-            # open_clip's ResizeKeepRatio(longest=1) then CenterCropOrPad with black
+            # open_clip's ResizeKeepRatio(longest=1) then CenterCropOrPad with black. In RGB first: a
+            # palette image pasted on a black palette canvas would take the palette's colour 0 as "black".
+            image = image.convert("RGB")
             ratio = max(width, height) / r
             size = (round(width / ratio), round(height / ratio))
             if size != (width, height):
                 image = image.resize(size, resample)
-            canvas = Image.new(image.mode, (r, r), 0)
+            canvas = Image.new("RGB", (r, r), 0)
             canvas.paste(image, ((r - size[0]) // 2, (r - size[1]) // 2))
-            return canvas.convert("RGB")
+            return canvas
+        s = self.resize_size
         short, long = (width, height) if width <= height else (height, width)
-        new_short, new_long = r, int(r * long / short)
+        new_short, new_long = s, int(s * long / short)
         size = (new_short, new_long) if width <= height else (new_long, new_short)
         if size != (width, height):
             image = image.resize(size, resample)
-        # After the resize both sides are >= r, so torchvision's padding branch never applies.
+        # After the resize both sides are >= s >= r, so torchvision's padding branch never applies.
         left = int(round((size[0] - r) / 2.0))
         top = int(round((size[1] - r) / 2.0))
         return image.crop((left, top, left + r, top + r)).convert("RGB")

@@ -70,6 +70,16 @@ def onnx_available() -> bool:
 class _ModuleLike:
     """Enough of nn.Module's surface that trainer.evaluate and engine.features take an encoder as a model."""
     training = False
+    reference: torch.nn.Module  # the fp32 model the encoder computes
+
+    @property
+    def fingerprint(self) -> str:
+        """The weights' id (what a classifier built with the encoder records)."""
+        return model_fingerprint(self.reference)
+
+    @property
+    def context_length(self) -> int:
+        return self.reference.context_length
 
     def eval(self):
         return self

@@ -62,6 +62,7 @@ TORCHSCRIPT_EXTRAS = OPENAI_EXTRAS
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 MERGES_FILES = ("bpe.txt.gz", "bpe.txt")
+PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode", "resize_size")  # Preprocess options
 FORMAT_VERSION = 2  # 2: the full ModelConfig and the preprocessing; 1 held the paper's fields only
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -209,7 +210,7 @@ def _open_clip_raw(weights: Path, config_path: Path) -> _Raw:
         raise CliplabError(f"{config_path} has no model_cfg with embed_dim: it is not open_clip's model config.")
     model_config = open_clip_config(model_cfg)
     preprocess = {k: v for k, v in (config.get("preprocess_cfg") or {}).items()
-                  if k in ("mean", "std", "interpolation", "resize_mode")}
+                  if k in PREPROCESS_KEYS}
     return _Raw(_read_weights(weights), "open_clip", weights, config=model_config, preprocess=preprocess,
                 meta={"name": config_path.parent.name})
 
@@ -222,17 +223,31 @@ def _hf_raw(weights: Path, config: dict, folder: Path, sd: dict | None = None) -
 
 
 def _hf_preprocess(folder: Path) -> dict:
-    """mean/std and interpolation from a Hugging Face preprocessor_config.json, when there is one."""
+    """The preprocessing a Hugging Face preprocessor_config.json states: mean/std, interpolation, and the
+    shorter side's size before the center crop where it differs from the crop (size.shortest_edge 256,
+    crop_size 224: engine.images.Preprocess's resize_size)."""
     path = folder / "preprocessor_config.json"
     if not path.is_file():
         return {}
     config = _read_json(path)
-    out = {}
+    out: dict = {}
     if config.get("image_mean") and config.get("image_std"):
         out.update(mean=list(config["image_mean"]), std=list(config["image_std"]))
     if config.get("resample") in (2, 3):  # PIL codes: 2 bilinear, 3 bicubic
         out["interpolation"] = "bilinear" if config["resample"] == 2 else "bicubic"
+    shortest, crop = _hf_size(config.get("size"), "shortest_edge"), _hf_size(config.get("crop_size"), "height")
+    if config.get("do_center_crop", True) and shortest and crop and shortest > crop:
+        out["resize_size"] = shortest
     return out
+
+
+def _hf_size(value, key: str) -> int | None:
+    """A size as preprocessor_config.json writes it: an int, or a dict (shortest_edge, or height/width)."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict) and isinstance(value.get(key), int):
+        return value[key]
+    return None
 
 
 def _open_clip_run_arch(path: Path, checkpoint: dict) -> str | None:

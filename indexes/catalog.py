@@ -113,6 +113,9 @@ class Model(Base):
     version: Mapped[int] = mapped_column(BigInteger, default=0)
     # the inference mode (engine.precision.MODES) the embeddings were computed in; queries use it too
     mode: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # the image preprocessing the embeddings were made under (engine.images.Preprocess.record()); NULL:
+    # indexed before it was recorded, i.e. the reference transform at the model's resolution
+    preprocessing: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Embedding(Base):

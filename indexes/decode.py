@@ -1,7 +1,9 @@
 """Decoding image files in worker processes, each file with a time limit.
 
 The model stays in the main process; workers turn a path into the preprocessed tensor (as a
-numpy array) plus header facts, or into a failure reason. A worker that overruns its file's
+numpy array) plus header facts, or into a failure reason. They preprocess with the model handle's
+own Preprocess (the release's: resolution, resize size, mean/std, resize mode, interpolation), which
+the pool receives and pickles into each worker; nothing here builds a default one. A worker that overruns its file's
 limit is stopped from inside (SIGALRM) and, should the decoder be stuck in C code, the whole
 pool is replaced from outside, so one bad file never stops a run.
 """
@@ -18,6 +20,7 @@ from datetime import datetime
 
 import numpy as np
 
+from cliplab.engine.images import Preprocess
 from cliplab.indexes.names import readable
 
 
@@ -40,31 +43,33 @@ def _alarm(_signum, _frame):
     raise _Timeout()
 
 
-_preprocess = None
+_preprocess: Preprocess | None = None  # the pool's, received once per worker (not pickled per file)
 
 
-def _init_worker(resolution: int) -> None:
+def _init_worker(preprocess: Preprocess) -> None:
     import torch
-
-    from cliplab.engine.images import Preprocess
     global _preprocess
     torch.set_num_threads(1)  # the workers are the parallelism; the model has the main process's threads
-    _preprocess = Preprocess(resolution)
+    _preprocess = preprocess
     signal.signal(signal.SIGALRM, _alarm)
 
 
-def decode_file(file_id: int, path: str, resolution: int, time_limit: float) -> Decoded:
-    """Decode one file (in a worker; callable directly for tests and single-process runs)."""
-    from cliplab.engine.images import ImageLoadError, Preprocess, image_info, load_image
-    preprocess = _preprocess if _preprocess is not None and _preprocess.resolution == resolution \
-        else Preprocess(resolution)
+def _decode_in_worker(file_id: int, path: str, time_limit: float) -> Decoded:
+    assert _preprocess is not None, "the pool's initializer hands each worker the model's Preprocess"
+    return decode_file(file_id, path, _preprocess, time_limit)
+
+
+def decode_file(file_id: int, path: str, preprocess: Preprocess, time_limit: float) -> Decoded:
+    """Decode one file with the model's preprocessing (in a worker; callable directly for tests,
+    query images and single-process runs)."""
+    from cliplab.engine.images import ImageLoadError, image_info, load_image
     armed = signal.getsignal(signal.SIGALRM) is _alarm
     if armed:
         signal.setitimer(signal.ITIMER_REAL, time_limit)
     name = readable(path)
     try:
         info = image_info(path)
-        image = load_image(path, min_size=resolution)
+        image = load_image(path, min_size=max(preprocess.resolution, preprocess.resize_size))
         pixels = preprocess(image).numpy()
         return Decoded(file_id, pixels, None, info["width"], info["height"], info.get("taken_at"),
                        info.get("camera_model"))
@@ -90,9 +95,11 @@ def overlap_window(batch_size: int, workers: int) -> int:
 class DecodePool:
     """Ordered, bounded parallel decoding: `for item in pool.decode([(id, path), ...])`."""
 
-    def __init__(self, resolution: int, workers: int | None = None, time_limit: float = 30.0,
+    def __init__(self, preprocess: Preprocess, workers: int | None = None, time_limit: float = 30.0,
                  ahead: int | None = None):
-        self.resolution, self.time_limit = resolution, time_limit
+        if not isinstance(preprocess, Preprocess):
+            raise TypeError(f"DecodePool takes the model handle's Preprocess, not {type(preprocess).__name__}.")
+        self.preprocess, self.time_limit = preprocess, time_limit
         # workers=0 decodes in the calling process (no time limit then: nothing could enforce it)
         self.workers = max(0, workers if workers is not None else (os.cpu_count() or 1))
         # files in flight; a caller that encodes batches passes ahead >= 2 batches (overlap_window)
@@ -102,7 +109,8 @@ class DecodePool:
         self._pool = None
 
     def _start(self):
-        self._pool = self._context.Pool(self.workers, initializer=_init_worker, initargs=(self.resolution,))
+        self._pool = self._context.Pool(self.workers, initializer=_init_worker,
+                                          initargs=(self.preprocess,))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -118,7 +126,7 @@ class DecodePool:
 
     def decode(self, items: Iterable[tuple[int, str]]) -> Iterator[Decoded]:
         if self.workers == 0:
-            yield from (decode_file(file_id, path, self.resolution, self.time_limit) for file_id, path in items)
+            yield from (decode_file(file_id, path, self.preprocess, self.time_limit) for file_id, path in items)
             return
         items = iter(items)
         window: deque = deque()
@@ -128,7 +136,7 @@ class DecodePool:
 
         def submit(file_id: int, path: str) -> None:
             window.append((file_id, path, self._pool.apply_async(
-                decode_file, (file_id, path, self.resolution, self.time_limit))))
+                _decode_in_worker, (file_id, path, self.time_limit))))
 
         # Each worker's own alarm bounds a file at time_limit; this outer limit catches a decoder
         # stuck in C code. Results are taken in order from a FIFO queue, so the file waited for has

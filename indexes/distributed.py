@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from cliplab.engine import default_model
+from cliplab.engine.precision import MODES
 from cliplab.indexes.catalog import open_catalog
 from cliplab.indexes.decode import Decoded, DecodePool
 from cliplab.indexes.indexer import (
@@ -31,6 +33,7 @@ from cliplab.indexes.indexer import (
     embed_batch,
     library_bundle,
     pending_files,
+    refresh_preprocessing,
 )
 from cliplab.indexes.scan import scan
 from cliplab.indexes.writer import writer_lock
@@ -64,6 +67,9 @@ def _embed_ranks(bundle: ModelBundle, paths: list[str], catalog, batch_size: int
         if paths:
             scan(catalog, paths)
         model_id = bundle.register(catalog)
+        reason = refresh_preprocessing(catalog, bundle, model_id)  # re-embeds a library made otherwise
+        if reason is not None:
+            print(reason, flush=True)
         todo_box = [(pending_files(catalog, model_id), library_bundle(catalog, bundle, model_id).mode)]
     dist.broadcast_object_list(todo_box, src=0)
     todo_box[0], mode = todo_box[0]
@@ -71,7 +77,7 @@ def _embed_ranks(bundle: ModelBundle, paths: list[str], catalog, batch_size: int
     shard = todo_box[0][rank::world]
     steps = math.ceil(len(todo_box[0]) / world / batch_size) if todo_box[0] else 0
     report = IndexReport()
-    with DecodePool(bundle.resolution, workers=workers) as pool:
+    with DecodePool(bundle.preprocess, workers=workers) as pool:  # every rank's handle: the release's own
         batches = _batches(pool, shard, batch_size)
         for _ in range(steps):
             batch = next(batches, [])
@@ -95,7 +101,12 @@ def _embed_ranks(bundle: ModelBundle, paths: list[str], catalog, batch_size: int
 def main(argv: list[str] | None = None, bundle: ModelBundle | None = None) -> int:
     parser = argparse.ArgumentParser(prog="torchrun ... -m cliplab.indexes.distributed", description=__doc__.split("\n")[0])
     parser.add_argument("paths", nargs="*")
-    parser.add_argument("--model", default=os.environ.get("CLIPLAB_MODEL", "demo"))
+    parser.add_argument("--model", default=default_model(), help="default: $CLIPLAB_MODEL, else demo")
+    parser.add_argument("--precision", choices=("auto", *MODES), default=None,
+                        help="inference mode of a new library (default auto); a library keeps its recorded one")
+    parser.add_argument("--arch", help="the architecture of a checkpoint that does not say it (as `cliplab index`)")
+    parser.add_argument("--allow-torchscript", action="store_true", help="load a TorchScript archive that is not "
+                                                                          "an official release (it runs code)")
     parser.add_argument("--catalog", default=None, help="SQLAlchemy URL (default: the local catalog)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None, help="decoding processes per rank")
@@ -106,7 +117,9 @@ def main(argv: list[str] | None = None, bundle: ModelBundle | None = None) -> in
         torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if cuda else "gloo")
     try:
-        bundle = bundle or ModelBundle.load(args.model, device=f"cuda:{local_rank}" if cuda else "cpu")
+        bundle = bundle or ModelBundle.load(args.model, f"cuda:{local_rank}" if cuda else "cpu", args.precision,
+                                            purpose="index", arch=args.arch,
+                                            allow_torchscript=args.allow_torchscript)
         report = embed_distributed(bundle, args.paths, args.catalog, args.batch_size, args.workers)
         if report is not None:
             print(f"embedded {report.embedded}, skipped {report.skipped} in {report.batches} steps "

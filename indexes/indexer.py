@@ -6,6 +6,11 @@ and each batch — embeddings, header facts and the skips met on the way — com
 transaction. A killed run (even `kill -9`) therefore loses at most the batch in flight, and a
 rerun picks up exactly the files still without an embedding: nothing twice, nothing missing.
 
+The catalog records, per model, the preprocessing and the inference mode its library vectors were
+made with. A run whose model handle preprocesses otherwise than recorded (a library indexed before
+the preprocessing was recorded counts as the reference transform) re-embeds every file, and says why,
+so vectors made two ways are never mixed; search refuses such a library until then (check_library).
+
 A run holds the catalog's writer lock (indexes.writer: a second indexer is told who is running);
 a database that drops out is waited for (indexes.retry), each batch's commit being safe to
 repeat; files whose folder is unavailable wait until it is back.
@@ -21,19 +26,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sqlalchemy import exists, insert, select, update
+from sqlalchemy import delete, exists, insert, select, update
 from tqdm.auto import tqdm
 
+from cliplab.engine.errors import CliplabError
 from cliplab.engine.handle import ModelBundle
-from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model, to_blob
+from cliplab.engine.images import Preprocess
+from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model, VectorIndexState, to_blob
 from cliplab.indexes.decode import Decoded, DecodePool, overlap_window
 from cliplab.indexes.names import readable
 from cliplab.indexes.retry import retrying
 from cliplab.indexes.writer import writer_lock
 
 log = logging.getLogger(__name__)
-__all__ = ["IndexReport", "ModelBundle", "commit_batch", "embed_batch", "index_pending", "library_bundle",
-           "pending_files"]
+__all__ = ["IndexReport", "ModelBundle", "PreprocessingChanged", "check_library", "commit_batch", "embed_batch",
+           "index_pending", "library_bundle", "pending_files", "refresh_preprocessing"]
 
 
 @dataclass
@@ -43,6 +50,7 @@ class IndexReport:
     batches: int = 0
     seconds: float = 0.0
     skipped_paths: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # sentences for the person (e.g. why everything was re-embedded)
 
     @property
     def images_per_second(self) -> float:
@@ -68,24 +76,82 @@ def pending_files(catalog: Catalog, model_id: int, shard: tuple[int, int] | None
     return rows
 
 
+class PreprocessingChanged(CliplabError):
+    """The library's vectors were made under other preprocessing than the model handle's."""
+
+
+def _recorded(catalog: Catalog, model_id: int) -> tuple[str | None, str | None, bool]:
+    """(mode, preprocessing record, whether any embedding exists) of a model's library."""
+    with catalog.session() as session:
+        row = session.get(Model, model_id)
+        has_rows = session.scalar(select(exists().where(Embedding.model_id == model_id)))
+        return row.mode, row.preprocessing, bool(has_rows)
+
+
+def _library_preprocess(record: str | None, bundle: ModelBundle) -> Preprocess:
+    """What a library's vectors were preprocessed with; before it was recorded, every build decoded with
+    the reference transform at the model's resolution."""
+    return Preprocess.from_record(record) if record else Preprocess(bundle.resolution)
+
+
+def check_library(catalog: Catalog, bundle: ModelBundle, model_id: int | None = None) -> None:
+    """Refuse (PreprocessingChanged, a sentence) a library whose vectors were made under other
+    preprocessing than the handle's: a query embedded one way against photos embedded another is wrong."""
+    model_id = bundle.register(catalog) if model_id is None else model_id
+    _mode, record, has_rows = _recorded(catalog, model_id)
+    if has_rows and _library_preprocess(record, bundle) != bundle.preprocess:
+        raise PreprocessingChanged(
+            f"The library's photos were embedded with {bundle.name} under other image preprocessing "
+            f"({_library_preprocess(record, bundle)!r}) than the model's own ({bundle.preprocess!r}), and mixing the "
+            "two would rank wrongly: run `cliplab index` (or index a folder again in the app) to re-embed them.")
+
+
+def refresh_preprocessing(catalog: Catalog, bundle: ModelBundle, model_id: int) -> str | None:
+    """Record the handle's preprocessing for the model's library; when its vectors were made under other
+    preprocessing, drop them (and the mode they were made in) so this run re-embeds every file. Returns
+    the sentence saying why, or None. Call with the writer lock held."""
+    mode, record, has_rows = _recorded(catalog, model_id)
+    if record == bundle.preprocess.record():
+        return None
+    reason = None
+    if has_rows and _library_preprocess(record, bundle) != bundle.preprocess:
+        reason = (f"Re-embedding the whole library with {bundle.name}: its photos were embedded under other image "
+                  f"preprocessing ({_library_preprocess(record, bundle)!r}"
+                  f"{', as every library indexed before preprocessing was recorded' if record is None else ''}) "
+                  f"than the model's own ({bundle.preprocess!r}).")
+        log.warning(reason)
+
+    def once() -> None:
+        with catalog.session() as session, session.begin():
+            row = session.get(Model, model_id, with_for_update=True)
+            if reason is not None:
+                session.execute(delete(Embedding).where(Embedding.model_id == model_id))
+                session.execute(delete(VectorIndexState).where(VectorIndexState.model_id == model_id))
+                row.mode = None  # this run records the mode it embeds in
+                row.version += 1
+            row.preprocessing = bundle.preprocess.record()
+
+    retrying(once, "recording the model's preprocessing")
+    return reason
+
+
 def library_bundle(catalog: Catalog, bundle: ModelBundle, model_id: int | None = None) -> ModelBundle:
     """The bundle in the mode the model's library embeddings are computed in, so that new files and
     queries are embedded the same way as what is indexed. The first indexing run records its mode;
-    a catalog from before modes were recorded gets what that build ran (fastest_safe_precision)."""
+    a catalog from before modes were recorded gets what that build ran (fastest_safe_precision).
+    Refuses a library made under other preprocessing (check_library)."""
     from cliplab.engine.precision import check_mode, fastest_safe_precision
     model_id = bundle.register(catalog) if model_id is None else model_id
-    with catalog.session() as session:
-        recorded = session.scalar(select(Model.mode).where(Model.id == model_id))
+    check_library(catalog, bundle, model_id)
+    recorded, _record, has_rows = _recorded(catalog, model_id)
     if recorded is None:  # first use: record it (measured outside the lock; the first writer wins)
-        with catalog.session() as session:
-            has_rows = session.scalar(select(exists().where(Embedding.model_id == model_id)))
-        mode = fastest_safe_precision(next(bundle.model.parameters()).device) if has_rows else bundle.resolve()
+        mode = fastest_safe_precision(bundle.device) if has_rows else bundle.resolve()
         with catalog.session() as session, session.begin():
             row = session.get(Model, model_id, with_for_update=True)
             row.mode = row.mode or mode
             recorded = row.mode
     try:
-        check_mode(recorded, next(bundle.model.parameters()).device)
+        check_mode(recorded, bundle.device)
     except ValueError:  # e.g. an index built in fp16 on a GPU, searched on a CPU: fp32 is within its tolerance
         log.warning("The library of %s was embedded in %s, which cannot run here: "
                                             "using fp32.", bundle.name, recorded)
@@ -142,10 +208,13 @@ def _index_locked(catalog: Catalog, bundle: ModelBundle, batch_size: int, worker
                   progress: bool, on_batch: Callable[[int, IndexReport], None] | None,
                   shard: tuple[int, int] | None) -> IndexReport:
     model_id = bundle.register(catalog)
+    report = IndexReport()
+    reason = refresh_preprocessing(catalog, bundle, model_id)
+    if reason is not None:
+        report.notes.append(reason)
     bundle = library_bundle(catalog, bundle, model_id)
     todo = pending_files(catalog, model_id, shard)
     paths = dict(todo)
-    report = IndexReport()
     started = time.perf_counter()
     bar = tqdm(total=len(todo), disable=not progress, desc=f"indexing with {bundle.name}", unit="img",
                smoothing=0.1)
@@ -167,7 +236,7 @@ def _index_locked(catalog: Catalog, bundle: ModelBundle, batch_size: int, worker
             on_batch(report.batches, report)
 
     ahead = overlap_window(batch_size, workers if workers is not None else (os.cpu_count() or 1))
-    with DecodePool(bundle.resolution, workers=workers, time_limit=time_limit, ahead=ahead) as pool:
+    with DecodePool(bundle.preprocess, workers=workers, time_limit=time_limit, ahead=ahead) as pool:
         for item in pool.decode(todo):
             (done if item.pixels is not None else skipped).append(item)
             if len(done) >= batch_size or len(skipped) >= batch_size:

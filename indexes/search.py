@@ -1,6 +1,10 @@
-"""Searching the library: query grammar, filters, pagination, relevance cut-off, more-like-this.
+"""The library's search parts: query grammar, query embedding, filters, pagination, relevance cut-off.
 
-Query grammar (what `cliplab search QUERY` and search() accept):
+The one search users run is app.services.search.search (the app, the CLI and the Map all call it); it
+uses these parts, and embeds queries with the handle in the library's recorded mode and preprocessing
+(indexes.indexer.library_bundle).
+
+Query grammar (what `cliplab search QUERY` and the app's search box accept):
 
     query := [sign] term (sign term)*        sign := "+" | "-"  (standing alone, between spaces)
     term  := [weight ":"] (words | "quoted words" | image path | @file_id)
@@ -44,7 +48,7 @@ from sqlalchemy import select
 from cliplab.engine.errors import CliplabError
 from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, from_blobs, photo_date
 from cliplab.indexes.decode import decode_file
-from cliplab.indexes.indexer import ModelBundle, library_bundle
+from cliplab.indexes.indexer import ModelBundle
 from cliplab.indexes.scan import EXTENSIONS, inside_library, library_roots
 from cliplab.indexes.vectors import VectorIndex
 
@@ -192,16 +196,18 @@ def file_embedding(catalog: Catalog, model_id: int, file_id: int, dim: int) -> n
 
 
 def image_embedding(bundle: ModelBundle, path: str) -> np.ndarray:
+    """A query image's embedding: decoded and preprocessed exactly as the library's photos (the handle's
+    Preprocess, the same decode path), encoded in the handle's mode."""
     if not os.path.isfile(path):
         raise CliplabError(f"The query image {path} does not exist.")
-    decoded = decode_file(0, path, bundle.resolution, time_limit=60.0)
+    decoded = decode_file(0, path, bundle.preprocess, time_limit=60.0)
     if decoded.pixels is None:
         raise CliplabError(f"Cannot use {path} as a query: {decoded.reason}")
     return bundle.encode_pixels(torch.from_numpy(decoded.pixels[None]))[0]
 
 
 def query_vector(catalog: Catalog, bundle: ModelBundle, model_id: int, terms: list[Term]) -> np.ndarray:
-    """The combined, normalised query embedding."""
+    """The combined, normalised query embedding; bundle: the handle in the library's mode (library_bundle)."""
     texts = [t for t in terms if t.kind == "text"]
     text_vectors = bundle.encode_texts([t.value for t in texts]) if texts else None
     total = np.zeros(bundle.model.embed_dim, np.float64)
@@ -302,8 +308,7 @@ def search_vector(catalog: Catalog, index: VectorIndex, vector: np.ndarray, limi
         threshold = background_threshold(index, vector, cutoff)
         keep = scores >= threshold
         scores, ids = scores[keep], ids[keep]
-    with catalog.session() as session:
-        rows = {row.id: row for row in session.scalars(select(File).where(File.id.in_([int(i) for i in ids])))}
+    rows = files_by_id(catalog, ids)
     roots = library_roots(catalog)
     results = []
     for s, i in zip(scores, ids):
@@ -317,22 +322,13 @@ def search_vector(catalog: Catalog, index: VectorIndex, vector: np.ndarray, limi
     return Page(results[offset:offset + limit], len(results), offset, threshold)
 
 
-def search(catalog: Catalog, bundle: ModelBundle, index: VectorIndex, query: str, limit: int = 20, offset: int = 0,
-           filters: Filters | None = None, cutoff: float | None = None, sort: str = "score") -> Page:
-    """Search with a query string (grammar in the module docstring).
-
-    limit/offset: the page; filters: folder subtree, capture-date range, file types; cutoff: z of
-    the relevance cut-off (None = off); sort: "score" or "date" (after the cut-off). A query made of
-    one @file_id (more like this) leaves that file out of its own results."""
-    terms = parse_query(query)
-    model_id = bundle.register(catalog)
-    bundle = library_bundle(catalog, bundle, model_id)  # the query is embedded as the library was
-    vector = query_vector(catalog, bundle, model_id, terms)
-    exclude = tuple(int(t.value) for t in terms if t.kind == "file" and t.sign > 0)
-    page = search_vector(catalog, index, vector, limit, offset, filters, cutoff, sort, exclude)
-    page.terms = terms
-    return page
+def files_by_id(catalog: Catalog, ids) -> dict[int, File]:
+    """The catalog rows of these files (those that still exist), by id."""
+    with catalog.session() as session:
+        return {row.id: row for row in session.scalars(select(File).where(File.id.in_([int(i) for i in ids])))}
 
 
-def more_like_this(catalog: Catalog, bundle: ModelBundle, index: VectorIndex, file_id: int, **kwargs) -> Page:
-    return search(catalog, bundle, index, f"@{file_id}", **kwargs)
+def file_statuses(catalog: Catalog, ids: list[int]) -> dict[int, str]:
+    """Each existing file's status (pending | ok | skipped), by id."""
+    with catalog.session() as session:
+        return dict(session.execute(select(File.id, File.status).where(File.id.in_([int(i) for i in ids]))).all())

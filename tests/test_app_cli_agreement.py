@@ -20,10 +20,11 @@ from test_audit_measures import make_fairface
 from cliplab.app.services import audit, audit_store
 from cliplab.app.services.app_state import AppState
 from cliplab.app.services.classify import classify_for_app, export_csv, load_templates
-from cliplab.app.services.loading import load_bundle, precision_of
+from cliplab.app.services.loading import precision_of
 from cliplab.engine import precision
 from cliplab.engine.api import _demo_available
 from cliplab.engine.audit.runner import compare_results
+from cliplab.engine.handle import ModelBundle
 from cliplab.indexes.catalog import open_catalog
 
 pytestmark = pytest.mark.skipif(not _demo_available(), reason="needs the committed demo model")
@@ -72,9 +73,40 @@ def test_the_same_classification_in_the_app_and_the_cli(state, scenes, capsys, t
     assert code == 0, err
     assert (tmp_path / "cli.csv").read_text() == (tmp_path / "app.csv").read_text()
     # the comparison is fine enough to see the bug: the bf16 model gives other numbers
-    fast = classify_for_app(load_bundle("demo", "cpu", "bf16"), scenes, "\n".join(CLASSES), templates).result
+    fast = classify_for_app(ModelBundle.load("demo", "cpu", "bf16"), scenes, "\n".join(CLASSES), templates).result
     export_csv(fast, tmp_path / "bf16.csv")
     assert (tmp_path / "bf16.csv").read_text() != (tmp_path / "app.csv").read_text()
+
+
+def test_the_same_search_in_the_app_and_the_cli_in_the_librarys_mode(state, scenes, capsys, monkeypatch):
+    """The app indexes in its fast mode (bf16 here) and records it; the CLI, on a machine whose own choice
+    is another (fp32), searches the same library with the same query: the same ranking, equal scores,
+    both made with the query embedded in bf16 as the library was."""
+    import json
+    from pathlib import Path
+
+    from cliplab.app.services import library, search
+    from cliplab.indexes.catalog import Embedding, from_blobs
+
+    library.add_folders(state.catalog, state.search_bundle, [str(Path(scenes[0]).parent)], workers=0)
+    assert state.catalog.recorded_mode(state.bundle.fingerprint) == "bf16"
+    terms = [search.text_term("a red circle"), search.text_term("a blue square", sign=-1)]
+    app = search.search(state.catalog, state.search_bundle, terms, per_page=6).results
+    monkeypatch.setenv("CLIPLAB_INFERENCE_MODE", "fp32")  # the CLI's machine would pick fp32 for itself
+    code, out, err = run_cli_with_modules(capsys, "search", "--text", "a red circle", "--not", "a blue square",
+                                          "--limit", "6", "--json", modules=["library"])
+    assert code == 0, err
+    cli = json.loads(out)
+    assert [r["id"] for r in cli] == [r.file_id for r in app] and len(app) == 6
+    assert [r["score"] for r in cli] == [round(r.score, 5) for r in app]
+    with state.catalog.session() as session:
+        stored = dict(session.query(Embedding.file_id, Embedding.vector).all())
+    query = state.bundle.using("bf16").encode_texts(["a red circle", "a blue square"])
+    query = query[0] - query[1]
+    query /= np.linalg.norm(query)
+    for result in app:
+        assert result.score == pytest.approx(float(from_blobs([stored[result.file_id]], query.size)[0] @ query),
+                                             abs=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +148,7 @@ def test_a_rerun_in_another_precision_says_so(state, fairface):
     options = audit.make_options(str(fairface), audit.shipped_text("paper"), "paper", add_child=False, sample=14,
                                  seed=0, model="demo", bootstrap=50)
     options.probe_folds = 0
-    saved = audit.run(options, bundle=load_bundle("demo", "cpu", "bf16"), progress=False)  # as the old app made
+    saved = audit.run(options, bundle=ModelBundle.load("demo", "cpu", "bf16"), progress=False)  # as the old app made
     assert saved.provenance["model"]["precision"] == "bf16"
     fresh, differences = audit.rerun(saved.session_id, bundle=state.bundle, progress=False)
     assert differences[0] == "the session ran in bf16 and the re-run in fp32; load the model in bf16 to compare"

@@ -41,9 +41,15 @@ def message(fn, *args, **kwargs) -> str:
 
 # -- Classify -----------------------------------------------------------------------------------
 
-def test_classify_two_label_sets(state, photos):
+def test_classify_two_label_sets(state, photos, monkeypatch):
+    from cliplab.app.services import classify as service
+
+    read = []
+    real = service.load_image
+    monkeypatch.setattr(service, "load_image", lambda path, **kw: read.append(path) or real(path, **kw))
     paths = sorted(photos.glob("*.png"))[:3]
     out = classify_for_app(state.bundle, paths, "cat\ndog\n\n bird", TEMPLATES, second_text="cat\ndog\nchild")
+    assert read == paths  # every image read and encoded once, both label sets scoring the same embeddings
     assert out.result.classifier.classnames == ["cat", "dog", "bird"]  # blank lines and spaces dropped
     assert out.result.probs.shape == (3, 3)
     np.testing.assert_allclose(out.result.probs.sum(axis=1), 1.0, atol=1e-5)

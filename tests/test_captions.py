@@ -13,9 +13,9 @@ from cli_support import run_cli as run_cli_with_modules
 
 from cliplab.app import cli
 from cliplab.app.services import captions
-from cliplab.app.services.loading import load_bundle
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.features import encode_images, encode_texts
+from cliplab.engine.handle import ModelBundle
 from cliplab.engine.images import load_image
 from cliplab.engine.retrieval import retrieval_ranks
 
@@ -25,7 +25,7 @@ SHAPES = ["circle", "square", "star", "cross", "heart", "diamond"]
 
 @pytest.fixture(scope="module")
 def bundle():
-    return load_bundle("demo")
+    return ModelBundle.load("demo")
 
 
 def write_captioned(root) -> dict:

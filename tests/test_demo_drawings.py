@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from drawings import BACKGROUNDS, PALETTE, SHAPES, drawing, drawings
 
-from cliplab.app.services.loading import load_bundle
 from cliplab.engine.api import load
 from cliplab.engine.errors import CliplabError
+from cliplab.engine.handle import ModelBundle
 from cliplab.trainer.demo_card import (
     CARD_FILE,
     TABLES_BEGIN,
@@ -140,7 +140,7 @@ def test_first_classification_of_the_demo_photos_is_right(tmp_path):
     assert DEFAULT_CLASSES.splitlines() == list(DEMO_CLASSES)  # the tab starts with what the photos show
     folder = write_demo_photos(tmp_path / "photos", n=24)
     photos = sorted(folder.glob("*.jpg"))
-    bundle = load_bundle("demo", "cpu")  # the app's exact mode
+    bundle = ModelBundle.load("demo", "cpu")  # the app's exact mode
     # The Classify tab's starting state: its classes, the "default" template preset.
     result = classify_for_app(bundle, photos, DEFAULT_CLASSES, load_templates("default")).result
     shown = [photos[i] for i in range(0, len(photos), 2)]  # even photos show the starting classes in turn
@@ -167,7 +167,7 @@ def test_two_yellow_stars_are_yellow_stars_not_a_word(tmp_path):
             paths.append(tmp_path / f"{background}-{i}.png")
             image.save(paths[-1])
     classes = "\n".join([*DEMO_CLASSES, "the word house", "the word sun"])
-    bundle = load_bundle("demo", "cpu")  # the app's exact mode
+    bundle = ModelBundle.load("demo", "cpu")  # the app's exact mode
     result = classify_for_app(bundle, paths, classes, load_templates("default")).result
     top = [labels[0][0] for labels in result.top]
     assert sum(label == "yellow star" for label in top) >= MIN_TWO_STARS * len(paths), top

@@ -18,9 +18,9 @@ from zeroshot_support import small_clip
 from cliplab.app import cli
 from cliplab.app.services import eval_store
 from cliplab.app.services.evaluate import dataset_hash, eval_zeroshot
-from cliplab.app.services.loading import load_bundle
 from cliplab.engine.evaldata import load_dataset
 from cliplab.engine.features import model_fingerprint
+from cliplab.engine.handle import ModelBundle
 from cliplab.engine.paths import cache_dir
 from cliplab.engine.weights import save_model
 from cliplab.engine.zeroshot import load_templates
@@ -120,7 +120,7 @@ def test_eval_zeroshot_writes_metrics_and_confusion(capsys, model_dir, dataset, 
     assert report["mean_per_class_recall"] == pytest.approx(recalls.mean())
     assert [r["label"] for r in report["per_class"]] == sorted(COLOURS)
     # the CSV form of the same dataset gives the same numbers, from the same cached features
-    bundle = load_bundle(str(model_dir))
+    bundle = ModelBundle.load(str(model_dir))
     by_csv = eval_zeroshot(bundle, dataset.parent / "colours.csv", load_templates("imagenet7"), progress=False)
     assert by_csv["top1"] == report["top1"] and (by_csv["confusion"] == confusion).all()
     assert len(list(cache_dir("features").glob("*.npy"))) == 1
@@ -168,7 +168,7 @@ def test_eval_runs_are_saved_unless_no_save(capsys, model_dir, dataset, tmp_path
     assert listed["top1"] == report["top1"] and listed["top5"] == 1.0
     assert listed["mean_per_class_recall"] == report["mean_per_class_recall"]
     assert listed["dataset"] == str(dataset.resolve())
-    assert listed["model_fingerprint"] == model_fingerprint(load_bundle(str(model_dir)).model)
+    assert listed["model_fingerprint"] == model_fingerprint(ModelBundle.load(str(model_dir)).model)
     assert listed["precision"] == "fp32"  # the exact mode, recorded with the run (and in its provenance)
     provenance = eval_store.load_eval_run(run_id)["metrics"]["provenance"]
     assert (provenance["precision"], provenance["engine"], provenance["name"]) == ("fp32", "cliplab", "tiny")

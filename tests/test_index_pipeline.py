@@ -8,7 +8,7 @@ import numpy as np
 from library_fixtures import write_image
 from PIL import Image
 
-from cliplab.engine.images import load_image
+from cliplab.engine.images import Preprocess, load_image
 from cliplab.indexes.decode import DecodePool, overlap_window
 
 
@@ -23,7 +23,7 @@ def test_the_pool_decodes_the_next_batch_while_the_caller_is_busy(tmp_path):
 
     ahead = overlap_window(batch_size=8, workers=2)
     assert ahead >= 2 * 8  # a whole batch beyond the one being encoded
-    with DecodePool(32, workers=2, ahead=ahead) as pool:
+    with DecodePool(Preprocess(32), workers=2, ahead=ahead) as pool:
         stream = pool.decode(items())
         first = next(stream)
         # while the caller holds the first result (encoding, say), `ahead` files are already queued

@@ -24,6 +24,7 @@ from PIL import Image
 from sqlalchemy import func, select, update
 
 from cliplab.app.cli import main
+from cliplab.app.services.search import parse_terms, search
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.features import encode_images
 from cliplab.engine.images import load_image
@@ -32,7 +33,7 @@ from cliplab.indexes.catalog import Embedding, File, Folder, WriterLock, from_bl
 from cliplab.indexes.duplicates import exact_duplicates, near_duplicates
 from cliplab.indexes.indexer import index_pending
 from cliplab.indexes.scan import scan, skipped
-from cliplab.indexes.search import Filters, search
+from cliplab.indexes.search import Filters
 from cliplab.indexes.vectors import open_index
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -391,12 +392,11 @@ def test_8_symlinks_inside_the_library_are_followed_the_rest_recorded(tmp_path):
         (str(root / "outdir"), f"symlink outside the library: {root / 'outdir'} points to {outside.parent}; only "
                                "links inside the library's folders are followed")]
     assert exact_duplicates(catalog) == []  # a link and its target are one file, not two copies
-    index_ = open_index(catalog, bundle.register(catalog))
     alias_id = catalog_files(catalog, root)["alias.jpg"][0]
-    assert alias_id in [r.file_id for r in search(catalog, bundle, index_, "a photo", limit=10).results]
+    assert alias_id in [r.file_id for r in search(catalog, bundle, parse_terms("a photo"), per_page=10).results]
     os.remove(root / "alias.jpg")
     os.symlink(outside, root / "alias.jpg")  # retargeted outside after the scan: never served
-    page = search(catalog, bundle, index_, "a photo", limit=10)
+    page = search(catalog, bundle, parse_terms("a photo"), per_page=10)
     assert alias_id not in [r.file_id for r in page.results] and len(page.results) == 3
     report = scan(catalog, [root])
     assert report.removed == [str(root / "alias.jpg")]
@@ -469,13 +469,12 @@ def test_10_the_date_is_the_capture_time_else_the_file_time_and_says_which(tmp_p
     with catalog.session() as session, session.begin():
         session.execute(update(File).where(File.path == str(root / "captured.jpg"))
                         .values(captured_at=datetime(2020, 1, 5, 9)))
-    index_ = open_index(catalog, bundle.register(catalog))
-    page = search(catalog, bundle, index_, "a photo", limit=10, filters=Filters(after=datetime(2020, 1, 1)))
+    page = search(catalog, bundle, parse_terms("a photo"), per_page=10, filters=Filters(after=datetime(2020, 1, 1)))
     assert sorted((os.path.basename(r.path), r.date, r.date_source) for r in page.results) == [
         ("captured.jpg", datetime(2020, 1, 5, 9), "capture"), ("scan2021.jpg", datetime(2021, 3, 1, 12), "file")]
-    page = search(catalog, bundle, index_, "a photo", limit=10, filters=Filters(before=datetime(2020, 1, 1)))
+    page = search(catalog, bundle, parse_terms("a photo"), per_page=10, filters=Filters(before=datetime(2020, 1, 1)))
     assert [(os.path.basename(r.path), r.date_source) for r in page.results] == [("scan2019.jpg", "file")]
-    page = search(catalog, bundle, index_, "a photo", limit=10, sort="date")
+    page = search(catalog, bundle, parse_terms("a photo"), per_page=10, sort="date")
     assert [os.path.basename(r.path) for r in page.results] == ["scan2019.jpg", "captured.jpg", "scan2021.jpg"]
 
 

@@ -129,7 +129,7 @@ def test_date_ticks_span_the_photos_as_dates():
 def test_zero_shot_and_selection_classes(library):
     catalog, bundle, _ = library
     points = maps.library_points(catalog, bundle)
-    top1 = maps.zero_shot_top1(points, bundle, ["a red circle", "a blue square"], ["a photo of {}."])
+    top1 = maps.zero_shot_top1(catalog, points, bundle, ["a red circle", "a blue square"], ["a photo of {}."])
     assert len(top1) == 12 and set(top1) <= {"a red circle", "a blue square"}
     first, second = points.file_ids[:2].tolist()
     mine = maps.add_class({}, " mine ", [first])
@@ -161,7 +161,7 @@ def test_selections_become_queries_and_csv(library, tmp_path):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda p, b: maps.zero_shot_top1(p, b, ["only one"], ["{}"]),
+    (lambda p, b: maps.zero_shot_top1(None, p, b, ["only one"], ["{}"]),
      "Colouring by zero-shot top-1 needs at least two class names, one per line."),
     (lambda p, b: maps.nearest_class(p, {}),
      "There are no classes made from selections yet: select photos on the map with the lasso or box tool, "

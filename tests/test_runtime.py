@@ -15,6 +15,7 @@ import torch
 from library_fixtures import tiny_bundle, write_image
 from sqlalchemy import select, update
 
+from cliplab.app.services.search import embed_query, parse_terms, search
 from cliplab.engine import onednn
 from cliplab.engine.handle import ModelBundle
 from cliplab.engine.model import CLIP
@@ -47,7 +48,6 @@ from cliplab.engine.runtime import (
 from cliplab.indexes.catalog import Model, open_catalog
 from cliplab.indexes.indexer import index_pending, library_bundle
 from cliplab.indexes.scan import scan
-from cliplab.indexes.search import query_vector, search
 from cliplab.indexes.vectors import open_index
 
 CAPTIONS = ["a red circle", "two blue squares on the left", "three green triangles at the top right",
@@ -167,8 +167,8 @@ def test_policy_reproducible_is_exact_and_index_is_measured(demo):
         check_mode("fp16", "cpu")
     with pytest.raises(ValueError):
         check_mode("int4", "cpu")
-    assert ModelBundle.load("demo", device="cpu", purpose="reproducible").mode == "fp32"
-    assert ModelBundle.load("demo", device="cpu").mode == "auto"
+    assert ModelBundle.load("demo", device="cpu").mode == "fp32"  # the loader's default purpose: reproducible
+    assert ModelBundle.load("demo", device="cpu", purpose="index").mode == "auto"
     provenance = demo.using("onnx-int8").provenance()
     assert provenance["mode"] == "onnx-int8" and provenance["engine"] == "onnxruntime"
     assert provenance["precision"] == "int8" and "onnxruntime" in provenance["versions"]
@@ -206,11 +206,11 @@ def test_the_library_records_its_mode_and_queries_are_embedded_the_same_way(tmp_
     assert searching.mode == "fp32"
     used = library_bundle(catalog, searching, model_id)
     assert used.mode == "onnx-int8" and used.model is searching.model
-    terms_vector = query_vector(catalog, used, model_id, [_text("a red square")])
+    terms_vector = embed_query(catalog, searching, [_text("a red square")])  # the path search takes
     int8_text = used.encode_texts(["a red square"])[0]
     assert np.allclose(terms_vector, int8_text, atol=1e-6)
     index = open_index(catalog, model_id)
-    page = search(catalog, searching, index, "a red square", limit=5)
+    page = search(catalog, searching, parse_terms("a red square"), per_page=5)
     scores, ids = index.search(int8_text[None], 5)
     assert [r.file_id for r in page.results] == ids[0].tolist()
     assert [r.score for r in page.results] == pytest.approx(scores[0].tolist(), abs=1e-6)
@@ -389,7 +389,7 @@ def test_reproducible_results_run_through_this_machines_fp32_kernels_and_record_
     results = {}
     for kernels in ("blas", "onednn") if onednn.available() else ("blas",):
         monkeypatch.setenv(KERNELS_ENV, kernels)
-        bundle = loading.load_bundle("demo", "cpu", loading.EXACT)
+        bundle = ModelBundle.load("demo", "cpu", loading.EXACT)
         model = bundle.inference_model
         assert getattr(model, "kernels", "blas") == kernels and (model is bundle.model) == (kernels == "blas")
         assert model.fingerprint == bundle.fingerprint and bundle.inference_model is model  # built once

@@ -219,11 +219,12 @@ def test_shape_groups_pair_look_alike_outlines_and_a_share_of_groups_stays_free(
 
 
 def test_contrast_groups_stay_together_on_one_rank_and_worker():
+    from cliplab.engine.images import Preprocess
     from cliplab.trainer.data import build_dataset
 
     world = World(seed=0, image_size=32)
     for rank in (0, 1):
-        ds = build_dataset("synthetic", 32, seed=0, rank=rank, world_size=2, world=world, epoch_size=48,
+        ds = build_dataset("synthetic", Preprocess(32), seed=0, rank=rank, world_size=2, world=world, epoch_size=48,
                            group_size=4)
         indices = ds.indices()
         assert len(indices) == 24
@@ -232,11 +233,11 @@ def test_contrast_groups_stay_together_on_one_rank_and_worker():
         for worker in (0, 1):
             part = ds.indices(worker, 2).reshape(-1, 4)
             assert (part % 4 == np.arange(4)).all()
-    other = build_dataset("synthetic", 32, seed=0, rank=0, world_size=2, world=world, epoch_size=48, group_size=4)
-    other_rank = build_dataset("synthetic", 32, seed=0, rank=1, world_size=2, world=world, epoch_size=48, group_size=4)
+    other = build_dataset("synthetic", Preprocess(32), seed=0, rank=0, world_size=2, world=world, epoch_size=48, group_size=4)
+    other_rank = build_dataset("synthetic", Preprocess(32), seed=0, rank=1, world_size=2, world=world, epoch_size=48, group_size=4)
     assert not set(other.indices().tolist()) & set(other_rank.indices().tolist())
     # Seeded like the rest: the same epoch gives the same grouped samples.
-    ds = build_dataset("synthetic", 32, seed=0, world=world, epoch_size=16, group_size=4)
+    ds = build_dataset("synthetic", Preprocess(32), seed=0, world=world, epoch_size=16, group_size=4)
     samples = [caption for _, caption in ds]
     assert len(samples) == 16 and samples == [caption for _, caption in ds]
 

@@ -1,8 +1,11 @@
 """Training data: image-caption pairs from a CSV/TSV, a folder with sidecar captions, WebDataset
 shards, or the synthetic world, as `(image [3, r, r], caption)` with the paper's augmentation.
 
-The augmentation is the paper's: resize the shorter side to the model resolution, then take a
-random square crop (train=False takes the center crop, the reference eval transform).
+Images are preprocessed with the model's own Preprocess (engine.model_preprocess: a release's
+mean/std, interpolation, resize size; the reference for a model built from scratch), which every
+dataset receives. The training augmentation is the paper's: resize the shorter side (to the
+release's resize size, the resolution by default), then take a random square crop, normalised as the
+release says; train=False takes the model's own eval transform (Preprocess itself).
 
 Every dataset is iterable and shards itself: each epoch is a seeded permutation split across
 DDP ranks, then across DataLoader workers, so each sample is seen once per epoch over all
@@ -31,7 +34,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.evaldata import is_image_file
-from cliplab.engine.images import MEAN, STD, ImageLoadError, Preprocess, load_image
+from cliplab.engine.images import ImageLoadError, Preprocess, load_image
 from cliplab.trainer.synthetic import CONTRAST_SHARE, World
 
 IMAGE_COLUMNS = ("filepath", "image", "image_path", "path", "file", "filename")
@@ -55,24 +58,30 @@ def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]
 
 
 class RandomSquareCrop:
-    """The paper's training augmentation: bicubic resize of the shorter side to r, a random r x r
-    crop, normalised like the reference. With rng=None, the center crop (the eval transform)."""
+    """The paper's training augmentation with the model's preprocessing: resize of the shorter side to
+    the Preprocess's resize size (its resolution r unless the release says otherwise) with its
+    interpolation, a random r x r crop, normalised with its mean/std. With rng=None, the model's own
+    eval transform (the Preprocess itself: the release's resize mode included)."""
 
-    def __init__(self, resolution: int) -> None:
-        self.resolution = int(resolution)
-        self._eval = Preprocess(resolution)
-        self._mean = torch.tensor(MEAN, dtype=torch.float32).view(3, 1, 1)
-        self._std = torch.tensor(STD, dtype=torch.float32).view(3, 1, 1)
+    def __init__(self, preprocess: Preprocess) -> None:
+        if not isinstance(preprocess, Preprocess):
+            raise TypeError(f"RandomSquareCrop takes the model's Preprocess, not {type(preprocess).__name__}.")
+        self.preprocess = preprocess
+        self.resolution = preprocess.resolution
+        self._resample = (Image.Resampling.BILINEAR if preprocess.interpolation == "bilinear"
+                          else Image.Resampling.BICUBIC)
+        self._mean = torch.tensor(preprocess.mean, dtype=torch.float32).view(3, 1, 1)
+        self._std = torch.tensor(preprocess.std, dtype=torch.float32).view(3, 1, 1)
 
     def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
         if rng is None:
-            return self._eval(image)
-        r = self.resolution
+            return self.preprocess(image)
+        r, short_side = self.resolution, self.preprocess.resize_size
         width, height = image.size
-        scale = r / min(width, height)
-        size = (max(r, int(width * scale)), max(r, int(height * scale)))
+        scale = short_side / min(width, height)
+        size = (max(short_side, int(width * scale)), max(short_side, int(height * scale)))
         if size != image.size:
-            image = image.resize(size, Image.Resampling.BICUBIC)
+            image = image.resize(size, self._resample)
         left = int(rng.integers(size[0] - r + 1))
         top = int(rng.integers(size[1] - r + 1))
         pixels = np.asarray(image.crop((left, top, left + r, top + r)).convert("RGB"), dtype=np.uint8)
@@ -83,15 +92,16 @@ class RandomSquareCrop:
 class CaptionDataset(IterableDataset):
     """Base of the datasets: sharding, seeding per epoch/rank/worker, skip counting."""
 
-    def __init__(self, resolution: int, train: bool = True, seed: int = 0,
+    def __init__(self, preprocess: Preprocess, train: bool = True, seed: int = 0,
                  rank: int | None = None, world_size: int | None = None) -> None:
         super().__init__()
-        self.resolution = resolution
+        self.preprocess = preprocess
+        self.resolution = preprocess.resolution
         self.train = train
         self.seed = seed
         self.epoch = 0
         self.rank, self.world_size = _rank_and_world(rank, world_size)
-        self.transform = RandomSquareCrop(resolution)
+        self.transform = RandomSquareCrop(preprocess)
         self.skipped: Counter[str] = Counter()
 
     def set_epoch(self, epoch: int) -> None:
@@ -153,9 +163,9 @@ class IndexedDataset(CaptionDataset):
 class CsvDataset(IndexedDataset):
     """Image paths and captions from a CSV/TSV file with a header row (delimiter detected)."""
 
-    def __init__(self, path: str | Path, resolution: int, image_key: str | None = None,
+    def __init__(self, path: str | Path, preprocess: Preprocess, image_key: str | None = None,
                  caption_key: str | None = None, **kwargs) -> None:
-        super().__init__(resolution, **kwargs)
+        super().__init__(preprocess, **kwargs)
         self.path = Path(path).expanduser()
         try:
             text = self.path.read_text(encoding="utf-8-sig")
@@ -182,7 +192,7 @@ class CsvDataset(IndexedDataset):
 
     def _get(self, index: int, rng: np.random.Generator | None) -> tuple[torch.Tensor, str] | Skipped:
         path, caption = self.items[index]
-        return self._image_sample(lambda: load_image(path, min_size=self.resolution), caption, rng)
+        return self._image_sample(lambda: load_image(path, min_size=self.preprocess.resize_size), caption, rng)
 
 
 def _sniff_delimiter(text: str) -> str:
@@ -206,8 +216,8 @@ def _column(header: list[str], wanted: str | None, defaults: tuple[str, ...], wh
 class FolderDataset(IndexedDataset):
     """Images in a folder tree, each captioned by the .txt file with the same stem beside it."""
 
-    def __init__(self, folder: str | Path, resolution: int, **kwargs) -> None:
-        super().__init__(resolution, **kwargs)
+    def __init__(self, folder: str | Path, preprocess: Preprocess, **kwargs) -> None:
+        super().__init__(preprocess, **kwargs)
         self.folder = Path(folder).expanduser()
         self.items = sorted(p for p in self.folder.rglob("*") if p.is_file() and is_image_file(p)
                             and not any(part.startswith(".") for part in p.relative_to(self.folder).parts))
@@ -224,7 +234,7 @@ class FolderDataset(IndexedDataset):
             caption = path.with_suffix(".txt").read_text(encoding="utf-8", errors="replace")
         except OSError:
             return Skipped("no caption file")
-        return self._image_sample(lambda: load_image(path, min_size=self.resolution), caption, rng)
+        return self._image_sample(lambda: load_image(path, min_size=self.preprocess.resize_size), caption, rng)
 
 
 class SyntheticDataset(IndexedDataset):
@@ -235,9 +245,9 @@ class SyntheticDataset(IndexedDataset):
     A group's members stay together on one rank and one worker, so they meet in the same
     contrastive batch."""
 
-    def __init__(self, resolution: int, world: World | None = None, split: str = "train",
+    def __init__(self, preprocess: Preprocess, world: World | None = None, split: str = "train",
                  epoch_size: int = 10_000, group_size: int = 1, **kwargs) -> None:
-        super().__init__(resolution, **kwargs)
+        super().__init__(preprocess, **kwargs)
         self.world = world if world is not None else World(seed=self.seed)
         self.split = split
         self.epoch_size = epoch_size
@@ -274,10 +284,10 @@ class WebDatasetShards(CaptionDataset):
     and samples shuffled through a buffer. Give at least world_size x num_workers shards.
     """
 
-    def __init__(self, urls: str | list[str], resolution: int, shuffle_buffer: int = 1000, **kwargs) -> None:
+    def __init__(self, urls: str | list[str], preprocess: Preprocess, shuffle_buffer: int = 1000, **kwargs) -> None:
         import webdataset as wds
 
-        super().__init__(resolution, **kwargs)
+        super().__init__(preprocess, **kwargs)
         self.urls = wds.shardlists.expand_urls(urls) if isinstance(urls, str) else list(urls)
         missing = [u for u in self.urls if "://" not in u and not Path(u).is_file()]
         if missing and len(missing) == len(self.urls):
@@ -320,7 +330,7 @@ class WebDatasetShards(CaptionDataset):
         if "txt" not in sample:
             return Skipped("no caption in sample")
         caption = sample["txt"].decode("utf-8", errors="replace")
-        return self._image_sample(lambda: load_image(sample[key], min_size=self.resolution), caption, rng)
+        return self._image_sample(lambda: load_image(sample[key], min_size=self.preprocess.resize_size), caption, rng)
 
 
 def _shuffled(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
@@ -337,23 +347,24 @@ def _shuffled(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
     yield from buffer
 
 
-def build_dataset(spec: str, resolution: int, train: bool = True, seed: int = 0, rank: int | None = None,
+def build_dataset(spec: str, preprocess: Preprocess, train: bool = True, seed: int = 0, rank: int | None = None,
                   world_size: int | None = None, image_key: str | None = None, caption_key: str | None = None,
                   world: World | None = None, epoch_size: int = 10_000, group_size: int = 1) -> CaptionDataset:
     """The dataset a spec names: "synthetic", a .csv/.tsv file, a folder of images with .txt
-    captions, or WebDataset shards (a .tar path or brace pattern like `data/shard-{000..009}.tar`)."""
+    captions, or WebDataset shards (a .tar path or brace pattern like `data/shard-{000..009}.tar`).
+    preprocess: the model's own (engine.model_preprocess), never a default one."""
     common = {"train": train, "seed": seed, "rank": rank, "world_size": world_size}
     if spec == "synthetic":
-        return SyntheticDataset(resolution, world=world, epoch_size=epoch_size, group_size=group_size, **common)
+        return SyntheticDataset(preprocess, world=world, epoch_size=epoch_size, group_size=group_size, **common)
     path = Path(spec).expanduser()
     if ".tar" in path.name:
-        return WebDatasetShards(spec, resolution, **common)
+        return WebDatasetShards(spec, preprocess, **common)
     if path.suffix.lower() in (".csv", ".tsv"):
         if not path.is_file():
             raise CliplabError(f"The caption file {path} does not exist.")
-        return CsvDataset(path, resolution, image_key=image_key, caption_key=caption_key, **common)
+        return CsvDataset(path, preprocess, image_key=image_key, caption_key=caption_key, **common)
     if path.is_dir():
-        return FolderDataset(path, resolution, **common)
+        return FolderDataset(path, preprocess, **common)
     raise CliplabError(f"Cannot tell what training data {spec!r} is: give 'synthetic', a .csv/.tsv file "
                        "(image path + caption columns), a folder of images with .txt captions, or "
                        "WebDataset shards (a .tar file or a pattern like data/shard-{000..009}.tar).")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cliplab.engine.api import model_preprocess
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.images import Preprocess
 from cliplab.engine.model import CLIP, resize_positional_embedding
@@ -111,9 +112,9 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _synthetic_eval(world, resolution: int, n: int) -> tuple[dict[str, ZeroShotSet], RetrievalSet]:
-    """The world's tasks on held-out shape-colour combinations (words are never held out)."""
-    preprocess = Preprocess(resolution)
+def _synthetic_eval(world, preprocess: Preprocess, n: int) -> tuple[dict[str, ZeroShotSet], RetrievalSet]:
+    """The world's tasks on held-out shape-colour combinations (words are never held out), preprocessed
+    as the model's own."""
     tasks = {}
     for name, task in world.zero_shot_tasks().items():
         images, labels = world.labelled(task, n, split="heldout", seed=1)
@@ -123,8 +124,8 @@ def _synthetic_eval(world, resolution: int, n: int) -> tuple[dict[str, ZeroShotS
     return tasks, RetrievalSet(torch.stack([preprocess(i) for i in images]), captions)
 
 
-def _file_eval(spec: str, resolution: int, n: int) -> RetrievalSet:
-    dataset = build_dataset(spec, resolution, train=False, rank=0, world_size=1)
+def _file_eval(spec: str, preprocess: Preprocess, n: int) -> RetrievalSet:
+    dataset = build_dataset(spec, preprocess, train=False, rank=0, world_size=1)
     images, captions = [], []
     for image, caption in dataset:
         images.append(image)
@@ -140,10 +141,10 @@ def _tokenizer_and_model(options: TrainOptions, run_dir: Path, env: DistEnv, wor
     """Fine-tuning: the checkpoint's model and vocabulary. From scratch: a vocabulary (official,
     a given merges file, or trained here on the captions) and a fresh model."""
     if options.init:
-        from cliplab.engine.api import load
+        from cliplab.engine.handle import ModelBundle
 
-        model, _, tokenizer = load(options.init, device="cpu", precision="fp32")
-        model = _at_resolution(model.float(), options.resolution)
+        loaded = ModelBundle.load(options.init, device="cpu", precision="fp32")  # fp32 weights to train
+        model, tokenizer = _at_resolution(loaded.model.float(), options.resolution), loaded.tokenizer
         return tokenizer, model, tokenizer.merges_path if options.vocab or options.merges else None
     merges = Path(options.merges) if options.merges else None
     if options.vocab:
@@ -154,8 +155,9 @@ def _tokenizer_and_model(options: TrainOptions, run_dir: Path, env: DistEnv, wor
             if world is not None:
                 texts = world.caption_corpus(20_000, seed=options.seed)
             else:
+                # captions only (no model exists yet): the pixels are thrown away, so any small transform does
                 texts = [c for _, c in zip(range(50_000), (c for _, c in build_dataset(
-                    options.data, 32, train=False, rank=0, world_size=1)))]
+                    options.data, Preprocess(32), train=False, rank=0, world_size=1)))]
             train_vocabulary(texts, options.vocab, merges)
         if env.enabled:
             torch.distributed.barrier()
@@ -174,6 +176,11 @@ def _at_resolution(model: CLIP, resolution: int | None) -> CLIP:
     check_resolution(model.config, resolution)
     resized = CLIP(dataclasses.replace(model.config, image_resolution=resolution))
     resized.load_state_dict(resize_positional_embedding(model.state_dict(), resolution))
+    # the release's preprocessing travels on (engine.model_preprocess), its resize size scaled with the crop
+    cfg = dict(getattr(model, "preprocess_cfg", None) or {})
+    if cfg.get("resize_size"):
+        cfg["resize_size"] = round(cfg["resize_size"] * resolution / model.image_resolution)
+    resized.preprocess_cfg = cfg
     return resized
 
 
@@ -327,7 +334,7 @@ def _prepare(options: TrainOptions, device: torch.device, env: DistEnv) -> _Run:
         if transformer is not None:
             transformer.grad_checkpointing = options.grad_checkpointing
 
-    dataset = build_dataset(options.data, model.image_resolution, train=True, seed=options.seed,
+    dataset = build_dataset(options.data, model_preprocess(model), train=True, seed=options.seed,
                             rank=env.rank, world_size=env.world_size, world=world, group_size=options.contrast_group,
                             epoch_size=max(local_batch * env.world_size * 50, 10_000) // options.batch_size
                             * options.batch_size)
@@ -376,9 +383,9 @@ def _eval_sets(run: _Run) -> tuple[dict[str, ZeroShotSet], RetrievalSet | None]:
     if not (options.eval_every and run.env.is_main):
         return {}, None
     if run.world is not None:
-        return _synthetic_eval(run.world, run.model.image_resolution, options.eval_samples)
+        return _synthetic_eval(run.world, model_preprocess(run.model), options.eval_samples)
     if options.eval_data:
-        return {}, _file_eval(options.eval_data, run.model.image_resolution, options.eval_samples)
+        return {}, _file_eval(options.eval_data, model_preprocess(run.model), options.eval_samples)
     return {}, None
 
 

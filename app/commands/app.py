@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from cliplab.app.commands.models import add_model_arguments, model_options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("app", help="open the app in the browser (Gradio)",
                                    description="Start the local app. It listens on 127.0.0.1 only, unless "
                                                "--listen says otherwise; then it asks for a login.")
-    parser.add_argument("--model", default="demo", help="model to start with: demo, an official name or a "
-                                                        "checkpoint path (default demo)")
+    add_model_arguments(parser)
     parser.add_argument("--port", type=int, default=None, help="port (default 7860 or the next free one)")
     parser.add_argument("--listen", metavar="ADDRESS", default=None,
                         help="listen on ADDRESS (e.g. 0.0.0.0) instead of 127.0.0.1: anyone who can reach it and "
@@ -32,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
 
     host = args.listen or DEFAULT_HOST
     login_for(host)  # a too-short password fails before anything loads
-    state = AppState(model=args.model)
+    options = model_options(args)
+    del options["purpose"]  # the app's model is the exact one; indexing and search take it in SEARCH mode
+    state = AppState(**options)
     print(f"model: {state.bundle.name}", flush=True)  # loads now: a missing model fails before the server starts
     if args.demo_photos and needs_first_start(state):
         print(f"first start: drawing {args.demo_photos} demo photos and indexing them with {state.model_name}"

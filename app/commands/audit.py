@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from cliplab.app.commands.models import add_loading_arguments, loading_options
+from cliplab.app.commands.models import add_model_arguments, load_model, model_options
 from cliplab.app.services import audit as service
 from cliplab.app.services import loading
 from cliplab.app.services.audit import PAPER_THRESHOLDS, AuditOptions, AuditResult, to_frame
@@ -43,9 +43,7 @@ def register(subparsers) -> None:
                                       "(e.g. child: the paper's class-design experiment)")
     parser.add_argument("--sample", type=int, help="audit a random sample of N images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample, bootstrap and probe (default 0)")
-    parser.add_argument("--model", default="demo", help="an official name (downloaded first), 'demo' or a checkpoint path")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    add_loading_arguments(parser)
+    add_model_arguments(parser)
     parser.add_argument("--group-columns", help="comma-separated group columns (default for FairFace: race,gender,age)")
     parser.add_argument("--templates", nargs="+", default=[],
                         help="prompt-sensitivity variants: templates with {} or preset names/files (each line one variant)")
@@ -104,8 +102,8 @@ def _rerun(args: argparse.Namespace) -> int:
     saved = service.show(args.ids[0])
     bundle = None  # the service loads the recorded model in the recorded precision
     if args.arch or args.allow_torchscript:
-        bundle = loading.load_bundle(saved.options.model, args.device,
-                                     service.recorded_precision(saved) or loading.EXACT, **loading_options(args))
+        bundle = loading.ModelBundle.load(**{**model_options(args), "model": saved.options.model,
+                                             "precision": service.recorded_precision(saved)})
     fresh, differences = service.rerun(args.ids[0], args.out, bundle, device=args.device)
     _print_summary(fresh)
     print(f"session {fresh.session_id} (re-run of {saved.session_id})")
@@ -155,7 +153,7 @@ def _run(args: argparse.Namespace) -> int:
                            thresholds=_floats(args.thresholds), min_count=args.min_count,
                            probe_folds=args.probe_folds, n_boot=args.bootstrap,
                            service_test_only=args.service_test, padding=args.padding)
-    bundle = loading.load_bundle(args.model, args.device, loading.EXACT, **loading_options(args))
+    bundle = load_model(args)
     result = service.run(options, args.out, bundle)  # the exact precision, as in the app
     _print_summary(result)
     if args.out:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from cliplab.app.commands.classify import add_model_arguments, load_bundle
+from cliplab.app.commands.models import add_model_arguments, load_model
 from cliplab.app.services import captions as service
 
 MARK_HELP = "* marks a true pair (the image's own caption, or the caption's own image)"
@@ -48,7 +48,7 @@ def print_images(matches: list[service.ImageMatch]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    bundle = load_bundle(args)
+    bundle = load_model(args)
     if args.image is not None:
         print_texts(service.image_to_texts(bundle, args.image, args.collection, args.k))
     elif args.text is not None:

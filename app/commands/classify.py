@@ -6,8 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from cliplab.app.commands.models import add_loading_arguments, loading_options
-from cliplab.app.services import loading
+from cliplab.app.commands.models import add_model_arguments, load_model
 from cliplab.app.services.classify import (
     TEMPLATE_PRESETS,
     classify_images,
@@ -16,20 +15,7 @@ from cliplab.app.services.classify import (
     load_templates,
     parse_classes,
 )
-from cliplab.app.services.loading import ModelBundle
 from cliplab.engine.errors import CliplabError
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="demo",
-                        help="an official name (e.g. ViT-B/32, downloaded first), 'demo' (default) or a checkpoint path")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    add_loading_arguments(parser)
-
-
-def load_bundle(args: argparse.Namespace) -> ModelBundle:
-    """The model in the exact precision (the app's too: the same input gives the same numbers)."""
-    return loading.load_bundle(args.model, args.device, loading.EXACT, **loading_options(args))
 
 
 def add_classifier_arguments(parser: argparse.ArgumentParser, default_templates: str = "default") -> None:
@@ -96,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise CliplabError("--top must be at least 1.")
     paths = expand_paths(args.images)
-    result = classify_images(load_bundle(args), paths, classes, templates, k=args.top, threshold=args.threshold,
+    result = classify_images(load_model(args), paths, classes, templates, k=args.top, threshold=args.threshold,
                              scale=parse_scale(args.scale), progress=len(paths) > 8, truncate=args.truncate)
     names = display_names(result.paths)
     width = max(len(n) for n in names + ["image"])

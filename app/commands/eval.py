@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cliplab.app.commands.classify import (
-    add_classifier_arguments,
-    add_model_arguments,
-    load_bundle,
-    parse_scale,
-)
+from cliplab.app.commands.classify import add_classifier_arguments, parse_scale
+from cliplab.app.commands.models import add_model_arguments, load_model
 from cliplab.app.services.classify import load_templates
 from cliplab.app.services.evaluate import eval_fewshot, eval_probe, eval_retrieval, eval_zeroshot, save_run
 from cliplab.engine.errors import CliplabError
@@ -90,7 +86,7 @@ def print_metrics(metrics: dict) -> None:
 
 
 def run_zeroshot(args: argparse.Namespace) -> int:
-    bundle = load_bundle(args)
+    bundle = load_model(args)
     metrics = eval_zeroshot(bundle, args.dataset, load_templates(args.templates), out_dir(args),
                             scale=parse_scale(args.scale))
     print_metrics(metrics)
@@ -100,7 +96,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    bundle = load_bundle(args)
+    bundle = load_model(args)
     metrics = eval_probe(bundle, args.dataset, args.test, joint=args.joint, seed=args.seed,
                          out_dir=out_dir(args))
     print(f"linear probe on {metrics['features']}: C = {metrics['C']:.3g} "
@@ -120,7 +116,7 @@ def run_fewshot(args: argparse.Namespace) -> int:
         raise CliplabError(f"--shots takes comma-separated whole numbers, not {args.shots!r}.") from None
     if args.seeds < 1 or not shots or min(shots) < 1:
         raise CliplabError("--shots and --seeds must be positive.")
-    bundle = load_bundle(args)
+    bundle = load_model(args)
     metrics = eval_fewshot(bundle, args.dataset, load_templates(args.templates), shots,
                            tuple(range(args.seeds)), joint=args.joint, out_dir=out_dir(args),
                            scale=parse_scale(args.scale))
@@ -138,7 +134,7 @@ def run_fewshot(args: argparse.Namespace) -> int:
 
 
 def run_retrieval(args: argparse.Namespace) -> int:
-    bundle = load_bundle(args)
+    bundle = load_model(args)
     result = eval_retrieval(bundle, args.captions, prefix=args.prefix)
     print(f"{result['n_images']} images, {result['n_texts']} captions"
           + (f', prefix "{args.prefix}"' if args.prefix else ""))

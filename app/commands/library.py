@@ -16,7 +16,8 @@ import argparse
 import json
 import math
 
-from cliplab.app.services import captions, library, loading, search
+from cliplab.app.commands.models import add_model_arguments, load_model
+from cliplab.app.services import captions, library, search
 from cliplab.app.services.library import KINDS, open_catalog
 from cliplab.engine.errors import CliplabError
 
@@ -44,16 +45,6 @@ def _finite(text: str) -> float:
     return value
 
 
-def _model_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="model name or checkpoint path (default: $CLIPLAB_MODEL or demo)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-
-
-def _search_bundle(args: argparse.Namespace):
-    """Indexing and search run in the fastest safe precision (recorded per index)."""
-    return loading.load_bundle(args.model, args.device, loading.SEARCH)
-
-
 def index_main(args: argparse.Namespace) -> int:
     catalog = open_catalog()
     if args.skipped:
@@ -70,10 +61,12 @@ def index_main(args: argparse.Namespace) -> int:
         print(f"removed {args.remove} from the library: {removed} file(s) and their embeddings (the files on disk "
               "are untouched)")
         return 0
-    run = library.add_folders(catalog, _search_bundle(args), args.paths, confirm_system=args.confirm_system,
+    run = library.add_folders(catalog, load_model(args), args.paths, confirm_system=args.confirm_system,
                               batch_size=args.batch_size, workers=args.workers, kind=args.index_kind,
                               progress=True, time_limit=args.time_limit)
     print(f"scan: {run['scan']}")
+    for note in run["notes"]:
+        print(note)
     print(f"embedded {run['embedded']}, skipped {run['skipped']} in {run['seconds']:.1f} s "
           f"({run['images_per_second']:.1f} images/s); vector index: {run['vectors']['kind']}, "
           f"{run['vectors']['count']} vectors")
@@ -114,7 +107,7 @@ def search_main(args: argparse.Namespace) -> int:
     terms = search_terms(args)
     catalog = open_catalog()
     try:
-        view = search.search(catalog, _search_bundle(args), terms, page=args.page, per_page=args.limit,
+        view = search.search(catalog, load_model(args), terms, page=args.page, per_page=args.limit,
                              filters=search.make_filters(args.folder, args.after, args.before, args.type),
                              cutoff=args.cutoff, sort=args.sort, kind=args.index_kind)
     except search.NothingIndexed as error:
@@ -141,7 +134,7 @@ def search_main(args: argparse.Namespace) -> int:
 
 
 def duplicates_main(args: argparse.Namespace) -> int:
-    bundle = None if args.exact_only else _search_bundle(args)
+    bundle = None if args.exact_only else load_model(args)
     groups = library.find_duplicates(bundle, open_catalog(), threshold=args.threshold,
                                      burst_seconds=args.burst_seconds)
     for n, group in enumerate(groups, 1):
@@ -156,7 +149,7 @@ def duplicates_main(args: argparse.Namespace) -> int:
 
 
 def export_main(args: argparse.Namespace) -> int:
-    n = library.export_embeddings(args.output, _search_bundle(args), open_catalog())
+    n = library.export_embeddings(args.output, load_model(args), open_catalog())
     print(f"wrote {n} embeddings to {args.output}")
     return 0
 
@@ -167,7 +160,7 @@ def texts_main(args: argparse.Namespace) -> int:
         print(f"collection {args.name}: {library.add_texts(catalog, args.name, args.file)} texts")
         return 0
     # the same image -> text feature (and caches) as `cliplab captions --image`
-    bundle = loading.load_bundle(args.model, args.device, loading.EXACT)
+    bundle = load_model(args)
     for hit in captions.image_to_texts(bundle, args.file, captions.COLLECTION_PREFIX + args.name, k=args.limit,
                                        catalog=catalog):
         print(f"{hit.score:.4f}  {'*' if hit.true_pair else ' '} {hit.text}")
@@ -178,7 +171,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("index", help="index photo folders (incremental, crash-safe); remove a folder",
                               description="Scan folders, embed new and changed photos, update the vector index.")
     p.add_argument("paths", nargs="*", help="folders to scan (none: embed what is pending)")
-    _model_arg(p)
+    add_model_arguments(p, purpose="index")
     p.add_argument("--skipped", action="store_true", help="list the files that could not be indexed, with reasons")
     p.add_argument("--remove", metavar="FOLDER", help="take a library folder out of the catalog with its files' rows "
                                                       "and embeddings (the files on disk are untouched)")
@@ -198,7 +191,7 @@ def register(subparsers) -> None:
                     "or spaces): --text, --image, --like, and --not, --not-image, --not-like to push results "
                     "away; --weight W after a term weights it. See docs/library.md.")
     p.add_argument("query", nargs="?", help="a query in the grammar above (optional with term options)")
-    _model_arg(p)
+    add_model_arguments(p, purpose="index")
     p.set_defaults(terms=[])
     term = p.add_argument_group("query terms (repeatable, in order)")
     term.add_argument("--text", action=TermAction, metavar="TEXT", help="a text term, taken whole")
@@ -224,7 +217,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=search_main)
 
     p = subparsers.add_parser("duplicates", help="exact and near-duplicate photos, with a suggested keeper")
-    _model_arg(p)
+    add_model_arguments(p, purpose="index")
     p.add_argument("--threshold", type=_finite, default=None,
                    help="cosine similarity for near-duplicates (default: relative to the library, see docs/library.md)")
     p.add_argument("--burst-seconds", type=_at_least(0, float), default=300.0,
@@ -234,7 +227,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("export", help="export embeddings + metadata (.parquet or .npz)")
     p.add_argument("output")
-    _model_arg(p)
+    add_model_arguments(p, purpose="index")
     p.set_defaults(func=export_main)
 
     p = subparsers.add_parser("texts", help="text collections: search texts with an image",
@@ -244,5 +237,5 @@ def register(subparsers) -> None:
     p.add_argument("name", help="collection name")
     p.add_argument("file", help="add: a .txt (one text a line) or captions .csv; search: an image")
     p.add_argument("--limit", type=_at_least(1), default=10)
-    _model_arg(p)
+    add_model_arguments(p)
     p.set_defaults(func=texts_main)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from cliplab.app.services import models as service
+from cliplab.app.services.loading import MODE_NAMES, ModelBundle, default_model
 
 ARCH_HELP = ("the architecture of a checkpoint that does not say its activation and head width: a name "
              "(ViT-B-32 is GELU as in open_clip, ViT-B-32-quickgelu QuickGELU, ViT-B/32 OpenAI's; `cliplab models "
@@ -22,15 +23,44 @@ TORCHSCRIPT_HELP = ("load a TorchScript archive that is not an official OpenAI r
                     "safetensors)")
 
 
-def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
-    """--arch and --allow-torchscript, for every command that loads a model."""
+PRECISIONS = {"reproducible": ("auto", "fp32", "bf16", "fp16"), "index": MODE_NAMES}  # the one vocabulary
+PRECISION_HELP = {
+    "reproducible": "mode: fp32 (exact, default), bf16, fp16 (CUDA), or auto (the fastest safe of these on this "
+                    "machine); results record it",
+    "index": "inference mode for new libraries: auto (default: the fastest safe mode on this machine, measured once), "
+             "fp32 (exact), bf16, fp16 (CUDA), onnx-fp32 or onnx-int8; a library keeps the mode it was indexed in "
+             "and its queries are embedded in it",
+}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, purpose: str = "reproducible") -> None:
+    """--model, --device, --precision, --arch and --allow-torchscript: the options of every command that
+    loads a model, with one default model ($CLIPLAB_MODEL, else demo). purpose: what the command's results
+    are ('reproducible' or 'index'), which decides the default mode; load_model(args) reads them."""
+    parser.add_argument("--model", default=default_model(),
+                        help="an official name (e.g. ViT-B/32, downloaded first), 'demo' or a checkpoint path "
+                             "(default: $CLIPLAB_MODEL, else demo)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--precision", choices=PRECISIONS[purpose], default=None, help=PRECISION_HELP[purpose])
+    _add_checkpoint_arguments(parser)
+    parser.set_defaults(model_purpose=purpose)
+
+
+def _add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", help=ARCH_HELP)
     parser.add_argument("--allow-torchscript", action="store_true", help=TORCHSCRIPT_HELP)
 
 
-def loading_options(args: argparse.Namespace) -> dict:
-    """engine.load's keyword arguments from --arch / --allow-torchscript."""
-    return {"arch": getattr(args, "arch", None), "allow_torchscript": getattr(args, "allow_torchscript", False)}
+def model_options(args: argparse.Namespace) -> dict:
+    """The one loader's keyword arguments (ModelBundle.load) from the options add_model_arguments declared."""
+    return {"model": args.model, "device": args.device, "precision": args.precision,
+            "purpose": getattr(args, "model_purpose", "reproducible"), "arch": args.arch,
+            "allow_torchscript": args.allow_torchscript}
+
+
+def load_model(args: argparse.Namespace) -> ModelBundle:
+    """The model handle a command's options name, through the one loader."""
+    return ModelBundle.load(**model_options(args))
 
 
 def _human(n: float | None, unit: str = "") -> str:
@@ -99,7 +129,7 @@ def register(subparsers) -> None:
                     "architecture and preprocessing, under the models folder.")
     parser.add_argument("checkpoint", help="the checkpoint file or folder")
     parser.add_argument("--name", help="the converted model's name (default: the file's name)")
-    add_loading_arguments(parser)
+    _add_checkpoint_arguments(parser)
     parser.set_defaults(func=convert_main)
     parser = subparsers.add_parser(
         "download", help="download released CLIP weights (or the vocabulary) once",

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from cliplab.app.services.loading import EXACT, SEARCH, load_bundle
+from cliplab.app.services.loading import SEARCH
+from cliplab.engine import default_model
 from cliplab.engine.errors import CliplabError
+from cliplab.engine.handle import ModelBundle
 from cliplab.indexes.catalog import Catalog, Folder, open_catalog
-from cliplab.indexes.indexer import ModelBundle
 from cliplab.indexes.vectors import VectorIndex, open_index
 
 ModelListener = Callable[[ModelBundle], None]
@@ -102,17 +103,21 @@ class AppState:
     """The current model (loaded on first use), the catalog handle, jobs, listeners and the open
     vector indexes.
 
-    model: what engine.load accepts ("demo", an official name, a checkpoint path); bundle: an
-    already loaded ModelBundle (tests pass one to skip loading). The model runs in the EXACT
-    precision (app.services.loading), the CLI's default, so classifications, audits and evaluations
-    made in the app give the CLI's numbers; `search_bundle` is the indexing/search model, which may
-    run in the fastest safe mode (the same object where that mode is the exact one).
+    model: what engine.load accepts ("demo", an official name, a checkpoint path; default
+    $CLIPLAB_MODEL, else demo, as every command); bundle: an already loaded ModelBundle (tests pass one
+    to skip loading). device, precision, arch, allow_torchscript: the one loader's (ModelBundle.load),
+    as the CLI's options. The model runs in the exact mode (fp32) unless `precision` says otherwise, the
+    CLI's default, so classifications, audits and evaluations made in the app give the CLI's numbers;
+    `search_bundle` is the indexing/search model, which may run in the fastest safe mode (the library's
+    recorded mode wins when it embeds or searches).
     """
 
-    def __init__(self, model: str = "demo", catalog: Catalog | None = None, bundle: ModelBundle | None = None,
-                 device: str | None = None) -> None:
-        self.model_name = bundle.name if bundle is not None else str(model)
+    def __init__(self, model: str | None = None, catalog: Catalog | None = None, bundle: ModelBundle | None = None,
+                 device: str | None = None, precision: str | None = None, arch: str | None = None,
+                 allow_torchscript: bool = False) -> None:
+        self.model_name = bundle.name if bundle is not None else str(model or default_model())
         self.device = device
+        self._options = {"precision": precision, "arch": arch, "allow_torchscript": allow_torchscript}
         self.catalog = catalog or open_catalog()
         self.jobs = Jobs()
         self.vector_indexes = VectorIndexCache(self.catalog)
@@ -126,14 +131,14 @@ class AppState:
         """The current model in the exact precision: for every result meant to be reproduced."""
         with self._lock:
             if self._bundle is None:
-                self._bundle = load_bundle(self.model_name, self.device, EXACT)
+                self._bundle = self._load(self.model_name)
                 self.model_name = self._bundle.name
             return self._bundle
 
     @property
     def search_bundle(self) -> ModelBundle:
         """The current model for indexing and search: the exact bundle's weights in the fastest safe
-        mode (no second copy of the weights)."""
+        mode (a handle sharing the weights; a bf16 or int8 encoder makes its own copy on first use)."""
         with self._lock:
             if self._search_bundle is None:
                 # the same weights in the fastest safe mode; the library's recorded mode wins when it
@@ -147,7 +152,10 @@ class AppState:
 
     def switch_model(self, name_or_path: str) -> ModelBundle:
         """Load another model and make it current; the old one stays current if loading fails."""
-        return self.set_bundle(load_bundle(str(name_or_path), self.device, EXACT))
+        return self.set_bundle(self._load(str(name_or_path)))
+
+    def _load(self, name: str) -> ModelBundle:
+        return ModelBundle.load(name, self.device, purpose="reproducible", **self._options)
 
     def set_bundle(self, bundle: ModelBundle) -> ModelBundle:
         """Make an already loaded bundle current (a freshly trained model, a switch, tests)."""

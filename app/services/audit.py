@@ -17,7 +17,7 @@ import yaml
 
 from cliplab.app.services import audit_report, audit_store
 from cliplab.app.services.audit_report import render_html, to_frame
-from cliplab.app.services.loading import EXACT, engine_tuple, load_bundle, precision_of, provenance
+from cliplab.app.services.loading import EXACT, engine_tuple, precision_of, provenance
 from cliplab.assets import asset_path
 from cliplab.engine.audit import measures
 from cliplab.engine.audit.labelsets import shipped_labelsets
@@ -63,7 +63,7 @@ def run(options: AuditOptions, out: str | Path | None = None, bundle: ModelBundl
         raise CliplabError(f"Cannot export to {Path(out).name}: use a file ending in {', '.join(EXPORTS)}.")
     resolve_labelsets(options)  # a bad label set fails before the model loads
     if bundle is None:
-        bundle = load_bundle(options.model, device, EXACT)
+        bundle = ModelBundle.load(options.model, device, EXACT)
     result = run_audit(options, loaded=engine_tuple(bundle), progress=progress)
     result.provenance["model"].update({k: v for k, v in provenance(bundle).items() if k != "name"})
     result.session_id = audit_store.new_session_id()
@@ -92,12 +92,12 @@ def rerun(session_id: str, out: str | Path | None = None, bundle: ModelBundle | 
     options = saved.options
     if bundle is None:
         try:
-            bundle = load_bundle(options.model, device, recorded_precision(saved) or EXACT)
+            bundle = ModelBundle.load(options.model, device, recorded_precision(saved) or EXACT)
         except CliplabError:
             if recorded_precision(saved) in (None, "fp32"):
                 raise
             # e.g. an fp16 session made on a GPU, re-run on a CPU: run exact and say the precision differs
-            bundle = load_bundle(options.model, device, EXACT)
+            bundle = ModelBundle.load(options.model, device, EXACT)
     fresh = run(options, out, bundle, progress, rerun_of=saved.session_id)
     problems = []
     for what, old, new in (("dataset file", saved.provenance["dataset"]["file_sha256"],

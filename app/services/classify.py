@@ -69,46 +69,59 @@ class Classification:
         return pd.DataFrame(rows, columns=["path", "rank", "label", "probability"])
 
 
-def image_features(model, preprocess, paths: Sequence[Path], progress: bool = False,
-                   batch_size: int = 32) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]]]:
-    """Normalised embeddings of the readable images, the paths used, and the skipped files with reasons."""
+@dataclass
+class EmbeddedImages:
+    """Images read and embedded once (the handle's preprocessing, exact weights): what every label set
+    scored on the same images shares."""
+    features: np.ndarray  # [n, d], L2-normalised
+    paths: list[Path]  # the images read, in order
+    skipped: list[tuple[Path, str]]  # unreadable files with reasons
+
+
+def embed_images(bundle: ModelBundle, paths: Sequence[str | Path], progress: bool = False,
+                 batch_size: int = 32) -> EmbeddedImages:
+    """The readable images' embeddings (unreadable files are skipped and listed; none readable is refused)."""
+    model, preprocess = bundle.inference_model, bundle.preprocess
+    paths = [Path(p) for p in paths]
     used, skipped = [], []
 
     def images():
         for path in paths:
             try:
-                image = load_image(path, min_size=model.image_resolution)
+                image = load_image(path, min_size=max(preprocess.resolution, preprocess.resize_size))
             except ImageLoadError as error:
-                skipped.append((Path(path), error.reason))
+                skipped.append((path, error.reason))
                 continue
-            used.append(Path(path))
+            used.append(path)
             yield image
 
     features = encode_images(model, preprocess, images(), batch_size=batch_size, progress=progress,
                              total=len(paths))
-    return features, used, skipped
+    if not used:
+        reasons = "; ".join(f"{p.name}: {why}" for p, why in skipped[:3])
+        raise CliplabError(f"None of the {len(paths)} file(s) could be read as an image ({reasons}).")
+    return EmbeddedImages(features, used, skipped)
 
 
-def classify_images(bundle: ModelBundle, paths: Sequence[str | Path], classnames: list[str], templates: list[str],
-                    k: int = 5, threshold: float | None = None, scale: float | str = DEFAULT_SCALE,
-                    progress: bool = False, truncate: bool = False) -> Classification:
+def classify_images(bundle: ModelBundle, paths: Sequence[str | Path] | EmbeddedImages, classnames: list[str],
+                    templates: list[str], k: int = 5, threshold: float | None = None,
+                    scale: float | str = DEFAULT_SCALE, progress: bool = False,
+                    truncate: bool = False) -> Classification:
     """Top-k probabilities for each image (unreadable files are skipped and listed, not fatal).
+    paths: image files, or images embed_images already embedded (scored without encoding them again).
     truncate: cut prompts longer than the model's context to fit; otherwise such a class is refused
     with a sentence naming it."""
-    model, preprocess, tokenizer = bundle.inference_model, bundle.preprocess, bundle.tokenizer
+    model, tokenizer = bundle.inference_model, bundle.tokenizer
     if not truncate:
         check_prompt_lengths(tokenizer, classnames, templates, model.context_length,
                              advice="shorten it, or let cliplab cut each prompt to fit (`--truncate` on the CLI)")
     classifier = build_classifier(model, tokenizer, classnames, templates, progress=progress, scale=scale,
                                   truncate=truncate)
-    features, used, skipped = image_features(model, preprocess, [Path(p) for p in paths], progress=progress)
-    if not used:
-        reasons = "; ".join(f"{p.name}: {why}" for p, why in skipped[:3])
-        raise CliplabError(f"None of the {len(paths)} file(s) could be read as an image ({reasons}).")
-    probs = classifier.probs(features)
-    top = classifier.topk(features, k)
+    embedded = paths if isinstance(paths, EmbeddedImages) else embed_images(bundle, paths, progress=progress)
+    probs = classifier.probs(embedded.features)
+    top = classifier.topk(embedded.features, k)
     above = threshold_labels(probs, classifier.classnames, threshold) if threshold is not None else None
-    return Classification(classifier, used, probs, top, skipped, above)
+    return Classification(classifier, embedded.paths, probs, top, embedded.skipped, above)
 
 
 def folder_images(folder: str | Path, recursive: bool = True) -> list[Path]:
@@ -121,14 +134,6 @@ def folder_images(folder: str | Path, recursive: bool = True) -> list[Path]:
     if not found:
         raise CliplabError(f"No images found in {root}.")
     return found
-
-
-def classify_folder(bundle: ModelBundle, folder: str | Path, classnames: list[str], templates: list[str], k: int = 5,
-                    threshold: float | None = None, recursive: bool = True, scale: float | str = DEFAULT_SCALE,
-                    progress: bool = False) -> Classification:
-    """classify_images over every image in a folder; `.counts` gives images per predicted class."""
-    return classify_images(bundle, folder_images(folder, recursive), classnames, templates, k,
-                           threshold, scale, progress)
 
 
 def export_csv(result: Classification, path: str | Path) -> Path:
@@ -199,11 +204,13 @@ def classify_for_app(bundle: ModelBundle, paths: Sequence[str | Path], classes_t
     model, tokenizer = bundle.inference_model, bundle.tokenizer
     classnames = class_lines(classes_text)
     check_prompt_lengths(tokenizer, classnames, templates, model.context_length)
-    result = classify_images(bundle, paths, classnames, templates, k=k, threshold=threshold)
-    if not (second_text or "").strip():
+    second_names = class_lines(second_text, "second label set's class names") if (second_text or "").strip() else None
+    if second_names is not None:  # refused before any image is read
+        check_prompt_lengths(tokenizer, second_names, templates, model.context_length)
+    embedded = embed_images(bundle, paths)  # once: both label sets score the same embeddings
+    result = classify_images(bundle, embedded, classnames, templates, k=k, threshold=threshold)
+    if second_names is None:
         return AppClassification(result)
-    second_names = class_lines(second_text, "second label set's class names")
-    check_prompt_lengths(tokenizer, second_names, templates, model.context_length)
-    second = classify_images(bundle, result.paths, second_names, templates, k=k, threshold=threshold)
+    second = classify_images(bundle, embedded, second_names, templates, k=k, threshold=threshold)
     comparison = compare_label_sets(result.probs, classnames, second.probs, second_names)
     return AppClassification(result, second, comparison)

@@ -69,7 +69,7 @@ def add_folders(catalog: Catalog, bundle: ModelBundle, folders: list[str | Path]
     """Scan the folders into the catalog, embed what is new or changed with the model, bring its
     vector index up to date. job: an app_state.Job to report progress on. No folders: embed what is
     pending. Returns {"scan", "embedded", "skipped", "skipped_paths", "seconds", "images_per_second",
-    "vectors": {"kind", "count"}}."""
+    "vectors": {"kind", "count"}, "notes": sentences for the person}."""
     roots = [check_folder(f, confirm_system) for f in folders if str(f).strip()]
     if job:
         job.update(0.02, f"scanning {', '.join(roots)}" if roots else "looking for pending files")
@@ -87,12 +87,16 @@ def add_folders(catalog: Catalog, bundle: ModelBundle, folders: list[str | Path]
 
         indexed = index_pending(catalog, bundle, batch_size=batch_size, workers=workers, progress=progress,
                                 time_limit=time_limit, on_batch=on_batch)
+        for note in indexed.notes:  # e.g. why the whole library was re-embedded
+            if job:
+                job.update(0.96, note)
         if job:
             job.update(0.97, "updating the vector index")
         vectors = open_index(catalog, model_id, kind)
     return {"scan": report.summary(), "embedded": indexed.embedded, "skipped": indexed.skipped,
             "skipped_paths": indexed.skipped_paths, "seconds": indexed.seconds,
-            "images_per_second": indexed.images_per_second, "vectors": {"kind": vectors.kind, "count": vectors.count}}
+            "images_per_second": indexed.images_per_second, "vectors": {"kind": vectors.kind, "count": vectors.count},
+            "notes": indexed.notes}
 
 
 def remove_folder(catalog: Catalog, path: str | Path, index_cache=None) -> int:

@@ -24,7 +24,7 @@ from cliplab.app.services.search import SearchView, Term, file_term, search
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.paths import cache_dir
 from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model, from_blobs, photo_date
-from cliplab.indexes.indexer import ModelBundle
+from cliplab.indexes.indexer import ModelBundle, library_bundle
 
 COLOUR_BY = ("folder", "date", "zero-shot top-1", "my classes")
 KEEP_LAYOUTS = 20  # cached layouts kept (the newest); each library change writes a new one
@@ -183,12 +183,15 @@ def date_ticks(dates: list[datetime], count: int = 6) -> list[tuple[float, str]]
     return ticks
 
 
-def zero_shot_top1(points: LibraryPoints, bundle: ModelBundle, classes: list[str], templates: list[str]) -> list[str]:
-    """Each photo's most probable class of a zero-shot classifier."""
+def zero_shot_top1(catalog: Catalog, points: LibraryPoints, bundle: ModelBundle, classes: list[str],
+                   templates: list[str]) -> list[str]:
+    """Each photo's most probable class of a zero-shot classifier, its prompts embedded as the library's
+    photos were (the library's recorded mode, as a search query)."""
     from cliplab.engine.zeroshot import build_classifier
     if len(classes) < 2:
         raise CliplabError("Colouring by zero-shot top-1 needs at least two class names, one per line.")
-    classifier = build_classifier(bundle.inference_model, bundle.tokenizer, classes, templates)
+    encoder = library_bundle(catalog, bundle).encoder  # the cache is keyed for models, not encoders: skip it
+    classifier = build_classifier(encoder, bundle.tokenizer, classes, templates, cache=False)
     if not len(points):
         return []
     return [classifier.classnames[i] for i in classifier.probs(points.vectors).argmax(axis=1)]

@@ -5,6 +5,11 @@ A query is a list of structured terms (indexes.search.Term: sign, weight, kind "
 --not-image/--like options (any characters in a path work) and its optional typed query, the app
 from the search box, the dropped image and a map selection. The typed grammar (`parse_terms`) is
 only a convenience for what a person types; nothing passes between layers as a query string.
+
+Queries (texts and images) are embedded as the library was: in the mode and under the preprocessing the
+catalog recorded for the model's vectors (indexes.indexer.library_bundle), whatever mode the handle that
+front end holds resolves to; a library made under other preprocessing is refused with a sentence until it
+is indexed again.
 """
 
 from __future__ import annotations
@@ -16,24 +21,25 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
 
 from cliplab.engine.errors import CliplabError
-from cliplab.indexes.catalog import Catalog, File
-from cliplab.indexes.indexer import ModelBundle
+from cliplab.indexes.catalog import Catalog
+from cliplab.indexes.indexer import ModelBundle, library_bundle
 from cliplab.indexes.search import (
     Filters,
     Result,
     Term,
     allowed_ids,
+    file_statuses,
+    files_by_id,
     parse_query,
     query_vector,
     search_vector,
 )
 from cliplab.indexes.vectors import VectorIndex, open_index
 
-__all__ = ["Filters", "Result", "SearchView", "Term", "file_term", "image_term", "make_filters", "parse_date",
-           "parse_terms", "search", "text_term"]
+__all__ = ["Filters", "Result", "SearchView", "Term", "embed_query", "file_term", "image_term", "make_filters",
+           "parse_date", "parse_terms", "search", "text_term"]
 
 PER_PAGE = 24
 MIN_POOL = 200  # candidates fetched for a date sort without a cut-off
@@ -81,8 +87,7 @@ def check_terms(catalog: Catalog, terms: list[Term]) -> list[Term]:
             raise CliplabError(f"The query image {term.value} does not exist (or is not a file).")
     ids = [int(t.value) for t in terms if t.kind == "file"]
     if ids:
-        with catalog.session() as session:
-            status = dict(session.execute(select(File.id, File.status).where(File.id.in_(ids))).all())
+        status = file_statuses(catalog, ids)
         for file_id in ids:
             if file_id not in status:
                 raise CliplabError(f"There is no photo @{file_id} in the library; pick a photo from the results "
@@ -174,7 +179,7 @@ def search(catalog: Catalog, bundle: ModelBundle, terms: list[Term], page: int =
         raise CliplabError("Show at least one result per page.")
     check_terms(catalog, terms)
     index = open_vector_index(catalog, bundle, kind, index_cache)
-    vector = query_vector(catalog, bundle, bundle.register(catalog), terms)
+    vector = embed_query(catalog, bundle, terms)
     if within is not None:
         return _search_within(catalog, index, vector, within, page, per_page, sort, terms)
     exclude = tuple(dict.fromkeys(int(t.value) for t in terms if t.kind == "file" and t.sign > 0))
@@ -205,6 +210,13 @@ def search(catalog: Catalog, bundle: ModelBundle, terms: list[Term], page: int =
                       min(threshold, 1.0) if threshold is not None else None, unreachable, scores, list(terms))
 
 
+def embed_query(catalog: Catalog, bundle: ModelBundle, terms: list[Term]) -> np.ndarray:
+    """The terms' combined embedding, made as the library's vectors were: the handle in the library's
+    recorded mode, with the library's preprocessing (refused when it is not the handle's)."""
+    model_id = bundle.register(catalog)
+    return query_vector(catalog, library_bundle(catalog, bundle, model_id), model_id, terms)
+
+
 def _candidates(catalog: Catalog, index: VectorIndex, filters: Filters | None) -> np.ndarray:
     """The indexed photos a query may return: the index's ids, narrowed by the filters (so files that
     could not be indexed, or are still pending, are never counted)."""
@@ -222,8 +234,7 @@ def _search_within(catalog: Catalog, index: VectorIndex, vector: np.ndarray, fil
         raise CliplabError("None of the selected photos is indexed with this model; draw the map again and "
                            "select photos on it.")
     scores = np.stack([index.reconstruct(int(i)) for i in ids]) @ vector
-    with catalog.session() as session:
-        rows = {row.id: row for row in session.scalars(select(File).where(File.id.in_([int(i) for i in ids])))}
+    rows = files_by_id(catalog, ids)
     results = [Result(int(i), rows[int(i)].path, float(score), rows[int(i)].captured_at, rows[int(i)].width,
                       rows[int(i)].height) for i, score in zip(ids, scores) if int(i) in rows]
     results.sort(key=lambda r: (-r.score, r.file_id))

@@ -115,7 +115,7 @@ def build(state: AppState) -> None:
         labels = None
         if colour == "zero-shot top-1":
             names = [line.strip() for line in (class_text or "").splitlines() if line.strip()]
-            labels = maps.zero_shot_top1(points, state.bundle, names, load_templates(template_set))
+            labels = maps.zero_shot_top1(state.catalog, points, state.bundle, names, load_templates(template_set))
         elif colour == "my classes":
             labels = maps.nearest_class(points, mine)
         # ring a first page's worth, but never most of a small library

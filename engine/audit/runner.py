@@ -293,10 +293,11 @@ def run_audit(options: AuditOptions, loaded: tuple | None = None, progress: bool
     dataset = load_dataset(options.dataset, options.split, options.sample, options.seed, options.group_columns,
                            **({"service_test_only": options.service_test_only, "padding": options.padding}
                               if options.service_test_only or options.padding else {}))
-    if loaded is None:
-        from cliplab import engine
+    if loaded is None:  # the one loader, in the exact mode a reproducible result runs in
+        from cliplab.engine.handle import ModelBundle
 
-        loaded = engine.load(options.model)
+        bundle = ModelBundle.load(options.model)
+        loaded = (bundle.inference_model, bundle.preprocess, bundle.tokenizer)
     model, preprocess, tokenizer = loaded
     started = datetime.now(UTC)
     features = image_features(model, preprocess, dataset, progress)
