@@ -14,6 +14,7 @@ from cliplab.app.commands.models import add_loading_arguments, loading_options
 from cliplab.app.services import audit as service
 from cliplab.app.services import loading
 from cliplab.app.services.audit import PAPER_THRESHOLDS, AuditOptions, to_frame
+from cliplab.app.services.library import open_catalog
 from cliplab.engine.errors import CliplabError
 
 ACTIONS = ("list", "show", "rerun", "diff")
@@ -83,8 +84,9 @@ def main(args: argparse.Namespace) -> int:
     needed = {"list": 0, "show": 1, "rerun": 1, "diff": 2}[args.action]
     if len(args.ids) != needed:
         raise CliplabError(f"`cliplab audit {args.action}` takes {needed} session id(s), got {len(args.ids)}.")
+    catalog = open_catalog()  # the sessions live in the catalog database
     if args.action == "list":
-        sessions = service.list_sessions()
+        sessions = service.list_sessions(catalog)
         if args.json:
             print(json.dumps(sessions, indent=1))
         for s in [] if args.json else sessions:
@@ -92,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
                   f"{s['dataset']}" + (f"  (re-run of {s['rerun_of']})" if s["rerun_of"] else ""))
         return 0
     if args.action == "show":
-        result = service.show(args.ids[0])
+        result = service.show(catalog, args.ids[0])
         if args.out:
             print(f"wrote {service.export(result, args.out)}")
         elif args.json:
@@ -104,13 +106,13 @@ def main(args: argparse.Namespace) -> int:
             _print_summary(result)
         return 0
     if args.action == "rerun":
-        saved = service.show(args.ids[0])  # the recorded model is loaded in the recorded precision
+        saved = service.show(catalog, args.ids[0])  # the recorded model is loaded in the recorded precision
         bundle = None  # the service loads the recorded model in the recorded precision
         if args.arch or args.allow_torchscript:
             bundle = loading.load_bundle(saved["options"]["model"], args.device,
                                          service.recorded_precision(saved) or loading.EXACT,
                                          **loading_options(args))
-        fresh, differences = service.rerun(args.ids[0], args.out, bundle, device=args.device)
+        fresh, differences = service.rerun(catalog, args.ids[0], args.out, bundle, device=args.device)
         _print_summary(fresh)
         print(f"session {fresh['session_id']} (re-run of {saved['session_id']})")
         if differences:
@@ -120,7 +122,7 @@ def main(args: argparse.Namespace) -> int:
             return 1
         print("re-run matches the saved session: every table has the same numbers")
         return 0
-    result = service.diff(*args.ids)
+    result = service.diff(catalog, *args.ids)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
@@ -144,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
                            probe_folds=args.probe_folds, n_boot=args.bootstrap,
                            service_test_only=args.service_test, padding=args.padding)
     bundle = loading.load_bundle(args.model, args.device, loading.EXACT, **loading_options(args))
-    result = service.run(options, args.out, bundle)  # the exact precision, as in the app
+    result = service.run(open_catalog(), options, args.out, bundle)  # the exact precision, as in the app
     _print_summary(result)
     if args.out:
         print(f"report: {args.out}")

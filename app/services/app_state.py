@@ -14,15 +14,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
-
 from cliplab.app.services.loading import EXACT, SEARCH, load_bundle
 from cliplab.engine.errors import CliplabError
-from cliplab.indexes.catalog import Catalog, Folder, open_catalog
+from cliplab.indexes.catalog import Catalog, open_catalog
 from cliplab.indexes.indexer import ModelBundle
+from cliplab.indexes.library import online_roots
 from cliplab.indexes.vectors import VectorIndex, open_index
-
-ModelListener = Callable[[ModelBundle], None]
 
 
 @dataclass
@@ -99,8 +96,7 @@ class Jobs:
 
 
 class AppState:
-    """The current model (loaded on first use), the catalog handle, jobs, listeners and the open
-    vector indexes.
+    """The current model (loaded on first use), the catalog handle, jobs and the open vector indexes.
 
     model: what engine.load accepts ("demo", an official name, a checkpoint path); bundle: an
     already loaded ModelBundle (tests pass one to skip loading). The model runs in the EXACT
@@ -119,7 +115,6 @@ class AppState:
         self._bundle = bundle
         self._search_bundle: ModelBundle | None = bundle
         self._lock = threading.RLock()
-        self._listeners: list[ModelListener] = []
 
     @property
     def bundle(self) -> ModelBundle:
@@ -141,10 +136,6 @@ class AppState:
                 self._search_bundle = self.bundle.using(SEARCH, "the fastest safe mode for indexing and search")
             return self._search_bundle
 
-    def on_model_change(self, callback: ModelListener) -> None:
-        """Call callback(new_bundle) after every switch (e.g. to drop caches built with the old model)."""
-        self._listeners.append(callback)
-
     def switch_model(self, name_or_path: str) -> ModelBundle:
         """Load another model and make it current; the old one stays current if loading fails."""
         return self.set_bundle(load_bundle(str(name_or_path), self.device, EXACT))
@@ -153,14 +144,11 @@ class AppState:
         """Make an already loaded bundle current (a freshly trained model, a switch, tests)."""
         with self._lock:
             self._bundle, self._search_bundle, self.model_name = bundle, None, bundle.name
-        for callback in list(self._listeners):
-            callback(bundle)
         return bundle
 
     def library_roots(self) -> list[str]:
         """The online root folders of the catalog."""
-        with self.catalog.session() as session:
-            return [row.path for row in session.scalars(select(Folder).where(Folder.online.is_(True)))]
+        return online_roots(self.catalog)
 
 
 class VectorIndexCache:

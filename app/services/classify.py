@@ -123,14 +123,6 @@ def folder_images(folder: str | Path, recursive: bool = True) -> list[Path]:
     return found
 
 
-def classify_folder(bundle: ModelBundle, folder: str | Path, classnames: list[str], templates: list[str], k: int = 5,
-                    threshold: float | None = None, recursive: bool = True, scale: float | str = DEFAULT_SCALE,
-                    progress: bool = False) -> Classification:
-    """classify_images over every image in a folder; `.counts` gives images per predicted class."""
-    return classify_images(bundle, folder_images(folder, recursive), classnames, templates, k,
-                           threshold, scale, progress)
-
-
 def export_csv(result: Classification, path: str | Path) -> Path:
     """One row per image: path, top-1 label and probability, then every class's probability."""
     path = Path(path).expanduser()

@@ -74,18 +74,18 @@ def build(state: AppState) -> None:
     def session_choices(newest: str | None = None, keep: tuple[str | None, str | None] = (None, None)):
         """The table and both dropdowns; the dropdowns keep what the person picked unless a new session
         was just saved (then it becomes the first one)."""
-        ids = [s["id"] for s in service.list_sessions()]
+        ids = [s["id"] for s in service.list_sessions(state.catalog)]
         a, b = keep
         a = newest or (a if a in ids else (ids[0] if ids else None))
         b = b if b in ids else next((i for i in ids if i != a), None)
-        return service.sessions_frame(), gr.update(choices=ids, value=a), gr.update(choices=ids, value=b)
+        return service.sessions_frame(state.catalog), gr.update(choices=ids, value=a), gr.update(choices=ids, value=b)
 
     def start(data, spl, n, sd, cols, chosen, temps, child, shipped_name, yaml_text):
         name = state.model_name if chosen == CURRENT else chosen
         options = service.make_options(data, yaml_text, shipped_name, child, spl, n, sd, cols, temps, name)
         bundle = state.bundle if chosen == CURRENT else None
         job = state.jobs.start("audit", f"audit of {Path(options.dataset).name}",
-                               lambda job: service.run(options, bundle=bundle, progress=False))
+                               lambda job: service.run(state.catalog, options, bundle=bundle, progress=False))
         return f"Running the audit ({job.title})…", None
 
     nothing = (gr.update(),) * 8
@@ -95,7 +95,7 @@ def build(state: AppState) -> None:
         saved elsewhere (the CLI), which join the lists with the person's choices kept. A poll with no
         news leaves everything, the session dropdowns above all, as the person set it."""
         job = state.jobs.latest("audit")
-        ids = [s["id"] for s in service.list_sessions()]
+        ids = [s["id"] for s in service.list_sessions(state.catalog)]
         if job is None or job.id == shown:
             if ids == known:
                 return (*nothing, known)
@@ -120,7 +120,7 @@ def build(state: AppState) -> None:
     def do_show(session_id):
         if not session_id:
             raise UserError("Pick a saved session first.")
-        result = service.show(session_id)
+        result = service.show(state.catalog, session_id)
         return (f"Showing session **{session_id}**.", headline_text(result), service.shares_frame(result),
                 report_frame(result))
 
@@ -129,13 +129,13 @@ def build(state: AppState) -> None:
             raise UserError("Pick two saved sessions to compare.")
         if a == b:
             raise UserError("Pick two different sessions to compare.")
-        return service.diff_frame(service.diff(a, b)["tables"]["label_set_diff"])
+        return service.diff_frame(service.diff(state.catalog, a, b)["tables"]["label_set_diff"])
 
     def do_export(session_id):
         if not session_id:
             raise UserError("Pick a saved session to export.")
         out = Path(tempfile.mkdtemp(prefix="cliplab-audit-")) / f"audit-{session_id}.html"
-        return str(service.export(service.show(session_id), out))
+        return str(service.export(service.show(state.catalog, session_id), out))
 
     wire(show.click, do_show, first, [shown_session, headline, shares, report], session_errors)
     wire(diff.click, do_diff, [first, second], diff_table, session_errors)
