@@ -11,14 +11,18 @@ import streamlit as st
 from streamlit.components.v1 import html
 
 from cliplab.app.services import audit, eval_store
-from cliplab.app.services.library import Catalog, open_catalog
+from cliplab.app.services.library import Catalog, default_url, open_catalog
 from cliplab.engine.errors import CliplabError
 
 
 @st.cache_resource
+def _opened(url: str) -> Catalog:
+    return open_catalog(url)
+
+
 def catalog() -> Catalog:
-    """The catalog database, opened once per dashboard process (CLIPLAB_DATABASE_URL, else the default)."""
-    return open_catalog()
+    """The catalog database (CLIPLAB_DATABASE_URL, else the data directory's), opened once per URL."""
+    return _opened(default_url())
 
 
 def pick(frame: pd.DataFrame, column: str, label: str, key: str) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from pathlib import Path
 from cliplab.app.services.search import open_vector_index
 from cliplab.engine.errors import CliplabError
 from cliplab.indexes import library as catalogue
-from cliplab.indexes.catalog import Catalog, open_catalog
+from cliplab.indexes.catalog import Catalog, default_url, open_catalog  # noqa: F401  (default_url: the dashboard)
 from cliplab.indexes.duplicates import Group, exact_duplicates, near_duplicates
 from cliplab.indexes.export import export
 from cliplab.indexes.indexer import ModelBundle, index_pending, pending_files
