@@ -11,7 +11,18 @@ import streamlit as st
 from streamlit.components.v1 import html
 
 from cliplab.app.services import audit, eval_store
+from cliplab.app.services.library import Catalog, default_url, open_catalog
 from cliplab.engine.errors import CliplabError
+
+
+@st.cache_resource
+def _opened(url: str) -> Catalog:
+    return open_catalog(url)
+
+
+def catalog() -> Catalog:
+    """The catalog database (CLIPLAB_DATABASE_URL, else the data directory's), opened once per URL."""
+    return _opened(default_url())
 
 
 def pick(frame: pd.DataFrame, column: str, label: str, key: str) -> pd.DataFrame:
@@ -41,7 +52,7 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def audit_page() -> None:
-    sessions = pd.DataFrame(audit.list_sessions())
+    sessions = pd.DataFrame(audit.list_sessions(catalog()))
     if sessions.empty:
         st.info("No audit sessions are saved yet. Run one in the app's Audit tab (or `cliplab audit run`).")
         return
@@ -62,7 +73,7 @@ def audit_page() -> None:
     tab_one, tab_two = st.tabs(["One session", "Compare two sessions"])
     with tab_one:
         chosen = st.selectbox("Session", ids, key="audit-session")
-        result = audit.show(chosen)
+        result = audit.show(catalog(), chosen)
         st.markdown("\n".join(f"- {line}" for line in audit.summary_lines(result)))
         shares = audit.shares_frame(result)
         st.subheader("Category shares by group")
@@ -76,7 +87,7 @@ def audit_page() -> None:
         a = st.selectbox("Session A", ids, key="audit-a")
         b = st.selectbox("Session B", ids, index=1, key="audit-b")
         try:
-            diff = audit.diff(a, b)
+            diff = audit.diff(catalog(), a, b)
         except CliplabError as error:
             st.error(str(error))
             return
@@ -116,7 +127,7 @@ def fewshot_figure(table: list[dict], zero_shot: float, title: str) -> go.Figure
 
 
 def eval_page() -> None:
-    runs = pd.DataFrame(eval_store.list_eval_runs())
+    runs = pd.DataFrame(eval_store.list_eval_runs(catalog()))
     if runs.empty:
         st.info("No evaluation runs are saved yet. `cliplab eval zeroshot|probe|fewshot|retrieval` saves one.")
         return
@@ -138,7 +149,7 @@ def eval_page() -> None:
                                 y=100 * scored["top1"], text=[f"{100 * v:.1f}%" for v in scored["top1"]]))
         bars.update_layout(title="top-1 accuracy of the runs shown", yaxis_title="%", height=320)
         st.plotly_chart(bars, width="stretch")
-    run = eval_store.load_eval_run(st.selectbox("Run", runs["id"].tolist(), key="eval-run"))
+    run = eval_store.load_eval_run(catalog(), st.selectbox("Run", runs["id"].tolist(), key="eval-run"))
     metrics = run["metrics"]
     name = Path(run["dataset"]).name or run["dataset"]
     st.subheader(f"{run['kind']} · {run['model']} · {name}")

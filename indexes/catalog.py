@@ -62,9 +62,6 @@ class File(Base):
     device: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # st_dev when last seen
     # blake2b-128 of the whole content ("" until known): names a file across moves and copies
     fingerprint: Mapped[str] = mapped_column(String(32), index=True)
-    # Unused since migration 0003 (the fingerprint is a full hash now). Kept in the table, and so in
-    # the model, because dropping a column on SQLite rebuilds the table and cascades to embeddings.
-    full_hash: Mapped[str | None] = mapped_column(String(32), nullable=True)
     captured_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
     camera: Mapped[str | None] = mapped_column(Text, nullable=True)
     width: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -156,13 +153,6 @@ class TextEntry(Base):
     text: Mapped[str] = mapped_column(Text)
     image_path: Mapped[str | None] = mapped_column(Text, nullable=True)  # the true pair, for captioned datasets
     __table_args__ = (UniqueConstraint("collection_id", "position"),)
-
-
-class TextEmbedding(Base):
-    __tablename__ = "text_embeddings"
-    text_id: Mapped[int] = mapped_column(ForeignKey("texts.id", ondelete="CASCADE"), primary_key=True)
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 def to_blob(vector: np.ndarray) -> bytes:

@@ -3,8 +3,7 @@ evaluation runs and saved classifiers.
 
 They share the catalog's declarative Base, so one metadata holds every table of the database and
 one Alembic chain (indexes/migrations) creates and upgrades them all; nothing here is made by
-create_all. The services that read and write these rows are app.services.audit_store,
-app.services.eval_store and app.services.classifiers.
+create_all. indexes.store reads and writes these rows, always in the catalog that was opened.
 """
 
 from __future__ import annotations

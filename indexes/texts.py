@@ -56,3 +56,20 @@ def add_collection(catalog: Catalog, name: str, texts: list[str], images: list[s
                                                 for i, (t, im) in enumerate(zip(texts, images))])
         return collection.id
 
+
+
+def collection_names(catalog: Catalog) -> list[str]:
+    """The names of the stored text collections, sorted."""
+    with catalog.session() as session:
+        return list(session.scalars(select(TextCollection.name).order_by(TextCollection.name)))
+
+
+def collection_entries(catalog: Catalog, name: str) -> list[tuple[str, str | None]] | None:
+    """(text, true image path or None) of the collection `name` in order; None when there is no such collection."""
+    with catalog.session() as session:
+        found = session.scalar(select(TextCollection.id).where(TextCollection.name == name))
+        if found is None:
+            return None
+        rows = session.execute(select(TextEntry.text, TextEntry.image_path)
+                               .where(TextEntry.collection_id == found).order_by(TextEntry.position))
+        return [(text, image) for text, image in rows]

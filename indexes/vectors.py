@@ -307,10 +307,6 @@ class VectorIndex:
             self._ids = index_ids(self.index)
         return self._ids
 
-    def set_nprobe(self, nprobe: int) -> None:
-        if split_kind(self.kind)[0] == "ivf":
-            faiss.extract_index_ivf(self.index).nprobe = nprobe
-
     def _gpu_index(self):
         if self._gpu is None and self.kind == "flat" and _gpu_available():  # fp32 flat only
             self._gpu = faiss.index_cpu_to_all_gpus(self.index)

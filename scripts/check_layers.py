@@ -7,7 +7,9 @@
   other, not app);
 - a service never imports a front end (nor gradio or streamlit): it returns data;
 - a front end imports the services (and the other front-end modules), engine.errors for the one
-  error type and assets: never indexes.* (the catalog), trainer.*, or any other engine module.
+  error type and assets: never indexes.* (the catalog), trainer.*, or any other engine module;
+- nothing under app/ touches the catalog's database itself: no sqlalchemy import, no
+  catalog.session() (or .sessions / .engine); it calls the named functions of indexes/.
 
 Every import is checked, also those inside functions. Exit status 1 and one line per violation.
     python scripts/check_layers.py [ROOT]
@@ -29,6 +31,7 @@ def local(name: str) -> str:
     """A module's name within the repository: cliplab.engine.model -> engine.model."""
     return name.removeprefix(NAMESPACE + ".")
 FRONT_END_ALLOWED = ("app", "engine.errors", "assets")  # prefixes a front end may import
+NO_SQL = "app/ calls the catalog's named functions in indexes/, never SQL or a session of its own"
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,10 @@ class Violation:
     line: int
     module: str
     rule: str
+    verb: str = "imports"
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: imports {self.module}: {self.rule}"
+        return f"{self.path}:{self.line}: {self.verb} {self.module}: {self.rule}"
 
 
 def layer_of(relative: Path) -> str | None:
@@ -79,8 +83,27 @@ def _within(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
+def _names_catalog(node: ast.AST) -> bool:
+    """catalog, state.catalog, self.catalog, ...: an expression that names an open Catalog."""
+    name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+    return name.endswith("catalog")
+
+
+def database_uses(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """(line, what) of every place a module opens the catalog's database itself: any call of
+    `.session()` / `.sessions()`, and `<catalog>.engine`."""
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("session", "sessions")):
+            yield node.lineno, f".{node.func.attr}()"
+        elif isinstance(node, ast.Attribute) and node.attr == "engine" and _names_catalog(node.value):
+            yield node.lineno, "<catalog>.engine"
+
+
 def rule_broken(layer: str, name: str) -> str | None:
     top = name.split(".")[0]
+    if layer in ("services", "front end") and top == "sqlalchemy":
+        return NO_SQL
     if layer == "engine" and top in ("trainer", "indexes", "app"):
         return "the engine imports nothing from trainer, indexes or app"
     if layer in ("trainer", "indexes") and top in ("trainer", "indexes", "app") and top != layer:
@@ -110,6 +133,8 @@ def check(root: Path) -> list[Violation]:
                 rule = rule_broken(layer, name)
                 if rule:
                     found.append(Violation(str(relative), line, name, rule))
+            if layer in ("services", "front end"):
+                found += [Violation(str(relative), line, what, NO_SQL, "uses") for line, what in database_uses(tree)]
     return found
 
 

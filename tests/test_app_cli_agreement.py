@@ -127,10 +127,10 @@ run_audit_cli = partial(run_cli_with_modules, modules=["audit"])
 def test_an_app_audit_reruns_from_the_cli_and_equals_a_cli_audit(state, fairface, capsys):
     options = audit.make_options(str(fairface), audit.shipped_text("paper"), "paper", add_child=True, sample=36,
                                  seed=1, model=state.model_name, bootstrap=200)
-    made_in_app = audit.run(options, bundle=state.bundle, progress=False)  # what the Audit tab's job runs
+    made_in_app = audit.run(state.catalog, options, bundle=state.bundle, progress=False)  # what the Audit tab's job runs
     model = made_in_app.provenance["model"]
     assert (model["precision"], model["device"], model["engine"]) == ("fp32", "cpu", "cliplab")
-    assert model["cliplab_version"] and audit_store.list_sessions()[0]["precision"] == "fp32"
+    assert model["cliplab_version"] and audit_store.list_sessions(state.catalog)[0]["precision"] == "fp32"
 
     code, out, err = run_audit_cli(capsys, "audit", "rerun", made_in_app.session_id)
     assert code == 0, out + err
@@ -139,7 +139,7 @@ def test_an_app_audit_reruns_from_the_cli_and_equals_a_cli_audit(state, fairface
     code, out, err = run_audit_cli(capsys, "audit", "--dataset", fairface, "--add", "child", "--sample", 36, "--seed",
                                    1, "--bootstrap", 200, "--model", "demo")
     assert code == 0, err
-    made_by_cli = audit.show(session_id(out))
+    made_by_cli = audit.show(state.catalog, session_id(out))
     assert compare_results(made_in_app, made_by_cli) == []
     assert made_by_cli.provenance["model"]["precision"] == "fp32"
 
@@ -148,9 +148,9 @@ def test_a_rerun_in_another_precision_says_so(state, fairface):
     options = audit.make_options(str(fairface), audit.shipped_text("paper"), "paper", add_child=False, sample=14,
                                  seed=0, model="demo", bootstrap=50)
     options.probe_folds = 0
-    saved = audit.run(options, bundle=ModelBundle.load("demo", "cpu", "bf16"), progress=False)  # as the old app made
+    saved = audit.run(state.catalog, options, bundle=ModelBundle.load("demo", "cpu", "bf16"), progress=False)  # as the old app made
     assert saved.provenance["model"]["precision"] == "bf16"
-    fresh, differences = audit.rerun(saved.session_id, bundle=state.bundle, progress=False)
+    fresh, differences = audit.rerun(state.catalog, saved.session_id, bundle=state.bundle, progress=False)
     assert differences[0] == "the session ran in bf16 and the re-run in fp32; load the model in bf16 to compare"
-    _, again = audit.rerun(saved.session_id, progress=False)  # no bundle: the recorded precision is loaded
+    _, again = audit.rerun(state.catalog, saved.session_id, progress=False)  # no bundle: the recorded precision is loaded
     assert again == []

@@ -217,18 +217,16 @@ def test_one_job_of_a_kind_at_a_time(state):
     state.jobs.wait(first)
 
 
-def test_switch_model_calls_listeners_and_keeps_old_model_on_failure(state, tmp_path):
+def test_switch_model_makes_it_current_and_keeps_old_model_on_failure(state, tmp_path):
     from cliplab.engine.weights import save_model
-    seen = []
-    state.on_model_change(lambda bundle: seen.append(bundle.name))
     folder = tmp_path / "other"
     save_model(tiny_bundle(seed=1).model, folder, meta={"name": "other"})
     state.switch_model(str(folder))
-    assert seen == [state.model_name] and state.bundle.model is not None
+    assert state.model_name == "other" and state.bundle.model is not None
     before = state.bundle
     text = message(state.switch_model, str(tmp_path / "missing"))
     assert "is neither a model name" in text
-    assert state.bundle is before and len(seen) == 1
+    assert state.bundle is before and state.model_name == "other"
 
 
 # -- model downloads (a real local HTTP server from test_download.py) ------------------------------

@@ -22,6 +22,7 @@ from cliplab.app.services import audit_store
 from cliplab.engine.api import _demo_available
 from cliplab.engine.model import CLIP
 from cliplab.engine.weights import save_model
+from cliplab.indexes.catalog import open_catalog
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_audit_end_to_end_report_session_rerun_and_diff(capsys, fairface, model_
     text = report.read_text()
     assert "<h1>Bias audit" in text and "Not directly comparable" in text and "data:image/png;base64," in text
     assert not re.search(r"""(src|href)=['"]?https?:""", text)  # self-contained: nothing fetched
-    saved = audit_store.load_session(first)
+    saved = audit_store.load_session(open_catalog(), first)
     prov = saved["provenance"]
     assert prov["dataset"]["images"] == 36 and prov["dataset"]["seed"] == 1
     assert prov["model"]["fingerprint"] and prov["cliplab_version"] and prov["methods"]["interval"]
@@ -95,7 +96,7 @@ def test_audit_end_to_end_report_session_rerun_and_diff(capsys, fairface, model_
 
 
 def count_sessions() -> int:
-    return len(audit_store.list_sessions())
+    return len(audit_store.list_sessions(open_catalog()))
 
 
 def bad_labelset(tmp_path, body: str):

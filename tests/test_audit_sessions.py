@@ -29,6 +29,7 @@ from cliplab.engine.audit.datasets import AuditDataset
 from cliplab.engine.audit.labelsets import load_labelset
 from cliplab.engine.audit.results import RACE_BINARY, AuditResult, Grouping
 from cliplab.engine.audit.runner import AuditOptions, headline, measure
+from cliplab.indexes.catalog import open_catalog
 
 PREVIOUS = Path(__file__).parent / "data" / "audit_session_previous_build.json.gz"
 run_cli = partial(run_cli_with_modules, modules=["audit"])
@@ -77,7 +78,8 @@ def test_a_previous_build_session_reads_as_typed_cells(fairface):
 def test_a_previous_build_session_shows_exports_reruns_and_diffs(capsys, fairface, tmp_path):
     payload = previous_session(fairface)
     old = payload["session_id"]
-    audit_store.save_session(payload, old)
+    catalog = open_catalog()  # the catalog the CLI opens: CLIPLAB_HOME's
+    audit_store.save_session(catalog, payload, old)
     code, out, err = run_cli(capsys, "audit", "list")
     assert code == 0 and old in out, err
     code, out, err = run_cli(capsys, "audit", "show", old)
@@ -96,15 +98,17 @@ def test_a_previous_build_session_shows_exports_reruns_and_diffs(capsys, fairfac
     fresh = re.search(r"^session (\w+)", out, re.M).group(1)
     code, out, err = run_cli(capsys, "audit", "diff", old, fresh)
     assert code == 0 and "14 shared images" in out and "change +0.0%" in out, err
-    assert audit.diff(old, fresh).to_dict()["images"] == 14
+    assert audit.diff(catalog, old, fresh).to_dict()["images"] == 14
 
     # the Audit tab shows, diffs and exports it (its handlers, without a browser)
+    from cliplab.app.services.app_state import AppState
     from cliplab.app.ui import audit as tab
-    said, headline_text, shares, report = tab.do_show(old)
+    state = AppState(catalog=catalog)
+    said, headline_text, shares, report = tab.do_show(state, old)
     assert old in said and payload["headline"][0] in headline_text and "Bias audit" in report
     assert "race x gender" in set(shares["grouping"])
-    assert list(tab.do_diff(old, fresh)["left the focus categories"]) == [0] * 10  # all, 7 races, 2 genders
-    assert "<h1>Bias audit" in Path(tab.do_export(old)).read_text()
+    assert list(tab.do_diff(state, old, fresh)["left the focus categories"]) == [0] * 10  # all, 7 races, 2 genders
+    assert "<h1>Bias audit" in Path(tab.do_export(state, old)).read_text()
 
 
 def test_a_column_named_like_an_intersection_is_one_column():

@@ -74,7 +74,8 @@ def test_migrations_reach_head_and_reopen(catalog):
         assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head
         tables = set(sa.inspect(connection).get_table_names())
     assert {"folders", "files", "models", "embeddings", "vector_indexes", "text_collections", "texts",
-            "text_embeddings", "scan_skips", "writer_lock"} <= tables
+            "scan_skips", "writer_lock"} <= tables
+    assert "text_embeddings" not in tables  # never written; dropped by 0006
     again = open_catalog(catalog.url)  # idempotent upgrade
     assert again.model("m", "fp", 64) == again.model("m", "fp", 64)
 

@@ -22,6 +22,7 @@ from cliplab.app.commands.dashboard import command
 from cliplab.app.services import eval_store
 from cliplab.app.services.evaluate import classification_metrics
 from cliplab.engine.errors import CliplabError
+from cliplab.indexes.catalog import open_catalog
 
 DASHBOARD = str(ROOT / "app" / "dashboard.py")
 
@@ -48,7 +49,7 @@ def save_run(model: str, dataset: str, seed: int) -> str:
     probs = rng.dirichlet(np.ones(3), size=30)
     metrics = classification_metrics(probs, rng.integers(0, 3, 30), ["cat", "dog", "bird"])
     metrics.update(dataset=dataset, templates=7)
-    return eval_store.save_eval_run("zeroshot", model, f"fp{seed}", dataset, metrics)
+    return eval_store.save_eval_run(open_catalog(), "zeroshot", model, f"fp{seed}", dataset, metrics)
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +78,15 @@ def on_database(database, monkeypatch):
 
 
 def test_eval_runs_are_stored_and_listed(on_database):
-    runs = eval_store.list_eval_runs()
+    runs = eval_store.list_eval_runs(open_catalog())
     assert {r["id"] for r in runs} == set(on_database["runs"])
     assert {r["dataset"] for r in runs} == {"pets", "flowers"}
     assert all(0 <= r["top1"] <= 1 for r in runs)
-    run = eval_store.load_eval_run(on_database["runs"][0])
+    run = eval_store.load_eval_run(open_catalog(), on_database["runs"][0])
     assert run["metrics"]["per_class"][0]["label"] == "cat"
     assert np.array(run["metrics"]["confusion"]).sum() == 30
     with pytest.raises(CliplabError) as error:
-        eval_store.load_eval_run("nope")
+        eval_store.load_eval_run(open_catalog(), "nope")
     assert str(error.value) == "No evaluation run 'nope'."
 
 
@@ -119,10 +120,10 @@ def test_dashboard_shows_fewshot_and_retrieval_runs(monkeypatch):
     monkeypatch.delenv("CLIPLAB_DATABASE_URL", raising=False)  # set while the module's `database` is alive
     table = pd.DataFrame(dict(shots=[1, 2], mean=[0.4, 0.55], std=[0.05, 0.02], seeds=[3, 3],
                               accuracies=[[0.35, 0.4, 0.45], [0.53, 0.55, 0.57]]))
-    fewshot = eval_store.save_eval_run("fewshot", "tiny", "fp", "/data/pets", dict(
+    fewshot = eval_store.save_eval_run(open_catalog(), "fewshot", "tiny", "fp", "/data/pets", dict(
         dataset="pets", zero_shot_top1=0.5, fewshot=table, pool=40, test=40, effective_shots=1.7, chance=0.25,
         options={"shots": [1, 2], "seeds": 3}), dataset_hash="d" * 64)
-    retrieval = eval_store.save_eval_run("retrieval", "tiny", "fp", "/data/captions.csv", dict(
+    retrieval = eval_store.save_eval_run(open_catalog(), "retrieval", "tiny", "fp", "/data/captions.csv", dict(
         image_to_text={1: 0.2, 5: 0.6, 10: 0.9}, text_to_image={1: 0.1, 5: 0.5, 10: 0.8}, n_images=10,
         n_texts=50, prefix=""))
     app = AppTest.from_file(DASHBOARD, default_timeout=120).run()

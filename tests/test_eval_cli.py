@@ -24,6 +24,7 @@ from cliplab.engine.handle import ModelBundle
 from cliplab.engine.paths import cache_dir
 from cliplab.engine.weights import save_model
 from cliplab.engine.zeroshot import load_templates
+from cliplab.indexes.catalog import open_catalog
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
            "dark_grey": (60, 60, 60)}
@@ -145,11 +146,11 @@ def test_eval_probe_fewshot_and_retrieval_run(capsys, model_dir, dataset, tmp_pa
     code, out, err = run_cli(capsys, "eval", "retrieval", captions, "--prefix", "a photo of ", "--model", model_dir)
     assert code == 0, err
     assert "5 images, 6 captions" in out and "R@1" in out and "R@10 100.00%" in out  # 5 images: R@10 trivially 1
-    runs = {r["kind"]: r for r in eval_store.list_eval_runs()}
+    runs = {r["kind"]: r for r in eval_store.list_eval_runs(open_catalog())}
     assert set(runs) == {"probe", "fewshot", "retrieval"} and runs["retrieval"]["image_to_text_R@1"] >= 0
-    probe = eval_store.load_eval_run(runs["probe"]["id"])["metrics"]
+    probe = eval_store.load_eval_run(open_catalog(), runs["probe"]["id"])["metrics"]
     assert runs["probe"]["top1"] == report["top1"] and probe["per_class"] == report["per_class"]
-    fewshot = eval_store.load_eval_run(runs["fewshot"]["id"])["metrics"]
+    fewshot = eval_store.load_eval_run(open_catalog(), runs["fewshot"]["id"])["metrics"]
     assert [row["shots"] for row in fewshot["fewshot"]] == [1] and fewshot["options"]["joint"] is True
 
 
@@ -157,20 +158,20 @@ def test_eval_runs_are_saved_unless_no_save(capsys, model_dir, dataset, tmp_path
     code, out, err = run_cli(capsys, "eval", "zeroshot", dataset, "--model", model_dir, "--out", tmp_path / "z",
                              "--templates", "imagenet7", "--no-save")
     assert code == 0, err
-    assert "saved as" not in out and eval_store.list_eval_runs() == []
+    assert "saved as" not in out and eval_store.list_eval_runs(open_catalog()) == []
     code, out, err = run_cli(capsys, "eval", "zeroshot", dataset, "--model", model_dir, "--out", tmp_path / "z",
                              "--templates", "imagenet7")
     assert code == 0, err
     run_id = re.search(r"saved as evaluation run (\w+)", out).group(1)
     report = json.loads((tmp_path / "z" / "zeroshot.json").read_text())
-    (listed,) = eval_store.list_eval_runs()
+    (listed,) = eval_store.list_eval_runs(open_catalog())
     assert listed["id"] == run_id and listed["kind"] == "zeroshot" and listed["model"] == "tiny"
     assert listed["top1"] == report["top1"] and listed["top5"] == 1.0
     assert listed["mean_per_class_recall"] == report["mean_per_class_recall"]
     assert listed["dataset"] == str(dataset.resolve())
     assert listed["model_fingerprint"] == model_fingerprint(ModelBundle.load(str(model_dir)).model)
     assert listed["precision"] == "fp32"  # the exact mode, recorded with the run (and in its provenance)
-    provenance = eval_store.load_eval_run(run_id)["metrics"]["provenance"]
+    provenance = eval_store.load_eval_run(open_catalog(), run_id)["metrics"]["provenance"]
     assert (provenance["precision"], provenance["engine"], provenance["name"]) == ("fp32", "cliplab", "tiny")
     assert provenance["cliplab_version"]
     # the CSV form of the same images and labels has the same content hash; other labels do not
@@ -178,7 +179,7 @@ def test_eval_runs_are_saved_unless_no_save(capsys, model_dir, dataset, tmp_path
     pairs = list(zip(csv_form.labels, csv_form.paths))
     assert listed["dataset_hash"] == dataset_hash(pairs)
     assert listed["dataset_hash"] != dataset_hash([("red", p) for _, p in pairs])
-    saved = eval_store.load_eval_run(run_id)["metrics"]
+    saved = eval_store.load_eval_run(open_catalog(), run_id)["metrics"]
     assert saved["confusion"] == report["confusion"] and saved["per_class"] == report["per_class"]
     assert saved["options"] == {"model": str(model_dir), "templates": "imagenet7", "scale": "100"}
 
@@ -187,12 +188,12 @@ def test_eval_runs_are_saved_unless_no_save(capsys, model_dir, dataset, tmp_path
         csv.writer(f).writerows([("image", "caption")] + [(str(p), p.parent.name) for p in sorted(dataset.rglob("*_1.*"))])
     code, out, err = run_cli(capsys, "eval", "retrieval", captions, "--model", model_dir)
     assert code == 0, err
-    retrieval = eval_store.list_eval_runs()[0]  # newest first
+    retrieval = eval_store.list_eval_runs(open_catalog())[0]  # newest first
     assert retrieval["kind"] == "retrieval" and retrieval["dataset"] == str(captions.resolve())
     assert retrieval["image_to_text_R@1"] == pytest.approx(float(re.search(r"image to text\s+R@1 ([\d.]+)%",
                                                                            out).group(1)) / 100, abs=1e-4)
     code, out, err = run_cli(capsys, "eval", "retrieval", captions, "--model", model_dir, "--no-save")
-    assert code == 0 and len(eval_store.list_eval_runs()) == 2
+    assert code == 0 and len(eval_store.list_eval_runs(open_catalog())) == 2
 
 
 def test_captions_csv_headers_follow_the_training_csv(tmp_path):

@@ -35,7 +35,7 @@ def tree(tmp_path: Path, files: dict[str, str]) -> Path:
 
 @pytest.mark.parametrize("source, module", [
     ("from cliplab.indexes.catalog import File\n", "indexes.catalog"),
-    ("from sqlalchemy import select\nimport cliplab.indexes.catalog\n", "indexes.catalog"),
+    ("import os\nimport cliplab.indexes.catalog\n", "indexes.catalog"),
     ("def later():\n    from cliplab.indexes.catalog import TextCollection\n", "indexes.catalog"),
     ("from cliplab.engine.zeroshot import load_templates\n", "engine.zeroshot"),
     ("from cliplab.engine import zeroshot\n", "engine.zeroshot"),
@@ -68,3 +68,30 @@ def test_what_each_layer_may_import(tmp_path):
     assert sorted((v.path, v.module) for v in check_layers.check(bad)) == [
         ("app/services/search.py", "app.ui"), ("app/services/search.py", "gradio"),
         ("engine/model.py", "indexes.catalog"), ("indexes/catalog.py", "trainer.data")]
+
+
+@pytest.mark.parametrize("source, found", [
+    ("from sqlalchemy import select\n", "sqlalchemy"),
+    ("import sqlalchemy as sa\n", "sqlalchemy"),
+    ("def later():\n    from sqlalchemy.orm import Session\n", "sqlalchemy.orm"),
+    ("def rows(catalog):\n    with catalog.session() as s:\n        return s\n", ".session()"),
+    ("def rows(state):\n    return state.catalog.sessions()\n", ".sessions()"),
+    ("def rows(self):\n    return self.catalog.engine.dispose()\n", "<catalog>.engine"),
+])
+@pytest.mark.parametrize("module", ["app/services/library.py", "app/ui/tab.py", "app/dashboard.py",
+                                    "app/commands/thing.py"])
+def test_sql_anywhere_in_app_fails(tmp_path, source, found, module):
+    """app/ calls named catalog functions in indexes/: importing sqlalchemy or opening a session is caught,
+    in a service as in a front end."""
+    root = tree(tmp_path, {module: source})
+    (violation,) = check_layers.check(root)
+    assert (violation.path, violation.module, violation.rule) == (module, found, check_layers.NO_SQL)
+    assert check_layers.main(["check_layers", str(root)]) == 1
+
+
+def test_sql_stays_allowed_in_indexes_and_in_no_module_of_app(tmp_path):
+    sql = "from sqlalchemy import select\n\ndef rows(catalog):\n    with catalog.session() as s:\n        return s\n"
+    root = tree(tmp_path, {"indexes/store.py": sql})
+    assert check_layers.check(root) == []
+    root = tree(tmp_path / "search", {"indexes/store.py": sql, "app/services/search.py": sql})
+    assert {v.path for v in check_layers.check(root)} == {"app/services/search.py"}

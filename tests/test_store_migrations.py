@@ -36,7 +36,7 @@ def head() -> str:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def empty_url(request, tmp_path, monkeypatch) -> str:
-    """The URL of an empty database, which the stores also use (CLIPLAB_DATABASE_URL)."""
+    """The URL of an empty database (also CLIPLAB_DATABASE_URL)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'catalog.db'}"
     else:
@@ -50,7 +50,6 @@ def empty_url(request, tmp_path, monkeypatch) -> str:
             connection.execute(sa.text("CREATE SCHEMA public"))
         engine.dispose()
     monkeypatch.setenv("CLIPLAB_DATABASE_URL", url)
-    audit_store._engine.cache_clear()  # the stores migrate once per URL and process; this is a new database
     return url
 
 
@@ -171,13 +170,13 @@ def test_tables_from_create_all_upgrade_with_their_rows(empty_url, catalog_revis
     with catalog.engine.connect() as connection:
         assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head()
     assert layout(catalog.engine, "eval_runs") == model_layout(empty_url, "eval_runs", tmp_path)
-    assert [s["id"] for s in audit_store.list_sessions()] == ["a1"]
-    assert audit_store.load_session("a1")["session_id"] == "a1"
-    (run,) = eval_store.list_eval_runs()
+    assert [s["id"] for s in audit_store.list_sessions(catalog)] == ["a1"]
+    assert audit_store.load_session(catalog, "a1")["session_id"] == "a1"
+    (run,) = eval_store.list_eval_runs(catalog)
     assert (run["id"], run["top1"], run["dataset"], run["dataset_hash"]) == ("e1", 0.75, "pets", None)
     # new rows go in beside the old ones, with the new column
-    new = eval_store.save_eval_run("probe", "tiny", "fpE", "/data/pets", {"top1": 0.5}, dataset_hash="c" * 64)
-    assert {r["id"]: r["dataset_hash"] for r in eval_store.list_eval_runs()} == {"e1": None, new: "c" * 64}
+    new = eval_store.save_eval_run(catalog, "probe", "tiny", "fpE", "/data/pets", {"top1": 0.5}, dataset_hash="c" * 64)
+    assert {r["id"]: r["dataset_hash"] for r in eval_store.list_eval_runs(catalog)} == {"e1": None, new: "c" * 64}
     for table in TABLES:
         assert layout(catalog.engine, table) == model_layout(empty_url, table, tmp_path), table
     # the saved classifier of the old build is still there (no provenance recorded then), and saving works
@@ -185,5 +184,59 @@ def test_tables_from_create_all_upgrade_with_their_rows(empty_url, catalog_revis
                                                               "threshold": None, "provenance": None}
     classifiers.save_classifier(catalog, "colours", ["red", "blue"], ["a {}."])
     assert classifiers.list_classifiers(catalog) == ["colours", "shapes"]
-    assert audit_store.list_sessions()[0]["precision"] is None
+    assert audit_store.list_sessions(catalog)[0]["precision"] is None
+    catalog.close()
+
+
+# -- 0006: the dead schema goes, every photo and embedding stays ------------------------------------
+
+def catalog_at_0005_with_a_photo(url: str) -> None:
+    """A catalog as the previous build left it: a folder, a photo (with the unused full_hash), its
+    embedding, a text collection and a row in the never-used text_embeddings table."""
+    engine = sa.create_engine(url)
+    upgrade(engine, "0005")
+    with engine.begin() as connection:
+        run = lambda sql, **values: connection.execute(sa.text(sql), values)  # noqa: E731
+        run("INSERT INTO folders (id, path, volume, online) VALUES (1, '/p', '/', :on)", on=True)
+        run("INSERT INTO files (id, folder_id, path, ext, size, mtime_ns, fingerprint, full_hash, status) "
+            "VALUES (1, 1, '/p/a.jpg', 'jpg', 10, 0, :fp, :fp, 'ok')", fp="f" * 32)
+        run("INSERT INTO models (id, name, fingerprint, embed_dim, version) VALUES (1, 'tiny', 'm1', 2, 1)")
+        run("INSERT INTO embeddings (file_id, model_id, vector, version) VALUES (1, 1, :v, 1)", v=b"\0" * 8)
+        run("INSERT INTO text_collections (id, name) VALUES (1, 'tags')")
+        run("INSERT INTO texts (id, collection_id, position, text) VALUES (1, 1, 0, 'a cat')")
+        run("INSERT INTO text_embeddings (text_id, model_id, vector) VALUES (1, 1, :v)", v=b"\0" * 8)
+    engine.dispose()
+
+
+def photo_rows(engine: sa.Engine) -> tuple:
+    with engine.connect() as connection:
+        return (connection.execute(sa.text("SELECT id, path, fingerprint FROM files")).all(),
+                connection.execute(sa.text("SELECT file_id, model_id, vector FROM embeddings")).all(),
+                connection.execute(sa.text("SELECT text FROM texts")).all())
+
+
+@pytest.mark.parametrize("sqlite_drop", ["in place", "rebuilt"])
+def test_0006_drops_text_embeddings_and_full_hash_and_keeps_every_embedding(empty_url, sqlite_drop, monkeypatch):
+    """Rebuilding `files` (SQLite before 3.35 has no DROP COLUMN) would delete its embeddings through ON
+    DELETE CASCADE: they must all be there after the upgrade, either way; the downgrade restores both."""
+    if sqlite_drop == "rebuilt":
+        if not empty_url.startswith("sqlite"):
+            pytest.skip("PostgreSQL drops a column in place")
+        import sqlite3.dbapi2  # the driver module SQLAlchemy's dialect asks
+        monkeypatch.setattr(sqlite3.dbapi2, "sqlite_version_info", (3, 34, 1))  # the migration then rebuilds the table
+    catalog_at_0005_with_a_photo(empty_url)
+    before = photo_rows(sa.create_engine(empty_url))
+    catalog = open_catalog(empty_url)
+    tables = set(sa.inspect(catalog.engine).get_table_names())
+    assert "text_embeddings" not in tables and "text_embeddings" not in Base.metadata.tables
+    assert "full_hash" not in {c["name"] for c in sa.inspect(catalog.engine).get_columns("files")}
+    assert photo_rows(catalog.engine) == before and len(before[1]) == 1
+    with catalog.engine.begin() as connection:
+        cfg = config()
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, "0005")
+    inspector = sa.inspect(catalog.engine)
+    assert "text_embeddings" in inspector.get_table_names()
+    assert "full_hash" in {c["name"] for c in inspector.get_columns("files")}
+    assert photo_rows(catalog.engine) == before
     catalog.close()

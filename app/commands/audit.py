@@ -14,6 +14,7 @@ from cliplab.app.commands.models import add_model_arguments, load_model, model_o
 from cliplab.app.services import audit as service
 from cliplab.app.services import loading
 from cliplab.app.services.audit import PAPER_THRESHOLDS, AuditOptions, AuditResult, to_frame
+from cliplab.app.services.library import open_catalog
 from cliplab.engine.errors import CliplabError
 
 
@@ -74,7 +75,7 @@ def _print_summary(result: AuditResult) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    sessions = service.list_sessions()
+    sessions = service.list_sessions(open_catalog())  # the sessions live in the catalog database
     if args.json:
         print(json.dumps(sessions, indent=1))
         return 0
@@ -85,7 +86,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    result = service.show(args.ids[0])
+    result = service.show(open_catalog(), args.ids[0])
     if args.out:
         print(f"wrote {service.export(result, args.out)}")
     elif args.json:
@@ -99,12 +100,13 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _rerun(args: argparse.Namespace) -> int:
-    saved = service.show(args.ids[0])
+    catalog = open_catalog()
+    saved = service.show(catalog, args.ids[0])
     bundle = None  # the service loads the recorded model in the recorded precision
     if args.arch or args.allow_torchscript:
         bundle = loading.ModelBundle.load(**{**model_options(args), "model": saved.options.model,
                                              "precision": service.recorded_precision(saved)})
-    fresh, differences = service.rerun(args.ids[0], args.out, bundle, device=args.device)
+    fresh, differences = service.rerun(catalog, args.ids[0], args.out, bundle, device=args.device)
     _print_summary(fresh)
     print(f"session {fresh.session_id} (re-run of {saved.session_id})")
     if differences:
@@ -117,7 +119,7 @@ def _rerun(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    result = service.diff(*args.ids)
+    result = service.diff(open_catalog(), *args.ids)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
         return 0
@@ -154,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
                            probe_folds=args.probe_folds, n_boot=args.bootstrap,
                            service_test_only=args.service_test, padding=args.padding)
     bundle = load_model(args)
-    result = service.run(options, args.out, bundle)  # the exact precision, as in the app
+    result = service.run(open_catalog(), options, args.out, bundle)  # the exact precision, as in the app
     _print_summary(result)
     if args.out:
         print(f"report: {args.out}")

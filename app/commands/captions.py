@@ -12,6 +12,7 @@ import argparse
 
 from cliplab.app.commands.models import add_model_arguments, load_model
 from cliplab.app.services import captions as service
+from cliplab.app.services.library import open_catalog
 
 MARK_HELP = "* marks a true pair (the image's own caption, or the caption's own image)"
 
@@ -49,14 +50,15 @@ def print_images(matches: list[service.ImageMatch]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     bundle = load_model(args)
+    catalog = open_catalog()  # classifier:NAME and collection:NAME are read from it
     if args.image is not None:
-        print_texts(service.image_to_texts(bundle, args.image, args.collection, args.k))
+        print_texts(service.image_to_texts(bundle, args.image, args.collection, args.k, catalog=catalog))
     elif args.text is not None:
-        print_images(service.text_to_images(bundle, args.text, args.collection, args.k))
+        print_images(service.text_to_images(bundle, args.text, args.collection, args.k, catalog=catalog))
     else:
         side = "image" if args.browse_image is not None else "caption"
         index = args.browse_image if side == "image" else args.browse_caption
-        step = service.browse(bundle, args.collection, index, side, args.k)
+        step = service.browse(bundle, args.collection, index, side, args.k, catalog=catalog)
         if side == "image":
             print(f"image {step.index} of {step.total}: {step.image}")
             print("its captions: " + " | ".join(step.true_captions))

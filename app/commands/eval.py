@@ -9,6 +9,7 @@ from cliplab.app.commands.classify import add_classifier_arguments, parse_scale
 from cliplab.app.commands.models import add_model_arguments, load_model
 from cliplab.app.services.classify import load_templates
 from cliplab.app.services.evaluate import eval_fewshot, eval_probe, eval_retrieval, eval_zeroshot, save_run
+from cliplab.app.services.library import open_catalog
 from cliplab.engine.errors import CliplabError
 
 DATASET_HELP = "an image folder with one sub-folder per class, or a CSV file with path,label columns"
@@ -63,7 +64,7 @@ def add_no_save(parser: argparse.ArgumentParser) -> None:
 
 def record(args: argparse.Namespace, kind: str, bundle, dataset: str, metrics: dict, options: dict) -> None:
     if args.save:
-        run_id = save_run(kind, bundle, dataset, metrics, {"model": str(args.model), **options})
+        run_id = save_run(open_catalog(), kind, bundle, dataset, metrics, {"model": str(args.model), **options})
         print(f"\nsaved as evaluation run {run_id} (see it with `cliplab dashboard`)")
 
 

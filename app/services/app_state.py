@@ -14,16 +14,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
-
 from cliplab.app.services.loading import SEARCH
 from cliplab.engine import default_model
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.handle import ModelBundle
-from cliplab.indexes.catalog import Catalog, Folder, open_catalog
+from cliplab.indexes.catalog import Catalog, open_catalog
+from cliplab.indexes.library import online_roots
 from cliplab.indexes.vectors import VectorIndex, open_index
-
-ModelListener = Callable[[ModelBundle], None]
 
 
 @dataclass
@@ -100,8 +97,7 @@ class Jobs:
 
 
 class AppState:
-    """The current model (loaded on first use), the catalog handle, jobs, listeners and the open
-    vector indexes.
+    """The current model (loaded on first use), the catalog handle, jobs and the open vector indexes.
 
     model: what engine.load accepts ("demo", an official name, a checkpoint path; default
     $CLIPLAB_MODEL, else demo, as every command); bundle: an already loaded ModelBundle (tests pass one
@@ -124,7 +120,6 @@ class AppState:
         self._bundle = bundle
         self._search_bundle: ModelBundle | None = bundle
         self._lock = threading.RLock()
-        self._listeners: list[ModelListener] = []
 
     @property
     def bundle(self) -> ModelBundle:
@@ -146,10 +141,6 @@ class AppState:
                 self._search_bundle = self.bundle.using(SEARCH, "the fastest safe mode for indexing and search")
             return self._search_bundle
 
-    def on_model_change(self, callback: ModelListener) -> None:
-        """Call callback(new_bundle) after every switch (e.g. to drop caches built with the old model)."""
-        self._listeners.append(callback)
-
     def switch_model(self, name_or_path: str) -> ModelBundle:
         """Load another model and make it current; the old one stays current if loading fails."""
         return self.set_bundle(self._load(str(name_or_path)))
@@ -161,14 +152,11 @@ class AppState:
         """Make an already loaded bundle current (a freshly trained model, a switch, tests)."""
         with self._lock:
             self._bundle, self._search_bundle, self.model_name = bundle, None, bundle.name
-        for callback in list(self._listeners):
-            callback(bundle)
         return bundle
 
     def library_roots(self) -> list[str]:
         """The online root folders of the catalog."""
-        with self.catalog.session() as session:
-            return [row.path for row in session.scalars(select(Folder).where(Folder.online.is_(True)))]
+        return online_roots(self.catalog)
 
 
 class VectorIndexCache:

@@ -30,6 +30,7 @@ from cliplab.engine.audit.runner import (
     run_audit,
 )
 from cliplab.engine.errors import CliplabError
+from cliplab.indexes.catalog import Catalog
 from cliplab.indexes.indexer import ModelBundle
 
 # what front ends use of the engine's audit package, so they import services only
@@ -53,9 +54,9 @@ def export(result: AuditResult, out: str | Path) -> Path:
     return out
 
 
-def run(options: AuditOptions, out: str | Path | None = None, bundle: ModelBundle | None = None,
+def run(catalog: Catalog, options: AuditOptions, out: str | Path | None = None, bundle: ModelBundle | None = None,
         progress: bool = True, rerun_of: str | None = None, device: str | None = None) -> AuditResult:
-    """Run an audit, save it as a session (one transaction, only once every number exists), export.
+    """Run an audit, save it as a session in catalog (one transaction, only once every number exists), export.
 
     bundle: the model to audit with (the app's current one); None loads options.model in the
     exact precision. The model's provenance (precision, device, version) goes into the session."""
@@ -69,7 +70,7 @@ def run(options: AuditOptions, out: str | Path | None = None, bundle: ModelBundl
     result.session_id = audit_store.new_session_id()
     written = export(result, out) if out is not None else None  # a report that fails leaves no session
     try:
-        audit_store.save_session(result.to_dict(), result.session_id, rerun_of=rerun_of)
+        audit_store.save_session(catalog, result.to_dict(), result.session_id, rerun_of=rerun_of)
     except Exception:
         if written is not None:
             written.unlink(missing_ok=True)
@@ -82,13 +83,13 @@ def recorded_precision(result: AuditResult) -> str | None:
     return result.provenance["model"].get("precision")
 
 
-def rerun(session_id: str, out: str | Path | None = None, bundle: ModelBundle | None = None,
+def rerun(catalog: Catalog, session_id: str, out: str | Path | None = None, bundle: ModelBundle | None = None,
           progress: bool = True, device: str | None = None) -> tuple[AuditResult, list[str]]:
     """Run a saved session again from its recorded options; returns (new result, differences).
 
     Without a bundle the recorded model is loaded in the recorded precision. The dataset file, the
     model weights and the precision must be the ones recorded, or the numbers could not match."""
-    saved = show(session_id)
+    saved = show(catalog, session_id)
     options = saved.options
     if bundle is None:
         try:
@@ -98,7 +99,7 @@ def rerun(session_id: str, out: str | Path | None = None, bundle: ModelBundle | 
                 raise
             # e.g. an fp16 session made on a GPU, re-run on a CPU: run exact and say the precision differs
             bundle = ModelBundle.load(options.model, device, EXACT)
-    fresh = run(options, out, bundle, progress, rerun_of=saved.session_id)
+    fresh = run(catalog, options, out, bundle, progress, rerun_of=saved.session_id)
     problems = []
     for what, old, new in (("dataset file", saved.provenance["dataset"]["file_sha256"],
                             fresh.provenance["dataset"]["file_sha256"]),
@@ -121,10 +122,10 @@ def _focus_categories(result: AuditResult, rows: list) -> np.ndarray:
     return np.array([category[top[index[r]]] for r in rows], dtype=object)
 
 
-def diff(session_a: str, session_b: str) -> SessionDiff:
+def diff(catalog: Catalog, session_a: str, session_b: str) -> SessionDiff:
     """Two sessions over the same dataset rows: where each group's images moved between their label
     sets (or models), with McNemar tests and bootstrap intervals, on the focus categories of A."""
-    a, b = show(session_a), show(session_b)
+    a, b = show(catalog, session_a), show(catalog, session_b)
     if a.provenance["dataset"]["file_sha256"] != b.provenance["dataset"]["file_sha256"]:
         raise CliplabError(f"Sessions {a.session_id} and {b.session_id} audited different dataset files; "
                            f"a paired comparison needs the same images.")
@@ -150,13 +151,13 @@ def diff(session_a: str, session_b: str) -> SessionDiff:
                        label_set_diff=changes, transitions=moves)
 
 
-def list_sessions() -> list[dict]:
-    return audit_store.list_sessions()
+def list_sessions(catalog: Catalog) -> list[dict]:
+    return audit_store.list_sessions(catalog)
 
 
-def show(session_id: str) -> AuditResult:
+def show(catalog: Catalog, session_id: str) -> AuditResult:
     """A saved session (a unique prefix of its id is enough), also one saved by the previous build."""
-    return AuditResult.from_dict(audit_store.load_session(session_id))
+    return AuditResult.from_dict(audit_store.load_session(catalog, session_id))
 
 
 # -- the Audit tab's form and tables --------------------------------------------------------------
@@ -214,8 +215,8 @@ def table_frame(rows: list[Cell]) -> pd.DataFrame:
     return frame.round(4) if not frame.empty else frame
 
 
-def sessions_frame() -> pd.DataFrame:
-    return pd.DataFrame(list_sessions(), columns=["id", "created_at", "model", "dataset", "split", "images",
+def sessions_frame(catalog: Catalog) -> pd.DataFrame:
+    return pd.DataFrame(list_sessions(catalog), columns=["id", "created_at", "model", "dataset", "split", "images",
                                                   "label_sets", "precision", "rerun_of"])
 
 

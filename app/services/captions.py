@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import select
 
 from cliplab.app.services.classifiers import load_classifier
 from cliplab.app.services.evaluate import read_captions
@@ -31,8 +30,9 @@ from cliplab.engine.features import encode_images, numerics_key
 from cliplab.engine.images import load_image
 from cliplab.engine.retrieval import unit_rows
 from cliplab.engine.zeroshot import build_classifier, embed_prompts
-from cliplab.indexes.catalog import Catalog, TextCollection, TextEntry, open_catalog
+from cliplab.indexes.catalog import Catalog
 from cliplab.indexes.indexer import ModelBundle
+from cliplab.indexes.texts import collection_entries, collection_names
 
 CLASSIFIER_PREFIX = "classifier:"
 COLLECTION_PREFIX = "collection:"
@@ -41,22 +41,19 @@ COLLECTION_PREFIX = "collection:"
 def stored_collection(catalog: Catalog, name: str) -> Collection:
     """A text collection stored in the catalog (`cliplab texts add`); texts with a true image become a
     captioned dataset (images in order of first appearance)."""
-    with catalog.session() as session:
-        found = session.scalar(select(TextCollection).where(TextCollection.name == name))
-        if found is None:
-            names = ", ".join(session.scalars(select(TextCollection.name).order_by(TextCollection.name))) or "none yet"
-            raise CliplabError(f"No text collection named {name!r} is stored (stored ones: {names}).")
-        rows = session.execute(select(TextEntry.text, TextEntry.image_path).where(
-            TextEntry.collection_id == found.id).order_by(TextEntry.position)).all()
-    texts = [r.text for r in rows]
+    rows = collection_entries(catalog, name)
+    if rows is None:
+        names = ", ".join(collection_names(catalog)) or "none yet"
+        raise CliplabError(f"No text collection named {name!r} is stored (stored ones: {names}).")
+    texts = [text for text, _ in rows]
     if not texts:
         raise CliplabError(f"The text collection {name!r} holds no texts.")
-    if any(r.image_path is None for r in rows):
+    if any(image is None for _, image in rows):
         return Collection(f"{COLLECTION_PREFIX}{name}", texts)
-    images = list(dict.fromkeys(r.image_path for r in rows))
+    images = list(dict.fromkeys(image for _, image in rows))
     position = {p: i for i, p in enumerate(images)}
     return Collection(f"{COLLECTION_PREFIX}{name}", texts, [Path(p) for p in images],
-                      [position[r.image_path] for r in rows])
+                      [position[image] for _, image in rows])
 
 
 @dataclass
@@ -120,17 +117,26 @@ _MEMO: dict[tuple, _Embedded] = {}  # the last few collections, so browsing step
 _MEMO_SIZE = 4
 
 
-def load_collection(source: str | Path, catalog=None) -> Collection:
-    """A captions CSV, a .txt with one text a line, or `classifier:NAME` (needs the catalog)."""
+def _opened(catalog: Catalog | None, source: str) -> Catalog:
+    """The catalog that front end opened: a stored collection or classifier is read from it, never from a
+    default database of the process."""
+    if catalog is None:
+        raise ValueError(f"{source} is stored in the catalog: pass the catalog the front end opened")
+    return catalog
+
+
+def load_collection(source: str | Path, catalog: Catalog | None = None) -> Collection:
+    """A captions CSV, a .txt with one text a line, `classifier:NAME` or `collection:NAME` (these two
+    are read from catalog)."""
     text = str(source).strip()
     if not text:
         raise CliplabError("Choose a text collection: a captions CSV (image,caption rows) or a .txt file "
                            "with one text per line.")
     if text.startswith(CLASSIFIER_PREFIX):
-        spec = load_classifier(catalog or open_catalog(), text[len(CLASSIFIER_PREFIX):].strip())
+        spec = load_classifier(_opened(catalog, text), text[len(CLASSIFIER_PREFIX):].strip())
         return Collection(text, list(spec["classes"]), templates=list(spec["templates"]))
     if text.startswith(COLLECTION_PREFIX):
-        return stored_collection(catalog or open_catalog(), text[len(COLLECTION_PREFIX):].strip())
+        return stored_collection(_opened(catalog, text), text[len(COLLECTION_PREFIX):].strip())
     path = Path(text).expanduser()
     if not path.is_file():
         raise CliplabError(f"The text collection {path} does not exist: give a captions CSV (image,caption rows) "

@@ -1,28 +1,21 @@
-"""Evaluation runs (zero-shot, probes, few-shot, retrieval) in the catalog database, for the dashboard.
+"""Evaluation runs (zero-shot, probes, few-shot, retrieval) in the catalog that was opened
+(indexes.store), for the dashboard.
 
-Same database and conventions as the audit sessions (app.services.audit_store): the table
-(indexes.records.EvalRun) is made and upgraded by the catalog's one Alembic chain.
-A run is one row holding its metrics (per-class tables and confusion matrix included) as JSON.
+Same conventions as the audit sessions (app.services.audit_store): the table (indexes.records.EvalRun)
+is made and upgraded by the catalog's one Alembic chain. A run is one row holding its metrics
+(per-class tables and confusion matrix included) as JSON.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
-from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
 
-from cliplab.app.services import audit_store
 from cliplab.engine.errors import CliplabError
-from cliplab.indexes.records import EvalRun
-
-
-def engine() -> Engine:
-    return audit_store.engine()
+from cliplab.indexes import store
+from cliplab.indexes.catalog import Catalog
 
 
 def _json_ready(value):
@@ -39,24 +32,20 @@ def _json_ready(value):
     return value
 
 
-def save_eval_run(kind: str, model_name: str, model_fingerprint: str, dataset: str, metrics: dict,
+def save_eval_run(catalog: Catalog, kind: str, model_name: str, model_fingerprint: str, dataset: str, metrics: dict,
                   dataset_hash: str | None = None, precision: str | None = None) -> str:
     """Store the metrics of one evaluation (as app.services.evaluate returns them); returns its id."""
-    run_id = uuid.uuid4().hex[:12]
-    row = EvalRun(id=run_id, created_at=datetime.now(UTC), kind=kind, model_name=model_name,
-                  model_fingerprint=model_fingerprint, dataset=str(dataset), dataset_hash=dataset_hash, precision=precision,
-                  metrics_json=json.dumps(_json_ready(metrics), default=float))
-    with Session(engine()) as session, session.begin():
-        session.add(row)
+    run_id = store.new_id()
+    store.add_eval_run(catalog, run_id, kind=kind, model_name=model_name, model_fingerprint=model_fingerprint,
+                       dataset=str(dataset), dataset_hash=dataset_hash, precision=precision,
+                       metrics_json=json.dumps(_json_ready(metrics), default=float))
     return run_id
 
 
-def list_eval_runs() -> list[dict]:
+def list_eval_runs(catalog: Catalog) -> list[dict]:
     """Every saved run, newest first, with its headline numbers."""
-    with Session(engine()) as session:
-        rows = session.scalars(select(EvalRun).order_by(EvalRun.created_at.desc())).all()
     out = []
-    for r in rows:
+    for r in store.eval_runs(catalog):
         metrics = json.loads(r.metrics_json)
         out.append({"id": r.id, "created_at": r.created_at.isoformat(timespec="seconds"), "kind": r.kind,
                     "model": r.model_name, "model_fingerprint": r.model_fingerprint, "dataset": r.dataset,
@@ -74,9 +63,8 @@ def headline(metrics: dict) -> dict:
     return numbers
 
 
-def load_eval_run(run_id: str) -> dict:
-    with Session(engine()) as session:
-        row = session.get(EvalRun, run_id)
+def load_eval_run(catalog: Catalog, run_id: str) -> dict:
+    row = store.eval_run(catalog, run_id)
     if row is None:
         raise CliplabError(f"No evaluation run {run_id!r}.")
     return {"id": row.id, "kind": row.kind, "model": row.model_name, "model_fingerprint": row.model_fingerprint,

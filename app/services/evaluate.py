@@ -3,7 +3,7 @@
 Datasets are image folders (class = sub-folder) or `path,label` CSVs (engine.evaldata); image
 features are computed once per (model, dataset) and cached. Class names for prompts are the
 folder/label names with underscores shown as spaces. save_run stores a finished evaluation in the
-catalog database (app.services.eval_store) for the dashboard.
+catalog that was opened (app.services.eval_store) for the dashboard.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from cliplab.engine.images import ImageLoadError, load_image
 from cliplab.engine.probe import effective_shots, few_shot, fit_linear_probe
 from cliplab.engine.retrieval import recall_at_k
 from cliplab.engine.zeroshot import DEFAULT_SCALE, build_classifier, embed_prompts
+from cliplab.indexes.catalog import Catalog
 from cliplab.indexes.indexer import ModelBundle
 from cliplab.indexes.scan import fingerprint
 from cliplab.trainer.data import CAPTION_COLUMNS, IMAGE_COLUMNS
@@ -270,8 +271,9 @@ def dataset_hash(entries: Iterable[tuple[str, Path]]) -> str:
     return digest.hexdigest()
 
 
-def save_run(kind: str, bundle: ModelBundle, dataset_path: str | Path, metrics: dict, options: dict | None = None) -> str:
-    """Store a finished evaluation (kind: zeroshot | probe | fewshot | retrieval, metrics as the
+def save_run(catalog: Catalog, kind: str, bundle: ModelBundle, dataset_path: str | Path, metrics: dict,
+             options: dict | None = None) -> str:
+    """Store a finished evaluation in catalog (kind: zeroshot | probe | fewshot | retrieval, metrics as the
     eval_* function returned them) with the model, the dataset's path and hash and the options it
     ran with, and the model's provenance (precision included); returns the run id."""
     path = Path(dataset_path).expanduser().resolve()
@@ -283,5 +285,5 @@ def save_run(kind: str, bundle: ModelBundle, dataset_path: str | Path, metrics: 
         entries = list(zip(dataset.labels, dataset.paths))
     made_with = provenance(bundle)
     stored = {**metrics, "options": options or {}, "provenance": made_with}
-    return eval_store.save_eval_run(kind, bundle.name or "unnamed", made_with["fingerprint"], str(path), stored,
-                                    dataset_hash=dataset_hash(entries), precision=made_with["precision"])
+    return eval_store.save_eval_run(catalog, kind, bundle.name or "unnamed", made_with["fingerprint"], str(path),
+                                    stored, dataset_hash=dataset_hash(entries), precision=made_with["precision"])

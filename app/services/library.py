@@ -13,16 +13,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, func, select, update
-
 from cliplab.app.services.search import open_vector_index
 from cliplab.engine.errors import CliplabError
-from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model, TextCollection, open_catalog
+from cliplab.indexes import library as catalogue
+from cliplab.indexes.catalog import Catalog, default_url, open_catalog  # noqa: F401  (default_url: the dashboard)
 from cliplab.indexes.duplicates import Group, exact_duplicates, near_duplicates
 from cliplab.indexes.export import export
 from cliplab.indexes.indexer import ModelBundle, index_pending, pending_files
 from cliplab.indexes.scan import ScanReport, scan, skipped
-from cliplab.indexes.texts import add_collection, read_texts
+from cliplab.indexes.texts import add_collection, collection_names, read_texts  # noqa: F401  (names: front ends)
 from cliplab.indexes.vectors import KINDS, open_index  # noqa: F401  (KINDS: the index kinds front ends offer)
 from cliplab.indexes.writer import writer_lock
 
@@ -106,23 +105,10 @@ def remove_folder(catalog: Catalog, path: str | Path, index_cache=None) -> int:
     text = str(path or "").strip()
     if not text:
         raise CliplabError("Pick the library folder to remove.")
-    with writer_lock(catalog), catalog.session() as session, session.begin():
-        folder = session.scalar(select(Folder).where(Folder.path == text))
-        if folder is None:  # as typed, or as the scan stored it (resolved)
-            folder = session.scalar(select(Folder).where(Folder.path == str(Path(text).expanduser().resolve())))
-        if folder is None:
-            known = ", ".join(session.scalars(select(Folder.path).order_by(Folder.path))) or "none yet"
-            raise CliplabError(f"{text} is not a library folder (the library's folders: {known}).")
-        file_ids = select(File.id).where(File.folder_id == folder.id)
-        removed = session.scalar(select(func.count()).select_from(File).where(File.folder_id == folder.id))
-        session.execute(delete(Embedding).where(Embedding.file_id.in_(file_ids)))
-        session.execute(delete(File).where(File.folder_id == folder.id))
-        session.delete(folder)
-        # embeddings were deleted: every model's vector index must look again (indexes.vectors)
-        session.execute(update(Model).values(version=Model.version + 1))
+    removed = catalogue.remove_folder(catalog, text)
     if index_cache is not None:
         index_cache.clear()
-    return int(removed or 0)
+    return removed
 
 
 @dataclass
@@ -143,13 +129,8 @@ class LibrarySummary:
 
 
 def library_summary(catalog: Catalog, limit: int = 200) -> LibrarySummary:
-    with catalog.session() as session:
-        counts = dict(session.execute(select(File.folder_id, func.count()).group_by(File.folder_id)).all())
-        ok = dict(session.execute(select(File.folder_id, func.count()).where(File.status == "ok")
-                                  .group_by(File.folder_id)).all())
-        folders = [FolderSummary(f.path, f.online, counts.get(f.id, 0), ok.get(f.id, 0))
-                   for f in session.scalars(select(Folder).order_by(Folder.path))]
-        by_status = dict(session.execute(select(File.status, func.count()).group_by(File.status)).all())
+    folders = [FolderSummary(f.path, f.online, f.files, f.indexed) for f in catalogue.folder_counts(catalog)]
+    by_status = catalogue.status_counts(catalog)
     not_indexed = skipped(catalog)  # files, and what scans could not catalogue (folders, links, FIFOs)
     return LibrarySummary(folders, by_status.get("ok", 0), not_indexed[:limit], len(not_indexed),
                           by_status.get("pending", 0))
@@ -161,22 +142,15 @@ def skipped_files(catalog: Catalog | None = None) -> list[tuple[str, str]]:
 
 
 def file_id_of(catalog: Catalog, path: str) -> int:
-    with catalog.session() as session:
-        file_id = session.scalar(select(File.id).where(File.path == path))
+    file_id = catalogue.file_id_of(catalog, path)
     if file_id is None:
         raise CliplabError(f"{path} is not in the library.")
-    return int(file_id)
+    return file_id
 
 
 def indexed_paths(catalog: Catalog, limit: int = 500) -> list[str]:
     """Paths of indexed photos (status ok), for a picker."""
-    with catalog.session() as session:
-        return list(session.scalars(select(File.path).where(File.status == "ok").order_by(File.path).limit(limit)))
-
-
-def collection_names(catalog: Catalog) -> list[str]:
-    with catalog.session() as session:
-        return list(session.scalars(select(TextCollection.name).order_by(TextCollection.name)))
+    return catalogue.indexed_paths(catalog, limit)
 
 
 def find_duplicates(bundle: ModelBundle | None, catalog: Catalog | None = None, threshold: float | None = None,

@@ -18,13 +18,13 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
 
 from cliplab.app.services.search import SearchView, Term, file_term, search
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.paths import cache_dir
-from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model, from_blobs, photo_date
+from cliplab.indexes.catalog import Catalog, from_blobs, photo_date
 from cliplab.indexes.indexer import ModelBundle, library_bundle
+from cliplab.indexes.library import embedded_photos
 
 COLOUR_BY = ("folder", "date", "zero-shot top-1", "my classes")
 KEEP_LAYOUTS = 20  # cached layouts kept (the newest); each library change writes a new one
@@ -48,15 +48,7 @@ class LibraryPoints:
 
 def library_points(catalog: Catalog, bundle: ModelBundle) -> LibraryPoints:
     """Every photo of an online folder with an embedding by bundle's model."""
-    model_id = bundle.register(catalog)
-    query = (select(File.id, File.path, Folder.path.label("root"), File.captured_at, File.mtime_ns,
-                    Embedding.vector)
-             .join(Embedding, Embedding.file_id == File.id).join(Folder, Folder.id == File.folder_id)
-             .where(Embedding.model_id == model_id, Folder.online.is_(True)).order_by(File.id))
-    with catalog.session() as session:
-        model = session.get(Model, model_id)
-        rows = session.execute(query).all()
-        version = model.version
+    rows, version = embedded_photos(catalog, bundle.register(catalog))
     ids = np.array([r.id for r in rows], dtype=np.int64)
     digest = hashlib.blake2b(digest_size=12)
     digest.update(f"{bundle.fingerprint}:{version}:".encode())

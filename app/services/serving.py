@@ -13,12 +13,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
-
 from cliplab.engine import paths
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.images import load_image
-from cliplab.indexes.catalog import Catalog, File, Folder
+from cliplab.indexes.catalog import Catalog
+from cliplab.indexes.library import file_in_folder, indexed_ids, online_roots
 from cliplab.indexes.scan import EXTENSIONS
 
 THUMBNAIL_SIZE = 384  # long side: the gallery's tiles and its preview
@@ -52,12 +51,10 @@ def indexed_photo(catalog: Catalog, file_id: int) -> Photo:
         file_id = int(file_id)
     except (TypeError, ValueError):
         raise NotServable(f"{file_id!r} is not a photo id.") from None
-    with catalog.session() as session:
-        row = session.execute(select(File.path, File.status, File.ext, File.fingerprint, Folder.path, Folder.online)
-                              .join(Folder, Folder.id == File.folder_id).where(File.id == file_id)).first()
+    row = file_in_folder(catalog, file_id)
     if row is None:
         raise NotServable(f"There is no photo {file_id} in the library.")
-    path, status, ext, fingerprint, root, online = row
+    path, status, ext, fingerprint, root, online = row.path, row.status, row.ext, row.fingerprint, row.root, row.online
     if status != "ok" or (ext or "").lower() not in EXTENSIONS:
         raise NotServable(f"Photo {file_id} was not indexed, so the app does not show it.")
     if not online:
@@ -76,8 +73,7 @@ def library_file(catalog: Catalog, path: str | os.PathLike) -> Path:
     if not text:
         raise CliplabError("Name a file first.")
     real = os.path.realpath(text)
-    with catalog.session() as session:
-        roots = list(session.scalars(select(Folder.path).where(Folder.online.is_(True))))
+    roots = online_roots(catalog)
     if not any(_inside(real, os.path.realpath(root)) for root in roots):
         raise CliplabError(f"{text} is not inside one of your library folders: upload the file, or add its folder "
                            "in Search → Library and indexing first.")
@@ -88,8 +84,7 @@ def library_file(catalog: Catalog, path: str | os.PathLike) -> Path:
 
 def forget_thumbnails(catalog: Catalog) -> int:
     """Delete cached thumbnails of files the app no longer shows (a removed folder); returns how many."""
-    with catalog.session() as session:
-        shown = set(session.scalars(select(File.id).where(File.status == "ok")))
+    shown = indexed_ids(catalog)
     removed = 0
     for thumb in thumbnails_dir().glob("*.jpg"):
         head = thumb.name.split("-", 1)[0]

@@ -27,14 +27,15 @@ def headline_text(result: service.AuditResult) -> str:
     return "\n".join(f"- {line}" for line in service.summary_lines(result))
 
 
-def session_choices(newest: str | None = None, keep: tuple[str | None, str | None] = (None, None)) -> tuple:
+def session_choices(state: AppState, newest: str | None = None,
+                    keep: tuple[str | None, str | None] = (None, None)) -> tuple:
     """The table and both dropdowns; the dropdowns keep what the person picked unless a new session
     was just saved (then it becomes the first one)."""
-    ids = [s["id"] for s in service.list_sessions()]
+    ids = [s["id"] for s in service.list_sessions(state.catalog)]
     a, b = keep
     a = newest or (a if a in ids else (ids[0] if ids else None))
     b = b if b in ids else next((i for i in ids if i != a), None)
-    return service.sessions_frame(), gr.update(choices=ids, value=a), gr.update(choices=ids, value=b)
+    return service.sessions_frame(state.catalog), gr.update(choices=ids, value=a), gr.update(choices=ids, value=b)
 
 
 def start_audit(state: AppState, data: str, spl: str, n: float | None, sd: float | None, cols: str, chosen: str,
@@ -44,7 +45,7 @@ def start_audit(state: AppState, data: str, spl: str, n: float | None, sd: float
     options = service.make_options(data, yaml_text, shipped_name, child, spl, n, sd, cols, temps, name)
     bundle = state.bundle if chosen == CURRENT else None
     job = state.jobs.start("audit", f"audit of {Path(options.dataset).name}",
-                           lambda job: service.run(options, bundle=bundle, progress=False))
+                           lambda job: service.run(state.catalog, options, bundle=bundle, progress=False))
     return f"Running the audit ({job.title})…", None
 
 
@@ -56,11 +57,11 @@ def poll(state: AppState, shown: str | None, a: str | None, b: str | None, known
     saved elsewhere (the CLI), which join the lists with the person's choices kept. A poll with no
     news leaves everything, the session dropdowns above all, as the person set it."""
     job = state.jobs.latest("audit")
-    ids = [s["id"] for s in service.list_sessions()]
+    ids = [s["id"] for s in service.list_sessions(state.catalog)]
     if job is None or job.id == shown:
         if ids == known:
             return (*NOTHING, known)
-        return (*NOTHING[:5], *session_choices(None, (a, b)), ids)
+        return (*NOTHING[:5], *session_choices(state, None, (a, b)), ids)
     if job.state == "running":
         return (f"Running: {job.title}…", *NOTHING[1:], known)
     if job.state == "failed":
@@ -68,30 +69,30 @@ def poll(state: AppState, shown: str | None, a: str | None, b: str | None, known
     result = job.result
     return (f"Session **{result.session_id}** saved ({job.title}).", headline_text(result),
             service.shares_frame(result), report_frame(result), job.id,
-            *session_choices(result.session_id, (a, b)), ids)
+            *session_choices(state, result.session_id, (a, b)), ids)
 
 
-def do_show(session_id: str | None) -> tuple:
+def do_show(state: AppState, session_id: str | None) -> tuple:
     if not session_id:
         raise UserError("Pick a saved session first.")
-    result = service.show(session_id)
+    result = service.show(state.catalog, session_id)
     return (f"Showing session **{session_id}**.", headline_text(result), service.shares_frame(result),
             report_frame(result))
 
 
-def do_diff(a: str | None, b: str | None):
+def do_diff(state: AppState, a: str | None, b: str | None):
     if not a or not b:
         raise UserError("Pick two saved sessions to compare.")
     if a == b:
         raise UserError("Pick two different sessions to compare.")
-    return service.diff_frame(service.diff(a, b).label_set_diff)
+    return service.diff_frame(service.diff(state.catalog, a, b).label_set_diff)
 
 
-def do_export(session_id: str | None) -> str:
+def do_export(state: AppState, session_id: str | None) -> str:
     if not session_id:
         raise UserError("Pick a saved session to export.")
     out = Path(tempfile.mkdtemp(prefix="cliplab-audit-")) / f"audit-{session_id}.html"
-    return str(service.export(service.show(session_id), out))
+    return str(service.export(service.show(state.catalog, session_id), out))
 
 
 def model_choices() -> dict:
@@ -141,6 +142,7 @@ def build(state: AppState) -> None:
                                   elem_id="audit-diff-table", max_height=400)
         exported = gr.File(label="Report", interactive=False, elem_id="audit-exported")
     shown_job = gr.State(None)  # id of the finished job whose session is on the page
+
     def start(data, spl, n, sd, cols, chosen, temps, child, shipped_name, yaml_text):
         return start_audit(state, data, spl, n, sd, cols, chosen, temps, child, shipped_name, yaml_text)
 
@@ -155,9 +157,18 @@ def build(state: AppState) -> None:
                        show_progress="hidden")
     wire(shipped.change, service.shipped_text, shipped, editor, run_errors, keep=(0,))
 
-    wire(show.click, do_show, first, [shown_session, headline, shares, report], session_errors)
-    wire(diff.click, do_diff, [first, second], diff_table, session_errors)
-    wire(export.click, do_export, first, exported, session_errors)
+    def show_session(session_id):
+        return do_show(state, session_id)
 
-    gr.on(triggers=None, fn=lambda: (model_choices(), *session_choices()), inputs=None,
+    def diff_sessions(a, b):
+        return do_diff(state, a, b)
+
+    def export_session(session_id):
+        return do_export(state, session_id)
+
+    wire(show.click, show_session, first, [shown_session, headline, shares, report], session_errors)
+    wire(diff.click, diff_sessions, [first, second], diff_table, session_errors)
+    wire(export.click, export_session, first, exported, session_errors)
+
+    gr.on(triggers=None, fn=lambda: (model_choices(), *session_choices(state)), inputs=None,
           outputs=[model, sessions, first, second])
