@@ -28,6 +28,7 @@ system-test-deps:
 lint:
 	$(PY) -m ruff check .
 	$(PY) scripts/check_layers.py
+	$(PY) scripts/check_imports.py
 
 test: install-test system-test-deps lint
 	bash scripts/run-tests.sh
