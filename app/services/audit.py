@@ -128,7 +128,7 @@ def diff(session_a: str, session_b: str) -> dict:
     common = sorted(set(rows_a) & set(rows_b))
     if not common:
         raise CliplabError(f"Sessions {a['session_id']} and {b['session_id']} share no images (different "
-                           f"samples); re-run one with the other's --sample and --seed.")
+                           f"samples); re-run one with the other's sample size and seed.")
     index_a = {r: i for i, r in enumerate(rows_a)}
     index_b = {r: i for i, r in enumerate(rows_b)}
     ia, ib = [index_a[r] for r in common], [index_b[r] for r in common]

@@ -1,8 +1,8 @@
-"""Loading a model for every front end, under one precision policy (DESIGN.md, "Precision and
-reproducibility").
+"""Loading a model for every front end, under one precision policy (engine.precision;
+docs/architecture.md, "One model handle, one precision policy").
 
 A result meant to be reproduced — a classification, an audit, an evaluation, a saved classifier —
-runs in the EXACT mode: engine.load's default (fp32 on CPU, fp16 on CUDA), whatever the CPU could do
+runs in the EXACT mode: PyTorch fp32 on every device (CPU or CUDA), whatever the machine could do
 faster. Indexing and search may run in the fastest safe mode (SEARCH), recorded per index. The CLI
 and the app load through here, so the same input gives the same number in both.
 """
