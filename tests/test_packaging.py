@@ -59,3 +59,19 @@ def test_wheel_holds_every_module_and_asset(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         files = {name for name in archive.namelist() if name.startswith("cliplab/")}
     assert files == shipped | {"cliplab/__init__.py"}
+
+
+def _make_list(name: str) -> list[str]:
+    """A `NAME = a b \\` variable of the Makefile, its continuation lines joined."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith(f"{name} ="))
+    return line.split("=", 1)[1].split()
+
+
+def test_make_test_fast_names_existing_files_covering_every_package():
+    files = _make_list("FAST_TESTS")
+    assert files and all((ROOT / name).is_file() for name in files), [n for n in files if not (ROOT / n).is_file()]
+    source = "\n".join((ROOT / name).read_text() for name in files)
+    for package in ("cliplab.engine", "cliplab.trainer", "cliplab.indexes", "cliplab.app.services"):
+        assert package in source, f"make test-fast runs nothing from {package}"
+    assert "run_cli" in source  # the CLI, through tests/cli_support.py
