@@ -14,7 +14,7 @@ from cliplab.engine.images import Preprocess
 from cliplab.engine.tokenizer import Tokenizer
 from cliplab.trainer.bpe import train_bpe
 from cliplab.trainer.data import Batches, build_dataset
-from cliplab.trainer.synthetic import World
+from cliplab.trainer.demo.world import World
 
 
 def main() -> None:

@@ -399,7 +399,7 @@ def generated_photos(kind: str, count: int, seed: int = 0) -> list:
     user's photos are to it)."""
     from PIL import Image, ImageDraw
     if kind == "world":
-        from cliplab.trainer.synthetic import World
+        from cliplab.trainer.demo.world import World
         return [s.image.convert("RGB") for s in World(seed=seed, image_size=256).sample(count, split="all")]
     rng = np.random.default_rng(seed)
     photos = []

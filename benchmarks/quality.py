@@ -4,7 +4,7 @@
 
 For each mode the machine runs (engine.runtime.candidate_modes, plus bf16 with --bf16): cosine to
 fp32 of the held-out image and caption embeddings, zero-shot accuracy on the demo's five held-out
-tasks (one prompt and the ensemble, as trainer/demo_card.py measures them), retrieval R@1/5/10 on
+tasks (one prompt and the ensemble, as trainer/demo/card.py measures them), retrieval R@1/5/10 on
 held-out scenes, and the mean top-20 Jaccard overlap with fp32's results when searching a generated
 library of --library images with every held-out caption of --queries scenes. A mode whose
 zero-shot accuracy moves by more than 0.5 points on any task fails the gate (engine.runtime
@@ -28,8 +28,8 @@ from cliplab.engine.features import encode_texts  # noqa: E402
 from cliplab.engine.handle import ModelBundle  # noqa: E402
 from cliplab.engine.precision import cpu_summary  # noqa: E402
 from cliplab.engine.runtime import TorchEncoder, candidate_modes, make_encoder  # noqa: E402
+from cliplab.trainer.demo.world import World  # noqa: E402
 from cliplab.trainer.evaluate import RetrievalSet, ZeroShotSet, evaluate, image_features  # noqa: E402
-from cliplab.trainer.synthetic import World  # noqa: E402
 
 TASKS = ("shape", "colour", "count", "position", "word")
 GATE_POINTS = 0.5

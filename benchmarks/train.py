@@ -15,8 +15,9 @@ import time
 
 import torch
 
+from cliplab.trainer.demo.recipe import DEMO_SHAPE
 from cliplab.trainer.optim import build_optimizer, build_scheduler
-from cliplab.trainer.presets import DEMO_SHAPE, build_model, parse_shape
+from cliplab.trainer.presets import build_model, parse_shape
 from cliplab.trainer.step import FeatureModel, StepContext, train_step
 
 
@@ -47,7 +48,7 @@ def render_rate(resolution: int = 64, n: int = 300) -> float:
     """Synthetic training samples drawn per second in this process."""
     import numpy as np
 
-    from cliplab.trainer.synthetic import World
+    from cliplab.trainer.demo.world import World
 
     world = World(seed=0, image_size=resolution)
     world.sample(10, "train", np.random.default_rng(1))  # fonts and texture masks cached

@@ -134,7 +134,8 @@ class ModelBundle:
         return self._encoders[EXACT].model
 
     def using(self, mode: str, reason: str = "") -> ModelBundle:
-        """The same model in another mode (sharing the weights), e.g. the mode an index was built in."""
+        """The same model in another mode, e.g. the mode an index was built in: the handle shares the fp32
+        weights; a bf16 or ONNX mode's encoder builds its own converted copy when first used."""
         if mode == self.mode:
             return self
         return dataclasses.replace(self, mode=mode, reason=reason or f"{mode} as requested")

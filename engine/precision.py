@@ -1,6 +1,6 @@
 """Which numeric precision and inference engine a model runs in, per device and per purpose.
 
-The policy (DESIGN.md, "Precision and reproducibility"):
+The policy (docs/architecture.md, "One model handle, one precision policy"):
 - a result meant to be reproduced (audit, evaluation, a saved or exported classification) runs in
   the exact mode, `fp32` (PyTorch fp32, the reference), and records the mode in its provenance;
 - indexing and search may run in the fastest *safe* mode, chosen per machine and model by

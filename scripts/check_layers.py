@@ -1,4 +1,4 @@
-"""The import-layering check of `make lint`: dependencies point one way (DESIGN.md, "Layout and layering").
+"""The import-layering check of `make lint`: dependencies point one way (docs/architecture.md, "Layers").
 
     front ends (app/ui, app/dashboard.py, app/gradio_app.py, app/commands, app/cli.py)
         -> services (app/services) -> indexes, trainer -> engine

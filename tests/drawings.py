@@ -1,6 +1,6 @@
 """A test set of drawings made the way a person makes them in a paint program, not by the generator.
 
-Nothing here comes from trainer.synthetic or trainer.render: the shapes are PIL's own primitives
+Nothing here comes from trainer.demo.world or trainer.demo.render: the shapes are PIL's own primitives
 (the ellipse tool, the rectangle tool, a polygon clicked point by point), the colours are a paint
 program's palette swatches or pure screen colours, the canvases are the sizes people save (square
 or not), the backgrounds white, black, mid-grey or one flat colour, and the shapes are one or a

@@ -1,8 +1,12 @@
 """The reference packages used as test oracles (never imported by cliplab itself).
 
-On this machine the only torchvision that pairs with torch 2.13.0 is a CUDA build whose
-`import` fails with the CPU torch ("operator torchvision::nms does not exist"). Defining the
-two op schemas first makes it import; this is applied only here and only when needed.
+open_clip imports torchvision at import time (its transforms), and so does transformers when
+torchvision is installed. `make install-test` takes torch and torchvision as a matched CPU pair from
+PyTorch's CPU index (constraints/cpu.txt), where plain imports work and nothing below is applied.
+Where that index cannot be reached (an offline machine whose only torchvision 0.28.0 is PyPI's CUDA
+build), `import torchvision` fails beside the CPU torch ("operator torchvision::nms does not exist")
+and scripts/check_torch_pair.py says how to repair it; the tests then define the two op schemas first
+so that the oracles import. This is applied only here, and only when the plain import fails.
 """
 
 from __future__ import annotations

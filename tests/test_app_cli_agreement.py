@@ -48,7 +48,7 @@ def state(bf16_cpu) -> AppState:
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> list[str]:
-    from cliplab.trainer.synthetic import World
+    from cliplab.trainer.demo.world import World
     folder = tmp_path_factory.mktemp("scenes")
     world, rng = World(seed=3, image_size=96), np.random.default_rng(3)
     paths = []

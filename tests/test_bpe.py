@@ -6,7 +6,7 @@ import gzip
 
 from cliplab.engine.tokenizer import Tokenizer, clean_text
 from cliplab.trainer.bpe import train_bpe, word_counts, write_merges
-from cliplab.trainer.synthetic import World
+from cliplab.trainer.demo.world import World
 
 
 def test_merges_of_the_textbook_example():

@@ -67,7 +67,7 @@ def add_folder(tab, folder: Path, n_embedded: int) -> None:
 
 
 def write_scenes(folder, n: int = 6, seed: int = 3):
-    from cliplab.trainer.synthetic import World
+    from cliplab.trainer.demo.world import World
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     world = World(seed=seed, image_size=96)

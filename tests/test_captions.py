@@ -31,7 +31,7 @@ def bundle():
 def write_captioned(root) -> dict:
     """6 scenes of distinct colours, 2 captions each (a full one and a short one) in root/captions.csv;
     the rows are shuffled so that an image's captions are not neighbours."""
-    from cliplab.trainer.synthetic import World
+    from cliplab.trainer.demo.world import World
 
     (root / "images").mkdir(parents=True)
     world, rng = World(seed=2, image_size=64, holdout=()), np.random.default_rng(2)

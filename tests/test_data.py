@@ -12,7 +12,7 @@ import torch
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.images import Preprocess
 from cliplab.trainer.data import Batches, CsvDataset, RandomSquareCrop, build_dataset
-from cliplab.trainer.synthetic import World, write_dataset
+from cliplab.trainer.demo.world import World, write_dataset
 
 
 def _captions(path) -> list[str]:

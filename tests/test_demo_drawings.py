@@ -19,7 +19,7 @@ from drawings import BACKGROUNDS, PALETTE, SHAPES, drawing, drawings
 from cliplab.engine.api import load
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.handle import ModelBundle
-from cliplab.trainer.demo_card import (
+from cliplab.trainer.demo.card import (
     CARD_FILE,
     TABLES_BEGIN,
     TABLES_END,
@@ -27,7 +27,7 @@ from cliplab.trainer.demo_card import (
     measure_drawings,
     over_colours,
 )
-from cliplab.trainer.synthetic import World
+from cliplab.trainer.demo.world import World
 
 DEMO_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "demo"
 
@@ -102,7 +102,7 @@ def test_demo_card_regenerates_the_tables_of_the_card(tmp_path, capsys):
     text = card.read_text()
     assert text.startswith("# a card\n\nbefore\n") and text.endswith(f"{TABLES_END}\nafter\n")
     assert "stale figures" not in text
-    assert f"python -m cliplab.trainer.demo_card {folder} --n-test 10" in text
+    assert f"python -m cliplab.trainer.demo.card {folder} --n-test 10" in text
     for heading in ("| target | goal |", "| task | chance |", "| direction | R@1 |", "| task | all | ensemble |",
                     "| pair | shape right | taken for |"):
         assert heading in text

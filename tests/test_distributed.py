@@ -105,7 +105,7 @@ def test_time_limit_stops_every_rank_at_the_same_step(tmp_path):
 
     from cliplab.trainer.bpe import train_vocabulary
     from cliplab.trainer.checkpoint import STATE_FILE, list_checkpoints
-    from cliplab.trainer.synthetic import World, write_dataset
+    from cliplab.trainer.demo.world import World, write_dataset
 
     world = World(seed=3, image_size=32)
     csv_path = write_dataset(world, tmp_path / "data", 40, fmt="csv")

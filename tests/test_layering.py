@@ -1,4 +1,4 @@
-"""The import layering of DESIGN.md holds in the tree (`make lint` runs the same check), and the check
+"""The import layering (docs/architecture.md, "Layers") holds in the tree (`make lint` runs the same check), and the check
 catches a front end that imports the catalog, the trainer or an engine internal directly, also from
 inside a function."""
 

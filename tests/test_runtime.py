@@ -265,8 +265,8 @@ def test_modes_chosen_automatically_keep_the_demo_zero_shot_accuracy_within_half
     """The quality gate of benchmarks/quality.py on the demo's held-out tasks, for every mode the
     measured choice may take here (FAILED_QUALITY_GATE excluded)."""
     from cliplab.engine.runtime import FAILED_QUALITY_GATE, candidate_modes
+    from cliplab.trainer.demo.world import World
     from cliplab.trainer.evaluate import class_weights, image_features
-    from cliplab.trainer.synthetic import World
     world = World(seed=0, image_size=demo.resolution)
     tasks = world.zero_shot_tasks()
     sets = {}

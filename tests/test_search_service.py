@@ -144,7 +144,7 @@ def test_system_folders_need_a_confirmation(state, tmp_path, monkeypatch):
     monkeypatch.chdir(sneaky)
     assert message(library.add_folders, state.catalog, state.bundle, [str(relative)]).startswith(
         "/etc is a system folder (or the whole home folder), not a photo folder; add the folder that holds your "
-        "photos, or confirm that you mean this one")
+        "photos, or confirm that you mean to index this system folder.")
     assert library.library_summary(state.catalog).folders == []  # nothing was scanned
     assert library.check_folder("/etc", confirm_system=True) == "/etc"
 

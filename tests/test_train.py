@@ -11,10 +11,10 @@ import torch
 
 from cliplab.engine.model import CLIP
 from cliplab.trainer.bpe import train_vocabulary
+from cliplab.trainer.demo.world import World, write_dataset
 from cliplab.trainer.loss import clip_loss
 from cliplab.trainer.optim import build_optimizer, build_scheduler
 from cliplab.trainer.step import FeatureModel, StepContext, compute_gradients
-from cliplab.trainer.synthetic import World, write_dataset
 from cliplab.trainer.train import TrainOptions, train
 
 TINY = "vit:width=64,layers=2,patch=8,res=32,text_width=64,text_layers=1,embed=64,ctx=24"
@@ -120,13 +120,13 @@ def first_world(monkeypatch):
     """The synthetic world's first look (textured grey backgrounds, filled shapes, one swatch per named
     colour, no photo-like finishing), which a tiny model leaves the loss plateau on within 60 steps; the broadened
     world needs the demo's model and minutes (assets/demo/MODEL_CARD.md)."""
-    from cliplab.trainer import render, synthetic
+    from cliplab.trainer.demo import render, world
 
-    monkeypatch.setattr(synthetic, "BACKGROUNDS", ("plain", "stripes", "dots", "checker", "noise"))
-    monkeypatch.setattr(synthetic, "_pick_style", lambda rng: "filled")
-    monkeypatch.setattr(synthetic, "UNNAMED_COLOUR_FRACTION", 0.0)
-    monkeypatch.setattr(synthetic, "NAMED_SWATCH_SHARE", 1.0)  # one swatch per colour name, as it was
-    monkeypatch.setattr(synthetic, "finish", lambda image, rng, size, effects: render.finish(image, rng, size, False))
+    monkeypatch.setattr(world, "BACKGROUNDS", ("plain", "stripes", "dots", "checker", "noise"))
+    monkeypatch.setattr(world, "_pick_style", lambda rng: "filled")
+    monkeypatch.setattr(world, "UNNAMED_COLOUR_FRACTION", 0.0)
+    monkeypatch.setattr(world, "NAMED_SWATCH_SHARE", 1.0)  # one swatch per colour name, as it was
+    monkeypatch.setattr(world, "finish", lambda image, rng, size, effects: render.finish(image, rng, size, False))
 
 
 @pytest.mark.slow

@@ -205,7 +205,7 @@ def test_zero_shot_accuracy_with_the_demo_model(test_output_dir):
     card reports ~23% there, chance 12.5%, against ~60% on seen ones), so its held-out margin is smaller."""
     from cliplab.engine.api import load
     from cliplab.engine.features import encode_images
-    from cliplab.trainer.synthetic import World
+    from cliplab.trainer.demo.world import World
 
     model, preprocess, tok = load("demo", device="cpu")
     world = World()

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.evaldata import is_image_file
 from cliplab.engine.images import ImageLoadError, Preprocess, load_image
-from cliplab.trainer.synthetic import CONTRAST_SHARE, World
+from cliplab.trainer.demo.world import CONTRAST_SHARE, World
 
 IMAGE_COLUMNS = ("filepath", "image", "image_path", "path", "file", "filename")
 CAPTION_COLUMNS = ("caption", "title", "text")

@@ -8,35 +8,22 @@ Fields left out take the defaults below; heads are width / 64 as in the paper.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+from types import MappingProxyType
 
 from cliplab.engine.config import ModelConfig
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.model import ARCHITECTURES, CLIP
+from cliplab.trainer.demo.recipe import DEMO_RECIPE
 
 _SHAPE_DEFAULTS = {
     "vit": dict(width=192, layers=6, patch=8, res=64, text_width=192, text_layers=4, embed=128, ctx=32),
     "rn": dict(layers="1-1-1-1", width=32, res=64, text_width=192, text_layers=4, embed=128, ctx=32),
 }
 
-# The demo model: a small ModifiedResNet image tower. Short runs on this 2-core CPU showed it learns
-# count, position and written words several times faster per sample than a ViT of the same cost
-# (which learned colour only in 700 steps), and lr 5e-4 beat 2e-3. Half the batch comes in contrast
-# pairs (hard negatives; shape pairs are look-alike outlines): against the same run without them,
-# held-out position rose from 79% to 99.5% at equal shape; half of the shape pairs fill the frame
-# (trainer.synthetic.SHAPE_GROUP_FILLS: drawings shape 90.6% to 95.3%). 96 px, not 64: a circle and a
-# hexagon differ by 13% of the radius, under a pixel for a small shape at 64 px; from nothing at 96 px
-# held-out shape rose from 69.0% to 78.2% and held-out colour from 89.8% to 94.8%. Precision "auto"
-# trains in bf16 autocast where the CPU has it natively (AVX512-BF16, AMX; 66 minutes on 2 cores) and
-# in fp32 elsewhere (about 2.3x the compute of the 64 px preset). See assets/demo/MODEL_CARD.md.
-DEMO_SHAPE = "rn:layers=1-1-1-1,width=32,res=96,text_width=128,text_layers=2,embed=128,ctx=32"
-PRESETS: dict[str, dict] = {
-    "demo": dict(
-        data="synthetic", model=DEMO_SHAPE, vocab=1000, batch_size=128, accum=1, steps=4400, lr=5e-4,
-        warmup=100, wd=0.1, grad_clip=1.0, precision="auto", eval_every=200, eval_samples=100, save_every=100,
-        seed=0, workers=0, max_minutes=88, export="assets/demo", contrast_group=2,
-    ),
-}
+# Named recipes (--preset): values for TrainOptions' fields.
+PRESETS: Mapping[str, Mapping[str, object]] = MappingProxyType({"demo": DEMO_RECIPE})
 
 
 def parse_shape(spec: str) -> tuple[str, dict]:

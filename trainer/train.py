@@ -323,12 +323,12 @@ def _prepare(options: TrainOptions, device: torch.device, env: DistEnv) -> _Run:
 
     world = None
     if options.data == "synthetic":
-        from cliplab.trainer.synthetic import World
+        from cliplab.trainer.demo.world import World
 
         world = World(seed=options.seed, image_size=64)
     tokenizer, model, merges = _tokenizer_and_model(options, run_dir, env, world)
-    if world is not None:
-        world.image_size = model.image_resolution
+    if world is not None:  # the world is immutable: one that draws at the model's size
+        world = dataclasses.replace(world, image_size=model.image_resolution)
     model = model.to(device).train()
     for transformer in (model.transformer, getattr(model.visual, "transformer", None)):
         if transformer is not None:

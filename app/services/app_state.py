@@ -132,8 +132,9 @@ class AppState:
 
     @property
     def search_bundle(self) -> ModelBundle:
-        """The current model for indexing and search: the exact bundle's weights in the fastest safe
-        mode (a handle sharing the weights; a bf16 or int8 encoder makes its own copy on first use)."""
+        """The current model for indexing and search: the exact bundle's model in the fastest safe
+        mode. The handle shares the fp32 weights; where that mode is bf16 its encoder holds a converted
+        copy of them (an ONNX mode, its own session), built once for every handle of the model."""
         with self._lock:
             if self._search_bundle is None:
                 # the same weights in the fastest safe mode; the library's recorded mode wins when it

@@ -132,7 +132,7 @@ def diff(catalog: Catalog, session_a: str, session_b: str) -> SessionDiff:
     common = sorted(set(a.per_image["row"]) & set(b.per_image["row"]))
     if not common:
         raise CliplabError(f"Sessions {a.session_id} and {b.session_id} share no images (different "
-                           f"samples); re-run one with the other's --sample and --seed.")
+                           f"samples); re-run one with the other's sample size and seed.")
     focus = a.labelsets["A"]["focus"]
     if not focus:
         raise CliplabError(f"Session {a.session_id}'s label set names no focus categories to compare.")

@@ -44,7 +44,7 @@ def parse_classes(classes: str | None = None, classes_file: str | Path | None = 
                   if not line.strip().startswith("#")]
     names = [n for n in names if n]
     if not names:
-        raise CliplabError('Give class names, e.g. --classes "cat,dog,bird", or a file with --classes-file.')
+        raise CliplabError('Give the class names, e.g. "cat,dog,bird", or a file with one class name per line.')
     return names
 
 
@@ -114,7 +114,7 @@ def classify_images(bundle: ModelBundle, paths: Sequence[str | Path] | EmbeddedI
     model, tokenizer = bundle.inference_model, bundle.tokenizer
     if not truncate:
         check_prompt_lengths(tokenizer, classnames, templates, model.context_length,
-                             advice="shorten it, or let cliplab cut each prompt to fit (`--truncate` on the CLI)")
+                             advice="shorten it, or let cliplab truncate each prompt to fit")
     classifier = build_classifier(model, tokenizer, classnames, templates, progress=progress, scale=scale,
                                   truncate=truncate)
     embedded = paths if isinstance(paths, EmbeddedImages) else embed_images(bundle, paths, progress=progress)

@@ -31,7 +31,7 @@ def write_demo_photos(folder: Path, n: int = 120, seed: int = 0,
     """n synthetic scenes as JPEGs named by their caption's words (e.g. 0007-two-red-circles.jpg):
     even-numbered ones show the DEMO_CLASSES in turn, the others any scene or word the demo model
     was trained on (never a held-out shape-colour pair)."""
-    from cliplab.trainer.synthetic import World  # trainer is only needed here, on first start
+    from cliplab.trainer.demo.world import World  # trainer is only needed here, on first start
 
     if (folder / MARKER).is_file():
         return folder

@@ -57,8 +57,7 @@ def check_folder(path: str | Path, confirm_system: bool = False) -> str:
     resolved = folder.resolve()
     if is_system_folder(resolved) and not confirm_system:
         raise CliplabError(f"{resolved} is a system folder (or the whole home folder), not a photo folder; add the "
-                           "folder that holds your photos, or confirm that you mean this one (`--confirm-system`, "
-                           "or tick 'yes, index this system folder' in the app).")
+                           "folder that holds your photos, or confirm that you mean to index this system folder.")
     return str(resolved)
 
 

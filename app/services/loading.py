@@ -1,5 +1,5 @@
-"""The precision policy's names and what a saved result records about its model (DESIGN.md, "Precision
-and reproducibility").
+"""The precision policy's names and what a saved result records about its model (engine.precision;
+docs/architecture.md, "One model handle, one precision policy").
 
 Every front end loads its model with the one loader, engine.handle.ModelBundle.load: a result meant to
 be reproduced (a classification, an audit, an evaluation, a saved classifier) in the EXACT mode (fp32 on

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from cliplab.engine import paths
 from cliplab.engine.errors import CliplabError
+from cliplab.trainer.demo.recipe import DEMO_SHAPE
 from cliplab.trainer.metrics_log import LOG_FILE, read_log
-from cliplab.trainer.presets import DEMO_SHAPE, PRESETS
+from cliplab.trainer.presets import PRESETS
 from cliplab.trainer.train import TrainOptions, train
 
 __all__ = ["DEMO_SHAPE", "PRESETS", "SMALL_SHAPE", "TrainOptions", "latest_run", "presets", "run_progress",

@@ -4,7 +4,7 @@ Each image is a scene of 1-4 objects of one kind (shape, colour, size, style) on
 or a short word written in a colour and a font (the paper's observation that CLIP learns to
 read). The look covers what people show a model: white, black, coloured, gradient, photo-like
 and textured grey backgrounds; shapes from small to filling the frame, filled, outlined or
-hand-drawn; blur, grain, low contrast, JPEG artefacts and slight rotation (trainer.render).
+hand-drawn; blur, grain, low contrast, JPEG artefacts and slight rotation (trainer.demo.render).
 Captions describe the scene with varied templates and synonyms, and sometimes leave an attribute
 out (or say only the shape); `attrs["mentioned"]` lists the attributes a caption states.
 
@@ -13,6 +13,9 @@ draws only them, so zero-shot transfer to unseen combinations is measured, not a
 `contrast_group` gives the pins of a few samples that differ in one attribute only (hard
 negatives for the contrastive loss: two scenes that differ only by shape, say).
 Everything is seeded: the same World seed and sample rng give the same images and captions.
+A World is immutable once built (a frozen dataclass; its pairs, tasks and tables are tuples and
+read-only mappings): each sample draws from the rng the caller passes, so two users of one world can
+never change what the other draws.
 """
 
 from __future__ import annotations
@@ -22,17 +25,17 @@ import csv
 import json
 import math
 import tarfile
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from io import BytesIO
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from cliplab.engine.errors import CliplabError
-from cliplab.trainer.render import (
+from cliplab.trainer.demo.render import (
     BACKGROUNDS,
     STYLE_WEIGHTS,
     STYLES,
@@ -43,26 +46,26 @@ from cliplab.trainer.render import (
     font_count,
     jitter_colour,
 )
-from cliplab.trainer.render import pick as _pick
+from cliplab.trainer.demo.render import pick as _pick
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "heart", "hexagon", "diamond")
 # Well separated in hue or lightness.
-COLOURS = {
+COLOURS = MappingProxyType({
     "red": (220, 30, 30), "orange": (245, 140, 20), "yellow": (240, 225, 30), "green": (30, 165, 45),
     "cyan": (40, 215, 225), "blue": (35, 60, 225), "purple": (135, 40, 190), "pink": (250, 135, 205),
     "white": (250, 250, 250), "black": (15, 15, 15),
-}
+})
 # What people call each colour (hue in degrees, saturation, value; HSV boxes after everyday and CSS
 # usage): an object of a named colour is drawn at its swatch or anywhere in its box, so "orange"
 # covers a paint program's red-leaning orange as well as amber, and "pink" light pink as well as hot
 # pink. The boxes do not overlap (red ends at 8 degrees, orange starts at 16): no colour is two names.
-COLOUR_RANGES = {
+COLOUR_RANGES = MappingProxyType({
     "red": ((-12, 8), (0.75, 1.0), (0.6, 1.0)), "orange": ((16, 38), (0.8, 1.0), (0.85, 1.0)),
     "yellow": ((48, 63), (0.75, 1.0), (0.85, 1.0)), "green": ((90, 150), (0.6, 1.0), (0.45, 0.85)),
     "cyan": ((175, 195), (0.65, 1.0), (0.8, 1.0)), "blue": ((215, 245), (0.6, 1.0), (0.6, 1.0)),
     "purple": ((265, 300), (0.5, 1.0), (0.45, 0.8)), "pink": ((310, 350), (0.2, 0.65), (0.88, 1.0)),
     "white": ((0, 360), (0.0, 0.04), (0.94, 1.0)), "black": ((0, 360), (0.0, 0.15), (0.0, 0.1)),
-}
+})
 # Share of named-colour objects drawn at the swatch itself (then jittered a little, as always). A
 # run with every colour uniform in its box read drawings' colours better than the swatch-only model
 # (91.6% against 87.5%) but learned held-out colours slowly (81-82% from step 3,600 on a uniform-box
@@ -103,11 +106,11 @@ SHAPE_GROUP_FILLS = 0.5
 # The shapes whose outlines are nearest (the demo model's measured confusions: a circle and a hexagon
 # differ by under 14% of the radius). A shape group pairs a shape with one of these first, where its
 # colour allows, so that the outline, not a colour that only one of them came in, tells them apart.
-LOOK_ALIKES = {
+LOOK_ALIKES = MappingProxyType({
     "circle": ("hexagon", "heart"), "hexagon": ("circle", "square"), "square": ("hexagon", "diamond", "cross"),
     "diamond": ("square", "triangle"), "triangle": ("star", "diamond"), "star": ("cross", "triangle"),
     "cross": ("star", "square"), "heart": ("circle", "triangle"),
-}
+})
 
 _NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 _COUNT_PHRASES = {1: ("a", "one", "a single"), 2: ("two", "2", "a pair of"), 3: ("three", "3"), 4: ("four", "4")}
@@ -149,22 +152,22 @@ _POSITION_CENTRES = {"left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.2
 _INVISIBLE_ON = {"white": ("light",), "black": ("dark",)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Sample:
     image: Image.Image | None  # None when sampled with render=False
     caption: str
     attrs: dict
 
 
-@dataclass
+@dataclass(frozen=True)
 class Task:
     """A zero-shot classification task: class names, one prompt template, an ensemble of templates."""
 
-    classnames: list[str]
-    prompts: list[str]
-    ensemble: list[str]
+    classnames: tuple[str, ...]
+    prompts: tuple[str, ...]
+    ensemble: tuple[str, ...]
     attr: str
-    values: list = field(default_factory=list)  # the attrs value of each class, same order
+    values: tuple = ()  # the attrs value of each class, same order
 
 
 def _plural(shape: str) -> str:
@@ -224,24 +227,29 @@ def unnamed_colour(rng: np.random.Generator) -> tuple[int, int, int]:
             return tuple(int(v) for v in rgb)
 
 
+@dataclass(frozen=True)
 class World:
-    """The seeded generator of (image, caption, attrs) samples and its evaluation sets.
+    """The seeded generator of (image, caption, attrs) samples and its evaluation sets; immutable
+    (`dataclasses.replace(world, image_size=96)` makes another).
 
+    holdout: the shape-colour pairs training never draws (any iterable; kept sorted, as a tuple).
     effects=False draws without the photo-like finishing (blur, grain, JPEG, rotation): exact pixels."""
 
-    def __init__(self, seed: int = 0, image_size: int = 64,
-                 holdout: Iterable[tuple[str, str]] | None = DEFAULT_HOLDOUT, effects: bool = True) -> None:
-        self.seed = seed
-        self.image_size = image_size
-        self.effects = effects
-        self.holdout = tuple(sorted(set(tuple(p) for p in (holdout or ()))))
-        for shape, colour in self.holdout:
+    seed: int = 0
+    image_size: int = 64
+    holdout: tuple[tuple[str, str], ...] = DEFAULT_HOLDOUT
+    effects: bool = True
+    train_pairs: tuple[tuple[str, str], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        holdout = tuple(sorted(set(tuple(p) for p in (self.holdout or ()))))
+        for shape, colour in holdout:
             if shape not in SHAPES or colour not in COLOURS:
                 raise CliplabError(f"The held-out pair ({shape!r}, {colour!r}) is not a known shape and colour; "
                                    f"shapes are {', '.join(SHAPES)} and colours {', '.join(COLOURS)}.")
-        held = set(self.holdout)
-        self.train_pairs = tuple((s, c) for s in SHAPES for c in COLOURS if (s, c) not in held)
-        self._rng = np.random.default_rng(seed)
+        held = set(holdout)
+        object.__setattr__(self, "holdout", holdout)  # frozen: normalised once, here
+        object.__setattr__(self, "train_pairs", tuple((s, c) for s in SHAPES for c in COLOURS if (s, c) not in held))
 
     # -- sampling -------------------------------------------------------------------------------
 
@@ -260,9 +268,9 @@ class World:
 
     def sample(self, n: int, split: str = "train", rng: np.random.Generator | None = None,
                render: bool = True) -> list[Sample]:
-        """n random samples; without an rng, the world's own seeded stream (continues across calls).
-        render=False skips drawing (image None): captions alone, for vocabularies, ~50x faster."""
-        rng = self._rng if rng is None else rng
+        """n random samples; without an rng, a fresh stream from the world's seed (the same samples on
+        every call). render=False skips drawing (image None): captions alone, for vocabularies, ~50x faster."""
+        rng = np.random.default_rng(self.seed) if rng is None else rng
         pairs = self.pairs(split)
         out = []
         for _ in range(n):
@@ -475,27 +483,28 @@ class World:
     # -- evaluation sets ------------------------------------------------------------------------
 
     def zero_shot_tasks(self) -> dict[str, Task]:
-        """Zero-shot tasks over the world's attributes, with prompts in the captions' own phrasing."""
-        position_names = [_POSITION_PHRASES[p][0] for p in POSITIONS]
-        count_names = [f"{_NUMBER_WORDS[c]} {'shape' if c == 1 else 'shapes'}" for c in COUNTS]
+        """Zero-shot tasks over the world's attributes, with prompts in the captions' own phrasing
+        (a new dict of frozen tasks on every call)."""
+        position_names = tuple(_POSITION_PHRASES[p][0] for p in POSITIONS)
+        count_names = tuple(f"{_NUMBER_WORDS[c]} {'shape' if c == 1 else 'shapes'}" for c in COUNTS)
         return {
-            "shape": Task(list(SHAPES), ["a picture of a {}."],
-                          ["a picture of a {}.", "a {}.", "an image of a {}.", "a drawing of a {}.",
-                           "there is a {}.", "a photo of a {}."], "shape", list(SHAPES)),
-            "colour": Task(list(COLOURS), ["a picture of a {} shape."],
-                           ["a picture of a {} shape.", "a {} shape.", "an image of a {} shape.",
-                            "a drawing of a {} shape.", "there is a {} shape.", "a photo of a {} shape."],
-                           "colour", list(COLOURS)),
-            "count": Task(count_names, ["a picture of {}."],
-                          ["a picture of {}.", "{}.", "an image of {}.", "a drawing of {}.", "there is {}.",
-                           "a photo of {}."], "count", list(COUNTS)),
-            "position": Task(position_names, ["a picture of a shape {}."],
-                             ["a picture of a shape {}.", "a shape {}.", "an image of a shape {}.",
-                              "a drawing of a shape {}.", "there is a shape {}.", "a photo of a shape {}."],
-                             "position", list(POSITIONS)),
-            "word": Task(list(WORDS), ['the word "{}".'],
-                         ['the word "{}".', 'a picture of the word "{}".', 'the text "{}".', '"{}".',
-                          'a sign that says "{}".'], "word", list(WORDS)),
+            "shape": Task(SHAPES, ("a picture of a {}.",),
+                          ("a picture of a {}.", "a {}.", "an image of a {}.", "a drawing of a {}.",
+                           "there is a {}.", "a photo of a {}."), "shape", SHAPES),
+            "colour": Task(tuple(COLOURS), ("a picture of a {} shape.",),
+                           ("a picture of a {} shape.", "a {} shape.", "an image of a {} shape.",
+                            "a drawing of a {} shape.", "there is a {} shape.", "a photo of a {} shape."),
+                           "colour", tuple(COLOURS)),
+            "count": Task(count_names, ("a picture of {}.",),
+                          ("a picture of {}.", "{}.", "an image of {}.", "a drawing of {}.", "there is {}.",
+                           "a photo of {}."), "count", COUNTS),
+            "position": Task(position_names, ("a picture of a shape {}.",),
+                             ("a picture of a shape {}.", "a shape {}.", "an image of a shape {}.",
+                              "a drawing of a shape {}.", "there is a shape {}.", "a photo of a shape {}."),
+                             "position", POSITIONS),
+            "word": Task(WORDS, ('the word "{}".',),
+                         ('the word "{}".', 'a picture of the word "{}".', 'the text "{}".', '"{}".',
+                          'a sign that says "{}".'), "word", WORDS),
         }
 
     def eval_rng(self, purpose: str, seed: int) -> np.random.Generator:

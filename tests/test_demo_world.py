@@ -1,23 +1,27 @@
-"""The synthetic world: deterministic per seed, held-out pairs kept apart, captions true to attrs."""
+"""The demo world (trainer.demo.world): deterministic per seed, immutable, held-out pairs kept apart,
+captions true to attrs."""
 
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import re
 
 import numpy as np
 import pytest
 
 from cliplab.engine.errors import CliplabError
-from cliplab.trainer.render import BACKGROUNDS, STYLES, background, font_count
-from cliplab.trainer.synthetic import (
+from cliplab.trainer.demo.render import BACKGROUNDS, STYLES, background, font_count
+from cliplab.trainer.demo.world import (
     _BACKGROUND_PHRASES,
     _COUNT_PHRASES,
     _POSITION_PHRASES,
     _SIZE_WORDS,
     _STYLE_WORDS,
+    COLOUR_RANGES,
     COLOURS,
     DEFAULT_HOLDOUT,
+    LOOK_ALIKES,
     NAMED_SWATCH_SHARE,
     SHAPES,
     UNNAMED_COLOUR_FRACTION,
@@ -36,6 +40,34 @@ def test_same_seed_same_samples_other_seed_differs():
     c = World(seed=4).sample(20)
     assert [s.caption for s in a] != [s.caption for s in c]
     assert a[0].image.size == (64, 64) and a[0].image.mode == "RGB"
+
+
+def test_the_world_is_immutable_once_built():
+    """No caller can change what another draws: fields, pairs, tasks and tables refuse to change, and a
+    sample without an rng does not advance hidden state."""
+    world = World(seed=3, holdout=[("star", "red"), ("circle", "green")])
+    assert world.holdout == (("circle", "green"), ("star", "red"))  # any iterable, kept as a sorted tuple
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        world.image_size = 96
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        world.holdout = ()
+    with pytest.raises(AttributeError):
+        world.train_pairs.append(("star", "red"))
+    task = world.zero_shot_tasks()["shape"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        task.classnames = ("blob",)
+    with pytest.raises(AttributeError):
+        task.ensemble.append("a {} on fire.")
+    for table in (COLOURS, COLOUR_RANGES, LOOK_ALIKES):
+        with pytest.raises(TypeError):
+            table["grey"] = (128, 128, 128)
+    sample = world.sample(1, "train", np.random.default_rng(0))[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sample.caption = "something else"
+    assert [s.caption for s in world.sample(5)] == [s.caption for s in world.sample(5)]
+    bigger = dataclasses.replace(world, image_size=32)
+    assert bigger.holdout == world.holdout and bigger.train_pairs == world.train_pairs
+    assert bigger.sample(1)[0].image.size == (32, 32) and world.image_size == 64
 
 
 def test_holdout_pairs_never_in_train_and_only_in_heldout():
@@ -186,7 +218,6 @@ def test_contrast_groups_differ_in_one_attribute_only():
 
 
 def test_shape_groups_pair_look_alike_outlines_and_a_share_of_groups_stays_free():
-    from cliplab.trainer.synthetic import LOOK_ALIKES
 
     world = World(seed=0)
     rng = np.random.default_rng(5)
@@ -262,7 +293,6 @@ def test_a_named_colour_is_drawn_anywhere_people_would_call_it_that():
                       ((255, 255, 255), "white"), ((0, 0, 0), "black"), ((128, 128, 128), None)):
         assert colour_name(rgb) == name, (rgb, name)
     # The boxes do not overlap: a dense sweep of the colour cube never falls in two.
-    from cliplab.trainer.synthetic import COLOUR_RANGES
 
     for rgb in rng.integers(0, 256, size=(3000, 3)):
         h, s, v = colorsys.rgb_to_hsv(*(rgb / 255))
@@ -277,7 +307,7 @@ def test_hexagons_come_flat_and_pointy_topped():
     and the model it taught called every pointy-topped hexagon a circle."""
     from PIL import Image
 
-    from cliplab.trainer.render import draw_shape
+    from cliplab.trainer.demo.render import draw_shape
 
     rng = np.random.default_rng(0)
     tops = []
@@ -298,7 +328,7 @@ def _object_share(image) -> float:
 
 
 def test_half_of_the_shape_groups_are_one_shape_filling_the_frame():
-    from cliplab.trainer.synthetic import SHAPE_GROUP_FILLS
+    from cliplab.trainer.demo.world import SHAPE_GROUP_FILLS
 
     world = World(seed=0, effects=False)
     rng = np.random.default_rng(9)

@@ -1,6 +1,6 @@
 """Drawing for the synthetic world: backgrounds, shape outlines, strokes and photo-like finishing.
 
-The world (trainer.synthetic) decides what a scene holds; this module decides how it looks, with
+The world (trainer.demo.world) decides what a scene holds; this module decides how it looks, with
 the variety people's own images have: white, black, coloured, gradient and photo-like backgrounds
 besides textured greys; filled, outlined and hand-drawn-looking shapes; blur, noise, low contrast,
 JPEG artefacts and a slight rotation. Every choice comes from the caller's seeded rng.
