@@ -178,6 +178,7 @@ def test_dropped_image_with_an_awkward_name_and_a_non_image(  # noqa: F811
     page.locator("#search-image input[type=file]").set_input_files(str(awkward))
     page.locator("#search-run").click()
     expect(page.locator("#search-info")).to_contain_text("result(s)", timeout=60_000)
+    expect(page.locator("#search-info")).to_contain_text("Query: image IMG_1234 - Copy + more")  # what runs
     expect(page.locator("#search-error")).to_be_hidden()
     # the same picture is in the library: it comes first, with a cosine close to 1
     first = page.locator("#search-gallery").get_by_text(source.name).first
@@ -194,10 +195,14 @@ def test_dropped_image_with_an_awkward_name_and_a_non_image(  # noqa: F811
     page.locator("#search-run").click()
     expect(page.locator("#search-info")).to_contain_text("result(s)", timeout=60_000)
     page.locator("#search-image input[type=file]").set_input_files(str(fake))
-    page.locator("#search-run").click()
+    # refused when dropped: a sentence, and the box emptied (it would fail every later search)
     expect(page.locator("#search-error")).to_contain_text("holiday.jpg is not an image cliplab can read")
-    expect(page.locator("#search-info")).to_have_text(BLANK)  # the previous results are gone
+    expect(page.locator("#search-image img")).to_have_count(0)
     assert "preprocess" not in page.content() and "UnidentifiedImageError" not in page.content()
+    field(page, "search-query").fill("a blue square")
+    page.locator("#search-run").click()
+    expect(page.locator("#search-info")).to_contain_text("Query: 'a blue square'. ", timeout=60_000)
+    expect(page.locator("#search-error")).to_be_hidden()
 
 
 def test_search_pages_stop_at_the_last(page, app_server, test_output_dir):  # noqa: F811
@@ -215,10 +220,17 @@ def test_search_pages_stop_at_the_last(page, app_server, test_output_dir):  # no
     # one image -> text panel (two overlapping ones made the tab about 4,000 px tall)
     height = page.evaluate("document.documentElement.scrollHeight")
     assert height < 3000, height
-    # more like a clicked photo: its neighbours, itself left out
+    # more like this with nothing selected: a sentence, and the results to pick from stay
+    tiles = page.locator("#search-gallery img").count()
+    page.locator("#search-more").click()
+    expect(page.locator("#search-error")).to_contain_text("Select a photo in the results first")
+    expect(page.locator("#search-gallery img")).to_have_count(tiles)
+    expect(info).to_contain_text(f"page {pages} of {pages}")
+    # more like a clicked photo: its neighbours, itself left out, and the info line names it
     page.locator("#search-gallery button img, #search-gallery img").first.click()
     page.locator("#search-more").click()
     expect(info).to_contain_text("page 1 of", timeout=60_000)
+    expect(info).to_contain_text("Query: photo @")
     expect(page.locator("#search-error")).to_be_hidden()
     field(page, "search-query").fill("a red circle - ")
     field(page, "search-query").press("Enter")
@@ -329,7 +341,7 @@ def audit_session_by_cli(server, dataset: Path, labels: str) -> str:
     out = server.home / f"audit-{labels}.json"
     env = {**os.environ, "CLIPLAB_HOME": str(server.home), "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-m", "cliplab.app.cli", "audit", "--dataset", str(dataset), "--model", server.model,
-                    "--labels", labels, "--sample", "40", "--probe-folds", "0", "--bootstrap", "50",
+                    "--labels", labels, "--probe-folds", "0", "--bootstrap", "50",
                     "--out", str(out)], cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
     return json.loads(out.read_text())["session_id"]
 

@@ -8,6 +8,7 @@ Probabilities use the reference notebooks' fixed scale of 100 unless scale="mode
 from __future__ import annotations
 
 import csv
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,15 +34,35 @@ from cliplab.engine.zeroshot import (  # noqa: F401 (TEMPLATE_PRESETS, load_temp
 from cliplab.indexes.indexer import ModelBundle
 
 
+def visible(text: str) -> str:
+    """text without the blanks, control and invisible format characters (a zero-width space, a byte-order
+    mark, a direction mark) at its ends: a line holding only those is empty, not a class."""
+    start, end = 0, len(text)
+    while start < end and _invisible(text[start]):
+        start += 1
+    while end > start and _invisible(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def _invisible(char: str) -> bool:
+    return char.isspace() or unicodedata.category(char) in ("Cc", "Cf")
+
+
+def shortened(text: str, limit: int = 60) -> str:
+    """text as a sentence may echo it: at most `limit` characters, with its length when cut."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
 def parse_classes(classes: str | None = None, classes_file: str | Path | None = None) -> list[str]:
     """Class names from a comma-separated string and/or a file (one per line; '#' starts a comment)."""
-    names = [c.strip() for c in (classes or "").split(",")]
+    names = [visible(c) for c in (classes or "").split(",")]
     if classes_file:
         path = Path(classes_file).expanduser()
         if not path.is_file():
             raise CliplabError(f"The classes file {path} does not exist.")
-        names += [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
-                  if not line.strip().startswith("#")]
+        names += [visible(line) for line in path.read_text(encoding="utf-8").splitlines()
+                  if not visible(line).startswith("#")]
     names = [n for n in names if n]
     if not names:
         raise CliplabError('Give class names, e.g. --classes "cat,dog,bird", or a file with --classes-file.')
@@ -157,17 +178,17 @@ MAX_APP_CLASSES = 1000  # ImageNet's size; larger label sets belong to `cliplab 
 def class_lines(text: str | None, label: str = "class names") -> list[str]:
     """Class names typed one per line (blank lines dropped), checked for the app: a name typed twice is
     reported, not merged silently (two lines meant as two classes would otherwise become one)."""
-    typed = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    typed = [visible(line) for line in (text or "").splitlines() if visible(line)]
     names = list(dict.fromkeys(typed))
     repeated = [name for name in names if typed.count(name) > 1]
     if repeated:
-        shown = ", ".join(repr(name) for name in repeated[:3]) + (" ..." if len(repeated) > 3 else "")
+        shown = ", ".join(repr(shortened(name)) for name in repeated[:3]) + (" ..." if len(repeated) > 3 else "")
         raise CliplabError(f"{shown} {'is' if len(repeated) == 1 else 'are'} typed twice in the {label}: keep each "
                            "class once (or make the two lines differ).")
     if not names:
         raise CliplabError(f"Type the {label}, one per line (at least two).")
     if len(names) == 1:
-        raise CliplabError(f"Only one class ({names[0]!r}) was given: a classifier needs at least two to "
+        raise CliplabError(f"Only one class ({shortened(names[0])!r}) was given: a classifier needs at least two to "
                            "choose between; add another line.")
     if len(names) > MAX_APP_CLASSES:
         raise CliplabError(f"{len(names):,} class names is more than the app takes at once "
@@ -175,18 +196,31 @@ def class_lines(text: str | None, label: str = "class names") -> list[str]:
     return names
 
 
+def template_lines(text: str | None) -> list[str]:
+    """Templates typed one per line (blank and invisible-only lines dropped), each with one '{}'."""
+    templates = [visible(line) for line in (text or "").splitlines() if visible(line)]
+    check_templates(templates)
+    return templates
+
+
 def check_prompt_lengths(tokenizer, classnames: list[str], templates: list[str], context_length: int,
                          advice: str = "shorten it") -> None:
-    """Refuse a class name whose longest prompt does not fit the model's context, naming it."""
+    """Refuse a template that does not fit the model's context by itself, then a class name whose longest
+    prompt does not, naming which one it is (echoed shortened: the page shows the sentence)."""
     if not templates:
         return
+    for template in templates:
+        tokens = len(tokenizer.encode(template.replace("{}", ""))) + 2  # + start and end tokens
+        if tokens > context_length:
+            raise CliplabError(f"The template {shortened(template)!r} is too long: it makes {tokens:,} tokens without "
+                               f"a class name and the model reads at most {context_length}; shorten it.")
     longest = max(templates, key=len)
     for name in classnames:
-        tokens = len(tokenizer.encode(longest.replace("{}", name))) + 2  # + start and end tokens
+        tokens = len(tokenizer.encode(longest.replace("{}", name))) + 2
         if tokens > context_length:
-            short = name if len(name) <= 40 else name[:40] + "…"
-            raise CliplabError(f"The class name {short!r} is too long: in the prompt {longest!r} it makes "
-                               f"{tokens} tokens and the model reads at most {context_length}; {advice}.")
+            raise CliplabError(f"The class name {shortened(name, 40)!r} is too long: in the prompt "
+                               f"{shortened(longest)!r} it makes {tokens:,} tokens and the model reads at most "
+                               f"{context_length}; {advice}.")
 
 
 @dataclass

@@ -15,12 +15,12 @@ from cliplab.app.services import classifiers, library
 from cliplab.app.services.app_state import AppState
 from cliplab.app.services.classify import (
     TEMPLATE_PRESETS,
-    check_templates,
     class_lines,
     classify_for_app,
     export_csv,
     folder_images,
     load_templates,
+    template_lines,
 )
 from cliplab.app.services.first_start import DEMO_CLASSES
 from cliplab.app.ui.common import UserError, error_box, file_paths, wire
@@ -32,12 +32,6 @@ SHOWN_IMAGES = 60  # thumbnails in the gallery; the table and the chart selector
 
 def preset_text(preset: str | None) -> str:
     return "\n".join(load_templates(preset or DEFAULT_PRESET))
-
-
-def templates_of(typed: str | None) -> list[str]:
-    templates = [t.strip() for t in (typed or "").splitlines() if t.strip()]
-    check_templates(templates)
-    return templates
 
 
 def images_of(state: AppState, uploads, library_file: str | None, folder: str | None) -> list[str]:
@@ -119,7 +113,7 @@ def build(state: AppState) -> None:
 
     def classify(files, lib, fold, text, typed_text, second_text, thr):
         paths = images_of(state, files, lib, fold)
-        run_result = classify_for_app(state.bundle, paths, text, templates_of(typed_text), second_text,
+        run_result = classify_for_app(state.bundle, paths, text, template_lines(typed_text), second_text,
                                       threshold=thr or None, k=10)
         res = run_result.result
         if not res.paths:
@@ -172,7 +166,7 @@ def build(state: AppState) -> None:
 
     def do_save(classifier_name, text, typed_text, thr):
         stored = classifiers.save_classifier(state.catalog, classifier_name, class_lines(text),
-                                             templates_of(typed_text), thr or None, bundle=state.bundle)
+                                             template_lines(typed_text), thr or None, bundle=state.bundle)
         return gr.update(choices=classifiers.list_classifiers(state.catalog), value=stored), gr.update()
 
     def do_load(classifier_name):
