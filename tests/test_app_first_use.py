@@ -3,6 +3,8 @@ and tab functions the pages call. tests/test_browser.py drives the same paths in
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from library_fixtures import tiny_bundle, write_image
@@ -94,3 +96,45 @@ def test_a_sample_larger_than_the_dataset_is_refused(tmp_path):
     assert audit_report._images_fact(whole.provenance()) == "all 3 images"
     assert audit_report._images_fact(load_csv(csv, ["gender"], sample=2).provenance()) == \
         "a sample of 2 of 3 rows (seed 0)"
+
+
+# -- 18: what the results show ----------------------------------------------------------------------
+
+def test_probabilities_keep_the_digits_that_tell_them_from_0_and_1():
+    assert classify.probability_text(0.999969) == "0.999969"
+    assert classify.probability_text(3.1e-05) == "3.1e-05"
+    assert classify.probability_text(0.42) == "0.4200"
+    assert classify.probability_text(0.0123) == "0.0123"
+    assert classify.probability_text(1.0) == "1" and classify.probability_text(0.0) == "0"
+    for p in (0.99997, 0.999999, 2e-7, 0.5):  # never shown as a bare 0 or 1
+        assert classify.probability_text(p) not in ("0", "1", "1.0000", "0.0000")
+
+
+def test_names_sort_naturally(tmp_path):
+    from cliplab.app.services.paths import natural_key
+    for name in ("img100.png", "img10.png", "img2.png", "IMG1.png"):
+        write_image(tmp_path / name, 1)
+    assert [p.name for p in classify.folder_images(tmp_path)] == ["IMG1.png", "img2.png", "img10.png", "img100.png"]
+    assert sorted(["b/10", "a/2", "a/10", "b/9"], key=natural_key) == ["a/2", "a/10", "b/9", "b/10"]
+
+
+def test_uploads_are_named_by_their_own_name_and_counted_per_class(tmp_path):
+    cache = tmp_path / "cache" / "3f9a1c"  # where a front end stored the upload
+    paths = [str(write_image(cache / f"photo{i}.png", i)) for i in range(3)]
+    names = {p: Path(p).name for p in paths}
+    run = classify.classify_for_app(tiny_bundle(), paths, "cat\ndog", ["a photo of a {}."], names=names)
+    result = run.result
+    assert result.labels == ["photo0.png", "photo1.png", "photo2.png"]
+    out = classify.export_csv(result, tmp_path / "out.csv")
+    column = pd.read_csv(out)["path"].tolist()
+    assert column == ["photo0.png", "photo1.png", "photo2.png"] and "3f9a1c" not in out.read_text()
+    rows = result.count_rows()
+    assert sum(n for _, n, _ in rows) == 3 and [label for label, *_ in rows] != []
+    assert rows == sorted(rows, key=lambda r: -r[1]) and abs(sum(share for *_, share in rows) - 1) < 1e-9
+
+
+def test_a_class_from_an_empty_map_selection_is_refused():
+    from cliplab.app.services import map as maps
+    with pytest.raises(CliplabError, match="Select some photos"):
+        maps.add_class({}, "stars", [])
+    assert maps.add_class({}, "stars", [3, 4]) == {"stars": [3, 4]}

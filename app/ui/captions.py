@@ -86,7 +86,8 @@ def panel(state: AppState) -> None:
                 find_images = gr.Button("Nearest images", elem_id="captions-find-images")
     errors = error_box("captions-error")
     found_texts = gr.Dataframe(label="Nearest texts", wrap=True, elem_id="captions-texts", max_height=400)
-    found_images = gr.Gallery(label="Nearest images", columns=6, height="auto", elem_id="captions-images")
+    found_images = gr.Gallery(label="Nearest images", columns=6, height="auto", elem_id="captions-images",
+                               object_fit="contain")
 
     gr.Markdown("**Browse a captioned dataset** — step through its images (their nearest captions) or its "
                 "captions (their nearest images); the rank is where the true pair came among all of them.")
@@ -100,7 +101,7 @@ def panel(state: AppState) -> None:
     browse_errors = error_box("captions-browse-error")
     browse_texts = gr.Dataframe(label="Nearest captions", wrap=True, visible=True, elem_id="captions-browse-texts",
                                 max_height=400)
-    browse_images = gr.Gallery(label="Nearest images", columns=6, height="auto", visible=False,
+    browse_images = gr.Gallery(label="Nearest images", columns=6, height="auto", visible=False, object_fit="contain",
                                elem_id="captions-browse-images")
 
     def do_texts(uploaded, source, picture, k):

@@ -107,7 +107,8 @@ def build(state: AppState) -> None:
         more = gr.Button("More like the selected photo", elem_id="search-more")
     errors = error_box("search-error")
     info = gr.Markdown(elem_id="search-info")
-    gallery = gr.Gallery(label="Results", columns=6, height="auto", elem_id="search-gallery", allow_preview=True)
+    gallery = gr.Gallery(label="Results", columns=6, height="auto", elem_id="search-gallery", allow_preview=True,
+                         object_fit="contain")  # the whole picture: a square crop cut the object away
     plot = gr.Plot(label="Score histogram", elem_id="search-plot")
     shown_ids = gr.State([])  # file ids of the gallery's tiles, in order
     selected = gr.State(None)  # the clicked tile's file id
