@@ -49,6 +49,22 @@ class Job:
     def finished(self) -> bool:
         return self.state != "running"
 
+    def remaining_seconds(self) -> float | None:
+        """A plain estimate of the time left (elapsed time scaled by the progress), once there is enough
+        progress to go on; None before."""
+        if self.finished or self.progress < 0.05:
+            return None
+        elapsed = time.time() - self.started
+        return elapsed * (1.0 - self.progress) / self.progress
+
+    def progress_line(self) -> str:
+        """"embedding the images: 42% (about 1 min left)": the stage, the share done, the estimate."""
+        left = self.remaining_seconds()
+        estimate = ""
+        if left is not None:
+            estimate = f", about {max(1, round(left))} s left" if left < 90 else f", about {round(left / 60)} min left"
+        return f"{self.message}: {self.progress:.0%} done{estimate}"
+
 
 class Jobs:
     """Threads running Job functions; a function receives its Job to report progress on."""
