@@ -70,3 +70,92 @@ def test_use_a_finished_run_as_the_current_model(tmp_path, catalog):
     assert state.model_name == renamed.name == "my shapes model"
     tuned = TrainOptions(data="synthetic", init="ViT-B/32")
     assert trained_name(tuned, run) == "ViT-B-32-tuned-20261207-131500"
+
+
+# -- settings ---------------------------------------------------------------------------------------
+
+def test_settings_are_saved_checked_and_applied(tmp_path, catalog, cliplab_home):
+    import os
+    import stat
+
+    from cliplab.app.services import settings
+    from cliplab.engine import images
+    assert settings.load() == settings.Settings()  # nothing saved: the defaults
+    state = AppState(catalog=catalog, bundle=tiny_bundle())
+    saved = settings.update("fp32", 150, "a long secret")
+    assert saved.max_image_pixels == 150_000_000 and settings.load() == saved
+    assert stat.S_IMODE(os.stat(settings.settings_file()).st_mode) == 0o600  # it may hold the password
+    try:
+        settings.apply(state)
+        assert images.MAX_IMAGE_PIXELS == 150_000_000
+        assert state.search_mode == "fp32" and state.search_bundle.mode == "fp32"
+    finally:
+        images.MAX_IMAGE_PIXELS = settings.DEFAULT_MAX_IMAGE_PIXELS
+    for bad, message in ((dict(search_mode="fastest"), "not one cliplab knows"),
+                         (dict(pixel_limit_megapixels=0.5), "between 1 and"),
+                         (dict(password="short"), "at least 8 characters")):
+        with pytest.raises(CliplabError, match=message):
+            settings.update(**bad)
+    assert settings.load() == saved  # a refused change leaves the file as it was
+    assert settings.update(clear_password=True).app_password is None
+    settings.settings_file().write_text("{not json")
+    with pytest.raises(CliplabError, match="settings file .* cannot be read"):
+        settings.load()
+
+
+def test_the_login_for_listen_comes_from_the_settings(monkeypatch, cliplab_home):
+    from cliplab.app.gradio_app import login_for
+    from cliplab.app.services import settings
+    monkeypatch.delenv("CLIPLAB_APP_PASSWORD", raising=False)
+    settings.update(password="saved in settings")
+    login = login_for("0.0.0.0")
+    assert login.password == "saved in settings" and not login.generated
+    monkeypatch.setenv("CLIPLAB_APP_PASSWORD", "from the environment")
+    assert login_for("0.0.0.0").password == "from the environment"
+
+
+# -- the Evaluate tab's service ----------------------------------------------------------------------
+
+@pytest.fixture
+def labelled_library(tmp_path, catalog):
+    from library_fixtures import write_image
+
+    from cliplab.app.services import library
+    root = tmp_path / "photos"
+    for label in ("circle", "square"):
+        for i in range(6):
+            write_image(root / "shapes" / label / f"{label}{i}.png", 10 * (label == "square") + i)
+    library.add_folders(catalog, tiny_bundle(), [root])
+    return root
+
+
+def test_evaluate_in_the_app_saves_the_run_as_the_cli_does(labelled_library, catalog):
+    from cliplab.app.services import evaluate
+    from cliplab.indexes import store
+    stages = []
+    outcome = evaluate.evaluate_for_app(catalog, tiny_bundle(), "zeroshot", labelled_library / "shapes",
+                                        ["a photo of a {}."], on_progress=lambda s, d: stages.append(s))
+    assert stages == [s for s, _ in evaluate.EVAL_STAGES]
+    assert outcome.headline["metric"].tolist()[:3] == ["images", "classes", "top-1"]
+    assert outcome.headline["value"].tolist()[:2] == ["12", "2"] and outcome.confusion.sum() == 12
+    assert set(outcome.detail["label"]) == {"circle", "square"}
+    runs = store.eval_runs(catalog)
+    assert [r["id"] if isinstance(r, dict) else r.id for r in runs] == [outcome.run_id]
+    few = evaluate.evaluate_for_app(catalog, tiny_bundle(), "fewshot", labelled_library / "shapes",
+                                    ["a photo of a {}."], shots=[1, 2], seeds=1, save=False)
+    assert few.run_id is None and few.detail["shots"].tolist() == [1, 2]
+
+
+def test_evaluate_reads_only_datasets_in_the_library(labelled_library, catalog, tmp_path):
+    from library_fixtures import write_image
+
+    from cliplab.app.services import evaluate
+    outside = tmp_path / "elsewhere"
+    for label in ("a", "b"):
+        write_image(outside / label / "0.png", 1)
+    with pytest.raises(CliplabError, match="not inside one of your library folders"):
+        evaluate.evaluate_for_app(catalog, tiny_bundle(), "zeroshot", outside, ["a {}."])
+    listing = labelled_library / "outside.csv"  # in the library, but listing images that are not
+    listing.write_text(f"path,label\n{outside / 'a' / '0.png'},a\n{outside / 'b' / '0.png'},b\n")
+    with pytest.raises(CliplabError, match="not inside one of your library folders"):
+        evaluate.evaluate_for_app(catalog, tiny_bundle(), "probe", listing, [])

@@ -135,6 +135,7 @@ class AppState:
         self.vector_indexes = VectorIndexCache(self.catalog)
         self._bundle = bundle
         self._search_bundle: ModelBundle | None = bundle
+        self.search_mode = SEARCH  # indexing and search: "auto" unless the Settings tab chose a mode
         self._lock = threading.RLock()
 
     @property
@@ -154,8 +155,17 @@ class AppState:
             if self._search_bundle is None:
                 # the same weights in the fastest safe mode; the library's recorded mode wins when it
                 # embeds or searches (indexes.indexer.library_bundle)
-                self._search_bundle = self.bundle.using(SEARCH, "the fastest safe mode for indexing and search")
+                reason = ("the fastest safe mode for indexing and search" if self.search_mode == SEARCH
+                          else "chosen in the settings for indexing and search")
+                self._search_bundle = self.bundle.using(self.search_mode, reason)
             return self._search_bundle
+
+    def set_search_mode(self, mode: str) -> None:
+        """The inference mode of indexing and search from now on (a library's recorded mode still wins
+        when it embeds or searches, so its vectors are never mixed)."""
+        with self._lock:
+            if mode != self.search_mode:
+                self.search_mode, self._search_bundle = mode, None
 
     def switch_model(self, name_or_path: str) -> ModelBundle:
         """Load another model and make it current; the old one stays current if loading fails."""
