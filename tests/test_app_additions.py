@@ -159,3 +159,19 @@ def test_evaluate_reads_only_datasets_in_the_library(labelled_library, catalog, 
     listing.write_text(f"path,label\n{outside / 'a' / '0.png'},a\n{outside / 'b' / '0.png'},b\n")
     with pytest.raises(CliplabError, match="not inside one of your library folders"):
         evaluate.evaluate_for_app(catalog, tiny_bundle(), "probe", listing, [])
+
+
+def test_the_pixel_limit_reaches_the_decode_workers(tmp_path, monkeypatch):
+    """The Settings tab's limit is set in the process; `cliplab index` decodes in forkserver workers, which
+    receive it from the pool rather than the engine's import-time default."""
+    from library_fixtures import write_image
+
+    from cliplab.engine import images
+    from cliplab.engine.images import Preprocess
+    from cliplab.indexes.decode import DecodePool
+    small, large = write_image(tmp_path / "small.png", 1, (40, 40)), write_image(tmp_path / "large.png", 2, (90, 90))
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 5000)
+    with DecodePool(Preprocess(32), workers=1) as pool:
+        decoded = list(pool.decode([(1, str(small)), (2, str(large))]))
+    assert decoded[0].pixels is not None
+    assert decoded[1].pixels is None and "too large" in decoded[1].reason

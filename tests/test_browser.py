@@ -425,6 +425,52 @@ def test_listen_asks_for_a_login(browser, tmp_path_factory, test_output_dir):  #
         stop_app(process)
 
 
+def test_evaluate_tab_runs_a_zero_shot_evaluation_and_saves_it(page, app_server, tmp_path,  # noqa: F811
+                                                                 test_output_dir):
+    from PIL import Image
+    shapes = tmp_path / "eval-shapes"
+    for label, colour in (("red", "#d22"), ("blue", "#22d")):
+        for i in range(3):
+            (shapes / label).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (64, 64), colour).save(shapes / label / f"{label}{i}.png")
+    add_folder(page, shapes, 6)  # a dataset the app reads lies in a library folder
+    open_tab(page, "Evaluate")
+    field(page, "eval-dataset").fill(str(shapes))
+    page.locator("#eval-run").click()
+    progress = page.locator("#eval-progress")
+    expect(progress).to_contain_text("Saved as evaluation run", timeout=120_000)
+    expect(page.locator("#eval-headline")).to_contain_text("top-1")
+    expect(page.locator("#eval-detail")).to_contain_text("blue")
+    expect(page.locator("#eval-plot .js-plotly-plot")).to_have_count(1)
+    screenshot(page, test_output_dir, "evaluate")
+    # outside the library: a sentence, nothing read
+    field(page, "eval-dataset").fill(str(tmp_path))
+    page.locator("#eval-run").click()
+    expect(page.locator("#eval-error")).to_contain_text("not inside one of your library folders", timeout=60_000)
+
+
+def test_settings_tab_shows_the_data_folder_and_saves(page, app_server, test_output_dir):  # noqa: F811
+    open_tab(page, "Settings")
+    expect(page.locator("#settings-where")).to_contain_text(str(app_server.home))
+    limit = page.locator("#settings-pixels input")
+    expect(limit).to_have_value(re.compile(r"^89\.5"))
+    limit.fill("120")
+    field(page, "settings-password").fill("short")
+    page.locator("#settings-save").click()
+    expect(page.locator("#settings-error")).to_contain_text("at least 8 characters")
+    field(page, "settings-password").fill("")
+    page.locator("#settings-save").click()
+    expect(page.locator("#settings-saved")).to_contain_text("photos up to 120.0 megapixels")
+    expect(page.locator("#settings-error")).to_be_hidden()
+    import json
+    stored = json.loads((app_server.home / "settings.json").read_text())
+    assert stored["max_image_pixels"] == 120_000_000 and stored["app_password"] is None
+    screenshot(page, test_output_dir, "settings")
+    limit.fill("89.5")  # leave the shared server as it was
+    page.locator("#settings-save").click()
+    expect(page.locator("#settings-saved")).to_contain_text("89.5 megapixels")
+
+
 def test_switch_models(page, app_server, tmp_path, test_output_dir):  # noqa: F811
     from cliplab.engine.weights import save_model
     folder = tmp_path / "other-model"

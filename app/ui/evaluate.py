@@ -94,6 +94,7 @@ def build(state: AppState) -> None:
         needs_templates = code in ("zeroshot", "fewshot")
         listed = template_lines(template_text) if needs_templates else []
         counts = shots_of(shot_text) if code == "fewshot" else []
+        service.library_dataset(state.catalog, code, typed)  # a wrong dataset is said here, before any job
         bundle = state.bundle
         job = state.jobs.start("evaluate", f"{chosen} evaluation of {typed.strip() or 'the dataset'}",
                                lambda job: service.evaluate_for_app(
