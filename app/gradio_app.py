@@ -42,7 +42,7 @@ TABS = [("Classify", "classify"), ("Search", "search"), ("Map", "map"), ("Audit"
 CSS = """
 .cliplab-banner {padding: 0.6em 1em; border-radius: 6px; background: #fff7e0; color: #4a3b00;}
 .cliplab-error {padding: 0.5em 0.9em; border-radius: 6px; background: #fdecea; color: #8a1c13;
-                border-left: 4px solid #c92a2a;}
+                border-left: 4px solid #c92a2a; max-height: 12em; overflow: auto; overflow-wrap: anywhere;}
 """
 
 

@@ -43,8 +43,7 @@ def test_the_query_is_described_with_its_image_and_photo(tmp_path):
 def test_a_non_image_is_refused_when_dropped(tmp_path):
     from gradio.data_classes import ImageData
 
-    from cliplab.app.ui.common import image_drop
-    from cliplab.app.ui.search import refuse_non_image
+    from cliplab.app.ui.common import image_drop, refuse_non_image
     fake = tmp_path / "notes.jpg"
     fake.write_text("words")
     value = image_drop().preprocess(ImageData(path=str(fake), orig_name="notes.jpg"))

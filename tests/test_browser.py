@@ -337,9 +337,9 @@ def audit_session_by_cli(server, dataset: Path, labels: str) -> str:
     import subprocess
     import sys
 
-    from browser_fixtures import ROOT
+    from browser_fixtures import ROOT, python_path
     out = server.home / f"audit-{labels}.json"
-    env = {**os.environ, "CLIPLAB_HOME": str(server.home), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "CLIPLAB_HOME": str(server.home), "PYTHONPATH": python_path()}
     subprocess.run([sys.executable, "-m", "cliplab.app.cli", "audit", "--dataset", str(dataset), "--model", server.model,
                     "--labels", labels, "--probe-folds", "0", "--bootstrap", "50",
                     "--out", str(out)], cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)

@@ -113,6 +113,19 @@ def dropped_image(value) -> str | None:
     return value or None
 
 
+def refuse_non_image(dropped) -> dict:
+    """An image box's upload handler: a file that is not an image is refused as it is dropped (its sentence
+    shown, the box emptied by the wiring's cleared output), so it cannot linger in the box and fail every
+    later action that reads the box."""
+    dropped_image(dropped)
+    return gr.update()
+
+
+def guard_drops(box: gr.Image, errors: gr.Markdown) -> None:
+    """Refuse non-images dropped on an image_drop box, with the sentence in that box's action's error box."""
+    wire(box.upload, refuse_non_image, box, box, errors)
+
+
 def file_paths(files) -> list[str]:
     """Paths of a gr.File value (None, one file or a list; str or objects with .name)."""
     if not files:

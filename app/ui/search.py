@@ -14,7 +14,7 @@ from cliplab.app.services import serving
 from cliplab.app.services.app_state import AppState
 from cliplab.app.ui import captions as captions_panel
 from cliplab.app.ui import library_panels
-from cliplab.app.ui.common import NotYet, UserError, dropped_image, error_box, image_drop, wire
+from cliplab.app.ui.common import NotYet, UserError, dropped_image, error_box, guard_drops, image_drop, wire
 
 HELP = ("Words search by meaning. Combine terms with `+` and `-` (`red circle - stripes`), weight them "
         "(`2:star + circle`), or drop an image to find similar ones (it can be combined with words).")
@@ -47,13 +47,6 @@ def query_terms(text: str | None, image: str | None, like: int | None) -> list:
     if not terms:
         raise UserError("Type what you are looking for (e.g. 'a red circle'), or drop an image.")
     return terms
-
-
-def refuse_non_image(dropped) -> dict:
-    """A file that is not an image is refused when dropped (its sentence shown, the box emptied), so it cannot
-    linger in the box and fail every later search."""
-    dropped_image(dropped)
-    return gr.update()
 
 
 def gallery_items(state: AppState, results) -> tuple[list[tuple[str, str]], list[int]]:
@@ -149,7 +142,7 @@ def build(state: AppState) -> None:
 
     gallery.select(select, shown_ids, selected)
 
-    wire(image.upload, refuse_non_image, image, image, errors)
+    guard_drops(image, errors)  # a non-image is refused as it is dropped, not at every later search
 
     def more_like(file_id, *rest):
         if file_id is None:  # the results stay: they are what the person picks from
