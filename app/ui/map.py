@@ -89,7 +89,7 @@ def build(state: AppState) -> None:
     chosen = gr.Markdown("Nothing selected yet.", elem_id="map-chosen")
     with gr.Row():
         to_query = gr.Button("Selection → query", elem_id="map-to-query")
-        class_name = gr.Textbox(label="Class name", placeholder="my favourite stars", scale=2)
+        class_name = gr.Textbox(label="Class name", placeholder="my favourite stars", scale=2, elem_id="map-class-name")
         to_class = gr.Button("Selection → class", elem_id="map-to-class")
         export = gr.Button("Export my classes (CSV)")
     selection_errors = error_box("map-selection-error")
