@@ -385,9 +385,9 @@ def _outcome(kind: str, metrics: dict, run_id: str | None, path: Path) -> EvalOu
     if kind == "zeroshot":
         return _classification_outcome(kind, metrics, run_id, [("templates", metrics["templates"])])
     if kind == "probe":
-        return _classification_outcome(kind, metrics, run_id, [
-            ("regularisation C", f"{metrics['C']:.3g}"), ("train / validation / test images",
-                                                         f"{metrics['train']} / {metrics['validation']} / {metrics['test']}")])
+        split = f"{metrics['train']} / {metrics['validation']} / {metrics['test']}"
+        return _classification_outcome(kind, metrics, run_id, [("regularisation C", f"{metrics['C']:.3g}"),
+                                                               ("train / validation / test images", split)])
     if kind == "fewshot":
         table = metrics["fewshot"].drop(columns=["accuracies"], errors="ignore").copy()
         effective = metrics["effective_shots"]

@@ -121,7 +121,8 @@ def build(state: AppState) -> None:
                               histogram=True)
         figure = histogram(view.histogram, view.threshold, [r.score for r in view.results])
         items, ids = gallery_items(state, view.results)
-        return (items, page_note(view, service.describe_terms(state.catalog, view.terms)), figure, ids, None, view.page, gr.update(interactive=view.page > 1),
+        note = page_note(view, service.describe_terms(state.catalog, view.terms))
+        return (items, note, figure, ids, None, view.page, gr.update(interactive=view.page > 1),
                 gr.update(interactive=view.page < view.pages))
 
     inputs = [query, image, like, page_box, sort, cutoff, folder, after, before, types]
