@@ -32,7 +32,7 @@ def build(state: AppState) -> None:
                           elem_id="settings-pixels")
     gr.Markdown(MODE_HELP)
     with gr.Row():
-        password = gr.Textbox(label="Login password for `cliplab app --listen` (user cliplab; 8 characters or more; "
+        password = gr.Textbox(label="Login password for cliplab app --listen (user cliplab; 8 characters or more; "
                                     "used from the next start)", type="password", elem_id="settings-password")
         forget = gr.Checkbox(label="Remove the saved password", value=False, elem_id="settings-forget")
     save = gr.Button("Save settings", variant="primary", elem_id="settings-save")
