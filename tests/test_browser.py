@@ -271,6 +271,10 @@ def test_classify_preset_fills_the_templates_and_edits_count(page, app_server, t
     page.locator("#classify-run").click()
     expect(page.locator("#classify-summary")).to_contain_text("3 image(s) classified", timeout=90_000)
     expect(page.locator("#classify-gallery img")).to_have_count(3)
+    # whole pictures (letterboxed), not a crop that cuts the object away; the images-per-class summary
+    fit = page.locator("#classify-gallery img").first.evaluate("e => getComputedStyle(e).objectFit")
+    assert fit == "contain", fit
+    expect(page.locator("#classify-counts")).to_contain_text("class (top-1)")
     # a chart per image: pick the third
     choose(page, "classify-which", f"3. {images[2].name}")
     expect(page.locator("#classify-label")).to_contain_text("%")
