@@ -175,3 +175,12 @@ def test_the_pixel_limit_reaches_the_decode_workers(tmp_path, monkeypatch):
         decoded = list(pool.decode([(1, str(small)), (2, str(large))]))
     assert decoded[0].pixels is not None
     assert decoded[1].pixels is None and "too large" in decoded[1].reason
+
+
+def test_without_saved_settings_a_command_leaves_the_engines_limit(monkeypatch, cliplab_home):
+    from cliplab.app.services import settings
+    from cliplab.engine import images
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 1234567)
+    assert not settings.settings_file().exists()
+    settings.apply_to_process()
+    assert images.MAX_IMAGE_PIXELS == 1234567

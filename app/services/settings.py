@@ -117,8 +117,12 @@ def update(search_mode: str | None = None, pixel_limit_megapixels: float | None 
 
 
 def apply_to_process(settings: Settings | None = None) -> Settings:
-    """What every command needs from the settings: the pixel limit the image readers check."""
-    settings = settings or load()
+    """What every command needs from the settings: the pixel limit the image readers check. With nothing
+    saved (and none given) the engine's own limit is left as it is."""
+    if settings is None:
+        if not settings_file().is_file():
+            return Settings()
+        settings = load()
     images.MAX_IMAGE_PIXELS = settings.max_image_pixels
     return settings
 
