@@ -29,7 +29,7 @@ import gradio as gr  # noqa: E402
 from fastapi import Request  # noqa: E402
 from fastapi.responses import FileResponse, PlainTextResponse, Response  # noqa: E402
 
-from cliplab.app.services import serving  # noqa: E402
+from cliplab.app.services import serving, settings  # noqa: E402
 from cliplab.app.services.app_state import AppState  # noqa: E402
 from cliplab.engine.errors import CliplabError  # noqa: E402
 
@@ -37,11 +37,12 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_USER = "cliplab"
 PASSWORD_VARIABLE = "CLIPLAB_APP_PASSWORD"
 MAX_FILE_SIZE = "50mb"
-TABS = [("Classify", "classify"), ("Search", "search"), ("Map", "map"), ("Audit", "audit"), ("Models", "models")]
+TABS = [("Classify", "classify"), ("Search", "search"), ("Map", "map"), ("Audit", "audit"), ("Evaluate", "evaluate"),
+        ("Models", "models"), ("Settings", "settings")]
 CSS = """
 .cliplab-banner {padding: 0.6em 1em; border-radius: 6px; background: #fff7e0; color: #4a3b00;}
 .cliplab-error {padding: 0.5em 0.9em; border-radius: 6px; background: #fdecea; color: #8a1c13;
-                border-left: 4px solid #c92a2a;}
+                border-left: 4px solid #c92a2a; max-height: 12em; overflow: auto; overflow-wrap: anywhere;}
 """
 
 
@@ -86,7 +87,7 @@ def login_for(host: str, password: str | None = None, user: str = DEFAULT_USER) 
     """None on loopback; beyond it the given password, CLIPLAB_APP_PASSWORD, or a new random one."""
     if host == DEFAULT_HOST and password is None:
         return None
-    given = password or os.environ.get(PASSWORD_VARIABLE)
+    given = password or os.environ.get(PASSWORD_VARIABLE) or settings.app_password()
     if given is not None and len(given) < 8:
         raise CliplabError(f"The app password must have at least 8 characters; set a longer {PASSWORD_VARIABLE}.")
     return Login(user, given or secrets.token_urlsafe(12), given is None)
@@ -102,7 +103,7 @@ def exposure_note(host: str, port: int | None, login: Login | None) -> str:
              "any image this account can read), classify, run audits and training, and switch or download models.",
              f"login: user {login.user!r}, password "
              + (f"{login.password!r} (made for this start; set {PASSWORD_VARIABLE} to choose one)"
-                if login.generated else f"from {PASSWORD_VARIABLE}")]
+                if login.generated else f"from {PASSWORD_VARIABLE} or the Settings tab")]
     return "\n".join(lines)
 
 

@@ -61,7 +61,8 @@ def check_templates(templates: Sequence[str]) -> None:
         raise CliplabError("No prompt templates given: use e.g. 'a photo of a {}.'")
     bad = [t for t in templates if t.count("{}") != 1]
     if bad:
-        raise CliplabError(f"Each template needs exactly one '{{}}' for the class name; these do not: {bad[:3]}")
+        shown = [t if len(t) <= 60 else f"{t[:60]}… ({len(t):,} characters)" for t in bad[:3]]  # echoed on a page
+        raise CliplabError(f"Each template needs exactly one '{{}}' for the class name; these do not: {shown}")
 
 
 def fill(template: str, classname: str) -> str:

@@ -20,6 +20,7 @@ from datetime import datetime
 
 import numpy as np
 
+from cliplab.engine import images
 from cliplab.engine.images import Preprocess
 from cliplab.indexes.names import readable
 
@@ -46,11 +47,12 @@ def _alarm(_signum, _frame):
 _preprocess: Preprocess | None = None  # the pool's, received once per worker (not pickled per file)
 
 
-def _init_worker(preprocess: Preprocess) -> None:
+def _init_worker(preprocess: Preprocess, max_pixels: int) -> None:
     import torch
     global _preprocess
     torch.set_num_threads(1)  # the workers are the parallelism; the model has the main process's threads
     _preprocess = preprocess
+    images.MAX_IMAGE_PIXELS = max_pixels  # the parent's limit (a setting may have raised it), not the import's
     signal.signal(signal.SIGALRM, _alarm)
 
 
@@ -110,7 +112,7 @@ class DecodePool:
 
     def _start(self):
         self._pool = self._context.Pool(self.workers, initializer=_init_worker,
-                                          initargs=(self.preprocess,))
+                                          initargs=(self.preprocess, images.MAX_IMAGE_PIXELS))
 
     def close(self) -> None:
         if self._pool is not None:

@@ -26,6 +26,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 DEMO_PHOTOS = 24
 
 
+def python_path() -> str:
+    """PYTHONPATH for a child process: the caller's first (a checkout that maps `cliplab` onto another tree
+    than the installed one keeps it in the child), then the repository."""
+    return os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,7 +90,7 @@ def start_app(home: Path, extra_args: list[str] | None = None, demo_photos: int 
     port = free_port()
     log = home / "app.log"
     env = {**os.environ, "CLIPLAB_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False",
-           "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+           "PYTHONPATH": python_path(), "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "cliplab.app.cli", "app", "--model", model, "--port", str(port), "--no-browser",
                "--demo-photos", str(demo_photos), "--wait-first-start", *(extra_args or [])]
     with log.open("w") as out:

@@ -92,7 +92,7 @@ def test_eighty_token_class_name(state, photos):
     long_name = " ".join(["cat"] * 80)
     text = f"dog\n{long_name}"
     assert message(classify_for_app, state.bundle, [photos / "p0.png"], text, TEMPLATES) == (
-        "The class name 'cat cat cat cat cat cat cat cat cat cat …' is too long: in the prompt 'a photo of {}.' "
+        "The class name 'cat cat cat cat cat cat cat cat cat cat … (319 characters)' is too long: in the prompt 'a photo of {}.' "
         "it makes 86 tokens and the model reads at most 77; shorten it.")
 
 

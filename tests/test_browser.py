@@ -178,6 +178,7 @@ def test_dropped_image_with_an_awkward_name_and_a_non_image(  # noqa: F811
     page.locator("#search-image input[type=file]").set_input_files(str(awkward))
     page.locator("#search-run").click()
     expect(page.locator("#search-info")).to_contain_text("result(s)", timeout=60_000)
+    expect(page.locator("#search-info")).to_contain_text("Query: image IMG_1234 - Copy + more")  # what runs
     expect(page.locator("#search-error")).to_be_hidden()
     # the same picture is in the library: it comes first, with a cosine close to 1
     first = page.locator("#search-gallery").get_by_text(source.name).first
@@ -194,10 +195,14 @@ def test_dropped_image_with_an_awkward_name_and_a_non_image(  # noqa: F811
     page.locator("#search-run").click()
     expect(page.locator("#search-info")).to_contain_text("result(s)", timeout=60_000)
     page.locator("#search-image input[type=file]").set_input_files(str(fake))
-    page.locator("#search-run").click()
+    # refused when dropped: a sentence, and the box emptied (it would fail every later search)
     expect(page.locator("#search-error")).to_contain_text("holiday.jpg is not an image cliplab can read")
-    expect(page.locator("#search-info")).to_have_text(BLANK)  # the previous results are gone
+    expect(page.locator("#search-image img")).to_have_count(0)
     assert "preprocess" not in page.content() and "UnidentifiedImageError" not in page.content()
+    field(page, "search-query").fill("a blue square")
+    page.locator("#search-run").click()
+    expect(page.locator("#search-info")).to_contain_text("Query: 'a blue square'. ", timeout=60_000)
+    expect(page.locator("#search-error")).to_be_hidden()
 
 
 def test_search_pages_stop_at_the_last(page, app_server, test_output_dir):  # noqa: F811
@@ -215,10 +220,17 @@ def test_search_pages_stop_at_the_last(page, app_server, test_output_dir):  # no
     # one image -> text panel (two overlapping ones made the tab about 4,000 px tall)
     height = page.evaluate("document.documentElement.scrollHeight")
     assert height < 3000, height
-    # more like a clicked photo: its neighbours, itself left out
+    # more like this with nothing selected: a sentence, and the results to pick from stay
+    tiles = page.locator("#search-gallery img").count()
+    page.locator("#search-more").click()
+    expect(page.locator("#search-error")).to_contain_text("Select a photo in the results first")
+    expect(page.locator("#search-gallery img")).to_have_count(tiles)
+    expect(info).to_contain_text(f"page {pages} of {pages}")
+    # more like a clicked photo: its neighbours, itself left out, and the info line names it
     page.locator("#search-gallery button img, #search-gallery img").first.click()
     page.locator("#search-more").click()
     expect(info).to_contain_text("page 1 of", timeout=60_000)
+    expect(info).to_contain_text("Query: photo @")
     expect(page.locator("#search-error")).to_be_hidden()
     field(page, "search-query").fill("a red circle - ")
     field(page, "search-query").press("Enter")
@@ -259,6 +271,10 @@ def test_classify_preset_fills_the_templates_and_edits_count(page, app_server, t
     page.locator("#classify-run").click()
     expect(page.locator("#classify-summary")).to_contain_text("3 image(s) classified", timeout=90_000)
     expect(page.locator("#classify-gallery img")).to_have_count(3)
+    # whole pictures (letterboxed), not a crop that cuts the object away; the images-per-class summary
+    fit = page.locator("#classify-gallery img").first.evaluate("e => getComputedStyle(e).objectFit")
+    assert fit == "contain", fit
+    expect(page.locator("#classify-counts")).to_contain_text("class (top-1)")
     # a chart per image: pick the third
     choose(page, "classify-which", f"3. {images[2].name}")
     expect(page.locator("#classify-label")).to_contain_text("%")
@@ -325,11 +341,11 @@ def audit_session_by_cli(server, dataset: Path, labels: str) -> str:
     import subprocess
     import sys
 
-    from browser_fixtures import ROOT
+    from browser_fixtures import ROOT, python_path
     out = server.home / f"audit-{labels}.json"
-    env = {**os.environ, "CLIPLAB_HOME": str(server.home), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "CLIPLAB_HOME": str(server.home), "PYTHONPATH": python_path()}
     subprocess.run([sys.executable, "-m", "cliplab.app.cli", "audit", "--dataset", str(dataset), "--model", server.model,
-                    "--labels", labels, "--sample", "40", "--probe-folds", "0", "--bootstrap", "50",
+                    "--labels", labels, "--probe-folds", "0", "--bootstrap", "50",
                     "--out", str(out)], cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
     return json.loads(out.read_text())["session_id"]
 
@@ -411,6 +427,52 @@ def test_listen_asks_for_a_login(browser, tmp_path_factory, test_output_dir):  #
         context.close()
     finally:
         stop_app(process)
+
+
+def test_evaluate_tab_runs_a_zero_shot_evaluation_and_saves_it(page, app_server, tmp_path,  # noqa: F811
+                                                                 test_output_dir):
+    from PIL import Image
+    shapes = tmp_path / "eval-shapes"
+    for label, colour in (("red", "#d22"), ("blue", "#22d")):
+        for i in range(3):
+            (shapes / label).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (64, 64), colour).save(shapes / label / f"{label}{i}.png")
+    add_folder(page, shapes, 6)  # a dataset the app reads lies in a library folder
+    open_tab(page, "Evaluate")
+    field(page, "eval-dataset").fill(str(shapes))
+    page.locator("#eval-run").click()
+    progress = page.locator("#eval-progress")
+    expect(progress).to_contain_text("Saved as evaluation run", timeout=120_000)
+    expect(page.locator("#eval-headline")).to_contain_text("top-1")
+    expect(page.locator("#eval-detail")).to_contain_text("blue")
+    expect(page.locator("#eval-plot .js-plotly-plot")).to_have_count(1)
+    screenshot(page, test_output_dir, "evaluate")
+    # outside the library: a sentence, nothing read
+    field(page, "eval-dataset").fill(str(tmp_path))
+    page.locator("#eval-run").click()
+    expect(page.locator("#eval-error")).to_contain_text("not inside one of your library folders", timeout=60_000)
+
+
+def test_settings_tab_shows_the_data_folder_and_saves(page, app_server, test_output_dir):  # noqa: F811
+    open_tab(page, "Settings")
+    expect(page.locator("#settings-where")).to_contain_text(str(app_server.home))
+    limit = page.locator("#settings-pixels input")
+    expect(limit).to_have_value(re.compile(r"^89\.5"))
+    limit.fill("120")
+    field(page, "settings-password").fill("short")
+    page.locator("#settings-save").click()
+    expect(page.locator("#settings-error")).to_contain_text("at least 8 characters")
+    field(page, "settings-password").fill("")
+    page.locator("#settings-save").click()
+    expect(page.locator("#settings-saved")).to_contain_text("photos up to 120.0 megapixels")
+    expect(page.locator("#settings-error")).to_be_hidden()
+    import json
+    stored = json.loads((app_server.home / "settings.json").read_text())
+    assert stored["max_image_pixels"] == 120_000_000 and stored["app_password"] is None
+    screenshot(page, test_output_dir, "settings")
+    limit.fill("89.5")  # leave the shared server as it was
+    page.locator("#settings-save").click()
+    expect(page.locator("#settings-saved")).to_contain_text("89.5 megapixels")
 
 
 def test_switch_models(page, app_server, tmp_path, test_output_dir):  # noqa: F811

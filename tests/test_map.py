@@ -253,6 +253,14 @@ def drive_the_map(browser, map_server, test_output_dir) -> None:
     expect(page.locator("#map-selection-error")).to_be_hidden()
     screenshot(page, test_output_dir, "map")
 
+    # selection -> class: the confirmation stays on its own line through the redraw that follows
+    page.locator("#map-class-name input, #map-class-name textarea").first.fill("left half")
+    page.locator("#map-to-class").click()
+    made = page.locator("#map-classes")
+    expect(made).to_contain_text(f"Class 'left half' made from {selected} photos")
+    expect(page.locator("#map-status")).to_contain_text("24 photos embedded", timeout=120_000)  # redrawn
+    expect(made).to_contain_text(f"Class 'left half' made from {selected} photos")
+
     # the Search tab's query, ringed on the map
     page.get_by_role("tab", name="Search").click()
     page.locator("#search-query textarea, #search-query input").first.fill("a red circle")

@@ -410,13 +410,24 @@ def _save(run: _Run, progress: _Progress, skipped: Counter) -> None:
         torch.distributed.barrier()
 
 
+def trained_name(options: TrainOptions, run_dir: Path) -> str:
+    """The trained model's name, saying what it came from and which run made it ("ViT-B-32-tuned-20261207-
+    1315", "trained-20261207-1315"), instead of its folder's name ("final")."""
+    run_name = Path(run_dir).resolve().name
+    if options.init:
+        base = Path(str(options.init).rstrip("/")).name if Path(str(options.init)).exists() else str(options.init)
+        return f"{base.replace('/', '-')}-tuned-{run_name}"
+    return f"trained-{run_name}"
+
+
 def _finish(run: _Run, progress: _Progress, loss: float, results: dict) -> dict:
     """The final model folder, the fp16 export, the plots (rank 0); the summary (every rank)."""
     summary = {"run_dir": str(run.run_dir), "step": progress.step, "loss": loss, "eval": results,
                "skipped": sum((progress.skipped_before + all_reduce_counter(run.dataset.skipped)).values())}
     if run.env.is_main:
         options = run.options
-        meta = {"trained_steps": progress.step, "training_samples": progress.samples, "data": options.data,
+        meta = {"name": trained_name(options, run.run_dir), "trained_steps": progress.step,
+                "training_samples": progress.samples, "data": options.data,
                 **({"init": options.init} if options.init else {"model_spec": options.model})}
         summary["final"] = str(ckpt.save_model_folder(run.model, run.run_dir / "final", merges_path=run.merges,
                                                       meta=meta))

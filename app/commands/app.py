@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cliplab.app.gradio_app import DEFAULT_HOST, launch, login_for  # gradio loads only for this command
+    from cliplab.app.services import settings
     from cliplab.app.services.app_state import AppState
     from cliplab.app.services.first_start import first_start, needs_first_start
 
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     options = model_options(args)
     del options["purpose"]  # the app's model is the exact one; indexing and search take it in SEARCH mode
     state = AppState(**options)
+    settings.apply(state)  # the Settings tab's choices: the pixel limit, the inference mode of search
     print(f"model: {state.bundle.name}", flush=True)  # loads now: a missing model fails before the server starts
     if args.demo_photos and needs_first_start(state):
         print(f"first start: drawing {args.demo_photos} demo photos and indexing them with {state.model_name}"

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         for name, labels in zip(names, result.above_threshold):
             print(f"{name:<{width}}  " + (", ".join(f"{label} ({100 * p:.1f}%)" for label, p in labels) or "-"))
     if len(result.paths) > 1:
-        counts = ", ".join(f"{c}: {n}" for c, n in sorted(result.counts.items(), key=lambda kv: -kv[1]) if n)
+        counts = ", ".join(f"{c}: {n}" for c, n, _share in result.count_rows() if n)
         print(f"\ntop-1 counts over {len(result.paths)} images: {counts}")
     for path, reason in result.skipped:
         print(f"skipped {path} ({reason})")

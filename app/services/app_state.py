@@ -49,6 +49,22 @@ class Job:
     def finished(self) -> bool:
         return self.state != "running"
 
+    def remaining_seconds(self) -> float | None:
+        """A plain estimate of the time left (elapsed time scaled by the progress), once there is enough
+        progress to go on; None before."""
+        if self.finished or self.progress < 0.05:
+            return None
+        elapsed = time.time() - self.started
+        return elapsed * (1.0 - self.progress) / self.progress
+
+    def progress_line(self) -> str:
+        """"embedding the images: 42% (about 1 min left)": the stage, the share done, the estimate."""
+        left = self.remaining_seconds()
+        estimate = ""
+        if left is not None:
+            estimate = f", about {max(1, round(left))} s left" if left < 90 else f", about {round(left / 60)} min left"
+        return f"{self.message}: {self.progress:.0%} done{estimate}"
+
 
 class Jobs:
     """Threads running Job functions; a function receives its Job to report progress on."""
@@ -119,6 +135,7 @@ class AppState:
         self.vector_indexes = VectorIndexCache(self.catalog)
         self._bundle = bundle
         self._search_bundle: ModelBundle | None = bundle
+        self.search_mode = SEARCH  # indexing and search: "auto" unless the Settings tab chose a mode
         self._lock = threading.RLock()
 
     @property
@@ -139,8 +156,17 @@ class AppState:
             if self._search_bundle is None:
                 # the same weights in the fastest safe mode; the library's recorded mode wins when it
                 # embeds or searches (indexes.indexer.library_bundle)
-                self._search_bundle = self.bundle.using(SEARCH, "the fastest safe mode for indexing and search")
+                reason = ("the fastest safe mode for indexing and search" if self.search_mode == SEARCH
+                          else "chosen in the settings for indexing and search")
+                self._search_bundle = self.bundle.using(self.search_mode, reason)
             return self._search_bundle
+
+    def set_search_mode(self, mode: str) -> None:
+        """The inference mode of indexing and search from now on (a library's recorded mode still wins
+        when it embeds or searches, so its vectors are never mixed)."""
+        with self._lock:
+            if mode != self.search_mode:
+                self.search_mode, self._search_bundle = mode, None
 
     def switch_model(self, name_or_path: str) -> ModelBundle:
         """Load another model and make it current; the old one stays current if loading fails."""

@@ -9,6 +9,7 @@ the same way, so a session made in the app reruns with `cliplab audit rerun` to 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,17 +56,22 @@ def export(result: AuditResult, out: str | Path) -> Path:
 
 
 def run(catalog: Catalog, options: AuditOptions, out: str | Path | None = None, bundle: ModelBundle | None = None,
-        progress: bool = True, rerun_of: str | None = None, device: str | None = None) -> AuditResult:
+        progress: bool = True, rerun_of: str | None = None, device: str | None = None,
+        on_progress: Callable[[str, float], None] | None = None) -> AuditResult:
     """Run an audit, save it as a session in catalog (one transaction, only once every number exists), export.
 
     bundle: the model to audit with (the app's current one); None loads options.model in the
-    exact precision. The model's provenance (precision, device, version) goes into the session."""
+    exact precision. The model's provenance (precision, device, version) goes into the session.
+    on_progress(stage, fraction): the audit's stages as it goes (engine.audit.runner.STAGES), for the
+    app's bar and estimate."""
     if out is not None and Path(out).suffix.lower() not in EXPORTS:
         raise CliplabError(f"Cannot export to {Path(out).name}: use a file ending in {', '.join(EXPORTS)}.")
     resolve_labelsets(options)  # a bad label set fails before the model loads
     if bundle is None:
         bundle = ModelBundle.load(options.model, device, EXACT)
-    result = run_audit(options, loaded=engine_tuple(bundle), progress=progress)
+    result = run_audit(options, loaded=engine_tuple(bundle), progress=progress, on_progress=on_progress)
+    if on_progress is not None:
+        on_progress("saving the session", 0.99)
     result.provenance["model"].update({k: v for k, v in provenance(bundle).items() if k != "name"})
     result.session_id = audit_store.new_session_id()
     written = export(result, out) if out is not None else None  # a report that fails leaves no session

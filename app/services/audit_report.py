@@ -176,13 +176,21 @@ def _facts(result: AuditResult) -> str:
     dataset = prov["dataset"]
     facts = [("model", f"{prov['model']['name']} (weights {prov['model']['fingerprint']})"),
              ("dataset", f"{dataset['source']} (sha256 {dataset['file_sha256'][:16]}…, split {dataset['split']})"),
-             ("images", f"{dataset['images']} of {dataset['rows_in_file']} rows; sample {dataset['sample']}, "
-                        f"seed {dataset['seed']}"),
+             ("images", _images_fact(dataset)),
              ("label sets", _label_sets(result)),
              ("thresholds", ", ".join(f"{100 * t:g}%" for t in prov["thresholds"])),
              ("prompt variants", len(prov["prompt_variants"]) or "none"),
              ("cliplab", f"{prov['cliplab_version']}, run {prov['started']} – {prov['finished']}")]
     return _table([{"k": k, "v": v} for k, v in facts], [("k", "", "str"), ("v", "", "str")])
+
+
+def _images_fact(dataset: dict) -> str:
+    """"all 120 images", or "a sample of 40 of 120 rows (seed 0)": never "sample None"."""
+    if dataset.get("sample") is None:
+        rows = dataset["rows_in_file"]
+        return f"all {dataset['images']} images" + (f" ({rows} rows in the file before filtering)"
+                                                    if rows != dataset["images"] else "")
+    return f"a sample of {dataset['images']} of {dataset['rows_in_file']} rows (seed {dataset['seed']})"
 
 
 def _summary(result: AuditResult) -> str:

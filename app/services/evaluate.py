@@ -11,13 +11,15 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cliplab.app.services import eval_store
+from cliplab.app.services import eval_store, serving
 from cliplab.app.services.loading import provenance
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.evaldata import LabelledImages, dataset_features, load_dataset, stratified_split
@@ -287,3 +289,117 @@ def save_run(catalog: Catalog, kind: str, bundle: ModelBundle, dataset_path: str
     stored = {**metrics, "options": options or {}, "provenance": made_with}
     return eval_store.save_eval_run(catalog, kind, bundle.name or "unnamed", made_with["fingerprint"], str(path),
                                     stored, dataset_hash=dataset_hash(entries), precision=made_with["precision"])
+
+
+# -- the app's Evaluate tab: one action, run as a background job, results as tables --------------------
+
+KINDS = {"zero-shot": "zeroshot", "linear probe": "probe", "few-shot": "fewshot", "retrieval": "retrieval"}
+EVAL_STAGES = (("checking the dataset", 0.02), ("embedding the images and scoring", 0.1), ("saving the run", 0.95))
+
+
+@dataclass
+class EvalOutcome:
+    """A finished evaluation as a page shows it: the headline numbers, the detail tables, the saved run."""
+    kind: str  # zeroshot | probe | fewshot | retrieval
+    run_id: str | None
+    dataset: str
+    headline: pd.DataFrame  # metric, value
+    detail: pd.DataFrame  # per class (zero-shot, probe), per k (few-shot), per direction and K (retrieval)
+    metrics: dict = field(default_factory=dict)
+    confusion: np.ndarray | None = None
+    classnames: list[str] = field(default_factory=list)
+
+
+def library_dataset(catalog: Catalog, kind: str, typed: str) -> Path:
+    """The dataset a person named in the app, checked as every path typed in the page is: it lies in one of
+    their library folders (a labelled image folder, a `path,label` CSV or a captions CSV), and so does
+    every image it lists."""
+    typed = (typed or "").strip()
+    if not typed:
+        raise CliplabError("Name the dataset: an image folder with one sub-folder per class, or a CSV of path,label "
+                           "rows (a captions CSV of image,caption rows for retrieval), inside a library folder.")
+    real = Path(os.path.realpath(os.path.expanduser(typed)))
+    path = serving.library_folder(catalog, typed) if real.is_dir() else serving.library_file(catalog, typed)
+    if kind == "retrieval":
+        if path.is_dir():
+            raise CliplabError("Retrieval reads a captions CSV (image,caption rows), not a folder.")
+        listed = read_captions(path)[0]
+    else:
+        listed = load_dataset(path).paths
+    for image in listed:
+        serving.library_file(catalog, image)  # an image listed by a CSV must lie in the library too
+    return path
+
+
+def _percent_rows(pairs: Iterable[tuple[str, float | int | None]]) -> pd.DataFrame:
+    rows = [(name, f"{100 * value:.2f}%" if isinstance(value, float) else ("" if value is None else str(value)))
+            for name, value in pairs]
+    return pd.DataFrame(rows, columns=["metric", "value"])
+
+
+def _classification_outcome(kind: str, metrics: dict, run_id: str | None, extra: list) -> EvalOutcome:
+    pairs = [("images", metrics["images"]), ("classes", metrics["classes"]), ("top-1", metrics["top1"])]
+    if "top5" in metrics:
+        pairs.append(("top-5", metrics["top5"]))
+    pairs += [("mean per-class recall", metrics["mean_per_class_recall"]), *extra]
+    per_class = metrics["per_class"].copy()
+    per_class["accuracy"] = per_class["accuracy"].map(lambda a: f"{100 * a:.2f}%" if a == a else "")
+    return EvalOutcome(kind, run_id, str(metrics["dataset"]), _percent_rows(pairs), per_class, metrics,
+                       metrics["confusion"], list(per_class["label"]))
+
+
+def evaluate_for_app(catalog: Catalog, bundle: ModelBundle, kind: str, dataset: str | Path, templates: list[str],
+                     shots: Sequence[int] = (1, 2, 4, 8, 16), seeds: int = 3, prefix: str = "", save: bool = True,
+                     on_progress: Callable[[str, float], None] | None = None) -> EvalOutcome:
+    """The Evaluate tab's action (kind: zeroshot | probe | fewshot | retrieval), the same functions as
+    `cliplab eval`; the run is saved in the catalog as the CLI saves it (save=False: not)."""
+    def stage(index: int) -> None:
+        if on_progress is not None:
+            on_progress(*EVAL_STAGES[index])
+
+    if kind not in KINDS.values():
+        raise CliplabError(f"Unknown evaluation {kind!r}: choose one of {', '.join(KINDS)}.")
+    stage(0)
+    path = library_dataset(catalog, kind, str(dataset))
+    stage(1)
+    if kind == "zeroshot":
+        metrics = eval_zeroshot(bundle, path, templates, progress=False)
+        options = {"templates": templates}
+    elif kind == "probe":
+        metrics = eval_probe(bundle, path, progress=False)
+        options = {"joint": False, "seed": 0}
+    elif kind == "fewshot":
+        if not shots or min(shots) < 1 or seeds < 1:
+            raise CliplabError("Give the shots as positive whole numbers (e.g. 1, 2, 4) and at least one seed.")
+        metrics = eval_fewshot(bundle, path, templates, shots, tuple(range(seeds)), progress=False)
+        options = {"templates": templates, "shots": list(shots), "seeds": seeds}
+    else:
+        metrics = eval_retrieval(bundle, path, prefix=prefix, progress=False)
+        options = {"prefix": prefix}
+    stage(2)
+    run_id = save_run(catalog, kind, bundle, path, metrics, {"model": bundle.name, **options}) if save else None
+    return _outcome(kind, metrics, run_id, path)
+
+
+def _outcome(kind: str, metrics: dict, run_id: str | None, path: Path) -> EvalOutcome:
+    if kind == "zeroshot":
+        return _classification_outcome(kind, metrics, run_id, [("templates", metrics["templates"])])
+    if kind == "probe":
+        split = f"{metrics['train']} / {metrics['validation']} / {metrics['test']}"
+        return _classification_outcome(kind, metrics, run_id, [("regularisation C", f"{metrics['C']:.3g}"),
+                                                               ("train / validation / test images", split)])
+    if kind == "fewshot":
+        table = metrics["fewshot"].drop(columns=["accuracies"], errors="ignore").copy()
+        effective = metrics["effective_shots"]
+        headline = _percent_rows([("zero-shot top-1", metrics["zero_shot_top1"]), ("chance", metrics["chance"]),
+                                  ("pool / test images", f"{metrics['pool']} / {metrics['test']}"),
+                                  ("zero-shot matches a", f"{effective:.1f}-shot probe" if effective is not None
+                                   else "probe with more examples than measured")])
+        return EvalOutcome(kind, run_id, str(metrics["dataset"]), headline, table, metrics)
+    detail = pd.DataFrame([{"direction": direction.replace("_", " "), "K": k, "recall": value}
+                           for direction in ("image_to_text", "text_to_image")
+                           for k, value in metrics[direction].items()])
+    headline = _percent_rows([("images", metrics["n_images"]), ("captions", metrics["n_texts"]),
+                              *((f"{d.replace('_', ' ')} R@{k}", v) for d in ("image_to_text", "text_to_image")
+                                for k, v in metrics[d].items())])
+    return EvalOutcome(kind, run_id, path.name, headline, detail, metrics)

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from cliplab.app.services.paths import natural_key
 from cliplab.app.services.search import open_vector_index
 from cliplab.engine.errors import CliplabError
 from cliplab.indexes import library as catalogue
@@ -148,8 +149,8 @@ def file_id_of(catalog: Catalog, path: str) -> int:
 
 
 def indexed_paths(catalog: Catalog, limit: int = 500) -> list[str]:
-    """Paths of indexed photos (status ok), for a picker."""
-    return catalogue.indexed_paths(catalog, limit)
+    """Paths of indexed photos (status ok), for a picker, in natural order (img2 before img10)."""
+    return sorted(catalogue.indexed_paths(catalog, limit), key=natural_key)
 
 
 def find_duplicates(bundle: ModelBundle | None, catalog: Catalog | None = None, threshold: float | None = None,

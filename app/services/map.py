@@ -234,6 +234,9 @@ def add_class(my_classes: dict[str, list[int]], name: str, file_ids: list[int]) 
     name = (name or "").strip()
     if not name:
         raise CliplabError("Type a name for the class made from the selection.")
+    if not file_ids:
+        raise CliplabError("Select some photos on the map first (the lasso or box tool above it), then make them "
+                           "a class.")
     updated = {k: list(v) for k, v in my_classes.items()}
     updated[name] = list(dict.fromkeys(updated.get(name, []) + list(file_ids)))
     return updated

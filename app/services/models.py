@@ -143,6 +143,18 @@ def start_download(jobs: Jobs, name: str, base_url: str | None = None) -> Job:
         [name], progress=False, base_url=base_url, on_progress=report_to(job))[0])
 
 
+def reindex_library(state: AppState) -> None:
+    """Embed the library with the new current model in the background, so Search and Map work with it."""
+    # imported here: the CLI imports this module without the catalog's machinery
+    from cliplab.app.services import library
+
+    roots, last = state.library_roots(), state.jobs.latest("index")
+    if roots and (last is None or last.finished):
+        bundle = state.search_bundle
+        state.jobs.start("index", f"indexing the library with {state.model_name}",
+                         lambda job: library.add_folders(state.catalog, bundle, roots, job=job, confirm_system=True))
+
+
 def load_checkpoint(state: AppState, path: str, arch: str | None, allow_torchscript: bool) -> str:
     """Load a local checkpoint; with an architecture or the TorchScript opt-in it is converted once to
     cliplab's format (so the choice travels with it), then loaded. arch None: the file must say

@@ -38,8 +38,8 @@ from cliplab.indexes.search import (
 )
 from cliplab.indexes.vectors import VectorIndex, open_index
 
-__all__ = ["Filters", "Result", "SearchView", "Term", "embed_query", "file_term", "image_term", "make_filters",
-           "parse_date", "parse_terms", "search", "text_term"]
+__all__ = ["Filters", "Result", "SearchView", "Term", "describe_terms", "embed_query", "file_term", "image_term",
+           "make_filters", "parse_date", "parse_terms", "search", "text_term"]
 
 PER_PAGE = 24
 MIN_POOL = 200  # candidates fetched for a date sort without a cut-off
@@ -96,6 +96,26 @@ def check_terms(catalog: Catalog, terms: list[Term]) -> list[Term]:
                 raise CliplabError(f"Photo @{file_id} could not be indexed (see the skipped files), so it cannot be "
                                    "searched with; pick another photo.")
     return terms
+
+
+def describe_terms(catalog: Catalog, terms: list[Term]) -> str:
+    """What a query is, in words: `photo @12 (beach.jpg) + image cat.png - 'stripes'` (a photo by its id
+    and name, an image by its file name, words as typed), so a page can say what its results answer."""
+    ids = [int(t.value) for t in terms if t.kind == "file"]
+    names = {i: Path(row.path).name for i, row in files_by_id(catalog, ids).items()} if ids else {}
+    parts = []
+    for term in terms:
+        if term.kind == "text":
+            what = repr(term.value)
+        elif term.kind == "image":
+            what = f"image {Path(term.value).name}"
+        else:
+            number = int(term.value)
+            what = f"photo @{number}" + (f" ({names[number]})" if number in names else "")
+        weight = f"{term.weight:g}×" if term.weight != 1 else ""
+        sign = "- " if term.sign < 0 else ("+ " if parts else "")
+        parts.append(f"{sign}{weight}{what}")
+    return " ".join(parts)
 
 
 # -- filters --------------------------------------------------------------------------------------

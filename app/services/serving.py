@@ -133,3 +133,18 @@ def thumbnails(catalog: Catalog, file_ids: list[int], size: int = THUMBNAIL_SIZE
         except NotServable:
             out.append((file_id, None))
     return out
+
+
+def library_folder(catalog: Catalog, path: str | os.PathLike) -> Path:
+    """A folder the person named that lies inside (or is) one of their online library folders, after
+    resolving symlinks and `..` (an evaluation's image folder); a sentence otherwise."""
+    text = os.path.expanduser(str(path or "").strip())
+    if not text:
+        raise CliplabError("Name a folder first.")
+    real = os.path.realpath(text)
+    if not any(_inside(real, os.path.realpath(root)) for root in online_roots(catalog)):
+        raise CliplabError(f"{text} is not inside one of your library folders: add its folder in Search → Library "
+                           "and indexing first.")
+    if not os.path.isdir(real):
+        raise CliplabError(f"{text} does not exist (or is not a folder).")
+    return Path(real)

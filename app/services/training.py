@@ -28,8 +28,9 @@ from cliplab.trainer.metrics_log import LOG_FILE, read_log
 from cliplab.trainer.presets import PRESETS
 from cliplab.trainer.train import TrainOptions, train
 
-__all__ = ["DEMO_SHAPE", "PRESETS", "SMALL_SHAPE", "TrainOptions", "latest_run", "presets", "run_progress",
-           "run_status", "running_run", "start_run", "start_training", "stop_run", "train_command"]
+__all__ = ["DEMO_SHAPE", "PRESETS", "SMALL_SHAPE", "TrainOptions", "eval_rows", "final_model", "latest_run", "presets",
+           "run_progress", "run_status", "running_run", "start_run", "start_training", "stop_run", "train_command",
+           "use_run"]
 
 RUN_FILE = "app-run.json"
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,3 +206,45 @@ def run_status(run_dir: Path | None) -> dict:
     tail = output.read_text(errors="replace")[-1500:] if output.is_file() else ""
     return {"records": records, "running": _is_running(Path(run_dir)), "stopped": bool(facts.get("stopped")),
             "tail": tail, "folder": str(run_dir)}
+
+
+# -- after a run: its evaluations, and its model made the app's current one ------------------------
+
+def eval_rows(records: list[dict]) -> list[dict]:
+    """The trainer's held-out evaluations as table rows: step, then each numeric metric (zero-shot
+    accuracies, retrieval recalls...), one row per evaluation, in step order."""
+    rows = []
+    for record in records:
+        if record.get("kind") != "eval":
+            continue
+        metrics = {key: float(value) for key, value in record.items()
+                   if key not in ("kind", "step", "time") and isinstance(value, int | float)
+                   and not isinstance(value, bool)}
+        rows.append({"step": int(record.get("step", 0)), **metrics})
+    return rows
+
+
+def final_model(run_dir: str | Path | None) -> Path | None:
+    """The run's finished model folder (run/final), or None while it trains or when it never finished."""
+    if run_dir is None:
+        return None
+    final = Path(run_dir) / "final"
+    return final if (final / "config.json").is_file() else None
+
+
+def use_run(state, run_dir: str | Path | None, name: str | None = None):
+    """Make a finished run's model the app's current one (state: the app's AppState), called `name` when
+    one is given, else by the name the trainer gave it; returns the new current ModelBundle."""
+    final = final_model(run_dir)
+    if final is None:
+        if run_dir is not None and _is_running(Path(run_dir)):
+            raise CliplabError("This run is still training: its model can be used once it finishes (or after Stop, "
+                               "from its last checkpoint with `cliplab train --resume latest`).")
+        raise CliplabError("This run has no finished model (no final/ folder): train it to the end first.")
+    bundle = state.switch_model(str(final))
+    name = (name or "").strip()
+    if name:
+        bundle.name = name
+        state.set_bundle(bundle)
+    return bundle
+

@@ -45,7 +45,8 @@ def start_audit(state: AppState, data: str, spl: str, n: float | None, sd: float
     options = service.make_options(data, yaml_text, shipped_name, child, spl, n, sd, cols, temps, name)
     bundle = state.bundle if chosen == CURRENT else None
     job = state.jobs.start("audit", f"audit of {Path(options.dataset).name}",
-                           lambda job: service.run(state.catalog, options, bundle=bundle, progress=False))
+                           lambda job: service.run(state.catalog, options, bundle=bundle, progress=False,
+                                                   on_progress=lambda stage, done: job.update(done, stage)))
     return f"Running the audit ({job.title})…", None
 
 
@@ -63,7 +64,7 @@ def poll(state: AppState, shown: str | None, a: str | None, b: str | None, known
             return (*NOTHING, known)
         return (*NOTHING[:5], *session_choices(state, None, (a, b)), ids)
     if job.state == "running":
-        return (f"Running: {job.title}…", *NOTHING[1:], known)
+        return (f"Running: {job.title}: {job.progress_line()}", *NOTHING[1:], known)
     if job.state == "failed":
         return (f"**The audit failed:** {job.error}", *NOTHING[1:4], job.id, *NOTHING[5:], known)
     result = job.result

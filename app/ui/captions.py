@@ -11,7 +11,15 @@ from PIL import Image
 
 from cliplab.app.services import captions, serving
 from cliplab.app.services.app_state import AppState
-from cliplab.app.ui.common import UserError, dropped_image, error_box, file_paths, image_drop, wire
+from cliplab.app.ui.common import (
+    UserError,
+    dropped_image,
+    error_box,
+    file_paths,
+    guard_drops,
+    image_drop,
+    wire,
+)
 
 HELP = ("Upload or name a **text collection** (a file named here must lie in one of your library folders): "
         "a captioned dataset (a CSV of `image,caption` rows, several captions per "
@@ -85,8 +93,10 @@ def panel(state: AppState) -> None:
                 find_texts = gr.Button("Nearest texts", variant="primary", elem_id="captions-find-texts")
                 find_images = gr.Button("Nearest images", elem_id="captions-find-images")
     errors = error_box("captions-error")
+    guard_drops(image, errors)
     found_texts = gr.Dataframe(label="Nearest texts", wrap=True, elem_id="captions-texts", max_height=400)
-    found_images = gr.Gallery(label="Nearest images", columns=6, height="auto", elem_id="captions-images")
+    found_images = gr.Gallery(label="Nearest images", columns=6, height="auto", elem_id="captions-images",
+                               object_fit="contain")
 
     gr.Markdown("**Browse a captioned dataset** — step through its images (their nearest captions) or its "
                 "captions (their nearest images); the rank is where the true pair came among all of them.")
@@ -100,7 +110,7 @@ def panel(state: AppState) -> None:
     browse_errors = error_box("captions-browse-error")
     browse_texts = gr.Dataframe(label="Nearest captions", wrap=True, visible=True, elem_id="captions-browse-texts",
                                 max_height=400)
-    browse_images = gr.Gallery(label="Nearest images", columns=6, height="auto", visible=False,
+    browse_images = gr.Gallery(label="Nearest images", columns=6, height="auto", visible=False, object_fit="contain",
                                elem_id="captions-browse-images")
 
     def do_texts(uploaded, source, picture, k):

@@ -15,12 +15,13 @@ from cliplab.app.services import classifiers, library
 from cliplab.app.services.app_state import AppState
 from cliplab.app.services.classify import (
     TEMPLATE_PRESETS,
-    check_templates,
     class_lines,
     classify_for_app,
     export_csv,
     folder_images,
     load_templates,
+    probability_text,
+    template_lines,
 )
 from cliplab.app.services.first_start import DEMO_CLASSES
 from cliplab.app.ui.common import UserError, error_box, file_paths, wire
@@ -32,12 +33,6 @@ SHOWN_IMAGES = 60  # thumbnails in the gallery; the table and the chart selector
 
 def preset_text(preset: str | None) -> str:
     return "\n".join(load_templates(preset or DEFAULT_PRESET))
-
-
-def templates_of(typed: str | None) -> list[str]:
-    templates = [t.strip() for t in (typed or "").splitlines() if t.strip()]
-    check_templates(templates)
-    return templates
 
 
 def images_of(state: AppState, uploads, library_file: str | None, folder: str | None) -> list[str]:
@@ -73,6 +68,22 @@ def probabilities(result, index: int) -> dict[str, float]:
     return dict(zip(result.classifier.classnames, map(float, result.probs[index])))
 
 
+def tables(result, threshold_mode: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The probability table (top-k per image, or every class above the threshold), probabilities with
+    significant digits, and the images-per-class summary."""
+    if threshold_mode:
+        rows = pd.DataFrame([dict(path=name, label=label, probability=prob)
+                             for name, labels in zip(result.labels, result.above_threshold) for label, prob in labels],
+                            columns=["path", "label", "probability"])
+    else:
+        rows = result.table()
+    rows["path"] = rows["path"].map(lambda p: Path(p).name)
+    rows["probability"] = rows["probability"].map(probability_text)
+    counts = pd.DataFrame([(label, n, f"{share:.0%}") for label, n, share in result.count_rows()],
+                          columns=["class (top-1)", "images", "share"])
+    return rows, counts
+
+
 def build(state: AppState) -> None:
     gr.Markdown("Type the classes you want, one per line. The model scores every image against a prompt "
                 "built from each class name and shows how likely each class is.")
@@ -98,7 +109,9 @@ def build(state: AppState) -> None:
             run = gr.Button("Classify", variant="primary", elem_id="classify-run")
             errors = error_box("classify-error")
     summary = gr.Markdown(elem_id="classify-summary")
-    thumbnails = gr.Gallery(label="Classified images (top-1 class)", columns=8, height="auto",
+    counts_table = gr.Dataframe(label="Images per class (top-1)", elem_id="classify-counts", max_height=300)
+    # "contain": the whole picture, letterboxed; a square crop cut the object away
+    thumbnails = gr.Gallery(label="Classified images (top-1 class)", columns=8, height="auto", object_fit="contain",
                             elem_id="classify-gallery", allow_preview=False)
     which = gr.Dropdown(label="Chart of image", choices=[], value=None, elem_id="classify-which")
     with gr.Row():
@@ -119,41 +132,38 @@ def build(state: AppState) -> None:
 
     def classify(files, lib, fold, text, typed_text, second_text, thr):
         paths = images_of(state, files, lib, fold)
-        run_result = classify_for_app(state.bundle, paths, text, templates_of(typed_text), second_text,
-                                      threshold=thr or None, k=10)
+        # an upload is called by its own name (Gradio keeps it as the stored file's name), not its cache path
+        names = {p: Path(p).name for p in file_paths(files)}
+        run_result = classify_for_app(state.bundle, paths, text, template_lines(typed_text), second_text,
+                                      threshold=thr or None, k=10, names=names)
         res = run_result.result
         if not res.paths:
             raise UserError("None of the images could be read: " + "; ".join(
                 f"{p.name} ({why})" for p, why in res.skipped[:5]))
-        rows = res.table()
-        rows["path"] = rows["path"].map(lambda p: Path(p).name)
-        if thr:
-            rows = pd.DataFrame([dict(path=Path(p).name, label=label, probability=prob)
-                                 for p, labels in zip(res.paths, res.above_threshold) for label, prob in labels],
-                                columns=["path", "label", "probability"])
-        rows["probability"] = rows["probability"].round(4)
+        rows, counts = tables(res, bool(thr))
         note = f"{len(res.paths)} image(s) classified into {len(res.classifier.classnames)} classes."
         if res.skipped:
             note += " Skipped: " + "; ".join(f"{p.name} ({why})" for p, why in res.skipped[:5])
         # one tile per image, in order (a grey tile where PIL cannot draw it), so a click names the right image
-        items = [(thumbnail(p) or Image.new("RGB", (64, 64), "#bbb"), f"{top[0][0]} · {top[0][1]:.0%}")
+        items = [(thumbnail(p) or Image.new("RGB", (64, 64), "#bbb"), f"{top[0][0]} · {probability_text(top[0][1])}")
                  for p, top in zip(res.paths[:SHOWN_IMAGES], res.top)]
-        chooser = gr.update(choices=image_choices(res.paths), value=0)
+        chooser = gr.update(choices=image_choices(res.labels), value=0)
         if run_result.second is None:
             return (items, chooser, probabilities(res, 0), gr.update(visible=False), rows, gr.update(visible=False),
-                    note, run_result)
+                    note, counts, run_result)
         comparison = run_result.comparison
         per_image = comparison["per_image"].copy()
-        per_image.insert(0, "path", [Path(p).name for p in res.paths])
-        per_image[["prob_a", "prob_b"]] = per_image[["prob_a", "prob_b"]].astype(float).round(4)
+        per_image.insert(0, "path", [Path(name).name for name in res.labels])
+        for column in ("prob_a", "prob_b"):
+            per_image[column] = per_image[column].map(probability_text)
         note += (f" Between the label sets, {comparison['moved']} of {comparison['n_images']} image(s) changed "
                  "their top-1 class.")
         return (items, chooser, probabilities(res, 0),
                 gr.update(value=probabilities(run_result.second, 0), visible=True), rows,
-                gr.update(value=per_image, visible=True), note, run_result)
+                gr.update(value=per_image, visible=True), note, counts, run_result)
 
     wire(run.click, classify, [uploads, library_file, folder, classes, typed, second, threshold],
-         [thumbnails, which, label_a, label_b, table, moved, summary, last], errors)
+         [thumbnails, which, label_a, label_b, table, moved, summary, counts_table, last], errors)
 
     def show_image(index, run_result):
         if run_result is None or index is None:
@@ -172,7 +182,7 @@ def build(state: AppState) -> None:
 
     def do_save(classifier_name, text, typed_text, thr):
         stored = classifiers.save_classifier(state.catalog, classifier_name, class_lines(text),
-                                             templates_of(typed_text), thr or None, bundle=state.bundle)
+                                             template_lines(typed_text), thr or None, bundle=state.bundle)
         return gr.update(choices=classifiers.list_classifiers(state.catalog), value=stored), gr.update()
 
     def do_load(classifier_name):

@@ -22,6 +22,12 @@ class UserError(CliplabError):
     """A sentence for the person, raised by a tab's own checks (nothing picked, nothing typed...)."""
 
 
+class NotYet(UserError):
+    """A request refused before it ran because something must be chosen on the page first (e.g. "more like
+    the selected photo" with no photo selected): the sentence is shown and every output is left as it was,
+    since what is on the page is what the person needs to make the choice."""
+
+
 def error_box(elem_id: str) -> gr.Markdown:
     """The place beside a control where its error sentence appears (hidden while there is none)."""
     return gr.Markdown("", elem_id=elem_id, elem_classes=["cliplab-error"], visible=False)
@@ -44,7 +50,7 @@ def reported(fn: Callable, outputs: int, keep: Sequence[int] = ()) -> Callable:
     """fn returning `outputs` values (or one when outputs == 1) -> a handler returning them plus the error box.
 
     On failure every output is cleared (None) except those at the indexes in `keep` (inputs, states),
-    which are left as they are.
+    which are left as they are; a NotYet leaves every output as it is.
     """
     @functools.wraps(fn)
     def handler(*args, **kwargs):
@@ -52,7 +58,8 @@ def reported(fn: Callable, outputs: int, keep: Sequence[int] = ()) -> Callable:
             values = fn(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - every failure becomes a sentence on the page
             message = sentence(error)
-            return (*[gr.update() if i in keep else None for i in range(outputs)], shown(f"**{message}**"))
+            kept = range(outputs) if isinstance(error, NotYet) else keep
+            return (*[gr.update() if i in kept else None for i in range(outputs)], shown(f"**{message}**"))
         values = (values,) if outputs == 1 else tuple(values)
         if len(values) != outputs:
             raise TypeError(f"{fn.__name__} returned {len(values)} values for {outputs} outputs")
@@ -104,6 +111,19 @@ def dropped_image(value) -> str | None:
         raise UserError(f"{value.name} is not an image cliplab can read: drop a JPEG, PNG, WebP, GIF, BMP, TIFF "
                         "or HEIC photo.")
     return value or None
+
+
+def refuse_non_image(dropped) -> dict:
+    """An image box's upload handler: a file that is not an image is refused as it is dropped (its sentence
+    shown, the box emptied by the wiring's cleared output), so it cannot linger in the box and fail every
+    later action that reads the box."""
+    dropped_image(dropped)
+    return gr.update()
+
+
+def guard_drops(box: gr.Image, errors: gr.Markdown) -> None:
+    """Refuse non-images dropped on an image_drop box, with the sentence in that box's action's error box."""
+    wire(box.upload, refuse_non_image, box, box, errors)
 
 
 def file_paths(files) -> list[str]:

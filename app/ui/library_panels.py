@@ -105,7 +105,7 @@ def build_duplicates(state: AppState) -> None:
         find = gr.Button("Find duplicates", elem_id="duplicates-find")
     errors = error_box("duplicates-error")
     summary = gr.Markdown()
-    gallery = gr.Gallery(label="Groups (keeper first)", columns=6, height="auto")
+    gallery = gr.Gallery(label="Groups (keeper first)", columns=6, height="auto", object_fit="contain")
     table = gr.Dataframe(label="Groups", wrap=True, max_height=400)
 
     def do_find(level):

@@ -89,13 +89,15 @@ def build(state: AppState) -> None:
     chosen = gr.Markdown("Nothing selected yet.", elem_id="map-chosen")
     with gr.Row():
         to_query = gr.Button("Selection → query", elem_id="map-to-query")
-        class_name = gr.Textbox(label="Class name", placeholder="my favourite stars", scale=2)
+        class_name = gr.Textbox(label="Class name", placeholder="my favourite stars", scale=2, elem_id="map-class-name")
         to_class = gr.Button("Selection → class", elem_id="map-to-class")
         export = gr.Button("Export my classes (CSV)")
     selection_errors = error_box("map-selection-error")
+    made = gr.Markdown(elem_id="map-classes")  # what "Selection → class" made: only that action writes here
     query = gr.Textbox(label="The selection as a query (its photo numbers, as the Search box reads them)",
                        elem_id="map-query", interactive=False)
-    gallery = gr.Gallery(label="Photos like the selection", columns=8, height=260, elem_id="map-gallery")
+    gallery = gr.Gallery(label="Photos like the selection", columns=8, height=260, elem_id="map-gallery",
+                         object_fit="contain")
     csv_file = gr.File(label="Classes as path,label CSV", visible=False)
 
     def points_and_layout(progress: gr.Progress):
@@ -147,7 +149,8 @@ def build(state: AppState) -> None:
         points = maps.library_points(state.catalog, state.bundle)
         mine = maps.add_class(mine, name, maps.parse_selection(text, points))
         summary = ", ".join(f"{k} ({len(v)})" for k, v in mine.items())
-        return mine, gr.update(value="my classes"), f"Classes made from selections: {summary}."
+        return mine, gr.update(value="my classes"), (f"Class {name.strip()!r} made from {len(mine[name.strip()])} "
+                                                      f"photos. Classes made from selections: {summary}.")
 
     def on_export(mine: dict):
         points = maps.library_points(state.catalog, state.bundle)
@@ -163,6 +166,7 @@ def build(state: AppState) -> None:
     selection.change(on_select, selection, chosen)
     # no redraw here: it would drop the selection drawn on the map ('Draw the map' rings the hits)
     wire(to_query.click, on_query, selection, [query, gallery, status], selection_errors, keep=(2,))
-    wire(to_class.click, on_class, [selection, class_name, my_classes], [my_classes, by, status], selection_errors,
-         keep=(0, 1, 2)).then(on_draw, inputs, [plot, status]).then(None, js=ATTACH_JS)
+    # the confirmation goes to its own line: the redraw that follows rewrites the status line
+    wire(to_class.click, on_class, [selection, class_name, my_classes], [my_classes, by, made], selection_errors,
+         keep=(0, 1)).then(on_draw, inputs, [plot, status]).then(None, js=ATTACH_JS)
     wire(export.click, on_export, my_classes, csv_file, selection_errors, keep=(0,))

@@ -11,7 +11,6 @@ from html import escape
 import gradio as gr
 import pandas as pd
 
-from cliplab.app.services import library
 from cliplab.app.services import models as service
 from cliplab.app.services.app_state import AppState
 from cliplab.app.ui import training
@@ -67,15 +66,6 @@ def download_status(state: AppState) -> str:
     return f"<p><b>{title} failed:</b> {escape(job.error or '')}</p>"
 
 
-def reindex_library(state: AppState) -> None:
-    """Embed the library with the new model in the background, so Search and Map work with it."""
-    roots, last = state.library_roots(), state.jobs.latest("index")
-    if roots and (last is None or last.finished):
-        bundle = state.search_bundle
-        state.jobs.start("index", f"indexing the library with {state.model_name}",
-                         lambda job: library.add_folders(state.catalog, bundle, roots, job=job, confirm_system=True))
-
-
 def build(state: AppState) -> None:
     now = gr.Markdown(elem_id="models-current")
     runs_here = gr.Markdown(elem_id="models-running")
@@ -110,7 +100,7 @@ def build(state: AppState) -> None:
         if row is not None and not row["downloaded"]:
             raise UserError(f"{name} is not on this computer yet: press 'Download and verify' first, then switch.")
         state.switch_model(name)
-        reindex_library(state)
+        service.reindex_library(state)
         return (*refresh(), f"Switched to {state.model_name}. The library is being indexed with it in the "
                             "background (see Search → Library and indexing).")
 
@@ -123,7 +113,7 @@ def build(state: AppState) -> None:
                             ".safetensors, .bin) or a model folder.")
         arch = None if architecture in (None, "", AUTO_ARCH) else architecture
         loaded = service.load_checkpoint(state, path.strip(), arch, allow_torchscript)
-        reindex_library(state)
+        service.reindex_library(state)
         return (*refresh(), f"Loaded {loaded} as the current model.")
 
     def start_download(name):

@@ -14,7 +14,7 @@ from cliplab.app.services import serving
 from cliplab.app.services.app_state import AppState
 from cliplab.app.ui import captions as captions_panel
 from cliplab.app.ui import library_panels
-from cliplab.app.ui.common import UserError, dropped_image, error_box, image_drop, wire
+from cliplab.app.ui.common import NotYet, UserError, dropped_image, error_box, guard_drops, image_drop, wire
 
 HELP = ("Words search by meaning. Combine terms with `+` and `-` (`red circle - stripes`), weight them "
         "(`2:star + circle`), or drop an image to find similar ones (it can be combined with words).")
@@ -57,13 +57,16 @@ def gallery_items(state: AppState, results) -> tuple[list[tuple[str, str]], list
     return [(str(thumbs[r.file_id]), f"{r.score:.3f} · {Path(r.path).name}") for r in shown], [r.file_id for r in shown]
 
 
-def page_note(view) -> str:
+def page_note(view, query: str = "") -> str:
+    """The info line: what the query is (the typed words, the dropped image, the "more like" photo), then
+    the counts and the cut-off."""
+    said = f"Query: {query}. " if query else ""
     if not view.results:
         if view.threshold_unreachable:
-            return ("No photo passes the cut-off: it asks for more than any cosine similarity can reach "
+            return (said + "No photo passes the cut-off: it asks for more than any cosine similarity can reach "
                     "(at most 1); lower it.")
-        return "No photo matches."
-    note = (f"{view.total} result(s); showing {view.offset + 1}–{view.offset + len(view.results)}, "
+        return said + "No photo matches."
+    note = (f"{said}{view.total} result(s); showing {view.offset + 1}–{view.offset + len(view.results)}, "
             f"page {view.page} of {view.pages}.")
     if view.threshold_unreachable:
         note += " The cut-off asks for more than any cosine similarity can reach (at most 1): lower it."
@@ -97,7 +100,8 @@ def build(state: AppState) -> None:
         more = gr.Button("More like the selected photo", elem_id="search-more")
     errors = error_box("search-error")
     info = gr.Markdown(elem_id="search-info")
-    gallery = gr.Gallery(label="Results", columns=6, height="auto", elem_id="search-gallery", allow_preview=True)
+    gallery = gr.Gallery(label="Results", columns=6, height="auto", elem_id="search-gallery", allow_preview=True,
+                         object_fit="contain")  # the whole picture: a square crop cut the object away
     plot = gr.Plot(label="Score histogram", elem_id="search-plot")
     shown_ids = gr.State([])  # file ids of the gallery's tiles, in order
     selected = gr.State(None)  # the clicked tile's file id
@@ -117,7 +121,8 @@ def build(state: AppState) -> None:
                               histogram=True)
         figure = histogram(view.histogram, view.threshold, [r.score for r in view.results])
         items, ids = gallery_items(state, view.results)
-        return (items, page_note(view), figure, ids, None, view.page, gr.update(interactive=view.page > 1),
+        note = page_note(view, service.describe_terms(state.catalog, view.terms))
+        return (items, note, figure, ids, None, view.page, gr.update(interactive=view.page > 1),
                 gr.update(interactive=view.page < view.pages))
 
     inputs = [query, image, like, page_box, sort, cutoff, folder, after, before, types]
@@ -138,9 +143,11 @@ def build(state: AppState) -> None:
 
     gallery.select(select, shown_ids, selected)
 
+    guard_drops(image, errors)  # a non-image is refused as it is dropped, not at every later search
+
     def more_like(file_id, *rest):
-        if file_id is None:
-            raise UserError("Click a photo in the results first, then ask for more like it.")
+        if file_id is None:  # the results stay: they are what the person picks from
+            raise NotYet("Select a photo in the results first (click it), then ask for more like it.")
         # the photo replaces the typed words and the dropped image, from page 1
         text, dropped, _like, _page, *others = rest
         return (file_id, "", None, *run("", None, file_id, 1, *others))

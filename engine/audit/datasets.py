@@ -73,10 +73,13 @@ def _listing(items: list[str], limit: int = 10) -> str:
 
 
 def _sample(n: int, sample: int | None, seed: int) -> np.ndarray:
-    if sample is None or sample >= n:
+    if sample is None or sample == n:
         return np.arange(n)
     if sample <= 0:
-        raise CliplabError(f"--sample must be a positive number of images, not {sample}.")
+        raise CliplabError(f"The sample must be a positive number of images, not {sample}.")
+    if sample > n:  # said, not capped silently: the person believes they audit that many images
+        raise CliplabError(f"A sample of {sample:,} images was asked for, but the dataset has {n:,}: ask for at most "
+                           f"{n:,}, or for no sample to audit them all.")
     return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
 
 
@@ -91,6 +94,9 @@ def _check_files(paths: list[Path], source: Path) -> None:
 def _build(frame: pd.DataFrame, path_column: str, columns: list[str], root: Path, csv: Path, kind: str,
            split: str | None, values: dict[str, list[str]], sample: int | None, seed: int, options: dict,
            n_rows: int, row_numbers: np.ndarray) -> AuditDataset:
+    if frame.empty:
+        raise CliplabError(f"The dataset {csv} has no rows{f' in its {split} split' if split else ''}: it holds only "
+                           "a header. Give a CSV with one row per image.")
     keep = _sample(len(frame), sample, seed)
     frame = frame.iloc[keep]
     paths = [root / name for name in frame[path_column]]
