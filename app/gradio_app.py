@@ -118,28 +118,26 @@ def _logged_in(app, request: Request) -> bool:
 def add_photo_routes(app, state: AppState) -> None:
     """`photo/{file_id}` and `thumb/{file_id}[?size=160]` on Gradio's own server: ids only, never paths."""
 
-    def refused(request: Request, file_id: str) -> Response | None:
+    def refused(request: Request) -> Response | None:
         if not _logged_in(app, request):
             return PlainTextResponse("Log in first.", status_code=401)
-        if not file_id.isdigit():
-            return PlainTextResponse("Photos are addressed by their number.", status_code=404)
         return None
 
     async def photo(file_id: str, request: Request) -> Response:
-        if (answer := refused(request, file_id)) is not None:
+        if (answer := refused(request)) is not None:
             return answer
         try:
-            found = serving.indexed_photo(state.catalog, int(file_id))
+            found = serving.indexed_photo(state.catalog, file_id)
         except serving.NotServable as error:
             return PlainTextResponse(str(error), status_code=404)
         return FileResponse(found.path, media_type=found.media_type, headers={"Cache-Control": "private"},
                             content_disposition_type="inline")
 
     async def thumb(file_id: str, request: Request, size: int = serving.THUMBNAIL_SIZE) -> Response:
-        if (answer := refused(request, file_id)) is not None:
+        if (answer := refused(request)) is not None:
             return answer
         try:
-            path = serving.thumbnail(state.catalog, int(file_id), size)
+            path = serving.thumbnail(state.catalog, file_id, size)
         except serving.NotServable as error:
             return PlainTextResponse(str(error), status_code=404)
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private"})

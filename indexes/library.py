@@ -5,6 +5,7 @@ values. Scanning is indexes.scan, embedding indexes.indexer, text collections in
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -88,17 +89,24 @@ def indexed_ids(catalog: Catalog) -> set[int]:
 @dataclass(frozen=True)
 class FileInFolder:
     """A file's row as the app's file server checks it, with its folder."""
-    path: str
+    path: str  # readable (indexes.names): shown, never opened
     status: str
     ext: str
     fingerprint: str
     root: str
     online: bool
+    raw_path: bytes | None  # the exact bytes of a name that is not UTF-8
+
+    @property
+    def disk_path(self) -> str:
+        """The name to open the file with (File.disk_path)."""
+        return os.fsdecode(self.raw_path) if self.raw_path is not None else self.path
 
 
 def file_in_folder(catalog: Catalog, file_id: int) -> FileInFolder | None:
     with catalog.session() as session:
-        row = session.execute(select(File.path, File.status, File.ext, File.fingerprint, Folder.path, Folder.online)
+        row = session.execute(select(File.path, File.status, File.ext, File.fingerprint, Folder.path, Folder.online,
+                                     File.raw_path)
                               .join(Folder, Folder.id == File.folder_id).where(File.id == file_id)).first()
     return FileInFolder(*row) if row is not None else None
 
