@@ -5,7 +5,6 @@ values. Scanning is indexes.scan, embedding indexes.indexer, text collections in
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +13,7 @@ from sqlalchemy import delete, func, select, update
 
 from cliplab.engine.errors import CliplabError
 from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model
+from cliplab.indexes.names import on_disk
 from cliplab.indexes.writer import writer_lock
 
 
@@ -80,6 +80,14 @@ def indexed_paths(catalog: Catalog, limit: int) -> list[str]:
         return list(session.scalars(select(File.path).where(File.status == "ok").order_by(File.path).limit(limit)))
 
 
+def disk_paths(catalog: Catalog, file_ids) -> dict[int, str]:
+    """Each existing file's name on disk (File.disk_path), by id."""
+    ids = [int(i) for i in file_ids]
+    with catalog.session() as session:
+        rows = session.execute(select(File.id, File.path, File.raw_path).where(File.id.in_(ids))).all()
+    return {int(i): on_disk(path, raw) for i, path, raw in rows}
+
+
 def indexed_ids(catalog: Catalog) -> set[int]:
     """The ids of every indexed photo (status ok)."""
     with catalog.session() as session:
@@ -100,7 +108,7 @@ class FileInFolder:
     @property
     def disk_path(self) -> str:
         """The name to open the file with (File.disk_path)."""
-        return os.fsdecode(self.raw_path) if self.raw_path is not None else self.path
+        return on_disk(self.path, self.raw_path)
 
 
 def file_in_folder(catalog: Catalog, file_id: int) -> FileInFolder | None:
