@@ -200,6 +200,31 @@ def test_dropped_image_with_an_awkward_name_and_a_non_image(  # noqa: F811
     assert "preprocess" not in page.content() and "UnidentifiedImageError" not in page.content()
 
 
+def test_a_typed_image_path_must_lie_in_a_library_folder(page, app_server, tmp_path, test_output_dir):  # noqa: F811
+    """docs/app.md: a path typed in Search names a photo of the library. Outside it, a JPEG, a text file and
+    a missing file get the same sentence (the answer tells nothing of which files exist)."""
+    photo = next(iter(sorted(app_server.photos.glob("*.jpg"))))
+    secret = tmp_path / "private" / "secret.jpg"
+    secret.parent.mkdir()
+    shutil.copy(photo, secret)
+    open_tab(page, "Search")
+    sentences = set()
+    for typed in (str(secret), "/etc/passwd", "/etc/no-such-photo.jpg"):
+        field(page, "search-query").fill(typed)
+        page.locator("#search-run").click()
+        error = page.locator("#search-error")
+        expect(error).to_contain_text(f"{typed} is not inside one of your library folders")
+        sentences.add(error.inner_text().replace(typed, "PATH"))
+        expect(page.locator("#search-info")).to_have_text(BLANK)
+    assert len(sentences) == 1, sentences
+    screenshot(page, test_output_dir, "search-typed-outside")
+    field(page, "search-query").fill(str(photo))  # a photo of the library: the query
+    page.locator("#search-run").click()
+    expect(page.locator("#search-info")).to_contain_text("result(s)", timeout=60_000)
+    expect(page.locator("#search-error")).to_be_hidden()
+    expect(page.locator("#search-gallery").get_by_text(photo.name).first).to_be_visible()
+
+
 def test_search_pages_stop_at_the_last(page, app_server, test_output_dir):  # noqa: F811
     open_tab(page, "Search")
     field(page, "search-query").fill("a red circle")
