@@ -438,6 +438,31 @@ def test_listen_asks_for_a_login(browser, tmp_path_factory, test_output_dir):  #
         stop_app(process)
 
 
+def test_dns_rebinding_gets_no_answer(browser, app_server, test_output_dir):  # noqa: F811
+    """A page under another name whose DNS now points at 127.0.0.1 (what DNS rebinding does; Chromium's
+    host-resolver rule plays the DNS server) gets a sentence, on the page and on the API; the same app
+    under localhost and 127.0.0.1 works."""
+    from browser_fixtures import CHROMIUM, CHROMIUM_ARGS
+    port = app_server.url.rstrip("/").rsplit(":", 1)[1]
+    rebound = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=[
+        *CHROMIUM_ARGS, "--host-resolver-rules=MAP evil.example.com 127.0.0.1"])
+    try:
+        tab = rebound.new_page()
+        answer = tab.goto(f"http://evil.example.com:{port}/")
+        assert answer.status == 421
+        expect(tab.get_by_text("answers only on this computer")).to_be_visible()
+        for route in ("config", "gradio_api/info", "photo/1", "thumb/1"):  # what the rebinding page's script asks
+            status = tab.evaluate("async (url) => (await fetch(url)).status", f"/{route}")
+            assert status == 421, (route, status)
+        screenshot(tab, test_output_dir, "rebinding-refused")
+        for name in ("localhost", "127.0.0.1"):
+            tab.goto(f"http://{name}:{port}/")
+            expect(tab.locator("#banner")).to_be_visible(timeout=60_000)
+            assert tab.request.get(f"http://{name}:{port}/photo/1").status == 200
+    finally:
+        rebound.close()
+
+
 def test_switch_models(page, app_server, tmp_path, test_output_dir):  # noqa: F811
     from cliplab.engine.weights import save_model
     folder = tmp_path / "other-model"

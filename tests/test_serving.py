@@ -210,7 +210,7 @@ def test_the_server_is_given_no_library_folder(library):
     try:
         assert demo.allowed_paths == [str(serving.thumbnails_dir())]
         assert os.environ["GRADIO_TEMP_DIR"].endswith(os.path.join("cache", "gradio"))
-        client = TestClient(demo.server_app)
+        client = TestClient(demo.server_app, base_url="http://127.0.0.1")  # a loopback name (app.services.access)
         for name in ("a.png", ".secret", "notes.txt"):
             assert client.get(f"/gradio_api/file={folder / name}").status_code == 403, name
         assert client.get(f"/photo/{ids['a.png']}").status_code == 200
