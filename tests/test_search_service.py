@@ -182,3 +182,12 @@ def test_the_app_takes_query_images_from_the_library_or_its_uploads_only(indexed
     assert run(indexed, search.parse_terms(inside), images=scope).results[0].path == inside
     assert run(indexed, [search.image_term(outside)], images=search.ImageScope(uploads=(str(outside),))).total > 0
     assert run(indexed, [search.image_term(outside)]).total > 0  # the CLI
+
+
+def test_photo_ids_in_queries_are_ascii_digits(indexed):
+    """As the photo routes: '١' (Arabic-Indic) and '１' (full-width) are digits to int(), not photo ids."""
+    for typed in ("@\u0661", "@\uff11", "@1\u0661"):
+        assert "There is no catalog file" in message(search.parse_terms, typed)
+    for given in ("\u0661", "@\uff11", "\u00b2", "-1"):
+        assert "is not a photo id" in message(search.file_term, given)
+    assert search.file_term("@7") == search.file_term(7)

@@ -66,12 +66,12 @@ def image_term(path: str | Path, weight: float = 1.0, sign: int = 1) -> Term:
 
 
 def file_term(file_id: int | str, weight: float = 1.0, sign: int = 1) -> Term:
-    """A catalogued photo (its stored embedding: "more like this")."""
-    try:
-        number = int(str(file_id).lstrip("@"))
-    except ValueError:
-        raise CliplabError(f"{file_id!r} is not a photo id: ids are whole numbers, as in @123.") from None
-    return Term(sign, float(weight), "file", str(number))
+    """A catalogued photo (its stored embedding: "more like this"); ids are ASCII digits (int() would also
+    take '١' or '１')."""
+    text = str(file_id).strip().lstrip("@")
+    if not (text.isascii() and text.isdigit()):
+        raise CliplabError(f"{file_id!r} is not a photo id: ids are whole numbers, as in @123.")
+    return Term(sign, float(weight), "file", str(int(text)))
 
 
 def parse_terms(typed: str | None) -> list[Term]:
