@@ -86,8 +86,8 @@ class Guard:
             return
         if self.check_host and not self.host_allowed(_header(scope, b"host")):
             await _refuse(scope, send, 421, "This cliplab app answers only on this computer, at localhost or a "
-                          "loopback address such as 127.0.0.1. To reach it under another name, start it with --allow-host NAME (or list the "
-                          f"names in {HOSTS_VARIABLE}).")
+                          "loopback address such as 127.0.0.1. To reach it under another name, start it with "
+                          f"--allow-host NAME (or list the names in {HOSTS_VARIABLE}).")
             return
         if self.throttle_logins and scope["type"] == "http" and scope.get("method") == "POST" \
                 and scope.get("path") in LOGIN_PATHS:
@@ -110,7 +110,8 @@ class Guard:
             if wait <= 0:  # counted as a failure until it succeeds: parallel tries meet the wait too
                 tries.failures += 1
                 if tries.failures >= self.free_tries:
-                    tries.wait_until = now + min(2.0 ** (tries.failures - self.free_tries), self.max_wait)
+                    doublings = min(tries.failures - self.free_tries, 30)  # 2**30 s is past any cap
+                    tries.wait_until = now + min(2.0 ** doublings, self.max_wait)
                 self._forget_oldest()
         if wait > 0:
             await _refuse(scope, send, 429, f"Too many wrong passwords from this address: wait {math.ceil(wait)} s "
