@@ -6,6 +6,8 @@ What the server hands out (docs/app.md, "What the app serves"):
 - `photo/{file_id}` and `thumb/{file_id}`: an indexed photo, or its thumbnail, looked up by catalog id.
 No library folder is ever given to Gradio, so nothing else that lies in one (a `.secret`, `notes.txt`)
 can be fetched by path. Binds 127.0.0.1 unless told otherwise; beyond loopback a login is required.
+Every route sits behind app.services.access: on loopback only loopback host names (and those the person
+adds) are answered, against DNS rebinding; with a login, wrong passwords are throttled.
 Never phones home (analytics off before gradio is imported); upload size is limited.
 """
 
@@ -28,8 +30,9 @@ os.environ.pop("GRADIO_ALLOWED_PATHS", None)  # nothing but the thumbnail cache,
 import gradio as gr  # noqa: E402
 from fastapi import Request  # noqa: E402
 from fastapi.responses import FileResponse, PlainTextResponse, Response  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
-from cliplab.app.services import serving, settings  # noqa: E402
+from cliplab.app.services import access, serving, settings  # noqa: E402
 from cliplab.app.services.app_state import AppState  # noqa: E402
 from cliplab.engine.errors import CliplabError  # noqa: E402
 
@@ -119,28 +122,26 @@ def _logged_in(app, request: Request) -> bool:
 def add_photo_routes(app, state: AppState) -> None:
     """`photo/{file_id}` and `thumb/{file_id}[?size=160]` on Gradio's own server: ids only, never paths."""
 
-    def refused(request: Request, file_id: str) -> Response | None:
+    def refused(request: Request) -> Response | None:
         if not _logged_in(app, request):
             return PlainTextResponse("Log in first.", status_code=401)
-        if not file_id.isdigit():
-            return PlainTextResponse("Photos are addressed by their number.", status_code=404)
         return None
 
     async def photo(file_id: str, request: Request) -> Response:
-        if (answer := refused(request, file_id)) is not None:
+        if (answer := refused(request)) is not None:
             return answer
         try:
-            found = serving.indexed_photo(state.catalog, int(file_id))
+            found = serving.indexed_photo(state.catalog, file_id)
         except serving.NotServable as error:
             return PlainTextResponse(str(error), status_code=404)
         return FileResponse(found.path, media_type=found.media_type, headers={"Cache-Control": "private"},
                             content_disposition_type="inline")
 
     async def thumb(file_id: str, request: Request, size: int = serving.THUMBNAIL_SIZE) -> Response:
-        if (answer := refused(request, file_id)) is not None:
+        if (answer := refused(request)) is not None:
             return answer
         try:
-            path = serving.thumbnail(state.catalog, int(file_id), size)
+            path = serving.thumbnail(state.catalog, file_id, size)
         except serving.NotServable as error:
             return PlainTextResponse(str(error), status_code=404)
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private"})
@@ -149,18 +150,29 @@ def add_photo_routes(app, state: AppState) -> None:
     app.add_api_route("/thumb/{file_id}", thumb, methods=["GET"], include_in_schema=False)
 
 
+def guard(host: str, login: Login | None, allowed_hosts: tuple[str, ...] = ()) -> Middleware:
+    """The access check in front of every route (app.services.access): on loopback only loopback host
+    names and the configured ones (DNS rebinding); with a login, wrong passwords throttled."""
+    return Middleware(access.Guard, check_host=access.is_loopback(host), allowed_hosts=allowed_hosts,
+                      throttle_logins=login is not None)
+
+
 def launch(state: AppState, host: str = DEFAULT_HOST, port: int | None = None, open_browser: bool = False,
-           block: bool = True, password: str | None = None) -> tuple[gr.Blocks, str]:
-    """Start the server; returns the app and its local URL (block=False returns at once, for tests)."""
+           block: bool = True, password: str | None = None,
+           allowed_hosts: tuple[str, ...] = ()) -> tuple[gr.Blocks, str]:
+    """Start the server; returns the app and its local URL (block=False returns at once, for tests).
+    allowed_hosts: host names answered on loopback besides localhost and loopback addresses."""
     login = login_for(host, password)
     demo = build_app(state)
     demo.queue(default_concurrency_limit=2)
+    # given to the FastAPI app Gradio makes, before it serves anything: every route passes the guard
     _, url, _ = demo.launch(server_name=host, server_port=port, inbrowser=open_browser, share=False,
                             prevent_thread_lock=True, allowed_paths=[str(serving.thumbnails_dir())],
                             auth=(login.user, login.password) if login else None,
-                            auth_message="This cliplab app asks for the login printed where it was started.",
+                            auth_message="This cliplab app asks for the login printed where it was started. After "
+                                         f"{access.FREE_TRIES} wrong passwords, each further try waits twice as long.",
                             max_file_size=MAX_FILE_SIZE, show_error=True, quiet=True, css=CSS, footer_links=[],
-                            ssr_mode=False)
+                            ssr_mode=False, app_kwargs={"middleware": [guard(host, login, allowed_hosts)]})
     add_photo_routes(demo.server_app, state)
     if login is not None:
         print(exposure_note(host, demo.server_port, login), file=sys.stderr, flush=True)

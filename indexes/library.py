@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select, update
 
 from cliplab.engine.errors import CliplabError
 from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model
+from cliplab.indexes.names import on_disk
 from cliplab.indexes.writer import writer_lock
 
 
@@ -79,6 +80,14 @@ def indexed_paths(catalog: Catalog, limit: int) -> list[str]:
         return list(session.scalars(select(File.path).where(File.status == "ok").order_by(File.path).limit(limit)))
 
 
+def disk_paths(catalog: Catalog, file_ids) -> dict[int, str]:
+    """Each existing file's name on disk (File.disk_path), by id."""
+    ids = [int(i) for i in file_ids]
+    with catalog.session() as session:
+        rows = session.execute(select(File.id, File.path, File.raw_path).where(File.id.in_(ids))).all()
+    return {int(i): on_disk(path, raw) for i, path, raw in rows}
+
+
 def indexed_ids(catalog: Catalog) -> set[int]:
     """The ids of every indexed photo (status ok)."""
     with catalog.session() as session:
@@ -88,17 +97,24 @@ def indexed_ids(catalog: Catalog) -> set[int]:
 @dataclass(frozen=True)
 class FileInFolder:
     """A file's row as the app's file server checks it, with its folder."""
-    path: str
+    path: str  # readable (indexes.names): shown, never opened
     status: str
     ext: str
     fingerprint: str
     root: str
     online: bool
+    raw_path: bytes | None  # the exact bytes of a name that is not UTF-8
+
+    @property
+    def disk_path(self) -> str:
+        """The name to open the file with (File.disk_path)."""
+        return on_disk(self.path, self.raw_path)
 
 
 def file_in_folder(catalog: Catalog, file_id: int) -> FileInFolder | None:
     with catalog.session() as session:
-        row = session.execute(select(File.path, File.status, File.ext, File.fingerprint, Folder.path, Folder.online)
+        row = session.execute(select(File.path, File.status, File.ext, File.fingerprint, Folder.path, Folder.online,
+                                     File.raw_path)
                               .join(Folder, Folder.id == File.folder_id).where(File.id == file_id)).first()
     return FileInFolder(*row) if row is not None else None
 

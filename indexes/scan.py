@@ -37,7 +37,7 @@ from sqlalchemy import delete, select, update
 
 from cliplab.engine.errors import CliplabError
 from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model, ScanSkip
-from cliplab.indexes.names import catalog_name, readable
+from cliplab.indexes.names import catalog_name, on_disk, readable
 from cliplab.indexes.retry import retrying
 from cliplab.indexes.writer import writer_lock
 
@@ -344,11 +344,14 @@ def _record_skips(session, folder: Folder, root: str, listing: Listing, report: 
 
 
 def skipped(catalog: Catalog) -> list[tuple[str, str]]:
-    """(path, reason) of everything the library could not index: files and what scans met."""
+    """(name on disk, reason) of everything the library could not index: files and what scans met. The
+    name is the disk path (os.fsdecode of the stored bytes), so a name that is not UTF-8 stays apart from
+    its readable twin: front ends show it with indexes.names (readable, printable)."""
     with catalog.session() as session:
-        rows = list(session.execute(select(File.path, File.skip_reason).where(File.status == "skipped")))
-        rows += list(session.execute(select(ScanSkip.path, ScanSkip.reason)))
-    return sorted((path, reason or "") for path, reason in rows)
+        rows = list(session.execute(select(File.path, File.raw_path, File.skip_reason)
+                                    .where(File.status == "skipped")))
+        rows += list(session.execute(select(ScanSkip.path, ScanSkip.raw_path, ScanSkip.reason)))
+    return sorted((on_disk(path, raw), reason or "") for path, raw, reason in rows)
 
 
 def _existing_parent(session, root: str) -> Folder | None:

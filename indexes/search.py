@@ -77,7 +77,7 @@ class Term:
         if self.kind == "text" and len(self.value) > MAX_TEXT_CHARS:
             raise CliplabError(f"A search text of {len(self.value):,} characters is too long: CLIP reads at most 77 "
                                f"tokens (a few hundred characters), so give at most {MAX_TEXT_CHARS:,}.")
-        if self.kind == "file" and (not self.value.isdigit() or len(self.value) > 20
+        if self.kind == "file" and (not (self.value.isascii() and self.value.isdigit()) or len(self.value) > 20
                                     or int(self.value) > MAX_FILE_ID):
             raise CliplabError(f"There is no catalog file @{self.value[:20]}: catalog ids are the numbers "
                                "search results show after @.")

@@ -78,10 +78,12 @@ def _acquire(catalog: Catalog) -> str:
                 why = stale_because(row, now)
                 if why is None:
                     raise CliplabError(held_message(row))
+                # the dead holder, read before the update: the ORM writes the new values into `row` too
+                left_by, left_on = row.pid, row.host
                 taken = session.execute(update(WriterLock).where(WriterLock.id == LOCK_ID,
                                                                  WriterLock.token == row.token).values(**mine))
                 if taken.rowcount == 1:
-                    log.warning("took over the catalog's writer lock left by pid %s on %s (%s)", row.pid, row.host, why)
+                    log.warning("took over the catalog's writer lock left by pid %s on %s (%s)", left_by, left_on, why)
                     return token
         except IntegrityError:  # another process inserted the row first: look again
             continue

@@ -205,6 +205,31 @@ def test_dropped_image_with_an_awkward_name_and_a_non_image(  # noqa: F811
     expect(page.locator("#search-error")).to_be_hidden()
 
 
+def test_a_typed_image_path_must_lie_in_a_library_folder(page, app_server, tmp_path, test_output_dir):  # noqa: F811
+    """docs/app.md: a path typed in Search names a photo of the library. Outside it, a JPEG, a text file and
+    a missing file get the same sentence (the answer tells nothing of which files exist)."""
+    photo = next(iter(sorted(app_server.photos.glob("*.jpg"))))
+    secret = tmp_path / "private" / "secret.jpg"
+    secret.parent.mkdir()
+    shutil.copy(photo, secret)
+    open_tab(page, "Search")
+    sentences = set()
+    for typed in (str(secret), "/etc/passwd", "/etc/no-such-photo.jpg"):
+        field(page, "search-query").fill(typed)
+        page.locator("#search-run").click()
+        error = page.locator("#search-error")
+        expect(error).to_contain_text(f"{typed} is not inside one of your library folders")
+        sentences.add(error.inner_text().replace(typed, "PATH"))
+        expect(page.locator("#search-info")).to_have_text(BLANK)
+    assert len(sentences) == 1, sentences
+    screenshot(page, test_output_dir, "search-typed-outside")
+    field(page, "search-query").fill(str(photo))  # a photo of the library: the query
+    page.locator("#search-run").click()
+    expect(page.locator("#search-info")).to_contain_text("result(s)", timeout=60_000)
+    expect(page.locator("#search-error")).to_be_hidden()
+    expect(page.locator("#search-gallery").get_by_text(photo.name).first).to_be_visible()
+
+
 def test_search_pages_stop_at_the_last(page, app_server, test_output_dir):  # noqa: F811
     open_tab(page, "Search")
     field(page, "search-query").fill("a red circle")
@@ -473,6 +498,31 @@ def test_settings_tab_shows_the_data_folder_and_saves(page, app_server, test_out
     limit.fill("89.5")  # leave the shared server as it was
     page.locator("#settings-save").click()
     expect(page.locator("#settings-saved")).to_contain_text("89.5 megapixels")
+
+
+def test_dns_rebinding_gets_no_answer(browser, app_server, test_output_dir):  # noqa: F811
+    """A page under another name whose DNS now points at 127.0.0.1 (what DNS rebinding does; Chromium's
+    host-resolver rule plays the DNS server) gets a sentence, on the page and on the API; the same app
+    under localhost and 127.0.0.1 works."""
+    from browser_fixtures import CHROMIUM, CHROMIUM_ARGS
+    port = app_server.url.rstrip("/").rsplit(":", 1)[1]
+    rebound = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=[
+        *CHROMIUM_ARGS, "--host-resolver-rules=MAP evil.example.com 127.0.0.1"])
+    try:
+        tab = rebound.new_page()
+        answer = tab.goto(f"http://evil.example.com:{port}/")
+        assert answer.status == 421
+        expect(tab.get_by_text("answers only on this computer")).to_be_visible()
+        for route in ("config", "gradio_api/info", "photo/1", "thumb/1"):  # what the rebinding page's script asks
+            status = tab.evaluate("async (url) => (await fetch(url)).status", f"/{route}")
+            assert status == 421, (route, status)
+        screenshot(tab, test_output_dir, "rebinding-refused")
+        for name in ("localhost", "127.0.0.1"):
+            tab.goto(f"http://{name}:{port}/")
+            expect(tab.locator("#banner")).to_be_visible(timeout=60_000)
+            assert tab.request.get(f"http://{name}:{port}/photo/1").status == 200
+    finally:
+        rebound.close()
 
 
 def test_switch_models(page, app_server, tmp_path, test_output_dir):  # noqa: F811

@@ -6,6 +6,7 @@ read (`chmod 000` does not stop root) scan as user `nobody` when the suite runs 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -294,7 +295,7 @@ def test_4_two_indexers_on_one_catalog(tmp_path):
         assert session.scalar(select(func.count()).select_from(File).where(File.status != "ok")) == 0
 
 
-def test_4_the_lock_is_reentrant_and_a_dead_holder_is_taken_over(tmp_path):
+def test_4_the_lock_is_reentrant_and_a_dead_holder_is_taken_over(tmp_path, caplog):
     from cliplab.indexes.writer import holder, writer_lock
     catalog = open_catalog()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -302,7 +303,11 @@ def test_4_the_lock_is_reentrant_and_a_dead_holder_is_taken_over(tmp_path):
     with catalog.session() as session, session.begin():  # what a `kill -9`ed indexer leaves behind
         session.add(WriterLock(id=1, token="x" * 32, pid=int(dead.stdout), host=os.uname().nodename,
                                started_at=now, heartbeat_at=now))
-    with writer_lock(catalog):
+    with caplog.at_level(logging.WARNING, logger="cliplab.indexes.writer"), writer_lock(catalog):
+        # the log names the dead holder, not the process taking over
+        taken = [r.getMessage() for r in caplog.records if "took over" in r.getMessage()]
+        assert len(taken) == 1 and f"left by pid {int(dead.stdout)} on" in taken[0], taken
+        assert f"pid {os.getpid()} " not in taken[0]
         with writer_lock(catalog):
             assert holder(catalog).pid == os.getpid()
         write_image(tmp_path / "p/a.jpg", 1)

@@ -159,3 +159,35 @@ def test_library_facts_for_pickers(indexed, photos):
     listing.write_text("a red thing\na blue thing\n")
     assert library.add_texts(indexed.catalog, "tags", listing) == 2
     assert library.collection_names(indexed.catalog) == ["tags"]
+
+
+def test_the_app_takes_query_images_from_the_library_or_its_uploads_only(indexed, photos, tmp_path):
+    """An image path typed in the app (ImageScope) must lie in a library folder: outside, one sentence
+    whether the file is a JPEG, a text file or missing (so the answer tells nothing of other files);
+    the image the app received as an upload is taken wherever Gradio keeps it. The CLI (no scope) takes
+    any file of its user."""
+    outside = write_image(tmp_path / "private" / "secret.jpg", seed=5)
+    (photos / "escape.jpg").symlink_to(outside)  # a link in the library to a file outside it
+    scope = search.ImageScope()
+    refused = {}
+    for typed in (str(outside), "/etc/passwd", "/etc/no-such-file.jpg", str(tmp_path / "private"),
+                  f"{photos}/../private/secret.jpg", str(photos / "escape.jpg")):
+        for terms in (search.parse_terms(typed), [search.image_term(typed)], [search.image_term(typed, sign=-1),
+                                                                             search.text_term("a circle")]):
+            text = message(run, indexed, terms, images=scope)
+            refused[typed] = text.replace(typed, "PATH")
+            assert text.startswith(f"{typed} is not inside one of your library folders")
+    assert len(set(refused.values())) == 1, refused  # the same sentence for all
+    inside = str(photos / "p3.png")
+    assert run(indexed, search.parse_terms(inside), images=scope).results[0].path == inside
+    assert run(indexed, [search.image_term(outside)], images=search.ImageScope(uploads=(str(outside),))).total > 0
+    assert run(indexed, [search.image_term(outside)]).total > 0  # the CLI
+
+
+def test_photo_ids_in_queries_are_ascii_digits(indexed):
+    """As the photo routes: '١' (Arabic-Indic) and '１' (full-width) are digits to int(), not photo ids."""
+    for typed in ("@\u0661", "@\uff11", "@1\u0661"):
+        assert "There is no catalog file" in message(search.parse_terms, typed)
+    for given in ("\u0661", "@\uff11", "\u00b2", "-1"):
+        assert "is not a photo id" in message(search.file_term, given)
+    assert search.file_term("@7") == search.file_term(7)

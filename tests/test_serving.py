@@ -4,6 +4,7 @@ the photo routes' answers (with and without a login); the login beyond loopback.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -125,6 +126,49 @@ def test_photo_routes_answer_by_id(library):
     assert client.get("/photo/../../etc/passwd").status_code == 404
 
 
+def test_photo_routes_take_only_ascii_digits_in_range(library):
+    """`²`, full-width and Arabic-Indic digits pass str.isdigit() and int(); 10**23 overflows SQLite:
+    each is a 404 with a sentence, never a 500 nor another photo."""
+    catalog, _folder, ids = library
+    client, _ = routes_client(catalog)
+    client = TestClient(client.app, raise_server_exceptions=False)
+    number = ids["a.png"]
+    for bad in ("99999999999999999999999", str(2**63), "²", "\uff11", "\u0661", "\u09e7", f"{number}\u00b2", "0",
+                "-0", "+1", " 1", "1e3"):
+        for route in ("photo", "thumb"):
+            answer = client.get(f"/{route}/{bad}")
+            assert answer.status_code == 404, (route, bad, answer.status_code)
+    assert client.get(f"/photo/{number}").status_code == 200
+    assert serving.photo_id(str(2**63 - 1)) == 2**63 - 1
+    for bad in (True, 1.0, "\uff11", 0, 2**63):
+        with pytest.raises(serving.NotServable):
+            serving.photo_id(bad)
+
+
+def test_a_photo_whose_name_is_not_utf8_is_served_from_its_stored_bytes(tmp_path):
+    """The catalog shows `caf\\xe9.jpg` readably; the file is opened by the bytes it was found under."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image = write_image(folder / "plain.jpg", 1, size=(300, 200)).read_bytes()
+    raw = os.fsencode(folder) + b"/caf\xe9.jpg"
+    with open(raw, "wb") as out:
+        out.write(image)
+    catalog = open_catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    scan(catalog, [str(folder)])
+    with catalog.session() as session, session.begin():
+        for row in session.query(File):
+            row.status = "ok"
+        odd = next(r for r in session.query(File) if r.raw_path is not None)
+        odd_id, shown = odd.id, odd.path
+    assert shown.endswith("caf\\xe9.jpg")
+    assert serving.indexed_photo(catalog, odd_id).path == Path(os.path.realpath(os.fsdecode(raw)))
+    client, _ = routes_client(catalog)
+    answer = client.get(f"/photo/{odd_id}")
+    assert answer.status_code == 200 and answer.content == image
+    assert client.get(f"/thumb/{odd_id}").status_code == 200
+    catalog.engine.dispose()
+
+
 def test_photo_routes_need_the_login_when_there_is_one(library):
     catalog, _folder, ids = library
     client, app = routes_client(catalog, login=True)
@@ -166,7 +210,7 @@ def test_the_server_is_given_no_library_folder(library):
     try:
         assert demo.allowed_paths == [str(serving.thumbnails_dir())]
         assert os.environ["GRADIO_TEMP_DIR"].endswith(os.path.join("cache", "gradio"))
-        client = TestClient(demo.server_app)
+        client = TestClient(demo.server_app, base_url="http://127.0.0.1")  # a loopback name (app.services.access)
         for name in ("a.png", ".secret", "notes.txt"):
             assert client.get(f"/gradio_api/file={folder / name}").status_code == 403, name
         assert client.get(f"/photo/{ids['a.png']}").status_code == 200

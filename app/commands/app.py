@@ -18,6 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "logs in can see and search your library's photos, add and remove library folders, "
                              "and run every tab. The login is user 'cliplab' with the password in "
                              "CLIPLAB_APP_PASSWORD, or one made and printed at start")
+    parser.add_argument("--allow-host", metavar="NAME", action="append", default=[],
+                        help="also answer requests addressed to NAME (repeatable; also CLIPLAB_APP_HOSTS=\"a,b\"). On "
+                             "loopback the app answers only localhost and loopback addresses, so that a web page "
+                             "cannot reach it under a name of its own (DNS rebinding)")
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     parser.add_argument("--demo-photos", type=int, default=120, metavar="N",
                         help="photos in the demo folder made on first start (0: none)")
@@ -48,5 +52,5 @@ def run(args: argparse.Namespace) -> int:
             state.jobs.wait(job)
             print(f"first start failed: {job.error}" if job.error else
                   f"first start: {job.log[-2] if len(job.log) > 1 else job.message}", flush=True)
-    launch(state, host=host, port=args.port, open_browser=not args.no_browser)
+    launch(state, host=host, port=args.port, open_browser=not args.no_browser, allowed_hosts=tuple(args.allow_host))
     return 0

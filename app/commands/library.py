@@ -18,7 +18,7 @@ import math
 
 from cliplab.app.commands.models import add_model_arguments, load_model
 from cliplab.app.services import captions, library, search
-from cliplab.app.services.library import KINDS, open_catalog
+from cliplab.app.services.library import KINDS, open_catalog, printable, printable_text
 from cliplab.engine.errors import CliplabError
 
 
@@ -50,7 +50,7 @@ def index_main(args: argparse.Namespace) -> int:
     if args.skipped:
         rows = library.skipped_files(catalog)
         for path, reason in rows:
-            print(f"{path}\t{reason}")
+            print(f"{printable(path)}\t{printable_text(reason)}")
         print(f"{len(rows)} file(s) skipped")
         return 0
     if args.remove:
@@ -58,7 +58,7 @@ def index_main(args: argparse.Namespace) -> int:
             raise CliplabError("`cliplab index --remove FOLDER` removes one folder; give the folders to add in a "
                                "separate command.")
         removed = library.remove_folder(catalog, args.remove)
-        print(f"removed {args.remove} from the library: {removed} file(s) and their embeddings (the files on disk "
+        print(f"removed {printable(args.remove)} from the library: {removed} file(s) and their embeddings (the files on disk "
               "are untouched)")
         return 0
     run = library.add_folders(catalog, load_model(args), args.paths, confirm_system=args.confirm_system,
@@ -66,7 +66,7 @@ def index_main(args: argparse.Namespace) -> int:
                               progress=True, time_limit=args.time_limit)
     print(f"scan: {run['scan']}")
     for note in run["notes"]:
-        print(note)
+        print(printable_text(note))
     print(f"embedded {run['embedded']}, skipped {run['skipped']} in {run['seconds']:.1f} s "
           f"({run['images_per_second']:.1f} images/s); vector index: {run['vectors']['kind']}, "
           f"{run['vectors']['count']} vectors")
@@ -119,10 +119,11 @@ def search_main(args: argparse.Namespace) -> int:
                            "date": r.date.isoformat() if r.date else None, "date_source": r.date_source}
                           for r in view.results], indent=1))
         return 0
+    on_disk = library.disk_paths(catalog, [r.file_id for r in view.results])
     for n, r in enumerate(view.results, start=view.offset + 1):
         # the date the filters and --sort date use: the capture time, else the file time (marked)
         when = r.date.strftime("%Y-%m-%d %H:%M") + (" file" if r.date_source == "file" else "") if r.date else "-"
-        print(f"{n:4d}  {r.score:.4f}  @{r.file_id:<6d} {when:21s}  {r.path}")
+        print(f"{n:4d}  {r.score:.4f}  @{r.file_id:<6d} {when:21s}  {printable(on_disk.get(r.file_id, r.path))}")
     cut = ""
     if view.threshold_unreachable:
         cut = f", no photo scores above a cut-off of z={args.cutoff:g} (it would need a cosine above 1)"
@@ -135,15 +136,16 @@ def search_main(args: argparse.Namespace) -> int:
 
 def duplicates_main(args: argparse.Namespace) -> int:
     bundle = None if args.exact_only else load_model(args)
-    groups = library.find_duplicates(bundle, open_catalog(), threshold=args.threshold,
-                                     burst_seconds=args.burst_seconds)
+    catalog = open_catalog()
+    groups = library.find_duplicates(bundle, catalog, threshold=args.threshold, burst_seconds=args.burst_seconds)
+    on_disk = library.disk_paths(catalog, [m.file_id for group in groups for m in group.members])
     for n, group in enumerate(groups, 1):
         keeper = group.keeper
         near = f", cosine >= {group.threshold:.4f}" if group.threshold is not None else ""
         print(f"group {n} ({group.kind}, {len(group.members)} files{near})")
         for m in group.members:
             size = f"{m.width}x{m.height}" if m.width else "?"
-            print(f"  {'keep' if m is keeper else '    '}  {size:>11s}  {m.path}")
+            print(f"  {'keep' if m is keeper else '    '}  {size:>11s}  {printable(on_disk.get(m.file_id, m.path))}")
     print(f"{len(groups)} group(s). Keeper: largest resolution, then earliest capture, then shortest path.")
     return 0
 

@@ -21,6 +21,7 @@ from cliplab.indexes.catalog import Catalog, default_url, open_catalog  # noqa: 
 from cliplab.indexes.duplicates import Group, exact_duplicates, near_duplicates
 from cliplab.indexes.export import export
 from cliplab.indexes.indexer import ModelBundle, index_pending, pending_files
+from cliplab.indexes.names import printable, printable_text, readable  # noqa: F401  (printable*: the CLI)
 from cliplab.indexes.scan import ScanReport, scan, skipped
 from cliplab.indexes.texts import add_collection, collection_names, read_texts  # noqa: F401  (names: front ends)
 from cliplab.indexes.vectors import KINDS, open_index  # noqa: F401  (KINDS: the index kinds front ends offer)
@@ -131,14 +132,22 @@ class LibrarySummary:
 def library_summary(catalog: Catalog, limit: int = 200) -> LibrarySummary:
     folders = [FolderSummary(f.path, f.online, f.files, f.indexed) for f in catalogue.folder_counts(catalog)]
     by_status = catalogue.status_counts(catalog)
-    not_indexed = skipped(catalog)  # files, and what scans could not catalogue (folders, links, FIFOs)
+    # files, and what scans could not catalogue (folders, links, FIFOs); names as the catalog shows them
+    not_indexed = [(readable(path), why) for path, why in skipped(catalog)]
     return LibrarySummary(folders, by_status.get("ok", 0), not_indexed[:limit], len(not_indexed),
                           by_status.get("pending", 0))
 
 
 def skipped_files(catalog: Catalog | None = None) -> list[tuple[str, str]]:
-    """Files that could not be indexed and what scans could not catalogue (folders, links, FIFOs), with why."""
+    """Files that could not be indexed and what scans could not catalogue (folders, links, FIFOs), with why;
+    each by its name on disk (print it with indexes.names.printable)."""
     return skipped(catalog or open_catalog())
+
+
+def disk_paths(catalog: Catalog, file_ids) -> dict[int, str]:
+    """The name on disk of each catalogued file (a name that is not UTF-8 as os.fsdecode gives it), by id:
+    what the CLI prints, through indexes.names.printable."""
+    return catalogue.disk_paths(catalog, file_ids)
 
 
 def file_id_of(catalog: Catalog, path: str) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cliplab.app.services.search import SearchView, Term, file_term, search
+from cliplab.app.services.search import ImageScope, SearchView, Term, file_term, search
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.paths import cache_dir
 from cliplab.indexes.catalog import Catalog, from_blobs, photo_date
@@ -260,10 +260,12 @@ def export_classes(points: LibraryPoints, my_classes: dict[str, list[int]], out:
 
 def search_hits(terms: list[Term], bundle: ModelBundle, catalog: Catalog, limit: int = 50,
                 index_cache=None) -> list[int]:
-    """File ids of a library search's first results (none for no terms)."""
+    """File ids of a library search's first results (none for no terms); an image path typed in the map's
+    search box must lie in a library folder, as in the Search tab."""
     if not terms:
         return []
-    return [r.file_id for r in search(catalog, bundle, terms, per_page=limit, index_cache=index_cache).results]
+    return [r.file_id for r in search(catalog, bundle, terms, per_page=limit, index_cache=index_cache,
+                                      images=ImageScope()).results]
 
 
 # -- the figure ---------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ import numpy as np
 from cliplab.engine.errors import CliplabError
 from cliplab.indexes.catalog import Catalog
 from cliplab.indexes.indexer import ModelBundle, library_bundle
+from cliplab.indexes.library import online_roots
+from cliplab.indexes.scan import inside_library
 from cliplab.indexes.search import (
     Filters,
     Result,
@@ -38,8 +40,8 @@ from cliplab.indexes.search import (
 )
 from cliplab.indexes.vectors import VectorIndex, open_index
 
-__all__ = ["Filters", "Result", "SearchView", "Term", "describe_terms", "embed_query", "file_term", "image_term",
-           "make_filters", "parse_date", "parse_terms", "search", "text_term"]
+__all__ = ["Filters", "ImageScope", "Result", "SearchView", "Term", "describe_terms", "embed_query", "file_term",
+           "image_term", "make_filters", "parse_date", "parse_terms", "search", "text_term"]
 
 PER_PAGE = 24
 MIN_POOL = 200  # candidates fetched for a date sort without a cut-off
@@ -64,12 +66,12 @@ def image_term(path: str | Path, weight: float = 1.0, sign: int = 1) -> Term:
 
 
 def file_term(file_id: int | str, weight: float = 1.0, sign: int = 1) -> Term:
-    """A catalogued photo (its stored embedding: "more like this")."""
-    try:
-        number = int(str(file_id).lstrip("@"))
-    except ValueError:
-        raise CliplabError(f"{file_id!r} is not a photo id: ids are whole numbers, as in @123.") from None
-    return Term(sign, float(weight), "file", str(number))
+    """A catalogued photo (its stored embedding: "more like this"); ids are ASCII digits (int() would also
+    take '١' or '１')."""
+    text = str(file_id).strip().lstrip("@")
+    if not (text.isascii() and text.isdigit()):
+        raise CliplabError(f"{file_id!r} is not a photo id: ids are whole numbers, as in @123.")
+    return Term(sign, float(weight), "file", str(int(text)))
 
 
 def parse_terms(typed: str | None) -> list[Term]:
@@ -77,12 +79,31 @@ def parse_terms(typed: str | None) -> list[Term]:
     return parse_query(typed) if (typed or "").strip() else []
 
 
-def check_terms(catalog: Catalog, terms: list[Term]) -> list[Term]:
+@dataclass(frozen=True)
+class ImageScope:
+    """Where a query image may come from when whoever searches is not the machine's owner at a shell (the
+    app, maybe reached over the network): a file inside an online library folder (symlinks and `..`
+    resolved), or one of `uploads`, the files the front end itself received (an image dropped in the app,
+    which Gradio keeps in its own cache). The CLI passes no scope: its user names their own files."""
+    uploads: tuple[str, ...] = ()
+
+    def refuses(self, catalog: Catalog, path: str) -> bool:
+        real = os.path.realpath(path)
+        if real in {os.path.realpath(upload) for upload in self.uploads}:
+            return False
+        return not inside_library(real, [os.path.realpath(root) for root in online_roots(catalog)])
+
+
+def check_terms(catalog: Catalog, terms: list[Term], images: ImageScope | None = None) -> list[Term]:
     """The terms, checked with a sentence for each problem: something to search with, images that
-    exist and are files, photo ids that are indexed photos of this library."""
+    exist and are files (and, with a scope, lie inside it), photo ids that are indexed photos of this library."""
     if not terms:
         raise CliplabError("Nothing to search with: type words, drop an image, or pick photos (more like these).")
     for term in terms:
+        # before anything looks at the file: one sentence whether it exists, is an image or is neither
+        if term.kind == "image" and images is not None and images.refuses(catalog, term.value):
+            raise CliplabError(f"{term.value} is not inside one of your library folders: drop the image on the "
+                               "image box instead, or add its folder in Search → Library and indexing first.")
         if term.kind == "image" and not os.path.isfile(term.value):
             raise CliplabError(f"The query image {term.value} does not exist (or is not a file).")
     ids = [int(t.value) for t in terms if t.kind == "file"]
@@ -184,20 +205,21 @@ def open_vector_index(catalog: Catalog, bundle: ModelBundle, kind: str = "auto",
 def search(catalog: Catalog, bundle: ModelBundle, terms: list[Term], page: int = 1, per_page: int = PER_PAGE,
            filters: Filters | None = None, cutoff: float | None = None, sort: str = "score",
            index_cache=None, kind: str = "auto", histogram: bool = False,
-           within: list[int] | None = None) -> SearchView:
+           within: list[int] | None = None, images: ImageScope | None = None) -> SearchView:
     """One page (counted from 1) of the photos nearest to the terms' combined embedding.
 
     Photos named by positive file terms are left out of their own results ("more like this"), unless
     `within` is given: then the results are exactly those photos (a map selection), ranked by the
     query, filters and cut-off not applied. index_cache: the app's AppState.vector_indexes (None opens
-    the index). cutoff: z of the relevance cut-off (None = off)."""
+    the index). cutoff: z of the relevance cut-off (None = off). images: where image terms may come from
+    (the app passes an ImageScope; None, the CLI's, takes any file)."""
     if sort not in ("score", "date"):
         raise CliplabError(f"Unknown sort {sort!r}: use score or date.")
     if cutoff is not None and (not math.isfinite(float(cutoff)) or float(cutoff) < 0):
         raise CliplabError(f"The cut-off is a number of standard deviations, 0 or more, not {cutoff!r}.")
     if int(per_page) < 1:
         raise CliplabError("Show at least one result per page.")
-    check_terms(catalog, terms)
+    check_terms(catalog, terms, images)
     index = open_vector_index(catalog, bundle, kind, index_cache)
     vector = embed_query(catalog, bundle, terms)
     if within is not None:

@@ -9,6 +9,7 @@ app writes; the web server is given those, never a library folder.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,12 @@ from cliplab.engine.images import load_image
 from cliplab.indexes.catalog import Catalog
 from cliplab.indexes.library import file_in_folder, indexed_ids, online_roots
 from cliplab.indexes.scan import EXTENSIONS
+from cliplab.indexes.search import MAX_FILE_ID
 
 THUMBNAIL_SIZE = 384  # long side: the gallery's tiles and its preview
 HOVER_SIZE = 160  # the map's hover thumbnail
 THUMBNAIL_SIZES = (HOVER_SIZE, THUMBNAIL_SIZE)
+_ID = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() and int() also take '²' and '١'
 MEDIA_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
                "bmp": "image/bmp", "gif": "image/gif", "tif": "image/tiff", "tiff": "image/tiff",
                "heic": "image/heic", "heif": "image/heif"}
@@ -45,21 +48,33 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root if root.endswith(os.sep) else root + os.sep)
 
 
-def indexed_photo(catalog: Catalog, file_id: int) -> Photo:
+def photo_id(value: int | str) -> int:
+    """A catalog id from a request or a caller: ASCII digits (or an int) within the catalog's 64-bit range;
+    NotServable for anything else (`²`, full-width or Arabic-Indic digits, signs, 10**23)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _ID.fullmatch(value):
+        number = int(value)
+    else:
+        raise NotServable("Photos are addressed by their number.")
+    if not 1 <= number <= MAX_FILE_ID:
+        raise NotServable(f"There is no photo {number} in the library.")
+    return number
+
+
+def indexed_photo(catalog: Catalog, file_id: int | str) -> Photo:
     """The indexed image file with this id, checked against its folder; NotServable otherwise."""
-    try:
-        file_id = int(file_id)
-    except (TypeError, ValueError):
-        raise NotServable(f"{file_id!r} is not a photo id.") from None
+    file_id = photo_id(file_id)
     row = file_in_folder(catalog, file_id)
     if row is None:
         raise NotServable(f"There is no photo {file_id} in the library.")
-    path, status, ext, fingerprint, root, online = row.path, row.status, row.ext, row.fingerprint, row.root, row.online
+    status, ext, fingerprint, root, online = row.status, row.ext, row.fingerprint, row.root, row.online
     if status != "ok" or (ext or "").lower() not in EXTENSIONS:
         raise NotServable(f"Photo {file_id} was not indexed, so the app does not show it.")
     if not online:
         raise NotServable(f"Photo {file_id} lies in a folder that is offline.")
-    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    # opened by its stored bytes: a name that is not UTF-8 is shown readably but lies on disk as it was
+    real, real_root = os.path.realpath(row.disk_path), os.path.realpath(root)
     if not _inside(real, real_root) or not os.path.isfile(real):
         raise NotServable(f"Photo {file_id} is no longer in its library folder: index the folder again.")
     return Photo(file_id, Path(real), fingerprint or "", MEDIA_TYPES.get(ext.lower(), "application/octet-stream"))
@@ -99,7 +114,7 @@ def thumbnails_dir() -> Path:
     return paths.cache_dir("thumbnails")
 
 
-def thumbnail(catalog: Catalog, file_id: int, size: int = THUMBNAIL_SIZE) -> Path:
+def thumbnail(catalog: Catalog, file_id: int | str, size: int = THUMBNAIL_SIZE) -> Path:
     """A JPEG of the photo at most `size` px on its long side, made once per content fingerprint."""
     if size not in THUMBNAIL_SIZES:
         raise NotServable(f"Thumbnails come in sizes {', '.join(map(str, THUMBNAIL_SIZES))}, not {size}.")

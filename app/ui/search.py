@@ -114,11 +114,13 @@ def build(state: AppState) -> None:
         library_panels.build_library(state)
 
     def run(text, dropped, like_id, page, sort_by, z, fold, start, end, kinds):
-        terms = query_terms(text, dropped_image(dropped), like_id)
+        upload = dropped_image(dropped)
+        terms = query_terms(text, upload, like_id)
         filters = service.make_filters(fold, start, end, kinds)
+        # a typed image path must lie in a library folder; the dropped image is Gradio's own upload
         view = service.search(state.catalog, state.search_bundle, terms, page=int(page or 1), filters=filters,
                               cutoff=float(z) or None, sort=sort_by, index_cache=state.vector_indexes,
-                              histogram=True)
+                              histogram=True, images=service.ImageScope(uploads=(upload,) if upload else ()))
         figure = histogram(view.histogram, view.threshold, [r.score for r in view.results])
         items, ids = gallery_items(state, view.results)
         note = page_note(view, service.describe_terms(state.catalog, view.terms))
