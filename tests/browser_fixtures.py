@@ -84,7 +84,9 @@ def start_app(home: Path, extra_args: list[str] | None = None, demo_photos: int 
     port = free_port()
     log = home / "app.log"
     env = {**os.environ, "CLIPLAB_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False",
-           "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1",
+           # the caller's path first: a checkout run with PYTHONPATH pointing at it serves its own code
+           "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)}
     command = [sys.executable, "-m", "cliplab.app.cli", "app", "--model", model, "--port", str(port), "--no-browser",
                "--demo-photos", str(demo_photos), "--wait-first-start", *(extra_args or [])]
     with log.open("w") as out:

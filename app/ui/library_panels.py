@@ -100,8 +100,9 @@ def build_duplicates(state: AppState) -> None:
         find = gr.Button("Find duplicates", elem_id="duplicates-find")
     errors = error_box("duplicates-error")
     summary = gr.Markdown(elem_id="duplicates-summary")
-    gallery = gr.Gallery(label="Groups (an exact group's keeper first)", columns=6, height="auto")
-    table = gr.Dataframe(label="Groups", wrap=True, max_height=400)
+    gallery = gr.Gallery(label="Groups (an exact group's keeper first)", columns=6, height="auto",
+                         elem_id="duplicates-gallery")
+    table = gr.Dataframe(label="Groups", wrap=True, max_height=400, elem_id="duplicates-table")
 
     def do_find(use_fixed, level):
         return duplicate_groups(state, float(level) if use_fixed else None)
