@@ -27,10 +27,11 @@ from sqlalchemy import (
     event,
     select,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from cliplab.engine import paths
+from cliplab.engine.errors import CliplabError
 from cliplab.indexes.retry import retrying
 
 
@@ -160,9 +161,30 @@ def to_blob(vector: np.ndarray) -> bytes:
 
 
 def from_blobs(blobs: list[bytes], dim: int) -> np.ndarray:
+    """Stored embeddings as a [n, dim] float32 array; a blob of the wrong length (a damaged row) reads
+    as NaNs, which damaged_rows() then finds."""
     if not blobs:
         return np.zeros((0, dim), dtype=np.float32)
-    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim).copy()
+    width = dim * 4
+    if all(len(b) == width for b in blobs):
+        return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim).copy()
+    return np.stack([np.frombuffer(b, np.float32) if len(b) == width else np.full(dim, np.nan, np.float32)
+                     for b in blobs])
+
+
+NORM_TOLERANCE = 1e-2  # stored vectors are unit length; fp16/bf16 modes round at ~1e-3
+
+
+def damaged_rows(vectors: np.ndarray) -> np.ndarray:
+    """A mask of the stored embeddings that cannot be what the indexer wrote (unit-length float32):
+    not finite, or not of unit length. A flipped bit in an exponent, a sign-and-exponent pattern
+    read as NaN, a truncated blob: such a vector would rank with a nonsense score, so the readers
+    leave it out and indexes.vectors sends it back to be embedded again."""
+    if not len(vectors):
+        return np.zeros(0, bool)
+    finite = np.isfinite(vectors).all(axis=1)
+    norms = np.linalg.norm(np.where(finite[:, None], vectors, 0).astype(np.float64), axis=1)
+    return ~finite | (np.abs(norms - 1.0) > NORM_TOLERANCE)
 
 
 def photo_date(captured_at: datetime | None, mtime_ns: int) -> tuple[datetime, str]:
@@ -230,12 +252,74 @@ def _url_key(url: str) -> str:
     return hashlib.blake2b(url.encode(), digest_size=8).hexdigest()
 
 
+class CatalogDamaged(CliplabError):
+    """The catalog file cannot be read as a catalog (empty, not SQLite, cut short, malformed)."""
+
+    def __init__(self, path: str, why: str) -> None:
+        self.path = path
+        super().__init__(f"The catalog {path} {why}, so cliplab cannot open it (your photos are untouched). Put back "
+                         "a backup of it, or move it aside and run `cliplab index FOLDER` to build a new catalog "
+                         "(sqlite3's `.recover` command may save what the old one holds).")
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _sqlite_path(url: str) -> str | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return parsed.database
+
+
+def check_sqlite_file(path: str) -> None:
+    """Refuse a catalog file that cannot be one before SQLite touches it: an empty (0-byte) file, which
+    SQLite would silently turn into an empty library, a file that is not SQLite, and one cut short
+    (the size its header records is larger than the file; only without a write-ahead log, which
+    holds the newest pages). A missing file is a new catalog."""
+    if not os.path.lexists(path):
+        return
+    if not os.path.isfile(path):
+        raise CatalogDamaged(path, "is not a file")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CatalogDamaged(path, "is empty (0 bytes): it holds no library, and opening it would replace your "
+                                   "library with an empty one")
+    with open(path, "rb") as f:
+        header = f.read(100)
+    if not header.startswith(SQLITE_MAGIC) or len(header) < 100:
+        raise CatalogDamaged(path, "is not a SQLite database (its first bytes are something else)")
+    wal = f"{path}-wal"
+    if os.path.exists(wal) and os.path.getsize(wal) > 0:
+        return
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if header[24:28] == header[92:96] and pages * page_size > size:  # the recorded size is valid
+        raise CatalogDamaged(path, f"is cut short ({size:,} bytes of the {pages * page_size:,} it records)")
+
+
+def _sqlite_damage(context) -> Exception | None:
+    """handle_error: SQLite's own words for a damaged file (met at any query) become CatalogDamaged."""
+    import sqlite3
+    error = context.original_exception
+    if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError | sqlite3.IntegrityError):
+        text = str(error)
+        if "malformed" in text or "not a database" in text:
+            return CatalogDamaged(context.engine.url.database, f"is damaged ({text})")
+    return None
+
+
 def open_catalog(url: str | None = None) -> Catalog:
-    """Open (creating or upgrading) the catalog at url, CLIPLAB_DATABASE_URL, or the default SQLite file."""
+    """Open (creating or upgrading) the catalog at url, CLIPLAB_DATABASE_URL, or the default SQLite file.
+    A damaged SQLite file is refused with CatalogDamaged, a sentence naming it and what to do, when it
+    is opened (check_sqlite_file) and whenever a later query meets damage."""
     url = url or default_url()
     engine = create_engine(url, future=True, pool_pre_ping=True)
+    path = _sqlite_path(url)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "handle_error", _sqlite_damage)
     from cliplab.indexes.migrations import upgrade
-    upgrade(engine)
+    upgrade(engine, check=(lambda: check_sqlite_file(path)) if path else None)
     return Catalog(url=url, engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))

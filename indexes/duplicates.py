@@ -1,12 +1,18 @@
-"""Duplicate photos: exact copies by content hash, near-duplicates by embedding similarity.
+"""Duplicate photos: exact copies by content hash, similar pictures by embedding similarity.
 
+- one file, many names: a symlink (or a path through a folder link) and its target are one file
+  on disk, never copies of each other: catalog rows of equal content that resolve to one real path
+  are one file, represented by the real path itself (indexes.scan follows links inside the library);
 - exact: decoded photos (status ok, never empty or damaged files) with equal size and full-content
-  fingerprint (blake2b-128 of every byte, indexes.scan); symlinks to the same file are one file,
-  not copies of it;
-- near: files whose embeddings have cosine >= threshold are linked (each to its nearest
+  fingerprint (blake2b-128 of every byte, indexes.scan) that are different files: copies, with a
+  suggested keeper (KEEPER_RULE);
+- similar: files whose embeddings have cosine >= threshold are linked (each to its nearest
   neighbours), linked files form a group, and each group is split into capture-time bursts
   (photos taken less than `burst_seconds` apart stay together; undated photos form their own group).
-  An exact group takes part as its keeper alone, so an exact pair is never listed again as "near".
+  CLIP's similarity is semantic: two different pictures of the same thing score as high as a
+  re-encoded copy, so these groups are "similar pictures" to look at, never copies to delete: they
+  have no keeper. Every file takes part once: an exact group as its keeper, a file under several
+  names as its real path.
   The default threshold is relative to the library: cosine >= 1 - RELATIVE * (1 - m), m the median
   cosine of random pairs of the library's photos. A model that sees a user's photos as all alike
   (the demo model on anything outside its synthetic world: m ~ 0.91) then needs 0.9955, while one
@@ -14,8 +20,10 @@
   near-duplicates (re-encodes, resizes, crops, small edits) against different photos: precision 1.0
   on both kinds of pictures (benchmarks/library.py --only duplicates, docs/benchmarks.md), where a
   fixed 0.95 had precision 0.60 on the out-of-world ones;
-- keeper rule: the largest resolution (width x height), then the earliest capture time, then the
-  shortest path: the original is usually the biggest and the first.
+- keeper rule (exact copies only): the largest resolution (width x height), then the earliest date by
+  the library's one date rule (the EXIF capture time, else the file's modification time:
+  indexes.catalog.photo_date; copies share their EXIF, so it is the file time that tells the
+  original from a later `cp`), then the shortest path.
 """
 
 from __future__ import annotations
@@ -28,12 +36,17 @@ import numpy as np
 from sqlalchemy import func, select
 
 from cliplab.engine.errors import CliplabError
-from cliplab.indexes.catalog import Catalog, Embedding, File, from_blobs
+from cliplab.indexes.catalog import Catalog, Embedding, File, damaged_rows, from_blobs, photo_date
 from cliplab.indexes.scan import UNKNOWN
 from cliplab.indexes.vectors import VectorIndex
 
 RELATIVE = 0.05
 BACKGROUND_PAIRS = 5000  # random pairs whose median cosine says what "unrelated" looks like here
+# What the front ends say about the keeper and the similar groups (one wording, the CLI and the app).
+KEEPER_RULE = ("Suggested keeper of exact copies: the largest resolution, then the earliest date (capture time, "
+               "else file time), then the shortest path.")
+SIMILAR_NOTE = ("Similar pictures are not copies: CLIP finds pictures of the same thing alike, so look at them "
+                "before deleting anything; no keeper is suggested.")
 
 
 @dataclass
@@ -43,42 +56,79 @@ class Member:
     width: int | None
     height: int | None
     captured_at: datetime | None
+    date: datetime | None = None  # photo_date: the capture time, else the file time
 
 
 @dataclass
 class Group:
-    kind: str  # "exact" | "near"
+    kind: str  # "exact" (copies: equal bytes) | "similar" (alike to CLIP, not copies)
     members: list[Member]
-    threshold: float | None = None  # near: the cosine its links had to reach
+    threshold: float | None = None  # similar: the cosine its links had to reach
 
     @property
-    def keeper(self) -> Member:
-        return min(self.members, key=lambda m: (-(m.width or 0) * (m.height or 0), m.captured_at is None,
-                                                m.captured_at or datetime.max, len(m.path), m.path))
+    def keeper(self) -> Member | None:
+        """The suggested keeper of exact copies (KEEPER_RULE); None for similar pictures."""
+        if self.kind != "exact":
+            return None
+        return min(self.members, key=lambda m: (-(m.width or 0) * (m.height or 0), m.date is None,
+                                                m.date or datetime.max, len(m.path), m.path))
+
+
+def _member(f: File) -> Member:
+    return Member(f.id, f.path, f.width, f.height, f.captured_at, photo_date(f.captured_at, f.mtime_ns)[0])
 
 
 def _members(catalog: Catalog, ids) -> dict[int, Member]:
     with catalog.session() as session:
         rows = session.scalars(select(File).where(File.id.in_([int(i) for i in ids]))).all()
-    return {f.id: Member(f.id, f.path, f.width, f.height, f.captured_at) for f in rows}
+    return {f.id: _member(f) for f in rows}
 
 
-def exact_duplicates(catalog: Catalog) -> list[Group]:
+def _one_per_file(files: list[File]) -> list[File]:
+    """One row per file on disk: rows resolving to one real path (a symlink and its target, a path
+    through a folder link) are one file, represented by the row of the real path itself when the
+    catalog has it (else the shortest name), so a keeper is never a link whose target is offered
+    for deletion."""
+    by_file: dict[str, list[File]] = {}
+    for f in files:
+        by_file.setdefault(os.path.realpath(f.disk_path), []).append(f)
+    return [min(rows, key=lambda f: (os.path.abspath(f.disk_path) != real, len(f.path), f.path))
+            for real, rows in by_file.items()]
+
+
+def _content_groups(catalog: Catalog) -> list[list[File]]:
+    """The decoded files that share their content (size and full fingerprint) with another row."""
     with catalog.session() as session:
         keys = session.execute(select(File.fingerprint, File.size)
                                .where(File.status == "ok", File.size > 0, File.fingerprint != UNKNOWN)
                                .group_by(File.fingerprint, File.size).having(func.count() > 1)).all()
-        groups = []
-        for fingerprint, size in keys:
-            files = session.scalars(select(File).where(File.fingerprint == fingerprint, File.size == size,
-                                                       File.status == "ok").order_by(File.path)).all()
-            one_per_file: dict[str, File] = {}
-            for f in files:  # two symlinks (or a link and its target) are one file, not two copies
-                one_per_file.setdefault(os.path.realpath(f.disk_path), f)
-            if len(one_per_file) > 1:
-                groups.append(Group("exact", [Member(f.id, f.path, f.width, f.height, f.captured_at)
-                                              for f in one_per_file.values()]))
+        return [list(session.scalars(select(File).where(File.fingerprint == fingerprint, File.size == size,
+                                                        File.status == "ok").order_by(File.path)))
+                for fingerprint, size in keys]
+
+
+def exact_duplicates(catalog: Catalog) -> list[Group]:
+    """Groups of different files with equal bytes (a file under several names counts once)."""
+    groups = []
+    for rows in _content_groups(catalog):
+        files = _one_per_file(rows)
+        if len(files) > 1:
+            groups.append(Group("exact", [_member(f) for f in files]))
     return groups
+
+
+def _not_themselves(catalog: Catalog) -> set[int]:
+    """Rows that stand for a file another row already stands for in the similar groups: every copy
+    of equal content but its exact group's keeper, every other name of one file (links)."""
+    hidden = set()
+    for rows in _content_groups(catalog):
+        files = _one_per_file(rows)
+        if len(files) > 1:
+            shown = Group("exact", [_member(f) for f in files]).keeper.file_id
+        else:
+            shown = files[0].id
+        hidden |= {f.id for f in rows if f.id != shown}
+    return hidden
 
 
 def _components(ids: np.ndarray, pairs: list[tuple[int, int]]) -> list[list[int]]:
@@ -121,27 +171,27 @@ def library_threshold(vectors: np.ndarray, seed: int = 0) -> float:
 
 
 def near_duplicates(catalog: Catalog, index: VectorIndex, threshold: float | None = None,
-                    burst_seconds: float = 300.0, neighbours: int = 16,
-                    exact: list[Group] | None = None) -> list[Group]:
-    """Groups of different files that show the same picture (see the module docstring). threshold:
-    a cosine, None for the library's own (library_threshold); exact: the exact groups already found
-    (computed when not given), each taking part as its keeper only."""
+                    burst_seconds: float = 300.0, neighbours: int = 16) -> list[Group]:
+    """Groups of different files that CLIP finds alike ("similar", see the module docstring): never
+    a file with itself under another name, and copies of one content only through their keeper.
+    threshold: a cosine, None for the library's own (library_threshold)."""
     if threshold is not None and not 0.0 < threshold <= 1.0:
         raise CliplabError(f"The near-duplicate threshold must be a cosine similarity in (0, 1], not {threshold}.")
     if not burst_seconds >= 0:
         raise CliplabError(f"The burst gap must be 0 seconds or more, not {burst_seconds}.")
-    exact = exact_duplicates(catalog) if exact is None else exact
-    hidden = {m.file_id for g in exact for m in g.members if m.file_id != g.keeper.file_id}
+    hidden = _not_themselves(catalog)
     with catalog.session() as session:
         rows = [r for r in session.execute(select(Embedding.file_id, Embedding.vector)
                                            .where(Embedding.model_id == index.model_id)).all()
                 if r[0] not in hidden]
-    if len(rows) < 2:
-        return []
     ids = np.array([r[0] for r in rows], np.int64)
     vectors = from_blobs([r[1] for r in rows], index.dim)
+    sound = ~damaged_rows(vectors)  # a damaged vector is never compared (indexes.vectors re-embeds it)
+    ids, vectors = ids[sound], vectors[sound]
+    if len(ids) < 2:
+        return []
     threshold = library_threshold(vectors) if threshold is None else threshold
-    allowed = ids if hidden else None
+    allowed = ids if hidden or not sound.all() else None
     pairs = []
     for start in range(0, len(ids), 4096):
         scores, found = index.search(vectors[start:start + 4096], min(neighbours, len(ids)), allowed)
@@ -152,5 +202,5 @@ def near_duplicates(catalog: Catalog, index: VectorIndex, threshold: float | Non
     for component in _components(ids, pairs):
         members = _members(catalog, component)
         for burst in split_bursts([members[i] for i in component if i in members], burst_seconds):
-            groups.append(Group("near", burst, threshold))
+            groups.append(Group("similar", burst, threshold))
     return groups

@@ -8,7 +8,7 @@ import numpy as np
 from sqlalchemy import select
 
 from cliplab.engine.errors import CliplabError
-from cliplab.indexes.catalog import Catalog, Embedding, File, Model, from_blobs
+from cliplab.indexes.catalog import Catalog, Embedding, File, Model, damaged_rows, from_blobs
 
 COLUMNS = ("file_id", "path", "size", "width", "height", "captured_at", "camera", "fingerprint")
 
@@ -23,6 +23,8 @@ def export(catalog: Catalog, model_id: int, path: str | Path) -> int:
         rows = session.execute(select(File, Embedding.vector).join(Embedding, Embedding.file_id == File.id)
                                .where(Embedding.model_id == model_id).order_by(File.id)).all()
     vectors = from_blobs([r[1] for r in rows], dim)
+    sound = ~damaged_rows(vectors)  # a damaged stored vector is never exported (indexes.vectors re-embeds it)
+    rows, vectors = [r for r, ok in zip(rows, sound) if ok], vectors[sound]
     meta = {c: [getattr(r[0], c if c != "file_id" else "id") for r in rows] for c in COLUMNS}
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":

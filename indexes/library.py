@@ -41,6 +41,12 @@ def status_counts(catalog: Catalog) -> dict[str, int]:
         return dict(session.execute(select(File.status, func.count()).group_by(File.status)).all())
 
 
+def folder_paths(catalog: Catalog) -> list[str]:
+    """Every library folder, as stored."""
+    with catalog.session() as session:
+        return list(session.scalars(select(Folder.path).order_by(Folder.path)))
+
+
 def online_roots(catalog: Catalog) -> list[str]:
     """The library folders whose volume is present, as stored."""
     with catalog.session() as session:

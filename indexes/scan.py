@@ -4,9 +4,11 @@
 - changed: fingerprinted again; new content loses its embeddings and goes back to "pending";
 - removed: deleted from the catalog (its embeddings with it), but only when the folder that held
   it was read and the entry is gone from it;
-- unavailable: a subfolder that cannot be read (permissions, I/O error) or a mount point left
-  empty by an unmounted disk (an empty folder on another device than its files were): its files
-  are kept, marked `unavailable` with the reason, and come back with their ids and embeddings;
+- unavailable: a subfolder that cannot be read (permissions, I/O error), a mount point left
+  empty by an unmounted disk (an empty folder on another device than its files were), or one an
+  auto-mounter removed on unplug (the nearest folder still there is on another device than the
+  files were, as each file's st_dev recorded): its files are kept, marked `unavailable` with the
+  reason, and come back with their ids and embeddings;
 - moved or renamed: a new path whose full-content fingerprint and size equal a vanished file's
   takes over that file's row, so its id and embeddings are kept; a new copy of content the
   catalog already embedded gets those embeddings copied;
@@ -97,17 +99,23 @@ class Listing:
     skips: dict[str, str] = field(default_factory=dict)  # path not catalogued as a photo -> why
 
     def unavailable_reason(self, disk_path: str, device: int | None, root: str) -> str | None:
-        """Why a catalogued file that was not seen is only out of reach (None: it is gone)."""
+        """Why a catalogued file that was not seen is only out of reach (None: it is gone). A file is gone
+        only when the nearest of its folders that was read is on the device the file was on: a folder on
+        another device than its file means the file's disk is not mounted there now (an empty mount
+        point, or one removed on unplug), never that the file was deleted."""
         folder = os.path.dirname(disk_path)
         while _within(folder, root):
             if folder in self.unreadable:
                 return self.unreadable[folder]
             if folder in self.listed:
                 folder_device, empty = self.listed[folder]
-                if empty and device is not None and folder_device != device:
+                if device is None or folder_device == device:
+                    return None
+                if empty:
                     return (f"the folder {readable(folder)} is empty and on another disk than its photos were: "
                             "its disk is probably not mounted")
-                return None
+                return (f"{readable(os.path.dirname(disk_path))} is gone and its photos were on another disk than "
+                        f"{readable(folder)}: that disk is probably not mounted")
             folder = os.path.dirname(folder)
         return None
 
@@ -256,6 +264,16 @@ def scan(catalog: Catalog, roots: list[str | os.PathLike]) -> ScanReport:
     out; under the catalog's writer lock). Returns what changed."""
     with writer_lock(catalog):
         return retrying(lambda: _scan_once(catalog, [_root_path(r) for r in roots]), "scanning the folders")
+
+
+def check_folders(catalog: Catalog) -> ScanReport:
+    """`cliplab index` without folders: every library folder whose root is missing now is marked offline
+    (its files kept), and one that was offline and is back is scanned again, so its files return with
+    their ids and embeddings. Returns what changed."""
+    with catalog.session() as session:
+        folders = session.execute(select(Folder.path, Folder.online)).all()
+    moved = [path for path, online in folders if online != os.path.isdir(path)]
+    return scan(catalog, moved) if moved else ScanReport()
 
 
 def _scan_once(catalog: Catalog, roots: list[str]) -> ScanReport:

@@ -27,6 +27,10 @@ Dates: a photo's date is its EXIF capture time, else its file time (indexes.cata
 Served paths: a result whose file now resolves outside the library's folders (a symlink changed
 since the scan) is left out, by the same rule as the scan's (indexes.scan.inside_library).
 
+Out of reach: the photos of a folder that is offline (marked so by a scan, or whose root is missing
+now: an unplugged disk) and files marked unavailable are neither listed nor counted; they keep their
+rows and embeddings and are found again once their folder is back (out_of_reach_ids).
+
 Relevance cut-off (optional, `cutoff=z`): the query is also scored against a random sample of
 up to 1000 library items, which says what an unrelated photo scores for this query; results
 whose score is below mean + z * std of that sample are dropped (z = 3 by default on the CLI:
@@ -240,6 +244,25 @@ def _ns(moment: datetime) -> int:
     return int(moment.timestamp() * 1e9)  # naive = local time, as photo_date reads file times
 
 
+def out_of_reach_ids(catalog: Catalog) -> np.ndarray:
+    """The files a search leaves out now: those of an offline folder (marked by a scan, or whose root
+    is missing at this moment) and those marked unavailable (see the module docstring)."""
+    with catalog.session() as session:
+        folders = session.execute(select(Folder.id, Folder.path, Folder.online)).all()
+        away = [folder_id for folder_id, path, online in folders if not online or not os.path.isdir(path)]
+        query = select(File.id).where(File.unavailable.is_not(None) | File.folder_id.in_(away))
+        return np.array(session.scalars(query).all(), np.int64)
+
+
+def reachable_ids(catalog: Catalog, index: VectorIndex, filters: Filters | None) -> np.ndarray | None:
+    """The indexed photos a query may return (the filters applied, what is out of reach left out); None
+    when that is every photo of the index."""
+    away = out_of_reach_ids(catalog)
+    if filters is not None and filters.active():
+        return np.setdiff1d(allowed_ids(catalog, filters), away)
+    return np.setdiff1d(index.ids(), away) if len(away) else None
+
+
 def allowed_ids(catalog: Catalog, filters: Filters) -> np.ndarray:
     query = select(File.id).join(Folder, Folder.id == File.folder_id)
     if filters.folder:
@@ -294,7 +317,7 @@ def search_vector(catalog: Catalog, index: VectorIndex, vector: np.ndarray, limi
                   exclude: tuple[int, ...] = (), pool: int = 200) -> Page:
     """Results for a query vector; see search() for the arguments."""
     check_page(limit, offset, cutoff, sort)
-    allowed = allowed_ids(catalog, filters) if filters is not None and filters.active() else None
+    allowed = reachable_ids(catalog, index, filters)
     if allowed is not None and len(allowed) == 0 or index.count == 0:
         return Page([], 0, offset)
     want = offset + limit + len(exclude)

@@ -12,6 +12,9 @@
   dimension, count — or it is rebuilt from the catalog with a log line saying why (a damaged or
   foreign file never gives scores); then it is brought up to date (added, removed, re-embedded
   rows) and saved again.
+- Every vector read from the catalog is checked (indexes.catalog.damaged_rows: finite, unit length):
+  a damaged one (a flipped bit on disk) is never added; its embedding row is deleted, so the file is
+  pending again and the next `cliplab index` embeds it anew, and a log line names the file.
 - With faiss GPU support and CUDA present, unfiltered searches of a flat index run on the GPU.
 """
 
@@ -29,9 +32,17 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
-from cliplab.indexes.catalog import Catalog, Embedding, Model, VectorIndexState, from_blobs
+from cliplab.indexes.catalog import (
+    Catalog,
+    Embedding,
+    File,
+    Model,
+    VectorIndexState,
+    damaged_rows,
+    from_blobs,
+)
 
 log = logging.getLogger(__name__)
 APPROX_THRESHOLD = 200_000
@@ -247,6 +258,27 @@ class VectorIndex:
                     out[[position[r[0]] for r in rows]] = from_blobs([r[1] for r in rows], self.dim)
         return out
 
+    def _sound_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of these files whose stored vectors are sound; the damaged ones are sent back
+        to be embedded again (see the module docstring)."""
+        vectors = self._vectors(ids)
+        bad = damaged_rows(vectors)
+        if bad.any():
+            self._send_back(ids[bad])
+        return ids[~bad], vectors[~bad]
+
+    def _send_back(self, ids: np.ndarray) -> None:
+        chosen = [int(i) for i in ids]
+        with self.catalog.session() as session, session.begin():
+            paths = list(session.scalars(select(File.path).where(File.id.in_(chosen)).order_by(File.id)))
+            session.execute(delete(Embedding).where(Embedding.model_id == self.model_id,
+                                                    Embedding.file_id.in_(chosen)))
+            session.execute(update(Model).where(Model.id == self.model_id).values(version=Model.version + 1))
+        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        log.warning("the stored embedding of %d file(s) of model %s is damaged (not a unit-length vector): %s; "
+                    "left out of the vector index, and `cliplab index` embeds them again", len(chosen),
+                    self.model_id, shown)
+
     def sync(self) -> dict:
         """Check the saved index against the catalog; update or rebuild it and save when stale.
         Returns what was done: {"action": "fresh"|"updated"|"rebuilt", "added", "removed"}."""
@@ -273,7 +305,8 @@ class VectorIndex:
             return {"action": "fresh", "added": 0, "removed": 0}
         ids, versions = self._catalog_rows()
         if self.index is None or self.kind != kind or _needs_retrain(kind, state, count):
-            self.index, self.kind = build(self._vectors(ids), ids, kind), kind
+            ids, vectors = self._sound_vectors(ids)
+            self.index, self.kind = build(vectors, ids, kind), kind
             result = {"action": "rebuilt", "added": len(ids), "removed": 0}
             removals = 0
         else:
@@ -286,7 +319,8 @@ class VectorIndex:
                 self.index.remove_ids(faiss.IDSelectorBatch(drop))
             add = np.union1d(np.setdiff1d(ids, have), changed)
             if len(add):
-                self.index.add_with_ids(self._vectors(add), add)
+                add, vectors = self._sound_vectors(add)
+                self.index.add_with_ids(vectors, add)
             result = {"action": "updated", "added": len(add), "removed": len(gone)}
             removals = (state.removals if state is not None else 0) + len(gone)
         self._gpu = self._ids = None

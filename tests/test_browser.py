@@ -128,6 +128,28 @@ def test_index_a_folder_and_find_by_text(page, app_server, tmp_path, test_output
     assert outside.status in (403, 404)
 
 
+def test_duplicates_are_exact_copies_with_a_keeper_and_similar_pictures_without(page, app_server, tmp_path,  # noqa: F811
+                                                                              test_output_dir):
+    from PIL import Image
+    folder = write_scenes(tmp_path / "twice", n=3, seed=5)
+    shutil.copy(folder / "scene0.png", folder / "scene0 copy.png")  # an exact copy
+    Image.open(folder / "scene1.png").convert("RGB").save(folder / "scene1 resaved.jpg", quality=70)  # alike
+    add_folder(page, folder, 5)
+    page.locator("#duplicates-panel").get_by_text("Duplicates").first.click()
+    page.locator("#duplicates-find").click()
+    summary = page.locator("#duplicates-summary")
+    expect(page.locator("#duplicates-gallery img").first).to_be_visible(timeout=60_000)
+    screenshot(page, test_output_dir, "duplicates")
+    # the CLI's default (the library's own threshold) and its words: similar pictures are not copies
+    expect(summary).to_contain_text("1 group(s) of exact copies", timeout=60_000)
+    expect(summary).to_contain_text("similar pictures (cosine >= ")
+    expect(summary).to_contain_text("not copies")
+    gallery = page.locator("#duplicates-gallery")
+    expect(gallery).to_contain_text("exact copies · keep")
+    expect(gallery).to_contain_text("similar pictures")
+    expect(gallery).not_to_contain_text("similar pictures · keep")
+
+
 def test_serves_indexed_photos_only_then_forgets_a_removed_folder(  # noqa: F811
         page, app_server, tmp_path, test_output_dir):  # noqa: F811
     folder = write_scenes(tmp_path / "private", n=3, seed=11)  # not the same pictures as another test's

@@ -92,7 +92,8 @@ def test_duplicates_exact_near_bursts_and_keeper(tmp_path):
     # copy.jpg is orig.jpg's exact copy: that pair is an exact group, and takes part here as its keeper
     # (orig.jpg, captured first) alone; later.jpg: same picture, another day
     assert names == [["big.jpg", "orig.jpg"]]
-    assert groups[0].keeper.path.endswith("big.jpg")  # largest resolution wins
+    assert groups[0].kind == "similar" and groups[0].keeper is None  # alike, not copies: nothing to delete
+    assert exact[0].keeper.path.endswith("orig.jpg")  # equal resolution: the earliest date wins
 
 
 def test_text_collection_and_captioned_dataset(tmp_path):

@@ -141,12 +141,17 @@ def duplicates_main(args: argparse.Namespace) -> int:
     on_disk = library.disk_paths(catalog, [m.file_id for group in groups for m in group.members])
     for n, group in enumerate(groups, 1):
         keeper = group.keeper
-        near = f", cosine >= {group.threshold:.4f}" if group.threshold is not None else ""
-        print(f"group {n} ({group.kind}, {len(group.members)} files{near})")
+        if group.kind == "exact":
+            print(f"group {n} (exact copies, {len(group.members)} files)")
+        else:
+            print(f"group {n} (similar pictures, not copies: {len(group.members)} files, cosine >= "
+                  f"{group.threshold:.4f})")
         for m in group.members:
             size = f"{m.width}x{m.height}" if m.width else "?"
             print(f"  {'keep' if m is keeper else '    '}  {size:>11s}  {printable(on_disk.get(m.file_id, m.path))}")
-    print(f"{len(groups)} group(s). Keeper: largest resolution, then earliest capture, then shortest path.")
+    notes = [note for kind, note in (("exact", library.KEEPER_RULE), ("similar", library.SIMILAR_NOTE))
+             if any(g.kind == kind for g in groups)]
+    print(" ".join([f"{len(groups)} group(s).", *notes]))
     return 0
 
 
@@ -218,10 +223,10 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=search_main)
 
-    p = subparsers.add_parser("duplicates", help="exact and near-duplicate photos, with a suggested keeper")
+    p = subparsers.add_parser("duplicates", help="exact copies (with a suggested keeper) and similar pictures")
     add_model_arguments(p, purpose="index")
     p.add_argument("--threshold", type=_finite, default=None,
-                   help="cosine similarity for near-duplicates (default: relative to the library, see docs/library.md)")
+                   help="cosine similarity for similar pictures (default: relative to the library, see docs/library.md)")
     p.add_argument("--burst-seconds", type=_at_least(0, float), default=300.0,
                    help="capture-time gap that splits a group")
     p.add_argument("--exact-only", action="store_true")

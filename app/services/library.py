@@ -18,11 +18,11 @@ from cliplab.app.services.search import open_vector_index
 from cliplab.engine.errors import CliplabError
 from cliplab.indexes import library as catalogue
 from cliplab.indexes.catalog import Catalog, default_url, open_catalog  # noqa: F401  (default_url: the dashboard)
-from cliplab.indexes.duplicates import Group, exact_duplicates, near_duplicates
+from cliplab.indexes.duplicates import KEEPER_RULE, SIMILAR_NOTE, Group, exact_duplicates, near_duplicates  # noqa: F401
 from cliplab.indexes.export import export
 from cliplab.indexes.indexer import ModelBundle, index_pending, pending_files
 from cliplab.indexes.names import printable, printable_text, readable  # noqa: F401  (printable*: the CLI)
-from cliplab.indexes.scan import ScanReport, scan, skipped
+from cliplab.indexes.scan import check_folders, scan, skipped
 from cliplab.indexes.texts import add_collection, collection_names, read_texts  # noqa: F401  (names: front ends)
 from cliplab.indexes.vectors import KINDS, open_index  # noqa: F401  (KINDS: the index kinds front ends offer)
 from cliplab.indexes.writer import writer_lock
@@ -48,12 +48,18 @@ def is_system_folder(path: str | Path) -> bool:
     return any(text == root or text.startswith(root + "/") for root in POSIX_SYSTEM)
 
 
-def check_folder(path: str | Path, confirm_system: bool = False) -> str:
-    """The folder's resolved path, or a sentence: missing, not a folder, or a system folder unconfirmed."""
+def check_folder(path: str | Path, confirm_system: bool = False, catalog: Catalog | None = None) -> str:
+    """The folder's resolved path, or a sentence: missing, not a folder, or a system folder unconfirmed.
+    A missing folder of the catalog's library (or inside one) is no error: its disk is unplugged, and the
+    scan marks it offline, keeping its files."""
     text = str(path or "").strip()
     if not text:
         raise CliplabError("Type the path of a folder to add.")
     folder = Path(text).expanduser()
+    if not folder.exists() and catalog is not None:
+        known = str(folder.resolve())
+        if any(known == root or known.startswith(root.rstrip(os.sep) + os.sep) for root in catalogue.folder_paths(catalog)):
+            return known
     if not folder.is_dir():
         raise CliplabError(f"The folder {text} does not exist (or is not a folder).")
     resolved = folder.resolve()
@@ -67,14 +73,15 @@ def add_folders(catalog: Catalog, bundle: ModelBundle, folders: list[str | Path]
                 confirm_system: bool = False, batch_size: int = 32, workers: int | None = 1,
                 kind: str = "auto", progress: bool = False, time_limit: float = 30.0) -> dict:
     """Scan the folders into the catalog, embed what is new or changed with the model, bring its
-    vector index up to date. job: an app_state.Job to report progress on. No folders: embed what is
-    pending. Returns {"scan", "embedded", "skipped", "skipped_paths", "seconds", "images_per_second",
+    vector index up to date. job: an app_state.Job to report progress on. No folders: mark the library
+    folders that are missing now offline, scan again those that are back (indexes.scan.check_folders),
+    and embed what is pending. A library folder that is missing is marked offline, never an error. Returns {"scan", "embedded", "skipped", "skipped_paths", "seconds", "images_per_second",
     "vectors": {"kind", "count"}, "notes": sentences for the person}."""
-    roots = [check_folder(f, confirm_system) for f in folders if str(f).strip()]
+    roots = [check_folder(f, confirm_system, catalog) for f in folders if str(f).strip()]
     if job:
         job.update(0.02, f"scanning {', '.join(roots)}" if roots else "looking for pending files")
     with writer_lock(catalog):  # one writer per catalog, from the scan to the saved vector index
-        report = scan(catalog, roots) if roots else ScanReport()
+        report = scan(catalog, roots) if roots else check_folders(catalog)
         if job:
             job.update(0.05, f"scan: {report.summary()}")
         model_id = bundle.register(catalog)
@@ -164,12 +171,14 @@ def indexed_paths(catalog: Catalog, limit: int = 500) -> list[str]:
 
 def find_duplicates(bundle: ModelBundle | None, catalog: Catalog | None = None, threshold: float | None = None,
                     burst_seconds: float = 300.0, index_cache=None) -> list[Group]:
-    """Exact groups, then (with a model) near-duplicate groups."""
+    """Exact copies (with a suggested keeper), then (with a model) groups of similar pictures (no keeper:
+    not copies). threshold: None for the library's own (indexes.duplicates.library_threshold), the one
+    default of the CLI and the app."""
     catalog = catalog or open_catalog()
     groups = exact_duplicates(catalog)
     if bundle is not None:
         groups += near_duplicates(catalog, open_vector_index(catalog, bundle, index_cache=index_cache), threshold,
-                                  burst_seconds, exact=groups)
+                                  burst_seconds)
     return groups
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from cliplab.app.services.search import ImageScope, SearchView, Term, file_term, search
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.paths import cache_dir
-from cliplab.indexes.catalog import Catalog, from_blobs, photo_date
+from cliplab.indexes.catalog import Catalog, damaged_rows, from_blobs, photo_date
 from cliplab.indexes.indexer import ModelBundle, library_bundle
 from cliplab.indexes.library import embedded_photos
 
@@ -49,6 +49,9 @@ class LibraryPoints:
 def library_points(catalog: Catalog, bundle: ModelBundle) -> LibraryPoints:
     """Every photo of an online folder with an embedding by bundle's model."""
     rows, version = embedded_photos(catalog, bundle.register(catalog))
+    vectors = from_blobs([r.vector for r in rows], bundle.model.embed_dim)
+    sound = ~damaged_rows(vectors)  # a damaged stored vector is never placed (indexes.vectors re-embeds it)
+    rows, vectors = [r for r, ok in zip(rows, sound) if ok], vectors[sound]
     ids = np.array([r.id for r in rows], dtype=np.int64)
     digest = hashlib.blake2b(digest_size=12)
     digest.update(f"{bundle.fingerprint}:{version}:".encode())
@@ -57,7 +60,7 @@ def library_points(catalog: Catalog, bundle: ModelBundle) -> LibraryPoints:
         file_ids=ids, paths=[r.path for r in rows],
         folders=[_folder_label(r.path, r.root) for r in rows],
         dates=[photo_date(r.captured_at, r.mtime_ns)[0] for r in rows],
-        vectors=from_blobs([r.vector for r in rows], bundle.model.embed_dim), state_key=digest.hexdigest())
+        vectors=vectors, state_key=digest.hexdigest())
 
 
 def _folder_label(path: str, root: str) -> str:

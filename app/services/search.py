@@ -31,11 +31,11 @@ from cliplab.indexes.search import (
     Filters,
     Result,
     Term,
-    allowed_ids,
     file_statuses,
     files_by_id,
     parse_query,
     query_vector,
+    reachable_ids,
     search_vector,
 )
 from cliplab.indexes.vectors import VectorIndex, open_index
@@ -260,12 +260,12 @@ def embed_query(catalog: Catalog, bundle: ModelBundle, terms: list[Term]) -> np.
 
 
 def _candidates(catalog: Catalog, index: VectorIndex, filters: Filters | None) -> np.ndarray:
-    """The indexed photos a query may return: the index's ids, narrowed by the filters (so files that
-    could not be indexed, or are still pending, are never counted)."""
+    """The indexed photos a query may return: the index's ids, narrowed by the filters and without what is
+    out of reach (indexes.search.reachable_ids), so files that could not be indexed, are still pending,
+    or lie on an unplugged disk are never counted."""
     ids = index.ids()
-    if filters is None or not filters.active():
-        return ids
-    return np.intersect1d(ids, allowed_ids(catalog, filters))
+    allowed = reachable_ids(catalog, index, filters)
+    return ids if allowed is None else np.intersect1d(ids, allowed)
 
 
 def _search_within(catalog: Catalog, index: VectorIndex, vector: np.ndarray, file_ids: list[int], page: int,

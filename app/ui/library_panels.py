@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 import pandas as pd
 
@@ -57,13 +55,8 @@ def build_library(state: AppState) -> None:
         chosen = folder_lines(text)
         if not chosen:
             raise UserError("Type the path of a folder to add.")
-        for folder in chosen:
-            if not Path(folder).expanduser().is_dir():
-                raise UserError(f"The folder {folder} does not exist (or is not a folder).")
-            if library.is_system_folder(folder) and not confirmed:
-                raise UserError(f"{folder} is a system folder (or your whole home folder), not a photo folder: add "
-                                "the folder that holds your photos, or tick 'Yes, index this system folder' if you "
-                                "really want every image in it searchable here.")
+        for folder in chosen:  # refused now, before a job starts; a library folder that is missing goes offline
+            library.check_folder(folder, bool(confirmed), state.catalog)
         bundle = state.search_bundle
         state.jobs.start("index", f"indexing {', '.join(chosen)}",
                          lambda job: library.add_folders(state.catalog, bundle, chosen, job=job,
@@ -98,29 +91,44 @@ def build_library(state: AppState) -> None:
 
 
 def build_duplicates(state: AppState) -> None:
-    gr.Markdown("Exact copies (same bytes) and near duplicates (nearly the same picture, taken in the same burst). "
-                "The suggested keeper is the largest, earliest file.")
+    gr.Markdown("**Exact copies** (the same bytes) with a suggested keeper, and **similar pictures** (alike to the "
+                "model, taken in the same burst: not copies, so no keeper). " + library.KEEPER_RULE)
     with gr.Row():
-        threshold = gr.Slider(0.80, 1.0, value=0.95, step=0.01, label="Near-duplicate similarity")
+        fixed = gr.Checkbox(label="Fixed similarity instead of the library's own", value=False,
+                            elem_id="duplicates-fixed")
+        threshold = gr.Slider(0.80, 1.0, value=0.95, step=0.005, label="Similarity (when fixed)")
         find = gr.Button("Find duplicates", elem_id="duplicates-find")
     errors = error_box("duplicates-error")
-    summary = gr.Markdown()
-    gallery = gr.Gallery(label="Groups (keeper first)", columns=6, height="auto", object_fit="contain")
-    table = gr.Dataframe(label="Groups", wrap=True, max_height=400)
+    summary = gr.Markdown(elem_id="duplicates-summary")
+    gallery = gr.Gallery(label="Groups (an exact group's keeper first)", columns=6, height="auto",
+                         object_fit="contain", elem_id="duplicates-gallery")
+    table = gr.Dataframe(label="Groups", wrap=True, max_height=400, elem_id="duplicates-table")
 
-    def do_find(level):
-        groups = library.find_duplicates(state.search_bundle, state.catalog, float(level))
-        rows, shown = [], []
-        for number, group in enumerate(groups, 1):
-            keeper = group.keeper
-            for member in sorted(group.members, key=lambda m: m is not keeper):
-                rows.append({"group": number, "kind": group.kind, "keep": "✓" if member is keeper else "",
-                             "file": member.path})
-                shown.append((member.file_id, f"group {number}{' · keep' if member is keeper else ''}"))
-        shown = shown[:120]
-        thumbs = dict(serving.thumbnails(state.catalog, [file_id for file_id, _ in shown]))
-        items = [(str(thumbs[file_id]), caption) for file_id, caption in shown if thumbs.get(file_id)]
-        note = f"{len(groups)} group(s) of duplicates." if groups else "No duplicates found."
-        return note, items, pd.DataFrame(rows, columns=["group", "kind", "keep", "file"])
+    def do_find(use_fixed, level):
+        return duplicate_groups(state, float(level) if use_fixed else None)
 
-    wire(find.click, do_find, threshold, [summary, gallery, table], errors)
+    wire(find.click, do_find, [fixed, threshold], [summary, gallery, table], errors)
+
+
+def duplicate_groups(state: AppState, threshold: float | None) -> tuple[str, list, pd.DataFrame]:
+    """The panel's summary, gallery and table; threshold None: the library's own (as `cliplab duplicates`)."""
+    groups = library.find_duplicates(state.search_bundle, state.catalog, threshold)
+    rows, shown = [], []
+    for number, group in enumerate(groups, 1):
+        keeper = group.keeper
+        kind = "exact copies" if group.kind == "exact" else "similar pictures"
+        for member in sorted(group.members, key=lambda m: m is not keeper):
+            rows.append({"group": number, "kind": kind, "keep": "✓" if member is keeper else "", "file": member.path})
+            shown.append((member.file_id, f"group {number} · {kind}{' · keep' if member is keeper else ''}"))
+    shown = shown[:120]
+    thumbs = dict(serving.thumbnails(state.catalog, [file_id for file_id, _ in shown]))
+    items = [(str(thumbs[file_id]), caption) for file_id, caption in shown if thumbs.get(file_id)]
+    exact = sum(g.kind == "exact" for g in groups)
+    similar = [g for g in groups if g.kind != "exact"]
+    if not groups:
+        note = "No copies and no similar pictures found."
+    else:
+        note = f"{exact} group(s) of exact copies, {len(similar)} group(s) of similar pictures"
+        note += f" (cosine >= {similar[0].threshold:.4f})." if similar else "."
+        note += " " + library.SIMILAR_NOTE if similar else ""
+    return note, items, pd.DataFrame(rows, columns=["group", "kind", "keep", "file"])

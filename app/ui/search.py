@@ -108,7 +108,7 @@ def build(state: AppState) -> None:
     like = gr.State(None)  # "more like this" photo id, part of the query until a new search
 
     captions_panel.build(state)
-    with gr.Accordion("Duplicates", open=False):
+    with gr.Accordion("Duplicates", open=False, elem_id="duplicates-panel"):
         library_panels.build_duplicates(state)
     with gr.Accordion("Library and indexing", open=False, elem_id="index-panel"):
         library_panels.build_library(state)

@@ -7,6 +7,7 @@ indexes:migrations> revision -m "what"`, or copy the last one) that upgrades and
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -45,10 +46,18 @@ def _sqlite_file_lock(engine: Engine):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the catalog at engine to revision (the newest by default), one process at a time."""
+def upgrade(engine: Engine, revision: str = "head", check: Callable[[], None] | None = None) -> None:
+    """Bring the catalog at engine to revision (the newest by default), one process at a time. check:
+    called first under the same lock (so a file another process is creating is never half-seen)."""
     cfg = config()
-    with _sqlite_file_lock(engine), engine.begin() as connection:
+    with _sqlite_file_lock(engine):
+        if check is not None:
+            check()
+        _upgrade(engine, cfg, revision)
+
+
+def _upgrade(engine: Engine, cfg: Config, revision: str) -> None:
+    with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = connection
