@@ -59,6 +59,7 @@ class ModelConfig:
             raise CliplabError(f"Unknown activation {self.activation!r}: cliplab's CLIP runs "
                                f"{' or '.join(ACTIVATIONS)}.")
         self._check_sizes()
+        given = [name for name in ("vision_heads", "transformer_heads") if getattr(self, name) is not None]
         if self.vision_heads is None:
             tower = self.vision_width * 32 if self.is_resnet else self.vision_width
             set_(self, "vision_heads", max(1, tower // 64))
@@ -68,7 +69,7 @@ class ModelConfig:
             set_(self, "vision_mlp_width", 4 * self.vision_width)
         if self.transformer_mlp_width is None:
             set_(self, "transformer_mlp_width", 4 * self.transformer_width)
-        self._check_heads()
+        self._check_heads(given)  # defaulted heads are placeholders until with_facts sets the real ones
 
     def _check_sizes(self) -> None:
         """Every size a whole number in range, before anything is computed from it: a config file
@@ -96,12 +97,14 @@ class ModelConfig:
         if self.text_eos_id is not None:
             _check_whole("text_eos_id", self.text_eos_id, minimum=0)
 
-    def _check_heads(self) -> None:
-        """The attention heads must split their tower's width (nn.MultiheadAttention asserts it)."""
+    def _check_heads(self, names: list[str]) -> None:
+        """The attention heads given must split their tower's width (nn.MultiheadAttention asserts it)."""
         towers = [("transformer_heads", "transformer_width", self.transformer_width),
                   ("vision_heads", "vision_width" + (" x 32" if self.is_resnet else ""),
                    self.vision_width * 32 if self.is_resnet else self.vision_width)]
         for name, width_name, width in towers:
+            if name not in names:
+                continue
             heads = getattr(self, name)
             if width % heads:
                 raise CliplabError(f"{name} is {heads}, which does not divide {width_name} ({width}): "
