@@ -183,23 +183,98 @@ def export_onnx(model: torch.nn.Module, tower: str, folder: Path | None = None) 
 
 
 def quantized_onnx(model: torch.nn.Module, tower: str, folder: Path | None = None) -> Path:
-    """The int8 dynamic quantization (linear layers) of a tower's export, cached; 7-bit weights
-    on CPUs without VNNI (see the module docstring)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """The int8 form of a tower's export (`quantize_rowwise`), cached; 7-bit weights on CPUs
+    without VNNI (see the module docstring)."""
     source = export_onnx(model, tower, folder)
     reduce_range = not cpu_has_vnni()
-    path = source.with_name(f"{tower}-int8{'-r7' if reduce_range else ''}.onnx")
+    path = source.with_name(f"{tower}-int8-rows{'-r7' if reduce_range else ''}.onnx")
     if path.is_file():
         return path
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # quantize_dynamic warns on the root logger that it was not "pre-processed"
-    try:
-        return replace_atomically(path, lambda tmp: quantize_dynamic(
-            str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
-            op_types_to_quantize=["MatMul", "Gemm"]))
-    finally:
-        root.setLevel(level)
+    return replace_atomically(path, lambda tmp: quantize_rowwise(source, tmp, reduce_range))
+
+
+def quantize_rowwise(source: Path, target: Path, reduce_range: bool) -> None:
+    """Every product with constant weights (MatMul, Gemm) as an 8-bit integer product whose activation
+    scale is each row's own, so that an embedding never depends on the other images in its batch.
+
+    ONNX Runtime's dynamic quantization scales the whole activation tensor, which spans the batch: the
+    same photo came out differently in a batch of 32 and of 7. Here each row (one token of one image)
+    is quantized by its own largest magnitude (symmetric, around the zero point 128, so that one zero
+    point serves every row and the integer kernel takes it out exactly); the weights are symmetric per
+    output column (7 bits without VNNI, where 8-bit products saturate). The product accumulates in
+    int32 (exact, whatever the kernel's blocking) and is scaled by the weights' column scales in the
+    same kernel (MatMulIntegerToFloat), then by the row's scale. The rest of the graph is the fp32
+    export's, which computes row by row."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph_model = onnx.load(str(source))
+    graph = graph_model.graph
+    weights = {init.name: init for init in graph.initializer}
+    qmax = 63 if reduce_range else 127
+    nodes, added = [], []
+
+    def const(name: str, array: np.ndarray) -> str:
+        added.append(numpy_helper.from_array(array, name))
+        return name
+
+    shared = {"one": const("q_one", np.array(1.0, np.float32)), "zp": const("q_zp", np.array(128, np.uint8)),
+              "zp1": const("q_zp1", np.array([128], np.uint8)), "tiny": const("q_tiny", np.array(1e-30, np.float32)),
+              "127": const("q_127", np.array(127, np.float32)), "axis1": const("q_axis1", np.array([1], np.int64)),
+              "start": const("q_start", np.array([0], np.int64)), "last": const("q_last", np.array([-1], np.int64))}
+    for index, node in enumerate(graph.node):
+        gemm = node.op_type == "Gemm"
+        if node.op_type not in ("MatMul", "Gemm") or node.input[1] not in weights:
+            nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float32)
+        if w.ndim != 2 or (gemm and (attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0
+                                     or attrs.get("beta", 1.0) != 1.0)):
+            nodes.append(node)
+            continue
+        if gemm and attrs.get("transB", 0):
+            w = w.T
+        w_scale = np.maximum(np.abs(w).max(axis=0), 1e-30) / qmax  # per output column
+        w_q = np.clip(np.rint(w / w_scale), -qmax, qmax).astype(np.int8)
+        p, x, out = f"q{index}_", node.input[0], node.output[0]
+        bias = node.input[2] if gemm and len(node.input) > 2 and node.input[2] else None
+        scaled = p + "scaled" if bias else p + "y2"
+        nodes += [
+            helper.make_node("Reshape", [x, const(p + "rows_shape", np.array([-1, w.shape[0]], np.int64))], [p + "x2"]),
+            helper.make_node("ReduceMax", [p + "x2"], [p + "max"], axes=[1], keepdims=0),
+            helper.make_node("ReduceMin", [p + "x2"], [p + "min"], axes=[1], keepdims=0),  # no |x| written out
+            helper.make_node("Neg", [p + "min"], [p + "neg_min"]),
+            # the largest magnitude; a row of zeros keeps a positive scale and stays zeros
+            helper.make_node("Max", [p + "max", p + "neg_min", shared["tiny"]], [p + "amax1"]),
+            helper.make_node("Div", [p + "amax1", shared["127"]], [p + "scale"]),
+            helper.make_node("Shape", [p + "scale"], [p + "rows"]),
+            helper.make_node("Expand", [shared["zp1"], p + "rows"], [p + "zps"]),
+            helper.make_node("QuantizeLinear", [p + "x2", p + "scale", p + "zps"], [p + "xq"], axis=0),
+            helper.make_node("MatMulIntegerToFloat", [p + "xq", const(p + "w", w_q), shared["one"],
+                                                      const(p + "w_scale", w_scale.astype(np.float32)), shared["zp"]],
+                             [p + "unscaled"], domain="com.microsoft"),
+            helper.make_node("Unsqueeze", [p + "scale", shared["axis1"]], [p + "scale_col"]),
+            helper.make_node("Mul", [p + "unscaled", p + "scale_col"], [scaled]),
+        ]
+        if bias:
+            nodes.append(helper.make_node("Add", [scaled, bias], [p + "y2"]))
+        nodes += [
+            helper.make_node("Shape", [x], [p + "x_shape"]),
+            helper.make_node("Slice", [p + "x_shape", shared["start"], shared["last"]], [p + "lead"]),
+            helper.make_node("Concat", [p + "lead", const(p + "n", np.array([w.shape[1]], np.int64))],
+                             [p + "y_shape"], axis=0),
+            helper.make_node("Reshape", [p + "y2", p + "y_shape"], [out]),
+        ]
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    used = {name for node in nodes for name in node.input}  # the fp32 weights replaced are dropped
+    kept = [init for init in list(graph.initializer) + added if init.name in used]
+    graph.ClearField("initializer")
+    graph.initializer.extend(kept)
+    if not any(opset.domain == "com.microsoft" for opset in graph_model.opset_import):
+        graph_model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(graph_model, str(target))
 
 
 class OnnxEncoder(_ModuleLike):
