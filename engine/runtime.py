@@ -2,12 +2,14 @@
 
 PyTorch stays the reference and the training engine. For inference on CPUs this module adds
 ONNX Runtime: each tower (image, text) is exported once per model with `torch.onnx.export`, and
-int8 dynamic quantization of its linear layers is derived from that export; both are cached on
-disk by model fingerprint. Which mode runs is decided per machine and model by measurement
+an int8 form of its linear layers with per-row activation scales is derived from that export
+(`quantize_rowwise`: an embedding never depends on the other images in its batch); both are cached
+on disk by model fingerprint. Which mode runs is decided once per machine and model by measurement
 (`choose_mode`): every candidate that the CPU supports is timed on a probe batch and checked
-against fp32 on it; the fastest one within its stated tolerance (engine.precision.MODES) that
-the quality gate on trained weights allows wins, and the choice is cached, keyed by the CPU's
-flags, the thread count and the library versions.
+against fp32 on it; among the modes within their stated tolerance (engine.precision.MODES) that the
+quality gate on trained weights allows, a rule that timing noise cannot flip decides (`pick`), and
+the choice is kept for every data folder on the machine (`machine_cache`), keyed by the CPU's
+flags, the thread count, the library versions and the weights.
 
 int8 on CPUs without VNNI (AVX2 only): u8 x s8 products there go through an instruction that
 saturates 16-bit sums, which costs accuracy (cosine 0.994 to fp32 on ViT-B/32); weights are then
