@@ -10,8 +10,9 @@ Then every inference mode of engine.runtime on the same weights and the same ima
 fp32 is the exact mode, through the matrix kernels measured fastest here, engine.runtime.fp32_kernels;
 ONNX Runtime fp32 and int8 through cliplab's own export and quantization; bf16 with --bf16), each
 timed alternating round by round with open_clip fp32 (fastest of each, so load from other processes
-hits both sides), with its cosine to fp32; last, the exact mode alternating with ONNX Runtime fp32.
-The CPU flags and thread count head the output.
+hits both sides), with its cosine to fp32 and how far a row moves when the same images are embedded
+in batches of 7 instead of the batch (0: batch-invariant); last, the exact mode alternating with ONNX
+Runtime fp32, and onnx-int8 alternating with onnx-fp32. The CPU flags and thread count head the output.
 """
 
 from __future__ import annotations
@@ -110,11 +111,15 @@ def main() -> None:
                 continue
             encoder = encoders[mode] = make_encoder(ours, mode)
             cos = torch.nn.functional.cosine_similarity(encoder.encode_image(images), ref_image).min().item()
+            whole = encoder.encode_image(images)
+            by_7 = torch.cat([encoder.encode_image(images[i:i + 7]) for i in range(0, len(images), 7)])
+            moved = (whole - by_7).abs().max().item() / whole.abs().max().item()
             t_mode, t_ref_pair = timed_against(lambda enc=encoder: enc.encode_image(images),
                                                lambda: reference.encode_image(images), args.rounds)
             label = "exact mode, PyTorch fp32 through " + encoder.kernels if mode == "fp32" else mode
             rows.append((f"image, batch {args.image_batch}, {label} (min of {args.rounds}, alternating with "
-                         f"open_clip: {t_ref_pair:.3f} s)", t_mode, t_ref_pair, t_hf_img, f"cos {cos:.6f}"))
+                         f"open_clip: {t_ref_pair:.3f} s)", t_mode, t_ref_pair, t_hf_img,
+                         f"cos {cos:.6f}; batches of 7 move a row by {moved:.1e} of the largest feature"))
         exact = encoders["fp32"]
         if exact.kernels != "blas":  # the text tower too: zero-shot classifiers and audits embed many prompts
             diff = (exact.encode_text(tokens) - ref_text).abs().max().item()
@@ -128,6 +133,11 @@ def main() -> None:
                                             lambda: encoders["onnx-fp32"].encode_image(images), args.rounds)
             exact_vs_onnx = (f"\nExact fp32 mode ({exact.kernels}) against ONNX Runtime fp32, alternating, "
                              f"min of {args.rounds}: {t_exact:.3f} s vs {t_onnx:.3f} s = {t_onnx / t_exact:.2f}x")
+        if "onnx-int8" in encoders:
+            t_int8, t_onnx = timed_against(lambda: encoders["onnx-int8"].encode_image(images),
+                                           lambda: encoders["onnx-fp32"].encode_image(images), args.rounds)
+            exact_vs_onnx += (f"\nonnx-int8 against onnx-fp32, alternating, min of {args.rounds}: {t_int8:.3f} s vs "
+                              f"{t_onnx:.3f} s = {t_onnx / t_int8:.2f}x")
         if args.bf16 and "bf16" not in candidate_modes(torch.device("cpu")):
             convert_weights(ours, torch.bfloat16)
             cos_bf16 = torch.nn.functional.cosine_similarity(ours.encode_image(images).float(), ref_image).min().item()

@@ -58,6 +58,8 @@ class ModelConfig:
         if self.activation not in ACTIVATIONS:
             raise CliplabError(f"Unknown activation {self.activation!r}: cliplab's CLIP runs "
                                f"{' or '.join(ACTIVATIONS)}.")
+        self._check_sizes()
+        given = [name for name in ("vision_heads", "transformer_heads") if getattr(self, name) is not None]
         if self.vision_heads is None:
             tower = self.vision_width * 32 if self.is_resnet else self.vision_width
             set_(self, "vision_heads", max(1, tower // 64))
@@ -67,6 +69,46 @@ class ModelConfig:
             set_(self, "vision_mlp_width", 4 * self.vision_width)
         if self.transformer_mlp_width is None:
             set_(self, "transformer_mlp_width", 4 * self.transformer_width)
+        self._check_heads(given)  # defaulted heads are placeholders until with_facts sets the real ones
+
+    def _check_sizes(self) -> None:
+        """Every size a whole number in range, before anything is computed from it: a config file
+        may say anything (a CliplabError naming the field; the loaders add the file)."""
+        positive = ["embed_dim", "image_resolution", "vision_width", "context_length", "vocab_size",
+                    "transformer_width"]
+        optional = ["transformer_heads", "vision_heads", "vision_mlp_width", "transformer_mlp_width"]
+        if not self.is_resnet:
+            optional.append("vision_patch_size")
+        for name in positive + [n for n in optional if getattr(self, n) is not None]:
+            _check_whole(name, getattr(self, name), minimum=1)
+        _check_whole("transformer_layers", self.transformer_layers, minimum=0)
+        if self.is_resnet:
+            if len(self.vision_layers) != 4:
+                raise CliplabError(f"vision_layers is {list(self.vision_layers)}: a ModifiedResNet has four stages, "
+                                   "so it must be four whole numbers, each at least 1 (or one number for a ViT).")
+            for depth in self.vision_layers:
+                _check_whole("vision_layers", depth, minimum=1, shown=list(self.vision_layers))
+        else:
+            _check_whole("vision_layers", self.vision_layers, minimum=0)
+        if not isinstance(self.layer_norm_eps, (int, float)) or isinstance(self.layer_norm_eps, bool) \
+                or not 0 < self.layer_norm_eps < 1:
+            raise CliplabError(f"layer_norm_eps is {self.layer_norm_eps!r}: it must be a small positive number "
+                               "such as 1e-05.")
+        if self.text_eos_id is not None:
+            _check_whole("text_eos_id", self.text_eos_id, minimum=0)
+
+    def _check_heads(self, names: list[str]) -> None:
+        """The attention heads given must split their tower's width (nn.MultiheadAttention asserts it)."""
+        towers = [("transformer_heads", "transformer_width", self.transformer_width),
+                  ("vision_heads", "vision_width" + (" x 32" if self.is_resnet else ""),
+                   self.vision_width * 32 if self.is_resnet else self.vision_width)]
+        for name, width_name, width in towers:
+            if name not in names:
+                continue
+            heads = getattr(self, name)
+            if width % heads:
+                raise CliplabError(f"{name} is {heads}, which does not divide {width_name} ({width}): "
+                                   "the heads must split the width evenly.")
 
     @property
     def is_resnet(self) -> bool:
@@ -98,6 +140,13 @@ class ModelConfig:
                  else f"ViT {self.vision_layers}x{self.vision_width}/{self.vision_patch_size}")
         return (f"{tower} at {self.image_resolution} px, text {self.transformer_layers}x{self.transformer_width}, "
                 f"embed {self.embed_dim}, {self.activation}")
+
+
+def _check_whole(name: str, value, minimum: int, shown=None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        shown = value if shown is None else shown
+        least = "positive" if minimum == 1 else "0 or more"
+        raise CliplabError(f"{name} is {shown!r}: it must be a whole number, {least}.")
 
 
 @dataclass(frozen=True)
@@ -161,10 +210,13 @@ def shape_config(sd: dict) -> ModelConfig:
         logit_bias="logit_bias" in sd)
 
 
+FACT_FIELDS = ("activation", "layer_norm_eps", "vision_heads", "transformer_heads", "text_eos_id")
+SHAPE_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.name not in FACT_FIELDS)
+
+
 def same_shapes(a: ModelConfig, b: ModelConfig) -> bool:
     """Whether two configs describe the same tensors (facts aside)."""
-    keep = ("activation", "layer_norm_eps", "vision_heads", "transformer_heads", "text_eos_id")
-    return replace(a, **{k: getattr(b, k) for k in keep}) == b
+    return all(getattr(a, name) == getattr(b, name) for name in SHAPE_FIELDS)
 
 
 # --- open_clip's model_cfg --------------------------------------------------------------------

@@ -13,6 +13,8 @@ import io
 import json
 import math
 import os
+import re
+import struct
 import warnings
 from datetime import datetime
 from functools import cache
@@ -28,9 +30,14 @@ from cliplab.engine.errors import CliplabError
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 
-# Pillow's own default (~89.5 MP). Images whose header says more pixels are refused, whatever the
-# format, before any pixel is decoded. Raise it here for trusted, very large files.
-MAX_IMAGE_PIXELS = 89_478_485
+# The most pixels one image may decode to, by default Pillow's own (~89.5 MP): a guard against
+# decompression bombs (a few KB of PNG, TIFF or GIF that inflate to gigabytes). JPEGs are checked at
+# the size they are decoded to, after draft mode's DCT scaling (1/2 .. 1/8), so a 102 MP camera photo
+# read for a model decodes to ~1.6 MP and passes. A person raises the limit with max_pixels(),
+# set_max_pixels() (the app's Settings), or CLIPLAB_MAX_PIXELS, which wins over both.
+DEFAULT_MAX_PIXELS = 89_478_485
+MAX_PIXELS_ENV = "CLIPLAB_MAX_PIXELS"
+SETTINGS_FILE = "settings.json"  # in the data folder; the pixel limit is its "max_pixels"
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
@@ -214,19 +221,104 @@ def _starts_like_image(file: IO[bytes] | Path, start: int) -> bool:
     return head.startswith(_SIGNATURES) or head[4:8] == b"ftyp"
 
 
-def _open(source: ImageSource, check_size: bool = True) -> tuple[Image.Image, str]:
-    """Open (header only) with every failure mapped to an ImageLoadError, and the pixel limit checked."""
+def _settings_path() -> Path:
+    from cliplab.engine import paths
+    return paths.data_dir() / SETTINGS_FILE
+
+
+def _read_settings() -> dict:
+    try:
+        settings = json.loads(_settings_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return settings if isinstance(settings, dict) else {}
+
+
+def max_pixels() -> int:
+    """The pixel limit in force: CLIPLAB_MAX_PIXELS if set, else the data folder's setting
+    (set_max_pixels), else DEFAULT_MAX_PIXELS. Read on every image, so decode workers (other
+    processes) and a running app follow a change at once."""
+    forced = os.environ.get(MAX_PIXELS_ENV)
+    if forced:
+        try:
+            return _valid_limit(int(forced.replace("_", "")))
+        except ValueError:
+            raise CliplabError(f"{MAX_PIXELS_ENV}={forced!r} is not a pixel count: give a whole number such as "
+                               "200000000 (200 megapixels).") from None
+    stored = _read_settings().get("max_pixels")
+    return stored if isinstance(stored, int) and not isinstance(stored, bool) and stored > 0 else DEFAULT_MAX_PIXELS
+
+
+def set_max_pixels(limit: int | None) -> int:
+    """Store the pixel limit in the data folder's settings (None: back to the default); returns the
+    limit now in force (CLIPLAB_MAX_PIXELS, where set, still wins)."""
+    from cliplab.engine.weights import replace_atomically
+    settings = _read_settings()
+    if limit is None:
+        settings.pop("max_pixels", None)
+    else:
+        settings["max_pixels"] = _valid_limit(limit)
+    replace_atomically(_settings_path(), lambda tmp: tmp.write_text(json.dumps(settings, indent=1) + "\n"))
+    return max_pixels()
+
+
+def _valid_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1_000_000:
+        raise CliplabError(f"A pixel limit of {limit!r} is too small to be meant: give a whole number of pixels, "
+                           "at least 1000000 (1 megapixel); the default is 89478485.")
+    return limit
+
+
+def _too_large(name: str, size: str, limit: int) -> ImageLoadError:
+    own = Path(name).name or name  # the photo's own name, not the folder an upload was cached in
+    return ImageLoadError(
+        f"{own} {size}, over the pixel limit of "
+        f"{limit / 1e6:.1f} megapixels that guards against decompression bombs. If you trust the file, raise "
+        f"the limit: the pixel limit in the app's Settings, or the environment variable {MAX_PIXELS_ENV} "
+        "(e.g. 200000000).", "too large", name)
+
+
+def _is_jpeg(file: IO[bytes] | Path, start: int) -> bool:
+    if isinstance(file, Path):
+        with open(file, "rb") as f:
+            head = f.read(3)
+    else:
+        file.seek(start)
+        head = file.read(3)
+        file.seek(start)
+    return head == b"\xff\xd8\xff"
+
+
+def _open_image(file: IO[bytes] | Path, start: int) -> Image.Image:
+    """Image.open, except that JPEGs skip Pillow's pixel check at open: they are checked by the size
+    they decode to, after draft mode (load_image). Other formats get Pillow's guard raised to ours."""
+    if _is_jpeg(file, start):
+        from PIL.JpegImagePlugin import JpegImageFile
+        try:
+            return JpegImageFile(file)
+        except (SyntaxError, IndexError, struct.error) as error:
+            raise UnidentifiedImageError(str(error)) from None
+    limit = max_pixels()
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit  # the person raised the limit: Pillow's refusal (at twice its own) follows
+    with warnings.catch_warnings():
+        # The limit is ours (max_pixels, checked by load_image); Pillow's warning is noise here.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(file)
+
+
+def _open(source: ImageSource) -> tuple[Image.Image, str]:
+    """Open (header only) with every failure mapped to an ImageLoadError."""
     _register_heif()
     name = _source_name(source)
     file = _as_file(source, name)
     start = 0 if isinstance(file, Path) else file.tell()
     try:
-        with warnings.catch_warnings():
-            # The limit is ours (MAX_IMAGE_PIXELS, checked below); Pillow's warning is noise here.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(file)
-    except Image.DecompressionBombError as error:
-        raise _fail(name, "too large", f"it is far over the pixel limit, maybe a decompression bomb ({error}).") from None
+        image = _open_image(file, start)
+    except Image.DecompressionBombError as error:  # over twice Pillow's guard: refused before the header's size is ours
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        raise _too_large(name, f"{int(pixels.group(1)) / 1e6:.1f} megapixels" if pixels else "far too many pixels",
+                         max_pixels()) from None
     except UnidentifiedImageError:
         if _starts_like_image(file, start):
             raise _fail(name, "corrupt", "it looks like an image but its header is damaged "
@@ -242,13 +334,17 @@ def _open(source: ImageSource, check_size: bool = True) -> tuple[Image.Image, st
         if "too large" in str(error).lower():
             raise _fail(name, "too large", f"its metadata is over the decoder's safety limit ({error}).") from None
         raise _fail(name, "corrupt", f"its header is damaged ({error}).") from None
-    width, height = image.size
-    if check_size and width * height > MAX_IMAGE_PIXELS:
-        image.close()
-        raise _fail(name, "too large", f"{width}x{height} is {width * height / 1e6:.0f} megapixels, "
-                             f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} (it may be a decompression "
-                             "bomb); raise engine.images.MAX_IMAGE_PIXELS if you trust the file.")
     return image, name
+
+
+def _check_pixels(image: Image.Image, name: str, stored: tuple[int, int]) -> None:
+    """The pixel limit, on the size the image decodes to (a JPEG's after draft mode; stored: its size
+    in the file)."""
+    width, height = image.size
+    limit = max_pixels()
+    if width * height > limit:
+        scaled = "" if (width, height) == stored else f" at the reduced scale it is read at ({stored[0]}x{stored[1]} stored)"
+        raise _too_large(name, f"is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels){scaled}", limit)
 
 
 def _decode(image: Image.Image, name: str) -> None:
@@ -305,16 +401,19 @@ def load_image(source: ImageSource, min_size: int | None = None, draft_factor: f
     - `min_size`: large JPEGs decode at a reduced DCT scale (draft mode, 1/2, 1/4 or 1/8) chosen
       so that the shorter side stays >= draft_factor * min_size (2 by default; 1 measured only ~7%
       less CPU on 12 MP photos, docs/benchmarks.md): several times faster on camera photos.
-    - Failures raise ImageLoadError with `.reason` (see the class); images over MAX_IMAGE_PIXELS
-      are refused from their header before decoding ("too large").
+    - Failures raise ImageLoadError with `.reason` (see the class); an image that would decode to
+      more than max_pixels() (a JPEG counted at its draft scale) is refused before decoding
+      ("too large"); the sentence names the file and how to raise the limit.
     """
     image, name = _open(source)
     with image:
+        stored = image.size
         if min_size:
             target = math.ceil(draft_factor * int(min_size))
             # draft() reduces by the largest factor in 8, 4, 2, 1 that is <= short side // target,
             # so the reduced shorter side is never below the target.
             image.draft("RGB", (target, target))
+        _check_pixels(image, name, stored)  # before any pixel is decoded
         _decode(image, name)
         _apply_orientation(image)
         rgb = _to_rgb(image, name)
@@ -338,9 +437,9 @@ def image_info(source: ImageSource) -> dict[str, Any]:
     """Header facts without decoding pixels: width and height as displayed (EXIF orientation
     applied), format, orientation (1-8), taken_at (EXIF DateTimeOriginal as a naive datetime, or
     None) and camera_model (EXIF Model, or None). Raises ImageLoadError like load_image, except
-    that an image over MAX_IMAGE_PIXELS is still described (only decoding it is refused; Pillow
-    itself refuses to open more than twice its own limit, ~179 MP)."""
-    image, _ = _open(source, check_size=False)
+    that an image over max_pixels() is still described (only decoding it is refused; Pillow itself
+    refuses to open a non-JPEG of more than twice its own limit, ~179 MP, unless the limit is raised)."""
+    image, _ = _open(source)
     with image:
         width, height = image.size
         taken_at, camera_model, orientation = None, None, 1

@@ -2,12 +2,14 @@
 
 PyTorch stays the reference and the training engine. For inference on CPUs this module adds
 ONNX Runtime: each tower (image, text) is exported once per model with `torch.onnx.export`, and
-int8 dynamic quantization of its linear layers is derived from that export; both are cached on
-disk by model fingerprint. Which mode runs is decided per machine and model by measurement
+an int8 form of its linear layers with per-row activation scales is derived from that export
+(`quantize_rowwise`: an embedding never depends on the other images in its batch); both are cached
+on disk by model fingerprint. Which mode runs is decided once per machine and model by measurement
 (`choose_mode`): every candidate that the CPU supports is timed on a probe batch and checked
-against fp32 on it; the fastest one within its stated tolerance (engine.precision.MODES) that
-the quality gate on trained weights allows wins, and the choice is cached, keyed by the CPU's
-flags, the thread count and the library versions.
+against fp32 on it; among the modes within their stated tolerance (engine.precision.MODES) that the
+quality gate on trained weights allows, a rule that timing noise cannot flip decides (`pick`), and
+the choice is kept for every data folder on the machine (`machine_cache`), keyed by the CPU's
+flags, the thread count, the library versions and the weights.
 
 int8 on CPUs without VNNI (AVX2 only): u8 x s8 products there go through an instruction that
 saturates 16-bit sums, which costs accuracy (cosine 0.994 to fp32 on ViT-B/32); weights are then
@@ -53,7 +55,11 @@ KERNELS = ("blas", "onednn")
 # Modes whose zero-shot accuracy on the demo model's held-out sets moved by more than 0.5 points
 # in benchmarks/quality.py (docs/benchmarks.md): never chosen automatically. Empty: all passed.
 FAILED_QUALITY_GATE: frozenset[str] = frozenset()
-MIN_GAIN = 1.10  # a mode must beat fp32 by this factor to replace the exact mode (timing noise)
+MIN_GAIN = 1.10  # a mode must beat the more exact mode it would replace by this factor (timing noise)
+# The order in which modes give up exactness: a mode is taken only where it beats the one before it
+# that was taken by MIN_GAIN, so noise between two fast modes cannot flip the choice (pick).
+EXACTNESS_ORDER = ("fp32", "fp16", "onnx-fp32", "bf16", "onnx-int8")
+MACHINE_CACHE_ENV = "CLIPLAB_MACHINE_CACHE"  # where the per-machine measurements live (tests, containers)
 
 
 def onnx_available() -> bool:
@@ -183,23 +189,98 @@ def export_onnx(model: torch.nn.Module, tower: str, folder: Path | None = None) 
 
 
 def quantized_onnx(model: torch.nn.Module, tower: str, folder: Path | None = None) -> Path:
-    """The int8 dynamic quantization (linear layers) of a tower's export, cached; 7-bit weights
-    on CPUs without VNNI (see the module docstring)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """The int8 form of a tower's export (`quantize_rowwise`), cached; 7-bit weights on CPUs
+    without VNNI (see the module docstring)."""
     source = export_onnx(model, tower, folder)
     reduce_range = not cpu_has_vnni()
-    path = source.with_name(f"{tower}-int8{'-r7' if reduce_range else ''}.onnx")
+    path = source.with_name(f"{tower}-int8-rows{'-r7' if reduce_range else ''}.onnx")
     if path.is_file():
         return path
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # quantize_dynamic warns on the root logger that it was not "pre-processed"
-    try:
-        return replace_atomically(path, lambda tmp: quantize_dynamic(
-            str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
-            op_types_to_quantize=["MatMul", "Gemm"]))
-    finally:
-        root.setLevel(level)
+    return replace_atomically(path, lambda tmp: quantize_rowwise(source, tmp, reduce_range))
+
+
+def quantize_rowwise(source: Path, target: Path, reduce_range: bool) -> None:
+    """Every product with constant weights (MatMul, Gemm) as an 8-bit integer product whose activation
+    scale is each row's own, so that an embedding never depends on the other images in its batch.
+
+    ONNX Runtime's dynamic quantization scales the whole activation tensor, which spans the batch: the
+    same photo came out differently in a batch of 32 and of 7. Here each row (one token of one image)
+    is quantized by its own largest magnitude (symmetric, around the zero point 128, so that one zero
+    point serves every row and the integer kernel takes it out exactly); the weights are symmetric per
+    output column (7 bits without VNNI, where 8-bit products saturate). The product accumulates in
+    int32 (exact, whatever the kernel's blocking) and is scaled by the weights' column scales in the
+    same kernel (MatMulIntegerToFloat), then by the row's scale. The rest of the graph is the fp32
+    export's, which computes row by row."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph_model = onnx.load(str(source))
+    graph = graph_model.graph
+    weights = {init.name: init for init in graph.initializer}
+    qmax = 63 if reduce_range else 127
+    nodes, added = [], []
+
+    def const(name: str, array: np.ndarray) -> str:
+        added.append(numpy_helper.from_array(array, name))
+        return name
+
+    shared = {"one": const("q_one", np.array(1.0, np.float32)), "zp": const("q_zp", np.array(128, np.uint8)),
+              "zp1": const("q_zp1", np.array([128], np.uint8)), "tiny": const("q_tiny", np.array(1e-30, np.float32)),
+              "127": const("q_127", np.array(127, np.float32)), "axis1": const("q_axis1", np.array([1], np.int64)),
+              "start": const("q_start", np.array([0], np.int64)), "last": const("q_last", np.array([-1], np.int64))}
+    for index, node in enumerate(graph.node):
+        gemm = node.op_type == "Gemm"
+        if node.op_type not in ("MatMul", "Gemm") or node.input[1] not in weights:
+            nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float32)
+        if w.ndim != 2 or (gemm and (attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0
+                                     or attrs.get("beta", 1.0) != 1.0)):
+            nodes.append(node)
+            continue
+        if gemm and attrs.get("transB", 0):
+            w = w.T
+        w_scale = np.maximum(np.abs(w).max(axis=0), 1e-30) / qmax  # per output column
+        w_q = np.clip(np.rint(w / w_scale), -qmax, qmax).astype(np.int8)
+        p, x, out = f"q{index}_", node.input[0], node.output[0]
+        bias = node.input[2] if gemm and len(node.input) > 2 and node.input[2] else None
+        scaled = p + "scaled" if bias else p + "y2"
+        nodes += [
+            helper.make_node("Reshape", [x, const(p + "rows_shape", np.array([-1, w.shape[0]], np.int64))], [p + "x2"]),
+            helper.make_node("ReduceMax", [p + "x2"], [p + "max"], axes=[1], keepdims=0),
+            helper.make_node("ReduceMin", [p + "x2"], [p + "min"], axes=[1], keepdims=0),  # no |x| written out
+            helper.make_node("Neg", [p + "min"], [p + "neg_min"]),
+            # the largest magnitude; a row of zeros keeps a positive scale and stays zeros
+            helper.make_node("Max", [p + "max", p + "neg_min", shared["tiny"]], [p + "amax1"]),
+            helper.make_node("Div", [p + "amax1", shared["127"]], [p + "scale"]),
+            helper.make_node("Shape", [p + "scale"], [p + "rows"]),
+            helper.make_node("Expand", [shared["zp1"], p + "rows"], [p + "zps"]),
+            helper.make_node("QuantizeLinear", [p + "x2", p + "scale", p + "zps"], [p + "xq"], axis=0),
+            helper.make_node("MatMulIntegerToFloat", [p + "xq", const(p + "w", w_q), shared["one"],
+                                                      const(p + "w_scale", w_scale.astype(np.float32)), shared["zp"]],
+                             [p + "unscaled"], domain="com.microsoft"),
+            helper.make_node("Unsqueeze", [p + "scale", shared["axis1"]], [p + "scale_col"]),
+            helper.make_node("Mul", [p + "unscaled", p + "scale_col"], [scaled]),
+        ]
+        if bias:
+            nodes.append(helper.make_node("Add", [scaled, bias], [p + "y2"]))
+        nodes += [
+            helper.make_node("Shape", [x], [p + "x_shape"]),
+            helper.make_node("Slice", [p + "x_shape", shared["start"], shared["last"]], [p + "lead"]),
+            helper.make_node("Concat", [p + "lead", const(p + "n", np.array([w.shape[1]], np.int64))],
+                             [p + "y_shape"], axis=0),
+            helper.make_node("Reshape", [p + "y2", p + "y_shape"], [out]),
+        ]
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    used = {name for node in nodes for name in node.input}  # the fp32 weights replaced are dropped
+    kept = [init for init in list(graph.initializer) + added if init.name in used]
+    graph.ClearField("initializer")
+    graph.initializer.extend(kept)
+    if not any(opset.domain == "com.microsoft" for opset in graph_model.opset_import):
+        graph_model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(graph_model, str(target))
 
 
 class OnnxEncoder(_ModuleLike):
@@ -335,15 +416,38 @@ def measure_modes(model: torch.nn.Module, modes: list[str], batch: int = 8, roun
 
 
 def pick(measured: dict[str, dict]) -> tuple[str, str]:
-    """The fastest safe mode and why (fp32 unless another safe mode is >= MIN_GAIN faster)."""
+    """The mode to index with and why, by a rule that timing noise cannot flip between two close modes:
+    walk the safe modes from the most exact (EXACTNESS_ORDER) and take each one that runs at least
+    MIN_GAIN times faster than the last one taken. fp32 stays unless a safe mode beats it by 10%."""
     exact = measured[EXACT]["seconds"]
-    safe = {m: r for m, r in measured.items() if r["safe"]}
-    best = min(safe, key=lambda m: safe[m]["seconds"])
-    if best != EXACT and exact / safe[best]["seconds"] >= MIN_GAIN:
-        r = safe[best]
-        return best, (f"{best} measured {exact / r['seconds']:.1f}x fp32 on this CPU, "
-                      f"cosine to fp32 >= {min(r['image_cosine'], r['text_cosine']):.5f}")
-    return EXACT, "no safe mode measured at least 10% faster than fp32 on this CPU"
+    taken, steps = EXACT, []
+    for mode in sorted((m for m, r in measured.items() if r["safe"] and m != EXACT), key=EXACTNESS_ORDER.index):
+        gain = measured[taken]["seconds"] / measured[mode]["seconds"]
+        if gain >= MIN_GAIN:
+            steps.append(f"{mode} {gain:.2f}x {taken}")
+            taken = mode
+        else:
+            steps.append(f"{mode} only {gain:.2f}x {taken}, kept {taken}")
+    if taken == EXACT:
+        return EXACT, "no safe mode measured at least 10% faster than fp32 on this CPU"
+    r = measured[taken]
+    return taken, (f"{taken} measured {exact / r['seconds']:.1f}x fp32 on this CPU, cosine to fp32 >= "
+                   f"{min(r['image_cosine'], r['text_cosine']):.5f} ({'; '.join(steps)}: a mode replaces a more "
+                   f"exact one only where it is {MIN_GAIN:.2f}x faster)")
+
+
+def machine_cache() -> Path:
+    """Measurements of this machine, shared by every data folder on it (CLIPLAB_MACHINE_CACHE, else
+    $XDG_CACHE_HOME/cliplab, else ~/.cache/cliplab): two data folders make the same choice, so the
+    libraries they index are embedded alike."""
+    root = os.environ.get(MACHINE_CACHE_ENV)
+    if root:
+        path = Path(root).expanduser()
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        path = Path(base) / "cliplab"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _machine_key() -> str:
@@ -363,7 +467,7 @@ def _choice_key(model: torch.nn.Module) -> str:
 
 
 def choices_file() -> Path:
-    return paths.cache_dir("runtime") / "choices.json"
+    return machine_cache() / "inference-modes.json"
 
 
 def _read_choices() -> dict:
@@ -374,13 +478,14 @@ def _read_choices() -> dict:
 
 
 def kernels_file() -> Path:
-    return paths.cache_dir("runtime") / "fp32-kernels.json"
+    return machine_cache() / "fp32-kernels.json"
 
 
 def fp32_kernels(remeasure: bool = False, measure: bool = True) -> dict | None:
     """The matrix kernels of the exact fp32 mode on this CPU (module docstring): {"kernels": "blas" or
     "onednn", "reason", "measured": seconds of one product each}. CLIPLAB_FP32_KERNELS forces one;
-    otherwise measured once per machine (CPU flags, threads, library versions) and cached.
+    otherwise measured once per machine (CPU flags, threads, library versions) and cached for every
+    data folder on it (machine_cache).
     measure=False: None where nothing is cached yet (for pages that only read)."""
     forced = os.environ.get(KERNELS_ENV)
     if forced:
@@ -405,6 +510,12 @@ def fp32_kernels(remeasure: bool = False, measure: bool = True) -> dict | None:
     choice = {"kernels": kernels, "measured": {k: round(v, 5) for k, v in measured.items()},
               "reason": f"oneDNN ran a ViT-B block at {gain:.2f}x PyTorch's BLAS on this CPU"
                         + ("" if kernels == "onednn" else " (less than 10% faster: the BLAS stays)")}
+    try:  # another process on this machine may have decided meanwhile: its choice stands
+        choices = json.loads(kernels_file().read_text())
+    except (OSError, ValueError):
+        choices = {}
+    if key in choices and not remeasure:
+        return choices[key]
     log.info("fp32 matrix kernels on this CPU (%s): %s (%s)", cpu_summary(), kernels, choice["reason"])
     choices[key] = choice
     replace_atomically(kernels_file(), lambda tmp: tmp.write_text(json.dumps(choices, indent=1)))
@@ -426,7 +537,7 @@ def mode_kernels(mode: str, device: str | torch.device, weights: torch.dtype = t
 
 def choose_mode(model: torch.nn.Module, remeasure: bool = False) -> Choice:
     """The fastest safe mode for this model on this machine: CLIPLAB_INFERENCE_MODE if set, fp16 on
-    CUDA, else measured once and cached (see the module docstring)."""
+    CUDA, else measured once per machine and model and cached for every data folder (machine_cache)."""
     device = next(model.parameters()).device
     forced = os.environ.get(MODE_ENV)
     if forced:
@@ -440,9 +551,11 @@ def choose_mode(model: torch.nn.Module, remeasure: bool = False) -> Choice:
     measured = measure_modes(model, candidate_modes(device))
     mode, reason = pick(measured)
     choice = Choice(mode, reason, measured, cpu_summary(), getattr(model, "name", None) or "")
+    choices = _read_choices()
+    if key in choices and not remeasure:  # another process on this machine decided meanwhile: its choice stands
+        return Choice(**choices[key])
     log.info("inference mode for %s on this CPU (%s): %s (%s)", getattr(model, "name", "model"), choice.cpu,
              mode, reason)
-    choices = _read_choices()
     choices[key] = choice.to_dict()
     replace_atomically(choices_file(), lambda tmp: tmp.write_text(json.dumps(choices, indent=1)))
     return choice

@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from cliplab.engine.config import (
     ARCHITECTURES,
     OPENAI_EXTRAS,
+    SHAPE_FIELDS,
     Facts,
     ModelConfig,
     hf_facts,
@@ -41,10 +42,11 @@ from cliplab.engine.config import (
     open_clip_config,
     refuse,
     resolve_arch,
+    same_shapes,
     shape_config,
 )
 from cliplab.engine.errors import CliplabError
-from cliplab.engine.model import CLIP, load_state_dict_checked
+from cliplab.engine.model import CLIP, explain_misfit, load_state_dict_checked
 
 # SHA-256 of the nine official release files (also the path segment of their download URLs).
 OFFICIAL_SHA256: dict[str, str] = {
@@ -113,6 +115,7 @@ class _Raw:
     weights_file: Path
     facts: Facts | None = None
     config: ModelConfig | None = None  # a complete config the file carries (ours, open_clip's)
+    config_file: Path | None = None  # the file that config was read from
     preprocess: dict = field(default_factory=dict)
     merges_path: Path | None = None
     meta: dict = field(default_factory=dict)
@@ -173,7 +176,9 @@ def _read_folder(folder: Path) -> _Raw:
             model_config = ModelConfig.from_dict(config)
         except TypeError as error:
             raise CliplabError(f"{config_path} is a cliplab config without the architecture ({error}).") from error
-        return _Raw(_load_safetensors(weights), "cliplab", weights, config=model_config,
+        except CliplabError as error:
+            raise CliplabError(f"{config_path}: {error}") from None
+        return _Raw(_load_safetensors(weights), "cliplab", weights, config=model_config, config_file=config_path,
                     preprocess=config.get("preprocess") or {}, merges_path=merges, meta=config)
     if "text_config" in config or "vision_config" in config or "model_type" in config:
         weights = _hf_weights_file(folder)
@@ -208,10 +213,16 @@ def _open_clip_raw(weights: Path, config_path: Path) -> _Raw:
     model_cfg = config.get("model_cfg", config)
     if "embed_dim" not in model_cfg:
         raise CliplabError(f"{config_path} has no model_cfg with embed_dim: it is not open_clip's model config.")
-    model_config = open_clip_config(model_cfg)
+    try:
+        model_config = open_clip_config(model_cfg)
+    except CliplabError as error:
+        raise CliplabError(f"{config_path}: {error}") from None
+    except (TypeError, ValueError) as error:  # a size that is not a number (mlp_ratio "x", image_size [])
+        raise CliplabError(f"{config_path}: its model_cfg holds a value that is not a size ({error}).") from None
     preprocess = {k: v for k, v in (config.get("preprocess_cfg") or {}).items()
                   if k in PREPROCESS_KEYS}
-    return _Raw(_read_weights(weights), "open_clip", weights, config=model_config, preprocess=preprocess,
+    return _Raw(_read_weights(weights), "open_clip", weights, config=model_config, config_file=config_path,
+                preprocess=preprocess,
                 meta={"name": config_path.parent.name})
 
 
@@ -276,7 +287,7 @@ def _architecture(raw: _Raw, path: Path, arch) -> tuple[ModelConfig, str]:
         named, facts = resolve_arch(arch)
         return (named if named is not None else shapes.with_facts(facts)), facts.source
     if raw.config is not None:
-        return raw.config, f"its {raw.format} config"
+        return raw.config, f"its {raw.format} config ({raw.config_file})"
     if raw.facts is not None:
         return shapes.with_facts(raw.facts), raw.facts.source
     if raw.arch_name is not None:
@@ -503,6 +514,7 @@ def model_from_checkpoint(checkpoint: Checkpoint) -> CLIP:
     The modules are made on the meta device (no memory, no random init, no global state touched)
     and the checkpoint's tensors are assigned in place of the empty ones."""
     config = checkpoint.config or shape_config(checkpoint.state_dict)
+    _check_fit(checkpoint, config)
     with torch.device("meta"):
         model = CLIP(config)
     own = model.state_dict()
@@ -520,6 +532,27 @@ def model_from_checkpoint(checkpoint: Checkpoint) -> CLIP:
                                f"{checkpoint.config_source or 'its shapes'}).") from error
         raise
     return model.eval()
+
+
+def _check_fit(checkpoint: Checkpoint, config: ModelConfig) -> None:
+    """Refuse a config whose shapes are not the tensors' before any module is made: modules cost memory
+    even on the meta device (a million layers named in a config.json take gigabytes), and the tensors
+    already say every shape. The sentence names the fields that differ and the files."""
+    found = shape_config(checkpoint.state_dict)
+    if same_shapes(found, config):
+        return
+    fields_differ = [name for name in SHAPE_FIELDS if getattr(found, name) != getattr(config, name)]
+    meaning = explain_misfit(config, checkpoint.state_dict)
+    said = "; ".join(f"{name} is {_shown(getattr(config, name))} there, {_shown(getattr(found, name))} in the weights"
+                     for name in fields_differ)
+    raise CliplabError(f"{checkpoint.weights_file} does not fit the architecture from "
+                       f"{checkpoint.config_source or 'the architecture given'}: {said}"
+                       + (f" ({'; '.join(meaning)})" if meaning else "")
+                       + ". Fix that config, or give the architecture that matches the weights.")
+
+
+def _shown(value) -> str:
+    return str(list(value)) if isinstance(value, tuple) else str(value)
 
 
 def checkpoint_fingerprint(checkpoint: Checkpoint) -> str:

@@ -17,10 +17,11 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(scope="session")
 def measured_fp32_kernels(tmp_path_factory) -> str | None:
     """This machine's fp32 kernel choice (engine.runtime.fp32_kernels), measured once for the session
-    (~1 s): it is a fact of the machine, which a user's home keeps after the first measurement."""
+    (~1 s): it is a fact of the machine, which its machine cache keeps after the first measurement."""
     from cliplab.engine.runtime import fp32_kernels, kernels_file
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CLIPLAB_HOME", str(tmp_path_factory.mktemp("kernels_home")))
+        patch.setenv("CLIPLAB_MACHINE_CACHE", str(tmp_path_factory.mktemp("kernels_machine")))
         fp32_kernels()
         return kernels_file().read_text() if kernels_file().is_file() else None
 
@@ -29,6 +30,7 @@ def measured_fp32_kernels(tmp_path_factory) -> str | None:
 def cliplab_home(tmp_path_factory, monkeypatch, measured_fp32_kernels) -> Path:
     home = tmp_path_factory.mktemp("cliplab_home")
     monkeypatch.setenv("CLIPLAB_HOME", str(home))
+    monkeypatch.setenv("CLIPLAB_MACHINE_CACHE", str(home / "machine"))  # per test, never the user's ~/.cache
     if measured_fp32_kernels is not None:
         from cliplab.engine.runtime import kernels_file
         kernels_file().write_text(measured_fp32_kernels)

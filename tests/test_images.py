@@ -283,11 +283,77 @@ def test_decompression_bombs_are_refused_before_decoding(tmp_path, width, height
     assert raised.value.reason == "too large" and "bomb.png" in str(raised.value)
 
 
-def test_the_pixel_limit_is_a_module_constant(tmp_path, monkeypatch):
-    path = save(photo(200, 100), tmp_path / "medium.png")
-    assert load_image(path).size == (200, 100)
-    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 200 * 100 - 1)
+def test_the_pixel_limit_is_a_setting(tmp_path, cliplab_home, monkeypatch):
+    """max_pixels(): CLIPLAB_MAX_PIXELS, else the data folder's setting (set_max_pixels, what the
+    app's Settings call), else Pillow's default; a refusal says how to raise it."""
+    monkeypatch.delenv(images.MAX_PIXELS_ENV, raising=False)
+    path = tmp_path / "wide.png"
+    Image.new("L", (1500, 1000), 90).save(path)  # 1.5 MP, a few KB on disk
+    assert images.max_pixels() == images.DEFAULT_MAX_PIXELS
+    assert images.set_max_pixels(1_200_000) == 1_200_000
     with pytest.raises(ImageLoadError) as raised:
         load_image(path)
     assert raised.value.reason == "too large"
-    assert image_info(path)["width"] == 200  # describing the header is still allowed
+    assert "wide.png is 1500x1000 pixels (1.5 megapixels)" in str(raised.value)
+    assert "Settings" in str(raised.value) and "CLIPLAB_MAX_PIXELS" in str(raised.value)
+    assert image_info(path)["width"] == 1500  # describing the header is still allowed
+    assert images.set_max_pixels(2_000_000) == 2_000_000  # kept in the data folder: other processes see it
+    assert load_image(path).size == (1500, 1000)
+    monkeypatch.setenv(images.MAX_PIXELS_ENV, "1_000_000")  # the environment wins over the setting
+    with pytest.raises(ImageLoadError):
+        load_image(path)
+    monkeypatch.setenv(images.MAX_PIXELS_ENV, "lots")
+    with pytest.raises(CliplabError, match="CLIPLAB_MAX_PIXELS='lots' is not a pixel count"):
+        images.max_pixels()
+    monkeypatch.delenv(images.MAX_PIXELS_ENV)
+    assert images.set_max_pixels(None) == images.DEFAULT_MAX_PIXELS
+    with pytest.raises(CliplabError, match="too small"):
+        images.set_max_pixels(0)
+
+
+@pytest.fixture(scope="module")
+def gfx100_jpeg(tmp_path_factory):
+    """A 12000x9000 JPEG (108 MP, over Pillow's 89.5 MP default; 1.3 MB on disk: mostly uniform)."""
+    from PIL import ImageDraw
+    image = Image.new("L", (12000, 9000), 200)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((2000, 2000, 6000, 5000), fill=40)
+    draw.ellipse((7000, 3000, 11000, 8000), fill=120)
+    path = tmp_path_factory.mktemp("large") / "DSCF0001.JPG"
+    image.save(path, quality=85)
+    return path
+
+
+def test_a_large_jpeg_is_read_at_reduced_scale_not_refused(gfx100_jpeg, cliplab_home, monkeypatch):
+    """A JPEG is decoded at its draft scale, so it is checked at that size: a 108 MP photo read for a
+    model decodes to 1500x1125 (before: refused as "too large" everywhere, e.g. a GFX100's photos).
+    Read whole, it would decode 108 MP: refused, naming the photo by its own name."""
+    from cliplab.indexes.decode import decode_file
+    monkeypatch.delenv(images.MAX_PIXELS_ENV, raising=False)
+    image = load_image(gfx100_jpeg, min_size=224)
+    assert image.size == (1500, 1125) and image.mode == "RGB"
+    assert image_info(gfx100_jpeg)["width"] == 12000
+    decoded = decode_file(1, str(gfx100_jpeg), Preprocess(224), 60.0)  # the indexer's and query images' path
+    assert decoded.reason is None and decoded.pixels.shape == (3, 224, 224) and decoded.width == 12000
+    with pytest.raises(ImageLoadError) as raised:
+        load_image(gfx100_jpeg)
+    message = str(raised.value)
+    assert message.startswith("DSCF0001.JPG is 12000x9000 pixels (108.0 megapixels)")
+    assert str(gfx100_jpeg.parent) not in message and "MAX_IMAGE_PIXELS" not in message
+    with gfx100_jpeg.open("rb") as stream:  # a stream (an upload) decodes the same way
+        assert load_image(stream, min_size=224).size == (1500, 1125)
+
+
+def test_formats_that_inflate_keep_the_bomb_guard_at_any_scale(tmp_path, cliplab_home, monkeypatch):
+    monkeypatch.delenv(images.MAX_PIXELS_ENV, raising=False)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header(12000, 9000))
+    with pytest.raises(ImageLoadError) as raised:
+        load_image(path, min_size=224)  # no draft scale for a PNG: 108 MP would be decoded
+    assert raised.value.reason == "too large" and str(raised.value).startswith("bomb.png is 12000x9000 pixels")
+    path.write_bytes(png_header(30000, 30000))  # over twice Pillow's guard: refused at open
+    with pytest.raises(ImageLoadError) as raised:
+        load_image(path, min_size=224)
+    assert raised.value.reason == "too large" and "bomb.png" in str(raised.value) and "Settings" in str(raised.value)
+
+

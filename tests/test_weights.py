@@ -104,7 +104,7 @@ def test_fingerprint_follows_the_weights(tmp_path):
     # A weights file swapped in by hand (size differs from the record) is hashed, not trusted.
     other = weights.save_model(tiny(seed=2, transformer_layers=1), tmp_path / "other")
     (folder / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
-    with pytest.raises(CliplabError, match="missing keys: transformer.resblocks.1"):
+    with pytest.raises(CliplabError, match="transformer_layers is 2 there, 1 in the weights"):
         weights.load_model(folder)
 
 
@@ -189,6 +189,73 @@ def test_a_misfitting_checkpoint_names_its_keys_and_shapes(tmp_path):
     assert "unexpected keys: visual.extra_head.weight" in message
     assert "visual.proj: checkpoint (64, 32) vs model (64, 16)" in message
     assert str(path) in message
+
+
+HUGE_CONFIG = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # without the check: gigabytes, then MemoryError
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.weights import load_model
+try:
+    load_model(sys.argv[1])
+except CliplabError as error:
+    print(json.dumps(str(error)))
+"""
+
+
+@pytest.mark.parametrize("field, value, fit", [("transformer_layers", 1_000_000, "1 in the weights"),
+                                               ("vision_layers", [1_000_000, 1, 1, 1], "[1, 1, 1, 1] in the weights")])
+def test_a_config_with_a_huge_layer_count_is_refused_in_seconds(tmp_path, field, value, fit):
+    """The config's shapes are compared with the tensors' before a module is made: a million layers in
+    a config.json are refused in seconds at bounded memory (before: 4.3 GB after 90 s, no refusal).
+    The app's "load a local checkpoint" reads through the same load_model."""
+    import subprocess
+    import sys
+    import time
+    folder = weights.save_model(tiny(TINY_RN), tmp_path / "model")
+    record = json.loads((folder / "config.json").read_text())
+    record[field] = value
+    (folder / "config.json").write_text(json.dumps(record))
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", HUGE_CONFIG, str(folder)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert time.perf_counter() - start < 60
+    message = json.loads(done.stdout)
+    assert f"{field} is {value}" in message and fit in message and str(folder / "config.json") in message
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("transformer_heads", 0, "transformer_heads is 0: it must be a whole number, positive"),
+    ("vision_heads", -2, "vision_heads is -2"),
+    ("transformer_width", -64, "transformer_width is -64"),
+    ("embed_dim", 32.5, "embed_dim is 32.5: it must be a whole number"),
+    ("transformer_layers", 2.0, "transformer_layers is 2.0"),
+    ("vision_layers", [1, 1, 1], "vision_layers is [1, 1, 1]: a ModifiedResNet has four stages"),
+    ("vision_layers", [1, 0, 1, 1], "vision_layers is [1, 0, 1, 1]"),
+    ("context_length", "77", "context_length is '77'"),
+    ("transformer_heads", 3, "transformer_heads is 3, which does not divide transformer_width (64)"),
+    ("layer_norm_eps", -1, "layer_norm_eps is -1"),
+])
+def test_a_config_with_impossible_sizes_gets_a_sentence_naming_field_and_file(tmp_path, field, value, says):
+    folder = weights.save_model(tiny(TINY_RN), tmp_path / "model")
+    record = json.loads((folder / "config.json").read_text())
+    record[field] = value
+    (folder / "config.json").write_text(json.dumps(record))
+    with pytest.raises(CliplabError) as info:
+        weights.load_model(folder)
+    assert says in str(info.value) and str(folder / "config.json") in str(info.value)
+
+
+def test_an_open_clip_config_with_impossible_sizes_names_its_file(tmp_path):
+    folder = tmp_path / "oc"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {
+        "embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
+        "text_cfg": {"width": 64, "heads": 0, "layers": 2}}}))
+    torch.save(tiny().state_dict(), folder / "open_clip_pytorch_model.bin")
+    with pytest.raises(CliplabError, match=r"open_clip_config.json: transformer_heads is 0"):
+        weights.load_model(folder)
 
 
 def test_truncated_and_foreign_files(tmp_path):
