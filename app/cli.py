@@ -7,7 +7,6 @@ import importlib
 import os
 import sys
 
-from cliplab.app.services import settings
 from cliplab.engine.errors import CliplabError
 
 # Each module in app/commands/ defines register(subparsers) and sets func on its parsers.
@@ -48,7 +47,6 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 0
-        settings.apply_to_process()  # the pixel limit saved in the app's Settings tab holds for commands too
         return int(args.func(args) or 0)
     except CliplabError as error:
         print(f"error: {error}", file=sys.stderr)

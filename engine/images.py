@@ -258,7 +258,14 @@ def set_max_pixels(limit: int | None) -> int:
         settings.pop("max_pixels", None)
     else:
         settings["max_pixels"] = _valid_limit(limit)
-    replace_atomically(_settings_path(), lambda tmp: tmp.write_text(json.dumps(settings, indent=1) + "\n"))
+    path = _settings_path()
+    mode = path.stat().st_mode & 0o777 if path.is_file() else 0o600  # the file may hold the app's password
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(json.dumps(settings, indent=1) + "\n")
+        os.chmod(tmp, mode)
+
+    replace_atomically(path, write)
     return max_pixels()
 
 

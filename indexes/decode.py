@@ -52,7 +52,9 @@ def _init_worker(preprocess: Preprocess, max_pixels: int) -> None:
     global _preprocess
     torch.set_num_threads(1)  # the workers are the parallelism; the model has the main process's threads
     _preprocess = preprocess
-    images.MAX_IMAGE_PIXELS = max_pixels  # the parent's limit (a setting may have raised it), not the import's
+    # the parent's pixel limit when the pool started (its settings or environment), whatever the forkserver's
+    # environment was when it was started
+    os.environ[images.MAX_PIXELS_ENV] = str(max_pixels)
     signal.signal(signal.SIGALRM, _alarm)
 
 
@@ -112,7 +114,7 @@ class DecodePool:
 
     def _start(self):
         self._pool = self._context.Pool(self.workers, initializer=_init_worker,
-                                          initargs=(self.preprocess, images.MAX_IMAGE_PIXELS))
+                                          initargs=(self.preprocess, images.max_pixels()))
 
     def close(self) -> None:
         if self._pool is not None:

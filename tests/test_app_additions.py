@@ -85,12 +85,9 @@ def test_settings_are_saved_checked_and_applied(tmp_path, catalog, cliplab_home)
     saved = settings.update("fp32", 150, "a long secret")
     assert saved.max_image_pixels == 150_000_000 and settings.load() == saved
     assert stat.S_IMODE(os.stat(settings.settings_file()).st_mode) == 0o600  # it may hold the password
-    try:
-        settings.apply(state)
-        assert images.MAX_IMAGE_PIXELS == 150_000_000
-        assert state.search_mode == "fp32" and state.search_bundle.mode == "fp32"
-    finally:
-        images.MAX_IMAGE_PIXELS = settings.DEFAULT_MAX_IMAGE_PIXELS
+    settings.apply(state)
+    assert images.max_pixels() == 150_000_000  # the engine's limit, read per image (decode workers too)
+    assert state.search_mode == "fp32" and state.search_bundle.mode == "fp32"
     for bad, message in ((dict(search_mode="fastest"), "not one cliplab knows"),
                          (dict(pixel_limit_megapixels=0.5), "between 1 and"),
                          (dict(password="short"), "at least 8 characters")):
@@ -162,25 +159,18 @@ def test_evaluate_reads_only_datasets_in_the_library(labelled_library, catalog, 
 
 
 def test_the_pixel_limit_reaches_the_decode_workers(tmp_path, monkeypatch):
-    """The Settings tab's limit is set in the process; `cliplab index` decodes in forkserver workers, which
-    receive it from the pool rather than the engine's import-time default."""
+    """The Settings tab's limit holds in `cliplab index`'s forkserver workers, which receive the parent's limit
+    from the pool rather than whatever environment the forkserver started with."""
     from library_fixtures import write_image
 
     from cliplab.engine import images
     from cliplab.engine.images import Preprocess
     from cliplab.indexes.decode import DecodePool
-    small, large = write_image(tmp_path / "small.png", 1, (40, 40)), write_image(tmp_path / "large.png", 2, (90, 90))
-    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 5000)
+    images.set_max_pixels(1_000_000)  # as the Settings tab saves it, in this test's data folder
+    small, large = write_image(tmp_path / "small.png", 1, (800, 800)), write_image(tmp_path / "large.png", 2, (1100, 1000))
     with DecodePool(Preprocess(32), workers=1) as pool:
         decoded = list(pool.decode([(1, str(small)), (2, str(large))]))
     assert decoded[0].pixels is not None
     assert decoded[1].pixels is None and "too large" in decoded[1].reason
 
 
-def test_without_saved_settings_a_command_leaves_the_engines_limit(monkeypatch, cliplab_home):
-    from cliplab.app.services import settings
-    from cliplab.engine import images
-    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 1234567)
-    assert not settings.settings_file().exists()
-    settings.apply_to_process()
-    assert images.MAX_IMAGE_PIXELS == 1234567

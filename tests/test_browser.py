@@ -515,7 +515,7 @@ def test_settings_tab_shows_the_data_folder_and_saves(page, app_server, test_out
     expect(page.locator("#settings-error")).to_be_hidden()
     import json
     stored = json.loads((app_server.home / "settings.json").read_text())
-    assert stored["max_image_pixels"] == 120_000_000 and stored["app_password"] is None
+    assert stored["max_pixels"] == 120_000_000 and stored["app_password"] is None
     screenshot(page, test_output_dir, "settings")
     limit.fill("89.5")  # leave the shared server as it was
     page.locator("#settings-save").click()

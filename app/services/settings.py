@@ -6,13 +6,15 @@ the app at start and whenever they are saved.
   this machine and model, or a named mode). A library keeps the mode it was indexed in; the setting
   decides how new libraries (and re-indexed ones) are embedded. Results meant to be reproduced
   (classifications, audits, evaluations) always run in the exact mode.
-- `max_image_pixels`: the pixel limit for a photo's header (Pillow's ~89.5 MP by default, a guard against
-  decompression bombs); raise it for trusted very large photos. It is applied to
-  `engine.images.MAX_IMAGE_PIXELS`, which every image reader checks.
+- `max_image_pixels`: the pixel limit for a photo (Pillow's ~89.5 MP by default, a guard against
+  decompression bombs; a JPEG counts at the reduced scale it is decoded at); raise it for trusted very large
+  photos. The engine owns it (`engine.images.max_pixels` / `set_max_pixels`, kept in this same file and read
+  on every image, so decode workers and a running app follow a change at once; CLIPLAB_MAX_PIXELS wins).
 - `app_password`: the login for `cliplab app --listen` (user "cliplab"); CLIPLAB_APP_PASSWORD, when set,
   wins. The file is readable by its owner only (mode 0600) because it may hold this password.
 
-Other modules read the settings through `load()`; nothing else writes the file.
+Other modules read the settings through `load()`; only this module and `engine.images.set_max_pixels` write
+the file, each keeping the other's keys.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ from cliplab.engine import images
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.paths import data_dir
 
-__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "MODE_NAMES", "Settings", "apply", "apply_to_process", "load", "save",
+__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "MODE_NAMES", "Settings", "apply", "load", "save",
            "settings_file", "update"]
 
 SETTINGS_FILE = "settings.json"
-DEFAULT_MAX_IMAGE_PIXELS = images.MAX_IMAGE_PIXELS  # as the engine ships it (Pillow's own default)
+DEFAULT_MAX_IMAGE_PIXELS = images.DEFAULT_MAX_PIXELS  # as the engine ships it (Pillow's own default)
 MAX_PIXEL_LIMIT = 2_000_000_000  # 2 gigapixels: a header beyond this is a bomb whatever the person trusts
 MIN_PASSWORD = 8
 
@@ -73,9 +75,9 @@ def load() -> Settings:
                            "to go back to the defaults.") from None
     if not isinstance(stored, dict):
         raise CliplabError(f"The settings file {path} does not hold settings; delete it to go back to the defaults.")
-    known = {f.name for f in fields(Settings)}
+    known = {f.name for f in fields(Settings)} - {"max_image_pixels"}  # the engine's, read through it
     try:
-        return Settings(**{k: v for k, v in stored.items() if k in known}).check()
+        return Settings(**{k: v for k, v in stored.items() if k in known}, max_image_pixels=images.max_pixels()).check()
     except CliplabError as error:
         raise CliplabError(f"{error} (in {path}; fix it, or delete the file to go back to the defaults)") from None
 
@@ -85,10 +87,14 @@ def save(settings: Settings) -> Path:
     settings.check()
     path = settings_file()
     path.parent.mkdir(parents=True, exist_ok=True)
+    limit = settings.max_image_pixels
+    images.set_max_pixels(None if limit == DEFAULT_MAX_IMAGE_PIXELS else limit)  # the engine's key in this file
+    stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    stored.update({k: v for k, v in asdict(settings).items() if k != "max_image_pixels"})
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".settings-", suffix=".json")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(asdict(settings), out, indent=1)
+            json.dump(stored, out, indent=1)
         os.chmod(temporary, 0o600)
         os.replace(temporary, path)
     except BaseException:
@@ -116,21 +122,10 @@ def update(search_mode: str | None = None, pixel_limit_megapixels: float | None 
     return current
 
 
-def apply_to_process(settings: Settings | None = None) -> Settings:
-    """What every command needs from the settings: the pixel limit the image readers check. With nothing
-    saved (and none given) the engine's own limit is left as it is."""
-    if settings is None:
-        if not settings_file().is_file():
-            return Settings()
-        settings = load()
-    images.MAX_IMAGE_PIXELS = settings.max_image_pixels
-    return settings
-
-
 def apply(state, settings: Settings | None = None) -> Settings:
-    """The settings in the running app (state: its AppState): the pixel limit, and the inference mode of
-    indexing and search (the next search or indexing job uses it)."""
-    settings = apply_to_process(settings)
+    """The settings in the running app (state: its AppState): the inference mode of indexing and search
+    (the next search or indexing job uses it). The pixel limit needs nothing: the engine reads it per image."""
+    settings = settings or load()
     state.set_search_mode(settings.search_mode)
     return settings
 
