@@ -206,7 +206,7 @@ def image_embedding(bundle: ModelBundle, path: str) -> np.ndarray:
         raise CliplabError(f"The query image {path} does not exist.")
     decoded = decode_file(0, path, bundle.preprocess, time_limit=60.0)
     if decoded.pixels is None:
-        raise CliplabError(f"Cannot use {path} as a query: {decoded.reason}")
+        raise CliplabError(f"Cannot use {os.path.basename(path)} as a query: {decoded.reason}")  # an upload: its own name
     return bundle.encode_pixels(torch.from_numpy(decoded.pixels[None]))[0]
 
 

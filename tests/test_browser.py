@@ -576,3 +576,29 @@ def test_switch_models(page, app_server, tmp_path, test_output_dir):  # noqa: F8
     page.locator("#models-load").click()
     expect(page.get_by_text("is neither a model name").first).to_be_visible()
     assert after in page.locator("#models-current").inner_text()  # gradio may prefix its "Error" badge
+
+
+def test_a_photo_over_the_pixel_limit_is_named_and_a_large_jpeg_is_taken(page, app_server, tmp_path,  # noqa: F811
+                                                                         test_output_dir):
+    """Issue 27, item 13: a 108 MP JPEG (a GFX100's size) is decoded at reduced scale and searched with; a PNG
+    over the limit is refused with a sentence that names the photo by its own name (not Gradio's cache path)
+    and says where to raise the limit (not a Python constant)."""
+    from PIL import Image
+    big_png = tmp_path / "panorama.png"
+    Image.new("RGB", (10_000, 9_000), (40, 90, 200)).save(big_png)  # 90 MP, over the 89.5 MP default
+    big_jpeg = tmp_path / "DSCF0001.JPG"
+    Image.new("RGB", (12_000, 9_000), (200, 40, 40)).save(big_jpeg, quality=80)
+    open_tab(page, "Search")
+    page.locator("#search-image input[type=file]").set_input_files(str(big_png))
+    page.locator("#search-run").click()
+    error = page.locator("#search-error")
+    expect(error).to_contain_text("panorama.png is 10000x9000 pixels", timeout=60_000)
+    expect(error).to_contain_text("Settings")
+    assert "/gradio/" not in error.inner_text() and "MAX_IMAGE_PIXELS" not in error.inner_text()
+    screenshot(page, test_output_dir, "search-too-large")
+    page.reload()
+    open_tab(page, "Search")
+    page.locator("#search-image input[type=file]").set_input_files(str(big_jpeg))
+    page.locator("#search-run").click()
+    expect(page.locator("#search-info")).to_contain_text("result(s)", timeout=120_000)
+    expect(page.locator("#search-error")).to_be_hidden()

@@ -238,8 +238,8 @@ def use_run(state, run_dir: str | Path | None, name: str | None = None):
     final = final_model(run_dir)
     if final is None:
         if run_dir is not None and _is_running(Path(run_dir)):
-            raise CliplabError("This run is still training: its model can be used once it finishes (or after Stop, "
-                               "from its last checkpoint with `cliplab train --resume latest`).")
+            raise CliplabError("This run is still training: its model can be used once it finishes; wait for it, "
+                               "or pick a finished run.")
         raise CliplabError("This run has no finished model (no final/ folder): train it to the end first.")
     bundle = state.switch_model(str(final))
     name = (name or "").strip()
