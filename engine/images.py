@@ -211,13 +211,19 @@ def _as_file(source: ImageSource, name: str) -> IO[bytes] | Path:
     return source
 
 
-def _starts_like_image(file: IO[bytes] | Path, start: int) -> bool:
+def _head(file: IO[bytes] | Path, start: int, size: int) -> bytes:
+    """The first bytes of a file or stream (a stream is left at `start`)."""
     if isinstance(file, Path):
         with open(file, "rb") as f:
-            head = f.read(16)
-    else:
-        file.seek(start)
-        head = file.read(16)
+            return f.read(size)
+    file.seek(start)
+    head = file.read(size)
+    file.seek(start)
+    return head
+
+
+def _starts_like_image(file: IO[bytes] | Path, start: int) -> bool:
+    head = _head(file, start, 16)
     return head.startswith(_SIGNATURES) or head[4:8] == b"ftyp"
 
 
@@ -286,14 +292,7 @@ def _too_large(name: str, size: str, limit: int) -> ImageLoadError:
 
 
 def _is_jpeg(file: IO[bytes] | Path, start: int) -> bool:
-    if isinstance(file, Path):
-        with open(file, "rb") as f:
-            head = f.read(3)
-    else:
-        file.seek(start)
-        head = file.read(3)
-        file.seek(start)
-    return head == b"\xff\xd8\xff"
+    return _head(file, start, 3) == b"\xff\xd8\xff"
 
 
 def _open_image(file: IO[bytes] | Path, start: int) -> Image.Image:
