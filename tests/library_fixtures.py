@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -60,3 +63,17 @@ def open_tree(tmp_path: Path) -> Path:
     base = Path(tempfile.mkdtemp(dir=tmp_path.anchor + "tmp", prefix="cliplab-open-"))
     base.chmod(0o777)
     return base
+
+
+@contextmanager
+def disk_elsewhere(tmp_path: Path, name: str) -> Iterator[Path]:
+    """A folder path on another file system than tmp_path (a plugged-in disk: its own st_dev), removed
+    afterwards; the test is skipped where /dev/shm is not another file system."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another file system than the temporary folder")
+    disk = Path(tempfile.mkdtemp(dir=shm)) / name
+    try:
+        yield disk
+    finally:
+        shutil.rmtree(disk.parent)

@@ -13,14 +13,20 @@ import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import zlib
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
-from library_fixtures import open_tree, set_mtime, tiny_bundle, without_root_privileges, write_image
+from library_fixtures import (
+    disk_elsewhere,
+    open_tree,
+    set_mtime,
+    tiny_bundle,
+    without_root_privileges,
+    write_image,
+)
 from PIL import Image
 from sqlalchemy import func, select, update
 
@@ -202,11 +208,7 @@ def test_3_an_unreadable_subfolder_is_unavailable_not_deleted(tmp_path):
 
 
 def test_3_an_unmounted_disk_leaves_its_files_unavailable(tmp_path):
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("needs /dev/shm on another file system than the temporary folder")
-    disk = Path(tempfile.mkdtemp(dir=shm)) / "disk"
-    try:
+    with disk_elsewhere(tmp_path, "disk") as disk:
         write_image(disk / "1.jpg", 1)
         write_image(disk / "sub/2.jpg", 2)
         root = tmp_path / "photos"
@@ -236,8 +238,6 @@ def test_3_an_unmounted_disk_leaves_its_files_unavailable(tmp_path):
         assert report.added == [] and report.unavailable == {}
         again = catalog_files(catalog, root)
         assert again["nas/1.jpg"] == before["nas/1.jpg"] and again["nas/sub/2.jpg"] == before["nas/sub/2.jpg"]
-    finally:
-        shutil.rmtree(disk.parent)
 
 
 # 4 ------------------------------------------------------------------------------------------------

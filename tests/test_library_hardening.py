@@ -8,12 +8,11 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from library_fixtures import set_mtime, tiny_bundle, write_image
+from library_fixtures import disk_elsewhere, set_mtime, tiny_bundle, write_image
 from sqlalchemy import select
 
 from cliplab.app.cli import main
@@ -245,11 +244,7 @@ def test_6_a_missing_root_is_offline_for_cliplab_index_and_search_until_it_is_ba
 
 
 def test_6_a_mount_point_removed_on_unplug_leaves_its_files_unavailable_not_deleted(tmp_path):
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("needs /dev/shm on another file system than the temporary folder")
-    disk = Path(tempfile.mkdtemp(dir=shm)) / "DISK"
-    try:
+    with disk_elsewhere(tmp_path, "DISK") as disk:
         write_image(disk / "1.jpg", 1)
         write_image(disk / "trip/2.jpg", 2)
         media = tmp_path / "media" / "me"  # the library root holds the auto-mounter's mount points
@@ -275,5 +270,3 @@ def test_6_a_mount_point_removed_on_unplug_leaves_its_files_unavailable_not_dele
         assert report.added == [] and report.unavailable == {} and catalog_rows(catalog) == before
         os.remove(disk / "trip/2.jpg")  # a photo deleted on the mounted disk is really gone
         assert scan(catalog, [media]).removed == [str(media / "DISK/trip/2.jpg")]
-    finally:
-        shutil.rmtree(disk.parent)
