@@ -45,3 +45,16 @@ def list_classifiers(catalog: Catalog) -> list[str]:
 def delete_classifier(catalog: Catalog, name: str) -> None:
     if not store.remove_classifier(catalog, name):
         raise CliplabError(f"No saved classifier named {name!r}.")
+
+
+def save_head(catalog: Catalog, name: str, head: dict | None) -> None:
+    """The classifier's improved head (app.services.labels.improve_classifier) stored with it; None removes it
+    (the zero-shot weights are used). Its provenance is kept."""
+    found = store.classifier_json(catalog, (name or "").strip())
+    if found is None:
+        raise CliplabError(f"No saved classifier named {name!r}; save one from the Classify tab first.")
+    spec, made_with = found
+    spec = {k: v for k, v in json.loads(spec).items() if k != "head"}
+    if head is not None:
+        spec["head"] = head
+    store.put_classifier(catalog, name, json.dumps(spec), made_with)
