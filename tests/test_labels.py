@@ -5,14 +5,23 @@ carries the labels; the bad inputs of issue 28 item 7 each get a sentence and lo
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pytest
+from cli_support import run_cli
+from library_fixtures import tiny_bundle
+from PIL import Image
 
 from cliplab.app.services import classifiers, labels, library, search
-from cliplab.app.services.classify import classify_images
+from cliplab.app.services.classify import classify_images, classify_with_file
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.handle import ModelBundle
 from cliplab.indexes.catalog import open_catalog
@@ -178,3 +187,59 @@ def test_review_correct_improve_and_bad_inputs(demo, library_setup):
         labels.label_photo(catalog, demo, "partly", ids[path], shape, "Ada")
     assert "heart" in labels.improve_classifier(catalog, demo, "partly").message  # a class with no examples
     assert len(labels.examples(catalog, demo, "shapes")) == len(truth)  # nothing lost on the way
+
+
+SNIPPET = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def test_export_reproduces_the_library_labels_in_a_fresh_process_and_refuses_other_models(demo, library_setup,
+                                                                                          tmp_path, capsys):
+    catalog, folder, truth = library_setup
+    classifiers.set_threshold(catalog, "shapes", 0.5)
+    labels.apply(catalog, demo, "shapes")
+    file, onnx = tmp_path / "shapes.json", tmp_path / "shapes.onnx"
+    labels.export_classifier(catalog, demo, "shapes", file, onnx)
+    library.export_embeddings(str(tmp_path / "lib.npz"), demo, catalog)
+    assert file.stat().st_size < 20_000
+    # a fresh process, cliplab's loader and nothing of the app: the stored probabilities, to the bit
+    code = ("import json, sys, numpy as np; from cliplab.engine.classifier_file import read; "
+            f"c = read({str(file)!r}); e = np.load({str(tmp_path / 'lib.npz')!r}); t = c.labels(e['embeddings']); "
+            "print(json.dumps([[c.classes[i] for i in t.indices[:, 0]], t.probs[:, 0].tolist(), e['path'].tolist()]))")
+    names, probs, paths = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                    check=True).stdout)
+    stored = {r.path: r.top[0] for r in labels.labelled_photos(catalog, demo, "shapes", min_probability=0.0,
+                                                               limit=1000)[0]}
+    assert {p: (n, pr) for p, n, pr in zip(paths, names, probs)} == stored
+    # the documented ten lines of numpy, run as written
+    snippet = SNIPPET.search((Path(__file__).parents[1] / "docs" / "classifiers.md").read_text()).group(1)
+    scope = {}
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        shutil.copy(file, tmp_path / "pets.json")
+        exec(snippet, scope)  # noqa: S102 (the documentation's own code)
+    finally:
+        os.chdir(cwd)
+    expected = [stored[p][0] if stored[p][1] >= 0.5 else None for p in paths]
+    assert scope["labels"] == expected
+    np.testing.assert_allclose(scope["probs"].max(1), probs, atol=1e-6)
+
+    # the CLI with the file, and the ONNX graph on the same pixels
+    code, out, _ = run_cli(capsys, "classify", str(folder), "--classifier", str(file), modules=["classify"])
+    assert code == 0 and "labels with probability >= 50%" in out
+    one = sorted(truth)[0]
+    with_file = classify_with_file(demo, [one], file)
+    pixels = demo.preprocess(Image.open(one))[None].numpy()
+    session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(["probabilities"], {"pixels": pixels})[0], with_file.probs, atol=1e-4)
+
+    # refused: a file for another model, a newer format; nothing in the catalog touched
+    other = tiny_bundle()
+    assert "made for the model demo" in message(classify_with_file, other, [one], file)
+    assert f"not for tiny ({other.fingerprint[:12]})" in message(classify_with_file, other, [one], file)
+    newer = json.loads(file.read_text())
+    newer["version"] = 99
+    (tmp_path / "newer.json").write_text(json.dumps(newer))
+    assert "format version 99, newer than this cliplab reads (version 1)" in message(
+        classify_with_file, demo, [one], tmp_path / "newer.json")
+    assert labels.apply(catalog, demo, "shapes").total == len(truth)

@@ -83,6 +83,7 @@ class Classification:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # unreadable files and why
     above_threshold: list[list[tuple[str, float]]] | None = None
     names: list[str] | None = None  # how each image is called (an upload's own name), else its path
+    threshold: float | None = None  # the threshold above_threshold was made with
 
     @property
     def counts(self) -> dict[str, int]:
@@ -160,7 +161,7 @@ def classify_images(bundle: ModelBundle, paths: Sequence[str | Path] | EmbeddedI
     probs = classifier.probs(embedded.features)
     top = classifier.topk(embedded.features, k)
     above = threshold_labels(probs, classifier.classnames, threshold) if threshold is not None else None
-    return Classification(classifier, embedded.paths, probs, top, embedded.skipped, above)
+    return Classification(classifier, embedded.paths, probs, top, embedded.skipped, above, threshold=threshold)
 
 
 def classify_with_file(bundle: ModelBundle, paths: Sequence[str | Path], classifier_path: str | Path, k: int = 5,
@@ -175,7 +176,7 @@ def classify_with_file(bundle: ModelBundle, paths: Sequence[str | Path], classif
     threshold = loaded.threshold if threshold is None else threshold
     above = threshold_labels(probs, loaded.classes, threshold) if threshold is not None else None
     return Classification(classifier, embedded.paths, probs, topk_labels(probs, loaded.classes, k), embedded.skipped,
-                          above)
+                          above, threshold=threshold)
 
 
 def probability_text(p: float) -> str:
