@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from cliplab.engine.audit.stats import wilson
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.labelling import probabilities
+from cliplab.engine.probe import sample_shots
 
 ALPHAS = tuple(round(a, 2) for a in np.linspace(0.0, 1.0, 11))
 HOLDOUT_EVERY = 4  # every 4th example of a class (with at least 2) is held out
@@ -167,3 +169,26 @@ def improve(zeroshot: np.ndarray, scale: float, x: np.ndarray, y: np.ndarray, cl
     weights = np.asarray(zeroshot, np.float32).copy() if fallback else final
     return Improvement(weights, 0.0 if fallback else choice.alpha, zs_acc, head_acc, fallback, len(y),
                        int(held.sum()), choice.scores, missing)
+
+
+def few_shot_heads(zeroshot: np.ndarray, scale: float, features: np.ndarray, labels: np.ndarray,
+                   shots: Sequence[int], seeds: Sequence[int], test_x: np.ndarray, test_y: np.ndarray) -> pd.DataFrame:
+    """The improved head at k examples per class (figure 6's protocol, beside engine.probe.few_shot: the same
+    seeded draws of k examples, so the two are compared on the same examples), on L2-normalised joint embeddings
+    and integer labels. One row per k: shots, mean, std (over seeds), seeds, accuracies, alphas (the chosen
+    interpolations); k larger than the smallest class is left out."""
+    labels, test_y = np.asarray(labels, np.int64), np.asarray(test_y, np.int64)
+    smallest = min(int(np.sum(labels == c)) for c in np.unique(labels))
+    rows = []
+    for k in shots:
+        if k > smallest:
+            continue
+        accuracies, alphas = [], []
+        for seed in seeds:
+            chosen = sample_shots(labels, k, seed)
+            weights, choice = fit_head(zeroshot, scale, features[chosen], labels[chosen])
+            accuracies.append(float(np.mean(probabilities(weights, scale, test_x).argmax(axis=1) == test_y)))
+            alphas.append(choice.alpha)
+        rows.append(dict(shots=k, mean=float(np.mean(accuracies)), std=float(np.std(accuracies)),
+                         seeds=len(accuracies), accuracies=accuracies, alphas=alphas))
+    return pd.DataFrame(rows, columns=["shots", "mean", "std", "seeds", "accuracies", "alphas"])
