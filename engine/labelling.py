@@ -4,8 +4,9 @@ A classifier here is its class weights [C, d] (rows L2-normalised: zero-shot ens
 head, engine.heads) and a logit scale; probabilities are the softmax of the scaled cosine similarity,
 as engine.zeroshot.Classifier computes them. `top_labels` is the one computation behind a library's
 applied labels, the `cliplab classify --classifier FILE` path and the exported file's loader, so they
-agree to the bit on the same vectors: chunked float32 matrix products through PyTorch (its BLAS uses
-every core), softmax and top-k per chunk, so memory stays bounded on any library size.
+agree to the bit on the same vectors: chunked float32 matrix products through numpy's BLAS (every core;
+PyTorch's thread pool costs milliseconds per call on the small matrices of cross-validation), softmax and
+k argmax passes for the top k per chunk, so memory stays bounded on any library size.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 CHUNK = 16384  # embeddings per matrix product: [chunk, C] logits stay small for thousands of classes
 
@@ -36,29 +36,36 @@ class TopLabels:
         return self.probs[:, 0] - self.probs[:, 1]
 
 
+def _softmax_chunk(weights: np.ndarray, scale: float, x: np.ndarray) -> np.ndarray:
+    logits = np.float32(scale) * (np.ascontiguousarray(x, np.float32) @ weights.T)
+    logits -= logits.max(axis=1, keepdims=True)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=1, keepdims=True)
+    return logits
+
+
 def probabilities(weights: np.ndarray, scale: float, vectors: np.ndarray) -> np.ndarray:
     """[n, C] float32 class probabilities of L2-normalised vectors (the same arithmetic as top_labels)."""
-    w = torch.from_numpy(np.ascontiguousarray(weights, np.float32))
-    out = []
-    for start in range(0, len(vectors), CHUNK):
-        x = torch.from_numpy(np.ascontiguousarray(vectors[start:start + CHUNK], np.float32))
-        out.append(torch.softmax(float(scale) * (x @ w.T), dim=1).numpy())
+    w = np.ascontiguousarray(weights, np.float32)
+    out = [_softmax_chunk(w, scale, vectors[start:start + CHUNK]) for start in range(0, len(vectors), CHUNK)]
     return np.concatenate(out) if out else np.zeros((0, len(weights)), np.float32)
 
 
 def top_labels(weights: np.ndarray, scale: float, vectors: np.ndarray, k: int = 3) -> TopLabels:
-    """The k most probable classes of each vector and their probabilities (k is cut to the class count)."""
-    k = max(1, min(int(k), len(weights)))
-    w = torch.from_numpy(np.ascontiguousarray(weights, np.float32))
+    """The k most probable classes of each vector and their probabilities (k is cut to the class count; ties go
+    to the lower class index). Meant for a few labels per photo: k passes over the probabilities."""
+    w = np.ascontiguousarray(weights, np.float32)
+    k = max(1, min(int(k), len(w)))
     indices = np.zeros((len(vectors), k), np.int64)
     probs = np.zeros((len(vectors), k), np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(vectors), CHUNK):
-            x = torch.from_numpy(np.ascontiguousarray(vectors[start:start + CHUNK], np.float32))
-            p = torch.softmax(float(scale) * (x @ w.T), dim=1)
-            values, order = torch.topk(p, k, dim=1)  # sorted, most probable first
-            probs[start:start + len(x)] = values.numpy()
-            indices[start:start + len(x)] = order.numpy()
+    for start in range(0, len(vectors), CHUNK):
+        p = _softmax_chunk(w, scale, vectors[start:start + CHUNK])
+        rows = np.arange(len(p))
+        for rank in range(k):  # k passes of argmax (first maximum: ties go to the lower class): faster than a sort
+            best = p.argmax(axis=1)
+            indices[start + rows, rank] = best
+            probs[start + rows, rank] = p[rows, best]
+            p[rows, best] = -1.0
     return TopLabels(indices, probs)
 
 
