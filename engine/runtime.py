@@ -176,15 +176,24 @@ def export_onnx(model: torch.nn.Module, tower: str, folder: Path | None = None) 
         module, example = TextTower(model), (torch.tensor([[sot, 1, eot], [sot, eot, 0]]),)
         names, axes = ["tokens"], {"tokens": {0: "batch", 1: "length"}, "features": {0: "batch"}}
     model = model.cpu().eval()
+    log.info("exporting the %s tower of %s to ONNX (once per model): %s", tower, getattr(model, "name", "?"), path)
+    return export_graph(module, example, path, names, ["features"], axes)
+
+
+def export_graph(module: torch.nn.Module, example: tuple, path: Path, input_names: list[str],
+                 output_names: list[str], axes: dict) -> Path:
+    """One module as an fp32 ONNX graph at path (written atomically): the towers, a classifier with its head."""
+    if any(p.dtype != torch.float32 for p in module.parameters()):
+        raise ValueError("ONNX export needs the fp32 weights: load the model with precision fp32.")
 
     def write(tmp: Path) -> None:
         # grad stays enabled: under no_grad the attention takes PyTorch's fused kernel, which has no ONNX form
         with torch.enable_grad(), warnings.catch_warnings():
             # "aten::index ... negative values": the graph indexes with arange and argmax, never negative
             warnings.filterwarnings("ignore", message="Exporting aten::index", category=UserWarning)
-            torch.onnx.export(module.eval(), example, str(tmp), input_names=names, output_names=["features"],
+            torch.onnx.export(module.eval(), example, str(tmp), input_names=input_names, output_names=output_names,
                               dynamic_axes=axes, opset_version=17, dynamo=False)
-    log.info("exporting the %s tower of %s to ONNX (once per model): %s", tower, getattr(model, "name", "?"), path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     return replace_atomically(path, write)
 
 

@@ -1,4 +1,6 @@
-"""Embeddings and file metadata out of the catalog, for other tools: Parquet or NumPy (.npz)."""
+"""Embeddings and file metadata out of the catalog, for other tools: Parquet or NumPy (.npz), with the labels of
+every saved classifier applied to the library (indexes.labels): per classifier NAME, the columns
+`label:NAME` (the top label) and `probability:NAME` (its probability); "" and NaN for a photo it has not labelled."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from sqlalchemy import select
 
 from cliplab.engine.errors import CliplabError
 from cliplab.indexes.catalog import Catalog, Embedding, File, Model, damaged_rows, from_blobs
+from cliplab.indexes.labels import applied_classifiers, label_table
 
 COLUMNS = ("file_id", "path", "size", "width", "height", "captured_at", "camera", "fingerprint")
 
@@ -26,6 +29,7 @@ def export(catalog: Catalog, model_id: int, path: str | Path) -> int:
     sound = ~damaged_rows(vectors)  # a damaged stored vector is never exported (indexes.vectors re-embeds it)
     rows, vectors = [r for r, ok in zip(rows, sound) if ok], vectors[sound]
     meta = {c: [getattr(r[0], c if c != "file_id" else "id") for r in rows] for c in COLUMNS}
+    meta.update(_label_columns(catalog, model_id, meta["file_id"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":
         import pyarrow as pa
@@ -34,10 +38,20 @@ def export(catalog: Catalog, model_id: int, path: str | Path) -> int:
             pa.array(vectors.reshape(-1), pa.float32()), dim)})
         pq.write_table(table, path)
     elif path.suffix == ".npz":
-        arrays = {c: np.array([("" if v is None else str(v)) if c in ("path", "camera", "captured_at", "fingerprint")
-                               else (-1 if v is None else v) for v in values])
+        text = {"path", "camera", "captured_at", "fingerprint"} | {c for c in meta if c.startswith("label:")}
+        arrays = {c: np.array([("" if v is None else str(v)) if c in text else (-1 if v is None else v) for v in values])
                   for c, values in meta.items()}
         np.savez(path, embeddings=vectors, **arrays)
     else:
         raise CliplabError(f"Cannot export to {path.name}: name the file .parquet or .npz.")
     return len(rows)
+
+
+def _label_columns(catalog: Catalog, model_id: int, file_ids: list[int]) -> dict[str, list]:
+    columns: dict[str, list] = {}
+    for name in applied_classifiers(catalog, model_id):
+        table = label_table(catalog, name, model_id)
+        found = dict(zip(table.file_ids.tolist(), zip(table.label1, table.p1.tolist())))
+        columns[f"label:{name}"] = [found.get(i, ("", float("nan")))[0] for i in file_ids]
+        columns[f"probability:{name}"] = [found.get(i, ("", float("nan")))[1] for i in file_ids]
+    return columns

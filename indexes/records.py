@@ -1,5 +1,5 @@
 """The app's saved results, in the catalog database beside the photo catalog: audit sessions,
-evaluation runs and saved classifiers.
+evaluation runs, saved classifiers, the labels they gave the library and the examples people labelled.
 
 They share the catalog's declarative Base, so one metadata holds every table of the database and
 one Alembic chain (indexes/migrations) creates and upgrades them all; nothing here is made by
@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cliplab.indexes.catalog import Base
@@ -58,3 +69,53 @@ class SavedClassifier(Base):
     spec_json: Mapped[str] = mapped_column(Text)  # {"classes": [...], "templates": [...], "threshold": x}
     # {"name", "fingerprint", "precision", "device", "engine", "cliplab_version"} (None: saved before 0003)
     provenance_json: Mapped[str | None] = mapped_column(Text)
+
+
+class ClassifierRun(Base):
+    """A saved classifier applied to one model's library: the classifier fingerprint and the model version the
+    labels were last brought up to date at (indexes.labels)."""
+    __tablename__ = "classifier_runs"
+
+    classifier: Mapped[str] = mapped_column(ForeignKey("saved_classifiers.name", ondelete="CASCADE"),
+                                            primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(32))  # engine.classifier_file.classifier_fingerprint
+    model_version: Mapped[int] = mapped_column(BigInteger)
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AppliedLabel(Base):
+    """A saved classifier's top three labels for one stored embedding (the embedding row's key: file and
+    model), with the embedding version they were computed from."""
+    __tablename__ = "applied_labels"
+
+    classifier: Mapped[str] = mapped_column(ForeignKey("saved_classifiers.name", ondelete="CASCADE"),
+                                            primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    label1: Mapped[str] = mapped_column(Text)
+    p1: Mapped[float] = mapped_column(Float)
+    label2: Mapped[str | None] = mapped_column(Text, nullable=True)
+    p2: Mapped[float | None] = mapped_column(Float, nullable=True)
+    label3: Mapped[str | None] = mapped_column(Text, nullable=True)
+    p3: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (Index("ix_applied_labels_label1", "classifier", "model_id", "label1", "p1"),)
+
+
+class LabelledExample(Base):
+    """A label a person gave a photo (confirmed or corrected) for a saved classifier, with the embedding it was
+    given on: kept when the photo leaves the library (file_id then NULL), so no example is lost."""
+    __tablename__ = "labelled_examples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    classifier: Mapped[str] = mapped_column(ForeignKey("saved_classifiers.name", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    file_id: Mapped[int | None] = mapped_column(ForeignKey("files.id", ondelete="SET NULL"), nullable=True)
+    path: Mapped[str] = mapped_column(Text)  # the photo's path when it was labelled
+    label: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(String(16))  # confirmed | corrected
+    person: Mapped[str] = mapped_column(Text)  # who labelled it (a person, never the model)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised
+    labelled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (UniqueConstraint("classifier", "model_id", "file_id"),)

@@ -53,6 +53,7 @@ from cliplab.engine.errors import CliplabError
 from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, from_blobs, photo_date
 from cliplab.indexes.decode import decode_file
 from cliplab.indexes.indexer import ModelBundle
+from cliplab.indexes.records import AppliedLabel
 from cliplab.indexes.scan import EXTENSIONS, inside_library, library_roots
 from cliplab.indexes.vectors import VectorIndex
 
@@ -61,6 +62,7 @@ MAX_WEIGHT = 100.0
 MAX_TEXT_CHARS = 1000
 MAX_LIMIT = 1000
 MAX_FILE_ID = 2**63 - 1  # catalog ids are 64-bit integers
+SORTS = ("score", "date", "probability")  # probability: a label filter's top-label probability, highest first
 
 
 @dataclass
@@ -186,8 +188,8 @@ def check_page(limit: int, offset: int = 0, cutoff: float | None = None, sort: s
         raise CliplabError(f"The page must start at result 0 or later, not {offset}: pages count from 1.")
     if cutoff is not None and not (isinstance(cutoff, int | float) and math.isfinite(cutoff)):
         raise CliplabError(f"The cut-off must be a finite number of standard deviations (e.g. 3), not {cutoff}.")
-    if sort not in ("score", "date"):
-        raise CliplabError(f"Unknown sort {sort!r}: use score or date.")
+    if sort not in SORTS:
+        raise CliplabError(f"Unknown sort {sort!r}: use score, date or probability.")
 
 
 def file_embedding(catalog: Catalog, model_id: int, file_id: int, dim: int) -> np.ndarray:
@@ -235,9 +237,14 @@ class Filters:
     after: datetime | None = None  # capture time >= after
     before: datetime | None = None  # capture time < before
     types: tuple[str, ...] = ()  # extensions, e.g. ("jpg", "png")
+    # a saved classifier applied to the library (indexes.labels): photos whose top label is `label` (any
+    # label when None) with at least `min_probability`
+    classifier: str | None = None
+    label: str | None = None
+    min_probability: float = 0.0
 
     def active(self) -> bool:
-        return bool(self.folder or self.after or self.before or self.types)
+        return bool(self.folder or self.after or self.before or self.types or self.classifier)
 
 
 def _ns(moment: datetime) -> int:
@@ -259,12 +266,19 @@ def reachable_ids(catalog: Catalog, index: VectorIndex, filters: Filters | None)
     when that is every photo of the index."""
     away = out_of_reach_ids(catalog)
     if filters is not None and filters.active():
-        return np.setdiff1d(allowed_ids(catalog, filters), away)
+        return np.setdiff1d(allowed_ids(catalog, filters, index.model_id), away)
     return np.setdiff1d(index.ids(), away) if len(away) else None
 
 
-def allowed_ids(catalog: Catalog, filters: Filters) -> np.ndarray:
+def allowed_ids(catalog: Catalog, filters: Filters, model_id: int | None = None) -> np.ndarray:
     query = select(File.id).join(Folder, Folder.id == File.folder_id)
+    if filters.classifier:
+        labelled = select(AppliedLabel.file_id).where(AppliedLabel.classifier == filters.classifier,
+                                                      AppliedLabel.model_id == model_id,
+                                                      AppliedLabel.p1 >= float(filters.min_probability))
+        if filters.label is not None:
+            labelled = labelled.where(AppliedLabel.label1 == filters.label)
+        query = query.where(File.id.in_(labelled))
     if filters.folder:
         root = os.path.abspath(os.path.expanduser(filters.folder)).rstrip(os.sep)
         query = query.where((File.path == root) | File.path.startswith(root + os.sep, autoescape=True))
@@ -292,6 +306,8 @@ class Result:
     height: int | None
     date: datetime | None = None  # photo_date: the capture time, else the file time...
     date_source: str | None = None  # ...and which: "capture" | "file"
+    label: str | None = None  # with a probability sort: the top label of the filter's classifier...
+    probability: float | None = None  # ...and its probability
 
 
 @dataclass
@@ -321,7 +337,7 @@ def search_vector(catalog: Catalog, index: VectorIndex, vector: np.ndarray, limi
     if allowed is not None and len(allowed) == 0 or index.count == 0:
         return Page([], 0, offset)
     want = offset + limit + len(exclude)
-    k = max(want, pool) if (cutoff is not None or sort == "date") else want
+    k = max(want, pool) if (cutoff is not None or sort != "score") else want
     scores, ids = index.search(vector[None], k, allowed)
     scores, ids = scores[0], ids[0]
     keep = ~np.isin(ids, np.array(exclude, np.int64))
@@ -342,7 +358,24 @@ def search_vector(catalog: Catalog, index: VectorIndex, vector: np.ndarray, limi
         results.append(Result(int(i), row.path, float(s), row.captured_at, row.width, row.height, date, source))
     if sort == "date":
         results.sort(key=lambda r: (r.date, -r.score))
+    elif sort == "probability":
+        results = by_probability(catalog, index.model_id, filters, results)
     return Page(results[offset:offset + limit], len(results), offset, threshold)
+
+
+def by_probability(catalog: Catalog, model_id: int, filters: Filters | None, results: list[Result]) -> list[Result]:
+    """The results ordered by their top label's probability under the filter's classifier, highest first (then
+    score); each result carries that label and probability."""
+    if filters is None or not filters.classifier:
+        raise CliplabError("Sorting by probability needs a label filter: choose a classifier applied to the library.")
+    with catalog.session() as session:
+        rows = dict((r[0], (r[1], r[2])) for r in session.execute(
+            select(AppliedLabel.file_id, AppliedLabel.label1, AppliedLabel.p1).where(
+                AppliedLabel.classifier == filters.classifier, AppliedLabel.model_id == model_id,
+                AppliedLabel.file_id.in_([r.file_id for r in results]))))
+    for result in results:
+        result.label, result.probability = rows.get(result.file_id, (None, None))
+    return sorted(results, key=lambda r: (-(r.probability or 0.0), -r.score))
 
 
 def files_by_id(catalog: Catalog, ids) -> dict[int, File]:

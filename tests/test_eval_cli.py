@@ -137,6 +137,7 @@ def test_eval_probe_fewshot_and_retrieval_run(capsys, model_dir, dataset, tmp_pa
                              "--seeds", "2", "--out", tmp_path / "f", "--joint")
     assert code == 0, err
     assert "1-shot probe" in out and "2-shot probe" not in out  # 2 per class in the pool: no data left to tune C
+    assert "1-shot improved head" in out and "2-shot improved head" in out  # the head needs no left-over examples
     assert (tmp_path / "f" / "fewshot.png").stat().st_size > 0
     captions = tmp_path / "captions.csv"
     rows = [("image", "caption")] + [(str(p), f"a {p.parent.name} square") for p in sorted(dataset.rglob("*_0.*"))]

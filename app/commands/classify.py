@@ -10,6 +10,7 @@ from cliplab.app.commands.models import add_model_arguments, load_model
 from cliplab.app.services.classify import (
     TEMPLATE_PRESETS,
     classify_images,
+    classify_with_file,
     export_csv,
     folder_images,
     load_templates,
@@ -43,6 +44,9 @@ def register(subparsers) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     parser.add_argument("--classes", help='comma-separated class names, e.g. "cat,dog,bird"')
     parser.add_argument("--classes-file", help="a file with one class name per line")
+    parser.add_argument("--classifier", metavar="FILE",
+                        help="an exported classifier file (`cliplab labels export`): its classes, weights and "
+                             "threshold instead of --classes")
     add_classifier_arguments(parser)
     add_model_arguments(parser)
     parser.add_argument("--top", type=int, default=5, help="labels shown per image (default 5)")
@@ -77,13 +81,21 @@ def display_names(paths: list[Path]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    classes = parse_classes(args.classes, args.classes_file)
-    templates = load_templates(args.templates)
     if args.top < 1:
         raise CliplabError("--top must be at least 1.")
-    paths = expand_paths(args.images)
-    result = classify_images(load_model(args), paths, classes, templates, k=args.top, threshold=args.threshold,
-                             scale=parse_scale(args.scale), progress=len(paths) > 8, truncate=args.truncate)
+    if args.classifier:
+        if args.classes or args.classes_file:
+            raise CliplabError("--classifier brings its own classes: leave out --classes and --classes-file.")
+        paths = expand_paths(args.images)
+        result = classify_with_file(load_model(args), paths, args.classifier, k=args.top, threshold=args.threshold,
+                                    progress=len(paths) > 8)
+        classes = result.classifier.classnames
+    else:
+        classes = parse_classes(args.classes, args.classes_file)
+        templates = load_templates(args.templates)
+        paths = expand_paths(args.images)
+        result = classify_images(load_model(args), paths, classes, templates, k=args.top, threshold=args.threshold,
+                                 scale=parse_scale(args.scale), progress=len(paths) > 8, truncate=args.truncate)
     names = display_names(result.paths)
     width = max(len(n) for n in names + ["image"])
     if len(classes) <= args.top:  # every probability fits: one column per class
@@ -95,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         for name, top in zip(names, result.top):
             print(f"{name:<{width}}  " + "  ".join(f"{label} {100 * p:.1f}%" for label, p in top))
     if result.above_threshold is not None:
-        print(f"\nlabels with probability >= {100 * args.threshold:g}%:")
+        print(f"\nlabels with probability >= {100 * result.threshold:g}%:")
         for name, labels in zip(names, result.above_threshold):
             print(f"{name:<{width}}  " + (", ".join(f"{label} ({100 * p:.1f}%)" for label, p in labels) or "-"))
     if len(result.paths) > 1:

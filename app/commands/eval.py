@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     add_common(probe)
     probe.set_defaults(func=run_probe)
 
-    few = sub.add_parser("fewshot", help="k-shot linear probes against the zero-shot classifier (figure 6)")
+    few = sub.add_parser("fewshot", help="zero-shot, k-shot linear probes and the improved head (figure 6)")
     few.add_argument("dataset", metavar="DATASET", help=DATASET_HELP)
     few.add_argument("--shots", default="1,2,4,8,16", help="examples per class (default 1,2,4,8,16)")
     few.add_argument("--seeds", type=int, default=3, help="sampling seeds per k (default 3)")
@@ -125,6 +125,9 @@ def run_fewshot(args: argparse.Namespace) -> int:
     print(f"zero-shot top-1: {100 * metrics['zero_shot_top1']:.2f}%")
     for row in metrics["fewshot"].itertuples():
         print(f"{row.shots:>3}-shot probe: {100 * row.mean:.2f}% ± {100 * row.std:.2f} ({row.seeds} seeds)")
+    for row in metrics["improved"].itertuples():
+        print(f"{row.shots:>3}-shot improved head (zero-shot prior): {100 * row.mean:.2f}% ± {100 * row.std:.2f} "
+              f"({row.seeds} seeds)")
     effective = metrics["effective_shots"]
     print("zero-shot matches a " + (f"{effective:.1f}-shot probe" if effective is not None
                                     else "probe with more examples than measured"))

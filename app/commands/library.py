@@ -108,7 +108,8 @@ def search_main(args: argparse.Namespace) -> int:
     catalog = open_catalog()
     try:
         view = search.search(catalog, load_model(args), terms, page=args.page, per_page=args.limit,
-                             filters=search.make_filters(args.folder, args.after, args.before, args.type),
+                             filters=search.make_filters(args.folder, args.after, args.before, args.type,
+                                                         args.classifier, args.label, args.min_probability, catalog),
                              cutoff=args.cutoff, sort=args.sort, kind=args.index_kind)
     except search.NothingIndexed as error:
         raise CliplabError(f"No photos are indexed with the model {error.model} yet: run `cliplab index FOLDER` "
@@ -123,7 +124,8 @@ def search_main(args: argparse.Namespace) -> int:
     for n, r in enumerate(view.results, start=view.offset + 1):
         # the date the filters and --sort date use: the capture time, else the file time (marked)
         when = r.date.strftime("%Y-%m-%d %H:%M") + (" file" if r.date_source == "file" else "") if r.date else "-"
-        print(f"{n:4d}  {r.score:.4f}  @{r.file_id:<6d} {when:21s}  {printable(on_disk.get(r.file_id, r.path))}")
+        label = f"{r.label} {100 * r.probability:.1f}%  " if r.label is not None else ""
+        print(f"{n:4d}  {r.score:.4f}  @{r.file_id:<6d} {when:21s}  {label}{printable(on_disk.get(r.file_id, r.path))}")
     cut = ""
     if view.threshold_unreachable:
         cut = f", no photo scores above a cut-off of z={args.cutoff:g} (it would need a cosine above 1)"
@@ -217,7 +219,12 @@ def register(subparsers) -> None:
     p.add_argument("--type", action="append", default=[], help="file type (jpg, png, heic...); repeatable")
     p.add_argument("--cutoff", type=_finite, nargs="?", const=3.0, default=None,
                    help="drop results under mean + Z*std of the library's scores for the query (default Z=3)")
-    p.add_argument("--sort", choices=["score", "date"], default="score")
+    p.add_argument("--classifier", help="only photos labelled by this saved classifier (see `cliplab labels`)")
+    p.add_argument("--label", help="with --classifier: only photos whose top label is this class")
+    p.add_argument("--min-probability", type=float, default=None,
+                   help="with --classifier: the least top-label probability (default: the classifier's threshold)")
+    p.add_argument("--sort", choices=["score", "date", "probability"], default="score",
+                   help="probability: the --classifier's top-label probability, highest first")
     p.add_argument("--index-kind", choices=KINDS, default="auto",
                    help="flat (exact), ivf (approximate), auto; a -fp16 or -int8 suffix stores 2 or 1 bytes a dimension")
     p.add_argument("--json", action="store_true")

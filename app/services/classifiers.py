@@ -45,3 +45,33 @@ def list_classifiers(catalog: Catalog) -> list[str]:
 def delete_classifier(catalog: Catalog, name: str) -> None:
     if not store.remove_classifier(catalog, name):
         raise CliplabError(f"No saved classifier named {name!r}.")
+
+
+def save_head(catalog: Catalog, name: str, head: dict | None) -> None:
+    """The classifier's improved head (app.services.labels.improve_classifier) stored with it; None removes it
+    (the zero-shot weights are used). Its provenance is kept."""
+    found = store.classifier_json(catalog, (name or "").strip())
+    if found is None:
+        raise CliplabError(f"No saved classifier named {name!r}; save one from the Classify tab first.")
+    spec, made_with = found
+    spec = {k: v for k, v in json.loads(spec).items() if k != "head"}
+    if head is not None:
+        spec["head"] = head
+    store.put_classifier(catalog, name, json.dumps(spec), made_with)
+
+
+def set_threshold(catalog: Catalog, name: str, value: float | str | None) -> float | None:
+    """Save the classifier's abstention threshold (below it a photo is "none of these"); None removes it."""
+    if value is not None:
+        try:
+            value = float(value)
+        except ValueError:
+            raise CliplabError(f"The threshold is a probability between 0 and 1 (e.g. 0.6), not {value!r}.") from None
+        if not 0.0 <= value <= 1.0:
+            raise CliplabError(f"The threshold is a probability between 0 and 1 (e.g. 0.6), not {value:g}.")
+    found = store.classifier_json(catalog, (name or "").strip())
+    if found is None:
+        raise CliplabError(f"No saved classifier named {name!r}; save one from the Classify tab first.")
+    spec, made_with = found
+    store.put_classifier(catalog, name, json.dumps({**json.loads(spec), "threshold": value}), made_with)
+    return value

@@ -18,10 +18,12 @@ import numpy as np
 import pandas as pd
 
 from cliplab.app.services.paths import natural_key
+from cliplab.engine.classifier_file import read as read_classifier_file
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.evaldata import is_image_file
 from cliplab.engine.features import encode_images
 from cliplab.engine.images import ImageLoadError, load_image
+from cliplab.engine.labelling import probabilities
 from cliplab.engine.zeroshot import (  # noqa: F401 (TEMPLATE_PRESETS, load_templates, check_templates: for front ends)
     DEFAULT_SCALE,
     TEMPLATE_PRESETS,
@@ -32,6 +34,7 @@ from cliplab.engine.zeroshot import (  # noqa: F401 (TEMPLATE_PRESETS, load_temp
     compare_label_sets,
     load_templates,
     threshold_labels,
+    topk_labels,
 )
 from cliplab.indexes.indexer import ModelBundle
 
@@ -80,6 +83,7 @@ class Classification:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # unreadable files and why
     above_threshold: list[list[tuple[str, float]]] | None = None
     names: list[str] | None = None  # how each image is called (an upload's own name), else its path
+    threshold: float | None = None  # the threshold above_threshold was made with
 
     @property
     def counts(self) -> dict[str, int]:
@@ -157,7 +161,22 @@ def classify_images(bundle: ModelBundle, paths: Sequence[str | Path] | EmbeddedI
     probs = classifier.probs(embedded.features)
     top = classifier.topk(embedded.features, k)
     above = threshold_labels(probs, classifier.classnames, threshold) if threshold is not None else None
-    return Classification(classifier, embedded.paths, probs, top, embedded.skipped, above)
+    return Classification(classifier, embedded.paths, probs, top, embedded.skipped, above, threshold=threshold)
+
+
+def classify_with_file(bundle: ModelBundle, paths: Sequence[str | Path], classifier_path: str | Path, k: int = 5,
+                       threshold: float | None = None, progress: bool = False) -> Classification:
+    """Classify images with an exported classifier file (engine.classifier_file): its own class weights (the
+    improved head, if it had one), scale and threshold, through the same arithmetic as the library's labels.
+    A file made for another model is refused with a sentence naming both."""
+    loaded = read_classifier_file(classifier_path, bundle.fingerprint, bundle.name)
+    embedded = embed_images(bundle, paths, progress=progress)
+    probs = probabilities(loaded.weights, loaded.scale, embedded.features)
+    classifier = Classifier(loaded.classes, loaded.templates, loaded.weights, loaded.scale, loaded.model_fingerprint)
+    threshold = loaded.threshold if threshold is None else threshold
+    above = threshold_labels(probs, loaded.classes, threshold) if threshold is not None else None
+    return Classification(classifier, embedded.paths, probs, topk_labels(probs, loaded.classes, k), embedded.skipped,
+                          above, threshold=threshold)
 
 
 def probability_text(p: float) -> str:

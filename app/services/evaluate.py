@@ -24,6 +24,7 @@ from cliplab.app.services.loading import provenance
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.evaldata import LabelledImages, dataset_features, load_dataset, stratified_split
 from cliplab.engine.features import encode_images
+from cliplab.engine.heads import few_shot_heads
 from cliplab.engine.images import ImageLoadError, load_image
 from cliplab.engine.probe import effective_shots, few_shot, fit_linear_probe
 from cliplab.engine.retrieval import recall_at_k
@@ -176,26 +177,38 @@ def eval_probe(bundle: ModelBundle, dataset_path: str | Path, test_path: str | P
 def eval_fewshot(bundle: ModelBundle, dataset_path: str | Path, templates: list[str], shots: Sequence[int] = (1, 2, 4, 8, 16),
                  seeds: Sequence[int] = (0, 1, 2), joint: bool = False, out_dir: str | Path | None = None,
                  scale: float | str = DEFAULT_SCALE, progress: bool = True) -> dict:
-    """k-shot probes vs the zero-shot classifier (paper figure 6) on one dataset: half of each class
-    is the labelled pool, the other half the test set for both."""
+    """Zero-shot, k-shot linear probes and the improved head (engine.heads: k examples per class with the
+    zero-shot weights as the prior) on one dataset (paper figure 6): half of each class is the labelled pool,
+    the other half the test set for all three; the probe and the head learn from the same draws."""
     dataset = load_dataset(dataset_path)
     labels = np.array(dataset.labels)
     pool, test = stratified_split(labels, (0.5, 0.5), seed=0)
     features = probe_features(bundle, dataset, joint, progress)
     table = few_shot(features[pool], labels[pool], shots, seeds, features[test], labels[test])
-    probs = zero_shot_probs(bundle, dataset, templates, scale, progress)[test]
-    zero_shot = float(np.mean(probs.argmax(axis=1) == dataset.targets[test]))
-    metrics = dict(dataset=dataset.name, zero_shot_top1=zero_shot, fewshot=table, pool=len(pool), test=len(test),
-                   effective_shots=effective_shots(zero_shot, table), chance=1 / len(dataset.classnames),
+    model, tokenizer = bundle.inference_model, bundle.tokenizer
+    classifier = build_classifier(model, tokenizer, [prompt_name(c) for c in dataset.classnames], templates,
+                                  progress=progress, scale=scale)
+    joint_x = normalize_rows(dataset_features(model, bundle.preprocess, dataset, project=True, progress=progress))
+    targets = dataset.targets
+    zero_shot = float(np.mean(classifier.probs(joint_x[test]).argmax(axis=1) == targets[test]))
+    improved = few_shot_heads(classifier.weights, classifier.logit_scale, joint_x[pool], targets[pool], shots, seeds,
+                              joint_x[test], targets[test])
+    metrics = dict(dataset=dataset.name, zero_shot_top1=zero_shot, fewshot=table, improved=improved, pool=len(pool),
+                   test=len(test), effective_shots=effective_shots(zero_shot, table), chance=1 / len(dataset.classnames),
                    features="joint embedding" if joint else "before the projection")
     if out_dir is not None:
         out_dir = Path(out_dir)
-        metrics["files"] = [str(plot_fewshot(table, zero_shot, out_dir, dataset.name)),
+        metrics["files"] = [str(plot_fewshot(table, zero_shot, out_dir, dataset.name, improved)),
                             str(write_report(metrics, out_dir, "fewshot"))]
     return metrics
 
 
-def plot_fewshot(table: pd.DataFrame, zero_shot: float, out_dir: Path, name: str) -> Path:
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def plot_fewshot(table: pd.DataFrame, zero_shot: float, out_dir: Path, name: str,
+                 improved: pd.DataFrame | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,9 +218,13 @@ def plot_fewshot(table: pd.DataFrame, zero_shot: float, out_dir: Path, name: str
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.errorbar(table.shots, 100 * table["mean"], yerr=100 * table["std"], marker="o", capsize=3,
                 label="linear probe (mean ± std over seeds)")
+    if improved is not None and len(improved):
+        ax.errorbar(improved.shots, 100 * improved["mean"], yerr=100 * improved["std"], marker="s", capsize=3,
+                    color="tab:green", label="improved head (zero-shot prior)")
     ax.axhline(100 * zero_shot, color="tab:red", linestyle="--", label="zero-shot")
     ax.set_xscale("log", base=2)
-    ax.set_xticks(list(table.shots), [str(k) for k in table.shots])
+    ticks = sorted(set(table.shots) | (set(improved.shots) if improved is not None else set()))
+    ax.set_xticks(ticks, [str(k) for k in ticks])
     ax.set_xlabel("labelled examples per class")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"zero-shot vs few-shot: {name}")
@@ -390,6 +407,12 @@ def _outcome(kind: str, metrics: dict, run_id: str | None, path: Path) -> EvalOu
                                                                ("train / validation / test images", split)])
     if kind == "fewshot":
         table = metrics["fewshot"].drop(columns=["accuracies"], errors="ignore").copy()
+        improved = metrics.get("improved")
+        if improved is not None and len(improved):
+            heads = improved.set_index("shots")
+            table = table.merge(heads[["mean", "std"]].rename(columns={"mean": "improved head mean",
+                                                                        "std": "improved head std"}),
+                                left_on="shots", right_index=True, how="outer").sort_values("shots")
         effective = metrics["effective_shots"]
         headline = _percent_rows([("zero-shot top-1", metrics["zero_shot_top1"]), ("chance", metrics["chance"]),
                                   ("pool / test images", f"{metrics['pool']} / {metrics['test']}"),

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from cliplab.app.services import labels
 from cliplab.app.services.paths import natural_key
 from cliplab.app.services.search import open_vector_index
 from cliplab.engine.errors import CliplabError
@@ -100,10 +101,13 @@ def add_folders(catalog: Catalog, bundle: ModelBundle, folders: list[str | Path]
         if job:
             job.update(0.97, "updating the vector index")
         vectors = open_index(catalog, model_id, kind)
+        if job:
+            job.update(0.98, "updating the labels of applied classifiers")
+        applied = labels.refresh(catalog, bundle)  # added and changed photos get their labels, removed ones lose them
     return {"scan": report.summary(), "embedded": indexed.embedded, "skipped": indexed.skipped,
             "skipped_paths": indexed.skipped_paths, "seconds": indexed.seconds,
             "images_per_second": indexed.images_per_second, "vectors": {"kind": vectors.kind, "count": vectors.count},
-            "notes": indexed.notes}
+            "notes": indexed.notes + [a.summary for a in applied if a.labelled or a.removed]}
 
 
 def remove_folder(catalog: Catalog, path: str | Path, index_cache=None) -> int:
@@ -183,7 +187,10 @@ def find_duplicates(bundle: ModelBundle | None, catalog: Catalog | None = None, 
 
 
 def export_embeddings(path: str, bundle: ModelBundle, catalog: Catalog | None = None) -> int:
+    """The model's embeddings and file metadata, with the labels of every classifier applied to the library
+    (brought up to date first)."""
     catalog = catalog or open_catalog()
+    labels.refresh(catalog, bundle)
     return export(catalog, bundle.register(catalog), path)
 
 

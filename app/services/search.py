@@ -22,12 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+from cliplab.app.services import labels
+from cliplab.app.services.classifiers import load_classifier
 from cliplab.engine.errors import CliplabError
 from cliplab.indexes.catalog import Catalog
 from cliplab.indexes.indexer import ModelBundle, library_bundle
 from cliplab.indexes.library import online_roots
 from cliplab.indexes.scan import inside_library
 from cliplab.indexes.search import (
+    SORTS,
     Filters,
     Result,
     Term,
@@ -153,13 +156,32 @@ def parse_date(text: str | None, what: str = "date") -> datetime | None:
 
 
 def make_filters(folder: str | None = None, after: str | None = None, before: str | None = None,
-                 types: list[str] | tuple[str, ...] | None = None) -> Filters:
+                 types: list[str] | tuple[str, ...] | None = None, classifier: str | None = None,
+                 label: str | None = None, min_probability: float | None = None,
+                 catalog: Catalog | None = None) -> Filters:
+    """Filters from what a person gave. A label filter (a saved classifier, optionally one of its classes and a
+    least probability) needs the catalog: an unknown class is refused, and without a probability the
+    classifier's own threshold applies (below it a photo is "none of these")."""
     folder = (folder or "").strip() or None
     if folder and not Path(folder).expanduser().is_dir():
         raise CliplabError(f"The folder filter {folder} does not exist (or is not a folder).")
+    classifier, label = (classifier or "").strip() or None, (label or "").strip() or None
+    least = 0.0 if min_probability is None else float(min_probability)
+    if label and not classifier:
+        raise CliplabError(f"To filter by the label {label!r}, also choose the classifier that gives it.")
+    if classifier:
+        if catalog is None:
+            raise ValueError("a label filter needs the catalog")
+        spec = load_classifier(catalog, classifier)
+        if label is not None and label not in spec["classes"]:
+            raise CliplabError(f"{label!r} is not a class of the classifier {classifier!r}.")
+        if not 0.0 <= least <= 1.0:
+            raise CliplabError(f"The least probability is between 0 and 1, not {min_probability}.")
+        if min_probability is None and spec.get("threshold") is not None:
+            least = float(spec["threshold"])
     return Filters(folder=str(Path(folder).expanduser().resolve()) if folder else None,
                    after=parse_date(after, "from date"), before=parse_date(before, "to date"),
-                   types=tuple(types or ()))
+                   types=tuple(types or ()), classifier=classifier, label=label, min_probability=least)
 
 
 # -- the search -----------------------------------------------------------------------------------
@@ -213,13 +235,17 @@ def search(catalog: Catalog, bundle: ModelBundle, terms: list[Term], page: int =
     query, filters and cut-off not applied. index_cache: the app's AppState.vector_indexes (None opens
     the index). cutoff: z of the relevance cut-off (None = off). images: where image terms may come from
     (the app passes an ImageScope; None, the CLI's, takes any file)."""
-    if sort not in ("score", "date"):
-        raise CliplabError(f"Unknown sort {sort!r}: use score or date.")
+    if sort not in SORTS:
+        raise CliplabError(f"Unknown sort {sort!r}: use score, date or probability.")
     if cutoff is not None and (not math.isfinite(float(cutoff)) or float(cutoff) < 0):
         raise CliplabError(f"The cut-off is a number of standard deviations, 0 or more, not {cutoff!r}.")
     if int(per_page) < 1:
         raise CliplabError("Show at least one result per page.")
     check_terms(catalog, terms, images)
+    if filters is not None and filters.classifier:
+        labels.apply(catalog, bundle, filters.classifier)  # photos added or changed since get their labels first
+    elif sort == "probability":
+        raise CliplabError("Sorting by probability needs a label filter: choose a classifier applied to the library.")
     index = open_vector_index(catalog, bundle, kind, index_cache)
     vector = embed_query(catalog, bundle, terms)
     if within is not None:
@@ -227,7 +253,8 @@ def search(catalog: Catalog, bundle: ModelBundle, terms: list[Term], page: int =
     exclude = tuple(dict.fromkeys(int(t.value) for t in terms if t.kind == "file" and t.sign > 0))
     candidates = _candidates(catalog, index, filters)
     excluded = int(np.isin(np.array(exclude, np.int64), candidates).sum()) if len(candidates) else 0
-    pool = len(candidates) if cutoff is not None else max(MIN_POOL, int(page) * int(per_page))
+    whole = cutoff is not None or sort == "probability"  # every candidate is scored, then cut or ordered
+    pool = len(candidates) if whole else max(MIN_POOL, int(page) * int(per_page))
 
     def fetch(number: int):
         return search_vector(catalog, index, vector, per_page, (number - 1) * per_page, filters,

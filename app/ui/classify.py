@@ -24,6 +24,7 @@ from cliplab.app.services.classify import (
     template_lines,
 )
 from cliplab.app.services.first_start import DEMO_CLASSES
+from cliplab.app.ui import labels as labels_panel
 from cliplab.app.ui.common import UserError, error_box, file_paths, wire
 
 DEFAULT_CLASSES = "\n".join(DEMO_CLASSES)  # what the demo photos show
@@ -209,3 +210,4 @@ def build(state: AppState) -> None:
 
     # on page load (triggers=None and no inputs): the library and saved classifiers may have changed
     gr.on(triggers=None, fn=refresh, inputs=None, outputs=[library_file, folder, saved])
+    labels_panel.build(state)  # the library labelled by a saved classifier: apply, review, improve, export

@@ -9,8 +9,8 @@ from pathlib import Path
 import gradio as gr
 import plotly.graph_objects as go
 
+from cliplab.app.services import classifiers, serving
 from cliplab.app.services import search as service
-from cliplab.app.services import serving
 from cliplab.app.services.app_state import AppState
 from cliplab.app.ui import captions as captions_panel
 from cliplab.app.ui import library_panels
@@ -54,7 +54,11 @@ def gallery_items(state: AppState, results) -> tuple[list[tuple[str, str]], list
     the tiles in order (a photo that cannot be shown any more has no tile, so clicks map to the right id)."""
     thumbs = dict(serving.thumbnails(state.catalog, [r.file_id for r in results]))
     shown = [r for r in results if thumbs.get(r.file_id) is not None]
-    return [(str(thumbs[r.file_id]), f"{r.score:.3f} · {Path(r.path).name}") for r in shown], [r.file_id for r in shown]
+    def text(r) -> str:
+        label = f" · {r.label} {r.probability:.2f}" if getattr(r, "label", None) is not None else ""
+        return f"{r.score:.3f}{label} · {Path(r.path).name}"
+
+    return [(str(thumbs[r.file_id]), text(r)) for r in shown], [r.file_id for r in shown]
 
 
 def page_note(view, query: str = "") -> str:
@@ -81,7 +85,8 @@ def build(state: AppState) -> None:
         with gr.Column(scale=3):
             query = gr.Textbox(label="Search", placeholder="a red circle on stripes", elem_id="search-query")
             with gr.Row():
-                sort = gr.Radio(["score", "date"], value="score", label="Sort by")
+                sort = gr.Radio(["score", "date", "probability"], value="score", label="Sort by",
+                                elem_id="search-sort")
                 cutoff = gr.Slider(0, 5, value=0, step=0.5, label="Relevance cut-off (z above the library; 0 = off)")
             with gr.Accordion("Filters", open=False):
                 with gr.Row():
@@ -89,6 +94,12 @@ def build(state: AppState) -> None:
                     after = gr.Textbox(label="From (YYYY-MM-DD)")
                     before = gr.Textbox(label="To (YYYY-MM-DD)")
                     types = gr.CheckboxGroup(TYPES, label="Types")
+                with gr.Row():  # a saved classifier applied to the library (Classify tab): its labels filter
+                    classifier = gr.Dropdown(label="Labelled by (a saved classifier)", choices=[], value=None,
+                                             elem_id="search-classifier")
+                    label = gr.Textbox(label="Label (one of its classes; empty: any)", elem_id="search-label")
+                    least = gr.Number(label="At least this probability (empty: its threshold)", minimum=0, maximum=1,
+                                      value=None, elem_id="search-least")
         with gr.Column(scale=1):
             image = image_drop(label="…or drop an image", height=160, elem_id="search-image")
     with gr.Row():
@@ -113,10 +124,10 @@ def build(state: AppState) -> None:
     with gr.Accordion("Library and indexing", open=False, elem_id="index-panel"):
         library_panels.build_library(state)
 
-    def run(text, dropped, like_id, page, sort_by, z, fold, start, end, kinds):
+    def run(text, dropped, like_id, page, sort_by, z, fold, start, end, kinds, by, which, at_least):
         upload = dropped_image(dropped)
         terms = query_terms(text, upload, like_id)
-        filters = service.make_filters(fold, start, end, kinds)
+        filters = service.make_filters(fold, start, end, kinds, by, which, at_least, state.catalog)
         # a typed image path must lie in a library folder; the dropped image is Gradio's own upload
         view = service.search(state.catalog, state.search_bundle, terms, page=int(page or 1), filters=filters,
                               cutoff=float(z) or None, sort=sort_by, index_cache=state.vector_indexes,
@@ -127,7 +138,7 @@ def build(state: AppState) -> None:
         return (items, note, figure, ids, None, view.page, gr.update(interactive=view.page > 1),
                 gr.update(interactive=view.page < view.pages))
 
-    inputs = [query, image, like, page_box, sort, cutoff, folder, after, before, types]
+    inputs = [query, image, like, page_box, sort, cutoff, folder, after, before, types, classifier, label, least]
     outputs = [gallery, info, plot, shown_ids, selected, page_box, previous, following]
     keep = (5, 6, 7)  # a failed search leaves the page number and the buttons as they were
 
@@ -156,3 +167,5 @@ def build(state: AppState) -> None:
 
     wire(more.click, more_like, [selected, *inputs], [like, query, image, *outputs], errors,
          keep=(0, 1, 2, *(3 + i for i in keep)))
+    gr.on(triggers=None, fn=lambda: gr.update(choices=classifiers.list_classifiers(state.catalog)), inputs=None,
+          outputs=classifier)

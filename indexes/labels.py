@@ -1,0 +1,236 @@
+"""Saved classifiers' labels on the library, and the examples people labelled: named queries over the tables
+indexes.records.ClassifierRun, AppliedLabel and LabelledExample (made by the Alembic chain).
+
+Labels are keyed by the stored embedding they were computed from (file, model) and carry its version, so
+what changed since the last application is found by comparing versions (indexes.catalog.Embedding.version),
+and what was removed by the embeddings that are gone; the computing is engine.labelling's, the deciding
+app.services.labels'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import delete, func, insert, select
+
+from cliplab.indexes.catalog import Catalog, Embedding, File, Model, damaged_rows, from_blobs, to_blob
+from cliplab.indexes.records import AppliedLabel, ClassifierRun, LabelledExample
+
+READ_CHUNK = 5000  # ids per IN (...) query
+
+
+@dataclass(frozen=True)
+class RunState:
+    fingerprint: str
+    model_version: int
+    applied_at: datetime
+
+
+def run_state(catalog: Catalog, classifier: str, model_id: int) -> RunState | None:
+    with catalog.session() as session:
+        row = session.get(ClassifierRun, (classifier, model_id))
+        return RunState(row.fingerprint, int(row.model_version), row.applied_at) if row is not None else None
+
+
+def model_version(catalog: Catalog, model_id: int) -> int:
+    with catalog.session() as session:
+        return int(session.scalar(select(Model.version).where(Model.id == model_id)) or 0)
+
+
+def applied_classifiers(catalog: Catalog, model_id: int) -> list[str]:
+    """The saved classifiers applied to this model's library, by name."""
+    with catalog.session() as session:
+        return list(session.scalars(select(ClassifierRun.classifier).where(ClassifierRun.model_id == model_id)
+                                    .order_by(ClassifierRun.classifier)))
+
+
+def embedding_versions(catalog: Catalog, model_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(file ids, versions) of every stored embedding of the model, in file-id order."""
+    with catalog.session() as session:
+        rows = session.execute(select(Embedding.file_id, Embedding.version).where(Embedding.model_id == model_id)
+                               .order_by(Embedding.file_id)).all()
+    return np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64)
+
+
+def label_versions(catalog: Catalog, classifier: str, model_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(file ids, embedding versions) of the labels stored for the classifier, in file-id order."""
+    with catalog.session() as session:
+        rows = session.execute(select(AppliedLabel.file_id, AppliedLabel.version)
+                               .where(AppliedLabel.classifier == classifier, AppliedLabel.model_id == model_id)
+                               .order_by(AppliedLabel.file_id)).all()
+    return np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64)
+
+
+def stored_vectors(catalog: Catalog, model_id: int, file_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(file ids, versions, vectors [n, d]) of these files' stored embeddings that exist and are sound (a damaged
+    one is left out: indexes.vectors sends it back to be embedded again)."""
+    with catalog.session() as session:
+        dim = int(session.scalar(select(Model.embed_dim).where(Model.id == model_id)))
+        ids, versions, blobs = [], [], []
+        wanted = [int(i) for i in file_ids]
+        for start in range(0, len(wanted), READ_CHUNK):
+            chunk = wanted[start:start + READ_CHUNK]
+            for file_id, version, blob in session.execute(
+                    select(Embedding.file_id, Embedding.version, Embedding.vector)
+                    .where(Embedding.model_id == model_id, Embedding.file_id.in_(chunk))):
+                ids.append(file_id)
+                versions.append(version)
+                blobs.append(blob)
+    vectors = from_blobs(blobs, dim)
+    sound = ~damaged_rows(vectors)
+    return np.array(ids, np.int64)[sound], np.array(versions, np.int64)[sound], vectors[sound]
+
+
+def write_labels(catalog: Catalog, classifier: str, model_id: int, *, fingerprint: str, version: int,
+                 file_ids: np.ndarray, versions: np.ndarray, labels: list[list[tuple[str, float]]],
+                 drop: np.ndarray, replace_all: bool) -> None:
+    """One transaction: the labels of these embeddings written (replacing theirs), those of `drop` deleted (every
+    label of the classifier first with replace_all), and the run recorded as up to date with the model's version."""
+    rows = []
+    for file_id, emb_version, top in zip(file_ids, versions, labels):
+        row = {"classifier": classifier, "model_id": model_id, "file_id": int(file_id), "version": int(emb_version)}
+        for rank in range(3):
+            label, prob = top[rank] if rank < len(top) else (None, None)
+            row[f"label{rank + 1}"], row[f"p{rank + 1}"] = label, (None if prob is None else float(prob))
+        rows.append(row)
+    mine = (AppliedLabel.classifier == classifier) & (AppliedLabel.model_id == model_id)
+    with catalog.session() as session, session.begin():
+        if replace_all:
+            session.execute(delete(AppliedLabel).where(mine))
+        gone = [int(i) for i in np.concatenate([drop, file_ids])] if not replace_all else []
+        for start in range(0, len(gone), READ_CHUNK):
+            session.execute(delete(AppliedLabel).where(mine, AppliedLabel.file_id.in_(gone[start:start + READ_CHUNK])))
+        if rows:
+            session.execute(insert(AppliedLabel), rows)
+        session.merge(ClassifierRun(classifier=classifier, model_id=model_id, fingerprint=fingerprint,
+                                    model_version=version, applied_at=datetime.now(UTC)))
+
+
+def forget_run(catalog: Catalog, classifier: str, model_id: int) -> None:
+    """The classifier's labels on this model's library and its run, deleted (its examples are kept)."""
+    with catalog.session() as session, session.begin():
+        session.execute(delete(AppliedLabel).where(AppliedLabel.classifier == classifier,
+                                                   AppliedLabel.model_id == model_id))
+        session.execute(delete(ClassifierRun).where(ClassifierRun.classifier == classifier,
+                                                    ClassifierRun.model_id == model_id))
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """Every applied label of a classifier on a library, as arrays (file-id order)."""
+    file_ids: np.ndarray
+    label1: list[str]
+    p1: np.ndarray
+    label2: list[str | None]
+    p2: np.ndarray  # NaN where there is no second class
+
+
+def label_table(catalog: Catalog, classifier: str, model_id: int) -> LabelTable:
+    with catalog.session() as session:
+        rows = session.execute(select(AppliedLabel.file_id, AppliedLabel.label1, AppliedLabel.p1, AppliedLabel.label2,
+                                      AppliedLabel.p2)
+                               .where(AppliedLabel.classifier == classifier, AppliedLabel.model_id == model_id)
+                               .order_by(AppliedLabel.file_id)).all()
+    return LabelTable(np.array([r[0] for r in rows], np.int64), [r[1] for r in rows],
+                      np.array([r[2] for r in rows], np.float64), [r[3] for r in rows],
+                      np.array([np.nan if r[4] is None else r[4] for r in rows], np.float64))
+
+
+@dataclass(frozen=True)
+class PhotoLabels:
+    file_id: int
+    path: str
+    top: list[tuple[str, float]]  # up to three (label, probability), most probable first
+
+
+def labels_of(catalog: Catalog, classifier: str, model_id: int, file_ids) -> dict[int, PhotoLabels]:
+    """The stored labels (with each photo's path) of these files, by id."""
+    wanted = [int(i) for i in file_ids]
+    out: dict[int, PhotoLabels] = {}
+    with catalog.session() as session:
+        for start in range(0, len(wanted), READ_CHUNK):
+            query = (select(AppliedLabel, File.path).join(File, File.id == AppliedLabel.file_id)
+                     .where(AppliedLabel.classifier == classifier, AppliedLabel.model_id == model_id,
+                            AppliedLabel.file_id.in_(wanted[start:start + READ_CHUNK])))
+            for row, path in session.execute(query):
+                top = [(label, prob) for label, prob in ((row.label1, row.p1), (row.label2, row.p2),
+                                                         (row.label3, row.p3)) if label is not None]
+                out[row.file_id] = PhotoLabels(row.file_id, path, top)
+    return out
+
+
+def ids_with_label(catalog: Catalog, classifier: str, model_id: int, label: str | None,
+                   min_probability: float = 0.0) -> np.ndarray:
+    """Files whose top label is `label` (any label when None) with at least this probability."""
+    query = select(AppliedLabel.file_id).where(AppliedLabel.classifier == classifier,
+                                               AppliedLabel.model_id == model_id,
+                                               AppliedLabel.p1 >= float(min_probability))
+    if label is not None:
+        query = query.where(AppliedLabel.label1 == label)
+    with catalog.session() as session:
+        return np.array(sorted(session.scalars(query)), np.int64)
+
+
+def top_probabilities(catalog: Catalog, classifier: str, model_id: int, file_ids) -> dict[int, tuple[str, float]]:
+    """(top label, its probability) of these files, by id (for sorting results by probability)."""
+    return {i: row.top[0] for i, row in labels_of(catalog, classifier, model_id, file_ids).items() if row.top}
+
+
+def label_counts(catalog: Catalog, classifier: str, model_id: int, min_probability: float = 0.0) -> dict[str, int]:
+    """Photos per top label with at least this probability."""
+    with catalog.session() as session:
+        return dict(session.execute(select(AppliedLabel.label1, func.count())
+                                    .where(AppliedLabel.classifier == classifier, AppliedLabel.model_id == model_id,
+                                           AppliedLabel.p1 >= float(min_probability))
+                                    .group_by(AppliedLabel.label1)).all())
+
+
+# -- labelled examples -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Example:
+    id: int
+    file_id: int | None  # None: the photo has left the library since (the example is kept)
+    path: str
+    label: str
+    action: str
+    person: str
+    labelled_at: datetime
+    vector: np.ndarray
+
+
+def put_example(catalog: Catalog, classifier: str, model_id: int, file_id: int, label: str, action: str,
+                person: str) -> Example | None:
+    """Store (or replace) the label a person gave a photo, with the photo's stored embedding; None (nothing stored)
+    when the photo or its embedding is no longer in the catalog."""
+    with catalog.session() as session, session.begin():
+        found = session.execute(select(File.path, Embedding.vector, Model.embed_dim)
+                                .join(Embedding, Embedding.file_id == File.id).join(Model, Model.id == Embedding.model_id)
+                                .where(File.id == file_id, Embedding.model_id == model_id)).first()
+        if found is None:
+            return None
+        path, blob, dim = found
+        vector = from_blobs([blob], dim)
+        if damaged_rows(vector).any():
+            return None
+        session.execute(delete(LabelledExample).where(LabelledExample.classifier == classifier,
+                                                      LabelledExample.model_id == model_id,
+                                                      LabelledExample.file_id == file_id))
+        row = LabelledExample(classifier=classifier, model_id=model_id, file_id=file_id, path=path, label=label,
+                              action=action, person=person, vector=to_blob(vector[0]), labelled_at=datetime.now(UTC))
+        session.add(row)
+        session.flush()
+        return Example(row.id, file_id, path, label, action, person, row.labelled_at, vector[0])
+
+
+def examples(catalog: Catalog, classifier: str, model_id: int) -> list[Example]:
+    """Every labelled example of the classifier on this model, oldest first."""
+    with catalog.session() as session:
+        dim = session.scalar(select(Model.embed_dim).where(Model.id == model_id))
+        rows = session.scalars(select(LabelledExample).where(LabelledExample.classifier == classifier,
+                                                             LabelledExample.model_id == model_id)
+                               .order_by(LabelledExample.id)).all()
+        return [Example(r.id, r.file_id, r.path, r.label, r.action, r.person, r.labelled_at,
+                        from_blobs([r.vector], int(dim))[0]) for r in rows]
