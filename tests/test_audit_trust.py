@@ -13,7 +13,7 @@ import pytest
 
 from cliplab.engine.audit import measures, stats
 from cliplab.engine.audit.datasets import load_dataset
-from cliplab.engine.audit.results import AuditOptions, Grouping, Group, Partition
+from cliplab.engine.audit.results import AuditOptions, Group, Grouping, Partition
 from cliplab.engine.audit.runner import measure
 from cliplab.engine.audit.search_bias import ndkl, search_bias, skews
 from cliplab.engine.errors import CliplabError

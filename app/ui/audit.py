@@ -150,7 +150,7 @@ def build(state: AppState) -> None:
             shipped = gr.Dropdown(service.shipped_labelsets(), value="paper", label="Label set (shipped)",
                                   elem_id="audit-labelset")
             editor = gr.Code(service.shipped_text("paper"), language="yaml", label="Label set (editable)",
-                             lines=18, max_lines=30)
+                             lines=18, max_lines=30, elem_id="audit-editor")
     progress = gr.Markdown(elem_id="audit-progress")
     headline = gr.Markdown(elem_id="audit-headline")
     shown_session = gr.Markdown(elem_id="audit-shown")
