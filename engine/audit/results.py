@@ -306,28 +306,31 @@ class Disparity(Cell):
     label_set: str | None = None  # for category shares
     method: str | None = None  # for attribute accuracy
     attribute: str | None = None
-    # the worst group of the measure and its gap to the best, with bootstrap intervals (seed recorded)
+    # the worst group of the measure and its gap to the best, with bootstrap intervals (seed recorded);
+    # None (left out of the JSON) in sessions of earlier builds, which did not measure them
     worst: str | None = None
-    worst_value: float = math.nan
-    worst_low: float = math.nan  # the worst group's own (Wilson) interval
-    worst_high: float = math.nan
+    worst_value: float | None = None
+    worst_low: float | None = None  # the worst group's own (Wilson) interval
+    worst_high: float | None = None
     worst_n: int | None = None
     best: str | None = None
-    best_value: float = math.nan
-    gap: float = math.nan  # |best - worst| = difference
-    difference_low: float = math.nan
-    difference_high: float = math.nan
-    ratio_low: float = math.nan
-    ratio_high: float = math.nan
+    best_value: float | None = None
+    gap: float | None = None  # |best - worst| = difference
+    difference_low: float | None = None
+    difference_high: float | None = None
+    ratio_low: float | None = None
+    ratio_high: float | None = None
     bootstrap: int | None = None
     seed: int | None = None
     interval_note: str | None = None  # why an interval was not estimated (a group of one image)
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("label_set", "method", "attribute", "worst", "worst_n", "best",
-                                           "bootstrap", "seed", "interval_note")
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("label_set", "method", "attribute", "worst", "worst_value", "worst_low",
+                                           "worst_high", "worst_n", "best", "best_value", "gap", "difference_low",
+                                           "difference_high", "ratio_low", "ratio_high", "bootstrap", "seed",
+                                           "interval_note")
 
     def to_dict(self) -> dict:  # the context (label set, or method and attribute) leads
         row = super().to_dict()
-        context = {k: row.pop(k) for k in self.OPTIONAL if k in row}
+        context = {k: row.pop(k) for k in ("label_set", "method", "attribute") if k in row}
         return {**context, **row}
 
 

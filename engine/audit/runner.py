@@ -456,7 +456,7 @@ def headline(tables: Tables, labelset: LabelSet) -> list[str]:
 def _gap_interval(row) -> str:
     if row.interval_note:
         return f" (gap interval {row.interval_note})"
-    if math.isnan(row.difference_low):
+    if row.difference_low is None or math.isnan(row.difference_low):
         return ""
     return f" (95% CI {row.difference_low:.1%} to {row.difference_high:.1%})"
 
@@ -466,15 +466,17 @@ def _same(x, y, tolerance: float) -> bool:
 
 
 def compare_results(saved: AuditResult, fresh: AuditResult, tolerance: float = 1e-9) -> list[str]:
-    """Differences between two results' tables as saved (JSON: NaN is null), numbers within tolerance equal."""
+    """Differences between two results' tables as saved (JSON: NaN is null), numbers within tolerance equal.
+    Every figure the saved session holds is compared; figures a later build adds (a table or a column
+    the saved session's build did not measure) are new, not differences."""
     old, new = saved.tables.to_dict(), fresh.tables.to_dict()
     differences = []
-    for name in sorted(set(old) | set(new)):
-        a, b = old.get(name, []), new.get(name, [])
+    for name in sorted(old):
+        a, b = old[name], new.get(name, [])
         if len(a) != len(b):
             differences.append(f"{name}: {len(a)} rows then {len(b)} rows")
             continue
         for i, (ra, rb) in enumerate(zip(a, b)):
             differences += [f"{name} row {i} {key}: {ra.get(key)!r} then {rb.get(key)!r}"
-                            for key in set(ra) | set(rb) if not _same(ra.get(key), rb.get(key), tolerance)]
+                            for key in ra if not _same(ra.get(key), rb.get(key), tolerance)]
     return differences

@@ -47,9 +47,16 @@ def ndkl(ranked_codes: np.ndarray, desired: np.ndarray) -> float:
     return float((terms.sum(axis=1) * discount).sum() / discount.sum())
 
 
+def ranked(similarity: np.ndarray, k: int) -> np.ndarray:
+    """The indices of the k most similar images, most similar first (equal similarities in image order);
+    a partial sort, as the bootstrap ranks every resample."""
+    top = np.argpartition(-similarity, k - 1)[:k] if k < similarity.size else np.arange(similarity.size)
+    return top[np.lexsort((top, -similarity[top]))]
+
+
 def _figures(similarity: np.ndarray, codes: np.ndarray, desired: np.ndarray, k: int) -> tuple[float, float, float]:
-    """(MaxSkew, MinSkew, NDKL) of one query's similarities (ties broken by image order)."""
-    top = np.argsort(-similarity, kind="stable")[:k]
+    """(MaxSkew, MinSkew, NDKL) of one query's similarities."""
+    top = ranked(similarity, k)
     skew = skews(codes[top], desired)
     return float(skew.max()), float(skew.min()), ndkl(codes[top], desired)
 
@@ -81,7 +88,7 @@ def search_bias(features: np.ndarray, query_features: np.ndarray, queries: Seque
             max_skew, min_skew, divergence = _figures(similarity[q], codes, desired, k)
             boot = np.array([_figures(similarity[q][index], codes[index], desired, k) for index in resamples]) \
                 if n_boot else np.full((1, 3), math.nan)
-            top = np.argsort(-similarity[q], kind="stable")[:k]
+            top = ranked(similarity[q], k)
             skew = skews(codes[top], desired)
             top_counts = np.bincount(codes[top], minlength=len(names))
             rows.append(SearchBias(
