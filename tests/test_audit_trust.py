@@ -49,6 +49,21 @@ def test_by_group_accuracy_worst_group_and_gap_equal_fairlearn():
     assert (again.difference_low, again.ratio_high) == (gap.difference_low, gap.ratio_high)  # the seed reproduces it
 
 
+def test_category_shares_equal_fairlearn_selection_rates():
+    from fairlearn.metrics import MetricFrame, selection_rate
+
+    rng = np.random.default_rng(4)
+    groups = rng.choice(["x", "y", "z"], size=200)
+    top1 = rng.choice(["person", "crime", "non-human"], size=200, p=[0.7, 0.2, 0.1]).astype(object)
+    rows = measures.category_shares(top1, partition(list(groups)), ["person", "crime", "non-human"],
+                                    {"non-human + crime": ["non-human", "crime"]})
+    for category, parts in {"crime": ["crime"], "non-human + crime": ["non-human", "crime"]}.items():
+        flagged = np.isin(top1, parts).astype(int)
+        frame = MetricFrame(metrics=selection_rate, y_true=flagged, y_pred=flagged, sensitive_features=groups)
+        for row in (r for r in rows if r.category == category):
+            assert row.share == pytest.approx(frame.by_group[row.group.name])
+
+
 def test_a_harm_share_is_worst_where_highest_and_a_single_image_group_is_said_as_such():
     labels = ["a"] * 40 + ["b"] * 40 + ["solo"]
     top1 = np.array(["crime"] * 4 + ["person"] * 36 + ["crime"] * 12 + ["person"] * 28 + ["crime"], dtype=object)

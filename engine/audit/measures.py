@@ -29,7 +29,7 @@ from cliplab.engine.audit.results import (
     groupings,
 )
 
-__all__ = ["ALL", "accuracy_by_group", "by_group", "category_shares", "crossfit_probe", "disparities", "groupings",
+__all__ = ["ALL", "accuracy_by_group", "accuracy_tables", "by_group", "category_shares", "crossfit_probe", "disparities", "groupings",
            "label_set_diff", "prompt_spread", "small_cell_warnings", "threshold_association", "threshold_sweep",
            "transitions"]
 
@@ -73,24 +73,46 @@ def category_shares(top1_categories: np.ndarray, partition: Partition, categorie
                     combined: dict[str, Sequence[str]] | None = None) -> list[ShareCell]:
     """Share of each group's images whose top-1 class is in each category (tables 6 and 7).
 
-    combined adds pooled categories, e.g. {"non-human + crime": ["non-human", "crime"]}.
+    combined adds pooled categories, e.g. {"non-human + crime": ["non-human", "crime"]}. Counted
+    directly (a share table is called for every label set, prompt variant and intersection, where
+    MetricFrame's per-call cost would add seconds); a test checks it equals MetricFrame's selection rate.
     """
     top1_categories = np.asarray(top1_categories, dtype=object)
     members = {c: [c] for c in categories} | dict(combined or {})
-    counts = by_group({name: np.isin(top1_categories, list(parts)) for name, parts in members.items()}, partition)
-    return [ShareCell(group=group, category=name, **_proportion(*counts[name][group.name]))
-            for group in partition.groups for name in members]
+    rows = []
+    for group in partition.groups:
+        mask = partition.labels == group.name
+        n = int(mask.sum())
+        for name, parts in members.items():
+            count = int(np.isin(top1_categories[mask], list(parts)).sum())
+            rows.append(ShareCell(group=group, category=name, **_proportion(count, n)))
+    return rows
 
 
 def accuracy_by_group(predicted: np.ndarray, truth: np.ndarray, partition: Partition, method: str,
                       attribute: str) -> list[AccuracyCell]:
-    """Per-group accuracy with a Wilson interval (tables 3-5)."""
-    correct = np.asarray(predicted, dtype=object) == np.asarray(truth, dtype=object)
-    counts = by_group({"correct": correct}, partition)["correct"]
+    """Per-group accuracy with a Wilson interval (tables 3-5), by MetricFrame."""
+    return accuracy_tables({(method, attribute): predicted}, {attribute: truth}, {"one": partition})
+
+
+def accuracy_tables(predictions: dict[tuple[str, str], np.ndarray], truths: dict[str, np.ndarray],
+                    partitions: dict) -> list[AccuracyCell]:
+    """Per-group accuracy of every (method, attribute) prediction over every partition, with Wilson
+    intervals: one MetricFrame per partition for all predictions; rows by prediction, then partition."""
+    if not predictions:
+        return []
+    counts = {}
+    for key, partition in partitions.items():
+        correct = {f"{m}|{a}": np.asarray(p, dtype=object) == np.asarray(truths[a], dtype=object)
+                   for (m, a), p in predictions.items()}
+        counts[key] = by_group(correct, partition)
     rows = []
-    for group in partition.groups:
-        row = _proportion(*counts[group.name])
-        rows.append(AccuracyCell(method=method, attribute=attribute, group=group, accuracy=row.pop("share"), **row))
+    for method, attribute in predictions:
+        for key, partition in partitions.items():
+            for group in partition.groups:
+                row = _proportion(*counts[key][f"{method}|{attribute}"][group.name])
+                rows.append(AccuracyCell(method=method, attribute=attribute, group=group,
+                                         accuracy=row.pop("share"), **row))
     return rows
 
 

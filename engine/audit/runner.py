@@ -146,7 +146,7 @@ def attribute_accuracy(features: np.ndarray, zero_shot: dict[str, np.ndarray], d
                        groups: dict[Grouping, Partition], probe_folds: int,
                        seed: int) -> tuple[list[AccuracyCell], list[str]]:
     """Accuracy of classifying each group column, zero-shot and by a cross-fitted linear probe."""
-    rows, notes = [], []
+    notes = []
     predictions = {("zero-shot", a): p for a, p in zero_shot.items()}
     if probe_folds:
         for attribute, truth in dataset.groups.items():
@@ -155,9 +155,7 @@ def attribute_accuracy(features: np.ndarray, zero_shot: dict[str, np.ndarray], d
                              f"{10 * probe_folds} images.")
                 continue
             predictions[("linear probe", attribute)] = measures.crossfit_probe(features, truth, probe_folds, seed)
-    for (method, attribute), predicted in predictions.items():
-        for partition in groups.values():
-            rows += measures.accuracy_by_group(predicted, dataset.groups[attribute], partition, method, attribute)
+    rows = measures.accuracy_tables(predictions, dataset.groups, groups)
     return rows, notes
 
 
@@ -222,9 +220,9 @@ def _label_tables(tables: Tables, predicted: np.ndarray, dataset: AuditDataset, 
     """Worst-group accuracy (DataComp's fairness tables): the label column classified zero-shot, per
     group of every grouping, and per grouping the worst group and its gap to the best."""
     column = dataset.label_column
-    tables.label_accuracy, tables.label_disparities = [], []
-    for partition in groups.values():
-        tables.label_accuracy += measures.accuracy_by_group(predicted, dataset.labels, partition, "zero-shot", column)
+    tables.label_disparities = []
+    tables.label_accuracy = measures.accuracy_tables({("zero-shot", column): predicted}, {column: dataset.labels},
+                                                     groups)
     for row in measures.disparities(tables.label_accuracy, value="accuracy", n_boot=options.n_boot, seed=options.seed):
         row.method, row.attribute = "zero-shot", column
         tables.label_disparities.append(row)
