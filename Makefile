@@ -49,6 +49,7 @@ test: install-test system-test-deps lint
 # which the whole suite keeps. tests/test_packaging.py checks that every file named here exists.
 FAST_TESTS = \
 	tests/test_app_services.py tests/test_audit_cli.py tests/test_audit_measures.py tests/test_audit_stats.py \
+	tests/test_audit_trust.py \
 	tests/test_bpe.py tests/test_captions.py tests/test_catalog.py tests/test_cli_user_errors.py \
 	tests/test_data.py tests/test_demo_world.py tests/test_eval_cli.py tests/test_front_end_messages.py tests/test_hf_tokenizer.py \
 	tests/test_images.py tests/test_indexer.py tests/test_layering.py tests/test_loss.py tests/test_model.py \

@@ -33,7 +33,8 @@ def pick(frame: pd.DataFrame, column: str, label: str, key: str) -> pd.DataFrame
 
 
 PROPORTIONS = ("share", "low", "high", "share_a", "share_b", "change", "change_low", "change_high", "top1", "top5",
-               "accuracy", "mean", "std")
+               "accuracy", "mean", "std", "worst value", "worst 95% low", "worst 95% high", "best value", "gap",
+               "gap 95% low", "gap 95% high")
 
 
 def readable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -78,6 +79,14 @@ def audit_page() -> None:
         shares = audit.shares_frame(result)
         st.subheader("Category shares by group")
         st.dataframe(readable(shares), hide_index=True, width="stretch")
+        gaps = audit.gaps_frame(result)
+        if not gaps.empty:
+            st.subheader("Worst group and gap to the best, every measure")
+            st.dataframe(readable(gaps), hide_index=True, width="stretch")
+        search = audit.search_bias_frame(result)
+        if not search.empty:
+            st.subheader("Search bias (MaxSkew@K, MinSkew@K, NDKL)")
+            st.dataframe(readable(search), hide_index=True, width="stretch")
         with st.expander("The full report (the same tables and plots as the HTML export)", expanded=True):
             html(audit.render_html(result), height=900, scrolling=True)
     with tab_two:

@@ -104,7 +104,7 @@ def test_a_previous_build_session_shows_exports_reruns_and_diffs(capsys, fairfac
     from cliplab.app.services.app_state import AppState
     from cliplab.app.ui import audit as tab
     state = AppState(catalog=catalog)
-    said, headline_text, shares, report = tab.do_show(state, old)
+    said, headline_text, shares, _gaps, _search, report = tab.do_show(state, old)
     assert old in said and payload["headline"][0] in headline_text and "Bias audit" in report
     assert "race x gender" in set(shares["grouping"])
     assert list(tab.do_diff(state, old, fresh)["left the focus categories"]) == [0] * 10  # all, 7 races, 2 genders

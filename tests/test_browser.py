@@ -332,7 +332,11 @@ def test_run_a_small_audit(page, app_server, tmp_path, test_output_dir):  # noqa
     from test_audit_measures import make_fairface
     make_fairface(tmp_path / "fairface", n_per_cell=2)
     open_tab(page, "Audit")
+    expect(field(page, "audit-dataset")).to_have_value(re.compile(r"audit\.csv$"))  # the demo audit, preloaded
     field(page, "audit-dataset").fill(str(tmp_path / "fairface"))
+    field(page, "audit-columns").fill("")
+    choose(page, "audit-labelset", "paper")
+    expect(page.locator("#audit-editor")).to_contain_text("non-human")
     page.locator("#audit-run").click()
     expect(page.locator("#audit-progress")).to_contain_text("saved", timeout=120_000)
     shares = page.locator("#audit-shares")
@@ -340,6 +344,20 @@ def test_run_a_small_audit(page, app_server, tmp_path, test_output_dir):  # noqa
     expect(shares).to_contain_text("crime")
     expect(page.locator("#audit-headline")).not_to_be_empty()
     screenshot(page, test_output_dir, "audit")
+
+
+def test_a_fresh_install_runs_the_demo_audit_in_one_click(page, app_server, test_output_dir):  # noqa: F811
+    open_tab(page, "Audit")
+    expect(field(page, "audit-dataset")).to_have_value(re.compile(r"demo-audit/audit\.csv$"))
+    expect(field(page, "audit-columns")).to_have_value("shape, colour")
+    expect(page.locator("#audit-editor")).to_contain_text("add_experiment")
+    page.locator("#audit-run").click()
+    expect(page.locator("#audit-progress")).to_contain_text("saved", timeout=180_000)
+    expect(page.locator("#audit-shares")).to_contain_text("text")
+    expect(page.locator("#audit-headline")).to_contain_text("text share is highest for")
+    expect(page.locator("#audit-gaps")).to_contain_text("share: text")
+    expect(page.locator("#audit-search-bias")).to_contain_text("a photo of a shape.")
+    screenshot(page, test_output_dir, "audit-demo")
 
 
 def test_captions_panel_image_to_text_and_browse(page, app_server, tmp_path, test_output_dir):  # noqa: F811

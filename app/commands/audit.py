@@ -1,6 +1,8 @@
 """`cliplab audit`: bias audits of a label set on a dataset with group columns (the paper's FairFace probes).
 
     cliplab audit --dataset FAIRFACE_DIR --labels paper --add child --sample 2000 --seed 0 --out report.html
+    cliplab audit --dataset demo          # the demo model's world, its label set, search bias and gaps
+    cliplab audit --dataset DOLLAR_STREET_DIR --preset datacomp   # worst-group accuracy by income and region
     cliplab audit list | show ID [--json|--csv] | rerun ID | diff A B
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from cliplab.app.commands.models import add_model_arguments, load_model, model_options
 from cliplab.app.services import audit as service
@@ -29,6 +32,20 @@ def _names(text: str | None) -> list[str]:
     return [x.strip() for x in (text or "").split(",") if x.strip()]
 
 
+def _queries(entries: list[str]) -> list[str]:
+    """Each entry a sentence, or a file whose every non-empty line is one query."""
+    out: list[str] = []
+    for entry in entries:
+        path = Path(entry)
+        if path.suffix.lower() in (".txt", ".csv") or path.is_file():
+            if not path.is_file():
+                raise CliplabError(f"No such query file: {entry}. Give sentences, or a file with one query per line.")
+            out += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            out.append(entry)
+    return out
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "audit", help="audit a label set for bias on a dataset with group columns (FairFace)",
@@ -37,9 +54,11 @@ def register(subparsers) -> None:
                     "audit show ID, audit rerun ID, audit diff A B.")
     parser.add_argument("action", nargs="?", choices=list(ACTION_RUNS), help="manage saved sessions instead of running")
     parser.add_argument("ids", nargs="*", metavar="ID", help="session id(s) (a unique prefix is enough)")
-    parser.add_argument("--dataset", help="FairFace's folder (fairface_label_{train,val}.csv) or a CSV")
+    parser.add_argument("--dataset", help="FairFace's folder (fairface_label_{train,val}.csv), a Dollar Street or "
+                                          "GeoDE folder, a CSV, or 'demo' (the demo model's world, written once)")
     parser.add_argument("--split", default="val", help="FairFace split: val (default) or train")
-    parser.add_argument("--labels", default="paper", help="label set: paper (default), paper_child, or a YAML/JSON file")
+    parser.add_argument("--labels", help="label set: paper (default; demo for the demo dataset), paper_child, demo, "
+                                         "or a YAML/JSON file")
     parser.add_argument("--add", help="comma-separated classes for a second label set B = labels + these "
                                       "(e.g. child: the paper's class-design experiment)")
     parser.add_argument("--sample", type=int, help="audit a random sample of N images")
@@ -55,6 +74,14 @@ def register(subparsers) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (1000)")
     parser.add_argument("--service-test", action="store_true", help="FairFace: only rows with service_test True")
     parser.add_argument("--padding", help="FairFace image release, recorded with the session (0.25 or 1.25)")
+    parser.add_argument("--label-column", help="the CSV column holding each image's class: zero-shot accuracy per "
+                                               "group, worst group and gap (Dollar Street and GeoDE: automatic)")
+    parser.add_argument("--preset", choices=["paper", "datacomp"], default="paper",
+                        help="report layout: paper (default) or datacomp (worst-group accuracy first; needs a label column)")
+    parser.add_argument("--queries", nargs="+", default=[],
+                        help="neutral search queries for search bias (sentences, or files with one per line); "
+                             "default: the label set's own")
+    parser.add_argument("--k", type=int, default=10, help="search bias: the top K images ranked per query (10)")
     parser.add_argument("--out", help="write the report: .html (default kind), .json or .csv")
     parser.add_argument("--json", action="store_true", help="show/diff: print JSON")
     parser.add_argument("--csv", action="store_true", help="show: print the tables as CSV")
@@ -149,12 +176,18 @@ def _run(args: argparse.Namespace) -> int:
     if not args.dataset:
         raise CliplabError("Give --dataset (FairFace's folder or a CSV), or one of: audit list, show ID, "
                            "rerun ID, diff A B.")
-    options = AuditOptions(dataset=args.dataset, labels=args.labels, add=_names(args.add), split=args.split,
+    dataset, labels, columns = args.dataset, args.labels or "paper", _names(args.group_columns) or None
+    if dataset == "demo":  # the demo model's world: its CSV, its group columns, its label set
+        dataset, demo_columns = service.demo_dataset()
+        labels, columns = args.labels or "demo", columns or _names(demo_columns)
+    options = AuditOptions(dataset=dataset, labels=labels, add=_names(args.add), split=args.split,
                            sample=args.sample, seed=args.seed, model=args.model,
-                           group_columns=_names(args.group_columns) or None, templates=args.templates,
+                           group_columns=columns, templates=args.templates,
                            thresholds=_floats(args.thresholds), min_count=args.min_count,
                            probe_folds=args.probe_folds, n_boot=args.bootstrap,
-                           service_test_only=args.service_test, padding=args.padding)
+                           service_test_only=args.service_test, padding=args.padding,
+                           label_column=args.label_column, search_queries=_queries(args.queries),
+                           search_k=args.k, preset=args.preset)
     bundle = load_model(args)
     result = service.run(open_catalog(), options, args.out, bundle)  # the exact precision, as in the app
     _print_summary(result)

@@ -20,8 +20,9 @@ from cliplab.app.services import audit_report, audit_store
 from cliplab.app.services.audit_report import render_html, to_frame
 from cliplab.app.services.loading import EXACT, engine_tuple, precision_of, provenance
 from cliplab.assets import asset_path
+from cliplab.engine import paths
 from cliplab.engine.audit import measures
-from cliplab.engine.audit.labelsets import shipped_labelsets
+from cliplab.engine.audit.labelsets import load_labelset, parse_labelset, shipped_labelsets
 from cliplab.engine.audit.results import AuditResult, Cell, LabelSetChange, SessionDiff
 from cliplab.engine.audit.runner import (
     PAPER_THRESHOLDS,
@@ -35,10 +36,12 @@ from cliplab.indexes.catalog import Catalog
 from cliplab.indexes.indexer import ModelBundle
 
 # what front ends use of the engine's audit package, so they import services only
-__all__ = ["PAPER_THRESHOLDS", "AuditOptions", "AuditResult", "SessionDiff", "diff", "export", "list_sessions",
-           "render_html", "rerun", "run", "shipped_labelsets", "show", "to_frame"]
+__all__ = ["PAPER_THRESHOLDS", "AuditOptions", "AuditResult", "SessionDiff", "demo_dataset", "diff", "export",
+           "gaps_frame", "list_sessions", "render_html", "rerun", "run", "search_bias_frame", "shipped_labelsets",
+           "show", "to_frame"]
 
 EXPORTS = (".html", ".json", ".csv")
+DEMO_AUDIT = "demo-audit"  # the demo audit dataset's folder in the data directory
 
 
 def export(result: AuditResult, out: str | Path) -> Path:
@@ -192,10 +195,20 @@ def labels_from_editor(text: str, shipped: str) -> str | dict:
     return data
 
 
+def experiment_classes(labels: str | dict) -> list[str]:
+    """The classes label set B adds: the label set's own class-design experiment, else the paper's 'child'."""
+    labelset = parse_labelset(labels, "label set") if isinstance(labels, dict) else load_labelset(labels)
+    return list(labelset.add_experiment) or ["child"]
+
+
 def make_options(dataset: str, labels_text: str, shipped: str, add_child: bool, split: str = "val",
                  sample: int | None = None, seed: int = 0, group_columns: str | None = None,
-                 templates: str | None = None, model: str = "demo", bootstrap: int = 1000) -> AuditOptions:
-    """AuditOptions from the Audit tab's form fields (checked, with a sentence for each bad field)."""
+                 templates: str | None = None, model: str = "demo", bootstrap: int = 1000,
+                 label_column: str | None = None, queries: str | None = None, k: int = 10,
+                 preset: str = "paper") -> AuditOptions:
+    """AuditOptions from the Audit tab's form fields (checked, with a sentence for each bad field).
+    add_child: run the label set's class-design experiment (its add_experiment classes, else 'child')
+    as label set B; queries: neutral search queries, one per line (empty: the label set's own)."""
     dataset = (dataset or "").strip()
     if not dataset:
         raise CliplabError("Give the dataset: a FairFace folder or a CSV with an image column and group columns.")
@@ -203,10 +216,64 @@ def make_options(dataset: str, labels_text: str, shipped: str, add_child: bool, 
         raise CliplabError(f"The dataset {dataset} does not exist.")
     columns = [c.strip() for c in (group_columns or "").split(",") if c.strip()] or None
     variants = [t.strip() for t in (templates or "").splitlines() if t.strip()]
-    return AuditOptions(dataset=str(Path(dataset).expanduser()), labels=labels_from_editor(labels_text, shipped),
-                        add=["child"] if add_child else [], split=split, sample=int(sample) if sample else None,
-                        seed=int(seed or 0), model=model, group_columns=columns, templates=variants,
-                        n_boot=int(bootstrap))
+    labels = labels_from_editor(labels_text, shipped)
+    return AuditOptions(dataset=str(Path(dataset).expanduser()), labels=labels,
+                        add=experiment_classes(labels) if add_child else [], split=split,
+                        sample=int(sample) if sample else None, seed=int(seed or 0), model=model,
+                        group_columns=columns, templates=variants, n_boot=int(bootstrap),
+                        label_column=(label_column or "").strip() or None,
+                        search_queries=[q.strip() for q in (queries or "").splitlines() if q.strip()],
+                        search_k=int(k or 10), preset=preset)
+
+
+def demo_dataset() -> tuple[str, str]:
+    """The demo audit dataset (written into the data directory the first time): (CSV path, group columns).
+    Scenes of the demo model's world with shape and colour columns; its label set is the shipped 'demo'."""
+    from cliplab.trainer.demo.audit_set import GROUP_COLUMNS, write_demo_audit_set
+
+    return str(write_demo_audit_set(demo_dataset_dir())), ", ".join(GROUP_COLUMNS)
+
+
+def demo_dataset_dir() -> Path:
+    return paths.data_dir() / DEMO_AUDIT
+
+
+GAP_COLUMNS = {"grouping": "grouping", "category": "measure", "worst": "worst group", "worst_value": "worst value",
+               "worst_low": "worst 95% low", "worst_high": "worst 95% high", "worst_n": "worst n",
+               "best": "best group", "best_value": "best value", "gap": "gap", "difference_low": "gap 95% low",
+               "difference_high": "gap 95% high", "ratio": "min / max", "ratio_low": "ratio 95% low",
+               "ratio_high": "ratio 95% high", "interval_note": "note", "seed": "bootstrap seed"}
+
+
+def gaps_frame(result: AuditResult) -> pd.DataFrame:
+    """Every measure's worst group and its gap to the best, with intervals: category shares (label set A),
+    attribute accuracy and label accuracy, one grouping (not intersections) per row."""
+    tables = result.tables
+    rows = [(r, f"share: {r.category}") for r in tables.disparities if r.label_set == "A"]
+    rows += [(r, f"{r.method} accuracy: {r.attribute}") for r in tables.accuracy_disparities or []]
+    rows += [(r, f"worst-group accuracy: {r.attribute}") for r in tables.label_disparities or []]
+    frame = pd.DataFrame([r.to_dict() | {"category": what} for r, what in rows if not r.grouping.is_intersection])
+    if frame.empty:
+        return frame
+    return frame[[c for c in GAP_COLUMNS if c in frame]].rename(columns=GAP_COLUMNS).round(4)
+
+
+SEARCH_COLUMNS = {"query": "query", "grouping": "grouping", "k": "K", "n": "images", "max_skew": "MaxSkew@K",
+                  "max_skew_group": "most over-represented", "max_skew_low": "MaxSkew 95% low",
+                  "max_skew_high": "MaxSkew 95% high", "min_skew": "MinSkew@K", "min_skew_group": "most under-represented",
+                  "min_skew_low": "MinSkew 95% low", "min_skew_high": "MinSkew 95% high", "ndkl": "NDKL",
+                  "ndkl_low": "NDKL 95% low", "ndkl_high": "NDKL 95% high", "absent": "absent from the top K"}
+
+
+def search_bias_frame(result: AuditResult) -> pd.DataFrame:
+    """The search-bias table (one row per query and group column); MinSkew of a group absent from the top
+    K is minus infinity, shown as '-inf' with the absent groups named."""
+    rows = result.tables.search_bias or []
+    frame = pd.DataFrame([{**r.to_dict(), "min_skew": r.min_skew, "min_skew_low": r.min_skew_low,
+                           "min_skew_high": r.min_skew_high, "absent": ", ".join(r.absent)} for r in rows])
+    if frame.empty:
+        return frame
+    return frame[list(SEARCH_COLUMNS)].rename(columns=SEARCH_COLUMNS).round(4)
 
 
 def shares_frame(result: AuditResult, label_set: str = "A") -> pd.DataFrame:

@@ -42,6 +42,8 @@ def _esc(value) -> str:
 def _fmt(value, kind: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if isinstance(value, str):  # a figure already written out (e.g. −∞)
+        return _esc(value)
     if kind == "pct":
         return f"{100 * value:.1f}%"
     if kind == "dpct":
@@ -223,14 +225,68 @@ def _shares(shares: list[ShareCell], categories: list[str]) -> str:
     return "".join(parts)
 
 
+GAP_COLUMNS = [("worst", "worst group", "str"), ("worst_value", "worst", "pct"), ("worst_low", "95% low", "pct"),
+               ("worst_high", "95% high", "pct"), ("best", "best group", "str"), ("gap", "gap", "dpct"),
+               ("difference_low", "gap 95% low", "dpct"), ("difference_high", "gap 95% high", "dpct"),
+               ("ratio", "min / max", "num"), ("ratio_low", "ratio 95% low", "num"),
+               ("ratio_high", "ratio 95% high", "num"), ("interval_note", "note", "str")]
+
+
 def _disparities(result: AuditResult, categories: list[str]) -> str:
     rows = [r for r in result.tables.disparities if r.category in categories and not r.grouping.is_intersection]
-    return ("<h2>Differences between groups</h2><p>Difference = highest − lowest share; ratio = lowest / "
-            "highest. Extremes from groups with n &lt; 30 are listed.</p>"
+    accuracy = [r for r in result.tables.accuracy_disparities or [] if not r.grouping.is_intersection]
+    return ("<h2>Differences between groups: worst group and gap</h2><p>For every measure, the worst group (the "
+            "highest share of a focus category, the lowest share of another category, the lowest accuracy) "
+            "with its Wilson interval, and its gap to the best group (max − min) and the ratio min / max, with "
+            "percentile bootstrap 95% intervals (images resampled within each group; the seed is in the JSON). "
+            "Extremes from groups with n &lt; 30 are listed; a gap involving a group of one image is not "
+            "estimated.</p>"
             + _table(rows, [("label_set", "label set", "str"), ("grouping", "grouping", "str"),
-                            ("category", "category", "str"), ("difference", "max − min", "dpct"),
-                            ("ratio", "min / max", "num"), ("direction", "direction", "str"),
-                            ("small_extremes", "small extremes", "str")]))
+                            ("category", "category", "str"), *GAP_COLUMNS, ("direction", "direction", "str"),
+                            ("small_extremes", "small extremes", "str")])
+            + (("<h3>Attribute accuracy</h3>" + _table(accuracy, [("method", "method", "str"),
+                                                                   ("attribute", "attribute", "str"),
+                                                                   ("grouping", "grouping", "str"), *GAP_COLUMNS]))
+               if accuracy else ""))
+
+
+def _worst_group(result: AuditResult) -> str:
+    """DataComp's fairness figure: the label column classified zero-shot, worst group per grouping."""
+    rows = result.tables.label_accuracy
+    if rows is None:
+        return ""
+    gaps = [r for r in result.tables.label_disparities or [] if not r.grouping.is_intersection]
+    column = result.provenance["dataset"].get("label_column")
+    return (f"<h2>Worst-group accuracy ({_esc(column)})</h2><p>Each image's {_esc(column)} classified zero-shot "
+            "among the column's classes (\"a photo of a {}.\"); accuracy per group with Wilson intervals, and per "
+            "group column the worst group and its gap to the best (DataComp's fairness evaluation).</p>"
+            + _table(gaps, [("grouping", "grouping", "str"), *GAP_COLUMNS])
+            + _table([r for r in rows if not r.grouping.is_intersection],
+                     [("grouping", "grouping", "str"), ("group", "group", "str"), ("n", "n", "str"),
+                      ("accuracy", "accuracy", "pct"), ("low", "95% low", "pct"), ("high", "95% high", "pct")]))
+
+
+def _search_bias(result: AuditResult) -> str:
+    rows = result.tables.search_bias
+    if not rows:
+        return ""
+    shown = [r.to_dict() | {"min_skew": r.min_skew, "min_skew_low": r.min_skew_low} for r in rows]
+    for row in shown:  # minus infinity is what it is: a group absent from the top K
+        for key in ("min_skew", "min_skew_low"):
+            if row[key] == -math.inf:
+                row[key] = "−∞"
+    return ("<h2>Search bias</h2><p>For each neutral query the images are ranked by similarity to it. Skew@K of a "
+            "group = ln(its share of the top K / its share of all images); MaxSkew@K and MinSkew@K are the largest "
+            "and smallest over the groups (0 = as in the whole set; −∞ = absent from the top K), NDKL the "
+            "rank-discounted KL divergence of the top-i shares from the whole set's (0 = none). Percentile "
+            "bootstrap 95% intervals, images resampled (Geyik et al. 2019).</p>"
+            + _table(shown, [("query", "query", "str"), ("grouping", "grouping", "str"), ("k", "K", "str"),
+                             ("max_skew", "MaxSkew@K", "num"), ("max_skew_group", "over-represented", "str"),
+                             ("max_skew_low", "95% low", "num"), ("max_skew_high", "95% high", "num"),
+                             ("min_skew", "MinSkew@K", "num"), ("min_skew_group", "under-represented", "str"),
+                             ("min_skew_low", "95% low", "num"), ("min_skew_high", "95% high", "num"),
+                             ("ndkl", "NDKL", "num"), ("ndkl_low", "95% low", "num"), ("ndkl_high", "95% high", "num"),
+                             ("absent", "absent from top K", "str")]))
 
 
 def _label_set_diff(result: AuditResult) -> str:
@@ -328,9 +384,11 @@ def _methods(result: AuditResult) -> str:
 def render_html(result: AuditResult) -> str:
     """The whole report as one self-contained HTML page."""
     categories = shown_categories(result)
-    parts = [_header(result), _facts(result), _summary(result),
-             _shares(result.tables.category_shares, categories),
-             _disparities(result, categories), _label_set_diff(result), _attribute_accuracy(result),
+    paper = [_shares(result.tables.category_shares, categories), _disparities(result, categories),
+             _label_set_diff(result), _attribute_accuracy(result)]
+    # DataComp's layout leads with worst-group accuracy; the paper's with its tables 6-7
+    tables = [_worst_group(result), *paper] if result.options.preset == "datacomp" else [*paper, _worst_group(result)]
+    parts = [_header(result), _facts(result), _summary(result), *tables, _search_bias(result),
              _thresholds(result), _prompt_sensitivity(result, categories), _methods(result), "</body></html>"]
     return "\n".join(part for part in parts if part)
 

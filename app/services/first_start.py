@@ -1,6 +1,6 @@
 """First start, offline: a demo photo folder drawn from the synthetic world, added to the catalog and
 indexed with the current model (app.services.library.add_folders, as any folder), so every tab has
-something to show before the user adds a folder."""
+something to show before the user adds a folder; and the demo audit dataset (app.services.audit.demo_dataset)."""
 
 from __future__ import annotations
 
@@ -66,4 +66,7 @@ def first_start(state: AppState, n: int = 120, job: Job | None = None) -> dict:
             job.update(0.3 * done / total, f"drawing demo photos: {done}/{total}")
 
     write_demo_photos(folder, n, on_progress=progress)
+    from cliplab.app.services.audit import demo_dataset
+
+    demo_dataset()  # the Audit tab's demo dataset, so its first run needs no files of the person's own
     return add_folders(state.catalog, state.search_bundle, [folder], job)

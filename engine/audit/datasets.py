@@ -41,6 +41,8 @@ class AuditDataset:
     sample: int | None = None
     seed: int = 0
     options: dict = field(default_factory=dict)
+    label_column: str | None = None  # the column holding each image's true class, if any
+    labels: np.ndarray | None = None  # that class per image (strings)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -48,7 +50,7 @@ class AuditDataset:
     def provenance(self) -> dict:
         return {"source": self.source, "kind": self.kind, "split": self.split, "file_sha256": self.file_hash,
                 "rows_in_file": self.n_rows, "images": len(self), "sample": self.sample, "seed": self.seed,
-                "group_columns": list(self.groups), "options": self.options}
+                "group_columns": list(self.groups), "label_column": self.label_column, "options": self.options}
 
 
 def file_sha256(path: Path) -> str:
@@ -93,7 +95,7 @@ def _check_files(paths: list[Path], source: Path) -> None:
 
 def _build(frame: pd.DataFrame, path_column: str, columns: list[str], root: Path, csv: Path, kind: str,
            split: str | None, values: dict[str, list[str]], sample: int | None, seed: int, options: dict,
-           n_rows: int, row_numbers: np.ndarray) -> AuditDataset:
+           n_rows: int, row_numbers: np.ndarray, label_column: str | None = None) -> AuditDataset:
     if frame.empty:
         raise CliplabError(f"The dataset {csv} has no rows{f' in its {split} split' if split else ''}: it holds only "
                            "a header. Give a CSV with one row per image.")
@@ -104,7 +106,8 @@ def _build(frame: pd.DataFrame, path_column: str, columns: list[str], root: Path
     return AuditDataset(source=str(csv), kind=kind, split=split, file_hash=file_sha256(csv), paths=paths,
                         groups={c: frame[c].to_numpy(dtype=object).astype(str) for c in columns},
                         values=values, rows=row_numbers[keep], n_rows=n_rows, sample=sample, seed=seed,
-                        options=options)
+                        options=options, label_column=label_column,
+                        labels=frame[label_column].to_numpy(dtype=object).astype(str) if label_column else None)
 
 
 def fairface_csv(location: Path, split: str) -> Path:
@@ -164,13 +167,24 @@ def load_fairface(location: Path, split: str = "val", sample: int | None = None,
                   {c: FAIRFACE_VALUES[c] for c in columns}, sample, seed, options, n_rows, row_numbers)
 
 
+def _check_filled(frame: pd.DataFrame, columns: list[str], csv: Path, what: str) -> None:
+    for column in columns:
+        empty = np.flatnonzero(frame[column].str.strip().eq("").to_numpy())
+        if empty.size:
+            raise CliplabError(f"{csv}: column {column!r} is empty in {empty.size} row(s) (first data row "
+                               f"{int(empty[0]) + 1}); every image needs {what}.")
+
+
 def load_csv(csv: Path, group_columns: list[str], path_column: str | None = None, sample: int | None = None,
-             seed: int = 0) -> AuditDataset:
-    """Any CSV: a path column (file/path/image/filename, or named) and the group columns the user names."""
+             seed: int = 0, label_column: str | None = None, kind: str = "csv",
+             frame: pd.DataFrame | None = None) -> AuditDataset:
+    """Any CSV: a path column (file/path/image/filename, or named), the group columns the user names
+    and optionally a label column (each image's true class, for worst-group accuracy). frame: the
+    CSV already read and prepared (a layout's derived columns)."""
     csv = Path(csv)
     if not csv.is_file():
         raise CliplabError(f"No such dataset file: {csv}.")
-    frame = _read_csv(csv)
+    frame = _read_csv(csv) if frame is None else frame
     if path_column is None:
         path_column = next((c for c in PATH_COLUMNS if c in frame.columns), None)
         if path_column is None:
@@ -180,24 +194,103 @@ def load_csv(csv: Path, group_columns: list[str], path_column: str | None = None
         raise CliplabError("Name the group columns of the CSV with --group-columns, e.g. --group-columns gender,age.")
     absent = [c for c in [path_column, *group_columns] if c not in frame.columns]
     if absent:
-        raise CliplabError(f"{csv} has no column(s) {', '.join(absent)}; its columns are {', '.join(frame.columns)}.")
-    for column in group_columns:
-        empty = np.flatnonzero(frame[column].str.strip().eq("").to_numpy())
-        if empty.size:
-            raise CliplabError(f"{csv}: column {column!r} is empty in {empty.size} row(s) (first data row "
-                               f"{int(empty[0]) + 1}); every image needs a group value.")
+        raise CliplabError(f"{csv} has no column(s) {', '.join(absent)}; its columns are "
+                           f"{', '.join(frame.columns)}. Name the group columns it has.")
+    if label_column is not None and label_column not in frame.columns:
+        raise CliplabError(f"{csv} has no label column {label_column!r}, so accuracy by group cannot be measured; "
+                           f"its columns are {', '.join(frame.columns)}. Name the column holding each image's class.")
+    _check_filled(frame, group_columns, csv, "a group value")
+    if label_column is not None:
+        _check_filled(frame, [label_column], csv, "a label")
     values = {c: sorted(set(frame[c])) for c in group_columns}
-    return _build(frame, path_column, list(group_columns), csv.parent, csv, "csv", None, values, sample, seed,
-                  {"path_column": path_column}, len(frame), np.arange(len(frame)))
+    if "income" in frame.attrs:
+        values["income"] = frame.attrs["income"]
+    return _build(frame, path_column, list(group_columns), csv.parent, csv, kind, None, values, sample, seed,
+                  {"path_column": path_column}, len(frame), np.arange(len(frame)), label_column)
+
+
+# -- DataComp's fairness datasets ------------------------------------------------------------------
+# The layouts as cliplab reads them (docs/audit.md): the CSV a release ships, its path, label and group
+# columns. Dollar Street's numeric monthly income is split into quartile groups of the audited file.
+
+LAYOUTS = {
+    "dollarstreet": {"csv": "images_v2.csv", "path": "imageRelPath", "label": "topics",
+                     "groups": ["income", "region"], "region_from": "region.id"},
+    "geode": {"csv": "index.csv", "path": "file_path", "label": "object", "groups": ["region"]},
+}
+
+
+def detect_layout(folder: Path) -> str | None:
+    """The DataComp layout of a folder (Dollar Street or GeoDE), from the CSV it holds."""
+    return next((name for name, layout in LAYOUTS.items() if (Path(folder) / layout["csv"]).is_file()), None)
+
+
+def income_quartiles(income: pd.Series, csv: Path) -> tuple[np.ndarray, list[str]]:
+    """Monthly incomes (numbers) as quartile groups named by their dollar range, lowest first."""
+    numbers = pd.to_numeric(income, errors="coerce")
+    if numbers.isna().any():
+        bad = income[numbers.isna()].iloc[0]
+        raise CliplabError(f"{csv}: the income column has a value that is not a number ({bad!r} in data row "
+                           f"{int(np.flatnonzero(numbers.isna().to_numpy())[0]) + 1}); give incomes in dollars.")
+    bins = pd.qcut(numbers, 4, duplicates="drop")
+    names = [f"${interval.left:,.0f}-${interval.right:,.0f}" for interval in bins.cat.categories]
+    names[0] = f"${numbers.min():,.0f}-${bins.cat.categories[0].right:,.0f}"  # qcut opens the first bin below min
+    labels = np.asarray(names, dtype=object)[bins.cat.codes.to_numpy()]
+    return labels, names
+
+
+def _first_topic(value: str) -> str:
+    """Dollar Street's topics are a list written as text ("['toothbrush', 'bathroom']"): the first."""
+    text = value.strip()
+    if text.startswith("["):
+        items = [t.strip().strip("'\"") for t in text.strip("[]").split(",") if t.strip().strip("'\"")]
+        return items[0] if items else ""
+    return text
+
+
+def load_layout(folder: Path, layout: str, group_columns: list[str] | None = None, sample: int | None = None,
+                seed: int = 0) -> AuditDataset:
+    """A Dollar Street or GeoDE folder: the label column and the group columns (income, region) of its layout."""
+    spec = LAYOUTS[layout]
+    csv = Path(folder) / spec["csv"]
+    frame = _read_csv(csv)
+    needed = [spec["path"], spec["label"], *(spec.get("region_from") and [spec["region_from"]] or ["region"])]
+    needed += ["income"] if layout == "dollarstreet" else []
+    absent = [c for c in needed if c not in frame.columns]
+    if absent:
+        raise CliplabError(f"{csv} lacks the {layout} column(s) {', '.join(absent)}; its columns are "
+                           f"{', '.join(frame.columns)} (docs/audit.md lists the layouts).")
+    frame = frame.copy()
+    if layout == "dollarstreet":
+        frame["region"] = frame[spec["region_from"]]
+        frame[spec["label"]] = frame[spec["label"]].map(_first_topic)
+        labels, order = income_quartiles(frame["income"], csv)
+        frame["income"] = labels
+        frame.attrs["income"] = order
+    columns = group_columns or spec["groups"]
+    dataset = load_csv(csv, columns, spec["path"], sample, seed, spec["label"], kind=layout, frame=frame)
+    dataset.options["layout"] = layout
+    return dataset
 
 
 def load_dataset(location: str | Path, split: str = "val", sample: int | None = None, seed: int = 0,
-                 group_columns: list[str] | None = None, **fairface_options) -> AuditDataset:
-    """FairFace when the folder or CSV looks like FairFace's release, else a generic CSV."""
+                 group_columns: list[str] | None = None, label_column: str | None = None,
+                 **fairface_options) -> AuditDataset:
+    """FairFace when the folder or CSV looks like FairFace's release, a Dollar Street or GeoDE folder
+    (DataComp's layouts), else a generic CSV."""
     location = Path(location)
     if not location.exists():
-        raise CliplabError(f"No such dataset: {location}. Give FairFace's folder or a CSV file.")
+        raise CliplabError(f"No such dataset: {location}. Give FairFace's folder, a Dollar Street or GeoDE "
+                           f"folder, or a CSV file.")
+    layout = detect_layout(location) if location.is_dir() else None
+    if layout is not None:
+        if label_column not in (None, LAYOUTS[layout]["label"]):
+            raise CliplabError(f"A {layout} folder's label column is {LAYOUTS[layout]['label']!r}, not {label_column!r}.")
+        return load_layout(location, layout, group_columns, sample, seed)
     if is_fairface(location):
+        if label_column is not None:
+            raise CliplabError("FairFace has no label column of image classes; its group columns are classified "
+                               "instead (tables 3-5). Leave the label column out.")
         fairface_groups = group_columns if group_columns and set(group_columns) <= set(FAIRFACE_VALUES) else None
         if group_columns and fairface_groups is None:
             missing = sorted(set(group_columns) - set(FAIRFACE_VALUES))
@@ -205,5 +298,6 @@ def load_dataset(location: str | Path, split: str = "val", sample: int | None = 
                                f"gender, age.")
         return load_fairface(location, split, sample, seed, fairface_groups, **fairface_options)
     if location.is_dir():
-        raise CliplabError(f"{location} is a folder without FairFace label CSVs; give a CSV file instead.")
-    return load_csv(location, group_columns or [], sample=sample, seed=seed)
+        raise CliplabError(f"{location} is a folder without FairFace label CSVs, Dollar Street's images_v2.csv or "
+                           f"GeoDE's index.csv; give a CSV file instead.")
+    return load_csv(location, group_columns or [], sample=sample, seed=seed, label_column=label_column)

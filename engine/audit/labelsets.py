@@ -35,6 +35,8 @@ class LabelSet:
     focus: tuple[str, ...]
     attributes: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)  # column -> value -> prompts
     description: str = ""
+    queries: tuple[str, ...] = ()  # neutral search queries for the search-bias table
+    add_experiment: tuple[str, ...] = ()  # the classes of its class-design experiment ('child' for paper)
 
     @property
     def classnames(self) -> list[str]:
@@ -48,7 +50,8 @@ class LabelSet:
         return {"name": self.name, "description": self.description, "focus": list(self.focus),
                 "categories": dict(self.categories),
                 "classes": [{"name": c.name, "category": c.category, "prompts": list(c.prompts)} for c in self.classes],
-                "attributes": {col: {v: list(p) for v, p in vals.items()} for col, vals in self.attributes.items()}}
+                "attributes": {col: {v: list(p) for v, p in vals.items()} for col, vals in self.attributes.items()},
+                "search_queries": list(self.queries), "add_experiment": list(self.add_experiment)}
 
 
 def shipped_labelsets() -> list[str]:
@@ -126,7 +129,16 @@ def parse_labelset(data: dict, source: str = "label set") -> LabelSet:
         attributes[str(column)] = {str(v): _prompts(p, str(v), f"{source} attribute {column}")
                                    for v, p in (values or {}).items()}
     return LabelSet(name=str(data.get("name") or Path(source).stem), classes=tuple(classes), categories=categories,
-                    focus=tuple(focus), attributes=attributes, description=str(data.get("description") or ""))
+                    focus=tuple(focus), attributes=attributes, description=str(data.get("description") or ""),
+                    queries=_texts(data, "search_queries", source), add_experiment=_texts(data, "add_experiment", source))
+
+
+def _texts(data: dict, key: str, source: str) -> tuple[str, ...]:
+    """An optional list of non-empty strings (search queries, classes to add)."""
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise CliplabError(f"{source}: '{key}' must be a list of non-empty texts.")
+    return tuple(v.strip() for v in value)
 
 
 def load_labelset(name_or_path: str | Path) -> LabelSet:

@@ -7,9 +7,10 @@ row carries its group size `n` and a `small` flag (n < stats.MIN_GROUP_N).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from cliplab.engine.audit import stats
 from cliplab.engine.audit.results import (
@@ -28,7 +29,7 @@ from cliplab.engine.audit.results import (
     groupings,
 )
 
-__all__ = ["ALL", "accuracy_by_group", "category_shares", "crossfit_probe", "disparities", "groupings",
+__all__ = ["ALL", "accuracy_by_group", "accuracy_tables", "by_group", "category_shares", "crossfit_probe", "disparities", "groupings",
            "label_set_diff", "prompt_spread", "small_cell_warnings", "threshold_association", "threshold_sweep",
            "transitions"]
 
@@ -38,11 +39,43 @@ def _proportion(count: int, n: int) -> dict:
     return {"n": n, "count": count, "share": share, "low": low, "high": high, "small": n < stats.MIN_GROUP_N}
 
 
+def by_group(outcomes: dict[str, np.ndarray], partition: Partition) -> dict[str, dict[str, tuple[int, int]]]:
+    """Per outcome (a boolean per image) and group: (count of True, group size), by fairlearn's MetricFrame
+    (one frame for all outcomes). Groups of the partition with no image get (0, 0)."""
+    from fairlearn.metrics import MetricFrame, count
+
+    if not partition.groups:
+        return {name: {} for name in outcomes}
+    labels = np.asarray(partition.labels, dtype=object)
+    if labels.size == 0:
+        return {name: {g.name: (0, 0) for g in partition.groups} for name in outcomes}
+    truth = np.zeros(labels.size, dtype=int)  # MetricFrame wants (y_true, y_pred): the outcomes ride along
+    frame = MetricFrame(metrics={"n": count, **{f"k:{name}": _counter(values) for name, values in outcomes.items()}},
+                        y_true=truth, y_pred=np.arange(labels.size), sensitive_features=pd.Series(labels, name="g"))
+    table = frame.by_group
+    out: dict[str, dict[str, tuple[int, int]]] = {}
+    for name in outcomes:
+        out[name] = {g.name: ((int(table.at[g.name, f"k:{name}"]), int(table.at[g.name, "n"]))
+                              if g.name in table.index else (0, 0)) for g in partition.groups}
+    return out
+
+
+def _counter(values: np.ndarray):
+    """A MetricFrame metric counting the True outcomes of the images it is given (y_pred carries their index)."""
+    values = np.asarray(values, bool)
+
+    def k(y_true, y_pred) -> int:
+        return int(values[np.asarray(y_pred, dtype=int)].sum())
+    return k
+
+
 def category_shares(top1_categories: np.ndarray, partition: Partition, categories: Sequence[str],
                     combined: dict[str, Sequence[str]] | None = None) -> list[ShareCell]:
     """Share of each group's images whose top-1 class is in each category (tables 6 and 7).
 
-    combined adds pooled categories, e.g. {"non-human + crime": ["non-human", "crime"]}.
+    combined adds pooled categories, e.g. {"non-human + crime": ["non-human", "crime"]}. Counted
+    directly (a share table is called for every label set, prompt variant and intersection, where
+    MetricFrame's per-call cost would add seconds); a test checks it equals MetricFrame's selection rate.
     """
     top1_categories = np.asarray(top1_categories, dtype=object)
     members = {c: [c] for c in categories} | dict(combined or {})
@@ -58,13 +91,28 @@ def category_shares(top1_categories: np.ndarray, partition: Partition, categorie
 
 def accuracy_by_group(predicted: np.ndarray, truth: np.ndarray, partition: Partition, method: str,
                       attribute: str) -> list[AccuracyCell]:
-    """Per-group accuracy with a Wilson interval (tables 3-5)."""
-    correct = np.asarray(predicted, dtype=object) == np.asarray(truth, dtype=object)
+    """Per-group accuracy with a Wilson interval (tables 3-5), by MetricFrame."""
+    return accuracy_tables({(method, attribute): predicted}, {attribute: truth}, {"one": partition})
+
+
+def accuracy_tables(predictions: dict[tuple[str, str], np.ndarray], truths: dict[str, np.ndarray],
+                    partitions: dict) -> list[AccuracyCell]:
+    """Per-group accuracy of every (method, attribute) prediction over every partition, with Wilson
+    intervals: one MetricFrame per partition for all predictions; rows by prediction, then partition."""
+    if not predictions:
+        return []
+    counts = {}
+    for key, partition in partitions.items():
+        correct = {f"{m}|{a}": np.asarray(p, dtype=object) == np.asarray(truths[a], dtype=object)
+                   for (m, a), p in predictions.items()}
+        counts[key] = by_group(correct, partition)
     rows = []
-    for group in partition.groups:
-        mask = partition.labels == group.name
-        row = _proportion(int(correct[mask].sum()), int(mask.sum()))
-        rows.append(AccuracyCell(method=method, attribute=attribute, group=group, accuracy=row.pop("share"), **row))
+    for method, attribute in predictions:
+        for key, partition in partitions.items():
+            for group in partition.groups:
+                row = _proportion(*counts[key][f"{method}|{attribute}"][group.name])
+                rows.append(AccuracyCell(method=method, attribute=attribute, group=group,
+                                         accuracy=row.pop("share"), **row))
     return rows
 
 
@@ -210,10 +258,14 @@ def prompt_spread(shares_by_variant: dict[str, list[ShareCell]]) -> list[PromptS
     return list(table.values())
 
 
-def disparities(rows: Sequence[ShareCell] | Sequence[AccuracyCell], value: str = "share") -> list[Disparity]:
+def disparities(rows: Sequence[ShareCell] | Sequence[AccuracyCell], value: str = "share", n_boot: int = 0,
+                seed: int = 0, higher_is_worse: Callable[[str], bool] = lambda category: False) -> list[Disparity]:
     """Per (grouping, category): the groups with the highest and lowest value, the difference
-    (max - min) and the ratio (min / max), with the direction in words. Small groups take part but
-    are named when they are an extreme. Rows of accuracy (no category) are keyed by grouping alone."""
+    (max - min) and the ratio (min / max), with the direction in words; the worst group (by
+    higher_is_worse(category): a harm share is worst when highest, an accuracy when lowest), its
+    own interval and its gap to the best group; bootstrap intervals of the difference and ratio
+    (n_boot resamples, seed + the row's index, recorded). Small groups take part but are named when
+    they are an extreme. Rows of accuracy (no category) are keyed by grouping alone."""
     by_key: dict[tuple[Grouping, str], list] = {}
     for row in rows:
         if not row.grouping.is_all and not math.isnan(getattr(row, value)):
@@ -231,9 +283,20 @@ def disparities(rows: Sequence[ShareCell] | Sequence[AccuracyCell], value: str =
                      f"and lowest for {low.group} ({bottom:.1%}, n={low.n})")
         if top == bottom:
             direction = f"{what}{value} is the same for every group ({top:.1%})"
+        worst, best = (high, low) if higher_is_worse(category) else (low, high)
+        row_seed = seed + len(out)
+        d_low, d_high, r_low, r_high = stats.bootstrap_gap((high.count, high.n), (low.count, low.n), n_boot, row_seed)
+        single = [r.group.name for r in (high, low) if r.n < 2]
+        note = (f"not estimated: {', '.join(dict.fromkeys(single))} has a single image, so there is no "
+                f"variation to resample" if single and n_boot else None)
         out.append(Disparity(grouping=grouping, category=category, highest=high.group.name, highest_value=top,
                              lowest=low.group.name, lowest_value=bottom, difference=top - bottom,
-                             ratio=bottom / top if top > 0 else math.nan, small_extremes=small, direction=direction))
+                             ratio=bottom / top if top > 0 else math.nan, small_extremes=small, direction=direction,
+                             worst=worst.group.name, worst_value=getattr(worst, value), worst_low=worst.low,
+                             worst_high=worst.high, worst_n=worst.n, best=best.group.name,
+                             best_value=getattr(best, value), gap=top - bottom, difference_low=d_low,
+                             difference_high=d_high, ratio_low=r_low, ratio_high=r_high,
+                             bootstrap=n_boot or None, seed=row_seed if n_boot else None, interval_note=note))
     return out
 
 
@@ -243,6 +306,11 @@ def small_cell_warnings(rows: Sequence[ShareCell], what: str) -> list[str]:
     for row in rows:
         if row.small and row.group not in seen:
             seen.add(row.group)
+            if row.n == 1:  # said as such: a share of one image is 0% or 100% whatever the truth
+                out.append(f"{what}: group {row.group.name!r} ({row.grouping.name}) has a single image: each of "
+                           f"its shares is 0% or 100% by construction, its interval spans {row.low:.0%}-"
+                           f"{row.high:.0%}, and no gap involving it is estimated.")
+                continue
             out.append(f"{what}: group {row.group.name!r} ({row.grouping.name}) has only n={row.n} images "
                        f"(< {stats.MIN_GROUP_N}); its figures have wide intervals.")
     return out

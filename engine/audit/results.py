@@ -48,6 +48,10 @@ class AuditOptions:
     n_boot: int = 1000
     service_test_only: bool = False
     padding: str | None = None
+    label_column: str | None = None  # the true class of each image: worst-group accuracy (DataComp style)
+    search_queries: list[str] = field(default_factory=list)  # neutral queries (default: the label set's)
+    search_k: int = 10  # the K of MaxSkew@K, MinSkew@K and NDKL
+    preset: str = "paper"  # "paper" or "datacomp" (the layout of the report)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -302,11 +306,31 @@ class Disparity(Cell):
     label_set: str | None = None  # for category shares
     method: str | None = None  # for attribute accuracy
     attribute: str | None = None
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("label_set", "method", "attribute")
+    # the worst group of the measure and its gap to the best, with bootstrap intervals (seed recorded);
+    # None (left out of the JSON) in sessions of earlier builds, which did not measure them
+    worst: str | None = None
+    worst_value: float | None = None
+    worst_low: float | None = None  # the worst group's own (Wilson) interval
+    worst_high: float | None = None
+    worst_n: int | None = None
+    best: str | None = None
+    best_value: float | None = None
+    gap: float | None = None  # |best - worst| = difference
+    difference_low: float | None = None
+    difference_high: float | None = None
+    ratio_low: float | None = None
+    ratio_high: float | None = None
+    bootstrap: int | None = None
+    seed: int | None = None
+    interval_note: str | None = None  # why an interval was not estimated (a group of one image)
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("label_set", "method", "attribute", "worst", "worst_value", "worst_low",
+                                           "worst_high", "worst_n", "best", "best_value", "gap", "difference_low",
+                                           "difference_high", "ratio_low", "ratio_high", "bootstrap", "seed",
+                                           "interval_note")
 
     def to_dict(self) -> dict:  # the context (label set, or method and attribute) leads
         row = super().to_dict()
-        context = {k: row.pop(k) for k in self.OPTIONAL if k in row}
+        context = {k: row.pop(k) for k in ("label_set", "method", "attribute") if k in row}
         return {**context, **row}
 
 
@@ -401,6 +425,34 @@ class PromptSpread(GroupCell):
 
 
 @dataclass
+class SearchBias(Cell):
+    """Search bias of one neutral query over one group column (Geyik et al. 2019): the top K images
+    by similarity to the query, each group's share there against its share of the whole set."""
+
+    query: str
+    grouping: Grouping
+    k: int
+    n: int  # images ranked
+    max_skew: float  # max over groups of ln(share in top K / share overall)
+    max_skew_group: str
+    max_skew_low: float
+    max_skew_high: float
+    min_skew: float  # -inf (null in JSON) when a group is absent from the top K
+    min_skew_group: str
+    min_skew_low: float
+    min_skew_high: float
+    ndkl: float  # rank-discounted KL divergence of the top-i shares from the overall shares, i = 1..K
+    ndkl_low: float
+    ndkl_high: float
+    top_shares: dict[str, float]  # each group's share of the top K
+    shares: dict[str, float]  # each group's share of the whole set (the desired distribution)
+    absent: list[str]  # groups of the set with no image in the top K
+    bootstrap: int
+    seed: int
+    small: bool  # fewer than K images per group on average: the figures are coarse
+
+
+@dataclass
 class Tables:
     """Every table of an audit; a table that was not measured is None (and absent from the JSON)."""
 
@@ -413,11 +465,15 @@ class Tables:
     prompt_sensitivity: list[PromptSpread] | None = None
     attribute_accuracy: list[AccuracyCell] | None = None
     accuracy_disparities: list[Disparity] | None = None
+    label_accuracy: list[AccuracyCell] | None = None  # the label column classified zero-shot, per group
+    label_disparities: list[Disparity] | None = None  # its worst group and gap per group column
+    search_bias: list[SearchBias] | None = None
 
     ROWS: ClassVar[dict[str, type[Cell]]] = {
         "category_shares": ShareCell, "disparities": Disparity, "label_set_diff": LabelSetChange,
         "transitions": Transition, "threshold_association": Association, "threshold_sweep": SweepPoint,
-        "prompt_sensitivity": PromptSpread, "attribute_accuracy": AccuracyCell, "accuracy_disparities": Disparity}
+        "prompt_sensitivity": PromptSpread, "attribute_accuracy": AccuracyCell, "accuracy_disparities": Disparity,
+        "label_accuracy": AccuracyCell, "label_disparities": Disparity, "search_bias": SearchBias}
 
     def items(self) -> Iterator[tuple[str, list[Cell]]]:
         """(name, rows) of each measured table, in the order of the report."""

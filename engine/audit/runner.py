@@ -7,15 +7,23 @@ file, which rows, which methods and when.
 
 from __future__ import annotations
 
+import math
 import platform
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
 
-from cliplab.engine.audit import measures, stats
+from cliplab.engine.audit import measures, search_bias, stats
 from cliplab.engine.audit.datasets import AuditDataset, load_dataset
-from cliplab.engine.audit.labelsets import LabelSet, load_labelset, parse_labelset, with_added, with_template
+from cliplab.engine.audit.labelsets import (
+    DEFAULT_PROMPT,
+    LabelSet,
+    load_labelset,
+    parse_labelset,
+    with_added,
+    with_template,
+)
 from cliplab.engine.audit.reference import reference
 from cliplab.engine.audit.results import (
     PAPER_THRESHOLDS,
@@ -32,7 +40,7 @@ from cliplab.engine.audit.results import (
     cliplab_version,
 )
 from cliplab.engine.errors import CliplabError
-from cliplab.engine.features import encode_images, model_fingerprint
+from cliplab.engine.features import encode_images, encode_texts, model_fingerprint
 
 __all__ = ["PAPER_THRESHOLDS", "SWEEP", "AuditOptions", "AuditResult", "compare_results", "measure",
            "resolve_labelsets", "run_audit"]
@@ -138,7 +146,7 @@ def attribute_accuracy(features: np.ndarray, zero_shot: dict[str, np.ndarray], d
                        groups: dict[Grouping, Partition], probe_folds: int,
                        seed: int) -> tuple[list[AccuracyCell], list[str]]:
     """Accuracy of classifying each group column, zero-shot and by a cross-fitted linear probe."""
-    rows, notes = [], []
+    notes = []
     predictions = {("zero-shot", a): p for a, p in zero_shot.items()}
     if probe_folds:
         for attribute, truth in dataset.groups.items():
@@ -147,9 +155,7 @@ def attribute_accuracy(features: np.ndarray, zero_shot: dict[str, np.ndarray], d
                              f"{10 * probe_folds} images.")
                 continue
             predictions[("linear probe", attribute)] = measures.crossfit_probe(features, truth, probe_folds, seed)
-    for (method, attribute), predicted in predictions.items():
-        for partition in groups.values():
-            rows += measures.accuracy_by_group(predicted, dataset.groups[attribute], partition, method, attribute)
+    rows = measures.accuracy_tables(predictions, dataset.groups, groups)
     return rows, notes
 
 
@@ -203,25 +209,59 @@ def _accuracy_tables(tables: Tables, features: np.ndarray, zero_shot: dict[str, 
     for method in ("zero-shot", "linear probe"):
         for attribute in dataset.groups:
             rows = [r for r in tables.attribute_accuracy if r.method == method and r.attribute == attribute]
-            for row in measures.disparities(rows, value="accuracy"):
+            for row in measures.disparities(rows, value="accuracy", n_boot=options.n_boot, seed=options.seed):
                 row.method, row.attribute = method, attribute
                 tables.accuracy_disparities.append(row)
+    return notes
+
+
+def _label_tables(tables: Tables, predicted: np.ndarray, dataset: AuditDataset, groups: dict[Grouping, Partition],
+                  options: AuditOptions) -> None:
+    """Worst-group accuracy (DataComp's fairness tables): the label column classified zero-shot, per
+    group of every grouping, and per grouping the worst group and its gap to the best."""
+    column = dataset.label_column
+    tables.label_disparities = []
+    tables.label_accuracy = measures.accuracy_tables({("zero-shot", column): predicted}, {column: dataset.labels},
+                                                     groups)
+    for row in measures.disparities(tables.label_accuracy, value="accuracy", n_boot=options.n_boot, seed=options.seed):
+        row.method, row.attribute = "zero-shot", column
+        tables.label_disparities.append(row)
+
+
+def label_classes(dataset: AuditDataset) -> list[str]:
+    """The classes of the label column, in sorted order (the zero-shot classifier's classes)."""
+    return sorted(set(dataset.labels.tolist()))
+
+
+def _search_tables(tables: Tables, features: np.ndarray, search: tuple[np.ndarray, list[str]],
+                   singles: dict[Grouping, Partition], options: AuditOptions) -> list[str]:
+    """Search bias of each neutral query over each group column; returns notes."""
+    query_features, queries = search
+    columns = {g: p for g, p in singles.items() if not g.is_all}
+    k = min(options.search_k, features.shape[0])
+    tables.search_bias = search_bias.search_bias(features, query_features, queries, columns, k, options.n_boot,
+                                                 options.seed)
+    notes = [f"search bias: K lowered from {options.search_k} to the {k} images audited."] if k < options.search_k else []
     return notes
 
 
 def measure(probs_a: np.ndarray, labelset_a: LabelSet, dataset: AuditDataset, options: AuditOptions,
             probs_b: np.ndarray | None = None, labelset_b: LabelSet | None = None,
             variant_probs: dict[str, np.ndarray] | None = None, features: np.ndarray | None = None,
-            zero_shot: dict[str, np.ndarray] | None = None) -> Measurements:
-    """Every table of an audit from the probabilities (and, for the probe, the features)."""
+            zero_shot: dict[str, np.ndarray] | None = None, label_predictions: np.ndarray | None = None,
+            search: tuple[np.ndarray, list[str]] | None = None) -> Measurements:
+    """Every table of an audit from the probabilities (and, for the probe and search bias, the
+    features; label_predictions: the label column classified; search: the queries' embeddings and texts)."""
     groups = _groupings(dataset)
     singles = _singles(groups)
     tables = Tables(category_shares=shares_table(probs_a, labelset_a, groups, "A"))
     notes: list[str] = []
     if probs_b is not None:
         tables.category_shares += shares_table(probs_b, labelset_b, groups, "B")
+    harmful = set(labelset_a.focus) | set(_combined(labelset_a))
     for tag in ("A", "B"):
-        for row in measures.disparities([r for r in tables.category_shares if r.label_set == tag]):
+        for row in measures.disparities([r for r in tables.category_shares if r.label_set == tag], "share",
+                                        options.n_boot, options.seed, lambda category: category in harmful):
             row.label_set = tag
             tables.disparities.append(row)
     warnings = measures.small_cell_warnings([r for r in tables.category_shares if r.label_set == "A"],
@@ -236,12 +276,35 @@ def measure(probs_a: np.ndarray, labelset_a: LabelSet, dataset: AuditDataset, op
             {variant: shares_table(p, labelset_a, singles, "A") for variant, p in variant_probs.items()})
     if features is not None:
         notes += _accuracy_tables(tables, features, zero_shot or {}, dataset, groups, options)
+    if label_predictions is not None:
+        _label_tables(tables, label_predictions, dataset, groups, options)
+    if search is not None and features is not None:
+        notes += _search_tables(tables, features, search, singles, options)
     return Measurements(tables=tables, groupings={g: p.groups for g, p in groups.items()}, notes=notes,
                         warnings=warnings, filtered_labels=filtered)
 
 
 # ---------------------------------------------------------------------------------------------
 # the whole run
+
+
+PRESETS = ("paper", "datacomp")
+
+
+def _check_search(options: AuditOptions) -> None:
+    """The preset and the search-bias options, before any file is read."""
+    if options.preset not in PRESETS:
+        raise CliplabError(f"Unknown preset {options.preset!r}; choose {' or '.join(PRESETS)}.")
+    if options.search_k < 1:
+        raise CliplabError(f"Search bias looks at the top K images; K must be at least 1, not {options.search_k}.")
+    if any(not q.strip() for q in options.search_queries):
+        raise CliplabError("A search query is empty; give each neutral query as a sentence.")
+
+
+def _check_preset(options: AuditOptions, dataset: AuditDataset) -> None:
+    if options.preset == "datacomp" and dataset.labels is None:
+        raise CliplabError("The DataComp preset measures worst-group accuracy, so the dataset needs a label column "
+                           "(each image's class): give it, or use a Dollar Street or GeoDE folder.")
 
 
 def _check_thresholds(options: AuditOptions) -> None:
@@ -308,9 +371,11 @@ def run_audit(options: AuditOptions, loaded: tuple | None = None, progress: bool
     templates = resolve_templates(options.templates)
     variants = {t: with_template(labelset_a, t) for t in templates}
     _check_thresholds(options)
+    _check_search(options)
     dataset = load_dataset(options.dataset, options.split, options.sample, options.seed, options.group_columns,
-                           **({"service_test_only": options.service_test_only, "padding": options.padding}
+                           options.label_column, **({"service_test_only": options.service_test_only, "padding": options.padding}
                               if options.service_test_only or options.padding else {}))
+    _check_preset(options, dataset)
     if loaded is None:  # the one loader, in the exact mode a reproducible result runs in
         from cliplab.engine.handle import ModelBundle
 
@@ -332,18 +397,27 @@ def run_audit(options: AuditOptions, loaded: tuple | None = None, progress: bool
     variant_probs = {t: probs_of(ls) for t, ls in variants.items()}
     stage("zero-shot attribute accuracy")
     zero_shot, zs_notes = _zero_shot(model, tokenizer, features, labelset_a, dataset)
+    label_predictions = None
+    if dataset.labels is not None:
+        classes = label_classes(dataset)
+        probs = prompt_probs(model, tokenizer, features, [(DEFAULT_PROMPT.format(c),) for c in classes])
+        label_predictions = np.asarray(classes, dtype=object)[probs.argmax(axis=1)]
+    queries = list(options.search_queries or labelset_a.queries)
+    search = (encode_texts(model, tokenizer, queries), queries) if queries else None  # the one model, as the images
     stage("measuring shares, gaps and their intervals")
     measured = measure(probs_a, labelset_a, dataset, options, probs_b, labelset_b, variant_probs or None,
-                       features, zero_shot)
+                       features, zero_shot, label_predictions, search)
     per_image = {"row": dataset.rows.tolist(), "groups": {k: v.tolist() for k, v in dataset.groups.items()},
                  "top1_a": _top1(probs_a, labelset_a)[0].tolist()}
+    if label_predictions is not None:
+        per_image["label"], per_image["predicted_label"] = dataset.labels.tolist(), label_predictions.tolist()
     if probs_b is not None:
         per_image["top1_b"] = _top1(probs_b, labelset_b)[0].tolist()
     return AuditResult(
         tables=measured.tables, groupings=measured.groupings, notes=zs_notes + measured.notes,
         warnings=measured.warnings, filtered_labels=measured.filtered_labels,
         options=AuditOptions(**options.to_dict() | {"labels": labelset_a.to_dict(), "add": list(options.add),
-                                                   "templates": templates}),
+                                                   "templates": templates, "search_queries": queries}),
         labelsets={"A": labelset_a.to_dict(), "B": labelset_b.to_dict() if labelset_b else None},
         provenance=_provenance(model, options, dataset, labelset_a, labelset_b, templates, started),
         per_image=per_image, headline=headline(measured.tables, labelset_a), reference=reference())
@@ -359,7 +433,16 @@ def headline(tables: Tables, labelset: LabelSet) -> list[str]:
     focus = set(labelset.focus) | set(_combined(labelset))
     gaps = [r for r in tables.disparities if r.label_set == "A" and r.category in focus
             and not r.grouping.is_intersection and r.difference > 0]
-    lines += [r.direction for r in gaps]
+    lines += [r.direction + (f"; gap {r.gap:.1%}" + _gap_interval(r) if r.bootstrap else "") for r in gaps]
+    for row in tables.label_disparities or []:
+        if not row.grouping.is_intersection:
+            lines.append(f"worst-group {row.attribute} accuracy by {row.grouping.name}: {row.worst} "
+                         f"{row.worst_value:.1%} (95% CI {row.worst_low:.1%}-{row.worst_high:.1%}, n={row.worst_n}), "
+                         f"{row.gap:.1%} below {row.best}" + _gap_interval(row))
+    for row in sorted(tables.search_bias or [], key=lambda r: -r.max_skew)[:3]:
+        lines.append(f"search bias of {row.query!r} by {row.grouping.name}: MaxSkew@{row.k} {row.max_skew:.2f} "
+                     f"({row.max_skew_group}), NDKL {row.ndkl:.3f} (95% CI {row.ndkl_low:.3f}-{row.ndkl_high:.3f})"
+                     + (f"; absent from the top {row.k}: {', '.join(row.absent)}" if row.absent else ""))
     for row in tables.label_set_diff or []:
         if row.grouping.is_all:
             lines.append(f"label set B moved the focus share from {row.share_a:.1%} to {row.share_b:.1%} "
@@ -368,20 +451,30 @@ def headline(tables: Tables, labelset: LabelSet) -> list[str]:
     return lines
 
 
+def _gap_interval(row) -> str:
+    if row.interval_note:
+        return f" (gap interval {row.interval_note})"
+    if row.difference_low is None or math.isnan(row.difference_low):
+        return ""
+    return f" (95% CI {row.difference_low:.1%} to {row.difference_high:.1%})"
+
+
 def _same(x, y, tolerance: float) -> bool:
     return (x == y) or (isinstance(x, float) and isinstance(y, float) and abs(x - y) <= tolerance)
 
 
 def compare_results(saved: AuditResult, fresh: AuditResult, tolerance: float = 1e-9) -> list[str]:
-    """Differences between two results' tables as saved (JSON: NaN is null), numbers within tolerance equal."""
+    """Differences between two results' tables as saved (JSON: NaN is null), numbers within tolerance equal.
+    Every figure the saved session holds is compared; figures a later build adds (a table or a column
+    the saved session's build did not measure) are new, not differences."""
     old, new = saved.tables.to_dict(), fresh.tables.to_dict()
     differences = []
-    for name in sorted(set(old) | set(new)):
-        a, b = old.get(name, []), new.get(name, [])
+    for name in sorted(old):
+        a, b = old[name], new.get(name, [])
         if len(a) != len(b):
             differences.append(f"{name}: {len(a)} rows then {len(b)} rows")
             continue
         for i, (ra, rb) in enumerate(zip(a, b)):
             differences += [f"{name} row {i} {key}: {ra.get(key)!r} then {rb.get(key)!r}"
-                            for key in set(ra) | set(rb) if not _same(ra.get(key), rb.get(key), tolerance)]
+                            for key in ra if not _same(ra.get(key), rb.get(key), tolerance)]
     return differences

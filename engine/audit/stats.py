@@ -29,6 +29,14 @@ METHODS = {
               f"{MCNEMAR_EXACT_BELOW}, else chi-square with continuity correction",
     "bootstrap": "paired percentile bootstrap (images resampled within the group), 95%",
     "small_cells": f"groups with n < {MIN_GROUP_N} are flagged; expected counts < {MIN_EXPECTED} switch to Fisher",
+    "gaps": "per measure: the worst group (highest share of a focus category, lowest share of any other "
+            "category, lowest accuracy), its gap to the best group, the difference (max - min) and ratio "
+            "(min / max) with percentile bootstrap 95% intervals (images resampled within each group, the "
+            "seed recorded in each row); not estimated when an extreme group has a single image",
+    "by_group": "per-group tables computed with fairlearn's MetricFrame",
+    "search_bias": "MaxSkew@K, MinSkew@K and NDKL (Geyik et al. 2019) of text-to-image retrieval over the "
+                   "audited images, per neutral query and group column, against the groups' shares of the "
+                   "whole set; percentile bootstrap 95% intervals (images resampled, seed recorded)",
 }
 
 
@@ -114,3 +122,26 @@ def bootstrap_paired_change(before: np.ndarray, after: np.ndarray, n_boot: int, 
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(changes, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def bootstrap_gap(high: tuple[int, int], low: tuple[int, int], n_boot: int, seed: int,
+                  level: float = 0.95) -> tuple[float, float, float, float]:
+    """Percentile intervals of the difference p_high - p_low and the ratio p_low / p_high of two
+    groups' proportions (count, n): (difference low, high, ratio low, high).
+
+    Resampling a group's n images with replacement draws its count from Binomial(n, count / n), so
+    the groups are resampled independently that way. A group of fewer than two images has no
+    sampling variation to resample: NaN, never a zero-width interval."""
+    (k_high, n_high), (k_low, n_low) = high, low
+    if min(n_high, n_low) < 2 or n_boot <= 0:
+        return math.nan, math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    p_high = rng.binomial(n_high, k_high / n_high, n_boot) / n_high
+    p_low = rng.binomial(n_low, k_low / n_low, n_boot) / n_low
+    tail = (1 - level) / 2 * 100
+    d_low, d_high = np.percentile(p_high - p_low, [tail, 100 - tail])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(p_high > 0, p_low / np.where(p_high > 0, p_high, 1), np.nan)
+    ratios = ratios[~np.isnan(ratios)]
+    r_low, r_high = np.percentile(ratios, [tail, 100 - tail]) if ratios.size else (math.nan, math.nan)
+    return float(d_low), float(d_high), float(r_low), float(r_high)
