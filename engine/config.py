@@ -50,6 +50,10 @@ class ModelConfig:
     transformer_layer_scale: bool = False
     logit_bias: bool = False
     text_eos_id: int | None = None  # None: the EOT is the highest id, pool at argmax
+    # None: CLIP's byte-level BPE (the model's merges file). Else the Hugging Face tokenizer the text tower
+    # was trained with (open_clip's hf_tokenizer_name, e.g. facebook/xlm-v-base for MetaCLIP 2 worldwide),
+    # read from the tokenizer files in the model's folder: the ids mean nothing with another vocabulary.
+    text_tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: resolve the defaults once, here
@@ -96,6 +100,9 @@ class ModelConfig:
                                "such as 1e-05.")
         if self.text_eos_id is not None:
             _check_whole("text_eos_id", self.text_eos_id, minimum=0)
+        if self.text_tokenizer is not None and (not isinstance(self.text_tokenizer, str) or not self.text_tokenizer):
+            raise CliplabError(f"text_tokenizer is {self.text_tokenizer!r}: it must be a tokenizer's name such as "
+                               "facebook/xlm-v-base, or null for CLIP's BPE.")
 
     def _check_heads(self, names: list[str]) -> None:
         """The attention heads given must split their tower's width (nn.MultiheadAttention asserts it)."""
@@ -133,7 +140,7 @@ class ModelConfig:
         return replace(self, activation=facts.activation, layer_norm_eps=facts.layer_norm_eps,
                        vision_heads=_heads(vision_tower, facts.vision_head_width, "image"),
                        transformer_heads=_heads(self.transformer_width, facts.text_head_width, "text"),
-                       text_eos_id=facts.text_eos_id)
+                       text_eos_id=facts.text_eos_id, text_tokenizer=facts.text_tokenizer)
 
     def describe(self) -> str:
         tower = (f"ResNet {'-'.join(map(str, self.vision_layers))} width {self.vision_width}" if self.is_resnet
@@ -158,6 +165,7 @@ class Facts:
     text_head_width: int = 64
     layer_norm_eps: float = 1e-5
     text_eos_id: int | None = None
+    text_tokenizer: str | None = None
     source: str = field(default="", compare=False)
 
 
@@ -172,7 +180,7 @@ def facts_of(config: ModelConfig, source: str = "") -> Facts:
     vision_tower = config.vision_width * 32 if config.is_resnet else config.vision_width
     return Facts(config.activation, vision_tower // config.vision_heads,
                  config.transformer_width // config.transformer_heads, config.layer_norm_eps,
-                 config.text_eos_id, source)
+                 config.text_eos_id, config.text_tokenizer, source)
 
 
 # --- Shapes -------------------------------------------------------------------------------------
@@ -210,7 +218,7 @@ def shape_config(sd: dict) -> ModelConfig:
         logit_bias="logit_bias" in sd)
 
 
-FACT_FIELDS = ("activation", "layer_norm_eps", "vision_heads", "transformer_heads", "text_eos_id")
+FACT_FIELDS = ("activation", "layer_norm_eps", "vision_heads", "transformer_heads", "text_eos_id", "text_tokenizer")
 SHAPE_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.name not in FACT_FIELDS)
 
 
@@ -249,9 +257,6 @@ def open_clip_config(model_cfg: dict, quick_gelu: bool | None = None) -> ModelCo
     if text.get("hf_model_name"):
         raise refuse(f"a CLIP with a Hugging Face text tower ({text['hf_model_name']})",
                      "cliplab builds only CLIP's own text transformer")
-    if text.get("hf_tokenizer_name"):
-        raise refuse(f"a CLIP that needs the tokenizer {text['hf_tokenizer_name']} (vocabulary of "
-                     f"{text.get('vocab_size', '?')} tokens)", "cliplab tokenizes with CLIP's byte-level BPE only")
     for tower, options, unsupported in (("image", vision, _VISION_UNSUPPORTED), ("text", text, _TEXT_UNSUPPORTED)):
         for key, default in unsupported.items():
             if options.get(key, default) != default:
@@ -260,6 +265,10 @@ def open_clip_config(model_cfg: dict, quick_gelu: bool | None = None) -> ModelCo
     pool = text.get("pool_type", "argmax")
     if pool not in ("argmax", "eos"):
         raise refuse(f"a CLIP whose text tower pools at the {pool!r} token", "cliplab pools at the EOT token")
+    if text.get("hf_tokenizer_name") and (text.get("tokenizer_mode") or text.get("tokenizer_kwargs")):
+        raise refuse(f"a CLIP whose tokenizer {text['hf_tokenizer_name']} runs with the options "
+                     f"{ {k: text[k] for k in ('tokenizer_mode', 'tokenizer_kwargs') if text.get(k)} }",
+                     "cliplab runs a Hugging Face tokenizer as open_clip does by default, without options")
     eps = {(options.get("norm_kwargs") or {}).get("eps", 1e-5) for options in (vision, text)}
     if len(eps) > 1:
         raise refuse("a CLIP with a different LayerNorm eps in each tower", "cliplab uses one eps for both")
@@ -287,7 +296,8 @@ def open_clip_config(model_cfg: dict, quick_gelu: bool | None = None) -> ModelCo
         vision_layer_scale=vision.get("ls_init_value") is not None,
         transformer_layer_scale=text.get("ls_init_value") is not None,
         logit_bias=model_cfg.get("init_logit_bias") is not None,
-        text_eos_id=text.get("eos_id", 2) if pool == "eos" else None)
+        text_eos_id=text.get("eos_id", 2) if pool == "eos" else None,
+        text_tokenizer=text.get("hf_tokenizer_name") or None)
 
 
 # --- Hugging Face CLIPConfig ------------------------------------------------------------------
@@ -306,7 +316,7 @@ def hf_facts(config: dict) -> Facts:
     if model_type != "clip":
         what = _HF_FAMILIES.get(model_type, f"a Hugging Face {model_type!r} model")
         raise refuse(what, "not CLIP's architecture" if model_type not in ("metaclip_2",)
-                     else "it needs the XLM-V tokenizer")
+                     else "cliplab reads MetaCLIP 2 from open_clip's release: `cliplab models` lists them")
     towers = {name: config.get(name) or {} for name in ("text_config", "vision_config")}
     acts = {tower.get("hidden_act", "quick_gelu") for tower in towers.values()}
     for act in acts:
