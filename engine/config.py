@@ -166,7 +166,7 @@ class Facts:
     layer_norm_eps: float = 1e-5
     text_eos_id: int | None = None
     text_tokenizer: str | None = None
-    source: str = field(default="", compare=False)
+    source: str = field(default="", compare=False, kw_only=True)
 
 
 def _heads(width: int, head_width: int, tower: str) -> int:
@@ -180,7 +180,7 @@ def facts_of(config: ModelConfig, source: str = "") -> Facts:
     vision_tower = config.vision_width * 32 if config.is_resnet else config.vision_width
     return Facts(config.activation, vision_tower // config.vision_heads,
                  config.transformer_width // config.transformer_heads, config.layer_norm_eps,
-                 config.text_eos_id, config.text_tokenizer, source)
+                 config.text_eos_id, config.text_tokenizer, source=source)
 
 
 # --- Shapes -------------------------------------------------------------------------------------
@@ -339,7 +339,7 @@ def hf_facts(config: dict) -> Facts:
                  vision.get("hidden_size", 768) // vision.get("num_attention_heads", 12),
                  text.get("hidden_size", 512) // text.get("num_attention_heads", 8), eps.pop(),
                  # eos 2 is transformers' legacy marker for argmax pooling; the last id pools the same way
-                 None if eos in (2, vocab - 1) else eos, "its config.json")
+                 None if eos in (2, vocab - 1) else eos, source="its config.json")
 
 
 # --- Named architectures ----------------------------------------------------------------------

@@ -163,3 +163,16 @@ def test_download_by_name_fetches_the_weights_and_the_tokenizer(server, publishe
     assert torch.equal(tokenizer(TEXTS), ids)
     compare(reference, ours, 32, ids)
     assert download.is_downloaded(entry.name)
+
+
+def test_onnx_modes_pool_at_the_end_token(published):
+    """The ONNX text tower and its cut after the longest text follow the pooling rule, not the highest id."""
+    from cliplab.engine.runtime import make_encoder
+
+    _, folder, _ = published
+    ours, _, tokenizer = engine.load(folder, device="cpu")
+    ids = tokenizer(TEXTS)
+    with torch.no_grad():
+        expected = ours.encode_text(ids)
+    encoder = make_encoder(ours, "onnx-fp32")
+    torch.testing.assert_close(encoder.encode_text(ids), expected, rtol=0, atol=1e-4)
