@@ -304,7 +304,7 @@ def open_clip_config(model_cfg: dict, quick_gelu: bool | None = None) -> ModelCo
 
 _HF_ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu"}
 _HF_FAMILIES = {"siglip": "a SigLIP model", "siglip2": "a SigLIP 2 model", "chinese_clip": "a Chinese-CLIP model",
-                "altclip": "an AltCLIP model (XLM-RoBERTa text tower)", "metaclip_2": "a MetaCLIP 2 model",
+                "altclip": "an AltCLIP model (XLM-RoBERTa text tower)",
                 "clipseg": "a CLIPSeg segmentation model", "owlvit": "an OWL-ViT detector",
                 "owlv2": "an OWLv2 detector", "x_clip": "an X-CLIP video model", "blip": "a BLIP model",
                 "clap": "a CLAP audio model"}
@@ -313,10 +313,9 @@ _HF_FAMILIES = {"siglip": "a SigLIP model", "siglip2": "a SigLIP 2 model", "chin
 def hf_facts(config: dict) -> Facts:
     """The facts in a Hugging Face CLIP config.json, or a refusal naming what the file is."""
     model_type = config.get("model_type", "clip")
-    if model_type != "clip":
+    if model_type not in ("clip", "metaclip_2"):  # MetaCLIP 2: CLIP's towers, the tensors named as CLIP's
         what = _HF_FAMILIES.get(model_type, f"a Hugging Face {model_type!r} model")
-        raise refuse(what, "not CLIP's architecture" if model_type not in ("metaclip_2",)
-                     else "cliplab reads MetaCLIP 2 from open_clip's release: `cliplab models` lists them")
+        raise refuse(what, "not CLIP's architecture")
     towers = {name: config.get(name) or {} for name in ("text_config", "vision_config")}
     acts = {tower.get("hidden_act", "quick_gelu") for tower in towers.values()}
     for act in acts:
@@ -330,16 +329,22 @@ def hf_facts(config: dict) -> Facts:
         raise refuse("a Hugging Face CLIP with a different LayerNorm eps in each tower", "cliplab uses one for both")
     text, vision = towers["text_config"], towers["vision_config"]
     vocab = text.get("vocab_size", 49408)
-    if vocab != 49408:
+    metaclip_2 = model_type == "metaclip_2"
+    if vocab != 49408 and not metaclip_2:
         raise refuse(f"a Hugging Face CLIP with a vocabulary of {vocab} tokens",
                      "cliplab tokenizes with CLIP's byte-level BPE of 49408 tokens")
-    eos = text.get("eos_token_id", 49407)
+    eos = text.get("eos_token_id", 2 if metaclip_2 else 49407)
     eos = eos[0] if isinstance(eos, list) else eos
+    if not metaclip_2 and eos in (2, vocab - 1):
+        eos = None  # eos 2 is transformers' legacy marker for CLIP's argmax pooling; the last id pools the same way
     return Facts(_HF_ACTIVATIONS[acts.pop()],
                  vision.get("hidden_size", 768) // vision.get("num_attention_heads", 12),
-                 text.get("hidden_size", 512) // text.get("num_attention_heads", 8), eps.pop(),
-                 # eos 2 is transformers' legacy marker for argmax pooling; the last id pools the same way
-                 None if eos in (2, vocab - 1) else eos, source="its config.json")
+                 text.get("hidden_size", 512) // text.get("num_attention_heads", 8), eps.pop(), eos,
+                 # MetaCLIP 2 pools at its end token always, and reads the tokenizer files in its folder (XLM-V's)
+                 text_tokenizer=METACLIP2_TOKENIZER if metaclip_2 else None, source="its config.json")
+
+
+METACLIP2_TOKENIZER = "facebook/xlm-v-base"
 
 
 # --- Named architectures ----------------------------------------------------------------------

@@ -274,7 +274,7 @@ def _hf_raw(weights: Path, config: dict, folder: Path, sd: dict | None = None) -
     facts = hf_facts(config)
     sd = sd if sd is not None else _read_weights(weights)
     return _Raw(hf_to_official(sd), "huggingface", weights, facts=facts, preprocess=_hf_preprocess(folder),
-                meta={"name": folder.name})
+                meta={"name": folder.name}, tokenizer_path=_tokenizer_folder(folder, folder / TOKENIZER_FOLDER))
 
 
 def _hf_preprocess(folder: Path) -> dict:

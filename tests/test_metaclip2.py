@@ -176,3 +176,44 @@ def test_onnx_modes_pool_at_the_end_token(published):
         expected = ours.encode_text(ids)
     encoder = make_encoder(ours, "onnx-fp32")
     torch.testing.assert_close(encoder.encode_text(ids), expected, rtol=0, atol=1e-4)
+
+
+def test_hugging_face_metaclip2_folder_matches_transformers(xlmv_like, tmp_path):
+    """Meta's Hugging Face release (model_type metaclip_2: CLIP's tensors, pooling at eos_token_id, the
+    tokenizer's files in the folder) against transformers' MetaClip2Model."""
+    from test_hf_parity import import_transformers_clip
+    from transformers import AutoTokenizer
+
+    import_transformers_clip()  # the torchvision op workaround, where needed
+    from transformers import MetaClip2Config, MetaClip2Model
+
+    hf_tokenizer = AutoTokenizer.from_pretrained(str(xlmv_like))
+    tower = dict(hidden_size=128, intermediate_size=512, num_attention_heads=2, num_hidden_layers=2,
+                 hidden_act="quick_gelu")
+    config = MetaClip2Config(text_config=dict(tower, vocab_size=len(hf_tokenizer), max_position_embeddings=77,
+                                              eos_token_id=2, bos_token_id=0, pad_token_id=1),
+                             vision_config=dict(tower, image_size=32, patch_size=16), projection_dim=48)
+    torch.manual_seed(0)
+    reference = MetaClip2Model(config).eval()
+    with torch.no_grad():
+        for name, param in reference.named_parameters():
+            if name != "logit_scale":
+                param.add_(torch.randn_like(param) * 0.02)
+    folder = tmp_path / "metaclip-2-worldwide-tiny"
+    reference.save_pretrained(folder)
+    hf_tokenizer.save_pretrained(folder)
+
+    ours, _, tokenizer = engine.load(folder, device="cpu")
+    ids = hf_tokenizer(TEXTS[:5], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    assert torch.equal(tokenizer(TEXTS[:5]), ids) and ours.config.text_eos_id == 2
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected_text = reference.get_text_features(input_ids=ids)
+        expected_image = reference.get_image_features(pixel_values=images)
+        expected_text = getattr(expected_text, "pooler_output", expected_text)
+        expected_image = getattr(expected_image, "pooler_output", expected_image)
+        text, image = ours.encode_text(ids), ours.encode_image(images)
+    torch.testing.assert_close(text, expected_text, rtol=0, atol=1e-5)
+    torch.testing.assert_close(image, expected_image, rtol=0, atol=1e-5)
+    worst = max((text - expected_text).abs().max().item(), (image - expected_image).abs().max().item())
+    print(f"MetaCLIP 2 (Hugging Face format, tiny): max abs difference to transformers {worst:.1e}")
