@@ -11,11 +11,12 @@ from cliplab.assets import asset_path
 from cliplab.engine import download as downloads
 from cliplab.engine.config import ModelConfig
 from cliplab.engine.errors import CliplabError
+from cliplab.engine.hf_tokenizer import HFTokenizer
 from cliplab.engine.images import Preprocess
 from cliplab.engine.model import CLIP, convert_weights
 from cliplab.engine.precision import DTYPES, default_device, resolve_precision
 from cliplab.engine.tokenizer import Tokenizer
-from cliplab.engine.weights import CONFIG_FILE, WEIGHTS_FILE, load_model
+from cliplab.engine.weights import CONFIG_FILE, WEIGHTS_FILE, checkpoint_tokenizer, load_model
 
 DEMO = "demo"
 
@@ -63,7 +64,8 @@ def _official_name(text: str) -> str | None:
 
 
 def load(name_or_path: str | Path, device: str | torch.device | None = None, precision: str | None = None,
-         allow_torchscript: bool = False, arch: str | ModelConfig | None = None) -> tuple[CLIP, Preprocess, Tokenizer]:
+         allow_torchscript: bool = False,
+         arch: str | ModelConfig | None = None) -> tuple[CLIP, Preprocess, Tokenizer | HFTokenizer]:
     """A model ready for inference (eval mode) with its image preprocessing and its own tokenizer.
 
     name_or_path: a release name from `cliplab models` (downloaded beforehand), "demo", or a checkpoint
@@ -87,8 +89,9 @@ def load(name_or_path: str | Path, device: str | torch.device | None = None, pre
     if precision != "fp32":
         convert_weights(model, DTYPES[precision])
     model = model.to(device).eval()
-    # Each model brings its vocabulary (the demo's is its own); otherwise the official one.
-    tokenizer = Tokenizer(checkpoint.merges_path, context_length=model.context_length)
+    # Each model brings its vocabulary (the demo's is its own; MetaCLIP 2's a Hugging Face tokenizer's
+    # folder); otherwise the official one.
+    tokenizer = checkpoint_tokenizer(checkpoint, model.context_length)
     return model, model_preprocess(model), tokenizer
 
 

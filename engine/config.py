@@ -50,6 +50,10 @@ class ModelConfig:
     transformer_layer_scale: bool = False
     logit_bias: bool = False
     text_eos_id: int | None = None  # None: the EOT is the highest id, pool at argmax
+    # None: CLIP's byte-level BPE (the model's merges file). Else the Hugging Face tokenizer the text tower
+    # was trained with (open_clip's hf_tokenizer_name, e.g. facebook/xlm-v-base for MetaCLIP 2 worldwide),
+    # read from the tokenizer files in the model's folder: the ids mean nothing with another vocabulary.
+    text_tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: resolve the defaults once, here
@@ -96,6 +100,9 @@ class ModelConfig:
                                "such as 1e-05.")
         if self.text_eos_id is not None:
             _check_whole("text_eos_id", self.text_eos_id, minimum=0)
+        if self.text_tokenizer is not None and (not isinstance(self.text_tokenizer, str) or not self.text_tokenizer):
+            raise CliplabError(f"text_tokenizer is {self.text_tokenizer!r}: it must be a tokenizer's name such as "
+                               "facebook/xlm-v-base, or null for CLIP's BPE.")
 
     def _check_heads(self, names: list[str]) -> None:
         """The attention heads given must split their tower's width (nn.MultiheadAttention asserts it)."""
@@ -133,7 +140,7 @@ class ModelConfig:
         return replace(self, activation=facts.activation, layer_norm_eps=facts.layer_norm_eps,
                        vision_heads=_heads(vision_tower, facts.vision_head_width, "image"),
                        transformer_heads=_heads(self.transformer_width, facts.text_head_width, "text"),
-                       text_eos_id=facts.text_eos_id)
+                       text_eos_id=facts.text_eos_id, text_tokenizer=facts.text_tokenizer)
 
     def describe(self) -> str:
         tower = (f"ResNet {'-'.join(map(str, self.vision_layers))} width {self.vision_width}" if self.is_resnet
@@ -158,7 +165,8 @@ class Facts:
     text_head_width: int = 64
     layer_norm_eps: float = 1e-5
     text_eos_id: int | None = None
-    source: str = field(default="", compare=False)
+    text_tokenizer: str | None = None
+    source: str = field(default="", compare=False, kw_only=True)
 
 
 def _heads(width: int, head_width: int, tower: str) -> int:
@@ -172,7 +180,7 @@ def facts_of(config: ModelConfig, source: str = "") -> Facts:
     vision_tower = config.vision_width * 32 if config.is_resnet else config.vision_width
     return Facts(config.activation, vision_tower // config.vision_heads,
                  config.transformer_width // config.transformer_heads, config.layer_norm_eps,
-                 config.text_eos_id, source)
+                 config.text_eos_id, config.text_tokenizer, source=source)
 
 
 # --- Shapes -------------------------------------------------------------------------------------
@@ -210,7 +218,7 @@ def shape_config(sd: dict) -> ModelConfig:
         logit_bias="logit_bias" in sd)
 
 
-FACT_FIELDS = ("activation", "layer_norm_eps", "vision_heads", "transformer_heads", "text_eos_id")
+FACT_FIELDS = ("activation", "layer_norm_eps", "vision_heads", "transformer_heads", "text_eos_id", "text_tokenizer")
 SHAPE_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.name not in FACT_FIELDS)
 
 
@@ -249,9 +257,6 @@ def open_clip_config(model_cfg: dict, quick_gelu: bool | None = None) -> ModelCo
     if text.get("hf_model_name"):
         raise refuse(f"a CLIP with a Hugging Face text tower ({text['hf_model_name']})",
                      "cliplab builds only CLIP's own text transformer")
-    if text.get("hf_tokenizer_name"):
-        raise refuse(f"a CLIP that needs the tokenizer {text['hf_tokenizer_name']} (vocabulary of "
-                     f"{text.get('vocab_size', '?')} tokens)", "cliplab tokenizes with CLIP's byte-level BPE only")
     for tower, options, unsupported in (("image", vision, _VISION_UNSUPPORTED), ("text", text, _TEXT_UNSUPPORTED)):
         for key, default in unsupported.items():
             if options.get(key, default) != default:
@@ -260,6 +265,10 @@ def open_clip_config(model_cfg: dict, quick_gelu: bool | None = None) -> ModelCo
     pool = text.get("pool_type", "argmax")
     if pool not in ("argmax", "eos"):
         raise refuse(f"a CLIP whose text tower pools at the {pool!r} token", "cliplab pools at the EOT token")
+    if text.get("hf_tokenizer_name") and (text.get("tokenizer_mode") or text.get("tokenizer_kwargs")):
+        raise refuse(f"a CLIP whose tokenizer {text['hf_tokenizer_name']} runs with the options "
+                     f"{ {k: text[k] for k in ('tokenizer_mode', 'tokenizer_kwargs') if text.get(k)} }",
+                     "cliplab runs a Hugging Face tokenizer as open_clip does by default, without options")
     eps = {(options.get("norm_kwargs") or {}).get("eps", 1e-5) for options in (vision, text)}
     if len(eps) > 1:
         raise refuse("a CLIP with a different LayerNorm eps in each tower", "cliplab uses one eps for both")
@@ -287,14 +296,15 @@ def open_clip_config(model_cfg: dict, quick_gelu: bool | None = None) -> ModelCo
         vision_layer_scale=vision.get("ls_init_value") is not None,
         transformer_layer_scale=text.get("ls_init_value") is not None,
         logit_bias=model_cfg.get("init_logit_bias") is not None,
-        text_eos_id=text.get("eos_id", 2) if pool == "eos" else None)
+        text_eos_id=text.get("eos_id", 2) if pool == "eos" else None,
+        text_tokenizer=text.get("hf_tokenizer_name") or None)
 
 
 # --- Hugging Face CLIPConfig ------------------------------------------------------------------
 
 _HF_ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu"}
 _HF_FAMILIES = {"siglip": "a SigLIP model", "siglip2": "a SigLIP 2 model", "chinese_clip": "a Chinese-CLIP model",
-                "altclip": "an AltCLIP model (XLM-RoBERTa text tower)", "metaclip_2": "a MetaCLIP 2 model",
+                "altclip": "an AltCLIP model (XLM-RoBERTa text tower)",
                 "clipseg": "a CLIPSeg segmentation model", "owlvit": "an OWL-ViT detector",
                 "owlv2": "an OWLv2 detector", "x_clip": "an X-CLIP video model", "blip": "a BLIP model",
                 "clap": "a CLAP audio model"}
@@ -303,10 +313,9 @@ _HF_FAMILIES = {"siglip": "a SigLIP model", "siglip2": "a SigLIP 2 model", "chin
 def hf_facts(config: dict) -> Facts:
     """The facts in a Hugging Face CLIP config.json, or a refusal naming what the file is."""
     model_type = config.get("model_type", "clip")
-    if model_type != "clip":
+    if model_type not in ("clip", "metaclip_2"):  # MetaCLIP 2: CLIP's towers, the tensors named as CLIP's
         what = _HF_FAMILIES.get(model_type, f"a Hugging Face {model_type!r} model")
-        raise refuse(what, "not CLIP's architecture" if model_type not in ("metaclip_2",)
-                     else "it needs the XLM-V tokenizer")
+        raise refuse(what, "not CLIP's architecture")
     towers = {name: config.get(name) or {} for name in ("text_config", "vision_config")}
     acts = {tower.get("hidden_act", "quick_gelu") for tower in towers.values()}
     for act in acts:
@@ -320,16 +329,22 @@ def hf_facts(config: dict) -> Facts:
         raise refuse("a Hugging Face CLIP with a different LayerNorm eps in each tower", "cliplab uses one for both")
     text, vision = towers["text_config"], towers["vision_config"]
     vocab = text.get("vocab_size", 49408)
-    if vocab != 49408:
+    metaclip_2 = model_type == "metaclip_2"
+    if vocab != 49408 and not metaclip_2:
         raise refuse(f"a Hugging Face CLIP with a vocabulary of {vocab} tokens",
                      "cliplab tokenizes with CLIP's byte-level BPE of 49408 tokens")
-    eos = text.get("eos_token_id", 49407)
+    eos = text.get("eos_token_id", 2 if metaclip_2 else 49407)
     eos = eos[0] if isinstance(eos, list) else eos
+    if not metaclip_2 and eos in (2, vocab - 1):
+        eos = None  # eos 2 is transformers' legacy marker for CLIP's argmax pooling; the last id pools the same way
     return Facts(_HF_ACTIVATIONS[acts.pop()],
                  vision.get("hidden_size", 768) // vision.get("num_attention_heads", 12),
-                 text.get("hidden_size", 512) // text.get("num_attention_heads", 8), eps.pop(),
-                 # eos 2 is transformers' legacy marker for argmax pooling; the last id pools the same way
-                 None if eos in (2, vocab - 1) else eos, "its config.json")
+                 text.get("hidden_size", 512) // text.get("num_attention_heads", 8), eps.pop(), eos,
+                 # MetaCLIP 2 pools at its end token always, and reads the tokenizer files in its folder (XLM-V's)
+                 text_tokenizer=METACLIP2_TOKENIZER if metaclip_2 else None, source="its config.json")
+
+
+METACLIP2_TOKENIZER = "facebook/xlm-v-base"
 
 
 # --- Named architectures ----------------------------------------------------------------------

@@ -1,8 +1,12 @@
 """Downloading released CLIP weights and the vocabulary by name, only when the user asks.
 
-The names are the release table in assets/models.json: OpenAI's nine, and the open_clip releases
-people pick (LAION-2B, DataComp, MetaCLIP, DFN), each with its architecture, its file on the
-Hugging Face hub, its size and its published ImageNet zero-shot top-1.
+The names are the release table in assets/models.json: OpenAI's nine, and every plain-CLIP release
+open_clip lists (LAION-400M/2B, YFCC/CC12M, DataComp and CommonPool, MetaCLIP, MetaCLIP 2 worldwide,
+DFN), each with its architecture, its file on the Hugging Face hub, its size and its published
+ImageNet zero-shot top-1 where open_clip's results table has it. A hub file named
+open_clip_model.safetensors that the hub does not have is fetched as open_clip_pytorch_model.bin, as
+open_clip does. A release whose text tower reads a Hugging Face tokenizer (MetaCLIP 2 worldwide: XLM-V)
+also fetches that tokenizer's tokenizer.json into the model's `tokenizer/` folder.
 
 Each file is streamed to a `.part` file with a progress bar, resumed with an HTTP Range request
 after a cut connection, verified by SHA-256, and renamed into the cache only when complete; an
@@ -11,7 +15,9 @@ A model is then converted once to our safetensors format (one folder per model, 
 vocabulary, the release's architecture and preprocessing), so later loads never run the TorchScript
 archive again. OpenAI's files are verified against their pinned hashes; a hub file without a pinned
 hash is verified against the SHA-256 the hub reports for it (the X-Linked-ETag header of the resolve
-URL, which is the LFS object's sha256), and that hash is recorded in the model's config.json.
+URL, which is the LFS object's sha256), and that hash is recorded in the model's config.json. A file
+outside the hub is verified against the hash pinned in the table (a prefix where open_clip publishes only
+the prefix in the file name, as it does itself).
 Set CLIPLAB_DOWNLOAD_BASE (or pass base_url) to fetch OpenAI's files from a mirror: models at
 BASE/<sha256>/<file>.pt, the vocabulary at BASE/bpe_simple_vocab_16e6.txt.gz; HF_ENDPOINT points the
 hub downloads at a hub mirror.
@@ -22,6 +28,7 @@ from __future__ import annotations
 import errno
 import http.client
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -67,10 +74,11 @@ class Release:
     url: str
     size_mb: int  # approximate download size
     params_m: float
-    imagenet_top1: float  # published zero-shot top-1, %
-    sha256: str | None = None  # pinned; None: verified by the hash the hub reports
+    imagenet_top1: float | None  # published zero-shot top-1, %; None where open_clip's table has none
+    sha256: str | None = None  # pinned (or its prefix); None: verified by the hash the hub reports
     preprocess: dict = field(default_factory=dict)
     open_clip: str | None = None  # open_clip's model/pretrained tag, for reference
+    tokenizer: dict | None = None  # a Hugging Face tokenizer: {"url": its tokenizer.json, "tokenizer_class": ...}
 
     @property
     def is_openai(self) -> bool:
@@ -118,13 +126,22 @@ def model_url(name: str, base_url: str | None = None) -> str:
     entry = release(name)
     if entry.is_openai:
         return f"{_base(base_url) or DEFAULT_BASE}/{weights.OFFICIAL_SHA256[entry.name]}/{slug(entry.name)}.pt"
+    return _mirrored(entry.url)
+
+
+def _mirrored(url: str) -> str:
+    """A hub URL on the hub mirror HF_ENDPOINT names, if any."""
     endpoint = os.environ.get("HF_ENDPOINT")
-    return f"{endpoint.rstrip('/')}{entry.url[len(HUB):]}" if endpoint and entry.url.startswith(HUB) else entry.url
+    return f"{endpoint.rstrip('/')}{url[len(HUB):]}" if endpoint and url.startswith(HUB) else url
 
 
 def vocab_url(base_url: str | None = None) -> str:
     base = _base(base_url)
     return f"{base}/{VOCAB_NAME}" if base else VOCAB_URL
+
+
+class _NotOnHub(CliplabError):
+    """The hub answered 404 for the file."""
 
 
 class _NoRedirect(HTTPRedirectHandler):
@@ -141,8 +158,9 @@ def hub_sha256(url: str, label: str) -> str:
             headers = response.headers
     except HTTPError as error:
         if error.code not in (301, 302, 303, 307, 308):
-            raise CliplabError(f"The hub answered HTTP {error.code} for {label} at {url}; check the name, or try "
-                               "again later.") from error
+            kind = _NotOnHub if error.code == 404 else CliplabError
+            raise kind(f"The hub answered HTTP {error.code} for {label} at {url}; check the name, or try "
+                       "again later.") from error
         headers = error.headers
     except (URLError, OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
@@ -154,6 +172,21 @@ def hub_sha256(url: str, label: str) -> str:
             return value
     raise CliplabError(f"The hub reported no SHA-256 for {label} at {url}, so the file could not be verified and "
                        "was not downloaded. Try again later, or download it yourself and load the file by path.")
+
+
+SAFETENSORS_NAME, PICKLE_NAME = "open_clip_model.safetensors", "open_clip_pytorch_model.bin"
+
+
+def hub_file(url: str, label: str) -> tuple[str, str]:
+    """The hub file to fetch and its SHA-256: the URL's, or, where the hub has no open_clip_model.safetensors
+    in that repository, its open_clip_pytorch_model.bin (open_clip's own order: safetensors first)."""
+    try:
+        return url, hub_sha256(url, label)
+    except _NotOnHub:
+        if not url.endswith("/" + SAFETENSORS_NAME):
+            raise
+    other = url[: -len(SAFETENSORS_NAME)] + PICKLE_NAME
+    return other, hub_sha256(other, label)
 
 
 def _mb(n: int) -> str:
@@ -245,7 +278,7 @@ def fetch(url: str, target: Path, sha256: str, label: str, progress: bool = True
     size = part.stat().st_size
     report(size, size, label, "verifying")
     actual = weights.sha256_file(part)
-    if actual != sha256:
+    if not actual.startswith(sha256) or len(sha256) < 8:  # a prefix only where open_clip publishes only that
         part.unlink(missing_ok=True)
         raise CliplabError(f"The downloaded {label} is corrupt or not the expected file: its SHA-256 is "
                            f"{actual[:16]}..., expected {sha256[:16]}.... It was deleted; download it again "
@@ -290,15 +323,36 @@ def convert_official(archive: Path, folder: Path, name: str, merges: Path | None
     return weights.save_model(model, folder, merges, meta)
 
 
-def convert_release(file: Path, folder: Path, entry: Release, merges: Path | None, sha256: str) -> Path:
-    """A hub release's weights file to our format, with the table's architecture and preprocessing."""
+def convert_release(file: Path, folder: Path, entry: Release, merges: Path | None, sha256: str,
+                    tokenizer: Path | None = None) -> Path:
+    """A hub release's weights file to our format, with the table's architecture and preprocessing, and
+    the Hugging Face tokenizer's folder for a text tower that reads one (checked against the weights)."""
     checkpoint = weights.read_checkpoint(file, arch=entry.arch)
     model = weights.model_from_checkpoint(checkpoint)
+    if tokenizer is not None:
+        checkpoint.tokenizer_path = tokenizer
+        weights.checkpoint_tokenizer(checkpoint, model.context_length)  # refuses one that does not fit
     meta = {"name": entry.name, "description": f"{entry.family} CLIP {entry.arch} trained on {entry.data}"
                                                f" ({entry.open_clip or entry.url}).",
             "source_url": entry.url, "source_sha256": sha256, "architecture": entry.arch,
             "preprocess": dict(entry.preprocess)}
-    return weights.save_model(model, folder, merges, meta)
+    return weights.save_model(model, folder, None if tokenizer is not None else merges, meta, tokenizer)
+
+
+def download_tokenizer(entry: Release, downloads: Path, progress: bool = True,
+                       on_progress: Progress | None = None) -> Path:
+    """A release's Hugging Face tokenizer as a folder transformers reads offline: the tokenizer.json from
+    the hub (verified by the hash the hub reports) and a tokenizer_config.json naming its class, as
+    transformers resolves it for that repository (e.g. XLMRobertaTokenizer for facebook/xlm-v-base)."""
+    spec = entry.tokenizer or {}
+    label = f"the tokenizer of {entry.name}"
+    url = _mirrored(spec["url"])
+    folder = downloads / f"{slug(entry.name)}-tokenizer"
+    target = folder / "tokenizer.json"
+    if not target.is_file():
+        fetch(url, target, spec.get("sha256") or hub_sha256(url, label), label, progress, on_progress)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": spec["tokenizer_class"]}) + "\n")
+    return folder
 
 
 def download(name: str, root: str | Path | None = None, progress: bool = True, base_url: str | None = None,
@@ -312,23 +366,39 @@ def download(name: str, root: str | Path | None = None, progress: bool = True, b
     if is_downloaded(name, root):
         return folder
     merges = download_vocab(root, progress, base_url, on_progress)
-    url = model_url(name, base_url)
-    suffix = ".pt" if entry.is_openai else Path(url).suffix
-    archive = Path(root or models_dir()) / "downloads" / f"{slug(name)}{suffix}"
-    recorded = archive.with_name(archive.name + ".sha256")  # the verified hash, kept with a kept file
-    if archive.is_file() and recorded.is_file():
-        sha256 = recorded.read_text().strip()
-    else:  # a verified file is kept until conversion succeeds
-        sha256 = weights.OFFICIAL_SHA256[name] if entry.is_openai else entry.sha256 or hub_sha256(url, name)
-        fetch(url, archive, sha256, name, progress, on_progress)
-        recorded.write_text(sha256 + "\n")
+    downloads = Path(root or models_dir()) / "downloads"
+    tokenizer = download_tokenizer(entry, downloads, progress, on_progress) if entry.tokenizer else None
+    archive, sha256 = _fetch_weights(entry, downloads, base_url, progress, on_progress)
     if on_progress is not None:
         size = archive.stat().st_size
         on_progress(size, size, name, "converting")
     if entry.is_openai:
         convert_official(archive, folder, name, merges)
     else:
-        convert_release(archive, folder, entry, merges, sha256)
+        convert_release(archive, folder, entry, merges, sha256, tokenizer)
     archive.unlink()
-    recorded.unlink(missing_ok=True)
+    archive.with_name(archive.name + ".sha256").unlink(missing_ok=True)
+    if tokenizer is not None:
+        shutil.rmtree(tokenizer, ignore_errors=True)
     return folder
+
+
+def _fetch_weights(entry: Release, downloads: Path, base_url: str | None, progress: bool,
+                   on_progress: Progress | None) -> tuple[Path, str]:
+    """The release's weights file, verified, and its full SHA-256; a verified file is kept (with its hash
+    beside it) until conversion succeeds."""
+    name = entry.name
+    for kept in downloads.glob(f"{slug(name)}.*.sha256") if downloads.is_dir() else ():
+        archive = kept.with_name(kept.name.removesuffix(".sha256"))
+        if archive.is_file():
+            return archive, kept.read_text().strip()
+    url = model_url(name, base_url)
+    sha256 = weights.OFFICIAL_SHA256[name] if entry.is_openai else entry.sha256
+    if sha256 is None:
+        url, sha256 = hub_file(url, name)
+    archive = downloads / f"{slug(name)}{'.pt' if entry.is_openai else Path(url).suffix}"
+    fetch(url, archive, sha256, name, progress, on_progress)
+    if len(sha256) < 64:  # pinned by a prefix: record the whole hash
+        sha256 = weights.sha256_file(archive)
+    archive.with_name(archive.name + ".sha256").write_text(sha256 + "\n")
+    return archive, sha256

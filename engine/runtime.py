@@ -148,7 +148,7 @@ class TextTower(torch.nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         m = self.model
-        eot = tokens.argmax(dim=-1)
+        eot = m.eot_positions(tokens)  # the highest id, or the first config.text_eos_id (MetaCLIP 2)
         x = m.token_embedding(tokens) + m.positional_embedding[:tokens.shape[1]]
         x = m.ln_final(m.transformer(x, causal=True))
         return x[torch.arange(x.shape[0]), eot] @ m.text_projection
@@ -327,7 +327,7 @@ class OnnxEncoder(_ModuleLike):
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.numel() == 0:
             return torch.zeros(0, self.embed_dim)
-        length = int(tokens.argmax(dim=-1).max()) + 1  # as encode_text: stop after the longest sequence
+        length = int(self.reference.eot_positions(tokens).max()) + 1  # as encode_text: stop after the longest
         cut = np.ascontiguousarray(tokens[:, :length].cpu().numpy().astype(np.int64))
         return torch.from_numpy(self.session("text").run(None, {"tokens": cut})[0])
 

@@ -64,6 +64,7 @@ TORCHSCRIPT_EXTRAS = OPENAI_EXTRAS
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 MERGES_FILES = ("bpe.txt.gz", "bpe.txt")
+TOKENIZER_FOLDER = "tokenizer"  # a Hugging Face tokenizer's files, for a text tower that is not CLIP's BPE (config.text_tokenizer)
 PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode", "resize_size")  # Preprocess options
 FORMAT_VERSION = 2  # 2: the full ModelConfig and the preprocessing; 1 held the paper's fields only
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -92,6 +93,7 @@ class Checkpoint:
     config: ModelConfig | None = None
     preprocess: dict = field(default_factory=dict)  # engine.images.Preprocess options (mean, std, resize_mode, ...)
     config_source: str = ""  # where the facts shapes cannot say came from
+    tokenizer_path: Path | None = None  # the Hugging Face tokenizer's folder, for config.text_tokenizer
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -121,6 +123,7 @@ class _Raw:
     meta: dict = field(default_factory=dict)
     arch_name: str | None = None  # a named architecture the file records (open_clip training runs)
     openai_extras: bool = False  # the three entries only OpenAI's own state dicts have
+    tokenizer_path: Path | None = None
 
 
 def read_checkpoint(path: str | Path, allow_torchscript: bool = False,
@@ -136,11 +139,50 @@ def read_checkpoint(path: str | Path, allow_torchscript: bool = False,
     raw.openai_extras = all(key in raw.sd for key in OPENAI_EXTRAS)
     raw.sd = _official_keys(raw.sd, path)
     config, source = _architecture(raw, path, arch)
-    if raw.format != "cliplab" and raw.merges_path is None and config.vocab_size != CLIP_VOCAB:
+    if raw.format != "cliplab" and raw.merges_path is None and config.vocab_size != CLIP_VOCAB \
+            and config.text_tokenizer is None:
         raise refuse(f"a CLIP with a vocabulary of {config.vocab_size} tokens and no vocabulary file of its own",
                      f"cliplab tokenizes with CLIP's byte-level BPE of {CLIP_VOCAB} tokens unless the model "
-                     "brings its merges, as cliplab's own format does")
-    return Checkpoint(raw.sd, raw.format, raw.weights_file, raw.merges_path, raw.meta, config, raw.preprocess, source)
+                     "brings its merges, as cliplab's own format does, or names its Hugging Face tokenizer")
+    return Checkpoint(raw.sd, raw.format, raw.weights_file, raw.merges_path, raw.meta, config, raw.preprocess, source,
+                      raw.tokenizer_path)
+
+
+def _tokenizer_folder(*candidates: Path) -> Path | None:
+    """The first folder that holds a Hugging Face tokenizer (its tokenizer.json)."""
+    return next((folder for folder in candidates if (folder / "tokenizer.json").is_file()), None)
+
+
+def checkpoint_tokenizer(checkpoint: Checkpoint, context_length: int):
+    """The tokenizer the checkpoint's text tower was trained with: CLIP's BPE from the model's merges file
+    (the official one when it has none), or the Hugging Face tokenizer its config names, read from the
+    model's folder and checked against the weights (a tokenizer that does not belong would give ids the
+    embedding does not have, or an end token the tower does not pool at)."""
+    from cliplab.engine.tokenizer import Tokenizer
+
+    config = checkpoint.config
+    if config is None or config.text_tokenizer is None:
+        return Tokenizer(checkpoint.merges_path, context_length=context_length)
+    from cliplab.engine.hf_tokenizer import HFTokenizer
+
+    if checkpoint.tokenizer_path is None:
+        home = checkpoint.weights_file.parent
+        raise CliplabError(f"{checkpoint.weights_file} is a CLIP whose text tower reads the tokenizer "
+                           f"{config.text_tokenizer}, and its files (tokenizer.json) are not in {home} nor in "
+                           f"{home / TOKENIZER_FOLDER}. Download the model by name (`cliplab models` lists it), "
+                           f"or put the tokenizer's files in {home / TOKENIZER_FOLDER}.")
+    tokenizer = HFTokenizer(checkpoint.tokenizer_path, context_length=context_length)
+    where = f"The tokenizer in {checkpoint.tokenizer_path}"
+    if tokenizer.vocab_size > config.vocab_size:
+        raise CliplabError(f"{where} has {tokenizer.vocab_size} tokens, more than the {config.vocab_size} rows of "
+                           f"the text tower's embedding in {checkpoint.weights_file}: they do not belong together. "
+                           f"Put the tokenizer files of {config.text_tokenizer} there.")
+    eos = config.text_eos_id
+    if eos is not None and tokenizer.eot_token != eos:
+        raise CliplabError(f"{where} ends a text with token {tokenizer.eot_token}, but the text tower pools at "
+                           f"token {eos}: it is not the tokenizer of {config.text_tokenizer}. Put that "
+                           "tokenizer's files there.")
+    return tokenizer
 
 
 def _read_json(path: Path) -> dict:
@@ -179,7 +221,8 @@ def _read_folder(folder: Path) -> _Raw:
         except CliplabError as error:
             raise CliplabError(f"{config_path}: {error}") from None
         return _Raw(_load_safetensors(weights), "cliplab", weights, config=model_config, config_file=config_path,
-                    preprocess=config.get("preprocess") or {}, merges_path=merges, meta=config)
+                    preprocess=config.get("preprocess") or {}, merges_path=merges, meta=config,
+                    tokenizer_path=_tokenizer_folder(folder / TOKENIZER_FOLDER))
     if "text_config" in config or "vision_config" in config or "model_type" in config:
         weights = _hf_weights_file(folder)
         return _hf_raw(weights, config, folder)
@@ -221,16 +264,17 @@ def _open_clip_raw(weights: Path, config_path: Path) -> _Raw:
         raise CliplabError(f"{config_path}: its model_cfg holds a value that is not a size ({error}).") from None
     preprocess = {k: v for k, v in (config.get("preprocess_cfg") or {}).items()
                   if k in PREPROCESS_KEYS}
+    folder = config_path.parent  # open_clip's local-dir: the tokenizer's files beside its config
     return _Raw(_read_weights(weights), "open_clip", weights, config=model_config, config_file=config_path,
-                preprocess=preprocess,
-                meta={"name": config_path.parent.name})
+                preprocess=preprocess, meta={"name": folder.name},
+                tokenizer_path=_tokenizer_folder(folder, folder / TOKENIZER_FOLDER))
 
 
 def _hf_raw(weights: Path, config: dict, folder: Path, sd: dict | None = None) -> _Raw:
     facts = hf_facts(config)
     sd = sd if sd is not None else _read_weights(weights)
     return _Raw(hf_to_official(sd), "huggingface", weights, facts=facts, preprocess=_hf_preprocess(folder),
-                meta={"name": folder.name})
+                meta={"name": folder.name}, tokenizer_path=_tokenizer_folder(folder, folder / TOKENIZER_FOLDER))
 
 
 def _hf_preprocess(folder: Path) -> dict:
@@ -588,8 +632,10 @@ def replace_atomically(path: Path, write) -> Path:
 
 
 def save_state_dict(sd: dict[str, torch.Tensor], config: ModelConfig | dict, folder: str | Path,
-                    merges_path: str | Path | None = None, meta: dict | None = None) -> Path:
-    """Write our format: weights, then the merges file, then config.json last, each atomically.
+                    merges_path: str | Path | None = None, meta: dict | None = None,
+                    tokenizer_path: str | Path | None = None) -> Path:
+    """Write our format: weights, then the merges file or the Hugging Face tokenizer's folder
+    (`tokenizer/`, for a config with text_tokenizer), then config.json last, each atomically.
     The config records the whole architecture and the weights' size and hash, so a mismatched pair is
     noticed on load. meta may add name, description, preprocess (engine.images.Preprocess options)..."""
     config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
@@ -606,6 +652,8 @@ def save_state_dict(sd: dict[str, torch.Tensor], config: ModelConfig | dict, fol
         for other in MERGES_FILES:  # a stale vocabulary must not shadow the new one
             if other != merges_name:
                 (folder / other).unlink(missing_ok=True)
+    if tokenizer_path is not None and Path(tokenizer_path).resolve() != (folder / TOKENIZER_FOLDER).resolve():
+        _copy_folder(Path(tokenizer_path), folder / TOKENIZER_FOLDER)
     record = {
         "cliplab_format": FORMAT_VERSION,
         **config.to_dict(),
@@ -619,8 +667,21 @@ def save_state_dict(sd: dict[str, torch.Tensor], config: ModelConfig | dict, fol
     return folder
 
 
+def _copy_folder(source: Path, target: Path) -> None:
+    """Copy a folder's files over target, which is replaced whole: never a mix of two tokenizers."""
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(temp, ignore_errors=True)
+    try:
+        shutil.copytree(source, temp)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(temp, target)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def save_model(model: CLIP, folder: str | Path, merges_path: str | Path | None = None,
-               meta: dict | None = None) -> Path:
-    """Save a model in our format (a folder), keeping each tensor's dtype; meta adds name, description..."""
+               meta: dict | None = None, tokenizer_path: str | Path | None = None) -> Path:
+    """Save a model in our format (a folder), keeping each tensor's dtype; meta adds name, description...;
+    tokenizer_path: the Hugging Face tokenizer's folder of a model whose config names one."""
     meta = {**({"preprocess": model.preprocess_cfg} if getattr(model, "preprocess_cfg", None) else {}), **(meta or {})}
-    return save_state_dict(model.state_dict(), model.config, folder, merges_path, meta)
+    return save_state_dict(model.state_dict(), model.config, folder, merges_path, meta, tokenizer_path)

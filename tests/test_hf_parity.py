@@ -119,7 +119,6 @@ def test_a_weights_file_without_its_config_is_refused_with_the_fix(hf_model, tmp
 
 @pytest.mark.parametrize("change,message", [
     ({"model_type": "siglip"}, "SigLIP model"),
-    ({"model_type": "metaclip_2"}, "MetaCLIP 2 model; cliplab does not run it .it needs the XLM-V tokenizer"),
     ({"model_type": "chinese_clip"}, "Chinese-CLIP"),
     ({"vision_config": {"hidden_act": "gelu_pytorch_tanh"}}, "activation 'gelu_pytorch_tanh'"),
     ({"text_config": {"vocab_size": 250002}}, "vocabulary of 250002 tokens"),

@@ -84,7 +84,8 @@ def import_checkpoint(path: str | Path, arch: str | None = None, allow_torchscri
     name = download.slug(name or model.name)
     meta = {"name": name, "description": f"converted from {Path(path).expanduser()} ({checkpoint.format}; "
                                          f"architecture from {checkpoint.config_source})"}
-    return save_model(model, models_dir() / "imported" / name, checkpoint.merges_path, meta)
+    return save_model(model, models_dir() / "imported" / name, checkpoint.merges_path, meta,
+                      tokenizer_path=checkpoint.tokenizer_path)
 
 
 def architecture_names() -> list[str]:
