@@ -167,3 +167,26 @@ def test_near_duplicate_finder_groups_copies_not_distinct_pictures_of_one_thing(
     assert len(groups) == len(sets.copied) and all(g.keeper is None for g in groups)
     assert all(len(g) == 2 and sum(n.startswith("copy") for n in g) == 1 for g in grouped)
     assert not any(n.startswith("near") for g in grouped for n in g)
+
+
+def test_the_app_against_the_library_gives_the_clis_numbers_and_its_decisions_move_pairs(sets, tmp_path, capsys):
+    from library_fixtures import tiny_bundle
+
+    from cliplab.app.services import library
+    from cliplab.app.ui.overlap import tables
+    catalog = open_catalog()
+    library.add_folders(catalog, tiny_bundle(), [sets.reference_dir, sets.eval_dir])
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(sets.eval_dir, outside)
+    with pytest.raises(CliplabError, match="not inside one of your library folders"):
+        overlap.overlap_for_app(catalog, None, str(outside), "library")
+    # the reference is the library: its reference photos and the evaluation images themselves
+    csv_path, names = _prediction_csv(sets, sets.eval_dir, {"star/star1.png"})
+    app = overlap.overlap_for_app(catalog, None, str(csv_path), str(sets.reference_dir))
+    assert main(["overlap", str(csv_path), str(sets.reference_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(app.to_dict()))
+    whole = overlap.overlap_for_app(catalog, None, str(csv_path), "library")
+    assert whole.split("Clean").size == 0  # every evaluation image is in the library too
+    summary, splits, pairs = tables(app)
+    assert splits["images"].tolist() == [s.size for s in app.splits] and len(pairs) == len(app.pairs)
+    assert summary.splitlines()[0].startswith("copy detector")

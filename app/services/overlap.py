@@ -18,18 +18,22 @@ recursively), the indexed library ("library"), or a descriptor file written by s
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from scipy.stats import binomtest
 
+from cliplab.app.services import serving
 from cliplab.app.services.classify import folder_images, load_templates
 from cliplab.app.services.evaluate import DEFAULT_SCALE, zero_shot_probs
 from cliplab.app.services.loading import ModelBundle
 from cliplab.engine import copydetect
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.evaldata import LabelledImages, load_dataset
+from cliplab.engine.images import load_image
 from cliplab.indexes import copies
 from cliplab.indexes.catalog import Catalog
 from cliplab.indexes.scan import fingerprint
@@ -37,6 +41,7 @@ from cliplab.indexes.scan import fingerprint
 CONFIDENCE = 0.995  # the paper's 99.5% Clopper-Pearson intervals
 REVIEW_MARGIN = 0.1  # pairs this far below the threshold are shown too, for a person to confirm
 LIBRARY = "library"
+DEFAULT_THRESHOLD = copydetect.THRESHOLD  # the front ends' default
 
 
 @dataclass
@@ -74,6 +79,8 @@ class OverlapReport:
     p_value: float | None  # one-sided binomial test of Overlap's accuracy against Clean's
     pairs: list[Pair]
     notes: list[str] = field(default_factory=list)
+    eval_paths: list[str] = field(default_factory=list)  # every evaluation image, in order
+    correct: list[bool] = field(default_factory=list)  # whether its prediction is right, same order
 
     def split(self, name: str) -> Split:
         return next(s for s in self.splits if s.name == name)
@@ -222,16 +229,12 @@ def _split(name: str, correct: np.ndarray) -> Split:
 
 
 def _pairs(dataset: LabelledImages, eval_keys: list[str], reference: Reference, descriptors: np.ndarray,
-           threshold: float, decided: dict) -> tuple[list[Pair], str]:
+           threshold: float) -> tuple[list[Pair], str]:
     index = copies.CopyIndex(reference.descriptors)
     review = max(1e-6, threshold - REVIEW_MARGIN)
     queries, found, scores = index.matches(descriptors, review)
-    pairs = []
-    for q, r, s in zip(queries, found, scores):
-        key = (eval_keys[q], reference.keys[r])
-        decision = decided.get(key)
-        counted = decision if decision is not None else bool(s >= threshold)
-        pairs.append(Pair(str(dataset.paths[q]), reference.paths[r], float(s), key[0], key[1], decision, counted))
+    pairs = [Pair(str(dataset.paths[q]), reference.paths[r], float(s), eval_keys[q], reference.keys[r], None,
+                  bool(s >= threshold)) for q, r, s in zip(queries, found, scores)]
     return pairs, "exact" if index.exact else "approximate"
 
 
@@ -266,20 +269,33 @@ def run_overlap(catalog: Catalog, eval_set: str | Path, reference_set: str | Pat
                            "evaluation set): fix or remove them.")
     correct, predictions = _correct(dataset, given, bundle, templates, scale)
     eval_keys = [fingerprint(p) for p in dataset.paths]
-    pairs, search = _pairs(dataset, eval_keys, reference, descriptors, threshold, copies.decisions(catalog))
-    in_overlap = np.zeros(len(dataset), bool)
-    position = {str(p): i for i, p in enumerate(dataset.paths)}
-    for pair in pairs:
+    pairs, search = _pairs(dataset, eval_keys, reference, descriptors, threshold)
+    report = OverlapReport(copydetect.NAME, threshold, str(eval_set), reference.source, len(reference.paths), search,
+                           predictions, [], None, None, pairs, [], [str(p) for p in dataset.paths],
+                           [bool(c) for c in correct])
+    return resplit(catalog, report)
+
+
+def resplit(catalog: Catalog, report: OverlapReport) -> OverlapReport:
+    """The report's split and figures under the verdicts the catalog holds now (a pair a person decided
+    counts as they said; the others by the threshold)."""
+    decided = copies.decisions(catalog)
+    for pair in report.pairs:
+        pair.decision = decided.get((pair.eval_key, pair.reference_key))
+        pair.counted = pair.decision if pair.decision is not None else pair.score >= report.threshold
+    correct = np.array(report.correct, bool)
+    in_overlap = np.zeros(len(correct), bool)
+    position = {p: i for i, p in enumerate(report.eval_paths)}
+    for pair in report.pairs:
         in_overlap[position[pair.eval_path]] |= pair.counted
-    overlap, clean, whole = _split("Overlap", correct[in_overlap]), _split("Clean", correct[~in_overlap]), \
-        _split("All", correct)
-    difference = None if clean.size == 0 else whole.accuracy - clean.accuracy
-    p_value = None
+    overlap, clean = _split("Overlap", correct[in_overlap]), _split("Clean", correct[~in_overlap])
+    report.splits = [overlap, clean, _split("All", correct)]
+    report.all_minus_clean = None if clean.size == 0 else report.splits[2].accuracy - clean.accuracy
+    report.p_value = None
     if overlap.size and clean.size:
-        p_value = float(binomtest(overlap.correct, overlap.size, clean.accuracy, alternative="greater").pvalue)
-    return OverlapReport(copydetect.NAME, threshold, str(eval_set), reference.source, len(reference.paths),
-                         search, predictions, [overlap, clean, whole], difference, p_value, pairs,
-                         _notes(overlap, clean, threshold))
+        report.p_value = float(binomtest(overlap.correct, overlap.size, clean.accuracy, alternative="greater").pvalue)
+    report.notes = _notes(overlap, clean, report.threshold)
+    return report
 
 
 def decide(catalog: Catalog, pair: Pair, copy: bool | None) -> None:
@@ -302,3 +318,56 @@ def report_lines(report: OverlapReport) -> list[str]:
     if report.p_value is not None:
         lines.append(f"one-sided binomial test, Overlap > Clean: p = {report.p_value:.4g}")
     return lines + report.notes
+
+
+def split_rows(report: OverlapReport) -> list[dict]:
+    """The Overlap / Clean / All table as the app shows it (the CLI prints the same figures)."""
+    rows = []
+    for s in report.splits:
+        empty = s.size == 0
+        rows.append({"subset": s.name, "images": s.size, "correct": s.correct,
+                     "accuracy": "none (empty)" if empty else f"{100 * s.accuracy:.2f}%",
+                     "99.5% interval": "" if empty else f"{100 * s.low:.2f}% to {100 * s.high:.2f}%"})
+    return rows
+
+
+def pair_rows(report: OverlapReport) -> list[dict]:
+    """Every detected or offered pair, best score first, with what it does to the split."""
+    verdict = {True: "confirmed copy", False: "rejected", None: ""}
+    return [{"pair": i, "score": round(p.score, 3), "evaluation image": p.eval_path, "reference image": p.reference_path,
+             "in Overlap": "yes" if p.counted else "no", "decision": verdict[p.decision]}
+            for i, p in enumerate(report.pairs)]
+
+
+def _inside_library(catalog: Catalog, typed: str) -> Path:
+    real = Path(os.path.realpath(os.path.expanduser(typed)))
+    return serving.library_folder(catalog, typed) if real.is_dir() else serving.library_file(catalog, typed)
+
+
+def overlap_for_app(catalog: Catalog, bundle: ModelBundle | None, eval_set: str, reference_set: str,
+                    threshold: float | None = None, templates: list[str] | None = None) -> OverlapReport:
+    """run_overlap for a person in the app: the sets they name lie in their library folders (as every path
+    typed in the page), or the reference is the library itself."""
+    eval_set, reference_set = (eval_set or "").strip(), (reference_set or "").strip() or LIBRARY
+    if not eval_set:
+        raise CliplabError("Name the evaluation set: an image folder with one sub-folder per class, or a CSV with "
+                           "path and label columns, inside a library folder.")
+    _inside_library(catalog, eval_set)
+    for image in load_eval_set(eval_set)[0].paths:
+        serving.library_file(catalog, image)  # an image a CSV lists must lie in the library too
+    if reference_set != LIBRARY:
+        _inside_library(catalog, reference_set)
+    return run_overlap(catalog, eval_set, reference_set, bundle, threshold, templates)
+
+
+def pair_images(report: OverlapReport, number: int, size: int = 384) -> tuple[Image.Image, Image.Image]:
+    """The two pictures of a pair, side by side in the app (reduced to `size` px on the long side)."""
+    if not 0 <= number < len(report.pairs):
+        raise CliplabError(f"There is no pair {number}: pick one of 0 to {len(report.pairs) - 1}.")
+    pair = report.pairs[number]
+    shown = []
+    for path in (pair.eval_path, pair.reference_path):
+        image = load_image(path)
+        image.thumbnail((size, size))
+        shown.append(image)
+    return shown[0], shown[1]
