@@ -38,10 +38,10 @@ def _flat(vectors: np.ndarray) -> faiss.Index:
 
 
 def _ivf(vectors: np.ndarray, seed: int = 0) -> faiss.Index:
-    lists = max(1, min(int(4 * math.sqrt(len(vectors))), len(vectors) // 39))
+    lists = max(1, min(int(math.sqrt(len(vectors))), len(vectors) // 39))
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(copydetect.DIM), copydetect.DIM, lists, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
-    sample = vectors[rng.choice(len(vectors), min(len(vectors), 100 * lists), replace=False)]
+    sample = vectors[rng.choice(len(vectors), min(len(vectors), 50 * lists), replace=False)]
     index.train(np.ascontiguousarray(sample, np.float32))
     index.add(np.ascontiguousarray(vectors, np.float32))
     index.nprobe = min(NPROBE, lists)
