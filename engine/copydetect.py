@@ -3,8 +3,9 @@
 CLIP's own similarity is semantic (the paper's Appendix C): two distinct pictures of the same thing
 score as high as a copy, and some copies score low. This detector compares pictures, not meanings:
 each image becomes a few descriptors, one of the whole frame and some of crops of it (so a crop of a
-picture meets a descriptor of the same region), each the low-frequency 2-D DCT of a 32 x 32 grey
-thumbnail, mean-free and unit-length:
+picture meets a descriptor of the same region), each the low-frequency 2-D DCT (16 x 16
+coefficients, weighted by the square root of their frequency) of a 32 x 32 grey thumbnail under a
+Hann window, mean-free and unit-length:
 
 - squashing every frame and crop to a square makes aspect distortion and rescaling (any
   interpolation, down- and up-scaling) vanish;
@@ -12,10 +13,12 @@ thumbnail, mean-free and unit-length:
   jitter, and contrast, change little; JPEG and small rotations move the high frequencies the
   descriptor leaves out;
 - distinct pictures of one thing (another drawing of the same shape, another photo of the same
-  species) differ in where their edges and textures lie, which the low frequencies still record.
+  species) differ in where their edges and textures lie, which the low frequencies still record;
+- the window makes the borders, where crops, zooms and rotations (their empty corners) change a
+  picture most, count least.
 
-The score of two images is the largest cosine between a descriptor of one and a descriptor of the
-other (every crop of each against every crop of the other, so either may be the cropped one).
+The score of two images is the largest cosine of one image's whole frame with any region of the
+other, both ways (so either may be the cropped one).
 benchmarks/copy_detector.py measures it against CLIP's cosine on planted copies (`plant_copy`: the
 paper's augmentations) and on distinct pictures of one description (docs/benchmarks.md); THRESHOLD
 is chosen there for high precision.
@@ -29,9 +32,9 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageEnhance
 
-NAME = "cliplab-dct-v1"  # recorded with stored descriptors: another detector's are never compared
+NAME = "cliplab-dct-v2"  # recorded with stored descriptors: another detector's are never compared
 SIDE = 32  # thumbnail side
-KEEP = 12  # DCT coefficients kept per axis (the 12 x 12 lowest frequencies, DC dropped)
+KEEP = 16  # DCT coefficients kept per axis (the 16 x 16 lowest frequencies, DC dropped)
 DIM = KEEP * KEEP - 1
 # The regions each image is described by: (left, top, width, height) as fractions of the frame.
 # The whole frame, the centre at 85% and 70% of each side, the four corners at 85%.
@@ -50,6 +53,14 @@ def _dct_matrix() -> np.ndarray:
     basis = np.cos(np.pi * (2 * n[None, :] + 1) * n[:, None] / (2 * SIDE))
     basis[0] /= np.sqrt(2)
     return (basis * np.sqrt(2 / SIDE))[:KEEP].astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _window() -> np.ndarray:
+    """A Hann window over the thumbnail: the borders, where crops, rotations (their empty corners) and
+    zooms change a picture most, count least."""
+    w = 0.5 * (1 - np.cos(2 * np.pi * (np.arange(SIDE) + 0.5) / SIDE))
+    return np.outer(w, w).astype(np.float32)
 
 
 @lru_cache(maxsize=1)
@@ -78,7 +89,7 @@ def descriptors(image: Image.Image) -> np.ndarray:
     for i, (left, top, width, height) in enumerate(REGIONS):
         box = (left * w, top * h, (left + width) * w, (top + height) * h)
         thumb = np.asarray(grey.resize((SIDE, SIDE), Image.Resampling.BOX, box=box), np.float32)
-        coeffs = (dct @ (thumb - thumb.mean()) @ dct.T).reshape(-1)[1:] * _weights()
+        coeffs = (dct @ ((thumb - thumb.mean()) * _window()) @ dct.T).reshape(-1)[1:] * _weights()
         norm = np.linalg.norm(coeffs)
         if norm > 1e-3 * SIDE:  # a flat crop has no structure to match
             out[i] = coeffs / norm

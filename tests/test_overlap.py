@@ -169,13 +169,14 @@ def test_near_duplicate_finder_groups_copies_not_distinct_pictures_of_one_thing(
     assert not any(n.startswith("near") for g in grouped for n in g)
 
 
-def test_the_app_against_the_library_gives_the_clis_numbers_and_its_decisions_move_pairs(sets, tmp_path, capsys):
+def test_the_app_gives_the_clis_numbers_reads_the_library_and_refuses_sets_outside_it(sets, tmp_path, capsys):
     from library_fixtures import tiny_bundle
 
-    from cliplab.app.services import library
-    from cliplab.app.ui.overlap import tables
+    from cliplab.indexes.indexer import index_pending
+    from cliplab.indexes.scan import scan
     catalog = open_catalog()
-    library.add_folders(catalog, tiny_bundle(), [sets.reference_dir, sets.eval_dir])
+    scan(catalog, [sets.reference_dir, sets.eval_dir])
+    index_pending(catalog, tiny_bundle(), workers=0, progress=False)
     outside = tmp_path / "elsewhere"
     shutil.copytree(sets.eval_dir, outside)
     with pytest.raises(CliplabError, match="not inside one of your library folders"):
@@ -187,6 +188,6 @@ def test_the_app_against_the_library_gives_the_clis_numbers_and_its_decisions_mo
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(app.to_dict()))
     whole = overlap.overlap_for_app(catalog, None, str(csv_path), "library")
     assert whole.split("Clean").size == 0  # every evaluation image is in the library too
-    summary, splits, pairs = tables(app)
-    assert splits["images"].tolist() == [s.size for s in app.splits] and len(pairs) == len(app.pairs)
-    assert summary.splitlines()[0].startswith("copy detector")
+    # the tab's tables are these rows
+    assert [r["images"] for r in overlap.split_rows(app)] == [s.size for s in app.splits]
+    assert [r["score"] for r in overlap.pair_rows(app)] == [round(p.score, 3) for p in app.pairs]
