@@ -41,7 +41,7 @@ DEFAULT_USER = "cliplab"
 PASSWORD_VARIABLE = "CLIPLAB_APP_PASSWORD"
 MAX_FILE_SIZE = "50mb"
 TABS = [("Classify", "classify"), ("Search", "search"), ("Map", "map"), ("Audit", "audit"), ("Evaluate", "evaluate"),
-        ("Models", "models"), ("Settings", "settings")]
+        ("Overlap", "overlap"), ("Models", "models"), ("Settings", "settings")]
 CSS = """
 .cliplab-banner {padding: 0.6em 1em; border-radius: 6px; background: #fff7e0; color: #4a3b00;}
 .cliplab-error {padding: 0.5em 0.9em; border-radius: 6px; background: #fdecea; color: #8a1c13;

@@ -15,9 +15,7 @@
    and fingerprinted; rescan: nothing read).
 5. Fingerprint cost per GB: blake2b-128 of whole files (what scans read for new or changed files),
    from the page cache, so the figure is the hashing cost; a cold disk adds its own read time.
-6. Near-duplicate threshold: the demo model's cosine between generated photos and their near
-   duplicates (JPEG re-encodes, resizes, crops, small edits) vs between different photos, with
-   precision and recall of "near duplicate" at each threshold.
+6. (moved) Near-duplicates are found by the copy detector now: benchmarks/copy_detector.py.
 7. (`--only pipeline`) Indexing at the decode limit: the same generated JPEGs decoded alone by the
    same worker pool (no model: the ceiling decoding allows on these cores), then indexed end to
    end in the exact fp32 mode and in the machine's measured fastest safe mode, beside the plain
@@ -393,112 +391,20 @@ def bench_fingerprint(megabytes: int = 512, files: int = 8) -> dict:
             "cpu_flags": sorted(set(f for f in open("/proc/cpuinfo").read().split() if f.startswith("avx")))}
 
 
-def generated_photos(kind: str, count: int, seed: int = 0) -> list:
-    """Pictures to test duplicates on: "world" scenes of the demo's synthetic world (what it knows),
-    or "photo-like" smooth random colour fields with a few shapes (what it has never seen, as a
-    user's photos are to it)."""
-    from PIL import Image, ImageDraw
-    if kind == "world":
-        from cliplab.trainer.demo.world import World
-        return [s.image.convert("RGB") for s in World(seed=seed, image_size=256).sample(count, split="all")]
-    rng = np.random.default_rng(seed)
-    photos = []
-    for _ in range(count):
-        image = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((320, 240),
-                                                                                          Image.Resampling.BICUBIC)
-        draw = ImageDraw.Draw(image)
-        for _shape in range(3):
-            x, y, r = int(rng.integers(0, 320)), int(rng.integers(0, 240)), int(rng.integers(15, 60))
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-        photos.append(image)
-    return photos
-
-
-def near_duplicate_pairs(originals: int = 60, seed: int = 0, kind: str = "world"):
-    """(cosines of near-duplicate pairs by edit, cosines of different-photo pairs) with the demo model."""
-    import io
-
-    from PIL import Image, ImageEnhance
-
-    from cliplab.engine.features import encode_images
-    from cliplab.engine.handle import ModelBundle
-    bundle = ModelBundle.load("demo", precision="fp32")
-    model, preprocess = bundle.model, bundle.preprocess
-    photos = generated_photos(kind, originals, seed)
-
-    def jpeg(image, quality):
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=quality)
-        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-
-    def patch(image):
-        edited = image.copy()
-        w, h = edited.size
-        edited.paste((255, 255, 255), (w // 20, h // 20, w // 20 + w // 10, h // 20 + h // 10))
-        return edited
-
-    variants = {
-        "jpeg q60": lambda im: jpeg(im, 60),
-        "jpeg q30": lambda im: jpeg(im, 30),
-        "resize 50%": lambda im: im.resize((im.width // 2, im.height // 2), Image.Resampling.BICUBIC),
-        "crop 90%": lambda im: im.crop((im.width // 20, im.height // 20, im.width * 19 // 20, im.height * 19 // 20)),
-        "brightness +10%": lambda im: ImageEnhance.Brightness(im).enhance(1.1),
-        "small patch (1% of the area)": patch,
-    }
-    base = encode_images(model, preprocess, photos)
-    near = {name: (encode_images(model, preprocess, [edit(p) for p in photos]) * base).sum(1)
-            for name, edit in variants.items()}
-    sims = base @ base.T
-    different = sims[np.triu_indices(len(photos), 1)]
-    return near, different
-
-
-def bench_duplicates(originals: int = 60) -> dict:
-    return {kind: _duplicates_of(originals, kind) for kind in ("world", "photo-like")}
-
-
-def _duplicates_of(originals: int, kind: str) -> dict:
-    near, different = near_duplicate_pairs(originals, kind=kind)
-    positives = np.concatenate(list(near.values()))
-    rows = []
-    for threshold in (0.80, 0.85, 0.90, 0.93, 0.95, 0.96, 0.97, 0.98, 0.985, 0.99, 0.995):
-        tp = int((positives >= threshold).sum())
-        fp = int((different >= threshold).sum())
-        rows.append({"threshold": threshold, "precision": round(tp / (tp + fp), 4) if tp + fp else 1.0,
-                     "recall": round(tp / len(positives), 4), "false_pairs": fp})
-    background = float(np.median(different))
-    relative = []
-    for fraction in (0.02, 0.05, 0.08, 0.1, 0.15, 0.2):
-        threshold = 1 - fraction * (1 - background)  # what indexes.duplicates does by default
-        tp, fp = int((positives >= threshold).sum()), int((different >= threshold).sum())
-        relative.append({"fraction": fraction, "threshold": round(threshold, 4),
-                         "precision": round(tp / (tp + fp), 4) if tp + fp else 1.0,
-                         "recall": round(tp / len(positives), 4), "false_pairs": fp})
-    return {"originals": originals, "near_pairs": len(positives), "different_pairs": len(different),
-            "background_median_cosine": round(background, 4), "relative_thresholds": relative,
-            "near_cosine_min_by_edit": {k: round(float(v.min()), 4) for k, v in near.items()},
-            "near_cosine_median_by_edit": {k: round(float(np.median(v)), 4) for k, v in near.items()},
-            "different_cosine_max": round(float(different.max()), 4),
-            "different_cosine_p99": round(float(np.quantile(different, 0.99)), 4), "thresholds": rows}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["indexing", "query", "rescan", "fingerprint", "duplicates", "pipeline",
+    parser.add_argument("--only", choices=["indexing", "query", "rescan", "fingerprint", "pipeline",
                                            "storage"], action="append")
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--kinds", nargs="+", help="storage: only these index kinds (e.g. flat ivf-int8)")
     args = parser.parse_args()
-    parts = args.only or ["indexing", "query", "rescan", "fingerprint", "duplicates"]
+    parts = args.only or ["indexing", "query", "rescan", "fingerprint"]
     results = {}
     if "fingerprint" in parts:
         results["fingerprint"] = bench_fingerprint()
         print(json.dumps(results["fingerprint"]), flush=True)
-    if "duplicates" in parts:
-        results["duplicates"] = bench_duplicates()
-        print(json.dumps(results["duplicates"]), flush=True)
     if "rescan" in parts:
         results["rescan"] = bench_rescan()
         print(json.dumps(results["rescan"]), flush=True)

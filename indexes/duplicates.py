@@ -1,4 +1,4 @@
-"""Duplicate photos: exact copies by content hash, similar pictures by embedding similarity.
+"""Duplicate photos: exact copies by content hash, similar pictures by the copy detector.
 
 - one file, many names: a symlink (or a path through a folder link) and its target are one file
   on disk, never copies of each other: catalog rows of equal content that resolve to one real path
@@ -6,20 +6,17 @@
 - exact: decoded photos (status ok, never empty or damaged files) with equal size and full-content
   fingerprint (blake2b-128 of every byte, indexes.scan) that are different files: copies, with a
   suggested keeper (KEEPER_RULE);
-- similar: files whose embeddings have cosine >= threshold are linked (each to its nearest
-  neighbours), linked files form a group, and each group is split into capture-time bursts
-  (photos taken less than `burst_seconds` apart stay together; undated photos form their own group).
-  CLIP's similarity is semantic: two different pictures of the same thing score as high as a
-  re-encoded copy, so these groups are "similar pictures" to look at, never copies to delete: they
-  have no keeper. Every file takes part once: an exact group as its keeper, a file under several
-  names as its real path.
-  The default threshold is relative to the library: cosine >= 1 - RELATIVE * (1 - m), m the median
-  cosine of random pairs of the library's photos. A model that sees a user's photos as all alike
-  (the demo model on anything outside its synthetic world: m ~ 0.91) then needs 0.9955, while one
-  that tells them apart (m ~ 0) needs 0.95. RELATIVE = 0.05 is measured on generated
-  near-duplicates (re-encodes, resizes, crops, small edits) against different photos: precision 1.0
-  on both kinds of pictures (benchmarks/library.py --only duplicates, docs/benchmarks.md), where a
-  fixed 0.95 had precision 0.60 on the out-of-world ones;
+- similar: files the copy detector (engine.copydetect: not CLIP's similarity, which puts distinct
+  pictures of one thing at near-perfect cosine) scores >= threshold are linked, linked files form a
+  group, and each group is split into capture-time bursts (photos taken less than `burst_seconds`
+  apart stay together; undated photos form their own group). The detector finds one picture
+  re-encoded, resized, cropped or recoloured (Appendix C's variants), measured against distinct
+  pictures of one thing (benchmarks/copy_detector.py, docs/benchmarks.md); still a detector, not a
+  proof, so these groups are "similar pictures" to look at, never copies to delete: they have no
+  keeper. Every file takes part once: an exact group as its keeper, a file under several names as
+  its real path. The default threshold is engine.copydetect.THRESHOLD, the same for every library
+  (the detector does not depend on a model); descriptors are made once per content and kept in the
+  catalog (indexes.copies.library_descriptors);
 - keeper rule (exact copies only): the largest resolution (width x height), then the earliest date by
   the library's one date rule (the EXIF capture time, else the file's modification time:
   indexes.catalog.photo_date; copies share their EXIF, so it is the file time that tells the
@@ -35,18 +32,17 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import func, select
 
+from cliplab.engine import copydetect
 from cliplab.engine.errors import CliplabError
-from cliplab.indexes.catalog import Catalog, Embedding, File, damaged_rows, from_blobs, photo_date
+from cliplab.indexes.catalog import Catalog, File, photo_date
+from cliplab.indexes.copies import CopyIndex, library_descriptors
 from cliplab.indexes.scan import UNKNOWN
-from cliplab.indexes.vectors import VectorIndex
 
-RELATIVE = 0.05
-BACKGROUND_PAIRS = 5000  # random pairs whose median cosine says what "unrelated" looks like here
 # What the front ends say about the keeper and the similar groups (one wording, the CLI and the app).
 KEEPER_RULE = ("Suggested keeper of exact copies: the largest resolution, then the earliest date (capture time, "
                "else file time), then the shortest path.")
-SIMILAR_NOTE = ("Similar pictures are not copies: CLIP finds pictures of the same thing alike, so look at them "
-                "before deleting anything; no keeper is suggested.")
+SIMILAR_NOTE = ("Similar pictures are what the copy detector takes for one picture resized, cropped, recoloured or "
+                "re-encoded: a detector can be wrong, so look at them before deleting anything; no keeper is suggested.")
 
 
 @dataclass
@@ -61,9 +57,9 @@ class Member:
 
 @dataclass
 class Group:
-    kind: str  # "exact" (copies: equal bytes) | "similar" (alike to CLIP, not copies)
+    kind: str  # "exact" (copies: equal bytes) | "similar" (copies to the detector: look before deleting)
     members: list[Member]
-    threshold: float | None = None  # similar: the cosine its links had to reach
+    threshold: float | None = None  # similar: the copy score its links had to reach
 
     @property
     def keeper(self) -> Member | None:
@@ -160,44 +156,25 @@ def split_bursts(members: list[Member], burst_seconds: float) -> list[list[Membe
     return [b for b in bursts if len(b) > 1]
 
 
-def library_threshold(vectors: np.ndarray, seed: int = 0) -> float:
-    """The default near-duplicate cosine for these (unit) vectors: see the module docstring."""
-    n = len(vectors)
-    rng = np.random.default_rng(seed)
-    a, b = rng.integers(0, n, BACKGROUND_PAIRS), rng.integers(0, n, BACKGROUND_PAIRS)
-    keep = a != b
-    background = float(np.median((vectors[a[keep]] * vectors[b[keep]]).sum(1))) if keep.any() else 0.0
-    return 1.0 - RELATIVE * (1.0 - background)
-
-
-def near_duplicates(catalog: Catalog, index: VectorIndex, threshold: float | None = None,
-                    burst_seconds: float = 300.0, neighbours: int = 16) -> list[Group]:
-    """Groups of different files that CLIP finds alike ("similar", see the module docstring): never
+def near_duplicates(catalog: Catalog, threshold: float | None = None, burst_seconds: float = 300.0,
+                    on_progress=None) -> list[Group]:
+    """Groups of different files the copy detector links ("similar", see the module docstring): never
     a file with itself under another name, and copies of one content only through their keeper.
-    threshold: a cosine, None for the library's own (library_threshold)."""
+    threshold: a copy score in (0, 1], None for engine.copydetect.THRESHOLD."""
     if threshold is not None and not 0.0 < threshold <= 1.0:
-        raise CliplabError(f"The near-duplicate threshold must be a cosine similarity in (0, 1], not {threshold}.")
+        raise CliplabError(f"The near-duplicate threshold must be a copy score in (0, 1], not {threshold}.")
     if not burst_seconds >= 0:
         raise CliplabError(f"The burst gap must be 0 seconds or more, not {burst_seconds}.")
+    threshold = copydetect.THRESHOLD if threshold is None else threshold
     hidden = _not_themselves(catalog)
-    with catalog.session() as session:
-        rows = [r for r in session.execute(select(Embedding.file_id, Embedding.vector)
-                                           .where(Embedding.model_id == index.model_id)).all()
-                if r[0] not in hidden]
-    ids = np.array([r[0] for r in rows], np.int64)
-    vectors = from_blobs([r[1] for r in rows], index.dim)
-    sound = ~damaged_rows(vectors)  # a damaged vector is never compared (indexes.vectors re-embeds it)
-    ids, vectors = ids[sound], vectors[sound]
+    described = library_descriptors(catalog, on_progress)
+    ids, descriptors = described.ids, described.descriptors
+    shown = np.array([i not in hidden for i in ids], bool)
+    ids, descriptors = ids[shown], descriptors[shown]
     if len(ids) < 2:
         return []
-    threshold = library_threshold(vectors) if threshold is None else threshold
-    allowed = ids if hidden or not sound.all() else None
-    pairs = []
-    for start in range(0, len(ids), 4096):
-        scores, found = index.search(vectors[start:start + 4096], min(neighbours, len(ids)), allowed)
-        for row, (score_row, found_row) in enumerate(zip(scores, found)):
-            me = int(ids[start + row])
-            pairs += [(me, int(j)) for s, j in zip(score_row, found_row) if s >= threshold and j != me and j >= 0]
+    queries, found, _ = CopyIndex(descriptors).matches(descriptors, threshold)
+    pairs = [(int(ids[a]), int(ids[b])) for a, b in zip(queries, found) if a != b]
     groups = []
     for component in _components(ids, pairs):
         members = _members(catalog, component)

@@ -1,5 +1,6 @@
 """The app's saved results, in the catalog database beside the photo catalog: audit sessions,
-evaluation runs, saved classifiers, the labels they gave the library and the examples people labelled.
+evaluation runs, saved classifiers, the labels they gave the library and the examples people labelled,
+the copy detector's descriptors of library photos and the overlap pairs a person confirmed or rejected.
 
 They share the catalog's declarative Base, so one metadata holds every table of the database and
 one Alembic chain (indexes/migrations) creates and upgrades them all; nothing here is made by
@@ -119,3 +120,25 @@ class LabelledExample(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised
     labelled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     __table_args__ = (UniqueConstraint("classifier", "model_id", "file_id"),)
+
+
+class CopyDescriptor(Base):
+    """A library photo's copy-detector descriptors (engine.copydetect), made once per content: kept
+    while the file's fingerprint and the detector are the ones they were made with."""
+    __tablename__ = "copy_descriptors"
+
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    detector: Mapped[str] = mapped_column(String(40))  # engine.copydetect.NAME
+    fingerprint: Mapped[str] = mapped_column(String(32))  # the file's content when they were made
+    descriptor: Mapped[bytes] = mapped_column(LargeBinary)  # float16 [PER_IMAGE, DIM]
+
+
+class OverlapDecision(Base):
+    """A person's verdict on a detected pair (evaluation image, reference image), by content: a
+    confirmed copy stays in Overlap, a rejected one goes to Clean, in every later overlap run."""
+    __tablename__ = "overlap_decisions"
+
+    eval_key: Mapped[str] = mapped_column(String(32), primary_key=True)  # blake2b-128 of the image's bytes
+    reference_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    copy: Mapped[int] = mapped_column(Integer)  # 1 confirmed, 0 rejected
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

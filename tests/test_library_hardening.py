@@ -46,17 +46,16 @@ def test_1_a_symlink_and_its_target_are_one_file_never_duplicates_of_each_other(
     catalog, bundle = open_catalog(), tiny_bundle()
     scan(catalog, [root])
     index(catalog, bundle)
-    vectors = open_index(catalog, bundle.register(catalog))
     assert exact_duplicates(catalog) == []
-    # a cosine the link and its target reach (1.0) and no two different pictures of the random model do
-    similar = near_duplicates(catalog, vectors, threshold=0.99999)
+    # a score the link and its target reach (1.0) and no two different pictures do
+    similar = near_duplicates(catalog, threshold=0.99999)
     assert not any({"a.jpg", "n03.jpg"} <= {os.path.basename(m.path) for m in g.members} for g in similar)
     # with a real copy too, the group holds the two files (the real path, never the link) and the keeper is real
     shutil.copy(root / "normal/n03.jpg", root / "b.jpg")
     scan(catalog, [root])
     exact = exact_duplicates(catalog)
     assert names(exact) == [["b.jpg", "n03.jpg"]]
-    assert near_duplicates(catalog, open_index(catalog, bundle.register(catalog)), threshold=0.99999) == []
+    assert near_duplicates(catalog, threshold=0.99999) == []
 
 
 def test_1_the_keeper_of_undated_copies_is_the_earliest_file_as_every_front_end_says(tmp_path, capsys):
@@ -87,23 +86,23 @@ def test_14_similar_demo_pictures_are_not_copies_and_the_app_uses_the_clis_defau
     first_start(state)
     shutil.copy(next(demo_photos_dir().glob("0001-*.jpg")), demo_photos_dir() / "0001 copy.jpg")  # an exact copy
     library.add_folders(state.catalog, state.search_bundle, [demo_photos_dir()])
-    groups = library.find_duplicates(state.search_bundle, state.catalog)
+    groups = library.find_duplicates(state.catalog)
     exact = [g for g in groups if g.kind == "exact"]
     similar = [g for g in groups if g.kind != "exact"]
     assert names(exact) == [sorted(["0001 copy.jpg", next(demo_photos_dir().glob("0001-*.jpg")).name])]
-    # the demo photos hold different drawings of the same scenes: the model finds them alike, and they are
-    # offered as similar pictures without a keeper (the reported case: 7 "near" groups, each with a keep mark)
-    assert similar and all(g.kind == "similar" and g.keeper is None for g in similar)
+    # the demo photos hold different drawings of the same scenes: CLIP found them alike (the reported case:
+    # 7 "near" groups, each with a keep mark); the copy detector does not take them for copies
+    assert similar == []
     assert all(len({m.path for m in g.members}) == len(g.members) for g in similar)
     # the app's default is the CLI's (the library's own threshold), with the same groups
     note, _items, table = duplicate_groups(state, None)
-    assert f"cosine >= {similar[0].threshold:.4f}" in note and "not copies" in note
+    assert "1 group(s) of exact copies, 0 group(s) of similar pictures" in note
     assert table["keep"].tolist().count("✓") == 1  # the exact copy's keeper only
     assert set(table[table["kind"] == "similar pictures"]["file"]) == {m.path for g in similar for m in g.members}
-    assert main(["duplicates", "--model", "demo", "--precision", "fp32"]) == 0
+    assert main(["duplicates"]) == 0
     out = capsys.readouterr().out
-    assert out.count("similar pictures, not copies") == len(similar) and out.count("  keep  ") == 1
-    assert "not copies" in out.splitlines()[-1]
+    assert out.count("similar pictures, copies to the detector") == len(similar) and out.count("  keep  ") == 1
+    assert out.splitlines()[-1].startswith("1 group(s).")
 
 
 # 5 ------------------------------------------------------------------------------------------------
@@ -137,7 +136,6 @@ def test_5_a_damaged_stored_vector_is_never_ranked_and_is_embedded_again(tmp_pat
     assert shown == set(ids.values()) - {ids["2.jpg"], ids["4.jpg"]} and view.total == 4
     assert all(np.isfinite(r.score) and -1.0 <= r.score <= 1.0 for r in view.results)
     assert "2.jpg" in caplog.text and "4.jpg" in caplog.text and "cliplab index" in caplog.text
-    assert near_duplicates(catalog, open_index(catalog, model_id), threshold=0.5) is not None
     # the damaged rows are gone: the next index run embeds them again, and they are found again
     assert index(catalog, bundle).embedded == 2
     view = search(catalog, bundle, [text_term("a photo")], per_page=10)

@@ -20,10 +20,10 @@ COMMANDS = {  # each command that loads a model, with the least it needs to pars
     "classify": ["classify", "x.png"], "captions": ["captions", "--collection", "c.csv", "--image", "x.png"],
     "eval zeroshot": ["eval", "zeroshot", "data"], "eval probe": ["eval", "probe", "data"],
     "eval fewshot": ["eval", "fewshot", "data"], "eval retrieval": ["eval", "retrieval", "c.csv"],
-    "audit": ["audit"], "index": ["index"], "search": ["search", "dog"], "duplicates": ["duplicates"],
+    "audit": ["audit"], "index": ["index"], "search": ["search", "dog"], "overlap": ["overlap", "e", "r"],
     "export": ["export", "out.npz"], "texts": ["texts", "search", "name", "x.png"], "app": ["app"],
 }
-INDEXING = {"index", "search", "duplicates", "export"}
+INDEXING = {"index", "search", "export"}
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

@@ -137,17 +137,17 @@ def search_main(args: argparse.Namespace) -> int:
 
 
 def duplicates_main(args: argparse.Namespace) -> int:
-    bundle = None if args.exact_only else load_model(args)
     catalog = open_catalog()
-    groups = library.find_duplicates(bundle, catalog, threshold=args.threshold, burst_seconds=args.burst_seconds)
+    groups = library.find_duplicates(catalog, threshold=args.threshold, burst_seconds=args.burst_seconds,
+                                     exact_only=args.exact_only)
     on_disk = library.disk_paths(catalog, [m.file_id for group in groups for m in group.members])
     for n, group in enumerate(groups, 1):
         keeper = group.keeper
         if group.kind == "exact":
             print(f"group {n} (exact copies, {len(group.members)} files)")
         else:
-            print(f"group {n} (similar pictures, not copies: {len(group.members)} files, cosine >= "
-                  f"{group.threshold:.4f})")
+            print(f"group {n} (similar pictures, copies to the detector: {len(group.members)} files, copy score >= "
+                  f"{group.threshold:.2f})")
         for m in group.members:
             size = f"{m.width}x{m.height}" if m.width else "?"
             print(f"  {'keep' if m is keeper else '    '}  {size:>11s}  {printable(on_disk.get(m.file_id, m.path))}")
@@ -231,9 +231,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=search_main)
 
     p = subparsers.add_parser("duplicates", help="exact copies (with a suggested keeper) and similar pictures")
-    add_model_arguments(p, purpose="index")
     p.add_argument("--threshold", type=_finite, default=None,
-                   help="cosine similarity for similar pictures (default: relative to the library, see docs/library.md)")
+                   help="copy-detector score for similar pictures (default: the detector's, see docs/library.md)")
     p.add_argument("--burst-seconds", type=_at_least(0, float), default=300.0,
                    help="capture-time gap that splits a group")
     p.add_argument("--exact-only", action="store_true")

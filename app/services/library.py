@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cliplab.app.services import labels
 from cliplab.app.services.paths import natural_key
-from cliplab.app.services.search import open_vector_index
+from cliplab.engine.copydetect import THRESHOLD as COPY_THRESHOLD  # noqa: F401 (the panel's default)
 from cliplab.engine.errors import CliplabError
 from cliplab.indexes import library as catalogue
 from cliplab.indexes.catalog import Catalog, default_url, open_catalog  # noqa: F401  (default_url: the dashboard)
@@ -173,16 +173,15 @@ def indexed_paths(catalog: Catalog, limit: int = 500) -> list[str]:
     return sorted(catalogue.indexed_paths(catalog, limit), key=natural_key)
 
 
-def find_duplicates(bundle: ModelBundle | None, catalog: Catalog | None = None, threshold: float | None = None,
-                    burst_seconds: float = 300.0, index_cache=None) -> list[Group]:
-    """Exact copies (with a suggested keeper), then (with a model) groups of similar pictures (no keeper:
-    not copies). threshold: None for the library's own (indexes.duplicates.library_threshold), the one
-    default of the CLI and the app."""
+def find_duplicates(catalog: Catalog | None = None, threshold: float | None = None, burst_seconds: float = 300.0,
+                    exact_only: bool = False) -> list[Group]:
+    """Exact copies (with a suggested keeper), then groups of similar pictures the copy detector links
+    (no keeper: look before deleting). threshold: a copy score, None for the detector's own
+    (engine.copydetect.THRESHOLD), the one default of the CLI and the app."""
     catalog = catalog or open_catalog()
     groups = exact_duplicates(catalog)
-    if bundle is not None:
-        groups += near_duplicates(catalog, open_vector_index(catalog, bundle, index_cache=index_cache), threshold,
-                                  burst_seconds)
+    if not exact_only:
+        groups += near_duplicates(catalog, threshold, burst_seconds)
     return groups
 
 

@@ -91,12 +91,13 @@ def build_library(state: AppState) -> None:
 
 
 def build_duplicates(state: AppState) -> None:
-    gr.Markdown("**Exact copies** (the same bytes) with a suggested keeper, and **similar pictures** (alike to the "
-                "model, taken in the same burst: not copies, so no keeper). " + library.KEEPER_RULE)
+    gr.Markdown("**Exact copies** (the same bytes) with a suggested keeper, and **similar pictures** (one picture "
+                "resized, cropped, recoloured or re-encoded, to the copy detector, taken in the same burst: no keeper, "
+                "look before deleting). " + library.KEEPER_RULE)
     with gr.Row():
-        fixed = gr.Checkbox(label="Fixed similarity instead of the library's own", value=False,
+        fixed = gr.Checkbox(label="Own copy score instead of the detector's", value=False,
                             elem_id="duplicates-fixed")
-        threshold = gr.Slider(0.80, 1.0, value=0.95, step=0.005, label="Similarity (when fixed)")
+        threshold = gr.Slider(0.50, 1.0, value=library.COPY_THRESHOLD, step=0.01, label="Copy score (when own)")
         find = gr.Button("Find duplicates", elem_id="duplicates-find")
     errors = error_box("duplicates-error")
     summary = gr.Markdown(elem_id="duplicates-summary")
@@ -111,8 +112,8 @@ def build_duplicates(state: AppState) -> None:
 
 
 def duplicate_groups(state: AppState, threshold: float | None) -> tuple[str, list, pd.DataFrame]:
-    """The panel's summary, gallery and table; threshold None: the library's own (as `cliplab duplicates`)."""
-    groups = library.find_duplicates(state.search_bundle, state.catalog, threshold)
+    """The panel's summary, gallery and table; threshold None: the detector's own (as `cliplab duplicates`)."""
+    groups = library.find_duplicates(state.catalog, threshold)
     rows, shown = [], []
     for number, group in enumerate(groups, 1):
         keeper = group.keeper
@@ -129,6 +130,6 @@ def duplicate_groups(state: AppState, threshold: float | None) -> tuple[str, lis
         note = "No copies and no similar pictures found."
     else:
         note = f"{exact} group(s) of exact copies, {len(similar)} group(s) of similar pictures"
-        note += f" (cosine >= {similar[0].threshold:.4f})." if similar else "."
+        note += f" (copy score >= {similar[0].threshold:.2f})." if similar else "."
         note += " " + library.SIMILAR_NOTE if similar else ""
     return note, items, pd.DataFrame(rows, columns=["group", "kind", "keep", "file"])
