@@ -26,7 +26,7 @@ from test_open_clip_families import build, compare, publish
 from cliplab import engine
 from cliplab.app.services import models as model_service
 from cliplab.engine import download
-from cliplab.engine.config import named_architectures, open_clip_config
+from cliplab.engine.config import ModelConfig, named_architectures, open_clip_config
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.hf_tokenizer import HFTokenizer
 
@@ -124,6 +124,9 @@ def test_a_missing_or_foreign_tokenizer_is_a_sentence(published, tmp_path):
     (bare / "tokenizer" / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "XLMRobertaTokenizer"}))
     with pytest.raises(CliplabError, match=r"has \d+ tokens, more than the \d+ rows"):
         engine.load(bare, device="cpu")
+    # a cliplab config.json naming no tokenizer properly
+    with pytest.raises(CliplabError, match="text_tokenizer is ''"):
+        ModelConfig.from_dict({**open_clip_config(cfg).to_dict(), "text_tokenizer": ""})
 
 
 def test_download_by_name_fetches_the_weights_and_the_tokenizer(server, published, xlmv_like,  # noqa: F811
