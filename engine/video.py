@@ -1,0 +1,240 @@
+"""Reading videos for the library: the container's facts, and the frames worth embedding.
+
+Frames are chosen by scene change plus a maximum interval, streaming (one decoded frame at a time,
+so memory stays flat in the video's length):
+
+- the video is sampled every `sample_step` seconds (4 per second by default); each sample is shrunk
+  in FFmpeg's scaler to a 16x16 RGB signature, and the mean absolute difference between consecutive
+  signatures (0..1) is the change measure;
+- a sample whose change from the previous sample exceeds `cut` starts a new shot: it is chosen, so a
+  fast sequence of cuts keeps every shot that lasts one sample step;
+- otherwise a frame is chosen once `max_interval` seconds passed since the last chosen frame, unless
+  the picture barely moved since that frame (signature difference below `still`): then only after
+  `still_interval`, so a static two-hour video gives ~240 frames, not 7,000.
+
+Measured on the tests' generated videos and the benchmark's (benchmarks/library.py, docs/benchmarks.md):
+the signature difference of a cut between two demo-world scenes is 0.15-0.5, of consecutive frames
+of one shot (noise, slow motion) below 0.03; FFmpeg's own `scdet` filter scores the same cuts but
+reads every frame at full size, several times the cost of 4 small signatures per second.
+
+Decoding cost: the codec's own threads decode (thread_type AUTO); a frame that is not a sample is
+decoded (later frames may need it) but never converted; samples are converted only to their 16x16
+signature, and chosen frames to RGB at about the model's size, both in FFmpeg's scaler, never at full
+size. The display rotation (the container's display matrix) is applied to every chosen frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from PIL import Image
+
+from cliplab.engine.errors import CliplabError
+from cliplab.engine.images import Preprocess
+
+VIDEO_EXTENSIONS = frozenset({"mp4", "mov", "m4v", "mkv", "webm", "avi", "3gp", "mts"})
+MEDIA_TYPES = {"mp4": "video/mp4", "m4v": "video/mp4", "mov": "video/quicktime", "mkv": "video/x-matroska",
+               "webm": "video/webm", "avi": "video/x-msvideo", "3gp": "video/3gpp", "mts": "video/mp2t"}
+SIGNATURE = 16  # side of the RGB signature a sample is shrunk to for the change measure
+
+
+class VideoError(CliplabError):
+    """A video that cannot be indexed; reason starts with a short kind ("corrupt", "no video stream", ...)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def is_video(path: str) -> bool:
+    return path.rpartition(".")[2].lower() in VIDEO_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class FrameChoice:
+    """How frames are chosen (see the module docstring); times in seconds, differences in 0..1."""
+    sample_step: float = 0.25
+    max_interval: float = 4.0
+    still_interval: float = 30.0
+    cut: float = 0.08
+    still: float = 0.02
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    duration: float  # seconds
+    fps: float | None
+    width: int  # as displayed (rotation applied)
+    height: int
+    rotation: int  # degrees clockwise applied for display (0, 90, 180, 270)
+    captured_at: datetime | None  # local wall-clock time, like a photo's EXIF time
+    codec: str
+
+
+@dataclass(frozen=True)
+class Frame:
+    time: float  # seconds from the video's start
+    image: Image.Image  # RGB, rotated for display, shorter side about min_size
+
+
+def _open(path: str):
+    import av
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except av.error.InvalidDataError as error:
+        raise VideoError(f"corrupt: not a readable video container ({error.strerror or error})") from None
+    except av.error.FFmpegError as error:
+        raise VideoError(f"corrupt: cannot open the video ({error.strerror or error})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError("no video stream: the file holds no pictures (audio or data only)")
+    return container
+
+
+def capture_time(metadata: dict) -> datetime | None:
+    """When the video was shot, from the container: Apple's local `com.apple.quicktime.creationdate`
+    (wall-clock time with its offset), else `creation_time` (UTC, turned into this machine's local
+    time, as photo dates are local); None when absent or the muxer's zero date."""
+    for key, utc in (("com.apple.quicktime.creationdate", False), ("creation_time", True)):
+        text = metadata.get(key)
+        if not text:
+            continue
+        try:
+            moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if moment.year <= 1970:
+            continue
+        if moment.tzinfo is not None:
+            moment = moment.astimezone() if utc else moment
+            moment = moment.replace(tzinfo=None)
+        elif utc:
+            moment = moment.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
+        return moment
+    return None
+
+
+def _duration(container, stream) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return 0.0
+
+
+def _info(container, stream, rotation: int) -> VideoInfo:
+    ctx = stream.codec_context
+    width, height = ctx.width, ctx.height
+    if rotation in (90, 270):
+        width, height = height, width
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else None
+    metadata = {**(container.metadata or {}), **(stream.metadata or {})}
+    return VideoInfo(_duration(container, stream), fps, width, height, rotation, capture_time(metadata),
+                     ctx.name)
+
+
+def probe(path: str) -> VideoInfo:
+    """The video's facts without decoding it (rotation from its first frame's display matrix)."""
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        return _info(container, stream, 0)
+    finally:
+        container.close()
+
+
+def _signature(frame) -> np.ndarray:
+    small = frame.reformat(width=SIGNATURE, height=SIGNATURE, format="rgb24", interpolation="AREA")
+    return small.to_ndarray().astype(np.float32) / 255.0
+
+
+def _picture(frame, rotation: int, min_size: int) -> Image.Image:
+    """The frame as RGB at about min_size on its shorter side (scaled in FFmpeg, never converted at full
+    size), turned for display."""
+    width, height = frame.width, frame.height
+    scale = min(1.0, min_size / max(1, min(width, height)))
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    image = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_image()
+    return image.rotate(-rotation, expand=True) if rotation else image
+
+
+class Chooser:
+    """The frame choice of the module docstring, fed one sample at a time (kept apart from decoding so
+    the benchmark and tests measure it alone)."""
+
+    def __init__(self, choice: FrameChoice) -> None:
+        self.choice = choice
+        self.previous: np.ndarray | None = None
+        self.chosen: np.ndarray | None = None
+        self.chosen_at = -math.inf
+
+    def offer(self, time: float, signature: np.ndarray) -> bool:
+        c = self.choice
+        change = 1.0 if self.previous is None else float(np.abs(signature - self.previous).mean())
+        self.previous = signature
+        since = time - self.chosen_at
+        moved = 1.0 if self.chosen is None else float(np.abs(signature - self.chosen).mean())
+        take = change > c.cut or since >= c.still_interval or (since >= c.max_interval and moved >= c.still)
+        if take:
+            self.chosen, self.chosen_at = signature, time
+        return take
+
+
+def chosen_frames(path: str, min_size: int, choice: FrameChoice = FrameChoice(),
+                  info_out: list | None = None) -> Iterator[Frame]:
+    """The chosen frames of the video at path, in time order (a generator: one decoded frame held at a
+    time). info_out, when given, receives the VideoInfo first. VideoError for what cannot be read."""
+    import av
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        chooser, next_sample, info, taken = Chooser(choice), 0.0, None, 0
+        try:
+            for frame in container.decode(stream):
+                if info is None:
+                    info = _info(container, stream, (-int(frame.rotation or 0)) % 360)
+                    if info_out is not None:
+                        info_out.append(info)
+                time = max(0.0, float(frame.time if frame.time is not None else 0.0) - start)
+                if time + 1e-6 < next_sample:
+                    continue
+                next_sample = (math.floor(time / choice.sample_step + 1e-6) + 1) * choice.sample_step  # a fixed grid
+                if chooser.offer(time, _signature(frame)):
+                    taken += 1
+                    yield Frame(time, _picture(frame, info.rotation, min_size))
+        except av.error.FFmpegError as error:
+            if not taken:
+                raise VideoError(f"corrupt: cannot decode the video ({error.strerror or error})") from None
+            # a truncated file: the frames before the damage are kept (as a cut-short JPEG's are)
+        if not taken:
+            raise VideoError("corrupt: no picture could be decoded from the video stream")
+    finally:
+        container.close()
+
+
+def decode_worker(path: str, preprocess: Preprocess, choice: FrameChoice, out) -> None:
+    """In the decoding process: ("info", VideoInfo), then ("frame", seconds, pixels) per chosen frame,
+    then ("end",) — or ("skip", reason) at the first problem (the path is added by the receiver)."""
+    import torch
+    torch.set_num_threads(1)  # the main process encodes; this one only decodes and preprocesses
+    info: list[VideoInfo] = []
+    try:
+        min_size = max(preprocess.resolution, preprocess.resize_size)
+        for n, frame in enumerate(chosen_frames(path, min_size, choice, info_out=info)):
+            if n == 0:
+                out.put(("info", info[0]))
+            out.put(("frame", frame.time, preprocess(frame.image).numpy()))
+        out.put(("end",))
+    except VideoError as error:
+        out.put(("skip", error.reason))
+    except MemoryError:
+        out.put(("skip", "too large: out of memory while decoding the video"))
+    except Exception as error:  # noqa: BLE001 - any decoder failure is a recorded skip, never a crash
+        out.put(("skip", f"corrupt: cannot decode the video ({type(error).__name__}: {error})"))
