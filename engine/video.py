@@ -219,6 +219,15 @@ def chosen_frames(path: str, min_size: int, choice: FrameChoice = FrameChoice(),
         container.close()
 
 
+def poster(path: str, min_size: int) -> Image.Image:
+    """The video's first frame (its first chosen one), RGB, turned for display: its thumbnail."""
+    frames = chosen_frames(path, min_size)
+    try:
+        return next(frames).image
+    finally:
+        frames.close()
+
+
 def decode_worker(path: str, preprocess: Preprocess, choice: FrameChoice, out) -> None:
     """In the decoding process: ("info", VideoInfo), then ("frame", seconds, pixels) per chosen frame,
     then ("end",) — or ("skip", reason) at the first problem (the path is added by the receiver)."""
@@ -238,3 +247,111 @@ def decode_worker(path: str, preprocess: Preprocess, choice: FrameChoice, out) -
         out.put(("skip", "too large: out of memory while decoding the video"))
     except Exception as error:  # noqa: BLE001 - any decoder failure is a recorded skip, never a crash
         out.put(("skip", f"corrupt: cannot decode the video ({type(error).__name__}: {error})"))
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: str
+    start: float  # where the clip really starts in the source (a keyframe at or before the asked start
+    end: float  # when stream-copied), and ends
+    copied: bool  # stream copy (no re-encoding) or re-encoded
+
+
+def cut(source: str, start: float, end: float, target: str, precise: bool = False) -> Clip:
+    """Write source's [start, end) seconds to target (its container from its suffix). By default the
+    streams are copied without re-encoding, starting at the keyframe at or before start (a player
+    can only start there); precise re-encodes the video (H.264, or MPEG-4 part 2 where the container
+    cannot hold it) from exactly start to end, without the sound. VideoError when it cannot be done."""
+    if not end > start >= 0:
+        raise VideoError(f"the clip's end ({end:g} s) must come after its start ({start:g} s)")
+    container = _open(source)
+    try:
+        return (_reencode if precise else _copy)(container, start, end, target)
+    except VideoError:
+        raise
+    except Exception as error:  # noqa: BLE001 - FFmpeg's refusals (a codec the container cannot hold, ...)
+        raise VideoError(f"cannot write the clip ({type(error).__name__}: {error})") from None
+    finally:
+        container.close()
+
+
+def _seek(container, stream, start: float) -> None:
+    offset = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    container.seek(max(0, int((start + offset) / stream.time_base)), stream=stream, backward=True)
+
+
+def _copy(container, start: float, end: float, target: str) -> Clip:
+    import av
+    video = container.streams.video[0]
+    keep = [video, *container.streams.audio[:1]]
+    offset = _offset(video)
+    stop = end + offset
+    with av.open(target, "w") as out:
+        mapped = {s.index: out.add_stream_from_template(s) for s in keep}
+        _seek(container, video, start)
+        origin, last = None, None
+        for packet in container.demux(keep):
+            if packet.dts is None or packet.pts is None:
+                continue
+            seconds = float(packet.pts * packet.time_base)
+            if packet.stream is video:
+                if origin is None and not packet.is_keyframe:
+                    continue  # a copy can only start at a keyframe
+                origin = seconds if origin is None else origin
+                if seconds >= stop:
+                    if packet.is_keyframe or seconds >= stop + 1:  # past the end (B-frames come out of order)
+                        break
+                    continue
+                last = seconds if last is None else max(last, seconds)
+            if origin is None or not origin <= seconds < stop:
+                continue
+            shift = int(origin / packet.time_base)
+            packet.pts -= shift
+            packet.dts -= shift
+            packet.stream = mapped[packet.stream.index]
+            out.mux(packet)
+    if origin is None:
+        raise VideoError(f"no keyframe was found between {start:g} s and {end:g} s")
+    frame = 1 / float(video.average_rate or 25)
+    return Clip(target, origin - offset, min(end, last - offset + frame), True)
+
+
+def _offset(stream) -> float:
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+
+
+def _reencode(container, start: float, end: float, target: str) -> Clip:
+    import av
+    video = container.streams.video[0]
+    video.thread_type = "AUTO"
+    rate = video.average_rate or video.guessed_rate or 25
+    with av.open(target, "w") as out:
+        codec = "libx264" if "h264" in (out.supported_codecs or {"h264"}) else "mpeg4"
+        stream = out.add_stream(codec, rate=rate)
+        stream.pix_fmt = "yuv420p"
+        _seek(container, video, start)
+        written, rotation = 0, 0
+        for frame in container.decode(video):
+            seconds = float(frame.time or 0.0) - _offset(video)
+            if seconds < start - 1e-6:
+                continue
+            if seconds >= end - 1e-6:
+                break
+            if not written:
+                rotation = (-int(frame.rotation or 0)) % 360
+                stream.width, stream.height = (frame.height, frame.width) if rotation in (90, 270) else (frame.width, frame.height)
+                stream.width, stream.height = stream.width // 2 * 2, stream.height // 2 * 2
+            picture = frame.to_image()
+            picture = picture.rotate(-rotation, expand=True) if rotation else picture
+            picture = picture.crop((0, 0, stream.width, stream.height))
+            new = av.VideoFrame.from_image(picture)
+            new.pts = written
+            new.time_base = 1 / rate
+            for packet in stream.encode(new):
+                out.mux(packet)
+            written += 1
+        for packet in stream.encode():
+            out.mux(packet)
+    if not written:
+        raise VideoError(f"the video has no frame between {start:g} s and {end:g} s")
+    return Clip(target, start, start + written / float(rate), False)

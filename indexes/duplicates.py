@@ -182,7 +182,8 @@ def near_duplicates(catalog: Catalog, index: VectorIndex, threshold: float | Non
     hidden = _not_themselves(catalog)
     with catalog.session() as session:
         rows = [r for r in session.execute(select(Embedding.file_id, Embedding.vector)
-                                           .where(Embedding.model_id == index.model_id)).all()
+                                           .where(Embedding.model_id == index.model_id,
+                                                  Embedding.frame == 0)).all()
                 if r[0] not in hidden]
     ids = np.array([r[0] for r in rows], np.int64)
     vectors = from_blobs([r[1] for r in rows], index.dim)

@@ -36,7 +36,7 @@ from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model, Vec
 from cliplab.indexes.decode import Decoded, DecodePool, overlap_window
 from cliplab.indexes.names import readable
 from cliplab.indexes.retry import retrying
-from cliplab.indexes.video import index_videos, split_videos
+from cliplab.indexes.video import VIDEO_TIME_LIMIT, index_videos, split_videos
 from cliplab.indexes.writer import writer_lock
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ def _commit_once(catalog: Catalog, model_id: int, done: list[Decoded], vectors: 
 def index_pending(catalog: Catalog, bundle: ModelBundle, batch_size: int = 32, workers: int | None = None,
                   time_limit: float = 30.0, progress: bool = True,
                   on_batch: Callable[[int, IndexReport], None] | None = None,
-                  shard: tuple[int, int] | None = None, video_time_limit: float = 900.0) -> IndexReport:
+                  shard: tuple[int, int] | None = None, video_time_limit: float = VIDEO_TIME_LIMIT) -> IndexReport:
     """Embed every pending file with bundle's model; see the module docstring for the guarantees. Videos
     are embedded frame by frame after the photos (indexes.video), each within video_time_limit seconds."""
     with writer_lock(catalog):

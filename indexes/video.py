@@ -38,6 +38,7 @@ from cliplab.indexes.names import readable
 from cliplab.indexes.retry import retrying
 
 __all__ = ["VideoReport", "frame_spans", "index_videos", "is_video", "video_facts"]
+VIDEO_TIME_LIMIT = 900.0  # seconds per video, by default: a 10-hour video is recorded as timed out
 QUEUE_FRAMES = 16  # frames in flight between the decoder and the encoder: the flat-memory bound
 
 

@@ -1,4 +1,9 @@
-"""What the app may show in a page: indexed photos and their generated thumbnails, by catalog file id.
+"""What the app may show in a page: indexed photos and videos and their generated thumbnails, by catalog
+file id.
+
+Videos are served by the same route as photos; the route answers HTTP range requests (206 Partial
+Content, Accept-Ranges: bytes: Starlette's FileResponse), so a browser's player seeks in them. A
+video's thumbnail is its first chosen frame (engine.video.poster), as the map shows it.
 
 Nothing here takes a path from a request. A file id names a catalog row; the row must be an indexed
 image (status ok) in an online library folder, still a regular file inside that folder (a symlink
@@ -17,6 +22,8 @@ from pathlib import Path
 from cliplab.engine import paths
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.images import load_image
+from cliplab.engine.video import MEDIA_TYPES as VIDEO_MEDIA_TYPES
+from cliplab.engine.video import VIDEO_EXTENSIONS, VideoError, is_video, poster
 from cliplab.indexes.catalog import Catalog
 from cliplab.indexes.library import file_in_folder, indexed_ids, online_roots
 from cliplab.indexes.scan import EXTENSIONS
@@ -69,7 +76,7 @@ def indexed_photo(catalog: Catalog, file_id: int | str) -> Photo:
     if row is None:
         raise NotServable(f"There is no photo {file_id} in the library.")
     status, ext, fingerprint, root, online = row.status, row.ext, row.fingerprint, row.root, row.online
-    if status != "ok" or (ext or "").lower() not in EXTENSIONS:
+    if status != "ok" or (ext or "").lower() not in EXTENSIONS | VIDEO_EXTENSIONS:
         raise NotServable(f"Photo {file_id} was not indexed, so the app does not show it.")
     if not online:
         raise NotServable(f"Photo {file_id} lies in a folder that is offline.")
@@ -77,7 +84,8 @@ def indexed_photo(catalog: Catalog, file_id: int | str) -> Photo:
     real, real_root = os.path.realpath(row.disk_path), os.path.realpath(root)
     if not _inside(real, real_root) or not os.path.isfile(real):
         raise NotServable(f"Photo {file_id} is no longer in its library folder: index the folder again.")
-    return Photo(file_id, Path(real), fingerprint or "", MEDIA_TYPES.get(ext.lower(), "application/octet-stream"))
+    media_type = {**MEDIA_TYPES, **VIDEO_MEDIA_TYPES}.get(ext.lower(), "application/octet-stream")
+    return Photo(file_id, Path(real), fingerprint or "", media_type)
 
 
 def library_file(catalog: Catalog, path: str | os.PathLike) -> Path:
@@ -123,8 +131,8 @@ def thumbnail(catalog: Catalog, file_id: int | str, size: int = THUMBNAIL_SIZE) 
     if target.is_file():
         return target
     try:
-        image = load_image(photo.path, min_size=size)
-    except CliplabError as error:
+        image = poster(str(photo.path), size) if is_video(photo.path.name) else load_image(photo.path, min_size=size)
+    except (CliplabError, VideoError) as error:
         raise NotServable(f"Photo {file_id} cannot be read any more ({error}).") from None
     image.thumbnail((size, size))
     # written beside the target and renamed: a reader never sees half a file
