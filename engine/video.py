@@ -92,6 +92,9 @@ def _open(path: str):
     if not container.streams.video:
         container.close()
         raise VideoError("no video stream: the file holds no pictures (audio or data only)")
+    if container.streams.video[0].codec_context is None:  # FFmpeg has no decoder for it
+        container.close()
+        raise VideoError("unknown codec: this FFmpeg cannot decode the file's video stream")
     return container
 
 
