@@ -151,18 +151,18 @@ def probe(path: str) -> VideoInfo:
         container.close()
 
 
-def _signature(frame) -> np.ndarray:
-    small = frame.reformat(width=SIGNATURE, height=SIGNATURE, format="rgb24", interpolation="AREA")
+def _signature(scaler, frame) -> np.ndarray:
+    small = scaler.reformat(frame, width=SIGNATURE, height=SIGNATURE, format="rgb24", interpolation="AREA")
     return small.to_ndarray().astype(np.float32) / 255.0
 
 
-def _picture(frame, rotation: int, min_size: int) -> Image.Image:
+def _picture(scaler, frame, rotation: int, min_size: int) -> Image.Image:
     """The frame as RGB at about min_size on its shorter side (scaled in FFmpeg, never converted at full
     size), turned for display."""
     width, height = frame.width, frame.height
     scale = min(1.0, min_size / max(1, min(width, height)))
     w, h = max(1, round(width * scale)), max(1, round(height * scale))
-    image = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_image()
+    image = scaler.reformat(frame, width=w, height=h, format="rgb24", interpolation="AREA").to_image()
     return image.rotate(-rotation, expand=True) if rotation else image
 
 
@@ -193,7 +193,11 @@ def chosen_frames(path: str, min_size: int, choice: FrameChoice = FrameChoice(),
     """The chosen frames of the video at path, in time order (a generator: one decoded frame held at a
     time). info_out, when given, receives the VideoInfo first. VideoError for what cannot be read."""
     import av
+    from av.video.reformatter import VideoReformatter
     container = _open(path)
+    # one scaler per size: FFmpeg's scaling context is built once, not for every sample (measured 3-5x
+    # the cost of the whole choice otherwise, benchmarks/library.py --only video)
+    signatures, pictures = VideoReformatter(), VideoReformatter()
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -209,9 +213,9 @@ def chosen_frames(path: str, min_size: int, choice: FrameChoice = FrameChoice(),
                 if time + 1e-6 < next_sample:
                     continue
                 next_sample = (math.floor(time / choice.sample_step + 1e-6) + 1) * choice.sample_step  # a fixed grid
-                if chooser.offer(time, _signature(frame)):
+                if chooser.offer(time, _signature(signatures, frame)):
                     taken += 1
-                    yield Frame(time, _picture(frame, info.rotation, min_size))
+                    yield Frame(time, _picture(pictures, frame, info.rotation, min_size))
         except av.error.FFmpegError as error:
             if not taken:
                 raise VideoError(f"corrupt: cannot decode the video ({error.strerror or error})") from None

@@ -293,3 +293,36 @@ def test_kill_9_mid_video_loses_nothing_and_embeds_no_frame_twice(tmp_path, pict
     assert len(counts) == 4 and set(counts.values()) == {8}
     with catalog.session() as session:  # no (file, frame) twice: the key forbids it, and every frame is there
         assert session.scalar(select(func.count()).select_from(Embedding)) == 32
+
+
+def test_migration_0013_keeps_every_embedding_as_frame_0_and_back(tmp_path):
+    import sqlalchemy as sa
+    from alembic import command
+
+    from cliplab.indexes.migrations import config, upgrade
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    upgrade(engine, "0007")  # a library from before videos
+    with engine.begin() as connection:
+        run = lambda sql, **values: connection.execute(sa.text(sql), values)  # noqa: E731
+        run("INSERT INTO folders (id, path, volume, online) VALUES (1, '/p', '/', 1)")
+        for n in (1, 2):
+            run(f"INSERT INTO files (id, folder_id, path, ext, size, mtime_ns, fingerprint, status) "
+                f"VALUES ({n}, 1, '/p/{n}.mp4', 'mp4', 10, 0, :fp, 'ok')", fp=f"{n}" * 32)
+        run("INSERT INTO models (id, name, fingerprint, embed_dim, version) VALUES (1, 'tiny', 'm1', 2, 1)")
+        run("INSERT INTO embeddings (file_id, model_id, vector, version) VALUES (1, 1, :v, 1)", v=b"\1" * 8)
+    engine.dispose()
+    catalog = open_catalog(url)
+    with catalog.session() as session:
+        assert session.execute(select(Embedding.file_id, Embedding.frame, Embedding.at_ms, Embedding.vector)).all() \
+            == [(1, 0, None, b"\1" * 8)]
+        session.add_all([Embedding(file_id=2, model_id=1, frame=n, at_ms=1000 * n, vector=b"\2" * 8, version=2)
+                         for n in range(3)])
+        session.commit()
+    with catalog.engine.begin() as connection:
+        cfg = config()
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, "0007")
+        rows = connection.execute(sa.text("SELECT file_id, vector FROM embeddings ORDER BY file_id")).all()
+    assert rows == [(1, b"\1" * 8), (2, b"\2" * 8)]  # a video keeps its first frame, the others cannot be kept
+    catalog.close()
