@@ -141,16 +141,6 @@ def _info(container, stream, rotation: int) -> VideoInfo:
                      ctx.name)
 
 
-def probe(path: str) -> VideoInfo:
-    """The video's facts without decoding it (rotation from its first frame's display matrix)."""
-    container = _open(path)
-    try:
-        stream = container.streams.video[0]
-        return _info(container, stream, 0)
-    finally:
-        container.close()
-
-
 def _signature(scaler, frame) -> np.ndarray:
     small = scaler.reformat(frame, width=SIGNATURE, height=SIGNATURE, format="rgb24", interpolation="AREA")
     return small.to_ndarray().astype(np.float32) / 255.0

@@ -339,10 +339,6 @@ class Result:
     date_source: str | None = None  # ...and which: "capture" | "file"
     ranges: list[TimeRange] = field(default_factory=list)  # a video's best moments, best first ([] for photos)
 
-    @property
-    def is_video(self) -> bool:
-        return bool(self.ranges)
-
 
 @dataclass
 class Page:
@@ -402,7 +398,6 @@ def search_vector(catalog: Catalog, index: VectorIndex, vector: np.ndarray, limi
     threshold = background_threshold(index, vector, cutoff) if cutoff is not None else None
     best = _ranked(index, vector, allowed, k, k - len(exclude), exclude, threshold)
     rows = files_by_id(catalog, list(best))
-    spans = frame_spans(catalog, index.model_id, [i for i, row in rows.items() if row.duration_ms is not None])
     roots = library_roots(catalog)
     results = []
     for file_id, (score, _vid) in best.items():
@@ -410,12 +405,16 @@ def search_vector(catalog: Catalog, index: VectorIndex, vector: np.ndarray, limi
         if row is None or not inside_library(row.disk_path, roots):
             continue
         date, source = photo_date(row.captured_at, row.mtime_ns)
-        ranges = time_ranges(index, vector, file_id, spans[file_id], threshold) if file_id in spans else []
-        results.append(Result(file_id, row.path, score, row.captured_at, row.width, row.height, date, source,
-                              ranges))
+        results.append(Result(file_id, row.path, score, row.captured_at, row.width, row.height, date, source))
     if sort == "date":
         results.sort(key=lambda r: (r.date, -r.score))
-    return Page(results[offset:offset + limit], len(results), offset, threshold)
+    page = results[offset:offset + limit]
+    # the page's videos get their ranges (only the page's: a cut-off may have scored the whole library)
+    spans = frame_spans(catalog, index.model_id, [r.file_id for r in page if rows[r.file_id].duration_ms is not None])
+    for result in page:
+        if result.file_id in spans:
+            result.ranges = time_ranges(index, vector, result.file_id, spans[result.file_id], threshold)
+    return Page(page, len(results), offset, threshold)
 
 
 def time_ranges(index: VectorIndex, vector: np.ndarray, file_id: int, spans: list[Span],
