@@ -13,7 +13,7 @@ so memory stays flat in the video's length):
   `still_interval`, so a static two-hour video gives ~240 frames, not 7,000.
 
 Measured on the tests' generated videos and the benchmark's (benchmarks/library.py, docs/benchmarks.md):
-the signature difference of a cut between two demo-world scenes is 0.15-0.5, of consecutive frames
+the signature difference of a cut between two demo-world scenes is 0.14-0.34, of consecutive samples
 of one shot (noise, slow motion) below 0.03; FFmpeg's own `scdet` filter scores the same cuts but
 reads every frame at full size, several times the cost of 4 small signatures per second.
 

@@ -35,7 +35,8 @@ def player_html(file_id: int | None, moment: tuple[float, float, float, int] | N
 
 
 def build(state: AppState, errors: gr.Markdown):
-    """The player panel; returns (moments state, picked video id state, player html, refresh function)."""
+    """The player panel: (moments state, picked (file id, range index) state, player, ranges dropdown, choose:
+    the function that fills the player and the dropdown for a video and a range label)."""
     moments = gr.State({})  # file id -> ranges, for the page shown
     picked = gr.State(None)  # (file id, range index) of the video selected
     with gr.Group(visible=True):
