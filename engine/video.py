@@ -185,8 +185,8 @@ def chosen_frames(path: str, min_size: int, choice: FrameChoice = FrameChoice(),
     import av
     from av.video.reformatter import VideoReformatter
     container = _open(path)
-    # one scaler per size: FFmpeg's scaling context is built once, not for every sample (measured 3-5x
-    # the cost of the whole choice otherwise, benchmarks/library.py --only video)
+    # one scaler per size: FFmpeg's scaling context is built once, not for every sample (measured 4-6x
+    # the decoding time otherwise, benchmarks/library.py --only video)
     signatures, pictures = VideoReformatter(), VideoReformatter()
     try:
         stream = container.streams.video[0]
