@@ -225,6 +225,27 @@ def poster(path: str, min_size: int) -> Image.Image:
         frames.close()
 
 
+def frame_at(path: str, seconds: float, min_size: int) -> Image.Image:
+    """The frame shown at `seconds` (the first at or after it), RGB at about min_size, turned for display:
+    a video result's thumbnail of its matching moment."""
+    from av.video.reformatter import VideoReformatter
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        _seek(container, stream, seconds)
+        last = None
+        for frame in container.decode(stream):
+            last = frame
+            if float(frame.time or 0.0) - _offset(stream) >= seconds - 1e-3:
+                break
+        if last is None:
+            raise VideoError("corrupt: no picture could be decoded at that time")
+        return _picture(VideoReformatter(), last, (-int(last.rotation or 0)) % 360, min_size)
+    finally:
+        container.close()
+
+
 def decode_worker(path: str, preprocess: Preprocess, choice: FrameChoice, out) -> None:
     """In the decoding process: ("info", VideoInfo), then ("frame", seconds, pixels) per chosen frame,
     then ("end",) — or ("skip", reason) at the first problem (the path is added by the receiver)."""

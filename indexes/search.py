@@ -311,11 +311,12 @@ def allowed_ids(catalog: Catalog, filters: Filters) -> np.ndarray:
 @dataclass(frozen=True)
 class TimeRange:
     """A stretch of a video that matches a query: seconds from its start, the best frame's score, and
-    that frame's vector id (a "file" term of it is "more like this frame")."""
+    that frame's vector id (a "file" term of it is "more like this frame") and time (its thumbnail)."""
     start: float
     end: float
     score: float
     frame_id: int
+    at: float
 
     def label(self) -> str:
         return f"{clock(self.start)}-{clock(self.end)}"
@@ -441,9 +442,10 @@ def time_ranges(index: VectorIndex, vector: np.ndarray, file_id: int, spans: lis
             last = ranges[-1]
             better = score > last.score
             ranges[-1] = TimeRange(last.start, span.end, max(last.score, score),
-                                   vector_id(file_id, span.frame) if better else last.frame_id)
+                                   vector_id(file_id, span.frame) if better else last.frame_id,
+                                   span.start if better else last.at)
         else:
-            ranges.append(TimeRange(span.start, span.end, score, vector_id(file_id, span.frame)))
+            ranges.append(TimeRange(span.start, span.end, score, vector_id(file_id, span.frame), span.start))
         previous = span
     ranges.sort(key=lambda r: (-r.score, r.start))
     return ranges[:MAX_RANGES]

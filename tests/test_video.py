@@ -245,6 +245,14 @@ def test_the_file_route_serves_a_video_with_range_requests(demo_library):
     assert part.content == (folder / "scenes.mp4").read_bytes()[100:200]
     thumb = client.get(f"/thumb/{file_id}")
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    from PIL import Image
+
+    from cliplab.app.services import serving
+    poster = np.asarray(Image.open(serving.thumbnail(catalog, file_id, 160)), np.float32).mean(axis=(0, 1))
+    moment = np.asarray(Image.open(serving.thumbnail(catalog, file_id, 160, at=3.0)), np.float32).mean(axis=(0, 1))
+    assert not np.allclose(poster, moment, atol=8)  # a result shows its matching moment (the blue scene), not frame 0
+    blue = np.asarray(Image.open(serving.thumbnail(catalog, file_id, 160, at=2.0)), np.float32).mean(axis=(0, 1))
+    assert np.allclose(blue, moment, atol=8)  # the same scene at 2.0 s and 3.0 s
 
 
 KILL_SCRIPT = """

@@ -117,7 +117,8 @@ def search_main(args: argparse.Namespace) -> int:
         print(json.dumps([{"id": r.file_id, "path": r.path, "score": round(r.score, 5),
                            "captured_at": r.captured_at.isoformat() if r.captured_at else None,
                            "date": r.date.isoformat() if r.date else None, "date_source": r.date_source,
-                           "ranges": [{"start": t.start, "end": t.end, "score": round(t.score, 5), "frame_id": t.frame_id}
+                           "ranges": [{"start": t.start, "end": t.end, "score": round(t.score, 5), "frame_id": t.frame_id,
+                                       "at": t.at}
                                       for t in r.ranges]}
                           for r in view.results], indent=1))
         return 0

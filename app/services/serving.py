@@ -23,7 +23,7 @@ from cliplab.engine import paths
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.images import load_image
 from cliplab.engine.video import MEDIA_TYPES as VIDEO_MEDIA_TYPES
-from cliplab.engine.video import VIDEO_EXTENSIONS, VideoError, is_video, poster
+from cliplab.engine.video import VIDEO_EXTENSIONS, VideoError, frame_at, is_video, poster
 from cliplab.indexes.catalog import Catalog
 from cliplab.indexes.library import file_in_folder, indexed_ids, online_roots
 from cliplab.indexes.scan import EXTENSIONS
@@ -122,16 +122,22 @@ def thumbnails_dir() -> Path:
     return paths.cache_dir("thumbnails")
 
 
-def thumbnail(catalog: Catalog, file_id: int | str, size: int = THUMBNAIL_SIZE) -> Path:
-    """A JPEG of the photo at most `size` px on its long side, made once per content fingerprint."""
+def thumbnail(catalog: Catalog, file_id: int | str, size: int = THUMBNAIL_SIZE, at: float | None = None) -> Path:
+    """A JPEG of the photo at most `size` px on its long side, made once per content fingerprint; of a video,
+    its first frame, or the frame at `at` seconds (a result's matching moment)."""
     if size not in THUMBNAIL_SIZES:
         raise NotServable(f"Thumbnails come in sizes {', '.join(map(str, THUMBNAIL_SIZES))}, not {size}.")
     photo = indexed_photo(catalog, file_id)
-    target = thumbnails_dir() / f"{photo.file_id}-{photo.fingerprint[:16]}-{size}.jpg"
+    video = is_video(photo.path.name)
+    moment = f"-{round(at * 1000)}ms" if video and at is not None else ""
+    target = thumbnails_dir() / f"{photo.file_id}-{photo.fingerprint[:16]}{moment}-{size}.jpg"
     if target.is_file():
         return target
     try:
-        image = poster(str(photo.path), size) if is_video(photo.path.name) else load_image(photo.path, min_size=size)
+        if video:
+            image = frame_at(str(photo.path), at, size) if at is not None else poster(str(photo.path), size)
+        else:
+            image = load_image(photo.path, min_size=size)
     except (CliplabError, VideoError) as error:
         raise NotServable(f"Photo {file_id} cannot be read any more ({error}).") from None
     image.thumbnail((size, size))
@@ -147,12 +153,14 @@ def thumbnail(catalog: Catalog, file_id: int | str, size: int = THUMBNAIL_SIZE) 
     return target
 
 
-def thumbnails(catalog: Catalog, file_ids: list[int], size: int = THUMBNAIL_SIZE) -> list[tuple[int, Path | None]]:
-    """(id, thumbnail or None when it cannot be shown) per id, in order: one bad file never blanks a page."""
+def thumbnails(catalog: Catalog, file_ids: list[int], size: int = THUMBNAIL_SIZE,
+               moments: dict[int, float] | None = None) -> list[tuple[int, Path | None]]:
+    """(id, thumbnail or None when it cannot be shown) per id, in order: one bad file never blanks a page.
+    moments: a video's time to show (its best moment), by id."""
     out = []
     for file_id in file_ids:
         try:
-            out.append((file_id, thumbnail(catalog, file_id, size)))
+            out.append((file_id, thumbnail(catalog, file_id, size, (moments or {}).get(file_id))))
         except NotServable:
             out.append((file_id, None))
     return out

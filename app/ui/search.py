@@ -53,7 +53,8 @@ def query_terms(text: str | None, image: str | None, like: int | None) -> list:
 def gallery_items(state: AppState, results) -> tuple[list[tuple[str, str]], list[int]]:
     """Thumbnails (from the app's own cache, looked up by file id) with score and name, and the ids of
     the tiles in order (a photo that cannot be shown any more has no tile, so clicks map to the right id)."""
-    thumbs = dict(serving.thumbnails(state.catalog, [r.file_id for r in results]))
+    moments = {r.file_id: r.ranges[0].at for r in results if r.ranges}  # a video shows its best moment
+    thumbs = dict(serving.thumbnails(state.catalog, [r.file_id for r in results], moments=moments))
     shown = [r for r in results if thumbs.get(r.file_id) is not None]
 
     def caption(r) -> str:  # a video names its best moment
