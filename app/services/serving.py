@@ -3,7 +3,8 @@ file id.
 
 Videos are served by the same route as photos; the route answers HTTP range requests (206 Partial
 Content, Accept-Ranges: bytes: Starlette's FileResponse), so a browser's player seeks in them. A
-video's thumbnail is its first chosen frame (engine.video.poster), as the map shows it.
+video's thumbnail is its first chosen frame (engine.video.poster), as the map shows it, or the frame
+of a search result's best moment (engine.video.frame_at).
 
 Nothing here takes a path from a request. A file id names a catalog row; the row must be an indexed
 image (status ok) in an online library folder, still a regular file inside that folder (a symlink
