@@ -17,7 +17,9 @@ the signature difference of a cut between two demo-world scenes is 0.14-0.34, of
 of one shot (noise, slow motion) below 0.03; FFmpeg's own `scdet` filter scores the same cuts but
 reads every frame at full size, several times the cost of 4 small signatures per second.
 
-Decoding cost: the codec's own threads decode (thread_type AUTO); a frame that is not a sample is
+Decoding cost: the codec's own threads decode (thread_type AUTO), at a half, a quarter or an eighth of
+the size where the decoder can (FFmpeg's `lowres`: MJPEG, MPEG-2, MPEG-4 part 2, as old cameras
+record) and the frames stay at least the model's size; a frame that is not a sample is
 decoded (later frames may need it) but never converted; samples are converted only to their 16x16
 signature, and chosen frames to RGB at about the model's size, both in FFmpeg's scaler, never at full
 size. The display rotation (the container's display matrix) is applied to every chosen frame.
@@ -73,6 +75,7 @@ class VideoInfo:
     rotation: int  # degrees clockwise applied for display (0, 90, 180, 270)
     captured_at: datetime | None  # local wall-clock time, like a photo's EXIF time
     codec: str
+    reduced: int = 0  # the decoder's own downscaling used: frames decoded at 1/2**reduced of the size
 
 
 @dataclass(frozen=True)
@@ -129,16 +132,16 @@ def _duration(container, stream) -> float:
     return 0.0
 
 
-def _info(container, stream, rotation: int) -> VideoInfo:
+def _info(container, stream, rotation: int, size: tuple[int, int], reduced: int) -> VideoInfo:
     ctx = stream.codec_context
-    width, height = ctx.width, ctx.height
+    width, height = size
     if rotation in (90, 270):
         width, height = height, width
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else None
     metadata = {**(container.metadata or {}), **(stream.metadata or {})}
     return VideoInfo(_duration(container, stream), fps, width, height, rotation, capture_time(metadata),
-                     ctx.name)
+                     ctx.name, reduced)
 
 
 def _signature(scaler, frame) -> np.ndarray:
@@ -178,6 +181,17 @@ class Chooser:
         return take
 
 
+def _reduce(context, short_side: int, min_size: int) -> None:
+    """Ask the decoder to decode at 1/2, 1/4 or 1/8 of the size when the frames stay at least min_size on
+    their shorter side (FFmpeg's `lowres`: MJPEG, MPEG-1/2, MPEG-4 part 2 and other DCT decoders do it
+    while decoding, at a fraction of the cost; H.264, HEVC and VP9 decoders ignore it)."""
+    level = 0
+    while level < 3 and short_side >> (level + 1) >= min_size:
+        level += 1
+    if level:
+        context.options = {**context.options, "lowres": str(level)}
+
+
 def chosen_frames(path: str, min_size: int, choice: FrameChoice = FrameChoice(),
                   info_out: list | None = None) -> Iterator[Frame]:
     """The chosen frames of the video at path, in time order (a generator: one decoded frame held at a
@@ -191,12 +205,15 @@ def chosen_frames(path: str, min_size: int, choice: FrameChoice = FrameChoice(),
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        size = (stream.codec_context.width, stream.codec_context.height)
+        _reduce(stream.codec_context, min(size), min_size)
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         chooser, next_sample, info, taken = Chooser(choice), 0.0, None, 0
         try:
             for frame in container.decode(stream):
                 if info is None:
-                    info = _info(container, stream, (-int(frame.rotation or 0)) % 360)
+                    reduced = round(math.log2(max(1, size[0]) / max(1, frame.width)))
+                    info = _info(container, stream, (-int(frame.rotation or 0)) % 360, size, reduced)
                     if info_out is not None:
                         info_out.append(info)
                 time = max(0.0, float(frame.time if frame.time is not None else 0.0) - start)

@@ -49,6 +49,15 @@ def test_a_frame_at_each_cut_whatever_the_codec_and_container(tmp_path, pictures
     assert times(path) == [0.0, 1.0, 1.5, 2.0]  # a fast cut sequence keeps every shot
 
 
+@pytest.mark.parametrize("codec, ext, reduced", [("mjpeg", "avi", 2), ("mpeg2video", "mts", 2), ("libx264", "mp4", 0)])
+def test_decoders_that_can_decode_at_reduced_size_do(tmp_path, pictures, codec, ext, reduced):
+    path = write_video(tmp_path / f"big.{ext}", [(pictures[0], 0.5), (pictures[1], 0.5)], codec=codec, size=(256, 192))
+    info: list = []
+    frames = list(video.chosen_frames(str(path), 48, info_out=info))
+    assert (info[0].width, info[0].height, info[0].reduced) == (256, 192, reduced)  # 192/4 = 48: still the model's size
+    assert [f.time for f in frames] == [0.0, 0.5] and all(f.image.size == (64, 48) for f in frames)
+
+
 def test_a_static_video_gives_few_frames_and_a_slow_change_one_every_max_interval(tmp_path, pictures):
     still = write_video(tmp_path / "still.mp4", [(pictures[0], 65.0)], fps=2, size=(32, 32))
     assert times(still) == [0.0, 30.0, 60.0]  # nothing moved: the still interval, not one every 4 s
