@@ -58,6 +58,16 @@ def test_decoders_that_can_decode_at_reduced_size_do(tmp_path, pictures, codec, 
     assert [f.time for f in frames] == [0.0, 0.5] and all(f.image.size == (64, 48) for f in frames)
 
 
+def test_at_30_fps_frames_no_frame_refers_to_are_not_decoded_and_cuts_are_still_found(tmp_path, pictures):
+    red, blue, green, _ = pictures
+    path = write_video(tmp_path / "fast.mp4", [(red, 1.0), (blue, 0.5), (green, 1.0)], fps=30)
+    assert times(path) == [0.0, 1.0, 1.5]  # the encoder's cut frames are keyframes: never skipped
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = "NONREF"
+        assert sum(1 for _ in container.decode(stream)) < 75  # the file has B-frames that the choice skips
+
+
 def test_a_static_video_gives_few_frames_and_a_slow_change_one_every_max_interval(tmp_path, pictures):
     still = write_video(tmp_path / "still.mp4", [(pictures[0], 65.0)], fps=2, size=(32, 32))
     assert times(still) == [0.0, 30.0, 60.0]  # nothing moved: the still interval, not one every 4 s
