@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "captions",
     "labels",
     "overlap",
+    "clip",
 ]
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -71,6 +72,11 @@ class File(Base):
     skip_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # why the file cannot be reached now (its folder is unreadable or its disk unmounted); kept, not removed
     unavailable: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # videos only (NULL for photos): length in milliseconds, frame rate, and the display rotation applied
+    # to its frames (degrees clockwise, from the container's metadata)
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    fps: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rotation: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     @property
     def disk_path(self) -> str:
@@ -117,10 +123,15 @@ class Model(Base):
 
 
 class Embedding(Base):
+    """One stored vector: a photo's (frame 0, at_ms NULL) or one chosen frame of a video (frame 0, 1, ... in
+    time order, at_ms its time from the video's start). Every reader of embeddings (the vector index,
+    search, labels) sees a video's frames as rows like a photo's; vector_id() names each row."""
     __tablename__ = "embeddings"
     file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True,
                                           index=True)
+    frame: Mapped[int] = mapped_column(Integer, primary_key=True, default=0, server_default="0")
+    at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised
     version: Mapped[int] = mapped_column(BigInteger)
 
@@ -154,6 +165,19 @@ class TextEntry(Base):
     text: Mapped[str] = mapped_column(Text)
     image_path: Mapped[str | None] = mapped_column(Text, nullable=True)  # the true pair, for captioned datasets
     __table_args__ = (UniqueConstraint("collection_id", "position"),)
+
+
+FRAME_SHIFT = 32  # a vector id is file_id + (frame << 32): a photo's (frame 0) is its file id
+
+
+def vector_id(file_id, frame=0):
+    """The id of an embedding row in the vector indexes (ints or int64 arrays)."""
+    return file_id + (frame << FRAME_SHIFT)
+
+
+def split_vector_id(ids):
+    """(file id, frame) of vector ids (ints or int64 arrays)."""
+    return ids & ((1 << FRAME_SHIFT) - 1), ids >> FRAME_SHIFT
 
 
 def to_blob(vector: np.ndarray) -> bytes:

@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from cliplab.engine import copydetect
 from cliplab.engine.images import ImageLoadError, load_image
+from cliplab.engine.video import VideoError, is_video, poster
 from cliplab.indexes.catalog import Catalog, File
 from cliplab.indexes.records import CopyDescriptor, OverlapDecision
 
@@ -94,8 +95,10 @@ def image_descriptors(paths: list, on_progress=None) -> tuple[np.ndarray, list[i
     failed = []
     for i, path in enumerate(paths):
         try:
-            out[i] = copydetect.descriptors(load_image(path))
-        except (ImageLoadError, OSError):
+            # a video is compared by its first frame, as the map shows it
+            image = poster(path, 256) if is_video(path) else load_image(path)
+            out[i] = copydetect.descriptors(image)
+        except (ImageLoadError, VideoError, StopIteration, OSError):
             failed.append(i)
         if on_progress is not None and (i + 1) % 50 == 0:
             on_progress(i + 1, len(paths))

@@ -36,6 +36,7 @@ from cliplab.indexes.indexer import (
     refresh_preprocessing,
 )
 from cliplab.indexes.scan import scan
+from cliplab.indexes.video import VIDEO_TIME_LIMIT, index_videos, split_videos
 from cliplab.indexes.writer import writer_lock
 
 
@@ -63,6 +64,7 @@ def embed_distributed(bundle: ModelBundle, paths: list[str], catalog_url: str | 
 
 def _embed_ranks(bundle: ModelBundle, paths: list[str], catalog, batch_size: int, workers: int | None, rank: int,
                  world: int, todo_box: list) -> IndexReport | None:
+    videos: list[tuple[int, str]] = []  # rank 0 embeds them after the photos (indexes.video)
     if rank == 0:
         if paths:
             scan(catalog, paths)
@@ -70,7 +72,8 @@ def _embed_ranks(bundle: ModelBundle, paths: list[str], catalog, batch_size: int
         reason = refresh_preprocessing(catalog, bundle, model_id)  # re-embeds a library made otherwise
         if reason is not None:
             print(reason, flush=True)
-        todo_box = [(pending_files(catalog, model_id), library_bundle(catalog, bundle, model_id).mode)]
+        photos, videos = split_videos(pending_files(catalog, model_id))
+        todo_box = [(photos, library_bundle(catalog, bundle, model_id).mode)]
     dist.broadcast_object_list(todo_box, src=0)
     todo_box[0], mode = todo_box[0]
     bundle = bundle.using(mode)  # every rank embeds in the mode the library records
@@ -95,6 +98,11 @@ def _embed_ranks(bundle: ModelBundle, paths: list[str], catalog, batch_size: int
                 report.embedded += len(all_done)
                 report.skipped += len(skipped)
                 report.batches += 1
+    if rank == 0 and videos:
+        done = index_videos(catalog, bundle, model_id, videos, batch_size, VIDEO_TIME_LIMIT)
+        report.embedded += done.videos
+        report.skipped += len(videos) - done.videos
+        report.video_frames, report.video_seconds = done.frames, done.seconds_of_video
     return report if rank == 0 else None
 
 

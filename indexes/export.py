@@ -18,17 +18,20 @@ COLUMNS = ("file_id", "path", "size", "width", "height", "captured_at", "camera"
 
 def export(catalog: Catalog, model_id: int, path: str | Path) -> int:
     """Write one model's embeddings with their files' metadata; the format follows the suffix:
-    .parquet (one row per file, `embedding` a list of float32) or .npz (arrays `embeddings`
-    [n, d] float32 plus one array per metadata column). Returns the number of rows."""
+    .parquet (one row per embedding, `embedding` a list of float32) or .npz (arrays `embeddings`
+    [n, d] float32 plus one array per metadata column). A photo is one row (frame 0, at_ms empty or -1),
+    a video one row per embedded frame (frame 0, 1, ... and its time in ms). Returns the number of rows."""
     path = Path(path)
     with catalog.session() as session:
         dim = session.get(Model, model_id).embed_dim
-        rows = session.execute(select(File, Embedding.vector).join(Embedding, Embedding.file_id == File.id)
-                               .where(Embedding.model_id == model_id).order_by(File.id)).all()
+        rows = session.execute(select(File, Embedding.vector, Embedding.frame, Embedding.at_ms)
+                               .join(Embedding, Embedding.file_id == File.id)
+                               .where(Embedding.model_id == model_id).order_by(File.id, Embedding.frame)).all()
     vectors = from_blobs([r[1] for r in rows], dim)
     sound = ~damaged_rows(vectors)  # a damaged stored vector is never exported (indexes.vectors re-embeds it)
     rows, vectors = [r for r, ok in zip(rows, sound) if ok], vectors[sound]
     meta = {c: [getattr(r[0], c if c != "file_id" else "id") for r in rows] for c in COLUMNS}
+    meta["frame"], meta["at_ms"] = [r[2] for r in rows], [r[3] for r in rows]
     meta.update(_label_columns(catalog, model_id, meta["file_id"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":

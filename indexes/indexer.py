@@ -36,6 +36,7 @@ from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model, Vec
 from cliplab.indexes.decode import Decoded, DecodePool, overlap_window
 from cliplab.indexes.names import readable
 from cliplab.indexes.retry import retrying
+from cliplab.indexes.video import VIDEO_TIME_LIMIT, index_videos, split_videos
 from cliplab.indexes.writer import writer_lock
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class IndexReport:
     batches: int = 0
     seconds: float = 0.0
     skipped_paths: list[tuple[str, str]] = field(default_factory=list)
+    video_frames: int = 0  # frames embedded for the videos among `embedded` (indexes.video)
+    video_seconds: float = 0.0  # their length in all
     notes: list[str] = field(default_factory=list)  # sentences for the person (e.g. why everything was re-embedded)
 
     @property
@@ -198,15 +201,37 @@ def _commit_once(catalog: Catalog, model_id: int, done: list[Decoded], vectors: 
 def index_pending(catalog: Catalog, bundle: ModelBundle, batch_size: int = 32, workers: int | None = None,
                   time_limit: float = 30.0, progress: bool = True,
                   on_batch: Callable[[int, IndexReport], None] | None = None,
-                  shard: tuple[int, int] | None = None) -> IndexReport:
-    """Embed every pending file with bundle's model; see the module docstring for the guarantees."""
+                  shard: tuple[int, int] | None = None, video_time_limit: float = VIDEO_TIME_LIMIT) -> IndexReport:
+    """Embed every pending file with bundle's model; see the module docstring for the guarantees. Videos
+    are embedded frame by frame after the photos (indexes.video), each within video_time_limit seconds."""
     with writer_lock(catalog):
-        return _index_locked(catalog, bundle, batch_size, workers, time_limit, progress, on_batch, shard)
+        return _index_locked(catalog, bundle, batch_size, workers, time_limit, progress, on_batch, shard,
+                             video_time_limit)
+
+
+def _index_videos(catalog: Catalog, bundle: ModelBundle, model_id: int, videos: list[tuple[int, str]],
+                  batch_size: int, time_limit: float, report: IndexReport, bar,
+                  on_batch: Callable[[int, IndexReport], None] | None, started: float) -> None:
+    def after(_file_id: int, path: str, reason: str | None) -> None:
+        if reason is None:
+            report.embedded += 1
+        else:
+            report.skipped += 1
+            report.skipped_paths.append((readable(path), reason))
+        report.batches += 1
+        report.seconds = time.perf_counter() - started
+        bar.update(1)
+        if on_batch is not None:
+            on_batch(report.batches, report)
+
+    done = index_videos(catalog, bundle, model_id, videos, batch_size, time_limit, after)
+    report.video_frames += done.frames
+    report.video_seconds += done.seconds_of_video
 
 
 def _index_locked(catalog: Catalog, bundle: ModelBundle, batch_size: int, workers: int | None, time_limit: float,
                   progress: bool, on_batch: Callable[[int, IndexReport], None] | None,
-                  shard: tuple[int, int] | None) -> IndexReport:
+                  shard: tuple[int, int] | None, video_time_limit: float) -> IndexReport:
     model_id = bundle.register(catalog)
     report = IndexReport()
     reason = refresh_preprocessing(catalog, bundle, model_id)
@@ -215,6 +240,7 @@ def _index_locked(catalog: Catalog, bundle: ModelBundle, batch_size: int, worker
     bundle = library_bundle(catalog, bundle, model_id)
     todo = pending_files(catalog, model_id, shard)
     paths = dict(todo)
+    todo, videos = split_videos(todo)
     started = time.perf_counter()
     bar = tqdm(total=len(todo), disable=not progress, desc=f"indexing with {bundle.name}", unit="img",
                smoothing=0.1)
@@ -243,6 +269,7 @@ def _index_locked(catalog: Catalog, bundle: ModelBundle, batch_size: int, worker
                 flush()
         if done or skipped:
             flush()
+    _index_videos(catalog, bundle, model_id, videos, batch_size, video_time_limit, report, bar, on_batch, started)
     bar.close()
     report.seconds = time.perf_counter() - started
     return report

@@ -137,10 +137,11 @@ class EmbeddedPhoto:
 
 def embedded_photos(catalog: Catalog, model_id: int) -> tuple[list[EmbeddedPhoto], int]:
     """Every photo of an online folder with an embedding by the model, in file-id order, and the model's
-    version at that moment (read together, so the two agree)."""
+    version at that moment (read together, so the two agree). A video is one point, its first frame
+    (its poster: what its thumbnail shows too)."""
     query = (select(File.id, File.path, Folder.path, File.captured_at, File.mtime_ns, Embedding.vector)
              .join(Embedding, Embedding.file_id == File.id).join(Folder, Folder.id == File.folder_id)
-             .where(Embedding.model_id == model_id, Folder.online.is_(True)).order_by(File.id))
+             .where(Embedding.model_id == model_id, Embedding.frame == 0, Folder.online.is_(True)).order_by(File.id))
     with catalog.session() as session:
         version = session.scalar(select(Model.version).where(Model.id == model_id))
         rows = [EmbeddedPhoto(*row) for row in session.execute(query)]

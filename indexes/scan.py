@@ -38,6 +38,7 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 
 from cliplab.engine.errors import CliplabError
+from cliplab.engine.video import VIDEO_EXTENSIONS
 from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model, ScanSkip
 from cliplab.indexes.names import catalog_name, on_disk, readable
 from cliplab.indexes.retry import retrying
@@ -59,11 +60,11 @@ def fingerprint(path: str | os.PathLike) -> str:
 
 
 def is_candidate(name: str) -> bool:
-    """An image file by extension (any case), not hidden, not AppleDouble `._*` or `.DS_Store`."""
+    """An image or video file by extension (any case), not hidden, not AppleDouble `._*` or `.DS_Store`."""
     if name.startswith("."):
         return False
     ext = name.rpartition(".")[2].lower()
-    return "." in name and ext in EXTENSIONS
+    return "." in name and (ext in EXTENSIONS or ext in VIDEO_EXTENSIONS)
 
 
 def _within(path: str, root: str) -> bool:
@@ -414,6 +415,7 @@ def _forget_content(session, row: File, new_print: str) -> None:
     row.fingerprint = new_print
     row.status, row.skip_reason = "pending", None
     row.width = row.height = row.captured_at = row.camera = None
+    row.duration_ms = row.fps = row.rotation = None
     session.execute(delete(Embedding).where(Embedding.file_id == row.id))
 
 
@@ -455,13 +457,15 @@ def _apply_new(session, new, vanished: dict[tuple[str, int], list[File]], report
         if twin is not None:  # the same bytes are catalogued and embedded: reuse them
             row.status = "ok"
             row.width, row.height, row.captured_at, row.camera = twin.width, twin.height, twin.captured_at, twin.camera
+            row.duration_ms, row.fps, row.rotation = twin.duration_ms, twin.fps, twin.rotation
             copies.append((row, twin))
         session.add(row)
         report.added.append(key)
     session.flush()
     for row, twin in copies:
         for emb in session.scalars(select(Embedding).where(Embedding.file_id == twin.id)).all():
-            session.add(Embedding(file_id=row.id, model_id=emb.model_id, vector=emb.vector, version=emb.version))
+            session.add(Embedding(file_id=row.id, model_id=emb.model_id, frame=emb.frame, at_ms=emb.at_ms,
+                                  vector=emb.vector, version=emb.version))
 
 
 def _ext(path: str) -> str:

@@ -31,6 +31,13 @@ Out of reach: the photos of a folder that is offline (marked so by a scan, or wh
 now: an unplugged disk) and files marked unavailable are neither listed nor counted; they keep their
 rows and embeddings and are found again once their folder is back (out_of_reach_ids).
 
+Videos: each embedded frame of a video is a vector of its own (indexes.video), so the vector search,
+filters (applied to the video's file: folder, date, type) and the cut-off reach frames as they reach
+photos; a video is then one result, scored by its best frame, with its best time ranges (time_ranges:
+frames within RANGE_MARGIN of its best, above the cut-off, adjacent ones merged). `@N` with a frame's
+vector id is "more like this frame"; a video's own id is its first frame. Negative terms subtract as
+for photos, so they push frames, not whole videos, away.
+
 Relevance cut-off (optional, `cutoff=z`): the query is also scored against a random sample of
 up to 1000 library items, which says what an unrelated photo scores for this query; results
 whose score is below mean + z * std of that sample are dropped (z = 3 by default on the CLI:
@@ -50,19 +57,31 @@ import torch
 from sqlalchemy import select
 
 from cliplab.engine.errors import CliplabError
-from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, from_blobs, photo_date
+from cliplab.indexes.catalog import (
+    Catalog,
+    Embedding,
+    File,
+    Folder,
+    from_blobs,
+    photo_date,
+    split_vector_id,
+    vector_id,
+)
 from cliplab.indexes.decode import decode_file
 from cliplab.indexes.indexer import ModelBundle
 from cliplab.indexes.records import AppliedLabel
 from cliplab.indexes.scan import EXTENSIONS, inside_library, library_roots
 from cliplab.indexes.vectors import VectorIndex
+from cliplab.indexes.video import Span, frame_spans
 
 _WEIGHT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*:\s*(.*)$", re.S)
 MAX_WEIGHT = 100.0
 MAX_TEXT_CHARS = 1000
 MAX_LIMIT = 1000
-MAX_FILE_ID = 2**63 - 1  # catalog ids are 64-bit integers
+MAX_FILE_ID = 2**63 - 1  # catalog ids are 64-bit integers (a video frame's term is its vector id)
 SORTS = ("score", "date", "probability")  # probability: a label filter's top-label probability, highest first
+RANGE_MARGIN = 0.02  # a video's frames within this of its best score are part of its matching ranges
+MAX_RANGES = 3  # ranges listed per video
 
 
 @dataclass
@@ -193,8 +212,11 @@ def check_page(limit: int, offset: int = 0, cutoff: float | None = None, sort: s
 
 
 def file_embedding(catalog: Catalog, model_id: int, file_id: int, dim: int) -> np.ndarray:
+    """The stored embedding of a photo, or of one video frame when file_id is a frame's vector id
+    (indexes.catalog.vector_id; a video's own id is its first frame)."""
+    file_id, frame = split_vector_id(int(file_id))
     with catalog.session() as session:
-        blob = session.scalar(select(Embedding.vector).where(Embedding.file_id == file_id,
+        blob = session.scalar(select(Embedding.vector).where(Embedding.file_id == file_id, Embedding.frame == frame,
                                                              Embedding.model_id == model_id))
     if blob is None:
         raise CliplabError(f"File {file_id} has no embedding with this model: index it first (`cliplab index`).")
@@ -262,12 +284,16 @@ def out_of_reach_ids(catalog: Catalog) -> np.ndarray:
 
 
 def reachable_ids(catalog: Catalog, index: VectorIndex, filters: Filters | None) -> np.ndarray | None:
-    """The indexed photos a query may return (the filters applied, what is out of reach left out); None
-    when that is every photo of the index."""
+    """The vector ids a query may return (the filters applied to their files, what is out of reach left
+    out; every frame of a video that passes); None when that is every vector of the index."""
     away = out_of_reach_ids(catalog)
+    if not (filters is not None and filters.active()) and not len(away):
+        return None
+    ids = index.ids()
+    files = split_vector_id(ids)[0]
     if filters is not None and filters.active():
-        return np.setdiff1d(allowed_ids(catalog, filters, index.model_id), away)
-    return np.setdiff1d(index.ids(), away) if len(away) else None
+        return ids[np.isin(files, np.setdiff1d(allowed_ids(catalog, filters, index.model_id), away))]
+    return ids[~np.isin(files, away)]
 
 
 def allowed_ids(catalog: Catalog, filters: Filters, model_id: int | None = None) -> np.ndarray:
@@ -296,11 +322,31 @@ def allowed_ids(catalog: Catalog, filters: Filters, model_id: int | None = None)
         return np.array(session.scalars(query).all(), np.int64)
 
 
+@dataclass(frozen=True)
+class TimeRange:
+    """A stretch of a video that matches a query: seconds from its start, the best frame's score, and
+    that frame's vector id (a "file" term of it is "more like this frame") and time (its thumbnail)."""
+    start: float
+    end: float
+    score: float
+    frame_id: int
+    at: float
+
+    def label(self) -> str:
+        return f"{clock(self.start)}-{clock(self.end)}"
+
+
+def clock(seconds: float) -> str:
+    """00:01:23 (whole seconds, the start rounded down)."""
+    whole = int(seconds)
+    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
 @dataclass
 class Result:
     file_id: int
     path: str
-    score: float
+    score: float  # a video's: its best frame's
     captured_at: datetime | None
     width: int | None
     height: int | None
@@ -308,6 +354,7 @@ class Result:
     date_source: str | None = None  # ...and which: "capture" | "file"
     label: str | None = None  # with a probability sort: the top label of the filter's classifier...
     probability: float | None = None  # ...and its probability
+    ranges: list[TimeRange] = field(default_factory=list)  # a video's best moments, best first ([] for photos)
 
 
 @dataclass
@@ -328,39 +375,99 @@ def background_threshold(index: VectorIndex, vector: np.ndarray, z: float, sampl
     return float(scores.mean() + z * scores.std())
 
 
+def _best_per_file(scores: np.ndarray, ids: np.ndarray) -> dict[int, tuple[float, int]]:
+    """file id -> (best score, its vector id), in score order (scores come best first)."""
+    best: dict[int, tuple[float, int]] = {}
+    for score, vid in zip(scores.tolist(), ids.tolist()):
+        best.setdefault(int(split_vector_id(vid)[0]), (float(score), int(vid)))
+    return best
+
+
+def _ranked(index: VectorIndex, vector: np.ndarray, allowed: np.ndarray | None, k: int, wanted: int,
+            exclude: tuple[int, ...], threshold: float | None) -> dict[int, tuple[float, int]]:
+    """The best score of each file (a video by its best frame), best first: enough vectors are fetched
+    that `wanted` files come out (a video's frames can fill the first places), or all there are."""
+    available = len(allowed) if allowed is not None else index.count
+    while True:
+        scores, ids = index.search(vector[None], k, allowed)
+        scores, ids = scores[0], ids[0]
+        keep = ~np.isin(split_vector_id(ids)[0], np.array(exclude, np.int64))
+        if threshold is not None:
+            keep &= scores >= threshold
+        best = _best_per_file(scores[keep], ids[keep])
+        below = threshold is not None and len(scores) and scores[-1] < threshold
+        if len(best) >= wanted or k >= available or below:
+            return best
+        k = min(available, 2 * k + wanted)
+
+
 def search_vector(catalog: Catalog, index: VectorIndex, vector: np.ndarray, limit: int = 20, offset: int = 0,
                   filters: Filters | None = None, cutoff: float | None = None, sort: str = "score",
                   exclude: tuple[int, ...] = (), pool: int = 200) -> Page:
-    """Results for a query vector; see search() for the arguments."""
+    """Results for a query vector, one per file (a video once, with its best time ranges); see search()
+    for the arguments."""
     check_page(limit, offset, cutoff, sort)
     allowed = reachable_ids(catalog, index, filters)
     if allowed is not None and len(allowed) == 0 or index.count == 0:
         return Page([], 0, offset)
     want = offset + limit + len(exclude)
     k = max(want, pool) if (cutoff is not None or sort != "score") else want
-    scores, ids = index.search(vector[None], k, allowed)
-    scores, ids = scores[0], ids[0]
-    keep = ~np.isin(ids, np.array(exclude, np.int64))
-    scores, ids = scores[keep], ids[keep]
-    threshold = None
-    if cutoff is not None:
-        threshold = background_threshold(index, vector, cutoff)
-        keep = scores >= threshold
-        scores, ids = scores[keep], ids[keep]
-    rows = files_by_id(catalog, ids)
+    threshold = background_threshold(index, vector, cutoff) if cutoff is not None else None
+    best = _ranked(index, vector, allowed, k, k - len(exclude), exclude, threshold)
+    rows = files_by_id(catalog, list(best))
     roots = library_roots(catalog)
     results = []
-    for s, i in zip(scores, ids):
-        row = rows.get(int(i))
+    for file_id, (score, _vid) in best.items():
+        row = rows.get(file_id)
         if row is None or not inside_library(row.disk_path, roots):
             continue
         date, source = photo_date(row.captured_at, row.mtime_ns)
-        results.append(Result(int(i), row.path, float(s), row.captured_at, row.width, row.height, date, source))
+        results.append(Result(file_id, row.path, score, row.captured_at, row.width, row.height, date, source))
     if sort == "date":
         results.sort(key=lambda r: (r.date, -r.score))
     elif sort == "probability":
         results = by_probability(catalog, index.model_id, filters, results)
-    return Page(results[offset:offset + limit], len(results), offset, threshold)
+    page = results[offset:offset + limit]
+    # the page's videos get their ranges (only the page's: a cut-off may have scored the whole library)
+    spans = frame_spans(catalog, index.model_id, [r.file_id for r in page if rows[r.file_id].duration_ms is not None])
+    for result in page:
+        if result.file_id in spans:
+            result.ranges = time_ranges(index, vector, result.file_id, spans[result.file_id], threshold)
+    return Page(page, len(results), offset, threshold)
+
+
+def time_ranges(index: VectorIndex, vector: np.ndarray, file_id: int, spans: list[Span],
+                threshold: float | None = None) -> list[TimeRange]:
+    """A video's matching moments, best first (at most MAX_RANGES): its frames scoring within
+    RANGE_MARGIN of its best frame (and above the cut-off, when one is set), adjacent ones merged into
+    one range from the first one's start to the last one's end, scored by the best of them."""
+    ids = np.array([vector_id(file_id, s.frame) for s in spans], np.int64)
+    present = np.isin(ids, index.ids())  # a damaged frame sent back to be embedded again is absent
+    have = [s for s, p in zip(spans, present) if p]
+    if not have:
+        return []
+    scores = np.stack([index.reconstruct(int(i)) for i in ids[present]]) @ vector
+    floor = float(scores.max()) - RANGE_MARGIN
+    if threshold is not None:
+        floor = max(floor, threshold)
+    ranges: list[TimeRange] = []
+    previous = None
+    for span, score in zip(have, scores.tolist()):
+        if score < floor:
+            previous = None
+            continue
+        if previous is not None and previous.frame + 1 == span.frame:
+            last = ranges[-1]
+            better = score > last.score
+            ranges[-1] = TimeRange(last.start, span.end, max(last.score, score),
+                                   vector_id(file_id, span.frame) if better else last.frame_id,
+                                   span.start if better else last.at)
+        else:
+            ranges.append(TimeRange(span.start, span.end, score, vector_id(file_id, span.frame), span.start))
+        previous = span
+    ranges.sort(key=lambda r: (-r.score, r.start))
+    return ranges[:MAX_RANGES]
+
 
 
 def by_probability(catalog: Catalog, model_id: int, filters: Filters | None, results: list[Result]) -> list[Result]:
@@ -382,6 +489,11 @@ def files_by_id(catalog: Catalog, ids) -> dict[int, File]:
     """The catalog rows of these files (those that still exist), by id."""
     with catalog.session() as session:
         return {row.id: row for row in session.scalars(select(File).where(File.id.in_([int(i) for i in ids])))}
+
+
+def file_of(ids):
+    """The file id of vector ids (a photo's is itself; a video frame's, its video's)."""
+    return split_vector_id(ids)[0]
 
 
 def file_statuses(catalog: Catalog, ids: list[int]) -> dict[int, str]:

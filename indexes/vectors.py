@@ -6,7 +6,8 @@
 - Storage: a kind may end in "-fp16" or "-int8" ("flat-int8", "ivf-fp16", "auto-int8"): FAISS scalar
   quantizers (IndexScalarQuantizer / IndexIVFScalarQuantizer, int8 with per-dimension ranges trained
   on the vectors) keep 2 or 1 bytes per dimension instead of 4; recall measured in benchmarks/library.py.
-- IDs are catalog file ids. The file is saved atomically (temp file + rename) and its state
+- IDs are vector ids (indexes.catalog.vector_id): a photo's is its catalog file id, a video frame's the
+  file id + (frame << 32), so every embedding row, a video's frames included, is one vector. The file is saved atomically (temp file + rename) and its state
   (kind, dimension, count, catalog version and a blake2b checksum of the file's bytes) kept in the
   catalog. On open the file must match that state exactly — checksum, faiss type for the kind,
   dimension, count — or it is rebuilt from the catalog with a log line saying why (a damaged or
@@ -42,6 +43,8 @@ from cliplab.indexes.catalog import (
     VectorIndexState,
     damaged_rows,
     from_blobs,
+    split_vector_id,
+    vector_id,
 )
 
 log = logging.getLogger(__name__)
@@ -241,26 +244,30 @@ class VectorIndex:
         return int(self.index.ntotal)
 
     def _catalog_rows(self, since: int | None = None):
-        query = select(Embedding.file_id, Embedding.version).where(Embedding.model_id == self.model_id)
+        query = select(Embedding.file_id, Embedding.frame, Embedding.version).where(Embedding.model_id == self.model_id)
         with self.catalog.session() as session:
             rows = session.execute(query).all()
-        return np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64)
+        files = np.array([r[0] for r in rows], np.int64)
+        frames = np.array([r[1] for r in rows], np.int64)
+        return vector_id(files, frames), np.array([r[2] for r in rows], np.int64)
 
     def _vectors(self, ids: np.ndarray) -> np.ndarray:
         out = np.zeros((len(ids), self.dim), np.float32)
         position = {int(i): n for n, i in enumerate(ids)}
+        files = np.unique(split_vector_id(np.asarray(ids, np.int64))[0])
         with self.catalog.session() as session:
-            for start in range(0, len(ids), 5000):
-                chunk = [int(i) for i in ids[start:start + 5000]]
-                rows = session.execute(select(Embedding.file_id, Embedding.vector).where(
+            for start in range(0, len(files), 5000):
+                chunk = [int(i) for i in files[start:start + 5000]]
+                rows = session.execute(select(Embedding.file_id, Embedding.frame, Embedding.vector).where(
                     Embedding.model_id == self.model_id, Embedding.file_id.in_(chunk))).all()
+                rows = [r for r in rows if vector_id(r[0], r[1]) in position]
                 if rows:
-                    out[[position[r[0]] for r in rows]] = from_blobs([r[1] for r in rows], self.dim)
+                    out[[position[vector_id(r[0], r[1])] for r in rows]] = from_blobs([r[2] for r in rows], self.dim)
         return out
 
     def _sound_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of these files whose stored vectors are sound; the damaged ones are sent back
-        to be embedded again (see the module docstring)."""
+        to be embedded again (see the module docstring): the whole file, a video with all its frames."""
         vectors = self._vectors(ids)
         bad = damaged_rows(vectors)
         if bad.any():
@@ -268,7 +275,7 @@ class VectorIndex:
         return ids[~bad], vectors[~bad]
 
     def _send_back(self, ids: np.ndarray) -> None:
-        chosen = [int(i) for i in ids]
+        chosen = sorted({int(i) for i in split_vector_id(np.asarray(ids, np.int64))[0]})
         with self.catalog.session() as session, session.begin():
             paths = list(session.scalars(select(File.path).where(File.id.in_(chosen)).order_by(File.id)))
             session.execute(delete(Embedding).where(Embedding.model_id == self.model_id,

@@ -565,6 +565,37 @@ def test_dns_rebinding_gets_no_answer(browser, app_server, test_output_dir):  # 
         rebound.close()
 
 
+def test_a_video_result_plays_its_moment_and_seeks(page, app_server, tmp_path, test_output_dir):  # noqa: F811
+    from videos import scene_images, write_video
+    red, blue, green = scene_images([("red", "circle"), ("blue", "square"), ("green", "star")])
+    folder = tmp_path / "films"
+    write_video(folder / "walk.webm", [(red, 2.0), (blue, 2.0), (green, 2.0)], codec="libvpx-vp9", size=(160, 120))
+    add_folder(page, folder, 1)
+    field(page, "search-query").fill("a blue square")
+    page.get_by_text("Filters").click()
+    field(page, "search-folder").fill(str(folder))
+    page.locator("#search-run").click()
+    gallery = page.locator("#search-gallery")
+    expect(gallery).to_contain_text("walk.webm", timeout=60_000)
+    expect(gallery).to_contain_text("00:00:02-00:00:04")  # the tile names the blue scene's range
+    gallery.locator("img").first.click()
+    video = page.locator("#moment-video")
+    expect(video).to_be_visible(timeout=30_000)
+    page.wait_for_function("document.querySelector('#moment-video').readyState >= 1", timeout=30_000)
+    start = float(video.get_attribute("data-start"))
+    assert 1.5 <= start <= 2.25
+    assert abs(video.evaluate("v => v.currentTime") - start) < 0.3  # opened at the range's start (#t=)
+    seeked = video.evaluate("""v => new Promise(done => {
+        v.addEventListener('seeked', () => done(v.currentTime), {once: true}); v.currentTime = 5.0; })""")
+    assert abs(seeked - 5.0) < 0.3 and video.evaluate("v => v.seekable.length && v.seekable.end(0)") >= 5.0
+    src = urljoin(page.url, video.get_attribute("src").split("#")[0])
+    part = page.request.get(src, headers={"Range": "bytes=0-99"})
+    assert part.status == 206 and part.headers["accept-ranges"] == "bytes" and len(part.body()) == 100
+    screenshot(page, test_output_dir, "video-moment")
+    page.locator("#search-cut").click()
+    expect(page.locator("#search-clip")).to_contain_text("walk_00-00-0", timeout=60_000)
+
+
 def test_switch_models(page, app_server, tmp_path, test_output_dir):  # noqa: F811
     from cliplab.engine.weights import save_model
     folder = tmp_path / "other-model"

@@ -26,7 +26,7 @@ def fake_embed(catalog) -> None:
         session.add(model)
         session.flush()
         for f in session.scalars(select(File)):
-            if session.get(Embedding, (f.id, model.id)) is None:
+            if session.get(Embedding, (f.id, model.id, 0)) is None:
                 session.add(Embedding(file_id=f.id, model_id=model.id, vector=to_blob(np.array([f.id, 0.0])), version=1))
                 f.status = "ok"
 

@@ -117,7 +117,10 @@ def search_main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"id": r.file_id, "path": r.path, "score": round(r.score, 5),
                            "captured_at": r.captured_at.isoformat() if r.captured_at else None,
-                           "date": r.date.isoformat() if r.date else None, "date_source": r.date_source}
+                           "date": r.date.isoformat() if r.date else None, "date_source": r.date_source,
+                           "ranges": [{"start": t.start, "end": t.end, "score": round(t.score, 5), "frame_id": t.frame_id,
+                                       "at": t.at}
+                                      for t in r.ranges]}
                           for r in view.results], indent=1))
         return 0
     on_disk = library.disk_paths(catalog, [r.file_id for r in view.results])
@@ -126,13 +129,16 @@ def search_main(args: argparse.Namespace) -> int:
         when = r.date.strftime("%Y-%m-%d %H:%M") + (" file" if r.date_source == "file" else "") if r.date else "-"
         label = f"{r.label} {100 * r.probability:.1f}%  " if r.label is not None else ""
         print(f"{n:4d}  {r.score:.4f}  @{r.file_id:<6d} {when:21s}  {label}{printable(on_disk.get(r.file_id, r.path))}")
+        for moment in r.ranges:  # a video's best moments: `cliplab clip` takes such a line as it is
+            print(f"      {printable(r.path)}  {moment.label()}  {moment.score:.4f}  (frame @{moment.frame_id})")
     cut = ""
     if view.threshold_unreachable:
         cut = f", no photo scores above a cut-off of z={args.cutoff:g} (it would need a cosine above 1)"
     elif view.threshold is not None:
         cut = f", cut-off score {view.threshold:.4f}"
     print(f"{view.total} result(s){cut}; page {view.page} of {view.pages}. Dates marked \"file\" have no capture "
-          "time. More like one: `cliplab search --like ID`")
+          "time. More like one: `cliplab search --like ID`" + ("; a video's moment: `cliplab clip 'PATH  RANGE' OUT.mp4`"
+                                                                  if any(r.ranges for r in view.results) else ""))
     return 0
 
 

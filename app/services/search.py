@@ -34,6 +34,8 @@ from cliplab.indexes.search import (
     Filters,
     Result,
     Term,
+    TimeRange,
+    file_of,
     file_statuses,
     files_by_id,
     parse_query,
@@ -43,7 +45,7 @@ from cliplab.indexes.search import (
 )
 from cliplab.indexes.vectors import VectorIndex, open_index
 
-__all__ = ["Filters", "ImageScope", "Result", "SearchView", "Term", "describe_terms", "embed_query", "file_term",
+__all__ = ["Filters", "ImageScope", "Result", "SearchView", "Term", "TimeRange", "describe_terms", "embed_query", "file_term",
            "image_term", "make_filters", "parse_date", "parse_terms", "search", "text_term"]
 
 PER_PAGE = 24
@@ -109,7 +111,7 @@ def check_terms(catalog: Catalog, terms: list[Term], images: ImageScope | None =
                                "image box instead, or add its folder in Search → Library and indexing first.")
         if term.kind == "image" and not os.path.isfile(term.value):
             raise CliplabError(f"The query image {term.value} does not exist (or is not a file).")
-    ids = [int(t.value) for t in terms if t.kind == "file"]
+    ids = [file_of(int(t.value)) for t in terms if t.kind == "file"]  # a video frame's term names its video
     if ids:
         status = file_statuses(catalog, ids)
         for file_id in ids:
@@ -125,7 +127,7 @@ def check_terms(catalog: Catalog, terms: list[Term], images: ImageScope | None =
 def describe_terms(catalog: Catalog, terms: list[Term]) -> str:
     """What a query is, in words: `photo @12 (beach.jpg) + image cat.png - 'stripes'` (a photo by its id
     and name, an image by its file name, words as typed), so a page can say what its results answer."""
-    ids = [int(t.value) for t in terms if t.kind == "file"]
+    ids = [file_of(int(t.value)) for t in terms if t.kind == "file"]
     names = {i: Path(row.path).name for i, row in files_by_id(catalog, ids).items()} if ids else {}
     parts = []
     for term in terms:
@@ -135,7 +137,7 @@ def describe_terms(catalog: Catalog, terms: list[Term]) -> str:
             what = f"image {Path(term.value).name}"
         else:
             number = int(term.value)
-            what = f"photo @{number}" + (f" ({names[number]})" if number in names else "")
+            what = f"photo @{number}" + (f" ({names[file_of(number)]})" if file_of(number) in names else "")
         weight = f"{term.weight:g}×" if term.weight != 1 else ""
         sign = "- " if term.sign < 0 else ("+ " if parts else "")
         parts.append(f"{sign}{weight}{what}")
@@ -250,7 +252,7 @@ def search(catalog: Catalog, bundle: ModelBundle, terms: list[Term], page: int =
     vector = embed_query(catalog, bundle, terms)
     if within is not None:
         return _search_within(catalog, index, vector, within, page, per_page, sort, terms)
-    exclude = tuple(dict.fromkeys(int(t.value) for t in terms if t.kind == "file" and t.sign > 0))
+    exclude = tuple(dict.fromkeys(file_of(int(t.value)) for t in terms if t.kind == "file" and t.sign > 0))
     candidates = _candidates(catalog, index, filters)
     excluded = int(np.isin(np.array(exclude, np.int64), candidates).sum()) if len(candidates) else 0
     whole = cutoff is not None or sort == "probability"  # every candidate is scored, then cut or ordered
@@ -292,7 +294,7 @@ def _candidates(catalog: Catalog, index: VectorIndex, filters: Filters | None) -
     or lie on an unplugged disk are never counted."""
     ids = index.ids()
     allowed = reachable_ids(catalog, index, filters)
-    return ids if allowed is None else np.intersect1d(ids, allowed)
+    return np.unique(file_of(ids if allowed is None else np.intersect1d(ids, allowed)))  # a video's frames: one file
 
 
 def _search_within(catalog: Catalog, index: VectorIndex, vector: np.ndarray, file_ids: list[int], page: int,

@@ -1,4 +1,10 @@
-"""What the app may show in a page: indexed photos and their generated thumbnails, by catalog file id.
+"""What the app may show in a page: indexed photos and videos and their generated thumbnails, by catalog
+file id.
+
+Videos are served by the same route as photos; the route answers HTTP range requests (206 Partial
+Content, Accept-Ranges: bytes: Starlette's FileResponse), so a browser's player seeks in them. A
+video's thumbnail is its first chosen frame (engine.video.poster), as the map shows it, or the frame
+of a search result's best moment (engine.video.frame_at).
 
 Nothing here takes a path from a request. A file id names a catalog row; the row must be an indexed
 image (status ok) in an online library folder, still a regular file inside that folder (a symlink
@@ -17,6 +23,8 @@ from pathlib import Path
 from cliplab.engine import paths
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.images import load_image
+from cliplab.engine.video import MEDIA_TYPES as VIDEO_MEDIA_TYPES
+from cliplab.engine.video import VIDEO_EXTENSIONS, VideoError, frame_at, is_video, poster
 from cliplab.indexes.catalog import Catalog
 from cliplab.indexes.library import file_in_folder, indexed_ids, online_roots
 from cliplab.indexes.scan import EXTENSIONS
@@ -69,7 +77,7 @@ def indexed_photo(catalog: Catalog, file_id: int | str) -> Photo:
     if row is None:
         raise NotServable(f"There is no photo {file_id} in the library.")
     status, ext, fingerprint, root, online = row.status, row.ext, row.fingerprint, row.root, row.online
-    if status != "ok" or (ext or "").lower() not in EXTENSIONS:
+    if status != "ok" or (ext or "").lower() not in EXTENSIONS | VIDEO_EXTENSIONS:
         raise NotServable(f"Photo {file_id} was not indexed, so the app does not show it.")
     if not online:
         raise NotServable(f"Photo {file_id} lies in a folder that is offline.")
@@ -77,7 +85,8 @@ def indexed_photo(catalog: Catalog, file_id: int | str) -> Photo:
     real, real_root = os.path.realpath(row.disk_path), os.path.realpath(root)
     if not _inside(real, real_root) or not os.path.isfile(real):
         raise NotServable(f"Photo {file_id} is no longer in its library folder: index the folder again.")
-    return Photo(file_id, Path(real), fingerprint or "", MEDIA_TYPES.get(ext.lower(), "application/octet-stream"))
+    media_type = {**MEDIA_TYPES, **VIDEO_MEDIA_TYPES}.get(ext.lower(), "application/octet-stream")
+    return Photo(file_id, Path(real), fingerprint or "", media_type)
 
 
 def library_file(catalog: Catalog, path: str | os.PathLike) -> Path:
@@ -114,17 +123,23 @@ def thumbnails_dir() -> Path:
     return paths.cache_dir("thumbnails")
 
 
-def thumbnail(catalog: Catalog, file_id: int | str, size: int = THUMBNAIL_SIZE) -> Path:
-    """A JPEG of the photo at most `size` px on its long side, made once per content fingerprint."""
+def thumbnail(catalog: Catalog, file_id: int | str, size: int = THUMBNAIL_SIZE, at: float | None = None) -> Path:
+    """A JPEG of the photo at most `size` px on its long side, made once per content fingerprint; of a video,
+    its first frame, or the frame at `at` seconds (a result's matching moment)."""
     if size not in THUMBNAIL_SIZES:
         raise NotServable(f"Thumbnails come in sizes {', '.join(map(str, THUMBNAIL_SIZES))}, not {size}.")
     photo = indexed_photo(catalog, file_id)
-    target = thumbnails_dir() / f"{photo.file_id}-{photo.fingerprint[:16]}-{size}.jpg"
+    video = is_video(photo.path.name)
+    moment = f"-{round(at * 1000)}ms" if video and at is not None else ""
+    target = thumbnails_dir() / f"{photo.file_id}-{photo.fingerprint[:16]}{moment}-{size}.jpg"
     if target.is_file():
         return target
     try:
-        image = load_image(photo.path, min_size=size)
-    except CliplabError as error:
+        if video:
+            image = frame_at(str(photo.path), at, size) if at is not None else poster(str(photo.path), size)
+        else:
+            image = load_image(photo.path, min_size=size)
+    except (CliplabError, VideoError) as error:
         raise NotServable(f"Photo {file_id} cannot be read any more ({error}).") from None
     image.thumbnail((size, size))
     # written beside the target and renamed: a reader never sees half a file
@@ -139,12 +154,14 @@ def thumbnail(catalog: Catalog, file_id: int | str, size: int = THUMBNAIL_SIZE) 
     return target
 
 
-def thumbnails(catalog: Catalog, file_ids: list[int], size: int = THUMBNAIL_SIZE) -> list[tuple[int, Path | None]]:
-    """(id, thumbnail or None when it cannot be shown) per id, in order: one bad file never blanks a page."""
+def thumbnails(catalog: Catalog, file_ids: list[int], size: int = THUMBNAIL_SIZE,
+               moments: dict[int, float] | None = None) -> list[tuple[int, Path | None]]:
+    """(id, thumbnail or None when it cannot be shown) per id, in order: one bad file never blanks a page.
+    moments: a video's time to show (its best moment), by id."""
     out = []
     for file_id in file_ids:
         try:
-            out.append((file_id, thumbnail(catalog, file_id, size)))
+            out.append((file_id, thumbnail(catalog, file_id, size, (moments or {}).get(file_id))))
         except NotServable:
             out.append((file_id, None))
     return out

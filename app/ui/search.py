@@ -14,11 +14,12 @@ from cliplab.app.services import search as service
 from cliplab.app.services.app_state import AppState
 from cliplab.app.ui import captions as captions_panel
 from cliplab.app.ui import library_panels
+from cliplab.app.ui import moments as moments_panel
 from cliplab.app.ui.common import NotYet, UserError, dropped_image, error_box, guard_drops, image_drop, wire
 
 HELP = ("Words search by meaning. Combine terms with `+` and `-` (`red circle - stripes`), weight them "
         "(`2:star + circle`), or drop an image to find similar ones (it can be combined with words).")
-TYPES = ["jpg", "png", "webp", "heic", "tif", "gif", "bmp"]
+TYPES = ["jpg", "png", "webp", "heic", "tif", "gif", "bmp", "mp4", "mov"]
 
 
 def histogram(scores, threshold: float | None, shown: list[float]) -> go.Figure:
@@ -52,13 +53,15 @@ def query_terms(text: str | None, image: str | None, like: int | None) -> list:
 def gallery_items(state: AppState, results) -> tuple[list[tuple[str, str]], list[int]]:
     """Thumbnails (from the app's own cache, looked up by file id) with score and name, and the ids of
     the tiles in order (a photo that cannot be shown any more has no tile, so clicks map to the right id)."""
-    thumbs = dict(serving.thumbnails(state.catalog, [r.file_id for r in results]))
+    moments = {r.file_id: r.ranges[0].at for r in results if r.ranges}  # a video shows its best moment
+    thumbs = dict(serving.thumbnails(state.catalog, [r.file_id for r in results], moments=moments))
     shown = [r for r in results if thumbs.get(r.file_id) is not None]
-    def text(r) -> str:
-        label = f" · {r.label} {r.probability:.2f}" if getattr(r, "label", None) is not None else ""
-        return f"{r.score:.3f}{label} · {Path(r.path).name}"
 
-    return [(str(thumbs[r.file_id]), text(r)) for r in shown], [r.file_id for r in shown]
+    def caption(r) -> str:  # a video names its best moment; a label filter's label and probability
+        moment = f" · {moments_panel.range_label(r.ranges[0].start, r.ranges[0].end)}" if r.ranges else ""
+        label = f" · {r.label} {r.probability:.2f}" if getattr(r, "label", None) is not None else ""
+        return f"{r.score:.3f}{label} · {Path(r.path).name}{moment}"
+    return [(str(thumbs[r.file_id]), caption(r)) for r in shown], [r.file_id for r in shown]
 
 
 def page_note(view, query: str = "") -> str:
@@ -113,9 +116,11 @@ def build(state: AppState) -> None:
     info = gr.Markdown(elem_id="search-info")
     gallery = gr.Gallery(label="Results", columns=6, height="auto", elem_id="search-gallery", allow_preview=True,
                          object_fit="contain")  # the whole picture: a square crop cut the object away
+    moments, picked, player, ranges, choose = moments_panel.build(state, errors)
     plot = gr.Plot(label="Score histogram", elem_id="search-plot")
     shown_ids = gr.State([])  # file ids of the gallery's tiles, in order
-    selected = gr.State(None)  # the clicked tile's file id
+    selected = gr.State(None)  # the clicked tile's file id (a video's: its best frame's, for "more like this")
+    video = gr.State(None)  # the clicked tile's file id when it is a video
     like = gr.State(None)  # "more like this" photo id, part of the query until a new search
 
     captions_panel.build(state)
@@ -136,10 +141,10 @@ def build(state: AppState) -> None:
         items, ids = gallery_items(state, view.results)
         note = page_note(view, service.describe_terms(state.catalog, view.terms))
         return (items, note, figure, ids, None, view.page, gr.update(interactive=view.page > 1),
-                gr.update(interactive=view.page < view.pages))
+                gr.update(interactive=view.page < view.pages), moments_panel.moments_of(view.results))
 
     inputs = [query, image, like, page_box, sort, cutoff, folder, after, before, types, classifier, label, least]
-    outputs = [gallery, info, plot, shown_ids, selected, page_box, previous, following]
+    outputs = [gallery, info, plot, shown_ids, selected, page_box, previous, following, moments]
     keep = (5, 6, 7)  # a failed search leaves the page number and the buttons as they were
 
     def chain(first):
@@ -151,10 +156,14 @@ def build(state: AppState) -> None:
     chain(following.click(lambda p: int(p or 1) + 1, page_box, page_box))
     chain(page_box.submit(lambda p: max(1, int(p or 1)), page_box, page_box))
 
-    def select(current: list[int], event: gr.SelectData):
-        return current[event.index] if current and event.index is not None else None
+    def select(current: list[int], table: dict, event: gr.SelectData):
+        file_id = current[event.index] if current and event.index is not None else None
+        spans = (table or {}).get(file_id)
+        return (spans[0][3], file_id) if spans else (file_id, None)
 
-    gallery.select(select, shown_ids, selected)
+    gallery.select(select, [shown_ids, moments], [selected, video]).then(
+        choose, [video, moments, gr.State(None)], [player, ranges, picked])
+    ranges.input(choose, [video, moments, ranges], [player, ranges, picked])
 
     guard_drops(image, errors)  # a non-image is refused as it is dropped, not at every later search
 
