@@ -140,10 +140,10 @@ def test_duplicates_are_exact_copies_with_a_keeper_and_similar_pictures_without(
     summary = page.locator("#duplicates-summary")
     expect(page.locator("#duplicates-gallery img").first).to_be_visible(timeout=60_000)
     screenshot(page, test_output_dir, "duplicates")
-    # the CLI's default (the library's own threshold) and its words: similar pictures are not copies
+    # the CLI's default (the copy detector's threshold) and its words: look before deleting similar pictures
     expect(summary).to_contain_text("1 group(s) of exact copies", timeout=60_000)
-    expect(summary).to_contain_text("similar pictures (cosine >= ")
-    expect(summary).to_contain_text("not copies")
+    expect(summary).to_contain_text("similar pictures (copy score >= ")
+    expect(summary).to_contain_text("look at them before deleting")
     gallery = page.locator("#duplicates-gallery")
     expect(gallery).to_contain_text("exact copies · keep")
     expect(gallery).to_contain_text("similar pictures")
