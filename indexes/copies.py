@@ -27,7 +27,7 @@ from cliplab.engine.images import ImageLoadError, load_image
 from cliplab.indexes.catalog import Catalog, File
 from cliplab.indexes.records import CopyDescriptor, OverlapDecision
 
-EXACT_LIMIT = 20_000  # reference images searched exactly (both directions); above: approximate
+EXACT_LIMIT = 5_000  # reference images searched exactly, both directions (49 regions each: ~250 MB); above: approximate
 NPROBE = 32
 
 
