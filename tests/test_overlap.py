@@ -127,7 +127,8 @@ def test_no_overlap_all_overlap_and_one_member_say_so_without_a_misleading_figur
 def test_bad_reference_and_eval_sets_are_one_sentence(sets, tmp_path):
     csv_path, _ = _prediction_csv(sets, tmp_path, set())
     described = tmp_path / "refs.npz"
-    assert overlap.save_reference(sets.reference_dir, described) == len(list(sets.reference_dir.iterdir()))
+    assert main(["overlap", "--describe", str(sets.reference_dir), str(described)]) == 0
+    assert len(np.load(described)["paths"]) == len(list(sets.reference_dir.iterdir()))
     from_file = overlap.run_overlap(open_catalog(), csv_path, described)
     assert from_file.split("Overlap").size == len(sets.copied)
     other = tmp_path / "other.npz"

@@ -19,7 +19,7 @@ HELP = ("Is the model's accuracy on an evaluation set inflated by images it has 
         "form **Overlap**, the others **Clean**. The evaluation set lies in a library folder: an image folder with "
         "one sub-folder per class, or a CSV with path and label columns (a prediction column is used instead of the "
         "model). The reference set is another folder in the library, or the whole library.")
-PAIR_COLUMNS = ["pair", "score", "evaluation image", "reference image", "in Overlap", "decision"]
+PAIR_COLUMNS = ["pair", "score", "in Overlap", "decision", "evaluation image", "reference image"]
 SPLIT_COLUMNS = ["subset", "images", "correct", "accuracy", "99.5% interval"]
 
 
