@@ -28,7 +28,7 @@ from cliplab.engine.video import VideoError, is_video, poster
 from cliplab.indexes.catalog import Catalog, File
 from cliplab.indexes.records import CopyDescriptor, OverlapDecision
 
-EXACT_LIMIT = 20_000  # reference images searched exactly (both directions); above: approximate
+EXACT_LIMIT = 5_000  # reference images searched exactly, both directions (49 regions each: ~250 MB); above: approximate
 NPROBE = 32
 
 
@@ -156,7 +156,7 @@ def _disk_path(row) -> str:
 def decisions(catalog: Catalog) -> dict[tuple[str, str], bool]:
     """Every decided pair: (eval image key, reference key) -> True confirmed copy, False rejected."""
     with catalog.session() as session:
-        return {(d.eval_key, d.reference_key): bool(d.copy) for d in session.scalars(select(OverlapDecision))}
+        return {(d.eval_key, d.reference_key): bool(d.is_copy) for d in session.scalars(select(OverlapDecision))}
 
 
 def decide(catalog: Catalog, eval_key: str, reference_key: str, copy: bool | None) -> None:
@@ -167,6 +167,6 @@ def decide(catalog: Catalog, eval_key: str, reference_key: str, copy: bool | Non
             if row is not None:
                 session.delete(row)
         else:
-            session.merge(OverlapDecision(eval_key=eval_key, reference_key=reference_key, copy=int(copy),
+            session.merge(OverlapDecision(eval_key=eval_key, reference_key=reference_key, is_copy=int(copy),
                                           decided_at=datetime.now(UTC)))
         session.commit()

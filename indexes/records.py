@@ -140,5 +140,5 @@ class OverlapDecision(Base):
 
     eval_key: Mapped[str] = mapped_column(String(32), primary_key=True)  # blake2b-128 of the image's bytes
     reference_key: Mapped[str] = mapped_column(String(32), primary_key=True)
-    copy: Mapped[int] = mapped_column(Integer)  # 1 confirmed, 0 rejected
+    is_copy: Mapped[int] = mapped_column(Integer)  # 1 confirmed, 0 rejected
     decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

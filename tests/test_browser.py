@@ -8,6 +8,7 @@ changes the server's current model. Each test leaves a screenshot under its test
 
 from __future__ import annotations
 
+import csv
 import re
 import shutil
 import time
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 from browser_fixtures import app_server, browser, page, screenshot  # noqa: F401
 from library_fixtures import tiny_bundle
+from overlap_support import make_sets
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
@@ -140,10 +142,10 @@ def test_duplicates_are_exact_copies_with_a_keeper_and_similar_pictures_without(
     summary = page.locator("#duplicates-summary")
     expect(page.locator("#duplicates-gallery img").first).to_be_visible(timeout=60_000)
     screenshot(page, test_output_dir, "duplicates")
-    # the CLI's default (the library's own threshold) and its words: similar pictures are not copies
+    # the CLI's default (the copy detector's threshold) and its words: look before deleting similar pictures
     expect(summary).to_contain_text("1 group(s) of exact copies", timeout=60_000)
-    expect(summary).to_contain_text("similar pictures (cosine >= ")
-    expect(summary).to_contain_text("not copies")
+    expect(summary).to_contain_text("similar pictures (copy score >= ")
+    expect(summary).to_contain_text("look at them before deleting")
     gallery = page.locator("#duplicates-gallery")
     expect(gallery).to_contain_text("exact copies · keep")
     expect(gallery).to_contain_text("similar pictures")
@@ -594,6 +596,35 @@ def test_a_video_result_plays_its_moment_and_seeks(page, app_server, tmp_path, t
     screenshot(page, test_output_dir, "video-moment")
     page.locator("#search-cut").click()
     expect(page.locator("#search-clip")).to_contain_text("walk_00-00-0", timeout=60_000)
+
+
+def test_overlap_tab_splits_shows_a_pair_and_a_rejection_moves_it(page, app_server, tmp_path,  # noqa: F811
+                                                                  test_output_dir):
+    sets = make_sets(tmp_path / "overlap")
+    with (sets.eval_dir / "eval.csv").open("w", newline="") as f:  # predictions given: no model needed
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "prediction"])
+        for image in sorted(sets.eval_dir.rglob("*.png")):
+            writer.writerow([str(image), image.parent.name, image.parent.name])
+    add_folder(page, tmp_path / "overlap", 18 + len(list(sets.reference_dir.iterdir())))
+    open_tab(page, "Overlap")
+    field(page, "overlap-eval").fill(str(sets.eval_dir / "eval.csv"))
+    field(page, "overlap-reference").fill(str(sets.reference_dir))
+    page.locator("#overlap-run").click()
+    splits = page.locator("#overlap-splits")
+    expect(splits).to_contain_text("Overlap", timeout=60_000)
+    expect(page.locator("#overlap-summary")).to_contain_text("one-sided binomial test")
+    summary = page.locator("#overlap-summary")
+    expect(summary).to_contain_text(re.compile(rf"Overlap\s+n={len(sets.copied)}\s"))
+    field(page, "overlap-pair").fill("0")
+    page.locator("#overlap-show").click()
+    expect(page.locator("#overlap-left img")).to_be_visible(timeout=30_000)
+    expect(page.locator("#overlap-right img")).to_be_visible()
+    screenshot(page, test_output_dir, "overlap-pair")
+    page.locator("#overlap-reject").click()
+    expect(page.locator("#overlap-pairs")).to_contain_text("rejected", timeout=30_000)
+    expect(summary).to_contain_text(re.compile(rf"Overlap\s+n={len(sets.copied) - 1}\s"))
+    expect(page.locator("#overlap-error")).to_be_hidden()
 
 
 def test_switch_models(page, app_server, tmp_path, test_output_dir):  # noqa: F811

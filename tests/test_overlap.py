@@ -127,7 +127,8 @@ def test_no_overlap_all_overlap_and_one_member_say_so_without_a_misleading_figur
 def test_bad_reference_and_eval_sets_are_one_sentence(sets, tmp_path):
     csv_path, _ = _prediction_csv(sets, tmp_path, set())
     described = tmp_path / "refs.npz"
-    assert overlap.save_reference(sets.reference_dir, described) == len(list(sets.reference_dir.iterdir()))
+    assert main(["overlap", "--describe", str(sets.reference_dir), str(described)]) == 0
+    assert len(np.load(described)["paths"]) == len(list(sets.reference_dir.iterdir()))
     from_file = overlap.run_overlap(open_catalog(), csv_path, described)
     assert from_file.split("Overlap").size == len(sets.copied)
     other = tmp_path / "other.npz"
@@ -191,3 +192,19 @@ def test_the_app_gives_the_clis_numbers_reads_the_library_and_refuses_sets_outsi
     # the tab's tables are these rows
     assert [r["images"] for r in overlap.split_rows(app)] == [s.size for s in app.splits]
     assert [r["score"] for r in overlap.pair_rows(app)] == [round(p.score, 3) for p in app.pairs]
+
+
+def test_zero_shot_predictions_when_the_set_brings_none(sets):
+    from library_fixtures import tiny_bundle
+
+    from cliplab.app.services.classify import load_templates
+    from cliplab.app.services.evaluate import zero_shot_probs
+    from cliplab.engine.evaldata import load_dataset
+    bundle = tiny_bundle()
+    report = overlap.run_overlap(open_catalog(), sets.eval_dir, sets.reference_dir, bundle)
+    dataset = load_dataset(sets.eval_dir)
+    expected = zero_shot_probs(bundle, dataset, load_templates("default"), progress=False).argmax(1) == dataset.targets
+    assert report.correct == expected.tolist() and report.predictions.startswith("zero-shot over the set's 3")
+    assert report.split("All").correct == int(expected.sum())
+    with pytest.raises(CliplabError, match="a model must classify it"):
+        overlap.run_overlap(open_catalog(), sets.eval_dir, sets.reference_dir, None)

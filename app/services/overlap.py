@@ -235,6 +235,7 @@ def _pairs(dataset: LabelledImages, eval_keys: list[str], reference: Reference, 
     queries, found, scores = index.matches(descriptors, review)
     pairs = [Pair(str(dataset.paths[q]), reference.paths[r], float(s), eval_keys[q], reference.keys[r], None,
                   bool(s >= threshold)) for q, r, s in zip(queries, found, scores)]
+    pairs.sort(key=lambda p: (-p.score, p.eval_path, p.reference_path))  # the surest first, to review in order
     return pairs, "exact" if index.exact else "approximate"
 
 
@@ -332,7 +333,7 @@ def split_rows(report: OverlapReport) -> list[dict]:
 
 
 def pair_rows(report: OverlapReport) -> list[dict]:
-    """Every detected or offered pair, best score first, with what it does to the split."""
+    """Every detected or offered pair, the highest score first, with what it does to the split."""
     verdict = {True: "confirmed copy", False: "rejected", None: ""}
     return [{"pair": i, "score": round(p.score, 3), "evaluation image": p.eval_path, "reference image": p.reference_path,
              "in Overlap": "yes" if p.counted else "no", "decision": verdict[p.decision]}

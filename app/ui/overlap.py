@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
+import plotly.graph_objects as go
 
 from cliplab.app.services import overlap as service
 from cliplab.app.services.app_state import AppState
@@ -18,7 +19,7 @@ HELP = ("Is the model's accuracy on an evaluation set inflated by images it has 
         "form **Overlap**, the others **Clean**. The evaluation set lies in a library folder: an image folder with "
         "one sub-folder per class, or a CSV with path and label columns (a prediction column is used instead of the "
         "model). The reference set is another folder in the library, or the whole library.")
-PAIR_COLUMNS = ["pair", "score", "evaluation image", "reference image", "in Overlap", "decision"]
+PAIR_COLUMNS = ["pair", "score", "in Overlap", "decision", "evaluation image", "reference image"]
 SPLIT_COLUMNS = ["subset", "images", "correct", "accuracy", "99.5% interval"]
 
 
@@ -26,8 +27,23 @@ def summary(report: service.OverlapReport) -> str:
     return "\n\n".join(service.report_lines(report))
 
 
-def tables(report: service.OverlapReport) -> tuple[str, pd.DataFrame, pd.DataFrame]:
-    return (summary(report), pd.DataFrame(service.split_rows(report), columns=SPLIT_COLUMNS),
+def figure(report: service.OverlapReport) -> go.Figure:
+    """Accuracy of each subset with its 99.5% interval (the paper's Figure 17, for one set); an empty
+    subset has no bar."""
+    shown = [s for s in report.splits if s.size]
+    fig = go.Figure(go.Bar(
+        x=[f"{s.name} (n={s.size})" for s in shown], y=[100 * s.accuracy for s in shown],
+        error_y=dict(type="data", symmetric=False, array=[100 * (s.high - s.accuracy) for s in shown],
+                     arrayminus=[100 * (s.accuracy - s.low) for s in shown]),
+        marker_color=["#c92a2a" if s.name == "Overlap" else "#1c7ed6" if s.name == "Clean" else "#868e96"
+                      for s in shown]))
+    fig.update_layout(title="accuracy with 99.5% Clopper-Pearson intervals", yaxis_title="accuracy (%)",
+                      yaxis_range=[0, 100], height=360, margin=dict(l=40, r=10, t=40, b=40))
+    return fig
+
+
+def tables(report: service.OverlapReport) -> tuple[str, pd.DataFrame, go.Figure, pd.DataFrame]:
+    return (summary(report), pd.DataFrame(service.split_rows(report), columns=SPLIT_COLUMNS), figure(report),
             pd.DataFrame(service.pair_rows(report), columns=PAIR_COLUMNS))
 
 
@@ -43,7 +59,9 @@ def build(state: AppState) -> None:
     run = gr.Button("Find overlap", variant="primary", elem_id="overlap-run")
     errors = error_box("overlap-error")
     text = gr.Markdown(elem_id="overlap-summary")
-    splits = gr.Dataframe(label="Overlap / Clean / All", elem_id="overlap-splits")
+    with gr.Row():
+        splits = gr.Dataframe(label="Overlap / Clean / All", elem_id="overlap-splits")
+        plot = gr.Plot(label="Accuracy", elem_id="overlap-plot")
     pairs = gr.Dataframe(label="Pairs (those below the threshold are offered to confirm)", max_height=320,
                          elem_id="overlap-pairs")
     with gr.Row():
@@ -62,7 +80,7 @@ def build(state: AppState) -> None:
                                          load_templates("default"))
         return (*tables(result), result)
 
-    wire(run.click, find, [eval_set, reference, threshold], [text, splits, pairs, report], errors)
+    wire(run.click, find, [eval_set, reference, threshold], [text, splits, plot, pairs, report], errors)
 
     def pair_of(current, chosen):
         if current is None:
@@ -84,4 +102,4 @@ def build(state: AppState) -> None:
         return handler
 
     for button, verdict in ((confirm, True), (reject, False), (forget, None)):
-        wire(button.click, decided(verdict), [report, number], [text, splits, pairs, report], errors)
+        wire(button.click, decided(verdict), [report, number], [text, splits, plot, pairs, report], errors)

@@ -27,7 +27,7 @@ def upgrade() -> None:
         "overlap_decisions",
         sa.Column("eval_key", sa.String(32), primary_key=True),
         sa.Column("reference_key", sa.String(32), primary_key=True),
-        sa.Column("copy", sa.Integer(), nullable=False),
+        sa.Column("is_copy", sa.Integer(), nullable=False),
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
     )
 
