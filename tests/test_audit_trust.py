@@ -173,6 +173,10 @@ def test_dollar_street_and_geode_folders_give_worst_group_accuracy(tmp_path):
     assert income.worst_value == pytest.approx((data.labels[poorest] == "bed").mean())
     assert {r.grouping.name for r in result.tables.label_accuracy} >= {"all", "income", "region", "income x region"}
 
+    plain = tmp_path / "ds" / "plain.csv"  # any CSV: a numeric group column of many values is split alike
+    frame.rename(columns={"imageRelPath": "file"}).to_csv(plain, index=False)
+    assert (load_dataset(plain, group_columns=["income"]).groups["income"] == data.groups["income"]).all()
+
     geode(tmp_path / "geode")
     data = load_dataset(tmp_path / "geode")
     assert data.kind == "geode" and list(data.groups) == ["region"] and data.label_column == "object"
@@ -187,7 +191,11 @@ def _two_classes():
 def test_missing_label_or_group_columns_are_clear_messages(tmp_path):
     dollar_street(tmp_path / "ds", n=8)
     csv = tmp_path / "ds" / "images_v2.csv"
-    pd.read_csv(csv).drop(columns=["income"]).to_csv(csv, index=False)
+    frame = pd.read_csv(csv)
+    frame.assign(income=["low"] + list(frame["income"][1:])).to_csv(csv, index=False)
+    with pytest.raises(CliplabError, match="income column has a value that is not a number \\('low' in data row 1"):
+        load_dataset(tmp_path / "ds")
+    frame.drop(columns=["income"]).to_csv(csv, index=False)
     with pytest.raises(CliplabError, match="lacks the dollarstreet column\\(s\\) income"):
         load_dataset(tmp_path / "ds")
     plain = tmp_path / "plain.csv"

@@ -100,6 +100,9 @@ def test_dashboard_script_shows_sessions_and_runs(on_database):
     assert {"non-human", "crime"} <= set(shares["category"])
     # Wilson bounds read as percentages (a bound of 2.78e-17 was shown as "0000000002")
     assert all(re.fullmatch(r"\d{1,3}\.\d%", v) for v in shares["low"].tolist() + shares["high"].tolist())
+    gaps, search = app.dataframe[2].value, app.dataframe[3].value  # worst group and gap; search bias
+    assert {"worst group", "gap 95% low", "gap 95% high"} <= set(gaps.columns)
+    assert "a photo of a doctor." in set(search["query"]) and "NDKL 95% low" in search.columns
     # no stray "None" under the view (Streamlit's magic printed the value of `a() if x else b()`)
     assert "None" not in [m.value.strip() for m in app.markdown]
     assert any("small-cell warning" in m.value for m in app.markdown)  # as the CLI prints them

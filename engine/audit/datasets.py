@@ -202,16 +202,33 @@ def load_csv(csv: Path, group_columns: list[str], path_column: str | None = None
     _check_filled(frame, group_columns, csv, "a group value")
     if label_column is not None:
         _check_filled(frame, [label_column], csv, "a label")
-    values = {c: sorted(set(frame[c])) for c in group_columns}
-    if "income" in frame.attrs:
-        values["income"] = frame.attrs["income"]
+    frame, binned = _bin_numeric(frame, group_columns, csv)
+    values = {c: binned.get(c) or sorted(set(frame[c])) for c in group_columns}
     return _build(frame, path_column, list(group_columns), csv.parent, csv, kind, None, values, sample, seed,
-                  {"path_column": path_column}, len(frame), np.arange(len(frame)), label_column)
+                  {"path_column": path_column, "quartile_columns": sorted(binned)}, len(frame), np.arange(len(frame)),
+                  label_column)
+
+
+NUMERIC_GROUPS_ABOVE = 8  # a numeric group column with more distinct values is split into quartiles
+
+
+def _bin_numeric(frame: pd.DataFrame, columns: list[str], csv: Path) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """Group columns of numbers with many distinct values (an income, an age in years) as quartile groups:
+    one group per value would leave groups of one image. Returns the frame and each binned column's order."""
+    binned = {}
+    for column in columns:
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        if numbers.notna().all() and numbers.nunique() > NUMERIC_GROUPS_ABOVE:
+            labels, order = quartile_groups(frame[column], csv, unit="$" if column == "income" else "")
+            frame = frame.assign(**{column: labels})
+            binned[column] = order
+    return frame, binned
 
 
 # -- DataComp's fairness datasets ------------------------------------------------------------------
 # The layouts as cliplab reads them (docs/audit.md): the CSV a release ships, its path, label and group
-# columns. Dollar Street's numeric monthly income is split into quartile groups of the audited file.
+# columns. Dollar Street's numeric monthly income is split into quartile groups of the audited file
+# (as any numeric group column with many values is, in load_csv).
 
 LAYOUTS = {
     "dollarstreet": {"csv": "images_v2.csv", "path": "imageRelPath", "label": "topics",
@@ -225,16 +242,16 @@ def detect_layout(folder: Path) -> str | None:
     return next((name for name, layout in LAYOUTS.items() if (Path(folder) / layout["csv"]).is_file()), None)
 
 
-def income_quartiles(income: pd.Series, csv: Path) -> tuple[np.ndarray, list[str]]:
-    """Monthly incomes (numbers) as quartile groups named by their dollar range, lowest first."""
-    numbers = pd.to_numeric(income, errors="coerce")
+def quartile_groups(values: pd.Series, csv: Path, unit: str = "") -> tuple[np.ndarray, list[str]]:
+    """Numbers (a monthly income) as quartile groups named by their range, lowest first."""
+    numbers = pd.to_numeric(values, errors="coerce")
     if numbers.isna().any():
-        bad = income[numbers.isna()].iloc[0]
-        raise CliplabError(f"{csv}: the income column has a value that is not a number ({bad!r} in data row "
-                           f"{int(np.flatnonzero(numbers.isna().to_numpy())[0]) + 1}); give incomes in dollars.")
+        bad = values[numbers.isna()].iloc[0]
+        raise CliplabError(f"{csv}: the {values.name} column has a value that is not a number ({bad!r} in data row "
+                           f"{int(np.flatnonzero(numbers.isna().to_numpy())[0]) + 1}); give numbers there.")
     bins = pd.qcut(numbers, 4, duplicates="drop")
-    names = [f"${interval.left:,.0f}-${interval.right:,.0f}" for interval in bins.cat.categories]
-    names[0] = f"${numbers.min():,.0f}-${bins.cat.categories[0].right:,.0f}"  # qcut opens the first bin below min
+    names = [f"{unit}{interval.left:,.0f}-{unit}{interval.right:,.0f}" for interval in bins.cat.categories]
+    names[0] = f"{unit}{numbers.min():,.0f}-{unit}{bins.cat.categories[0].right:,.0f}"  # qcut opens below the min
     labels = np.asarray(names, dtype=object)[bins.cat.codes.to_numpy()]
     return labels, names
 
@@ -264,9 +281,11 @@ def load_layout(folder: Path, layout: str, group_columns: list[str] | None = Non
     if layout == "dollarstreet":
         frame["region"] = frame[spec["region_from"]]
         frame[spec["label"]] = frame[spec["label"]].map(_first_topic)
-        labels, order = income_quartiles(frame["income"], csv)
-        frame["income"] = labels
-        frame.attrs["income"] = order
+        numbers = pd.to_numeric(frame["income"], errors="coerce")  # load_csv splits them into quartiles
+        if numbers.isna().any():
+            row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
+            raise CliplabError(f"{csv}: the income column has a value that is not a number "
+                               f"({frame['income'].iloc[row]!r} in data row {row + 1}); give incomes in dollars.")
     columns = group_columns or spec["groups"]
     dataset = load_csv(csv, columns, spec["path"], sample, seed, spec["label"], kind=layout, frame=frame)
     dataset.options["layout"] = layout
