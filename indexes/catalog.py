@@ -71,6 +71,9 @@ class File(Base):
     skip_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # why the file cannot be reached now (its folder is unreadable or its disk unmounted); kept, not removed
     unavailable: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # a RAW beside a JPEG of the same shot (same stem, same capture time): the id of the file shown for
+    # the shot (indexes.shots); search shows that one and lists this one with it
+    shot_of: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
 
     @property
     def disk_path(self) -> str:

@@ -38,6 +38,7 @@ from sqlalchemy import func, select
 from cliplab.engine.errors import CliplabError
 from cliplab.indexes.catalog import Catalog, Embedding, File, damaged_rows, from_blobs, photo_date
 from cliplab.indexes.scan import UNKNOWN
+from cliplab.indexes.shots import companion_ids
 from cliplab.indexes.vectors import VectorIndex
 
 RELATIVE = 0.05
@@ -119,8 +120,9 @@ def exact_duplicates(catalog: Catalog) -> list[Group]:
 
 def _not_themselves(catalog: Catalog) -> set[int]:
     """Rows that stand for a file another row already stands for in the similar groups: every copy
-    of equal content but its exact group's keeper, every other name of one file (links)."""
-    hidden = set()
+    of equal content but its exact group's keeper, every other name of one file (links), and the RAW
+    of a shot another file stands for (indexes.shots: one photo, not a pair of look-alikes)."""
+    hidden = companion_ids(catalog)
     for rows in _content_groups(catalog):
         files = _one_per_file(rows)
         if len(files) > 1:

@@ -54,6 +54,7 @@ from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, from_blobs
 from cliplab.indexes.decode import decode_file
 from cliplab.indexes.indexer import ModelBundle
 from cliplab.indexes.scan import EXTENSIONS, inside_library, library_roots
+from cliplab.indexes.shots import companion_ids, companions
 from cliplab.indexes.vectors import VectorIndex
 
 _WEIGHT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*:\s*(.*)$", re.S)
@@ -257,7 +258,8 @@ def out_of_reach_ids(catalog: Catalog) -> np.ndarray:
 def reachable_ids(catalog: Catalog, index: VectorIndex, filters: Filters | None) -> np.ndarray | None:
     """The indexed photos a query may return (the filters applied, what is out of reach left out); None
     when that is every photo of the index."""
-    away = out_of_reach_ids(catalog)
+    # and the RAW files of shots another file stands for (indexes.shots): one result per shot
+    away = np.union1d(out_of_reach_ids(catalog), np.array(sorted(companion_ids(catalog)), np.int64))
     if filters is not None and filters.active():
         return np.setdiff1d(allowed_ids(catalog, filters), away)
     return np.setdiff1d(index.ids(), away) if len(away) else None
@@ -292,6 +294,7 @@ class Result:
     height: int | None
     date: datetime | None = None  # photo_date: the capture time, else the file time...
     date_source: str | None = None  # ...and which: "capture" | "file"
+    companions: list[str] = field(default_factory=list)  # the shot's other files (a RAW beside this JPEG)
 
 
 @dataclass
@@ -342,7 +345,16 @@ def search_vector(catalog: Catalog, index: VectorIndex, vector: np.ndarray, limi
         results.append(Result(int(i), row.path, float(s), row.captured_at, row.width, row.height, date, source))
     if sort == "date":
         results.sort(key=lambda r: (r.date, -r.score))
+    with_companions(catalog, results[offset:offset + limit])
     return Page(results[offset:offset + limit], len(results), offset, threshold)
+
+
+def with_companions(catalog: Catalog, results: list[Result]) -> list[Result]:
+    """Fill each result's companions: the other files of its shot (indexes.shots)."""
+    found = companions(catalog, [r.file_id for r in results])
+    for result in results:
+        result.companions = found.get(result.file_id, [])
+    return results
 
 
 def files_by_id(catalog: Catalog, ids) -> dict[int, File]:

@@ -116,7 +116,8 @@ def search_main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"id": r.file_id, "path": r.path, "score": round(r.score, 5),
                            "captured_at": r.captured_at.isoformat() if r.captured_at else None,
-                           "date": r.date.isoformat() if r.date else None, "date_source": r.date_source}
+                           "date": r.date.isoformat() if r.date else None, "date_source": r.date_source,
+                           "companions": r.companions}
                           for r in view.results], indent=1))
         return 0
     on_disk = library.disk_paths(catalog, [r.file_id for r in view.results])
@@ -124,6 +125,8 @@ def search_main(args: argparse.Namespace) -> int:
         # the date the filters and --sort date use: the capture time, else the file time (marked)
         when = r.date.strftime("%Y-%m-%d %H:%M") + (" file" if r.date_source == "file" else "") if r.date else "-"
         print(f"{n:4d}  {r.score:.4f}  @{r.file_id:<6d} {when:21s}  {printable(on_disk.get(r.file_id, r.path))}")
+        for other in r.companions:  # the shot's other files (a RAW beside this JPEG): one photo, not two results
+            print(f"{'':42s}+ {printable(other)}")
     cut = ""
     if view.threshold_unreachable:
         cut = f", no photo scores above a cut-off of z={args.cutoff:g} (it would need a cosine above 1)"

@@ -17,6 +17,7 @@ from pathlib import Path
 from cliplab.engine import paths
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.images import load_image
+from cliplab.engine.raw import is_raw
 from cliplab.indexes.catalog import Catalog
 from cliplab.indexes.library import file_in_folder, indexed_ids, online_roots
 from cliplab.indexes.scan import EXTENSIONS
@@ -29,6 +30,7 @@ _ID = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() and int() also tak
 MEDIA_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
                "bmp": "image/bmp", "gif": "image/gif", "tif": "image/tiff", "tiff": "image/tiff",
                "heic": "image/heic", "heif": "image/heif"}
+PREVIEW_SIZE = 2048  # long side of the JPEG a camera RAW is shown as (browsers cannot show RAW files)
 
 
 class NotServable(CliplabError):
@@ -80,6 +82,15 @@ def indexed_photo(catalog: Catalog, file_id: int | str) -> Photo:
     return Photo(file_id, Path(real), fingerprint or "", MEDIA_TYPES.get(ext.lower(), "application/octet-stream"))
 
 
+def viewable(catalog: Catalog, file_id: int | str) -> tuple[Path, str]:
+    """(file, media type) that shows the indexed photo in a browser: the file itself, or for a camera RAW
+    a JPEG of its embedded preview (or its half-size demosaic), made once into the app's cache."""
+    photo = indexed_photo(catalog, file_id)
+    if not is_raw(photo.path):
+        return photo.path, photo.media_type
+    return _cached_jpeg(photo, PREVIEW_SIZE, None), "image/jpeg"
+
+
 def library_file(catalog: Catalog, path: str | os.PathLike) -> Path:
     """A file the person named that lies inside one of their online library folders (after resolving
     symlinks and `..`); a sentence otherwise. For things read by path from the page, such as a captions
@@ -118,14 +129,18 @@ def thumbnail(catalog: Catalog, file_id: int | str, size: int = THUMBNAIL_SIZE) 
     """A JPEG of the photo at most `size` px on its long side, made once per content fingerprint."""
     if size not in THUMBNAIL_SIZES:
         raise NotServable(f"Thumbnails come in sizes {', '.join(map(str, THUMBNAIL_SIZES))}, not {size}.")
-    photo = indexed_photo(catalog, file_id)
+    return _cached_jpeg(indexed_photo(catalog, file_id), size, size)
+
+
+def _cached_jpeg(photo: Photo, size: int, min_size: int | None) -> Path:
+    """A JPEG of the photo at most `size` px on its long side in the app's cache (one per content)."""
     target = thumbnails_dir() / f"{photo.file_id}-{photo.fingerprint[:16]}-{size}.jpg"
     if target.is_file():
         return target
     try:
-        image = load_image(photo.path, min_size=size)
+        image = load_image(photo.path, min_size=min_size)
     except CliplabError as error:
-        raise NotServable(f"Photo {file_id} cannot be read any more ({error}).") from None
+        raise NotServable(f"Photo {photo.file_id} cannot be read any more ({error}).") from None
     image.thumbnail((size, size))
     # written beside the target and renamed: a reader never sees half a file
     handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")

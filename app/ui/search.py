@@ -54,7 +54,9 @@ def gallery_items(state: AppState, results) -> tuple[list[tuple[str, str]], list
     the tiles in order (a photo that cannot be shown any more has no tile, so clicks map to the right id)."""
     thumbs = dict(serving.thumbnails(state.catalog, [r.file_id for r in results]))
     shown = [r for r in results if thumbs.get(r.file_id) is not None]
-    return [(str(thumbs[r.file_id]), f"{r.score:.3f} · {Path(r.path).name}") for r in shown], [r.file_id for r in shown]
+    # a shot's files together (a RAW beside its JPEG is one photo): "IMG_1.JPG + IMG_1.CR2"
+    return ([(str(thumbs[r.file_id]), f"{r.score:.3f} · {' + '.join(Path(p).name for p in [r.path, *r.companions])}")
+             for r in shown], [r.file_id for r in shown])
 
 
 def page_note(view, query: str = "") -> str:
