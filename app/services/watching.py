@@ -10,6 +10,7 @@ one in the foreground.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -48,7 +49,10 @@ def start_watcher(catalog: Catalog, bundle: ModelBundle | Callable[[], ModelBund
 
     def process(changed: list[str] | None) -> str:
         model = bundle() if callable(bundle) else bundle
-        targets = changed if changed is not None else roots()
+        current = roots()
+        # only inside folders still watched: a folder taken out of the library meanwhile is not added back
+        targets = current if changed is None else [c for c in changed if any(
+            c == r or c.startswith(r.rstrip(os.sep) + os.sep) for r in current)]
         if not targets:
             return "no library folders to watch"
         run = library.add_folders(catalog, model, targets, workers=workers, kind=kind)
