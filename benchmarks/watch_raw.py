@@ -102,7 +102,9 @@ def burst(folder: Path, count: int) -> tuple[int, float]:
         os.rename(outside, photos / "burst")
         while library.library_summary(catalog).indexed < count + 1:
             time.sleep(0.2)
-        return watcher.state.batches - batches, time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        watcher.wait_idle(120)  # the batch's vector index is saved, and counted
+        return watcher.state.batches - batches, seconds
 
 
 def main() -> None:

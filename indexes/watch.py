@@ -8,7 +8,8 @@ already has (the caller's `process`: indexes.scan, then indexes.indexer), so the
 crash-safe as it is, and a move keeps its embeddings by the scan's content fingerprints.
 
 - A file still being written waits until its size and mtime are the same at two looks `settle`
-  seconds apart; deletions and folder events need no wait.
+  seconds apart, and so does a folder event (a folder moved or copied in) while a file inside it
+  waits; deletions need no wait.
 - Events are gathered until `quiet` seconds pass without a new one (at most `max_wait` after the
   first): a burst of 10,000 files copied in becomes one call of `process` with the folders they lie
   in, not 10,000 scans.
@@ -159,6 +160,8 @@ class Watcher:
         self._presence: dict[str, tuple[bool, str] | None] = {}  # root -> (is a folder, its mount point)
         self._roots_read = 0.0
         self._last_reconcile_at = time.monotonic()
+        self._roots_seen = False  # the first look at the roots is done (the reconcile at start covers them)
+        self._failures = 0  # batches failed in a row (the wait before the next try doubles)
 
     # -- events in -------------------------------------------------------------------------------
 
@@ -250,16 +253,18 @@ class Watcher:
         self._busy = True
         try:
             summary = self._process(folders)
-        except CliplabError as error:  # e.g. another process holds the writer lock: try again shortly
+        except CliplabError as error:  # e.g. another process holds the writer lock: try again, backing off
             self.state.error = str(error)
             if folders is None:
                 self._reconcile_due = True
             else:
                 self.add(folders, folder=True)
-            self._stop.wait(min(5.0, max(self.tick, 1.0)))
+            self._failures += 1
+            self._stop.wait(min(60.0, 0.5 * 2 ** self._failures))
             return
         finally:
             self._busy = False
+        self._failures = 0
         self.state.error = ""
         self.state.batches += 1
         self.state.last_batch = summary
@@ -274,7 +279,7 @@ class Watcher:
                 return None
             if now - self._last < self.quiet and now - self._first < self.max_wait:
                 return None
-            ready, waiting = list(self._folders), {}
+            ready, waiting = [], {}
             for path, (seen, since) in self._files.items():
                 try:
                     info = os.stat(path)
@@ -288,9 +293,12 @@ class Watcher:
                     ready.append(path)
                 else:
                     waiting[path] = (seen, since)
-            self._files, self._folders = waiting, set()
+            # a folder waits while a file in it is still being written: its scan would read that file half done
+            folders = {f for f in self._folders if any(_within(p, f) for p in waiting)}
+            ready += [f for f in self._folders if f not in folders]
+            self._files, self._folders = waiting, folders
             self._first = self._last = now if waiting else 0.0
-            self.state.queue = len(waiting)
+            self.state.queue = len(waiting) + len(folders)
         roots = [w for w in self._watched] + [r for r in self._presence if r not in self._watched]
         return covering_folders(ready, roots) or None
 
@@ -326,12 +334,15 @@ class Watcher:
                 self._unwatch(root)  # gone, or a new volume: watched afresh
             if present[0] and root not in self._watched:
                 self._watch(root)
+                if before is None and self._roots_seen:  # added while running: what came before its watch
+                    self.add([root], folder=True)
             mode, why = self._watched.get(root, ("offline", None))[0], ""
             if mode == "polling":
                 why = self._mode(root)[1]
             folders.append(FolderWatch(root, mode, why))
         if folders != self.state.folders:
             self.state.folders = folders
+        self._roots_seen = True
 
     def _watch(self, root: str) -> None:
         mode, _why = self._mode(root)

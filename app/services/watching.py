@@ -55,7 +55,8 @@ def start_watcher(catalog: Catalog, bundle: ModelBundle | Callable[[], ModelBund
             c == r or c.startswith(r.rstrip(os.sep) + os.sep) for r in current)]
         if not targets:
             return "no library folders to watch"
-        run = library.add_folders(catalog, model, targets, workers=workers, kind=kind)
+        # inside library folders only, which the person chose (a system folder among them was confirmed then)
+        run = library.add_folders(catalog, model, targets, workers=workers, kind=kind, confirm_system=True)
         if index_cache is not None:
             index_cache.get(model.register(catalog), kind)  # synced now, not at the next search
         line = batch_line(run, changed)
