@@ -241,16 +241,19 @@ class Watcher:
         self._check_presence()
         if self.reconcile_every and now - self._last_reconcile_at >= self.reconcile_every:
             self._reconcile_due = True
-        if self._reconcile_due:
-            self._reconcile_due = False
-            self._run_batch(None)
-            return
-        ready = self._ready(now)
-        if ready:
-            self._run_batch(ready)
+        self._busy = True  # from taking work off the queue until it is done (wait_idle)
+        try:
+            if self._reconcile_due:
+                self._reconcile_due = False
+                self._run_batch(None)
+                return
+            ready = self._ready(now)
+            if ready:
+                self._run_batch(ready)
+        finally:
+            self._busy = False
 
     def _run_batch(self, folders: list[str] | None) -> None:
-        self._busy = True
         try:
             summary = self._process(folders)
         except CliplabError as error:  # e.g. another process holds the writer lock: try again, backing off
@@ -262,8 +265,6 @@ class Watcher:
             self._failures += 1
             self._stop.wait(min(60.0, 0.5 * 2 ** self._failures))
             return
-        finally:
-            self._busy = False
         self._failures = 0
         self.state.error = ""
         self.state.batches += 1

@@ -168,3 +168,21 @@ def test_which_folders_a_batch_scans_and_which_are_polled(tmp_path):
     assert not needs_polling(str(tmp_path))  # a local disk sends events
     if os.path.isdir("/proc/self") and os.path.ismount("/proc"):
         assert not needs_polling("/proc")
+
+
+def test_cliplab_watch_adds_and_indexes_its_folders_then_stops_with_once(tmp_path, capsys):
+    from cli_support import run_cli
+
+    from cliplab.engine.weights import save_model
+    model = tmp_path / "tiny-model"
+    save_model(tiny_bundle().model, model, meta={"name": "tiny"})
+    folder = tmp_path / "cli-photos"
+    for n in range(2):
+        write_image(folder / f"c{n}.png", 40 + n)
+    code, out, err = run_cli(capsys, "watch", folder, "--once", "--model", model, "--workers", "0", "--settle", "0.2",
+                             "--reconcile-interval", "0", modules=["watch"])
+    assert code == 0, err
+    assert "reconcile of every folder: 2 new" in out and "embedded 2" in out
+    assert f"{folder}: watching" in out
+    catalog = open_catalog()
+    assert library.library_summary(catalog).indexed == 2
