@@ -88,7 +88,7 @@ def viewable(catalog: Catalog, file_id: int | str) -> tuple[Path, str]:
     photo = indexed_photo(catalog, file_id)
     if not is_raw(photo.path):
         return photo.path, photo.media_type
-    return _cached_jpeg(photo, PREVIEW_SIZE, PREVIEW_SIZE // 2), "image/jpeg"
+    return _cached_jpeg(photo, PREVIEW_SIZE, None), "image/jpeg"  # any preview: its full size, once, cached
 
 
 def library_file(catalog: Catalog, path: str | os.PathLike) -> Path:
