@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "audit",
     "app",
     "library",
+    "watch",
     "train",
     "dashboard",
     "captions",

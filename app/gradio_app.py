@@ -131,10 +131,10 @@ def add_photo_routes(app, state: AppState) -> None:
         if (answer := refused(request)) is not None:
             return answer
         try:
-            found = serving.indexed_photo(state.catalog, file_id)
+            path, media_type = serving.viewable(state.catalog, file_id)  # a RAW: its preview
         except serving.NotServable as error:
             return PlainTextResponse(str(error), status_code=404)
-        return FileResponse(found.path, media_type=found.media_type, headers={"Cache-Control": "private"},
+        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private"},
                             content_disposition_type="inline")
 
     async def thumb(file_id: str, request: Request, size: int = serving.THUMBNAIL_SIZE) -> Response:

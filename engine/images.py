@@ -26,6 +26,7 @@ import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from cliplab.engine.errors import CliplabError
+from cliplab.engine.raw import is_raw, load_raw, raw_info
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -410,7 +411,11 @@ def load_image(source: ImageSource, min_size: int | None = None, draft_factor: f
     - Failures raise ImageLoadError with `.reason` (see the class); an image that would decode to
       more than max_pixels() (a JPEG counted at its draft scale) is refused before decoding
       ("too large"); the sentence names the file and how to raise the limit.
+    - Camera RAW files (by extension: engine.raw) read through their embedded preview, or a half-size
+      demosaic when the preview is smaller than min_size.
     """
+    if isinstance(source, (str, os.PathLike)) and is_raw(source):
+        return load_raw(source, min_size)
     image, name = _open(source)
     with image:
         stored = image.size
@@ -444,7 +449,10 @@ def image_info(source: ImageSource) -> dict[str, Any]:
     applied), format, orientation (1-8), taken_at (EXIF DateTimeOriginal as a naive datetime, or
     None) and camera_model (EXIF Model, or None). Raises ImageLoadError like load_image, except
     that an image over max_pixels() is still described (only decoding it is refused; Pillow itself
-    refuses to open a non-JPEG of more than twice its own limit, ~179 MP, unless the limit is raised)."""
+    refuses to open a non-JPEG of more than twice its own limit, ~179 MP, unless the limit is raised).
+    A camera RAW's facts come from its own metadata (engine.raw)."""
+    if isinstance(source, (str, os.PathLike)) and is_raw(source):
+        return raw_info(source)
     image, _ = _open(source)
     with image:
         width, height = image.size

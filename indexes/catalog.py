@@ -77,6 +77,9 @@ class File(Base):
     duration_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     fps: Mapped[float | None] = mapped_column(Float, nullable=True)
     rotation: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # a RAW beside a JPEG of the same shot (same stem, same capture time): the id of the file shown for
+    # the shot (indexes.shots); search shows that one and lists this one with it
+    shot_of: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
 
     @property
     def disk_path(self) -> str:

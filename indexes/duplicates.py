@@ -37,6 +37,7 @@ from cliplab.engine.errors import CliplabError
 from cliplab.indexes.catalog import Catalog, File, photo_date
 from cliplab.indexes.copies import CopyIndex, library_descriptors
 from cliplab.indexes.scan import UNKNOWN
+from cliplab.indexes.shots import companion_ids
 
 # What the front ends say about the keeper and the similar groups (one wording, the CLI and the app).
 KEEPER_RULE = ("Suggested keeper of exact copies: the largest resolution, then the earliest date (capture time, "
@@ -115,8 +116,9 @@ def exact_duplicates(catalog: Catalog) -> list[Group]:
 
 def _not_themselves(catalog: Catalog) -> set[int]:
     """Rows that stand for a file another row already stands for in the similar groups: every copy
-    of equal content but its exact group's keeper, every other name of one file (links)."""
-    hidden = set()
+    of equal content but its exact group's keeper, every other name of one file (links), and the RAW
+    of a shot another file stands for (indexes.shots: one photo, not a pair of look-alikes)."""
+    hidden = companion_ids(catalog)
     for rows in _content_groups(catalog):
         files = _one_per_file(rows)
         if len(files) > 1:

@@ -36,6 +36,7 @@ from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model, Vec
 from cliplab.indexes.decode import Decoded, DecodePool, overlap_window
 from cliplab.indexes.names import readable
 from cliplab.indexes.retry import retrying
+from cliplab.indexes.shots import link_shots
 from cliplab.indexes.video import VIDEO_TIME_LIMIT, index_videos, split_videos
 from cliplab.indexes.writer import writer_lock
 
@@ -271,5 +272,6 @@ def _index_locked(catalog: Catalog, bundle: ModelBundle, batch_size: int, worker
             flush()
     _index_videos(catalog, bundle, model_id, videos, batch_size, video_time_limit, report, bar, on_batch, started)
     bar.close()
+    link_shots(catalog)  # capture times are known now: a RAW beside its JPEG becomes one photo with it
     report.seconds = time.perf_counter() - started
     return report

@@ -38,13 +38,14 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 
 from cliplab.engine.errors import CliplabError
+from cliplab.engine.raw import RAW_EXTENSIONS
 from cliplab.engine.video import VIDEO_EXTENSIONS
 from cliplab.indexes.catalog import Catalog, Embedding, File, Folder, Model, ScanSkip
 from cliplab.indexes.names import catalog_name, on_disk, readable
 from cliplab.indexes.retry import retrying
 from cliplab.indexes.writer import writer_lock
 
-EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif"})
+EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif"}) | RAW_EXTENSIONS
 BLOCK = 1 << 20
 UNKNOWN = ""  # the fingerprint of a file whose content has not been read yet
 HASH_THREADS = 4  # hashlib releases the GIL: parallel reads and hashing of new files

@@ -71,6 +71,7 @@ from cliplab.indexes.decode import decode_file
 from cliplab.indexes.indexer import ModelBundle
 from cliplab.indexes.records import AppliedLabel
 from cliplab.indexes.scan import EXTENSIONS, inside_library, library_roots
+from cliplab.indexes.shots import companion_ids, companions
 from cliplab.indexes.vectors import VectorIndex
 from cliplab.indexes.video import Span, frame_spans
 
@@ -285,8 +286,9 @@ def out_of_reach_ids(catalog: Catalog) -> np.ndarray:
 
 def reachable_ids(catalog: Catalog, index: VectorIndex, filters: Filters | None) -> np.ndarray | None:
     """The vector ids a query may return (the filters applied to their files, what is out of reach left
-    out; every frame of a video that passes); None when that is every vector of the index."""
-    away = out_of_reach_ids(catalog)
+    out, and the RAW files of shots another file stands for (indexes.shots: one result per shot); every
+    frame of a video that passes); None when that is every vector of the index."""
+    away = np.union1d(out_of_reach_ids(catalog), np.array(sorted(companion_ids(catalog)), np.int64))
     if not (filters is not None and filters.active()) and not len(away):
         return None
     ids = index.ids()
@@ -355,6 +357,7 @@ class Result:
     label: str | None = None  # with a probability sort: the top label of the filter's classifier...
     probability: float | None = None  # ...and its probability
     ranges: list[TimeRange] = field(default_factory=list)  # a video's best moments, best first ([] for photos)
+    companions: list[str] = field(default_factory=list)  # the shot's other files (a RAW beside this JPEG)
 
 
 @dataclass
@@ -433,6 +436,7 @@ def search_vector(catalog: Catalog, index: VectorIndex, vector: np.ndarray, limi
     for result in page:
         if result.file_id in spans:
             result.ranges = time_ranges(index, vector, result.file_id, spans[result.file_id], threshold)
+    with_companions(catalog, page)
     return Page(page, len(results), offset, threshold)
 
 
@@ -469,7 +473,6 @@ def time_ranges(index: VectorIndex, vector: np.ndarray, file_id: int, spans: lis
     return ranges[:MAX_RANGES]
 
 
-
 def by_probability(catalog: Catalog, model_id: int, filters: Filters | None, results: list[Result]) -> list[Result]:
     """The results ordered by their top label's probability under the filter's classifier, highest first (then
     score); each result carries that label and probability."""
@@ -483,6 +486,14 @@ def by_probability(catalog: Catalog, model_id: int, filters: Filters | None, res
     for result in results:
         result.label, result.probability = rows.get(result.file_id, (None, None))
     return sorted(results, key=lambda r: (-(r.probability or 0.0), -r.score))
+
+
+def with_companions(catalog: Catalog, results: list[Result]) -> list[Result]:
+    """Fill each result's companions: the other files of its shot (indexes.shots)."""
+    found = companions(catalog, [r.file_id for r in results])
+    for result in results:
+        result.companions = found.get(result.file_id, [])
+    return results
 
 
 def files_by_id(catalog: Catalog, ids) -> dict[int, File]:

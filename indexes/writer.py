@@ -5,7 +5,8 @@ taken by an INSERT (the primary key lets only one process win) or, when the row 
 stale, by a compare-and-set UPDATE on its token. A row is stale when its process is gone (same
 host, pid not running: a `kill -9`) or its heartbeat, refreshed every HEARTBEAT_SECONDS by a
 background thread, is older than STALE_SECONDS (another host, or a hung process). Searches and
-other readers never look at the lock. The lock is re-entrant within one thread.
+other readers never look at the lock. The lock is re-entrant within one thread; other threads of the
+process holding it wait for their turn (the app's indexing jobs and its folder watcher).
 """
 
 from __future__ import annotations
@@ -122,6 +123,14 @@ def writer_lock(catalog: Catalog) -> Iterator[None]:
         finally:
             held.depth -= 1
         return
+    # threads of one process (the app's indexing jobs and its folder watcher) take turns: one waits for
+    # the other instead of being told that "another indexer" runs
+    gate = catalog.__dict__.setdefault("_writer_gate", threading.Lock())
+    with gate:
+        yield from _hold(catalog)
+
+
+def _hold(catalog: Catalog) -> Iterator[None]:
     token = retrying(lambda: _acquire(catalog), "taking the writer lock")
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(catalog, token, stop), daemon=True, name="writer-heartbeat")

@@ -1,6 +1,7 @@
 """The Gradio app in headless Chromium: classify, index and search, what the server serves (and what
-it refuses), removing a folder, map selection -> query, odd file names dropped into search, audit
-sessions, errors that stay, training with Stop, the login beyond loopback, switching models.
+it refuses), removing a folder, a photo copied into a library folder found without a rescan, map
+selection -> query, odd file names dropped into search, audit sessions, errors that stay, training
+with Stop, the login beyond loopback, switching models.
 
 One app server for the module (tests/browser_fixtures.py); the model switch runs last because it
 changes the server's current model. Each test leaves a screenshot under its test-output folder.
@@ -191,6 +192,32 @@ def test_serves_indexed_photos_only_then_forgets_a_removed_folder(  # noqa: F811
     assert get(f"{app_server.url}photo/{photo_id}").status == 404
     assert get(f"{app_server.url}thumb/{photo_id}").status == 404
     assert (folder / "scene0.png").is_file()  # the files themselves stay
+
+
+# the app keeps its library current by itself (its folder watcher, on by default)
+def test_a_photo_copied_into_a_library_folder_appears_in_search(page, app_server, tmp_path,  # noqa: F811
+                                                                 test_output_dir):
+    folder = write_scenes(tmp_path / "watched", n=3, seed=21)
+    add_folder(page, folder, 3)
+    expect(page.locator("#index-status")).to_contain_text("Watching for changes:", timeout=30_000)
+    expect(page.locator("#index-status")).to_contain_text(f"{folder.resolve()}: watching", timeout=30_000)
+    field(page, "search-query").fill("a red circle")
+    page.get_by_text("Filters").click()
+    field(page, "search-folder").fill(str(folder))
+    page.locator("#search-run").click()
+    expect(page.locator("#search-info")).to_contain_text("3 result(s)", timeout=60_000)
+    extra = write_scenes(tmp_path / "camera", n=1, seed=22) / "scene0.png"
+    shutil.copy(extra, folder / "copied-in.png")  # no Add, no rescan: the watcher takes it
+    for _attempt in range(30):
+        page.locator("#search-run").click()
+        try:
+            expect(page.locator("#search-info")).to_contain_text("4 result(s)", timeout=2_000)
+            break
+        except AssertionError:
+            continue
+    expect(page.locator("#search-info")).to_contain_text("4 result(s)")
+    expect(page.locator("#search-gallery")).to_contain_text("copied-in.png")
+    screenshot(page, test_output_dir, "watched-folder")
 
 
 def test_dropped_image_with_an_awkward_name_and_a_non_image(  # noqa: F811

@@ -27,6 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="photos in the demo folder made on first start (0: none)")
     parser.add_argument("--wait-first-start", action="store_true",
                         help="prepare and index the demo photos before serving (default: in the background)")
+    parser.add_argument("--no-watch", action="store_true",
+                        help="do not watch the library's folders (new photos then need `cliplab index`)")
+    parser.add_argument("--poll", metavar="FOLDER", action="append", default=[],
+                        help="poll this library folder instead of waiting for change events (repeatable; network "
+                             "and FUSE folders are polled anyway)")
+    parser.add_argument("--poll-interval", type=float, default=30.0, metavar="SECONDS",
+                        help="seconds between two looks at a polled folder (default 30)")
+    parser.add_argument("--reconcile-interval", type=float, default=3600.0, metavar="SECONDS",
+                        help="seconds between reconcile scans of every library folder (default 3600)")
     parser.set_defaults(func=run)
 
 
@@ -52,5 +61,8 @@ def run(args: argparse.Namespace) -> int:
             state.jobs.wait(job)
             print(f"first start failed: {job.error}" if job.error else
                   f"first start: {job.log[-2] if len(job.log) > 1 else job.message}", flush=True)
+    if not args.no_watch:  # the library keeps itself current: new photos appear without a rescan
+        state.start_watching(poll=tuple(args.poll), poll_interval=max(0.1, args.poll_interval),
+                             reconcile=max(0.0, args.reconcile_interval))
     launch(state, host=host, port=args.port, open_browser=not args.no_browser, allowed_hosts=tuple(args.allow_host))
     return 0

@@ -120,7 +120,8 @@ def search_main(args: argparse.Namespace) -> int:
                            "date": r.date.isoformat() if r.date else None, "date_source": r.date_source,
                            "ranges": [{"start": t.start, "end": t.end, "score": round(t.score, 5), "frame_id": t.frame_id,
                                        "at": t.at}
-                                      for t in r.ranges]}
+                                      for t in r.ranges],
+                           "companions": r.companions}
                           for r in view.results], indent=1))
         return 0
     on_disk = library.disk_paths(catalog, [r.file_id for r in view.results])
@@ -131,6 +132,8 @@ def search_main(args: argparse.Namespace) -> int:
         print(f"{n:4d}  {r.score:.4f}  @{r.file_id:<6d} {when:21s}  {label}{printable(on_disk.get(r.file_id, r.path))}")
         for moment in r.ranges:  # a video's best moments: `cliplab clip` takes such a line as it is
             print(f"      {printable(r.path)}  {moment.label()}  {moment.score:.4f}  (frame @{moment.frame_id})")
+        for other in r.companions:  # the shot's other files (a RAW beside this JPEG): one photo, not two results
+            print(f"{'':42s}+ {printable(other)}")
     cut = ""
     if view.threshold_unreachable:
         cut = f", no photo scores above a cut-off of z={args.cutoff:g} (it would need a cosine above 1)"

@@ -137,6 +137,7 @@ class AppState:
         self._search_bundle: ModelBundle | None = bundle
         self.search_mode = SEARCH  # indexing and search: "auto" unless the Settings tab chose a mode
         self._lock = threading.RLock()
+        self.watcher = None  # the library watcher (start_watching), on by default in `cliplab app`
 
     @property
     def bundle(self) -> ModelBundle:
@@ -180,6 +181,22 @@ class AppState:
         with self._lock:
             self._bundle, self._search_bundle, self.model_name = bundle, None, bundle.name
         return bundle
+
+    def start_watching(self, **options):
+        """Watch the library's folders (those added later too) and keep the catalog and the open vector
+        indexes current, with the current indexing model (app.services.watching.start_watcher's options)."""
+        from cliplab.app.services import watching
+        with self._lock:
+            if self.watcher is None:
+                self.watcher = watching.start_watcher(self.catalog, lambda: self.search_bundle,
+                                                      index_cache=self.vector_indexes, **options)
+            return self.watcher
+
+    def stop_watching(self) -> None:
+        with self._lock:
+            if self.watcher is not None:
+                self.watcher.stop()
+                self.watcher = None
 
     def library_roots(self) -> list[str]:
         """The online root folders of the catalog."""

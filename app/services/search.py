@@ -42,6 +42,7 @@ from cliplab.indexes.search import (
     query_vector,
     reachable_ids,
     search_vector,
+    with_companions,
 )
 from cliplab.indexes.vectors import VectorIndex, open_index
 
@@ -314,5 +315,5 @@ def _search_within(catalog: Catalog, index: VectorIndex, vector: np.ndarray, fil
     pages = max(1, -(-len(results) // per_page))
     number = min(max(1, int(page)), pages)
     start = (number - 1) * per_page
-    return SearchView(results[start:start + per_page], len(results), number, pages, per_page, None, False, None,
-                      list(terms))
+    return SearchView(with_companions(catalog, results[start:start + per_page]), len(results), number, pages,
+                      per_page, None, False, None, list(terms))

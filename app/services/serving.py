@@ -23,6 +23,7 @@ from pathlib import Path
 from cliplab.engine import paths
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.images import load_image
+from cliplab.engine.raw import is_raw
 from cliplab.engine.video import MEDIA_TYPES as VIDEO_MEDIA_TYPES
 from cliplab.engine.video import VIDEO_EXTENSIONS, VideoError, frame_at, is_video, poster
 from cliplab.indexes.catalog import Catalog
@@ -37,6 +38,7 @@ _ID = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() and int() also tak
 MEDIA_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
                "bmp": "image/bmp", "gif": "image/gif", "tif": "image/tiff", "tiff": "image/tiff",
                "heic": "image/heic", "heif": "image/heif"}
+PREVIEW_SIZE = 2048  # long side of the JPEG a camera RAW is shown as (browsers cannot show RAW files)
 
 
 class NotServable(CliplabError):
@@ -89,6 +91,15 @@ def indexed_photo(catalog: Catalog, file_id: int | str) -> Photo:
     return Photo(file_id, Path(real), fingerprint or "", media_type)
 
 
+def viewable(catalog: Catalog, file_id: int | str) -> tuple[Path, str]:
+    """(file, media type) that shows the indexed photo in a browser: the file itself, or for a camera RAW
+    a JPEG of its embedded preview (or its half-size demosaic), made once into the app's cache."""
+    photo = indexed_photo(catalog, file_id)
+    if not is_raw(photo.path):
+        return photo.path, photo.media_type
+    return _cached_jpeg(photo, PREVIEW_SIZE, None), "image/jpeg"  # any preview: its full size, once, cached
+
+
 def library_file(catalog: Catalog, path: str | os.PathLike) -> Path:
     """A file the person named that lies inside one of their online library folders (after resolving
     symlinks and `..`); a sentence otherwise. For things read by path from the page, such as a captions
@@ -128,7 +139,12 @@ def thumbnail(catalog: Catalog, file_id: int | str, size: int = THUMBNAIL_SIZE, 
     its first frame, or the frame at `at` seconds (a result's matching moment)."""
     if size not in THUMBNAIL_SIZES:
         raise NotServable(f"Thumbnails come in sizes {', '.join(map(str, THUMBNAIL_SIZES))}, not {size}.")
-    photo = indexed_photo(catalog, file_id)
+    return _cached_jpeg(indexed_photo(catalog, file_id), size, size, at)
+
+
+def _cached_jpeg(photo: Photo, size: int, min_size: int | None, at: float | None = None) -> Path:
+    """A JPEG of the photo at most `size` px on its long side in the app's cache (one per content); of a
+    video, its first frame or the frame at `at` seconds."""
     video = is_video(photo.path.name)
     moment = f"-{round(at * 1000)}ms" if video and at is not None else ""
     target = thumbnails_dir() / f"{photo.file_id}-{photo.fingerprint[:16]}{moment}-{size}.jpg"
@@ -138,9 +154,9 @@ def thumbnail(catalog: Catalog, file_id: int | str, size: int = THUMBNAIL_SIZE, 
         if video:
             image = frame_at(str(photo.path), at, size) if at is not None else poster(str(photo.path), size)
         else:
-            image = load_image(photo.path, min_size=size)
+            image = load_image(photo.path, min_size=min_size)
     except (CliplabError, VideoError) as error:
-        raise NotServable(f"Photo {file_id} cannot be read any more ({error}).") from None
+        raise NotServable(f"Photo {photo.file_id} cannot be read any more ({error}).") from None
     image.thumbnail((size, size))
     # written beside the target and renamed: a reader never sees half a file
     handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from cliplab.app.services import library, serving
+from cliplab.app.services import library, serving, watching
 from cliplab.app.services.app_state import AppState
 from cliplab.app.ui.common import UserError, error_box, wire
 
@@ -29,6 +29,8 @@ def job_status(state: AppState) -> tuple[str, pd.DataFrame, dict]:
             result = job.result or {}
             lines.append(f"**{job.title}:** done — {result.get('embedded', 0)} embedded, "
                          f"{result.get('skipped', 0)} skipped ({result.get('scan', '')}).")
+    if state.watcher is not None:  # watching, polling or offline per folder; queue; last reconcile
+        lines.append(f"**Watching for changes:** {watching.status(state.catalog, state.watcher).summary()}.")
     skipped = pd.DataFrame(summary.skipped, columns=["file", "why it was skipped"])
     return "\n\n".join(lines), skipped, gr.update(choices=[f.path for f in summary.folders])
 

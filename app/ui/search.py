@@ -57,10 +57,11 @@ def gallery_items(state: AppState, results) -> tuple[list[tuple[str, str]], list
     thumbs = dict(serving.thumbnails(state.catalog, [r.file_id for r in results], moments=moments))
     shown = [r for r in results if thumbs.get(r.file_id) is not None]
 
-    def caption(r) -> str:  # a video names its best moment; a label filter's label and probability
+    def caption(r) -> str:  # a video names its best moment; a label filter's label; a shot its files together
         moment = f" · {moments_panel.range_label(r.ranges[0].start, r.ranges[0].end)}" if r.ranges else ""
         label = f" · {r.label} {r.probability:.2f}" if getattr(r, "label", None) is not None else ""
-        return f"{r.score:.3f}{label} · {Path(r.path).name}{moment}"
+        names = " + ".join(Path(p).name for p in [r.path, *r.companions])  # "IMG_1.JPG + IMG_1.CR2"
+        return f"{r.score:.3f}{label} · {names}{moment}"
     return [(str(thumbs[r.file_id]), caption(r)) for r in shown], [r.file_id for r in shown]
 
 
