@@ -243,3 +243,29 @@ def test_export_reproduces_the_library_labels_in_a_fresh_process_and_refuses_oth
     assert "format version 99, newer than this cliplab reads (version 1)" in message(
         classify_with_file, demo, [one], tmp_path / "newer.json")
     assert labels.apply(catalog, demo, "shapes").total == len(truth)
+
+
+def test_the_labels_commands(demo, library_setup, capsys):
+    catalog, _folder, truth = library_setup
+
+    def cli(*argv, modules=("labels",)):
+        code, out, err = run_cli(capsys, *argv, modules=list(modules))
+        assert code == 0, err
+        return out
+
+    assert "photos labelled" in cli("labels", "apply", "shapes")
+    out = cli("labels", "threshold", "shapes", "--set", "suggested")
+    assert "threshold set to" in out and "left unlabelled" in out
+    assert labels.thresholds(catalog, demo, "shapes").current == labels.thresholds(catalog, demo, "shapes").suggested
+    out = cli("labels", "review", "shapes", "--per-grid", "2")
+    first = int(out.split("@")[1].split()[0])
+    assert "least sure" in out and "circle: most confident" in out
+    assert "as 'star' (by Ada)" in cli("labels", "label", "shapes", f"@{first}", "star", "--person", "Ada")
+    assert f"@{first}" in (again := cli("labels", "review", "shapes", "--per-grid", "2")) and "[labelled star]" in again
+    shown = cli("labels", "show", "shapes", "--label", "circle", "--min-probability", "0")
+    assert "photo(s)" in shown and all("circle" in line for line in shown.splitlines()[:-1])
+    out = cli("search", "a shape", "--classifier", "shapes", "--label", "circle", "--min-probability", "0",
+              "--sort", "probability", modules=("library",))
+    assert "circle" in out and "result(s)" in out
+    code, _out, err = run_cli(capsys, "labels", "label", "shapes", "x1", "star", modules=["labels"])
+    assert code == 2 and "is not a photo id" in err
