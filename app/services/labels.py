@@ -130,10 +130,6 @@ def refresh(catalog: Catalog, bundle: ModelBundle) -> list[Applied]:
     return [apply(catalog, bundle, name) for name in store.applied_classifiers(catalog, bundle.register(catalog))]
 
 
-def applied_names(catalog: Catalog, bundle: ModelBundle) -> list[str]:
-    return store.applied_classifiers(catalog, bundle.register(catalog))
-
-
 def require_applied(catalog: Catalog, bundle: ModelBundle, name: str) -> int:
     """The model id, once the classifier's labels are up to date (applied first when they were never made)."""
     apply(catalog, bundle, name)
