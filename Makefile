@@ -52,7 +52,7 @@ FAST_TESTS = \
 	tests/test_audit_trust.py \
 	tests/test_bpe.py tests/test_captions.py tests/test_catalog.py tests/test_cli_user_errors.py \
 	tests/test_data.py tests/test_demo_world.py tests/test_eval_cli.py tests/test_front_end_messages.py tests/test_hf_tokenizer.py \
-	tests/test_images.py tests/test_indexer.py tests/test_layering.py tests/test_loss.py tests/test_model.py \
+	tests/test_heads.py tests/test_images.py tests/test_indexer.py tests/test_layering.py tests/test_loss.py tests/test_model.py \
 	tests/test_packaging.py tests/test_probe.py tests/test_raw.py tests/test_retrieval.py tests/test_runtime.py \
 	tests/test_scan.py tests/test_search.py tests/test_search_service.py tests/test_serving.py \
 	tests/test_tokenizer.py tests/test_train.py tests/test_ui_common.py tests/test_vector_storage.py \

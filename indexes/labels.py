@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, insert, select
 
 from cliplab.indexes.catalog import Catalog, Embedding, File, Model, damaged_rows, from_blobs, to_blob
 from cliplab.indexes.records import AppliedLabel, ClassifierRun, LabelledExample
@@ -108,15 +108,6 @@ def write_labels(catalog: Catalog, classifier: str, model_id: int, *, fingerprin
                                     model_version=version, applied_at=datetime.now(UTC)))
 
 
-def forget_run(catalog: Catalog, classifier: str, model_id: int) -> None:
-    """The classifier's labels on this model's library and its run, deleted (its examples are kept)."""
-    with catalog.session() as session, session.begin():
-        session.execute(delete(AppliedLabel).where(AppliedLabel.classifier == classifier,
-                                                   AppliedLabel.model_id == model_id))
-        session.execute(delete(ClassifierRun).where(ClassifierRun.classifier == classifier,
-                                                    ClassifierRun.model_id == model_id))
-
-
 @dataclass(frozen=True)
 class LabelTable:
     """Every applied label of a classifier on a library, as arrays (file-id order)."""
@@ -171,20 +162,6 @@ def ids_with_label(catalog: Catalog, classifier: str, model_id: int, label: str 
         query = query.where(AppliedLabel.label1 == label)
     with catalog.session() as session:
         return np.array(sorted(session.scalars(query)), np.int64)
-
-
-def top_probabilities(catalog: Catalog, classifier: str, model_id: int, file_ids) -> dict[int, tuple[str, float]]:
-    """(top label, its probability) of these files, by id (for sorting results by probability)."""
-    return {i: row.top[0] for i, row in labels_of(catalog, classifier, model_id, file_ids).items() if row.top}
-
-
-def label_counts(catalog: Catalog, classifier: str, model_id: int, min_probability: float = 0.0) -> dict[str, int]:
-    """Photos per top label with at least this probability."""
-    with catalog.session() as session:
-        return dict(session.execute(select(AppliedLabel.label1, func.count())
-                                    .where(AppliedLabel.classifier == classifier, AppliedLabel.model_id == model_id,
-                                           AppliedLabel.p1 >= float(min_probability))
-                                    .group_by(AppliedLabel.label1)).all())
 
 
 # -- labelled examples -----------------------------------------------------------------------------

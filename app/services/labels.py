@@ -43,9 +43,10 @@ def library_classifier(catalog: Catalog, bundle: ModelBundle, name: str, spec: d
     library = library_bundle(catalog, bundle, model_id)
     scale = float(spec.get("scale") or DEFAULT_SCALE)
     head = spec.get("head") or {}
-    if head.get("model_fingerprint") == bundle.fingerprint and head.get("classes") == classes:
+    made_for = (bundle.fingerprint, classes, templates, scale)  # a head belongs to its prior: same model and prompts
+    if (head.get("model_fingerprint"), head.get("classes"), head.get("templates"), head.get("scale")) == made_for:
         weights = np.frombuffer(base64.b64decode(head["weights"]), "<f4").reshape(head["shape"]).astype(np.float32)
-        made = {k: v for k, v in head.items() if k not in ("weights", "shape", "classes")}
+        made = {k: v for k, v in head.items() if k not in ("weights", "shape", "classes", "templates", "scale")}
     else:
         weights = build_classifier(library.encoder, library.tokenizer, classes, templates, scale=scale,
                                    truncate=True).weights
@@ -127,10 +128,6 @@ def refresh(catalog: Catalog, bundle: ModelBundle) -> list[Applied]:
     """Every classifier applied to this model's library brought up to date (after indexing, before a search
     filters by label)."""
     return [apply(catalog, bundle, name) for name in store.applied_classifiers(catalog, bundle.register(catalog))]
-
-
-def applied_names(catalog: Catalog, bundle: ModelBundle) -> list[str]:
-    return store.applied_classifiers(catalog, bundle.register(catalog))
 
 
 def require_applied(catalog: Catalog, bundle: ModelBundle, name: str) -> int:
@@ -289,7 +286,8 @@ def improve_classifier(catalog: Catalog, bundle: ModelBundle, name: str) -> Impr
     result = improve(zeroshot, float(spec.get("scale") or DEFAULT_SCALE), x, y, list(spec["classes"]))
     head = None if result.fallback else {
         "weights": base64.b64encode(np.ascontiguousarray(result.weights, "<f4").tobytes()).decode("ascii"),
-        "shape": list(result.weights.shape), "classes": list(spec["classes"]), "model_fingerprint": bundle.fingerprint,
+        "shape": list(result.weights.shape), "classes": list(spec["classes"]), "templates": list(spec["templates"]),
+        "scale": float(spec.get("scale") or DEFAULT_SCALE), "model_fingerprint": bundle.fingerprint,
         "alpha": result.alpha, "examples": result.examples}
     save_head(catalog, name, head)
     return result

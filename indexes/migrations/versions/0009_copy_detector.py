@@ -3,14 +3,14 @@ per content for the near-duplicate finder and overlap runs against a library; ov
 pairs (evaluation image, reference image) a person confirmed as copies or rejected.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

@@ -5,14 +5,14 @@ SQLite rebuilds the files table (whose embeddings would go with it); indexes.sho
 whose file is gone.
 
 Revision ID: 0012
-Revises: 0007
+Revises: 0009
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0007"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

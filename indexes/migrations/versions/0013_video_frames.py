@@ -6,14 +6,14 @@ for photos). files gains the video facts `duration_ms`, `fps` and `rotation` (NU
 Every existing embedding becomes frame 0 with its vector untouched.
 
 Revision ID: 0013
-Revises: 0007
+Revises: 0012
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0007"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
