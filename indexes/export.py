@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy import select
 
 from cliplab.engine.errors import CliplabError
-from cliplab.indexes.catalog import Catalog, Embedding, File, Model, damaged_rows, from_blobs
+from cliplab.indexes.catalog import Catalog, Embedding, File, Model, damaged_rows, from_blobs, vector_id
 from cliplab.indexes.labels import applied_classifiers, label_table
 
 COLUMNS = ("file_id", "path", "size", "width", "height", "captured_at", "camera", "fingerprint")
@@ -32,7 +32,7 @@ def export(catalog: Catalog, model_id: int, path: str | Path) -> int:
     rows, vectors = [r for r, ok in zip(rows, sound) if ok], vectors[sound]
     meta = {c: [getattr(r[0], c if c != "file_id" else "id") for r in rows] for c in COLUMNS}
     meta["frame"], meta["at_ms"] = [r[2] for r in rows], [r[3] for r in rows]
-    meta.update(_label_columns(catalog, model_id, meta["file_id"]))
+    meta.update(_label_columns(catalog, model_id, [vector_id(f, n) for f, n in zip(meta["file_id"], meta["frame"])]))
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":
         import pyarrow as pa
@@ -51,6 +51,7 @@ def export(catalog: Catalog, model_id: int, path: str | Path) -> int:
 
 
 def _label_columns(catalog: Catalog, model_id: int, file_ids: list[int]) -> dict[str, list]:
+    """Each applied classifier's top label and probability per exported row (by vector id: a video per frame)."""
     columns: dict[str, list] = {}
     for name in applied_classifiers(catalog, model_id):
         table = label_table(catalog, name, model_id)

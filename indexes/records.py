@@ -86,14 +86,15 @@ class ClassifierRun(Base):
 
 
 class AppliedLabel(Base):
-    """A saved classifier's top three labels for one stored embedding (the embedding row's key: file and
-    model), with the embedding version they were computed from."""
+    """A saved classifier's top three labels for one stored embedding (the embedding row's key: file, model
+    and frame), with the embedding version they were computed from."""
     __tablename__ = "applied_labels"
 
     classifier: Mapped[str] = mapped_column(ForeignKey("saved_classifiers.name", ondelete="CASCADE"),
                                             primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
     file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    frame: Mapped[int] = mapped_column(Integer, primary_key=True, default=0, server_default="0")  # a video's frame
     version: Mapped[int] = mapped_column(BigInteger)
     label1: Mapped[str] = mapped_column(Text)
     p1: Mapped[float] = mapped_column(Float)
@@ -113,13 +114,14 @@ class LabelledExample(Base):
     classifier: Mapped[str] = mapped_column(ForeignKey("saved_classifiers.name", ondelete="CASCADE"), index=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     file_id: Mapped[int | None] = mapped_column(ForeignKey("files.id", ondelete="SET NULL"), nullable=True)
+    frame: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # a video's frame (0: a photo)
     path: Mapped[str] = mapped_column(Text)  # the photo's path when it was labelled
     label: Mapped[str] = mapped_column(Text)
     action: Mapped[str] = mapped_column(String(16))  # confirmed | corrected
     person: Mapped[str] = mapped_column(Text)  # who labelled it (a person, never the model)
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised
     labelled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    __table_args__ = (UniqueConstraint("classifier", "model_id", "file_id"),)
+    __table_args__ = (UniqueConstraint("classifier", "model_id", "file_id", "frame"),)
 
 
 class CopyDescriptor(Base):

@@ -478,11 +478,14 @@ def by_probability(catalog: Catalog, model_id: int, filters: Filters | None, res
     score); each result carries that label and probability."""
     if filters is None or not filters.classifier:
         raise CliplabError("Sorting by probability needs a label filter: choose a classifier applied to the library.")
+    rows: dict[int, tuple[str, float]] = {}  # a video by its most confident frame
     with catalog.session() as session:
-        rows = dict((r[0], (r[1], r[2])) for r in session.execute(
-            select(AppliedLabel.file_id, AppliedLabel.label1, AppliedLabel.p1).where(
-                AppliedLabel.classifier == filters.classifier, AppliedLabel.model_id == model_id,
-                AppliedLabel.file_id.in_([r.file_id for r in results]))))
+        for file_id, label, p in session.execute(
+                select(AppliedLabel.file_id, AppliedLabel.label1, AppliedLabel.p1).where(
+                    AppliedLabel.classifier == filters.classifier, AppliedLabel.model_id == model_id,
+                    AppliedLabel.file_id.in_([r.file_id for r in results]))):
+            if file_id not in rows or p > rows[file_id][1]:
+                rows[file_id] = (label, p)
     for result in results:
         result.label, result.probability = rows.get(result.file_id, (None, None))
     return sorted(results, key=lambda r: (-(r.probability or 0.0), -r.score))

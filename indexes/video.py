@@ -200,3 +200,11 @@ def video_facts(catalog: Catalog, file_id: int) -> tuple[str, float, float | Non
             return None
         return row.disk_path, row.duration_ms / 1000, row.fps, row.rotation or 0
 
+
+
+def frame_time(catalog: Catalog, file_id: int, frame: int) -> float | None:
+    """A video frame's time from the video's start in seconds (None when the frame is not stored)."""
+    with catalog.session() as session:
+        at_ms = session.scalar(select(Embedding.at_ms).where(Embedding.file_id == file_id, Embedding.frame == frame)
+                               .limit(1))
+    return None if at_ms is None else at_ms / 1000

@@ -114,7 +114,7 @@ def test_a_raw_and_its_jpeg_are_one_photo_with_both_files(shots):
             assert result.companions == [result.path[:-4] + ".DNG"]
         else:
             assert result.companions == []
-    groups = library.find_duplicates(state.search_bundle, state.catalog, threshold=0.01)  # everything is alike
+    groups = library.find_duplicates(state.catalog, threshold=0.01)  # everything is alike
     in_groups = {Path(m.path).name for g in groups for m in g.members}
     assert "IMG_9.DNG" in in_groups and not {"IMG_0.DNG", "IMG_1.DNG", "IMG_2.DNG"} & in_groups  # a shot is one photo
     # the JPEG goes: the RAW is a photo of its own again

@@ -207,6 +207,44 @@ def test_a_query_matching_a_scene_returns_the_range_that_contains_it(demo_librar
     assert len(paths) == len(set(paths)) == everything.total == 6  # 2 videos + 4 photos, each once
 
 
+
+def test_a_saved_classifier_labels_every_frame_and_a_video_is_found_by_its_frames_label(demo_library):
+    """Labels are kept per embedding row: each frame of a video is labelled (equal to a direct computation on
+    its stored vector), a label filter finds the video by the frame that carries it, a frame's tile is drawn
+    at its time, and a person's correction of one frame is stored for that frame."""
+    from cliplab.app.services import classifiers, labels, serving
+    from cliplab.indexes import labels as store
+    from cliplab.indexes.catalog import from_blobs, vector_id
+    catalog, bundle, folder, _url = demo_library
+    classes = ["a red circle", "a blue square", "a green star", "a yellow triangle"]
+    classifiers.save_classifier(catalog, "scenes", classes, ["a picture of {}."])
+    applied = labels.apply(catalog, bundle, "scenes")
+    model_id = bundle.register(catalog)
+    with catalog.session() as session:
+        rows = session.execute(select(Embedding.file_id, Embedding.frame, Embedding.vector)
+                               .where(Embedding.model_id == model_id)).all()
+    assert applied.total == len(rows) > 6  # every frame its own row, beside the photos
+    classifier = labels.library_classifier(catalog, bundle, "scenes")
+    vectors = from_blobs([r[2] for r in rows], classifier.weights.shape[1])
+    logits = classifier.scale * vectors @ classifier.weights.T
+    expected = {vector_id(r[0], r[1]): classes[int(i)] for r, i in zip(rows, logits.argmax(1))}
+    found = store.labels_of(catalog, "scenes", model_id, list(expected))
+    assert {item: found[item].top[0][0] for item in expected} == expected
+    scenes = [item for item, (f, n) in ((i, split_vector_id(i)) for i in expected) if n > 0]
+    assert scenes  # frames beyond the first carry labels of their own
+    blue = [i for i in expected if expected[i] == "a blue square" and split_vector_id(i)[1] > 0]
+    assert blue  # the blue scene (2-4 s) of scenes.mp4
+    view = service.search(catalog, bundle, [service.text_term("a photo")], per_page=20,  # found by that frame's label
+                          filters=service.make_filters(classifier="scenes", label="a blue square",
+                                                       min_probability=0.0, catalog=catalog))
+    assert str(folder / "scenes.mp4") in [r.path for r in view.results]
+    frame = scenes[0]
+    assert dict(serving.thumbnails(catalog, [frame]))[frame] is not None  # drawn from the video at its time
+    example = labels.label_photo(catalog, bundle, "scenes", frame, "a green star", "tester")
+    assert example.file_id == frame and example.label == "a green star"
+    assert [e.file_id for e in labels.examples(catalog, bundle, "scenes")] == [frame]
+
+
 def test_cut_off_negatives_and_more_like_this_frame(demo_library):
     catalog, bundle, folder, _url = demo_library
     view = service.search(catalog, bundle, [service.text_term("a green star")], cutoff=0.5, per_page=10)

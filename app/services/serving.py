@@ -26,10 +26,11 @@ from cliplab.engine.images import load_image
 from cliplab.engine.raw import is_raw
 from cliplab.engine.video import MEDIA_TYPES as VIDEO_MEDIA_TYPES
 from cliplab.engine.video import VIDEO_EXTENSIONS, VideoError, frame_at, is_video, poster
-from cliplab.indexes.catalog import Catalog
+from cliplab.indexes.catalog import Catalog, split_vector_id
 from cliplab.indexes.library import file_in_folder, indexed_ids, online_roots
 from cliplab.indexes.scan import EXTENSIONS
 from cliplab.indexes.search import MAX_FILE_ID
+from cliplab.indexes.video import frame_time
 
 THUMBNAIL_SIZE = 384  # long side: the gallery's tiles and its preview
 HOVER_SIZE = 160  # the map's hover thumbnail
@@ -173,13 +174,16 @@ def _cached_jpeg(photo: Photo, size: int, min_size: int | None, at: float | None
 def thumbnails(catalog: Catalog, file_ids: list[int], size: int = THUMBNAIL_SIZE,
                moments: dict[int, float] | None = None) -> list[tuple[int, Path | None]]:
     """(id, thumbnail or None when it cannot be shown) per id, in order: one bad file never blanks a page.
+    An id may be a video frame's vector id (labels and review list frames): its frame is shown.
     moments: a video's time to show (its best moment), by id."""
     out = []
-    for file_id in file_ids:
+    for item in file_ids:
+        file_id, frame = split_vector_id(int(item))
+        at = frame_time(catalog, file_id, frame) if frame else (moments or {}).get(item)
         try:
-            out.append((file_id, thumbnail(catalog, file_id, size, (moments or {}).get(file_id))))
+            out.append((item, thumbnail(catalog, file_id, size, at)))
         except NotServable:
-            out.append((file_id, None))
+            out.append((item, None))
     return out
 
 

@@ -1,4 +1,5 @@
-"""Saved classifiers applied to the library: their labels per stored embedding (applied_labels), what each
+"""Saved classifiers applied to the library: their labels per stored embedding row (applied_labels: a
+photo's, or each frame of a video), what each
 application is up to date with (classifier_runs), and the labels people confirmed or corrected
 (labelled_examples, which keep the embedding so an example outlives its photo).
 
@@ -31,6 +32,8 @@ def upgrade() -> None:
     op.create_table(
         "applied_labels", *_keys(),
         sa.Column("file_id", sa.Integer, sa.ForeignKey("files.id", ondelete="CASCADE"), primary_key=True),
+        # the embedding row's frame (0 for a photo; a video's frames are rows of their own, migration 0013)
+        sa.Column("frame", sa.Integer, primary_key=True, server_default="0"),
         sa.Column("version", sa.BigInteger, nullable=False),
         sa.Column("label1", sa.Text, nullable=False),
         sa.Column("p1", sa.Float, nullable=False),
@@ -47,13 +50,14 @@ def upgrade() -> None:
                   nullable=False),
         sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
         sa.Column("file_id", sa.Integer, sa.ForeignKey("files.id", ondelete="SET NULL"), nullable=True),
+        sa.Column("frame", sa.Integer, nullable=False, server_default="0"),
         sa.Column("path", sa.Text, nullable=False),
         sa.Column("label", sa.Text, nullable=False),
         sa.Column("action", sa.String(16), nullable=False),
         sa.Column("person", sa.Text, nullable=False),
         sa.Column("vector", sa.LargeBinary, nullable=False),
         sa.Column("labelled_at", sa.DateTime(timezone=True), nullable=False),
-        sa.UniqueConstraint("classifier", "model_id", "file_id"),
+        sa.UniqueConstraint("classifier", "model_id", "file_id", "frame"),
     )
     op.create_index("ix_labelled_examples_classifier", "labelled_examples", ["classifier"])
 
