@@ -437,8 +437,15 @@ def load_state_dict_checked(model: nn.Module, sd: dict[str, torch.Tensor], stric
 
 
 def convert_weights(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """Cast matmul and conv weights to dtype (fp16/bf16) as the reference does; LayerNorm stays fp32."""
+    """Cast matmul and conv weights to dtype (fp16/bf16) as the reference does; LayerNorm stays fp32. A
+    Hugging Face text tower (engine.text_towers) is cast whole, as transformers runs it in half precision."""
+    tower = getattr(model, "text_tower", None)
+    inside_tower = {id(m) for m in tower.modules()} if tower is not None else set()
+    if tower is not None:
+        tower.to(dtype)
     for module in model.modules():
+        if id(module) in inside_tower:
+            continue
         if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, Attention)):
             for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
                 if tensor.is_floating_point():

@@ -71,10 +71,9 @@ class MeanPoolTower(nn.Module):
         return self.transformer.get_input_embeddings().weight.dtype
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        mask = tokens != self.pad_token_id
         # padding is on the right and masked out: the batch is cut after its longest text
-        length = max(1, int(mask.sum(dim=-1).max())) if tokens.numel() else 1
-        return self.pooled(tokens[:, :length], mask[:, :length])
+        tokens = tokens[:, :valid_length(tokens, self.pad_token_id)]
+        return self.pooled(tokens, tokens != self.pad_token_id)
 
     def pooled(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         hidden = self.transformer(input_ids=tokens, attention_mask=mask.long()).last_hidden_state
@@ -394,9 +393,33 @@ def load_hf_text_clip(folder: str | Path) -> tuple[HFTextCLIP, HFTokenizer]:
                            f"masks id {tower.pad_token_id}: the tokenizer files do not belong to these weights.")
     _check_vocabulary(tokenizer, tower, folder)
     model.name = _record(folder).get("name") or folder.name
-    model.fingerprint = short_fingerprint(sha256_file(path))
+    model.fingerprint = model.text_fingerprint = short_fingerprint(sha256_file(path))
     model.preprocess_cfg = {k: v for k, v in (config.get("preprocess_cfg") or {}).items() if k in PREPROCESS_KEYS}
     return model.eval(), tokenizer
+
+
+def hf_text_tower(model: nn.Module) -> MeanPoolTower | None:
+    """The Hugging Face text tower a model encodes texts with (None: CLIP's own text transformer)."""
+    tower = getattr(model, "text_tower", None)
+    return tower if isinstance(tower, MeanPoolTower) else None
+
+
+def probe_tokens(tower: MeanPoolTower, count: int = 8, context: int = 32, seed: int = 0) -> torch.Tensor:
+    """Token rows of several lengths from the tower's vocabulary, right-padded with its pad id (what the
+    runtime measures a text tower's modes on)."""
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.full((count, context), tower.pad_token_id, dtype=torch.long)
+    for row in range(count):
+        length = 3 + row * (context - 3) // max(1, count - 1)
+        ids = torch.randint(4, tower.vocab_rows, (length,), generator=generator)
+        ids[ids == tower.pad_token_id] = 4
+        tokens[row, :length] = ids
+    return tokens
+
+
+def valid_length(tokens: torch.Tensor, pad_token_id: int) -> int:
+    """Columns up to the batch's longest text (padding is on the right)."""
+    return max(1, int((tokens != pad_token_id).sum(dim=-1).max())) if tokens.numel() else 1
 
 
 # --- pairing a text tower with an image model -----------------------------------------------------
@@ -416,6 +439,7 @@ class PairedCLIP(nn.Module):
         self.fingerprint = model_fingerprint(image_model)
         self.preprocess_cfg = dict(getattr(image_model, "preprocess_cfg", None) or {})
         self.source_sha256 = getattr(image_model, "source_sha256", None)
+        self.text_fingerprint = tower.fingerprint  # the image side's fingerprint is the library's key
 
     text_tower = property(lambda self: self.text)
 

@@ -220,7 +220,6 @@ MODEL_CONFIGS = Path(import_open_clip().__file__).parent / "model_configs"
     ("convnext_base", "timm image tower"),
     ("MobileCLIP-S1", "timm image tower"),
     ("coca_ViT-B-32", "CoCa"),
-    ("xlm-roberta-base-ViT-B-32", "Hugging Face text tower"),
     ("ViT-H-14-worldwide", "needs the tokenizer facebook/xlm-v-base"),
     ("ViT-H-14-CLIPA", "needs the tokenizer bert-base-uncased"),
 ])
