@@ -103,15 +103,22 @@ class ModelBundle:
         name = str(model or engine.default_model())
         weights, preprocess, tokenizer = engine.load(name, device=device, precision=mode if converted else EXACT,
                                                      arch=arch, allow_torchscript=allow_torchscript)
-        if text_model is not None and str(text_model).strip():
-            from cliplab.engine.model import convert_weights
-            from cliplab.engine.text_towers import pair
-            tower = engine.load_text_tower(str(text_model).strip(), device=device)
-            weights = pair(weights, tower)
-            if converted:
-                convert_weights(weights, weights.dtype)
-            tokenizer = tower.tokenizer
-        return cls(weights, preprocess, tokenizer, getattr(weights, "name", None) or name, mode)
+        bundle = cls(weights, preprocess, tokenizer, getattr(weights, "name", None) or name, mode)
+        return bundle.with_text_model(text_model) if text_model is not None and str(text_model).strip() else bundle
+
+    def with_text_model(self, text_model) -> ModelBundle:
+        """This handle with its texts embedded by a paired text tower (a name, a folder, or a loaded
+        engine.text_towers.TextTower); the image weights are shared. A sentence when the tower was not
+        trained for this image model (engine.text_towers.pair)."""
+        from cliplab import engine
+        from cliplab.engine.model import convert_weights
+        from cliplab.engine.text_towers import TextTower, pair
+        tower = text_model if isinstance(text_model, TextTower) else engine.load_text_tower(
+            str(text_model).strip(), device=self.device)
+        paired = pair(self.model, tower)
+        if paired.dtype != torch.float32:  # weights loaded converted: the tower computes in the same precision
+            convert_weights(paired, paired.dtype)
+        return dataclasses.replace(self, model=paired, tokenizer=tower.tokenizer, _encoders={})
 
     @property
     def text_model(self) -> str | None:
@@ -178,7 +185,12 @@ class ModelBundle:
         return {"mode": mode.name, "engine": mode.engine, "precision": mode.precision,
                 "kernels": mode_kernels(mode.name, next(self.model.parameters()).device, self.model.dtype),
                 "cliplab": _package_version(), "versions": versions,
-                "model": self.name, "fingerprint": self.fingerprint}
+                "model": self.name, "fingerprint": self.fingerprint, **self.text_provenance()}
+
+    def text_provenance(self) -> dict:
+        """What a result records about a paired text tower (nothing for the model's own)."""
+        tower = getattr(self.model, "tower", None)
+        return {} if tower is None else {"text_model": tower.name, "text_fingerprint": tower.fingerprint}
 
     def register(self, catalog) -> int:
         return catalog.model(self.name, self.fingerprint, self.model.embed_dim)

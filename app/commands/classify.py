@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     parser.add_argument("--classes", help='comma-separated class names, e.g. "cat,dog,bird"')
     parser.add_argument("--classes-file", help="a file with one class name per line")
     add_classifier_arguments(parser)
-    add_model_arguments(parser)
+    add_model_arguments(parser, text_model=True)
     parser.add_argument("--top", type=int, default=5, help="labels shown per image (default 5)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="also list every label with probability >= P (a fraction: 0.04 = 4%%)")

@@ -131,6 +131,8 @@ def search_main(args: argparse.Namespace) -> int:
         cut = f", cut-off score {view.threshold:.4f}"
     print(f"{view.total} result(s){cut}; page {view.page} of {view.pages}. Dates marked \"file\" have no capture "
           "time. More like one: `cliplab search --like ID`")
+    for note in view.notes:
+        print(f"note: {note}")
     return 0
 
 
@@ -198,7 +200,7 @@ def register(subparsers) -> None:
                     "or spaces): --text, --image, --like, and --not, --not-image, --not-like to push results "
                     "away; --weight W after a term weights it. See docs/library.md.")
     p.add_argument("query", nargs="?", help="a query in the grammar above (optional with term options)")
-    add_model_arguments(p, purpose="index")
+    add_model_arguments(p, purpose="index", text_model=True)
     p.set_defaults(terms=[])
     term = p.add_argument_group("query terms (repeatable, in order)")
     term.add_argument("--text", action=TermAction, metavar="TEXT", help="a text term, taken whole")

@@ -33,16 +33,26 @@ PRECISION_HELP = {
 }
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, purpose: str = "reproducible") -> None:
+TEXT_MODEL_HELP = ("a multilingual text tower (e.g. M-CLIP/XLM-Roberta-Large-Vit-B-32, downloaded first, or its "
+                   "folder) that embeds the texts instead of the model's own text tower; it must be one made for "
+                   "the model's image tower (`cliplab models` shows what each pairs with), and then searches a "
+                   "library indexed with that model without re-embedding a photo")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, purpose: str = "reproducible",
+                        text_model: bool = False) -> None:
     """--model, --device, --precision, --arch and --allow-torchscript: the options of every command that
     loads a model, with one default model ($CLIPLAB_MODEL, else demo). purpose: what the command's results
-    are ('reproducible' or 'index'), which decides the default mode; load_model(args) reads them."""
+    are ('reproducible' or 'index'), which decides the default mode; load_model(args) reads them.
+    text_model: also --text-model, a paired multilingual text tower (commands that embed texts)."""
     parser.add_argument("--model", default=default_model(),
                         help="an official name (e.g. ViT-B/32, downloaded first), 'demo' or a checkpoint path "
                              "(default: $CLIPLAB_MODEL, else demo)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--precision", choices=PRECISIONS[purpose], default=None, help=PRECISION_HELP[purpose])
     _add_checkpoint_arguments(parser)
+    if text_model:
+        parser.add_argument("--text-model", default=None, metavar="NAME", help=TEXT_MODEL_HELP)
     parser.set_defaults(model_purpose=purpose)
 
 
@@ -55,7 +65,7 @@ def model_options(args: argparse.Namespace) -> dict:
     """The one loader's keyword arguments (ModelBundle.load) from the options add_model_arguments declared."""
     return {"model": args.model, "device": args.device, "precision": args.precision,
             "purpose": getattr(args, "model_purpose", "reproducible"), "arch": args.arch,
-            "allow_torchscript": args.allow_torchscript}
+            "allow_torchscript": args.allow_torchscript, "text_model": getattr(args, "text_model", None)}
 
 
 def load_model(args: argparse.Namespace) -> ModelBundle:
