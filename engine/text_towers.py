@@ -16,7 +16,7 @@ mask, and a projection into an image tower's space.
   ViT as the image tower (`HFTextCLIP`).
 
 A text tower searches a library embedded by an image tower it pairs with (`PairedCLIP`): the pairing is
-recorded in the tower's folder (TOWER_FILE: the image releases by name and source SHA-256, or image
+recorded in the tower's folder (RELEASE_FILE: the image releases by name and source SHA-256, or image
 weights by fingerprint) and checked against the image model before any query runs, so that a tower
 trained for another image space is refused with a sentence instead of giving wrong results.
 """
@@ -35,7 +35,7 @@ from cliplab.engine.hf_tokenizer import HFTokenizer
 
 MCLIP_TYPE = "M-CLIP"
 TRANSFORMER_CONFIG = "transformer_config.json"  # the base transformer's config.json, kept beside the weights
-TOWER_FILE = "cliplab_text_tower.json"  # name, pairs_with, languages (written by the download)
+RELEASE_FILE = "cliplab_release.json"  # name, kind, pairs_with, languages (written by the download)
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 MODEL_TYPES = ("xlm-roberta", "roberta", "bert")  # transformers models the towers are built on
 PROJECTIONS = ("mlp", "linear", None)
@@ -113,7 +113,10 @@ class TextTower:
         for entry in self.pairs_with:
             if entry.get("fingerprint") and entry["fingerprint"] == ids["fingerprint"]:
                 return True
-            if entry.get("sha256") and entry["sha256"] == ids["sha256"]:
+            # a downloaded release records the released file's SHA-256; a released file loaded as it is has
+            # the short form of it as its fingerprint
+            if entry.get("sha256") and entry["sha256"] in (ids["sha256"], None) or (
+                    entry.get("sha256") and entry["sha256"][:32] == ids["fingerprint"]):
                 return True
             if entry.get("name") and not entry.get("sha256") and _same_name(entry["name"], ids["name"]):
                 return True
@@ -275,7 +278,7 @@ def _context_length(config, tokenizer_limit: int | None, extra: int) -> int:
 
 
 def _record(folder: Path) -> dict:
-    path = folder / TOWER_FILE
+    path = folder / RELEASE_FILE
     return _json(path) if path.is_file() else {}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from cliplab.engine.text_towers import TOWER_FILE, TRANSFORMER_CONFIG
+from cliplab.engine.text_towers import RELEASE_FILE, TRANSFORMER_CONFIG
 from tests import oracles
 
 oracles.import_transformers_models()  # transformers' modeling code imports torchvision (tests/oracles.py)
@@ -87,7 +87,7 @@ def mclip_folder(root: Path, kind: str = "xlm-roberta", image_dim: int = 16, see
         "transformerDimSize": width, "numDims": image_dim, "imageDimSize": image_dim}))
     shutil.copyfile(base / "config.json", folder / TRANSFORMER_CONFIG)
     if pairs_with is not None:
-        (folder / TOWER_FILE).write_text(json.dumps({"name": name, "pairs_with": pairs_with,
+        (folder / RELEASE_FILE).write_text(json.dumps({"name": name, "pairs_with": pairs_with,
                                                      "languages": "test"}))
     return folder
 

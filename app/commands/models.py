@@ -98,6 +98,7 @@ def list_main(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print_multilingual([r for r in rows if r.get("kind")])
     demo = rows[-1]
     print(f"\ndemo: {demo['description']}")
     print("ImageNet: published zero-shot top-1 (%, open_clip's results table); size: the download, or the "
@@ -106,6 +107,21 @@ def list_main(args: argparse.Namespace) -> int:
     if not all(r["downloaded"] for r in rows[:-1]):
         print("Fetch one with `cliplab download NAME` (`cliplab download all` fetches OpenAI's nine).")
     return 0
+
+
+def print_multilingual(rows: list[dict]) -> None:
+    """What each multilingual release pairs with, its languages and its published multilingual figures."""
+    if not rows:
+        return
+    print("\nmultilingual (search and classify in other languages; a text tower pairs with the image model named, "
+          "e.g. `cliplab search --model ViT-B/32 --text-model M-CLIP/XLM-Roberta-Large-Vit-B-32 \"ein Hund\"`):")
+    for row in rows:
+        pairs = f"pairs with {', '.join(row['pairs_with'])}" if row["kind"] == "text-tower" else "a whole CLIP"
+        figures = row.get("retrieval") or {}
+        scores = " ".join(f"{lang} {value:g}" for lang, value in (figures.get("scores") or {}).items())
+        print(f"  {row['name']}: {pairs}; {row['languages']}")
+        if scores:
+            print(f"    {scores}  ({figures.get('metric', '')})")
 
 
 def print_inference() -> None:
