@@ -107,3 +107,23 @@ def test_long_texts_are_cut_with_a_note_and_empty_ones_refused(world, capsys):
                              world["tower"], modules=MODULES)
     assert code == 0, err
     assert "note: The text \"Hund Hund" in out and "longer than the 64 tokens the text tower reads" in out
+
+
+def test_the_apps_text_tower_choice_searches_through_the_one_search_path(world, capsys):
+    from cliplab.app.services import search
+    from cliplab.app.services.app_state import AppState
+    from cliplab.app.services.models import fitting_text_towers
+    from cliplab.indexes.catalog import open_catalog
+
+    run_cli(capsys, "index", world["photos"], "--model", world["image"], "--precision", "fp32", "--workers", "0",
+            modules=MODULES)
+    state = AppState(bundle=ModelBundle.load(world["image"], device="cpu"), catalog=open_catalog())
+    paired = state.with_text_model(str(world["tower"]), search=True)
+    assert state.with_text_model(str(world["tower"]), search=True) is paired  # the tower is loaded once
+    view = search.search(state.catalog, paired, [search.text_term(QUERY)], per_page=10)
+    names, _ = reference_ranking(world, QUERY)
+    assert [r.path.rsplit("/", 1)[-1] for r in view.results] == names
+    with pytest.raises(CliplabError, match="Choose a text tower made for this image model"):
+        state.with_text_model(str(world["other"]))
+    ready, note = fitting_text_towers("ViT-B/32")
+    assert ready == [] and "download M-CLIP/XLM-Roberta-Large-Vit-B-32 in the Models tab" in note

@@ -100,6 +100,21 @@ def text_towers_for(image_name: str) -> list[str]:
                                                   for pair in entry.pairs_with)]
 
 
+def fitting_text_towers(image_name: str) -> tuple[list[str], str]:
+    """The downloaded text towers made for an image model (by its release name), and a sentence for the
+    page: which fit, or which could be downloaded when none is on disk."""
+    names = text_towers_for(image_name)
+    ready = [name for name in names if download.is_downloaded(name)]
+    if ready:
+        return ready, (f"Text towers made for {image_name}: {', '.join(ready)}. They search its library in other "
+                       "languages without re-embedding a photo.")
+    if names:
+        return [], (f"No multilingual text tower for {image_name} is downloaded; download {' or '.join(names)} in "
+                    "the Models tab to search and classify in other languages.")
+    return [], (f"No multilingual text tower in the release table was made for {image_name}; texts go through its "
+                "own text tower (a text tower's folder can still be named, and is checked against the model).")
+
+
 def import_checkpoint(path: str | Path, arch: str | None = None, allow_torchscript: bool = False,
                       name: str | None = None) -> Path:
     """Convert a checkpoint once into cliplab's format under the models folder (imported/NAME), so its
