@@ -45,7 +45,9 @@ def encode_texts(model, tokenizer: Callable[..., torch.Tensor], texts: Sequence[
     if len(texts) == 0:
         return np.zeros((0, model.embed_dim), dtype=np.float32)
     tokens = tokenizer(list(texts), truncate=truncate)
-    order = torch.argsort(tokens.argmax(dim=-1), stable=True)
+    # by length: CLIP's EOT is its highest id; a Hugging Face tokenizer pads with its pad id (engine.hf_tokenizer)
+    pad = getattr(tokenizer, "pad_token_id", None)
+    order = torch.argsort(tokens.argmax(dim=-1) if pad is None else (tokens != pad).sum(dim=-1), stable=True)
     device = model_device(model)
     out = torch.empty(len(texts), model.embed_dim, dtype=torch.float32)
     for start in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="encoding texts", unit="batch"):
