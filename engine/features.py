@@ -34,7 +34,11 @@ def numerics_key(model) -> str:
     """What a cached embedding depends on besides its input: the weights, their precision and, for
     engine.onednn's copy, the kernel library (its sums are ordered differently from the BLAS's)."""
     kernels = getattr(model, "kernels", "blas")
-    return f"{model_fingerprint(model)}/{getattr(model, 'dtype', '')}" + ("" if kernels == "blas" else f"/{kernels}")
+    # a paired multilingual text tower (engine.text_towers) shares the image model's fingerprint: its texts
+    # are keyed by its own weights too, so they never meet the model's own text tower's cached vectors
+    text = getattr(model, "text_fingerprint", None)
+    return (f"{model_fingerprint(model)}/{getattr(model, 'dtype', '')}" + ("" if kernels == "blas" else f"/{kernels}")
+            + (f"/text:{text}" if text else ""))
 
 
 @torch.no_grad()

@@ -92,6 +92,11 @@ class _ModuleLike:
     def context_length(self) -> int:
         return self.reference.context_length
 
+    @property
+    def text_fingerprint(self) -> str | None:
+        """A paired text tower's own weights id (engine.text_towers), which text caches are keyed by too."""
+        return getattr(self.reference, "text_fingerprint", None)
+
     def eval(self):
         return self
 

@@ -81,7 +81,12 @@ def test_a_tower_made_for_another_image_tower_is_refused_with_a_sentence(world):
     bundle = ModelBundle.load(world["image"], device="cpu")
     with pytest.raises(CliplabError, match="trained for the image space of ViT-L/14, not of image-model"):
         bundle.with_text_model(world["other"])
-    assert bundle.with_text_model(world["tower"]).fingerprint == bundle.fingerprint  # the library's key
+    paired = bundle.with_text_model(world["tower"])
+    assert paired.fingerprint == bundle.fingerprint  # the library's key
+    # cached prompt and caption vectors are keyed by the text tower too: never the model's own tower's
+    from cliplab.engine.features import numerics_key
+    assert numerics_key(paired.inference_model) != numerics_key(bundle.inference_model)
+    assert numerics_key(paired.using("onnx-fp32").encoder) != numerics_key(bundle.using("onnx-fp32").encoder)
 
 
 def test_classify_in_any_script_with_a_language_template_set(world, capsys):

@@ -10,7 +10,9 @@ import pytest
 import torch
 from text_tower_fixtures import TEXTS, mclip_folder, open_clip_hf_folder
 
+from cliplab import engine
 from cliplab.engine import text_towers
+from cliplab.engine.handle import ModelBundle
 from cliplab.engine.errors import CliplabError
 from tests import oracles
 
@@ -46,7 +48,8 @@ def test_open_clip_hf_text_clip_equals_open_clip_in_both_towers(tmp_path):
     from open_clip.tokenizer import HFTokenizer as Reference
 
     folder, reference = open_clip_hf_folder(tmp_path, open_clip)
-    model, tokenizer = text_towers.load_hf_text_clip(folder)
+    model, _, tokenizer = engine.load(folder, device="cpu")  # the one loader reads open_clip's folder
+    assert isinstance(model, text_towers.HFTextCLIP) and model.name == folder.name
     tokens = tokenizer(TEXTS)
     assert torch.equal(tokens, Reference(str(folder), context_length=77)(TEXTS))
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -67,3 +70,24 @@ def test_weights_of_another_shape_are_a_sentence(tmp_path):
     (folder / "transformer_config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
     with pytest.raises(CliplabError, match="does not fit its text tower's configuration"):
         text_towers.load_mclip(folder)
+
+
+def test_the_hf_text_tower_runs_in_the_onnx_modes_within_their_tolerance(tmp_path):
+    open_clip = oracles.import_open_clip()
+    folder, _ = open_clip_hf_folder(tmp_path, open_clip)
+    exact = ModelBundle.load(folder, device="cpu")
+    expected = exact.encode_texts(TEXTS)
+    for mode, tolerance in (("onnx-fp32", 1e-5), ("onnx-int8", 1e-3)):
+        got = ModelBundle.load(folder, device="cpu", precision=mode, purpose="index").encode_texts(TEXTS)
+        assert (got * expected).sum(axis=1).min() >= 1 - tolerance, mode
+
+
+def test_a_folder_without_its_transformers_config_is_a_sentence(tmp_path):
+    open_clip = oracles.import_open_clip()
+    folder, _ = open_clip_hf_folder(tmp_path, open_clip)
+    with pytest.raises(CliplabError, match="neither a model name .* nor an existing checkpoint"):
+        ModelBundle.load(folder, device="cpu", text_model="no-such-tower")
+    (folder / "transformer_config.json").unlink()
+    with pytest.raises(CliplabError, match="does not hold the configuration of its base transformer "
+                                           "\\(xlm-roberta-base\\) as transformer_config.json"):
+        engine.load(folder, device="cpu")
