@@ -179,6 +179,8 @@ def _graph_name(model: torch.nn.Module, tower: str) -> str:
 def export_onnx(model: torch.nn.Module, tower: str, folder: Path | None = None) -> Path:
     """The fp32 ONNX graph of one tower ('image' or 'text'), exported once and cached."""
     folder = folder or export_folder(model)
+    if _graph_name(model, tower) != tower:  # a graph over 2 GB keeps its tensors as files beside it: its own folder
+        folder = folder / _graph_name(model, tower)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{_graph_name(model, tower)}-fp32.onnx"
     if path.is_file():
@@ -507,7 +509,7 @@ def text_int8_safe(model: torch.nn.Module) -> bool:
     cached = _read_choices().get(key)
     if cached is None:
         import onnxruntime as ort
-        tokens = text_probe_tokens(text)
+        tokens = text_probe_tokens(text, count=32)  # many texts: the cosine varies from text to text
         with torch.inference_mode():
             reference = text(tokens).float()
         options = ort.SessionOptions()
