@@ -12,8 +12,8 @@ from text_tower_fixtures import TEXTS, mclip_folder, open_clip_hf_folder
 
 from cliplab import engine
 from cliplab.engine import text_towers
-from cliplab.engine.handle import ModelBundle
 from cliplab.engine.errors import CliplabError
+from cliplab.engine.handle import ModelBundle
 from tests import oracles
 
 ATOL = 1e-5
