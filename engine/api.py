@@ -85,8 +85,7 @@ def load(name_or_path: str | Path, device: str | torch.device | None = None, pre
     path, name = resolve(name_or_path)
     if text_towers.is_text_tower(path):
         raise CliplabError(f"{name or path} is a text tower without an image tower: load an image model it pairs "
-                           "with and choose it as that model's text tower (--text-model in the CLI, the text "
-                           "tower choice in the app).")
+                           "with, then choose this tower as that model's text tower.")
     if text_towers.is_hf_text_clip(path):  # open_clip's CLIP with a Hugging Face text tower
         model, tokenizer = text_towers.load_hf_text_clip(path)
     else:
