@@ -33,7 +33,7 @@ def model_table() -> pd.DataFrame:
                           "on disk": "yes" if r["downloaded"] else "no",
                           # a multilingual text tower searches the library of the image model it pairs with
                           "pairs with": ", ".join(r.get("pairs_with") or []) or "-",
-                          "languages": r.get("languages") or "English"}
+                          "languages": r.get("languages") or "-"}
                          for r in rows])
 
 
