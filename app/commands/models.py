@@ -65,7 +65,8 @@ def model_options(args: argparse.Namespace) -> dict:
     """The one loader's keyword arguments (ModelBundle.load) from the options add_model_arguments declared."""
     return {"model": args.model, "device": args.device, "precision": args.precision,
             "purpose": getattr(args, "model_purpose", "reproducible"), "arch": args.arch,
-            "allow_torchscript": args.allow_torchscript, "text_model": getattr(args, "text_model", None)}
+            "allow_torchscript": args.allow_torchscript,
+            **({"text_model": args.text_model} if getattr(args, "text_model", None) else {})}
 
 
 def load_model(args: argparse.Namespace) -> ModelBundle:
