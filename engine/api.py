@@ -9,6 +9,7 @@ import torch
 
 from cliplab.assets import asset_path
 from cliplab.engine import download as downloads
+from cliplab.engine import text_towers
 from cliplab.engine.config import ModelConfig
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.hf_tokenizer import HFTokenizer
@@ -84,15 +85,33 @@ def load(name_or_path: str | Path, device: str | torch.device | None = None, pre
     except ValueError as error:
         raise CliplabError(str(error)) from error
     path, name = resolve(name_or_path)
-    model, checkpoint = load_model(path, allow_torchscript=allow_torchscript, arch=arch)
+    if text_towers.is_text_tower(path):
+        raise CliplabError(f"{name or path} is a text tower without an image tower: load an image model it pairs "
+                           "with, then choose this tower as that model's text tower.")
+    if text_towers.is_hf_text_clip(path):  # open_clip's CLIP with a Hugging Face text tower
+        model, tokenizer = text_towers.load_hf_text_clip(path)
+    else:
+        model, checkpoint = load_model(path, allow_torchscript=allow_torchscript, arch=arch)
+        # Each model brings its vocabulary (the demo's is its own; MetaCLIP 2's a Hugging Face tokenizer's
+        # folder); otherwise the official one.
+        tokenizer = checkpoint_tokenizer(checkpoint, model.context_length)
     model.name = name or model.name
     if precision != "fp32":
         convert_weights(model, DTYPES[precision])
-    model = model.to(device).eval()
-    # Each model brings its vocabulary (the demo's is its own; MetaCLIP 2's a Hugging Face tokenizer's
-    # folder); otherwise the official one.
-    tokenizer = checkpoint_tokenizer(checkpoint, model.context_length)
-    return model, model_preprocess(model), tokenizer
+    return model.to(device).eval(), model_preprocess(model), tokenizer
+
+
+def load_text_tower(name_or_path: str | Path, device: str | torch.device | None = None) -> text_towers.TextTower:
+    """A multilingual text tower (engine.text_towers) by release name (downloaded beforehand) or folder;
+    the text tower of an open_clip CLIP with a Hugging Face text tower is one too."""
+    path, name = resolve(name_or_path)
+    if not path.is_dir():
+        raise CliplabError(f"{name_or_path} is not a text tower: give a text tower's name (`cliplab models` lists "
+                           "them) or the folder of an M-CLIP release.")
+    tower = text_towers.load_text_tower(path)
+    tower.name = name or tower.name
+    tower.module.to(torch.device(device or default_device())).eval()
+    return tower
 
 
 def model_preprocess(model: CLIP) -> Preprocess:

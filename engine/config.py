@@ -255,8 +255,8 @@ def open_clip_config(model_cfg: dict, quick_gelu: bool | None = None) -> ModelCo
         raise refuse(f"a CLIP with a timm image tower ({vision['timm_model_name']}: SigLIP, EVA, ConvNeXt, ViTamin "
                      "and MobileCLIP are built this way)", "cliplab builds only the ViT and ModifiedResNet towers")
     if text.get("hf_model_name"):
-        raise refuse(f"a CLIP with a Hugging Face text tower ({text['hf_model_name']})",
-                     "cliplab builds only CLIP's own text transformer")
+        raise refuse(f"a CLIP with a Hugging Face text tower ({text['hf_model_name']}) read as a CLIP",
+                     "such a CLIP loads from its published folder (engine.text_towers), with its tokenizer's files")
     for tower, options, unsupported in (("image", vision, _VISION_UNSUPPORTED), ("text", text, _TEXT_UNSUPPORTED)):
         for key, default in unsupported.items():
             if options.get(key, default) != default:

@@ -45,6 +45,8 @@ from cliplab.engine import weights
 from cliplab.engine.config import model_table
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.paths import models_dir
+from cliplab.engine.text_towers import OPEN_CLIP_CONFIG, RELEASE_FILE
+from cliplab.engine.weights import replace_atomically
 
 DEFAULT_BASE = "https://openaipublic.azureedge.net/clip/models"
 HUB = "https://huggingface.co"
@@ -79,10 +81,24 @@ class Release:
     preprocess: dict = field(default_factory=dict)
     open_clip: str | None = None  # open_clip's model/pretrained tag, for reference
     tokenizer: dict | None = None  # a Hugging Face tokenizer: {"url": its tokenizer.json, "tokenizer_class": ...}
+    # Releases kept as their Hugging Face folder (engine.text_towers: multilingual towers): its files, each
+    # fetched as it is (name in the folder -> URL) instead of one weights file converted to our format
+    kind: str = "clip"  # "clip", or "text-tower": texts only, for the image releases in pairs_with
+    files: dict = field(default_factory=dict)
+    pairs_with: list = field(default_factory=list)  # the image releases a text tower was trained for
+    embed_dim: int | None = None
+    languages: str = ""
+    retrieval: dict = field(default_factory=dict)  # published multilingual figures: {"metric", "scores": {lang: %}}
+    model_cfg: dict = field(default_factory=dict)  # open_clip's model_cfg, written as open_clip_config.json
 
     @property
     def is_openai(self) -> bool:
         return self.family == "OpenAI"
+
+    @property
+    def is_folder(self) -> bool:
+        """Kept as its published folder (a multilingual tower), not converted to cliplab's format."""
+        return bool(self.files)
 
 
 @cache
@@ -114,6 +130,8 @@ def model_folder(name: str, root: str | Path | None = None) -> Path:
 
 def is_downloaded(name: str, root: str | Path | None = None) -> bool:
     folder = model_folder(name, root)
+    if release(name).is_folder:  # the release record is written last, once every file is verified
+        return (folder / RELEASE_FILE).is_file()
     return (folder / weights.WEIGHTS_FILE).is_file() and (folder / weights.CONFIG_FILE).is_file()
 
 
@@ -149,9 +167,11 @@ class _NoRedirect(HTTPRedirectHandler):
         return None  # the hub's hash headers are on the redirect itself
 
 
-def hub_sha256(url: str, label: str) -> str:
+def hub_sha256(url: str, label: str, git_blob: bool = False) -> str:
     """The SHA-256 the hub reports for a file: the X-Linked-ETag (else ETag) of its resolve URL, which
-    for an LFS file is the object's sha256. Read with a HEAD request that does not follow the redirect."""
+    for an LFS file is the object's sha256. Read with a HEAD request that does not follow the redirect.
+    git_blob: a small file kept in git (a config, a tokenizer's files) has as ETag its git blob id, the
+    SHA-1 of "blob <size>\0" + content: returned as "git:<sha1>", which `fetch` verifies as git does."""
     request = Request(url, method="HEAD", headers={"User-Agent": "cliplab"})
     try:
         with build_opener(_NoRedirect).open(request, timeout=TIMEOUT_S) as response:
@@ -170,6 +190,10 @@ def hub_sha256(url: str, label: str) -> str:
         value = (headers.get(name) or "").removeprefix("W/").strip('"').lower()
         if re.fullmatch(r"[0-9a-f]{64}", value):
             return value
+    for name in ("X-Linked-ETag", "ETag") if git_blob else ():
+        value = (headers.get(name) or "").removeprefix("W/").strip('"').lower()
+        if re.fullmatch(r"[0-9a-f]{40}", value):
+            return "git:" + value
     raise CliplabError(f"The hub reported no SHA-256 for {label} at {url}, so the file could not be verified and "
                        "was not downloaded. Try again later, or download it yourself and load the file by path.")
 
@@ -277,7 +301,7 @@ def fetch(url: str, target: Path, sha256: str, label: str, progress: bool = True
                                    "is kept.")
     size = part.stat().st_size
     report(size, size, label, "verifying")
-    actual = weights.sha256_file(part)
+    actual = git_blob_sha1(part) if sha256.startswith("git:") else weights.sha256_file(part)
     if not actual.startswith(sha256) or len(sha256) < 8:  # a prefix only where open_clip publishes only that
         part.unlink(missing_ok=True)
         raise CliplabError(f"The downloaded {label} is corrupt or not the expected file: its SHA-256 is "
@@ -285,6 +309,14 @@ def fetch(url: str, target: Path, sha256: str, label: str, progress: bool = True
                            "(if this repeats, the server or a proxy is altering the file).")
     os.replace(part, target)
     return target
+
+
+def git_blob_sha1(path: Path) -> str:
+    """"git:" + the git blob id of a file (what the hub reports as the ETag of a file kept in git)."""
+    import hashlib
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False)
+    digest.update(path.read_bytes())
+    return "git:" + digest.hexdigest()
 
 
 def _installed_vocab() -> Path | None:
@@ -365,6 +397,8 @@ def download(name: str, root: str | Path | None = None, progress: bool = True, b
     folder = model_folder(name, root)
     if is_downloaded(name, root):
         return folder
+    if entry.is_folder:
+        return download_folder(entry, folder, progress, on_progress)
     merges = download_vocab(root, progress, base_url, on_progress)
     downloads = Path(root or models_dir()) / "downloads"
     tokenizer = download_tokenizer(entry, downloads, progress, on_progress) if entry.tokenizer else None
@@ -402,3 +436,40 @@ def _fetch_weights(entry: Release, downloads: Path, base_url: str | None, progre
         sha256 = weights.sha256_file(archive)
     archive.with_name(archive.name + ".sha256").write_text(sha256 + "\n")
     return archive, sha256
+
+
+def _hub_url(url: str) -> str:
+    endpoint = os.environ.get("HF_ENDPOINT")
+    return f"{endpoint.rstrip('/')}{url[len(HUB):]}" if endpoint and url.startswith(HUB) else url
+
+
+def pairing_record(entry: Release) -> list[dict]:
+    """The image releases a text tower pairs with, by name and, where the table pins it, the SHA-256 of the
+    released file (what a downloaded model records as source_sha256)."""
+    table = releases()
+    out = []
+    for image in entry.pairs_with:
+        pinned = weights.OFFICIAL_SHA256.get(image) or (table[image].sha256 if image in table else None)
+        out.append({"name": image, **({"sha256": pinned} if pinned else {})})
+    return out
+
+
+def download_folder(entry: Release, folder: Path, progress: bool = True, on_progress: Progress | None = None) -> Path:
+    """A release kept as its Hugging Face folder: every file fetched as `fetch` does (resumable, verified by
+    the hash the hub reports: the LFS SHA-256, or the git blob id of a small file kept in git), then the
+    release record written last (RELEASE_FILE: name, kind, pairing, languages), which marks it complete; an
+    open_clip CLIP also gets its open_clip_config.json from the table."""
+    for target, url in entry.files.items():
+        path = folder / target
+        if path.is_file():  # verified by an earlier, interrupted run (fetch renames only verified files)
+            continue
+        url = _hub_url(url)
+        label = f"{entry.name} ({target})"
+        fetch(url, path, hub_sha256(url, label, git_blob=True), label, progress, on_progress)
+    if entry.model_cfg:
+        replace_atomically(folder / OPEN_CLIP_CONFIG, lambda p: p.write_text(json.dumps(
+            {"model_cfg": entry.model_cfg, "preprocess_cfg": dict(entry.preprocess)}, indent=1)))
+    record = {"name": entry.name, "kind": entry.kind, "languages": entry.languages, "source": entry.url,
+              "pairs_with": pairing_record(entry)}
+    replace_atomically(folder / RELEASE_FILE, lambda p: p.write_text(json.dumps(record, indent=1)))
+    return folder

@@ -34,7 +34,11 @@ def numerics_key(model) -> str:
     """What a cached embedding depends on besides its input: the weights, their precision and, for
     engine.onednn's copy, the kernel library (its sums are ordered differently from the BLAS's)."""
     kernels = getattr(model, "kernels", "blas")
-    return f"{model_fingerprint(model)}/{getattr(model, 'dtype', '')}" + ("" if kernels == "blas" else f"/{kernels}")
+    # a paired multilingual text tower (engine.text_towers) shares the image model's fingerprint: its texts
+    # are keyed by its own weights too, so they never meet the model's own text tower's cached vectors
+    text = getattr(model, "text_fingerprint", None)
+    return (f"{model_fingerprint(model)}/{getattr(model, 'dtype', '')}" + ("" if kernels == "blas" else f"/{kernels}")
+            + (f"/text:{text}" if text else ""))
 
 
 @torch.no_grad()
@@ -45,7 +49,9 @@ def encode_texts(model, tokenizer: Callable[..., torch.Tensor], texts: Sequence[
     if len(texts) == 0:
         return np.zeros((0, model.embed_dim), dtype=np.float32)
     tokens = tokenizer(list(texts), truncate=truncate)
-    order = torch.argsort(tokens.argmax(dim=-1), stable=True)
+    # by length: CLIP's EOT is its highest id; a Hugging Face tokenizer pads with its pad id (engine.hf_tokenizer)
+    pad = getattr(tokenizer, "pad_token_id", None)
+    order = torch.argsort(tokens.argmax(dim=-1) if pad is None else (tokens != pad).sum(dim=-1), stable=True)
     device = model_device(model)
     out = torch.empty(len(texts), model.embed_dim, dtype=torch.float32)
     for start in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="encoding texts", unit="batch"):

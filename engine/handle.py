@@ -70,7 +70,8 @@ class ModelBundle:
 
     @classmethod
     def load(cls, model: str | Path | None = None, device: str | None = None, precision: str | None = None,
-             purpose: str = "reproducible", arch: str | None = None, allow_torchscript: bool = False) -> ModelBundle:
+             purpose: str = "reproducible", arch: str | None = None, allow_torchscript: bool = False,
+             text_model: str | Path | None = None) -> ModelBundle:
         """The one loader. model: what engine.load accepts (default: $CLIPLAB_MODEL, else the demo model);
         device: cpu, cuda or cuda:N (default cuda when available); precision: a mode (fp32, bf16, fp16,
         onnx-fp32, onnx-int8) or auto, default the policy's for `purpose`: 'reproducible' (classifications,
@@ -78,7 +79,11 @@ class ModelBundle:
         device, and bf16 or fp16 computing with weights converted to it) or 'index' (indexing and search:
         auto, any mode, the fp32 weights kept and encoded through the mode's encoder; a library's recorded
         mode wins, indexes.indexer.library_bundle).
-        arch and allow_torchscript: engine.load's."""
+        arch and allow_torchscript: engine.load's.
+        text_model: a multilingual text tower (engine.text_towers) that embeds this handle's texts instead of
+        the model's own text tower; refused with a sentence unless it was trained for this image model. The
+        handle keeps the image model's name, fingerprint and preprocessing, so it searches that model's
+        library without re-embedding a photo."""
         from cliplab import engine
         if purpose not in PURPOSES:
             raise ValueError(f"Unknown purpose {purpose!r}: use one of {', '.join(PURPOSES)}.")
@@ -98,7 +103,28 @@ class ModelBundle:
         name = str(model or engine.default_model())
         weights, preprocess, tokenizer = engine.load(name, device=device, precision=mode if converted else EXACT,
                                                      arch=arch, allow_torchscript=allow_torchscript)
-        return cls(weights, preprocess, tokenizer, getattr(weights, "name", None) or name, mode)
+        bundle = cls(weights, preprocess, tokenizer, getattr(weights, "name", None) or name, mode)
+        return bundle.with_text_model(text_model) if text_model is not None and str(text_model).strip() else bundle
+
+    def with_text_model(self, text_model) -> ModelBundle:
+        """This handle with its texts embedded by a paired text tower (a name, a folder, or a loaded
+        engine.text_towers.TextTower); the image weights are shared. A sentence when the tower was not
+        trained for this image model (engine.text_towers.pair)."""
+        from cliplab import engine
+        from cliplab.engine.model import convert_weights
+        from cliplab.engine.text_towers import TextTower, pair
+        tower = text_model if isinstance(text_model, TextTower) else engine.load_text_tower(
+            str(text_model).strip(), device=self.device)
+        paired = pair(self.model, tower)
+        if paired.dtype != torch.float32:  # weights loaded converted: the tower computes in the same precision
+            convert_weights(paired, paired.dtype)
+        return dataclasses.replace(self, model=paired, tokenizer=tower.tokenizer, _encoders={})
+
+    @property
+    def text_model(self) -> str | None:
+        """The name of the paired text tower embedding this handle's texts (None: the model's own)."""
+        tower = getattr(self.model, "tower", None)
+        return tower.name if tower is not None else None
 
     def resolve(self) -> str:
         """The concrete mode (measuring the choice once per machine and model when 'auto')."""
@@ -159,7 +185,12 @@ class ModelBundle:
         return {"mode": mode.name, "engine": mode.engine, "precision": mode.precision,
                 "kernels": mode_kernels(mode.name, next(self.model.parameters()).device, self.model.dtype),
                 "cliplab": _package_version(), "versions": versions,
-                "model": self.name, "fingerprint": self.fingerprint}
+                "model": self.name, "fingerprint": self.fingerprint, **self.text_provenance()}
+
+    def text_provenance(self) -> dict:
+        """What a result records about a paired text tower (nothing for the model's own)."""
+        tower = getattr(self.model, "tower", None)
+        return {} if tower is None else {"text_model": tower.name, "text_fingerprint": tower.fingerprint}
 
     def register(self, catalog) -> int:
         return catalog.model(self.name, self.fingerprint, self.model.embed_dim)

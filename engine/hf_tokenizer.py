@@ -95,6 +95,9 @@ class HFTokenizer:
         if length < 2:
             raise CliplabError(f"The context length must be at least 2 tokens, not {length}.")
         cleaned = [clean_text(text) for text in texts]
+        if any(not text for text in cleaned):
+            raise CliplabError("A text is empty (or only spaces): a multilingual text tower has nothing to embed "
+                               "for it; type some words.")
         if not truncate:
             full = self.hf(cleaned, truncation=False)["input_ids"]
             for text, ids in zip(texts, full, strict=True):

@@ -248,6 +248,17 @@ class ModifiedResNet(nn.Module):
         return self.attnpool(x)
 
 
+def build_visual(c: ModelConfig) -> nn.Module:
+    """The image tower a config describes (also the image side of a CLIP whose text tower is not CLIP's:
+    engine.text_towers)."""
+    if c.is_resnet:
+        return ModifiedResNet(c.vision_layers, c.embed_dim, heads=c.vision_heads,
+                              input_resolution=c.image_resolution, width=c.vision_width)
+    return VisionTransformer(c.image_resolution, c.vision_patch_size, c.vision_width, c.vision_layers,
+                             c.vision_heads, c.embed_dim, c.vision_mlp_width, c.activation,
+                             c.layer_norm_eps, c.vision_layer_scale, c.vision_ln_pre)
+
+
 class CLIP(nn.Module):
     """CLIP(config) or CLIP(**config fields): see engine.config.ModelConfig for every field."""
 
@@ -259,13 +270,7 @@ class CLIP(nn.Module):
             raise TypeError("give either a ModelConfig or its fields, not both")
         self.config = c = config
         self.context_length = c.context_length
-        if c.is_resnet:
-            self.visual = ModifiedResNet(c.vision_layers, c.embed_dim, heads=c.vision_heads,
-                                         input_resolution=c.image_resolution, width=c.vision_width)
-        else:
-            self.visual = VisionTransformer(c.image_resolution, c.vision_patch_size, c.vision_width, c.vision_layers,
-                                            c.vision_heads, c.embed_dim, c.vision_mlp_width, c.activation,
-                                            c.layer_norm_eps, c.vision_layer_scale, c.vision_ln_pre)
+        self.visual = build_visual(c)
         self.transformer = Transformer(c.transformer_width, c.transformer_layers, c.transformer_heads,
                                        c.transformer_mlp_width, c.activation, c.layer_norm_eps,
                                        c.transformer_layer_scale)
@@ -432,8 +437,15 @@ def load_state_dict_checked(model: nn.Module, sd: dict[str, torch.Tensor], stric
 
 
 def convert_weights(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """Cast matmul and conv weights to dtype (fp16/bf16) as the reference does; LayerNorm stays fp32."""
+    """Cast matmul and conv weights to dtype (fp16/bf16) as the reference does; LayerNorm stays fp32. A
+    Hugging Face text tower (engine.text_towers) is cast whole, as transformers runs it in half precision."""
+    tower = getattr(model, "text_tower", None)
+    inside_tower = {id(m) for m in tower.modules()} if tower is not None else set()
+    if tower is not None:
+        tower.to(dtype)
     for module in model.modules():
+        if id(module) in inside_tower:
+            continue
         if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, Attention)):
             for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
                 if tensor.is_floating_point():

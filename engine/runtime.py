@@ -16,7 +16,10 @@ saturates 16-bit sums, which costs accuracy (cosine 0.994 to fp32 on ViT-B/32); 
 quantized to 7 bits (`reduce_range`), measured at cosine >= 0.9997 for the same speed.
 onnx-int8 quantizes the image tower only: int8 text embeddings of the trained demo model fell to
 cosine 0.9985, below the mode's 0.999, while a query is one short text whose fp32 cost is small;
-indexing, where the time goes, is all image encoding.
+indexing, where the time goes, is all image encoding. A Hugging Face text tower (engine.text_towers:
+XLM-RoBERTa-Large is 560M parameters, where a query's cost is not small) is quantized the same way
+where its own int8 graph keeps cosine >= 0.999 to fp32 on probe texts (`text_int8_safe`, measured once
+per machine and tower), and stays fp32 otherwise.
 
 The exact fp32 mode itself runs PyTorch's fp32 arithmetic through one of two kernel libraries that
 the CPU wheel holds, measured once per machine (`fp32_kernels`): its default BLAS (MKL), the
@@ -45,6 +48,8 @@ from cliplab.engine import paths
 from cliplab.engine.features import model_fingerprint
 from cliplab.engine.images import MEAN, STD
 from cliplab.engine.precision import DTYPES, EXACT, MODES, check_mode, cpu_features, cpu_has_vnni, cpu_summary
+from cliplab.engine.text_towers import TowerGraph, hf_text_tower, valid_length
+from cliplab.engine.text_towers import probe_tokens as text_probe_tokens
 from cliplab.engine.weights import replace_atomically
 
 log = logging.getLogger(__name__)
@@ -86,6 +91,11 @@ class _ModuleLike:
     @property
     def context_length(self) -> int:
         return self.reference.context_length
+
+    @property
+    def text_fingerprint(self) -> str | None:
+        """A paired text tower's own weights id (engine.text_towers), which text caches are keyed by too."""
+        return getattr(self.reference, "text_fingerprint", None)
 
     def eval(self):
         return self
@@ -158,11 +168,21 @@ def export_folder(model: torch.nn.Module) -> Path:
     return paths.cache_dir("onnx") / model_fingerprint(model)
 
 
+def _graph_name(model: torch.nn.Module, tower: str) -> str:
+    """A tower's file stem: a Hugging Face text tower is named by its own weights, since a model pairing one
+    with an image model shares that model's fingerprint (and export folder)."""
+    if tower == "text" and hf_text_tower(model) is not None:
+        return f"text-{model.text_fingerprint}"
+    return tower
+
+
 def export_onnx(model: torch.nn.Module, tower: str, folder: Path | None = None) -> Path:
     """The fp32 ONNX graph of one tower ('image' or 'text'), exported once and cached."""
     folder = folder or export_folder(model)
+    if _graph_name(model, tower) != tower:  # a graph over 2 GB keeps its tensors as files beside it: its own folder
+        folder = folder / _graph_name(model, tower)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{tower}-fp32.onnx"
+    path = folder / f"{_graph_name(model, tower)}-fp32.onnx"
     if path.is_file():
         return path
     if model.dtype != torch.float32:
@@ -171,6 +191,10 @@ def export_onnx(model: torch.nn.Module, tower: str, folder: Path | None = None) 
     if tower == "image":
         module, example = ImageTower(model), (torch.zeros(2, 3, resolution, resolution),)
         names, axes = ["pixels"], {"pixels": {0: "batch"}, "features": {0: "batch"}}
+    elif hf_text_tower(model) is not None:  # the mask is computed in the graph from the pad id
+        text = hf_text_tower(model)
+        module, example = TowerGraph(text), (torch.tensor([[5, 6, 7], [5, 6, text.pad_token_id]]),)
+        names, axes = ["tokens"], {"tokens": {0: "batch", 1: "length"}, "features": {0: "batch"}}
     else:
         sot, eot = model.token_embedding.num_embeddings - 2, model.token_embedding.num_embeddings - 1
         module, example = TextTower(model), (torch.tensor([[sot, 1, eot], [sot, eot, 0]]),)
@@ -202,7 +226,7 @@ def quantized_onnx(model: torch.nn.Module, tower: str, folder: Path | None = Non
     without VNNI (see the module docstring)."""
     source = export_onnx(model, tower, folder)
     reduce_range = not cpu_has_vnni()
-    path = source.with_name(f"{tower}-int8-rows{'-r7' if reduce_range else ''}.onnx")
+    path = source.with_name(f"{_graph_name(model, tower)}-int8-rows{'-r7' if reduce_range else ''}.onnx")
     if path.is_file():
         return path
     return replace_atomically(path, lambda tmp: quantize_rowwise(source, tmp, reduce_range))
@@ -308,7 +332,8 @@ class OnnxEncoder(_ModuleLike):
     def session(self, tower: str):
         if tower not in self._sessions:
             import onnxruntime as ort
-            int8 = self.mode == "onnx-int8" and tower == "image"  # see the module docstring: text stays fp32
+            # see the module docstring: CLIP's text tower stays fp32; a Hugging Face one where its gate allows
+            int8 = self.mode == "onnx-int8" and (tower == "image" or text_int8_safe(self.reference))
             path = (quantized_onnx if int8 else export_onnx)(self.reference, tower, self.folder)
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.threads
@@ -327,7 +352,11 @@ class OnnxEncoder(_ModuleLike):
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.numel() == 0:
             return torch.zeros(0, self.embed_dim)
-        length = int(self.reference.eot_positions(tokens).max()) + 1  # as encode_text: stop after the longest
+        text = hf_text_tower(self.reference)
+        if text is not None:
+            length = valid_length(tokens, text.pad_token_id)
+        else:
+            length = int(self.reference.eot_positions(tokens).max()) + 1  # as encode_text: stop after the longest
         cut = np.ascontiguousarray(tokens[:, :length].cpu().numpy().astype(np.int64))
         return torch.from_numpy(self.session("text").run(None, {"tokens": cut})[0])
 
@@ -360,7 +389,10 @@ def probe_images(resolution: int, count: int = 8, seed: int = 0) -> torch.Tensor
 
 def probe_tokens(model: torch.nn.Module, count: int = 8, seed: int = 0) -> torch.Tensor:
     """Token sequences of several lengths in the model's own vocabulary ([SOT] ids [EOT], zero-padded;
-    SOT and EOT are the vocabulary's last two ids)."""
+    SOT and EOT are the vocabulary's last two ids); for a Hugging Face text tower, its ids right-padded
+    with its pad id."""
+    if hf_text_tower(model) is not None:
+        return text_probe_tokens(hf_text_tower(model), count, seed=seed)
     vocab, context = model.token_embedding.num_embeddings, model.context_length
     generator = torch.Generator().manual_seed(seed)
     tokens = torch.zeros(count, context, dtype=torch.long)
@@ -472,7 +504,36 @@ def _machine_key() -> str:
 
 
 def _choice_key(model: torch.nn.Module) -> str:
-    return f"{model_fingerprint(model)}-{_machine_key()}"
+    text = f"+{model.text_fingerprint}" if hf_text_tower(model) is not None else ""
+    return f"{model_fingerprint(model)}{text}-{_machine_key()}"
+
+
+def text_int8_safe(model: torch.nn.Module) -> bool:
+    """Whether a Hugging Face text tower's int8 graph stays within onnx-int8's cosine to its fp32 (>= 0.999)
+    on probe texts: measured once per machine and tower, cached beside the mode choices."""
+    text = hf_text_tower(model)
+    if text is None:
+        return False
+    key = f"text-int8-{model.text_fingerprint}-{_machine_key()}"
+    cached = _read_choices().get(key)
+    if cached is None:
+        import onnxruntime as ort
+        tokens = text_probe_tokens(text, count=32)  # many texts: the cosine varies from text to text
+        with torch.inference_mode():
+            reference = text(tokens).float()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(quantized_onnx(model, "text")), options,
+                                       providers=["CPUExecutionProvider"])
+        cut = tokens[:, :valid_length(tokens, text.pad_token_id)].numpy()
+        cosine = min_cosine(torch.from_numpy(session.run(None, {"tokens": cut})[0]), reference)
+        cached = {"cosine": round(cosine, 6), "safe": cosine >= MODES["onnx-int8"].min_cosine}
+        choices = _read_choices()
+        choices[key] = cached
+        replace_atomically(choices_file(), lambda tmp: tmp.write_text(json.dumps(choices, indent=1)))
+        log.info("int8 text tower of %s: cosine %.6f to fp32 (%s)", getattr(model, "name", "?"), cosine,
+                 "taken" if cached["safe"] else "stays fp32")
+    return bool(cached["safe"])
 
 
 def choices_file() -> Path:
@@ -585,7 +646,8 @@ def describe() -> dict:
         onnx = onnxruntime.__version__
     except ImportError:
         onnx = None
-    measured = [Choice(**c) for key, c in _read_choices().items() if key.endswith(f"-{machine}")]
+    measured = [Choice(**c) for key, c in _read_choices().items()
+                if key.endswith(f"-{machine}") and not key.startswith("text-int8-")]
     return {"cpu": cpu_summary(), "threads": torch.get_num_threads(), "onnxruntime": onnx,
             "forced": os.environ.get(MODE_ENV), "cuda": torch.cuda.is_available(),
             "reproducible": EXACT, "fp32_kernels": fp32_kernels(measure=False), "choices": measured}

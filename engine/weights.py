@@ -369,8 +369,9 @@ def _official_keys(sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.T
         raise refuse("a CLIP with a timm image tower (SigLIP, EVA, ConvNeXt, ViTamin and MobileCLIP are built this "
                      "way)", "cliplab builds only the ViT and ModifiedResNet towers")
     if has("text.transformer.embeddings.", "text.transformer.encoder.", "text.transformer.layer."):
-        raise refuse("a CLIP with a Hugging Face text tower such as (XLM-)RoBERTa",
-                     "cliplab builds only CLIP's own text transformer and its BPE tokenizer")
+        raise refuse("a weights file of a CLIP with a Hugging Face text tower such as (XLM-)RoBERTa",
+                     "such a CLIP loads from its published folder, which holds open_clip_config.json and the "
+                     "tokenizer's files beside the weights; `cliplab download` fetches the supported ones")
     if has("image_encoder.", "text_encoder."):
         raise refuse("a MobileCLIP model", "its towers are not CLIP's")
     if has("visual.blocks.", "visual.patch_embed."):
@@ -616,6 +617,8 @@ def load_model(path: str | Path, allow_torchscript: bool = False,
     model.name = checkpoint.meta.get("name") or (path.name if path.is_dir() else path.stem)
     model.fingerprint = checkpoint_fingerprint(checkpoint)
     model.preprocess_cfg = dict(checkpoint.preprocess)
+    # the released file a downloaded model was converted from: what a paired text tower names it by
+    model.source_sha256 = checkpoint.meta.get("source_sha256")
     return model, checkpoint
 
 

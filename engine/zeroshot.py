@@ -25,7 +25,10 @@ from cliplab.engine.features import encode_texts, model_fingerprint, numerics_ke
 from cliplab.engine.paths import cache_dir
 
 DEFAULT_SCALE = 100.0  # the reference notebooks' fixed temperature; scale="model" uses exp(logit_scale)
-TEMPLATE_PRESETS = ("imagenet80", "imagenet7", "default", "pets", "food", "aircraft", "satellite", "ocr")
+# "a photo of a {}." in other languages, for class names in them (multilingual text towers: engine.text_towers)
+TEMPLATE_LANGUAGES = ("de", "fr", "es", "it", "pt", "ru", "zh", "ja", "ko", "ar", "hi")
+TEMPLATE_PRESETS = ("imagenet80", "imagenet7", "default", "pets", "food", "aircraft", "satellite", "ocr",
+                    *(f"default-{language}" for language in TEMPLATE_LANGUAGES))
 _ENCODE_CHUNK = 4096  # prompts encoded (and committed to the cache) per step
 
 

@@ -48,6 +48,21 @@ def import_open_clip():
     return open_clip
 
 
+def import_transformers_models() -> None:
+    """transformers' modeling code (AutoModel), which imports torchvision when it is installed: with the
+    same op-schema workaround, only if the plain import fails."""
+    try:
+        import transformers.modeling_utils  # noqa: F401
+    except (RuntimeError, ImportError):
+        import sys
+
+        for name in [m for m in sys.modules if m.startswith(("torchvision", "transformers.modeling_utils",
+                                                             "transformers.loss", "transformers.image_"))]:
+            del sys.modules[name]
+        _patch_torchvision_ops()
+        import transformers.modeling_utils  # noqa: F401
+
+
 def import_torchvision_transforms():
     try:
         import torchvision.transforms as transforms

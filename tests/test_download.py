@@ -288,6 +288,8 @@ def test_every_release_builds_and_its_table_figures_fit():
 
     built = {}
     for name, entry in download.releases().items():
+        if entry.is_folder:  # multilingual releases kept as their folders: tests/test_multilingual_download.py
+            continue
         if entry.arch not in built:  # each architecture once: 74 releases share about 20
             with torch.device("meta"):  # shapes only: cheap even for ViT-bigG-14
                 built[entry.arch] = CLIP.from_name(entry.arch)

@@ -48,7 +48,7 @@ def register(subparsers) -> None:
                         help="an exported classifier file (`cliplab labels export`): its classes, weights and "
                              "threshold instead of --classes")
     add_classifier_arguments(parser)
-    add_model_arguments(parser)
+    add_model_arguments(parser, text_model=True)
     parser.add_argument("--top", type=int, default=5, help="labels shown per image (default 5)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="also list every label with probability >= P (a fraction: 0.04 = 4%%)")

@@ -142,6 +142,8 @@ def search_main(args: argparse.Namespace) -> int:
     print(f"{view.total} result(s){cut}; page {view.page} of {view.pages}. Dates marked \"file\" have no capture "
           "time. More like one: `cliplab search --like ID`" + ("; a video's moment: `cliplab clip 'PATH  RANGE' OUT.mp4`"
                                                                   if any(r.ranges for r in view.results) else ""))
+    for note in view.notes:
+        print(f"note: {note}")
     return 0
 
 
@@ -209,7 +211,7 @@ def register(subparsers) -> None:
                     "or spaces): --text, --image, --like, and --not, --not-image, --not-like to push results "
                     "away; --weight W after a term weights it. See docs/library.md.")
     p.add_argument("query", nargs="?", help="a query in the grammar above (optional with term options)")
-    add_model_arguments(p, purpose="index")
+    add_model_arguments(p, purpose="index", text_model=True)
     p.set_defaults(terms=[])
     term = p.add_argument_group("query terms (repeatable, in order)")
     term.add_argument("--text", action=TermAction, metavar="TEXT", help="a text term, taken whole")

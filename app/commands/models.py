@@ -33,16 +33,26 @@ PRECISION_HELP = {
 }
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, purpose: str = "reproducible") -> None:
+TEXT_MODEL_HELP = ("a multilingual text tower (e.g. M-CLIP/XLM-Roberta-Large-Vit-B-32, downloaded first, or its "
+                   "folder) that embeds the texts instead of the model's own text tower; it must be one made for "
+                   "the model's image tower (`cliplab models` shows what each pairs with), and then searches a "
+                   "library indexed with that model without re-embedding a photo")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, purpose: str = "reproducible",
+                        text_model: bool = False) -> None:
     """--model, --device, --precision, --arch and --allow-torchscript: the options of every command that
     loads a model, with one default model ($CLIPLAB_MODEL, else demo). purpose: what the command's results
-    are ('reproducible' or 'index'), which decides the default mode; load_model(args) reads them."""
+    are ('reproducible' or 'index'), which decides the default mode; load_model(args) reads them.
+    text_model: also --text-model, a paired multilingual text tower (commands that embed texts)."""
     parser.add_argument("--model", default=default_model(),
                         help="an official name (e.g. ViT-B/32, downloaded first), 'demo' or a checkpoint path "
                              "(default: $CLIPLAB_MODEL, else demo)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--precision", choices=PRECISIONS[purpose], default=None, help=PRECISION_HELP[purpose])
     _add_checkpoint_arguments(parser)
+    if text_model:
+        parser.add_argument("--text-model", default=None, metavar="NAME", help=TEXT_MODEL_HELP)
     parser.set_defaults(model_purpose=purpose)
 
 
@@ -55,7 +65,8 @@ def model_options(args: argparse.Namespace) -> dict:
     """The one loader's keyword arguments (ModelBundle.load) from the options add_model_arguments declared."""
     return {"model": args.model, "device": args.device, "precision": args.precision,
             "purpose": getattr(args, "model_purpose", "reproducible"), "arch": args.arch,
-            "allow_torchscript": args.allow_torchscript}
+            "allow_torchscript": args.allow_torchscript,
+            **({"text_model": args.text_model} if getattr(args, "text_model", None) else {})}
 
 
 def load_model(args: argparse.Namespace) -> ModelBundle:
@@ -88,6 +99,7 @@ def list_main(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print_multilingual([r for r in rows if r.get("kind")])
     demo = rows[-1]
     print(f"\ndemo: {demo['description']}")
     print("ImageNet: published zero-shot top-1 (%, open_clip's results table); size: the download, or the "
@@ -96,6 +108,21 @@ def list_main(args: argparse.Namespace) -> int:
     if not all(r["downloaded"] for r in rows[:-1]):
         print("Fetch one with `cliplab download NAME` (`cliplab download all` fetches OpenAI's nine).")
     return 0
+
+
+def print_multilingual(rows: list[dict]) -> None:
+    """What each multilingual release pairs with, its languages and its published multilingual figures."""
+    if not rows:
+        return
+    print("\nmultilingual (search and classify in other languages; a text tower pairs with the image model named, "
+          "e.g. `cliplab search --model ViT-B/32 --text-model M-CLIP/XLM-Roberta-Large-Vit-B-32 \"ein Hund\"`):")
+    for row in rows:
+        pairs = f"pairs with {', '.join(row['pairs_with'])}" if row["kind"] == "text-tower" else "a whole CLIP"
+        figures = row.get("retrieval") or {}
+        scores = " ".join(f"{lang} {value:g}" for lang, value in (figures.get("scores") or {}).items())
+        print(f"  {row['name']}: {pairs}; {row['languages']}")
+        if scores:
+            print(f"    {scores}  ({figures.get('metric', '')})")
 
 
 def print_inference() -> None:

@@ -138,6 +138,7 @@ class AppState:
         self.search_mode = SEARCH  # indexing and search: "auto" unless the Settings tab chose a mode
         self._lock = threading.RLock()
         self.watcher = None  # the library watcher (start_watching), on by default in `cliplab app`
+        self._paired: dict[tuple[str, bool], ModelBundle] = {}  # (text tower, for search) -> paired handle
 
     @property
     def bundle(self) -> ModelBundle:
@@ -168,6 +169,22 @@ class AppState:
         with self._lock:
             if mode != self.search_mode:
                 self.search_mode, self._search_bundle = mode, None
+                self._paired = {key: b for key, b in self._paired.items() if not key[1]}
+
+    def with_text_model(self, text_model: str | None, search: bool = False) -> ModelBundle:
+        """The current model (search: its search handle) with its texts embedded by a paired multilingual
+        text tower (None or '': the model's own); a sentence when the tower was not made for this image
+        model. The tower is loaded once and shared by the exact and the search handle."""
+        base = self.search_bundle if search else self.bundle
+        name = (text_model or "").strip()
+        if not name:
+            return base
+        with self._lock:
+            if (name, search) not in self._paired:
+                other = self._paired.get((name, not search))
+                tower = other.model.tower if other is not None else name
+                self._paired[(name, search)] = base.with_text_model(tower)
+            return self._paired[(name, search)]
 
     def switch_model(self, name_or_path: str) -> ModelBundle:
         """Load another model and make it current; the old one stays current if loading fails."""
@@ -180,6 +197,7 @@ class AppState:
         """Make an already loaded bundle current (a freshly trained model, a switch, tests)."""
         with self._lock:
             self._bundle, self._search_bundle, self.model_name = bundle, None, bundle.name
+            self._paired = {}
         return bundle
 
     def start_watching(self, **options):

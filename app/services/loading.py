@@ -53,7 +53,8 @@ def provenance(bundle: ModelBundle) -> dict:
     """What a saved result records about the model that made it: enough to load it the same way again."""
     return {"name": bundle.name, "fingerprint": bundle.fingerprint, "precision": precision_of(bundle),
             "kernels": mode_kernels(EXACT, device_of(bundle), getattr(bundle.model, "dtype", torch.float32)),
-            "device": device_of(bundle), "engine": "cliplab", "cliplab_version": cliplab_version()}
+            "device": device_of(bundle), "engine": "cliplab", "cliplab_version": cliplab_version(),
+            **bundle.text_provenance()}
 
 
 def engine_tuple(bundle: ModelBundle) -> tuple:

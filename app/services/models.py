@@ -62,6 +62,9 @@ def list_models() -> list[dict]:
     """One row per release (OpenAI's nine, then the open_clip releases), then the demo model."""
     rows = []
     for name, entry in download.releases().items():
+        if entry.is_folder:
+            rows.append(_folder_row(name, entry))
+            continue
         config = named_architectures()[entry.arch]
         on_disk = download.is_downloaded(name)
         rows.append(dict(name=name, family=entry.family, data=entry.data, arch=entry.arch,
@@ -72,6 +75,44 @@ def list_models() -> list[dict]:
                          url=entry.url, description=f"{entry.family} CLIP {entry.arch} trained on {entry.data}"))
     rows.append(_demo_row())
     return rows
+
+
+def _folder_row(name: str, entry: download.Release) -> dict:
+    """A release kept as its published folder: a multilingual text tower (what it pairs with) or an open_clip
+    CLIP with a Hugging Face text tower; with the languages and the published multilingual figures."""
+    on_disk = download.is_downloaded(name)
+    vision = (entry.model_cfg or {}).get("vision_cfg") or {}
+    what = (f"{entry.family} multilingual text tower ({entry.arch}) for {', '.join(entry.pairs_with)}"
+            if entry.kind == "text-tower" else f"{entry.family} multilingual CLIP ({entry.arch}) trained on {entry.data}")
+    return dict(name=name, family=entry.family, data=entry.data, arch=entry.arch, embed_dim=entry.embed_dim,
+                resolution=vision.get("image_size"), params=round(entry.params_m * 1e6),
+                imagenet_top1=entry.imagenet_top1, download_bytes=entry.size_mb * 1_000_000, downloaded=on_disk,
+                size_bytes=_folder_bytes(download.model_folder(name)) if on_disk else None, url=entry.url,
+                description=what, kind=entry.kind, pairs_with=list(entry.pairs_with), languages=entry.languages,
+                retrieval=dict(entry.retrieval))
+
+
+def text_towers_for(image_name: str) -> list[str]:
+    """The text towers of the release table made for an image release (by name), e.g. the M-CLIP towers of
+    ViT-B/32: what the app offers beside a library indexed with it."""
+    return [name for name, entry in download.releases().items()
+            if entry.kind == "text-tower" and any(download.slug(image_name) == download.slug(pair)
+                                                  for pair in entry.pairs_with)]
+
+
+def fitting_text_towers(image_name: str) -> tuple[list[str], str]:
+    """The downloaded text towers made for an image model (by its release name), and a sentence for the
+    page: which fit, or which could be downloaded when none is on disk."""
+    names = text_towers_for(image_name)
+    ready = [name for name in names if download.is_downloaded(name)]
+    if ready:
+        return ready, (f"Text towers made for {image_name}: {', '.join(ready)}. They search its library in other "
+                       "languages without re-embedding a photo.")
+    if names:
+        return [], (f"No multilingual text tower for {image_name} is downloaded; download {' or '.join(names)} in "
+                    "the Models tab to search and classify in other languages.")
+    return [], (f"No multilingual text tower in the release table was made for {image_name}; texts go through its "
+                "own text tower (a text tower's folder can still be named, and is checked against the model).")
 
 
 def import_checkpoint(path: str | Path, arch: str | None = None, allow_torchscript: bool = False,

@@ -203,6 +203,7 @@ class SearchView:
     threshold_unreachable: bool
     histogram: np.ndarray | None  # the query's scores over (the best part of) the library
     terms: list[Term] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the page should say about the query (texts cut)
 
     @property
     def offset(self) -> int:
@@ -279,7 +280,24 @@ def search(catalog: Catalog, bundle: ModelBundle, terms: list[Term], page: int =
     if histogram:
         scores = index.search(vector[None], min(index.count, HISTOGRAM_SIZE))[0][0]
     return SearchView(result.results, total, number, pages, per_page,
-                      min(threshold, 1.0) if threshold is not None else None, unreachable, scores, list(terms))
+                      min(threshold, 1.0) if threshold is not None else None, unreachable, scores, list(terms),
+                      long_text_notes(bundle, terms))
+
+
+def long_text_notes(bundle: ModelBundle, terms: list[Term]) -> list[str]:
+    """A note for each text longer than the text tower reads (77 tokens for CLIP's, the transformer's limit
+    for a multilingual tower): it is searched by its beginning, cut to fit, and the page says so."""
+    notes = []
+    for term in terms:
+        if term.kind != "text":
+            continue
+        try:
+            bundle.tokenizer([term.value], truncate=False)
+        except CliplabError:
+            shown = term.value if len(term.value) <= 40 else term.value[:39] + "…"
+            notes.append(f'The text "{shown}" is longer than the {bundle.model.context_length} tokens the text '
+                         "tower reads: only its beginning was searched.")
+    return notes
 
 
 def embed_query(catalog: Catalog, bundle: ModelBundle, terms: list[Term]) -> np.ndarray:

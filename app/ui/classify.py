@@ -25,7 +25,15 @@ from cliplab.app.services.classify import (
 )
 from cliplab.app.services.first_start import DEMO_CLASSES
 from cliplab.app.ui import labels as labels_panel
-from cliplab.app.ui.common import UserError, error_box, file_paths, wire
+from cliplab.app.ui.common import (
+    UserError,
+    error_box,
+    file_paths,
+    text_tower_choice,
+    text_tower_name,
+    text_tower_update,
+    wire,
+)
 
 DEFAULT_CLASSES = "\n".join(DEMO_CLASSES)  # what the demo photos show
 DEFAULT_PRESET = "default"
@@ -107,6 +115,7 @@ def build(state: AppState) -> None:
                                 elem_id="classify-second")
             threshold = gr.Slider(label="Threshold mode: list every class at or above this probability (0 = off)",
                                   minimum=0.0, maximum=1.0, value=0.0, step=0.005)
+            tower = text_tower_choice(state, "classify-text-tower")
             run = gr.Button("Classify", variant="primary", elem_id="classify-run")
             errors = error_box("classify-error")
     summary = gr.Markdown(elem_id="classify-summary")
@@ -131,11 +140,12 @@ def build(state: AppState) -> None:
         exported = gr.File(label="Export", interactive=False)
     last = gr.State(None)
 
-    def classify(files, lib, fold, text, typed_text, second_text, thr):
+    def classify(files, lib, fold, text, typed_text, second_text, thr, text_tower):
         paths = images_of(state, files, lib, fold)
         # an upload is called by its own name (Gradio keeps it as the stored file's name), not its cache path
         names = {p: Path(p).name for p in file_paths(files)}
-        run_result = classify_for_app(state.bundle, paths, text, template_lines(typed_text), second_text,
+        bundle = state.with_text_model(text_tower_name(text_tower))  # a sentence when it does not fit
+        run_result = classify_for_app(bundle, paths, text, template_lines(typed_text), second_text,
                                       threshold=thr or None, k=10, names=names)
         res = run_result.result
         if not res.paths:
@@ -163,7 +173,7 @@ def build(state: AppState) -> None:
                 gr.update(value=probabilities(run_result.second, 0), visible=True), rows,
                 gr.update(value=per_image, visible=True), note, counts, run_result)
 
-    wire(run.click, classify, [uploads, library_file, folder, classes, typed, second, threshold],
+    wire(run.click, classify, [uploads, library_file, folder, classes, typed, second, threshold, tower],
          [thumbnails, which, label_a, label_b, table, moved, summary, counts_table, last], errors)
 
     def show_image(index, run_result):
@@ -181,9 +191,10 @@ def build(state: AppState) -> None:
     thumbnails.select(picked, None, which).then(show_image, [which, last], [label_a, label_b])
     preset.input(lambda p: preset_text(p), preset, typed)
 
-    def do_save(classifier_name, text, typed_text, thr):
+    def do_save(classifier_name, text, typed_text, thr, text_tower):
         stored = classifiers.save_classifier(state.catalog, classifier_name, class_lines(text),
-                                             template_lines(typed_text), thr or None, bundle=state.bundle)
+                                             template_lines(typed_text), thr or None,
+                                             bundle=state.with_text_model(text_tower_name(text_tower)))
         return gr.update(choices=classifiers.list_classifiers(state.catalog), value=stored), gr.update()
 
     def do_load(classifier_name):
@@ -199,15 +210,16 @@ def build(state: AppState) -> None:
         out = Path(tempfile.mkdtemp(prefix="cliplab-export-")) / "classification.csv"
         return str(export_csv(run_result.result, out))
 
-    wire(save.click, do_save, [name, classes, typed, threshold], [saved, exported], store_errors, keep=(0, 1))
+    wire(save.click, do_save, [name, classes, typed, threshold, tower], [saved, exported], store_errors,
+         keep=(0, 1))
     wire(load.click, do_load, [saved], [classes, typed, threshold, name], store_errors, keep=(0, 1, 2, 3))
     wire(export.click, do_export, [last], exported, store_errors)
 
     def refresh():
         folders = [f.path for f in library.library_summary(state.catalog).folders]
         return (gr.update(choices=library.indexed_paths(state.catalog)), gr.update(choices=folders),
-                gr.update(choices=classifiers.list_classifiers(state.catalog)))
+                gr.update(choices=classifiers.list_classifiers(state.catalog)), text_tower_update(state))
 
-    # on page load (triggers=None and no inputs): the library and saved classifiers may have changed
-    gr.on(triggers=None, fn=refresh, inputs=None, outputs=[library_file, folder, saved])
+    # on page load (triggers=None and no inputs): the library, saved classifiers and the model may have changed
+    gr.on(triggers=None, fn=refresh, inputs=None, outputs=[library_file, folder, saved, tower])
     labels_panel.build(state)  # the library labelled by a saved classifier: apply, review, improve, export

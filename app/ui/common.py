@@ -132,3 +132,27 @@ def file_paths(files) -> list[str]:
         return []
     files = files if isinstance(files, list) else [files]
     return [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files]
+
+
+OWN_TEXT_TOWER = "the model's own text tower"
+
+
+def text_tower_update(state) -> dict:
+    """The text tower choice for the current model: its own, or a downloaded multilingual tower made for its
+    image tower (a tower's folder may be typed too, and is checked against the model when it runs)."""
+    from cliplab.app.services.models import fitting_text_towers
+    ready, note = fitting_text_towers(state.model_name)
+    return gr.update(choices=[OWN_TEXT_TOWER, *ready], info=note)
+
+
+def text_tower_choice(state, elem_id: str) -> gr.Dropdown:
+    from cliplab.app.services.models import fitting_text_towers
+    ready, note = fitting_text_towers(state.model_name)
+    return gr.Dropdown(label="Text tower (the language of your words)", choices=[OWN_TEXT_TOWER, *ready],
+                       value=OWN_TEXT_TOWER, allow_custom_value=True, info=note, elem_id=elem_id)
+
+
+def text_tower_name(value: str | None) -> str | None:
+    """The chosen tower's name for the services (None: the model's own)."""
+    value = (value or "").strip()
+    return None if not value or value == OWN_TEXT_TOWER else value

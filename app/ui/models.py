@@ -30,7 +30,10 @@ def model_table() -> pd.DataFrame:
                           "parameters": f"{r['params'] / 1e6:.0f} M" if r["params"] else "-",
                           "ImageNet top-1": f"{r['imagenet_top1']:.1f}%" if r["imagenet_top1"] else "-",
                           "size": _size(r["size_bytes"] if r["downloaded"] else r["download_bytes"]),
-                          "on disk": "yes" if r["downloaded"] else "no"}
+                          "on disk": "yes" if r["downloaded"] else "no",
+                          # a multilingual text tower searches the library of the image model it pairs with
+                          "pairs with": ", ".join(r.get("pairs_with") or []) or "-",
+                          "languages": r.get("languages") or "-"}
                          for r in rows])
 
 

@@ -15,7 +15,17 @@ from cliplab.app.services.app_state import AppState
 from cliplab.app.ui import captions as captions_panel
 from cliplab.app.ui import library_panels
 from cliplab.app.ui import moments as moments_panel
-from cliplab.app.ui.common import NotYet, UserError, dropped_image, error_box, guard_drops, image_drop, wire
+from cliplab.app.ui.common import (
+    NotYet,
+    UserError,
+    dropped_image,
+    error_box,
+    guard_drops,
+    image_drop,
+    text_tower_choice,
+    text_tower_name,
+    wire,
+)
 
 HELP = ("Words search by meaning. Combine terms with `+` and `-` (`red circle - stripes`), weight them "
         "(`2:star + circle`), or drop an image to find similar ones (it can be combined with words).")
@@ -106,6 +116,7 @@ def build(state: AppState) -> None:
                                       value=None, elem_id="search-least")
         with gr.Column(scale=1):
             image = image_drop(label="…or drop an image", height=160, elem_id="search-image")
+            tower = text_tower_choice(state, "search-text-tower")
     with gr.Row():
         go_button = gr.Button("Search", variant="primary", elem_id="search-run")
         previous = gr.Button("◀ Previous", elem_id="search-previous")
@@ -130,21 +141,23 @@ def build(state: AppState) -> None:
     with gr.Accordion("Library and indexing", open=False, elem_id="index-panel"):
         library_panels.build_library(state)
 
-    def run(text, dropped, like_id, page, sort_by, z, fold, start, end, kinds, by, which, at_least):
+    def run(text, dropped, like_id, page, sort_by, z, fold, start, end, kinds, by, which, at_least, text_tower):
         upload = dropped_image(dropped)
         terms = query_terms(text, upload, like_id)
         filters = service.make_filters(fold, start, end, kinds, by, which, at_least, state.catalog)
+        # a paired text tower searches the model's library as it is (a sentence when it does not fit)
+        bundle = state.with_text_model(text_tower_name(text_tower), search=True)
         # a typed image path must lie in a library folder; the dropped image is Gradio's own upload
-        view = service.search(state.catalog, state.search_bundle, terms, page=int(page or 1), filters=filters,
+        view = service.search(state.catalog, bundle, terms, page=int(page or 1), filters=filters,
                               cutoff=float(z) or None, sort=sort_by, index_cache=state.vector_indexes,
                               histogram=True, images=service.ImageScope(uploads=(upload,) if upload else ()))
         figure = histogram(view.histogram, view.threshold, [r.score for r in view.results])
         items, ids = gallery_items(state, view.results)
-        note = page_note(view, service.describe_terms(state.catalog, view.terms))
+        note = " ".join([page_note(view, service.describe_terms(state.catalog, view.terms)), *view.notes])
         return (items, note, figure, ids, None, view.page, gr.update(interactive=view.page > 1),
                 gr.update(interactive=view.page < view.pages), moments_panel.moments_of(view.results))
 
-    inputs = [query, image, like, page_box, sort, cutoff, folder, after, before, types, classifier, label, least]
+    inputs = [query, image, like, page_box, sort, cutoff, folder, after, before, types, classifier, label, least, tower]
     outputs = [gallery, info, plot, shown_ids, selected, page_box, previous, following, moments]
     keep = (5, 6, 7)  # a failed search leaves the page number and the buttons as they were
 
