@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from oracles import import_open_clip, official_merges_file, official_merges_lines
 
@@ -162,7 +162,15 @@ def test_round_trip_lower_case_ascii_words(ours, words):
 def test_ascii_fast_paths_match_the_reference(open_clip, reference, ours, text):
     # clean_text skips ftfy for printable ASCII without '&', and ASCII text is split by an ASCII regex.
     assert clean_text(text) == open_clip.tokenizer._clean_lower(text)
+    # A literal "<|endoftext|>" (any case: text is lower-cased) is OpenAI's special token, which open_clip's
+    # tokenizer names "<end_of_text>"; OpenAI's reference is the one cliplab follows there.
+    cleaned = clean_text(text)
+    assume("<|startoftext|>" not in cleaned and "<|endoftext|>" not in cleaned)
     assert ours.encode(text) == reference.encode(text)
+
+
+def test_a_literal_special_token_in_any_case_is_the_special_token_as_in_openais_reference(ours):
+    assert ours.encode("<|ENDOFTEXT|>") == ours.encode("<|endoftext|>") == [ours.eot_token]
 
 
 def test_text_and_word_caches_do_not_change_results(ours):
