@@ -259,7 +259,26 @@ def build_visual(c: ModelConfig) -> nn.Module:
                              c.layer_norm_eps, c.vision_layer_scale, c.vision_ln_pre)
 
 
-class CLIP(nn.Module):
+class ImageSide:
+    """What a CLIP answers from its image tower `self.visual` (CLIP's ViT or ModifiedResNet): shared by CLIP and
+    the CLIPs with a Hugging Face text tower (engine.text_towers.HFTextCLIP)."""
+
+    visual: nn.Module
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.visual.conv1.weight.dtype
+
+    @property
+    def image_resolution(self) -> int:
+        return self.visual.input_resolution
+
+    def encode_image(self, image: torch.Tensor, project: bool = True) -> torch.Tensor:
+        """Image features; project=False gives the features before the final projection."""
+        return self.visual(image.to(self.dtype), project=project)
+
+
+class CLIP(ImageSide, nn.Module):
     """CLIP(config) or CLIP(**config fields): see engine.config.ModelConfig for every field."""
 
     def __init__(self, config: ModelConfig | None = None, **fields):
@@ -312,20 +331,8 @@ class CLIP(nn.Module):
         nn.init.normal_(self.text_projection, std=width ** -0.5)
 
     @property
-    def dtype(self) -> torch.dtype:
-        return self.visual.conv1.weight.dtype
-
-    @property
-    def image_resolution(self) -> int:
-        return self.visual.input_resolution
-
-    @property
     def embed_dim(self) -> int:
         return self.text_projection.shape[1]
-
-    def encode_image(self, image: torch.Tensor, project: bool = True) -> torch.Tensor:
-        """Image features; project=False gives the features before the final projection."""
-        return self.visual(image.to(self.dtype), project=project)
 
     def eot_positions(self, text: torch.Tensor) -> torch.Tensor:
         """Where each sequence's EOT is: the highest id (argmax), or the first config.text_eos_id."""

@@ -32,6 +32,7 @@ from torch import nn
 
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.hf_tokenizer import HFTokenizer
+from cliplab.engine.model import ImageSide
 
 MCLIP_TYPE = "M-CLIP"
 TRANSFORMER_CONFIG = "transformer_config.json"  # the base transformer's config.json, kept beside the weights
@@ -328,7 +329,7 @@ def _open_clip_projection(kind: str | None, width: int, embed_dim: int) -> nn.Mo
         return nn.Sequential(nn.Linear(width, hidden, bias=False), nn.GELU(), nn.Linear(hidden, embed_dim, bias=False))
 
 
-class HFTextCLIP(nn.Module):
+class HFTextCLIP(ImageSide, nn.Module):
     """open_clip's CLIP with a Hugging Face text tower: CLIP's image tower (visual) and a MeanPoolTower
     (text), with the surface of engine.model.CLIP that inference uses."""
 
@@ -342,19 +343,8 @@ class HFTextCLIP(nn.Module):
     text_tower = property(lambda self: self.text)
 
     @property
-    def dtype(self) -> torch.dtype:
-        return self.visual.conv1.weight.dtype
-
-    @property
-    def image_resolution(self) -> int:
-        return self.visual.input_resolution
-
-    @property
     def embed_dim(self) -> int:
         return self.text.embed_dim
-
-    def encode_image(self, image: torch.Tensor, project: bool = True) -> torch.Tensor:
-        return self.visual(image.to(self.dtype), project=project)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.text(tokens)
