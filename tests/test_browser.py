@@ -35,11 +35,17 @@ def field(tab, elem_id: str):
 
 
 def choose(tab, elem_id: str, option: str) -> None:
-    """Pick an option of a gr.Dropdown: type it into the dropdown's filter, take the match."""
+    """Pick an option of a gr.Dropdown: type it into the dropdown's filter, take the match.
+
+    The match is taken with the mousedown the list listens to, not a click: Gradio places the list
+    with fixed coordinates, and below a long tab it can lie outside the viewport, where a click waits
+    forever for it to scroll into view."""
     box = tab.locator(f"#{elem_id} input").first
     box.click()
     box.fill(option)
-    tab.locator(f"#{elem_id} [role=option], ul[role=listbox] [role=option]").filter(has_text=option).first.click()
+    match = tab.locator(f"#{elem_id} [role=option], ul[role=listbox] [role=option]").filter(has_text=option).first
+    expect(match).to_be_attached()
+    match.dispatch_event("mousedown")
 
 
 def open_tab(tab, name: str) -> None:
