@@ -11,7 +11,22 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Under pytest-xdist the cores are shared by the workers: one worker, all cores; two, half each.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // WORKERS))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into node ids
+def pytest_collection_modifyitems(config, items) -> None:
+    """With pytest-xdist (`-n N --dist loadgroup`, scripts/run-tests.sh), each test module runs whole on
+    one worker, as its module-scoped servers and browser expect; the modules that use the PostgreSQL
+    test server share one worker, because one of their tests stops and restarts that server."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    uses_postgres = {item.module.__name__ for item in items if item.get_closest_marker("postgres")}
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("postgres" if module in uses_postgres else module))
 
 
 @pytest.fixture(scope="session")

@@ -404,8 +404,10 @@ def test_captions_panel_image_to_text_and_browse(page, app_server, tmp_path, tes
     # a file named in the page is read only inside a library folder
     field(page, "captions-collection").fill(str(data["csv"]))
     page.locator("#captions-image input[type=file]").set_input_files(str(data["images"][0]))
+    expect(page.locator("#captions-image img").first).to_be_visible(timeout=60_000)  # the upload has landed
     page.locator("#captions-find-texts").click()
-    expect(page.locator("#captions-error")).to_contain_text("is not inside one of your library folders")
+    expect(page.locator("#captions-error")).to_contain_text("is not inside one of your library folders",
+                                                            timeout=60_000)
     field(page, "captions-collection").fill("/etc/passwd")
     page.locator("#captions-find-texts").click()
     expect(page.locator("#captions-error")).to_contain_text("/etc/passwd is not inside one of your library folders")

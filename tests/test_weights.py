@@ -47,11 +47,18 @@ def inputs(model: CLIP, n: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def assert_same_outputs(a: CLIP, b: CLIP) -> None:
+    """Bit-identical weights, and outputs equal up to the last bit of float32: a convolution may take
+    another kernel for a weight buffer at another memory alignment (a safetensors file's tensors are
+    not 64-byte aligned), which rounds differently (seen: 8e-8 on a ResNet with one thread)."""
+    mine, theirs = a.state_dict(), b.state_dict()
+    assert mine.keys() == theirs.keys()
+    for name, tensor in mine.items():
+        assert theirs[name].dtype == tensor.dtype and torch.equal(theirs[name], tensor), name
     images, text = inputs(a)
     with torch.no_grad():
-        torch.testing.assert_close(a.encode_image(images), b.encode_image(images), rtol=0, atol=0)
-        torch.testing.assert_close(a.encode_text(text), b.encode_text(text), rtol=0, atol=0)
-        torch.testing.assert_close(a(images, text)[0], b(images, text)[0], rtol=0, atol=0)
+        torch.testing.assert_close(a.encode_image(images), b.encode_image(images), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a.encode_text(text), b.encode_text(text), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a(images, text)[0], b(images, text)[0], rtol=1e-5, atol=1e-6)
 
 
 def sha(path: Path) -> str:
