@@ -16,7 +16,7 @@
    detector's descriptors (Radenovic et al., closed form from matching pairs of Appendix C variants)
    and the paper's detector scaled down (a small CNN trained with InfoNCE between a picture and its
    Appendix C variant against the rest of the batch, near-miss twins in every batch, the trainer's
-   loss, optimiser and schedule), and the demo model's cosine (the baseline). For each, a threshold
+   step, optimiser and schedule), and the demo model's cosine (the baseline). For each, a threshold
    sweep gives precision and recall; the "high precision" row is the lowest threshold whose precision
    over all negatives is >= 0.99, the "at default precision" row the lowest whose precision is at
    least the default detector's at its THRESHOLD (the comparison at equal or higher precision).
@@ -173,7 +173,11 @@ CNN_SIDE = 48  # input side (every picture squashed to a square: aspect distorti
 def _cnn_module(width: int = 16, dim: int = 128):
     """A plain CNN: four 3 x 3 convolutions with GELU, each followed by 2 x 2 average pooling (the
     paper's anti-aliased down-sampling, in its simplest form) and no batch statistics (the paper's reason:
-    they leak which pictures are duplicates within a batch), then a linear projection of the 3 x 3 map."""
+    they leak which pictures are duplicates within a batch), then a linear projection of the 3 x 3 map.
+    Its forward takes a pair of batches, as the trainer's step takes images and texts, and its
+    logit_scale is a buffer: the paper's fixed temperature 0.07, never learned."""
+    import math
+
     import torch
     from torch import nn
 
@@ -183,11 +187,15 @@ def _cnn_module(width: int = 16, dim: int = 128):
             widths = [3, width, 2 * width, 4 * width, 4 * width]
             self.convs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, padding=1) for i in range(4))
             self.proj = nn.Linear(widths[-1] * (CNN_SIDE // 16) ** 2, dim)
+            self.register_buffer("logit_scale", torch.tensor(math.log(1 / 0.07)))
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def embed(self, x: torch.Tensor) -> torch.Tensor:
             for conv in self.convs:
                 x = torch.nn.functional.avg_pool2d(torch.nn.functional.gelu(conv(x)), 2)
             return torch.nn.functional.normalize(self.proj(x.flatten(1)), dim=-1)
+
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.embed(a), self.embed(b)
 
     return CopyCNN()
 
@@ -205,19 +213,19 @@ def _cnn_input(images: list):
 
 
 def train_cnn(train: list, world_count: int, steps: int = 300, batch: int = 64, variants: int = 2,
-              seed: int = TRAIN_SEED, on_step=None):
-    """The paper's objective scaled down: InfoNCE (trainer.loss.clip_loss at the paper's fixed temperature
-    0.07) between each picture and one of its Appendix C variants against the rest of the batch, a
-    quarter of every batch being world scenes together with their near-miss twins (hard negatives that
-    must not match); the trainer's AdamW and warm-up + cosine schedule (trainer.optim). Deterministic: one
-    seed for the variants, the batches and the weights. Returns a function images -> [n, dim] unit rows."""
-    import math
-
+              seed: int = TRAIN_SEED):
+    """The paper's objective scaled down: InfoNCE at the paper's fixed temperature 0.07 between each
+    picture and one of its Appendix C variants against the rest of the batch, a quarter of every batch
+    being world scenes together with their near-miss twins (hard negatives that must not match). The
+    trainer does the training: its step (trainer.step.train_step: the contrastive loss of the whole
+    batch, the update, the schedule) with a pair of image batches in place of images and texts, its
+    AdamW and warm-up + cosine schedule (trainer.optim). Deterministic: one seed for the variants, the
+    batches and the weights. Returns a function images -> [n, dim] unit rows."""
     import torch
 
     from cliplab.engine import copydetect
-    from cliplab.trainer.loss import clip_loss
     from cliplab.trainer.optim import build_optimizer, build_scheduler
+    from cliplab.trainer.step import StepContext, train_step
     rng = np.random.default_rng(seed)
     originals = _cnn_input(train)
     copies = [_cnn_input([copydetect.plant_copy(im, rng) for im in train]) for _ in range(variants)]
@@ -225,26 +233,20 @@ def train_cnn(train: list, world_count: int, steps: int = 300, batch: int = 64, 
     net = _cnn_module()
     optimizer = build_optimizer(net, lr=2e-3, weight_decay=0.01, family="resnet")
     scheduler = build_scheduler(optimizer, warmup_steps=max(1, steps // 10), total_steps=steps)
-    scale = torch.tensor(math.log(1 / 0.07))
+    context = StepContext(model=net, forward=net, optimizer=optimizer, scheduler=scheduler)
     n = len(train)
-    for step in range(steps):
+    for _step in range(steps):
         twins = rng.choice(world_count, batch // 4, replace=False)
         rest = np.setdiff1d(np.arange(n), np.concatenate([twins, twins + world_count]))
         rows = np.concatenate([twins, twins + world_count, rng.choice(rest, batch - 2 * len(twins), replace=False)])
         which = rng.integers(variants, size=len(rows))
-        a, b = originals[rows], torch.stack([copies[v][i] for v, i in zip(which, rows)])
-        loss = clip_loss(net(a), net(b), scale)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if on_step is not None:
-            on_step(step, float(loss))
+        train_step(context, originals[rows], torch.stack([copies[v][i] for v, i in zip(which, rows)]))
     net.eval()
 
     def embed(images: list) -> np.ndarray:
         with torch.no_grad():
-            return np.concatenate([net(_cnn_input(images[i:i + 256])).numpy() for i in range(0, len(images), 256)])
+            return np.concatenate([net.embed(_cnn_input(images[i:i + 256])).numpy()
+                                   for i in range(0, len(images), 256)])
 
     return embed
 
