@@ -378,6 +378,8 @@ def main() -> None:
     parser.add_argument("--train-world", type=int, default=300, help="world scenes the learned methods train on "
                         "(with as many near-miss twins and half as many photo-like pictures)")
     parser.add_argument("--cnn-steps", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0, help="the benchmark's pictures and edits (the learned "
+                        f"methods always train on seed {TRAIN_SEED})")
     parser.add_argument("--references", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
@@ -385,7 +387,7 @@ def main() -> None:
     cpu = sorted(set(f for f in open("/proc/cpuinfo").read().split() if f.startswith("avx")))
     results = {"cpu_flags": cpu}
     if "quality" in parts:
-        results["quality"] = bench_quality(args.originals, train_world=args.train_world,
+        results["quality"] = bench_quality(args.originals, args.seed, train_world=args.train_world,
                                            cnn_steps=args.cnn_steps)
     if "scale" in parts:
         results["scale"] = bench_scale(args.references, args.queries)
