@@ -1,6 +1,7 @@
-"""The copy detector (engine.copydetect) against CLIP's cosine, and the overlap search at 1M references.
+"""The copy detector (engine.copydetect) against learned ones and CLIP's cosine; the overlap search at 1M.
 
-    python benchmarks/copy_detector.py                         # quality: detector vs the demo model's cosine
+    python benchmarks/copy_detector.py --only quality --originals 100     # detector, learned ones, cosine
+    python benchmarks/copy_detector.py --only quality --originals 100 --seed 2000 --train-world 600 --cnn-steps 1200
     python benchmarks/copy_detector.py --only scale --references 1000000 --queries 200
 
 1. Quality. Originals: scenes of the demo model's synthetic world (trainer.demo, 128 px, what the
