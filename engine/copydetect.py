@@ -19,9 +19,11 @@ Hann window, mean-free and unit-length:
 
 The score of two images is the largest cosine of one image's whole frame with any region of the
 other, both ways (so either may be the cropped one).
-benchmarks/copy_detector.py measures it against CLIP's cosine on planted copies (`plant_copy`: the
-paper's augmentations) and on distinct pictures of one description (docs/benchmarks.md); THRESHOLD
-is chosen there for high precision.
+benchmarks/copy_detector.py measures it against CLIP's cosine and two learned detectors (a learned
+whitening of these descriptors, and the paper's detector scaled down: a small CNN trained on these
+augmentations) on planted copies (`plant_copy`: the paper's augmentations) and on distinct pictures
+of one description (docs/benchmarks.md: the CNN is ahead only with more training than a first use
+can spend); THRESHOLD is chosen there for high precision.
 """
 
 from __future__ import annotations
