@@ -171,7 +171,7 @@ def fit_whitening(train: list, seed: int = TRAIN_SEED, shrink: float = 0.1):
 CNN_SIDE = 48  # input side (every picture squashed to a square: aspect distortion vanishes as in the DCT)
 
 
-def _cnn_module(width: int = 16, dim: int = 128):
+def _cnn_module(width: int = 16, dim: int = 128, side: int = CNN_SIDE):
     """A plain CNN: four 3 x 3 convolutions with GELU, each followed by 2 x 2 average pooling (the
     paper's anti-aliased down-sampling, in its simplest form) and no batch statistics (the paper's reason:
     they leak which pictures are duplicates within a batch), then a linear projection of the 3 x 3 map.
@@ -187,7 +187,7 @@ def _cnn_module(width: int = 16, dim: int = 128):
             super().__init__()
             widths = [3, width, 2 * width, 4 * width, 4 * width]
             self.convs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, padding=1) for i in range(4))
-            self.proj = nn.Linear(widths[-1] * (CNN_SIDE // 16) ** 2, dim)
+            self.proj = nn.Linear(widths[-1] * (side // 16) ** 2, dim)
             self.register_buffer("logit_scale", torch.tensor(math.log(1 / 0.07)))
 
         def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -201,12 +201,12 @@ def _cnn_module(width: int = 16, dim: int = 128):
     return CopyCNN()
 
 
-def _cnn_input(images: list):
-    """[n, 3, CNN_SIDE, CNN_SIDE]: squashed to a square (box filter), each channel mean-free, each
+def _cnn_input(images: list, side: int = CNN_SIDE):
+    """[n, 3, side, side]: squashed to a square (box filter), each channel mean-free, each
     picture scaled to unit variance (brightness and contrast jitter matter little)."""
     import torch
     from PIL import Image
-    array = np.stack([np.asarray(im.convert("RGB").resize((CNN_SIDE, CNN_SIDE), Image.Resampling.BOX), np.float32)
+    array = np.stack([np.asarray(im.convert("RGB").resize((side, side), Image.Resampling.BOX), np.float32)
                       for im in images]) / 255.0
     x = torch.from_numpy(array).permute(0, 3, 1, 2)
     x = x - x.mean((2, 3), keepdim=True)
@@ -214,25 +214,28 @@ def _cnn_input(images: list):
 
 
 def train_cnn(train: list, world_count: int, steps: int = 300, batch: int = 64, variants: int = 2,
-              seed: int = TRAIN_SEED):
+              seed: int = TRAIN_SEED, side: int = CNN_SIDE, width: int = 16, lr: float = 2e-3):
     """The paper's objective scaled down: InfoNCE at the paper's fixed temperature 0.07 between each
     picture and one of its Appendix C variants against the rest of the batch, a quarter of every batch
     being world scenes together with their near-miss twins (hard negatives that must not match). The
     trainer does the training: its step (trainer.step.train_step: the contrastive loss of the whole
     batch, the update, the schedule) with a pair of image batches in place of images and texts, its
     AdamW and warm-up + cosine schedule (trainer.optim). Deterministic: one seed for the variants, the
-    batches and the weights. Returns a function images -> [n, dim] unit rows."""
+    batches and the weights. The recipe's knobs: thumbnail side (a multiple of 16), first layer's
+    width, batch, peak learning rate, variants drawn once per picture (reused across steps: drawing
+    one costs ~2.7 ms, a step at 48 px and batch 64 ~140 ms). Returns a function images -> [n, dim]
+    unit rows."""
     import torch
 
     from cliplab.engine import copydetect
     from cliplab.trainer.optim import build_optimizer, build_scheduler
     from cliplab.trainer.step import StepContext, train_step
     rng = np.random.default_rng(seed)
-    originals = _cnn_input(train)
-    copies = [_cnn_input([copydetect.plant_copy(im, rng) for im in train]) for _ in range(variants)]
+    originals = _cnn_input(train, side)
+    copies = [_cnn_input([copydetect.plant_copy(im, rng) for im in train], side) for _ in range(variants)]
     torch.manual_seed(seed)
-    net = _cnn_module()
-    optimizer = build_optimizer(net, lr=2e-3, weight_decay=0.01, family="resnet")
+    net = _cnn_module(width=width, side=side)
+    optimizer = build_optimizer(net, lr=lr, weight_decay=0.01, family="resnet")
     scheduler = build_scheduler(optimizer, warmup_steps=max(1, steps // 10), total_steps=steps)
     context = StepContext(model=net, forward=net, optimizer=optimizer, scheduler=scheduler)
     n = len(train)
@@ -246,27 +249,49 @@ def train_cnn(train: list, world_count: int, steps: int = 300, batch: int = 64, 
 
     def embed(images: list) -> np.ndarray:
         with torch.no_grad():
-            return np.concatenate([net.embed(_cnn_input(images[i:i + 256])).numpy()
+            return np.concatenate([net.embed(_cnn_input(images[i:i + 256], side)).numpy()
                                    for i in range(0, len(images), 256)])
 
     return embed
 
 
-def bench_quality(count: int, seed: int = 0, train_world: int = 300, cnn_steps: int = 300) -> dict:
+def bench_quality(count: int, seed: int = 0, train_world: int = 300, cnn_steps: int = 300,
+                  recipe: dict | None = None, whitening: bool = True, seeds: list[int] | None = None) -> dict:
+    """Trains the learned methods once, then measures every method on the pictures of each seed
+    (seeds, default [seed]). recipe: train_cnn's knobs (side, width, batch, lr, variants)."""
+    import torch
+    train, world_count = training_pictures(train_world)
+    trained = {"training_pictures": len(train)}
+    whiten = None
+    if whitening:
+        start = time.perf_counter()
+        whiten = fit_whitening(train)
+        trained["whitening_fit_s"] = round(time.perf_counter() - start, 1)
+    recipe = dict(recipe or {})
+    start = time.perf_counter()
+    cnn = train_cnn(train, world_count, steps=cnn_steps, **recipe)
+    trained["cnn_train_s"] = round(time.perf_counter() - start, 1)
+    trained["cnn_steps"] = cnn_steps
+    trained["cnn_recipe"] = recipe
+    trained["torch_threads"] = torch.get_num_threads()
+    print(json.dumps({"training": trained}), flush=True)
+    results = {"training": trained}
+    seeds = seeds or [seed]
+    for s in seeds:
+        measured = _measure(count, s, whiten, cnn)
+        if len(seeds) == 1:
+            results.update(measured)
+        else:
+            results[f"seed {s}"] = measured
+    return results
+
+
+def _measure(count: int, seed: int, whiten, cnn) -> dict:
     from cliplab.engine import copydetect
     from cliplab.engine.features import encode_images
     from cliplab.engine.handle import ModelBundle
     bundle = ModelBundle.load("demo", precision="fp32")
-    train, world_count = training_pictures(train_world)
-    start = time.perf_counter()
-    whiten = fit_whitening(train)
-    trained = {"training_pictures": len(train), "whitening_fit_s": round(time.perf_counter() - start, 1)}
-    start = time.perf_counter()
-    cnn = train_cnn(train, world_count, steps=cnn_steps)
-    trained["cnn_train_s"] = round(time.perf_counter() - start, 1)
-    trained["cnn_steps"] = cnn_steps
-    print(json.dumps({"training": trained}), flush=True)
-    results = {"training": trained}
+    results = {}
     for kind in ("world", "photo-like"):
         originals, misses = pictures(kind, count, seed)
         rng = np.random.default_rng(seed + 1)
@@ -277,27 +302,28 @@ def bench_quality(count: int, seed: int = 0, train_world: int = 300, cnn_steps: 
         start = time.perf_counter()
         c_orig = cnn(originals)
         cnn_seconds = (time.perf_counter() - start) / len(originals)
-        w_orig = whiten(d_orig)
         e_orig = encode_images(bundle.model, bundle.preprocess, originals)
-        positives = {"detector": {}, "whitened": {}, "cnn": {}, "clip": {}}
-        for name, images in variants.items():
-            d = np.stack([copydetect.descriptors(im) for im in images])
-            positives["detector"][name] = np.array([copydetect.score(a, b) for a, b in zip(d_orig, d)])
-            positives["whitened"][name] = np.array([copydetect.score(a, b) for a, b in zip(w_orig, whiten(d))])
-            positives["cnn"][name] = (cnn(images) * c_orig).sum(1)
-            positives["clip"][name] = (encode_images(bundle.model, bundle.preprocess, images) * e_orig).sum(1)
+        # each method: (pair scores of images against the originals, scores among the originals)
+        methods = {
+            "detector": (lambda ims, d_orig=d_orig: np.array([copydetect.score(a, b) for a, b in zip(
+                d_orig, np.stack([copydetect.descriptors(im) for im in ims]))]),
+                copydetect.scores(d_orig, d_orig)),
+            "cnn": (lambda ims, c_orig=c_orig: (cnn(ims) * c_orig).sum(1), c_orig @ c_orig.T),
+            "clip": (lambda ims, e_orig=e_orig: (encode_images(bundle.model, bundle.preprocess, ims) * e_orig).sum(1),
+                     e_orig @ e_orig.T),
+        }
+        if whiten is not None:
+            w_orig = whiten(d_orig)
+            methods["whitened"] = (lambda ims, w_orig=w_orig: np.array([copydetect.score(a, b) for a, b in zip(
+                w_orig, whiten(np.stack([copydetect.descriptors(im) for im in ims])))]),
+                copydetect.scores(w_orig, w_orig))
+        positives = {k: {name: pair(images) for name, images in variants.items()} for k, (pair, _) in methods.items()}
         pairs = np.triu_indices(len(originals), 1)
-        negatives = {"detector": copydetect.scores(d_orig, d_orig)[pairs],
-                     "whitened": copydetect.scores(w_orig, w_orig)[pairs],
-                     "cnn": (c_orig @ c_orig.T)[pairs], "clip": (e_orig @ e_orig.T)[pairs]}
+        negatives = {k: among[pairs] for k, (_, among) in methods.items()}
         entry = {"originals": len(originals), "different_pairs": len(pairs[0]),
                  "descriptor_ms_per_image": round(1000 * seconds, 2), "cnn_ms_per_image": round(1000 * cnn_seconds, 2)}
         if misses is not None:
-            d_miss = np.stack([copydetect.descriptors(im) for im in misses])
-            miss = {"detector": np.array([copydetect.score(a, b) for a, b in zip(d_orig, d_miss)]),
-                    "whitened": np.array([copydetect.score(a, b) for a, b in zip(w_orig, whiten(d_miss))]),
-                    "cnn": (cnn(misses) * c_orig).sum(1),
-                    "clip": (encode_images(bundle.model, bundle.preprocess, misses) * e_orig).sum(1)}
+            miss = {k: pair(misses) for k, (pair, _) in methods.items()}
             entry["near_miss_pairs"] = len(misses)
             entry["near_miss_median"] = {k: round(float(np.median(v)), 3) for k, v in miss.items()}
             negatives = {k: np.concatenate([v, miss[k]]) for k, v in negatives.items()}
@@ -315,7 +341,7 @@ def bench_quality(count: int, seed: int = 0, train_world: int = 300, cnn_steps: 
         entry["positive_median"] = {k: {e: round(float(np.median(v)), 3) for e, v in p.items()}
                                     for k, p in positives.items()}
         results[kind] = entry
-        print(json.dumps({kind: entry}), flush=True)
+        print(json.dumps({"seed": seed, kind: entry}), flush=True)
     return results
 
 
@@ -381,15 +407,31 @@ def main() -> None:
     parser.add_argument("--cnn-steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0, help="the benchmark's pictures and edits (the learned "
                         f"methods always train on seed {TRAIN_SEED})")
+    parser.add_argument("--eval-seeds", type=int, nargs="+", help="measure on the pictures of each of these seeds "
+                        "after one training (in place of --seed)")
+    parser.add_argument("--cnn-side", type=int, default=CNN_SIDE, help="the CNN's thumbnail side (a multiple of 16)")
+    parser.add_argument("--cnn-width", type=int, default=16, help="channels of the CNN's first convolution")
+    parser.add_argument("--cnn-batch", type=int, default=64)
+    parser.add_argument("--cnn-lr", type=float, default=2e-3, help="peak learning rate (warm-up, then cosine)")
+    parser.add_argument("--cnn-variants", type=int, default=2, help="Appendix C variants drawn once per "
+                        "training picture")
+    parser.add_argument("--no-whitening", action="store_true", help="skip the learned whitening")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--references", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
     parts = args.only or ["quality", "scale"]
     cpu = sorted(set(f for f in open("/proc/cpuinfo").read().split() if f.startswith("avx")))
     results = {"cpu_flags": cpu}
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     if "quality" in parts:
+        recipe = {"side": args.cnn_side, "width": args.cnn_width, "batch": args.cnn_batch, "lr": args.cnn_lr,
+                  "variants": args.cnn_variants}
         results["quality"] = bench_quality(args.originals, args.seed, train_world=args.train_world,
-                                           cnn_steps=args.cnn_steps)
+                                           cnn_steps=args.cnn_steps, recipe=recipe,
+                                           whitening=not args.no_whitening, seeds=args.eval_seeds)
     if "scale" in parts:
         results["scale"] = bench_scale(args.references, args.queries)
     print(json.dumps(results, indent=2))
