@@ -2,6 +2,8 @@
 
     python benchmarks/copy_detector.py --only quality --originals 100     # detector, learned ones, cosine
     python benchmarks/copy_detector.py --only quality --originals 100 --seed 2000 --train-world 600 --cnn-steps 1200
+    python benchmarks/copy_detector.py --only quality --originals 100 --train-world 600 --cnn-steps 1200 \
+        --cnn-side 32 --cnn-batch 128 --eval-seeds 0 2000 --no-whitening   # the ~2-minute CNN recipe
     python benchmarks/copy_detector.py --only scale --references 1000000 --queries 200
 
 1. Quality. Originals: scenes of the demo model's synthetic world (trainer.demo, 128 px, what the
@@ -256,20 +258,21 @@ def train_cnn(train: list, world_count: int, steps: int = 300, batch: int = 64, 
 
 
 def bench_quality(count: int, seed: int = 0, train_world: int = 300, cnn_steps: int = 300,
-                  recipe: dict | None = None, whitening: bool = True, seeds: list[int] | None = None) -> dict:
+                  recipe: dict | None = None, whitening: bool = True, seeds: list[int] | None = None,
+                  train_seed: int = TRAIN_SEED) -> dict:
     """Trains the learned methods once, then measures every method on the pictures of each seed
     (seeds, default [seed]). recipe: train_cnn's knobs (side, width, batch, lr, variants)."""
     import torch
-    train, world_count = training_pictures(train_world)
-    trained = {"training_pictures": len(train)}
+    train, world_count = training_pictures(train_world, train_seed)
+    trained = {"training_pictures": len(train), "train_seed": train_seed}
     whiten = None
     if whitening:
         start = time.perf_counter()
-        whiten = fit_whitening(train)
+        whiten = fit_whitening(train, train_seed)
         trained["whitening_fit_s"] = round(time.perf_counter() - start, 1)
     recipe = dict(recipe or {})
     start = time.perf_counter()
-    cnn = train_cnn(train, world_count, steps=cnn_steps, **recipe)
+    cnn = train_cnn(train, world_count, steps=cnn_steps, seed=train_seed, **recipe)
     trained["cnn_train_s"] = round(time.perf_counter() - start, 1)
     trained["cnn_steps"] = cnn_steps
     trained["cnn_recipe"] = recipe
@@ -406,7 +409,7 @@ def main() -> None:
                         "(with as many near-miss twins and half as many photo-like pictures)")
     parser.add_argument("--cnn-steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0, help="the benchmark's pictures and edits (the learned "
-                        f"methods always train on seed {TRAIN_SEED})")
+                        f"methods train on --train-seed, {TRAIN_SEED} by default)")
     parser.add_argument("--eval-seeds", type=int, nargs="+", help="measure on the pictures of each of these seeds "
                         "after one training (in place of --seed)")
     parser.add_argument("--cnn-side", type=int, default=CNN_SIDE, help="the CNN's thumbnail side (a multiple of 16)")
@@ -415,6 +418,8 @@ def main() -> None:
     parser.add_argument("--cnn-lr", type=float, default=2e-3, help="peak learning rate (warm-up, then cosine)")
     parser.add_argument("--cnn-variants", type=int, default=2, help="Appendix C variants drawn once per "
                         "training picture")
+    parser.add_argument("--train-seed", type=int, default=TRAIN_SEED, help="the learned methods' training pictures, "
+                        "variants, batches and weights (keep it apart from the benchmark's seeds)")
     parser.add_argument("--no-whitening", action="store_true", help="skip the learned whitening")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--references", type=int, default=1_000_000)
@@ -431,7 +436,8 @@ def main() -> None:
                   "variants": args.cnn_variants}
         results["quality"] = bench_quality(args.originals, args.seed, train_world=args.train_world,
                                            cnn_steps=args.cnn_steps, recipe=recipe,
-                                           whitening=not args.no_whitening, seeds=args.eval_seeds)
+                                           whitening=not args.no_whitening, seeds=args.eval_seeds,
+                                           train_seed=args.train_seed)
     if "scale" in parts:
         results["scale"] = bench_scale(args.references, args.queries)
     print(json.dumps(results, indent=2))
