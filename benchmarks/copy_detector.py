@@ -306,10 +306,18 @@ def _measure(count: int, seed: int, whiten, cnn) -> dict:
         c_orig = cnn(originals)
         cnn_seconds = (time.perf_counter() - start) / len(originals)
         e_orig = encode_images(bundle.model, bundle.preprocess, originals)
+        described: dict[int, np.ndarray] = {}
+
+        def describe(images: list, described=described) -> np.ndarray:
+            """An image set's DCT descriptors, computed once for the detector and the whitening alike."""
+            if id(images) not in described:
+                described[id(images)] = np.stack([copydetect.descriptors(im) for im in images])
+            return described[id(images)]
+
         # each method: (pair scores of images against the originals, scores among the originals)
         methods = {
             "detector": (lambda ims, d_orig=d_orig: np.array([copydetect.score(a, b) for a, b in zip(
-                d_orig, np.stack([copydetect.descriptors(im) for im in ims]))]),
+                d_orig, describe(ims))]),
                 copydetect.scores(d_orig, d_orig)),
             "cnn": (lambda ims, c_orig=c_orig: (cnn(ims) * c_orig).sum(1), c_orig @ c_orig.T),
             "clip": (lambda ims, e_orig=e_orig: (encode_images(bundle.model, bundle.preprocess, ims) * e_orig).sum(1),
@@ -318,7 +326,7 @@ def _measure(count: int, seed: int, whiten, cnn) -> dict:
         if whiten is not None:
             w_orig = whiten(d_orig)
             methods["whitened"] = (lambda ims, w_orig=w_orig: np.array([copydetect.score(a, b) for a, b in zip(
-                w_orig, whiten(np.stack([copydetect.descriptors(im) for im in ims])))]),
+                w_orig, whiten(describe(ims)))]),
                 copydetect.scores(w_orig, w_orig))
         positives = {k: {name: pair(images) for name, images in variants.items()} for k, (pair, _) in methods.items()}
         pairs = np.triu_indices(len(originals), 1)
