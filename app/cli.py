@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "captions",
     "labels",
     "overlap",
+    "copy_detector",
     "clip",
 ]
 

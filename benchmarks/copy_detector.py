@@ -1,33 +1,31 @@
-"""The copy detector (engine.copydetect) against learned ones and CLIP's cosine; the overlap search at 1M.
+"""The copy detectors (engine.copydetect) against each other and CLIP's cosine; the overlap search at 1M.
 
-    python benchmarks/copy_detector.py --only quality --originals 100     # detector, learned ones, cosine
-    python benchmarks/copy_detector.py --only quality --originals 100 --seed 2000 --train-world 600 --cnn-steps 1200
-    python benchmarks/copy_detector.py --only quality --originals 100 --train-world 600 --cnn-steps 1200 \
-        --cnn-side 32 --cnn-batch 128 --eval-seeds 0 2000 --no-whitening   # the ~2-minute CNN recipe
+    python benchmarks/copy_detector.py --only quality                      # the product's recipe, draw 1000
+    python benchmarks/copy_detector.py --only quality --train-seeds 1000 1001 1002 1003 1004
+    python benchmarks/copy_detector.py --only quality --cnn-twins 0.75 --cnn-steps 2400 --whitening
     python benchmarks/copy_detector.py --only scale --references 1000000 --queries 200
 
 1. Quality. Originals: scenes of the demo model's synthetic world (trainer.demo, 128 px, what the
-   demo model knows best) and "photo-like" pictures (smooth random colour fields with discs, as in
-   benchmarks/library.py). Positives: each original against its variants, the paper's Appendix C
-   pipeline (engine.copydetect.plant_copy: crop and zoom, aspect distortion, down- and up-scaling
-   with random interpolations, rotation, HSV jitter, JPEG) and single edits (JPEG q30, resize to
-   50%, crop to the central 90%, aspect 0.8, rotation 3 degrees, HSV jitter). Negatives: semantic
-   near-misses (world: another drawing of exactly the same description, the soccer balls of the
-   paper's Appendix C) and every pair of different originals. Methods: the detector's copy score, two
-   learned detectors trained here on other pictures (world scenes with their near-miss twins and
-   photo-like pictures drawn from another seed, never the benchmark's): a learned whitening of the
-   detector's descriptors (Radenovic et al., closed form from matching pairs of Appendix C variants)
-   and the paper's detector scaled down (a small CNN trained with InfoNCE between a picture and its
-   Appendix C variant against the rest of the batch, near-miss twins in every batch, the trainer's
-   step, optimiser and schedule), and the demo model's cosine (the baseline). For each, a threshold
-   sweep gives precision and recall; the "high precision" row is the lowest threshold whose precision
-   over all negatives is >= 0.99, the "at default precision" row the lowest whose precision is at
-   least the default detector's at its THRESHOLD (the comparison at equal or higher precision).
-2. Scale. A synthetic reference set of N descriptors (clustered unit vectors of the detector's
+   demo model knows best) and "photo-like" pictures (smooth random colour fields with discs).
+   Positives: each original against its variants, the paper's Appendix C pipeline
+   (engine.copydetect.plant_copy: crop and zoom, aspect distortion, down- and up-scaling with random
+   interpolations, rotation, HSV jitter, JPEG) and single edits (JPEG q30, resize to 50%, crop to the
+   central 90%, aspect 0.8, rotation 3 degrees, HSV jitter). Negatives: semantic near-misses (world:
+   another drawing of exactly the same description, the soccer balls of the paper's Appendix C) and
+   every pair of different originals. Methods: the training-free DCT detector; the learned
+   detector, trained here by trainer.copy_detector with a recipe (--cnn-* knobs, the product's by
+   default) on pictures of its own seed (--train-seeds, never the benchmark's), its threshold
+   calibrated on pictures of a third seed; optionally a learned whitening of the DCT descriptors
+   (Radenovic et al., closed form); and the demo model's cosine (the baseline). For each, a
+   threshold sweep gives precision and recall; "at own threshold" is the learned detector at its
+   calibrated threshold (what the product does), "high precision" the lowest threshold whose
+   precision over all negatives is >= 0.99, "at default precision" the lowest whose precision is at
+   least the DCT detector's at its THRESHOLD (the comparison at equal or higher precision).
+2. Scale. A synthetic reference set of N descriptors (clustered unit vectors of a detector's
    dimension) and queries made from some of them plus noise: the time to build the index and to
-   search every query's PER_IMAGE regions, exact (FAISS flat, both directions) against the
-   approximate index indexes.copies uses above EXACT_LIMIT (IVF over the whole frames), and the
-   approximate search's recall of the exact matches.
+   search every query's regions, exact (FAISS flat) against the approximate index indexes.copies
+   uses above EXACT_VECTORS (IVF over the whole frames), and the approximate search's recall of the
+   exact matches.
 """
 
 from __future__ import annotations
@@ -67,44 +65,13 @@ def _edits():
     }
 
 
-def generated_photos(kind: str, count: int, seed: int = 0) -> list:
-    """Pictures to test duplicates on: "world" scenes of the demo's synthetic world (what it knows),
-    or "photo-like" smooth random colour fields with a few shapes (what it has never seen, as a
-    user's photos are to it)."""
-    from PIL import Image, ImageDraw
-    if kind == "world":
-        from cliplab.trainer.demo.world import World
-        return [s.image.convert("RGB") for s in World(seed=seed, image_size=256).sample(count, split="all")]
-    rng = np.random.default_rng(seed)
-    photos = []
-    for _ in range(count):
-        image = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((320, 240),
-                                                                                          Image.Resampling.BICUBIC)
-        draw = ImageDraw.Draw(image)
-        for _shape in range(3):
-            x, y, r = int(rng.integers(0, 320)), int(rng.integers(0, 240)), int(rng.integers(15, 60))
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-        photos.append(image)
-    return photos
-
-
 def pictures(kind: str, count: int, seed: int = 0):
     """(originals, near-misses or None): distinct world scenes with a second drawing of each one's
     exact description, or photo-like pictures (no near-misses: nothing describes them)."""
+    from cliplab.trainer.copy_detector import photo_like, world_scenes_with_twins
     if kind == "photo-like":
-        return generated_photos("photo-like", count, seed), None
-    from cliplab.trainer.demo.world import World
-    world = World(seed=seed, image_size=128)
-    rng = np.random.default_rng(seed)
-    originals, misses = [], []
-    while len(originals) < count:
-        sample = world.scene_sample(rng, world.pairs("all"), unnamed_colours=False)
-        a = sample.attrs
-        pins = {k: a[k] for k in ("shape", "colour", "size", "count", "position", "background", "style")
-                if a.get(k) is not None}
-        originals.append(sample.image.convert("RGB"))
-        misses.append(world.scene_sample(rng, world.pairs("all"), unnamed_colours=False, **pins).image.convert("RGB"))
-    return originals, misses
+        return photo_like(count, seed), None
+    return world_scenes_with_twins(count, seed)
 
 
 def _sweep(positives: dict[str, np.ndarray], negatives: np.ndarray, thresholds) -> list[dict]:
@@ -124,17 +91,6 @@ def _high_precision(rows: list[dict], precision: float = 0.99) -> dict:
 
 
 TRAIN_SEED = 1000  # the learned methods' training pictures: drawn apart from the benchmark's (seed 0)
-
-
-def training_pictures(world_count: int, seed: int = TRAIN_SEED) -> tuple[list, int]:
-    """The learned methods' training pictures, never the benchmark's: world scenes and their semantic
-    near-misses (consecutive halves: scene i and its twin world_count + i), then half as many photo-like
-    pictures at 160 x 120. Returns (pictures, world_count)."""
-    from PIL import Image
-    originals, misses = pictures("world", world_count, seed)
-    photos = [im.resize((160, 120), Image.Resampling.BICUBIC) for im in generated_photos("photo-like",
-                                                                                         world_count // 2, seed)]
-    return originals + misses + photos, world_count
 
 
 # -- learned method 1: learned whitening of the detector's descriptors (Radenovic et al.) -----------
@@ -168,124 +124,36 @@ def fit_whitening(train: list, seed: int = TRAIN_SEED, shrink: float = 0.1):
     return apply
 
 
-# -- learned method 2: the paper's detector scaled down, a small CNN trained with InfoNCE -----------
+# -- learned method 2: the product's learned detector (trainer.copy_detector), any recipe ---------------
 
-CNN_SIDE = 48  # input side (every picture squashed to a square: aspect distortion vanishes as in the DCT)
-
-
-def _cnn_module(width: int = 16, dim: int = 128, side: int = CNN_SIDE):
-    """A plain CNN: four 3 x 3 convolutions with GELU, each followed by 2 x 2 average pooling (the
-    paper's anti-aliased down-sampling, in its simplest form) and no batch statistics (the paper's reason:
-    they leak which pictures are duplicates within a batch), then a linear projection of the 3 x 3 map.
-    Its forward takes a pair of batches, as the trainer's step takes images and texts, and its
-    logit_scale is a buffer: the paper's fixed temperature 0.07, never learned."""
-    import math
-
-    import torch
-    from torch import nn
-
-    class CopyCNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            widths = [3, width, 2 * width, 4 * width, 4 * width]
-            self.convs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, padding=1) for i in range(4))
-            self.proj = nn.Linear(widths[-1] * (side // 16) ** 2, dim)
-            self.register_buffer("logit_scale", torch.tensor(math.log(1 / 0.07)))
-
-        def embed(self, x: torch.Tensor) -> torch.Tensor:
-            for conv in self.convs:
-                x = torch.nn.functional.avg_pool2d(torch.nn.functional.gelu(conv(x)), 2)
-            return torch.nn.functional.normalize(self.proj(x.flatten(1)), dim=-1)
-
-        def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.embed(a), self.embed(b)
-
-    return CopyCNN()
+def train_cnn(recipe):
+    """The product's learned detector trained by `recipe` (trainer.copy_detector.train_detector: the
+    training and the threshold's calibration on held-out pictures)."""
+    from cliplab.trainer.copy_detector import train_detector
+    return train_detector(recipe)
 
 
-def _cnn_input(images: list, side: int = CNN_SIDE):
-    """[n, 3, side, side]: squashed to a square (box filter), each channel mean-free, each
-    picture scaled to unit variance (brightness and contrast jitter matter little)."""
-    import torch
-    from PIL import Image
-    array = np.stack([np.asarray(im.convert("RGB").resize((side, side), Image.Resampling.BOX), np.float32)
-                      for im in images]) / 255.0
-    x = torch.from_numpy(array).permute(0, 3, 1, 2)
-    x = x - x.mean((2, 3), keepdim=True)
-    return x / (x.std((1, 2, 3), keepdim=True) + 1e-3)
-
-
-def train_cnn(train: list, world_count: int, steps: int = 300, batch: int = 64, variants: int = 2,
-              seed: int = TRAIN_SEED, side: int = CNN_SIDE, width: int = 16, lr: float = 2e-3):
-    """The paper's objective scaled down: InfoNCE at the paper's fixed temperature 0.07 between each
-    picture and one of its Appendix C variants against the rest of the batch, a quarter of every batch
-    being world scenes together with their near-miss twins (hard negatives that must not match). The
-    trainer does the training: its step (trainer.step.train_step: the contrastive loss of the whole
-    batch, the update, the schedule) with a pair of image batches in place of images and texts, its
-    AdamW and warm-up + cosine schedule (trainer.optim). Deterministic: one seed for the variants, the
-    batches and the weights. The recipe's knobs: thumbnail side (a multiple of 16), first layer's
-    width, batch, peak learning rate, variants drawn once per picture (reused across steps: drawing
-    one costs ~2.7 ms, a step at 48 px and batch 64 ~140 ms). Returns a function images -> [n, dim]
-    unit rows."""
+def bench_quality(count: int, recipe, whitening: bool = True, seeds: list[int] = (0,)) -> dict:
+    """Trains the learned methods once (recipe: a trainer.copy_detector.Recipe, its seed the training
+    pictures', never the benchmark's), then measures every method on the pictures of each seed."""
     import torch
 
-    from cliplab.engine import copydetect
-    from cliplab.trainer.optim import build_optimizer, build_scheduler
-    from cliplab.trainer.step import StepContext, train_step
-    rng = np.random.default_rng(seed)
-    originals = _cnn_input(train, side)
-    copies = [_cnn_input([copydetect.plant_copy(im, rng) for im in train], side) for _ in range(variants)]
-    torch.manual_seed(seed)
-    net = _cnn_module(width=width, side=side)
-    optimizer = build_optimizer(net, lr=lr, weight_decay=0.01, family="resnet")
-    scheduler = build_scheduler(optimizer, warmup_steps=max(1, steps // 10), total_steps=steps)
-    context = StepContext(model=net, forward=net, optimizer=optimizer, scheduler=scheduler)
-    n = len(train)
-    for _step in range(steps):
-        twins = rng.choice(world_count, batch // 4, replace=False)
-        rest = np.setdiff1d(np.arange(n), np.concatenate([twins, twins + world_count]))
-        rows = np.concatenate([twins, twins + world_count, rng.choice(rest, batch - 2 * len(twins), replace=False)])
-        which = rng.integers(variants, size=len(rows))
-        train_step(context, originals[rows], torch.stack([copies[v][i] for v, i in zip(which, rows)]))
-    net.eval()
-
-    def embed(images: list) -> np.ndarray:
-        with torch.no_grad():
-            return np.concatenate([net.embed(_cnn_input(images[i:i + 256], side)).numpy()
-                                   for i in range(0, len(images), 256)])
-
-    return embed
-
-
-def bench_quality(count: int, seed: int = 0, train_world: int = 300, cnn_steps: int = 300,
-                  recipe: dict | None = None, whitening: bool = True, seeds: list[int] | None = None,
-                  train_seed: int = TRAIN_SEED) -> dict:
-    """Trains the learned methods once, then measures every method on the pictures of each seed
-    (seeds, default [seed]). recipe: train_cnn's knobs (side, width, batch, lr, variants)."""
-    import torch
-    train, world_count = training_pictures(train_world, train_seed)
-    trained = {"training_pictures": len(train), "train_seed": train_seed}
+    from cliplab.trainer.copy_detector import training_pictures
+    trained = {"train_seed": recipe.seed}
     whiten = None
     if whitening:
         start = time.perf_counter()
-        whiten = fit_whitening(train, train_seed)
+        whiten = fit_whitening(training_pictures(recipe.world, recipe.seed), recipe.seed)
         trained["whitening_fit_s"] = round(time.perf_counter() - start, 1)
-    recipe = dict(recipe or {})
     start = time.perf_counter()
-    cnn = train_cnn(train, world_count, steps=cnn_steps, seed=train_seed, **recipe)
-    trained["cnn_train_s"] = round(time.perf_counter() - start, 1)
-    trained["cnn_steps"] = cnn_steps
-    trained["cnn_recipe"] = recipe
+    cnn = train_cnn(recipe)
+    trained["cnn_train_and_calibrate_s"] = round(time.perf_counter() - start, 1)
+    trained["cnn"] = {"name": cnn.name, "threshold": round(cnn.threshold, 4), **cnn.meta}
     trained["torch_threads"] = torch.get_num_threads()
     print(json.dumps({"training": trained}), flush=True)
     results = {"training": trained}
-    seeds = seeds or [seed]
     for s in seeds:
-        measured = _measure(count, s, whiten, cnn)
-        if len(seeds) == 1:
-            results.update(measured)
-        else:
-            results[f"seed {s}"] = measured
+        results[f"seed {s}"] = _measure(count, s, whiten, cnn)
     return results
 
 
@@ -303,7 +171,7 @@ def _measure(count: int, seed: int, whiten, cnn) -> dict:
         d_orig = np.stack([copydetect.descriptors(im) for im in originals])
         seconds = (time.perf_counter() - start) / len(originals)
         start = time.perf_counter()
-        c_orig = cnn(originals)
+        c_orig = cnn.describe(originals)[:, 0]
         cnn_seconds = (time.perf_counter() - start) / len(originals)
         e_orig = encode_images(bundle.model, bundle.preprocess, originals)
         described: dict[int, np.ndarray] = {}
@@ -319,7 +187,7 @@ def _measure(count: int, seed: int, whiten, cnn) -> dict:
             "detector": (lambda ims, d_orig=d_orig: np.array([copydetect.score(a, b) for a, b in zip(
                 d_orig, describe(ims))]),
                 copydetect.scores(d_orig, d_orig)),
-            "cnn": (lambda ims, c_orig=c_orig: (cnn(ims) * c_orig).sum(1), c_orig @ c_orig.T),
+            "cnn": (lambda ims, c_orig=c_orig: (cnn.describe(ims)[:, 0] * c_orig).sum(1), c_orig @ c_orig.T),
             "clip": (lambda ims, e_orig=e_orig: (encode_images(bundle.model, bundle.preprocess, ims) * e_orig).sum(1),
                      e_orig @ e_orig.T),
         }
@@ -338,12 +206,17 @@ def _measure(count: int, seed: int, whiten, cnn) -> dict:
             entry["near_miss_pairs"] = len(misses)
             entry["near_miss_median"] = {k: round(float(np.median(v)), 3) for k, v in miss.items()}
             negatives = {k: np.concatenate([v, miss[k]]) for k, v in negatives.items()}
-            entry["near_misses_above_default"] = {"detector": int((miss["detector"] >= copydetect.THRESHOLD).sum())}
+            entry["near_misses_above_default"] = {"detector": int((miss["detector"] >= copydetect.THRESHOLD).sum()),
+                                                  "cnn": int((miss["cnn"] >= cnn.threshold).sum())}
+            worst = np.argsort(-miss["cnn"])[:3]
+            entry["cnn_top_near_misses"] = [[int(i), round(float(miss["cnn"][i]), 4)] for i in worst]
         grid = {"detector": np.arange(0.50, 1.0001, 0.005), "whitened": np.arange(0.50, 1.0001, 0.005),
                 "cnn": np.arange(0.50, 1.0001, 0.0025), "clip": np.arange(0.80, 1.0001, 0.0025)}
         sweeps = {k: _sweep(positives[k], negatives[k], grid[k]) for k in positives}
         default = next(r for r in sweeps["detector"] if abs(r["threshold"] - copydetect.THRESHOLD) < 1e-6)
         entry["detector_at_default"] = default
+        # the product's learned detector at its own threshold, calibrated on held-out pictures
+        entry["cnn_at_own_threshold"] = _sweep(positives["cnn"], negatives["cnn"], [cnn.threshold])[0]
         for k, rows in sweeps.items():
             entry[f"{k}_high_precision"] = _high_precision(rows)
             # the fair comparison: each method at the lowest threshold whose precision is at least the
@@ -356,50 +229,52 @@ def _measure(count: int, seed: int, whiten, cnn) -> dict:
     return results
 
 
-def synthetic_descriptors(n: int, seed: int = 0, clusters: int = 4096) -> np.ndarray:
-    """n unit vectors of the detector's dimension around random centres (clustered, as real images are)."""
-    from cliplab.engine import copydetect
+def synthetic_descriptors(n: int, dim: int, seed: int = 0, clusters: int = 4096) -> np.ndarray:
+    """n unit vectors of a detector's dimension around random centres (clustered, as real images are)."""
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, copydetect.DIM)).astype(np.float32)
-    out = np.empty((n, copydetect.DIM), np.float32)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    out = np.empty((n, dim), np.float32)
     for start in range(0, n, 100_000):
         stop = min(n, start + 100_000)
-        block = centres[rng.integers(0, clusters, stop - start)] + rng.standard_normal(
-            (stop - start, copydetect.DIM)).astype(np.float32)
+        block = centres[rng.integers(0, clusters, stop - start)] + rng.standard_normal((stop - start, dim)).astype(
+            np.float32)
         out[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
 
 
-def bench_scale(references: int, queries: int, seed: int = 0) -> dict:
+def bench_scale(references: int, queries: int, seed: int = 0, shape: tuple[int, int] | None = None,
+                threshold: float | None = None) -> dict:
+    """shape: (regions, dim) of a query's descriptors, None for the DCT detector's (49, 255); the
+    references are whole frames (what the approximate index reads)."""
     from cliplab.engine import copydetect
     from cliplab.indexes import copies
-    whole = synthetic_descriptors(references, seed)
+    per, dim = shape or (copydetect.PER_IMAGE, copydetect.DIM)
+    threshold = threshold if threshold is not None else copydetect.THRESHOLD
+    whole = synthetic_descriptors(references, dim, seed)
     rng = np.random.default_rng(seed + 1)
     # queries: every region a noisy version of some reference (half) or of nothing (half)
     planted = rng.choice(references, queries // 2, replace=False)
-    base = np.concatenate([whole[planted], synthetic_descriptors(queries - len(planted), seed + 2)])
-    regions = base[:, None, :] + 0.35 * rng.standard_normal((queries, copydetect.PER_IMAGE, copydetect.DIM)).astype(
-        np.float32) / np.sqrt(copydetect.DIM)
+    base = np.concatenate([whole[planted], synthetic_descriptors(queries - len(planted), dim, seed + 2)])
+    regions = base[:, None, :] + 0.35 * rng.standard_normal((queries, per, dim)).astype(np.float32) / np.sqrt(dim)
     regions /= np.linalg.norm(regions, axis=2, keepdims=True)
-    regions[:, 0] = base + 0.05 * rng.standard_normal(base.shape).astype(np.float32) / np.sqrt(copydetect.DIM)
+    regions[:, 0] = base + 0.05 * rng.standard_normal(base.shape).astype(np.float32) / np.sqrt(dim)
     regions[:, 0] /= np.linalg.norm(regions[:, 0], axis=1, keepdims=True)
-    refs = whole[:, None, :].repeat(1, axis=1)  # the approximate index reads whole frames only
-    result = {"references": references, "queries": queries, "regions_per_query": copydetect.PER_IMAGE,
-              "dim": copydetect.DIM}
+    refs = whole[:, None, :]  # the approximate index reads whole frames only
+    result = {"references": references, "queries": queries, "regions_per_query": per, "dim": dim,
+              "threshold": threshold}
     start = time.perf_counter()
     approximate = copies.CopyIndex(refs, exact=False)
     result["approximate_build_s"] = round(time.perf_counter() - start, 2)
     start = time.perf_counter()
-    aq, ar, _ = approximate.matches(regions, copydetect.THRESHOLD)
+    aq, ar, _ = approximate.matches(regions, threshold)
     result["approximate_search_s_per_query"] = round((time.perf_counter() - start) / queries, 4)
     import faiss
-    flat = faiss.IndexFlatIP(copydetect.DIM)
+    flat = faiss.IndexFlatIP(dim)
     flat.add(whole)
     start = time.perf_counter()
-    lims, _, labels = flat.range_search(np.ascontiguousarray(regions.reshape(-1, copydetect.DIM)),
-                                        copydetect.THRESHOLD)
+    lims, _, labels = flat.range_search(np.ascontiguousarray(regions.reshape(-1, dim)), threshold)
     result["exact_whole_frame_search_s_per_query"] = round((time.perf_counter() - start) / queries, 4)
-    rows = np.repeat(np.arange(len(lims) - 1), np.diff(lims).astype(np.int64)) // copydetect.PER_IMAGE
+    rows = np.repeat(np.arange(len(lims) - 1), np.diff(lims).astype(np.int64)) // per
     exact_pairs = set(zip(rows.tolist(), labels.tolist()))
     found = set(zip(aq.tolist(), ar.tolist()))
     result["approximate_recall_of_exact_pairs"] = round(len(found & exact_pairs) / max(1, len(exact_pairs)), 4)
@@ -410,26 +285,25 @@ def bench_scale(references: int, queries: int, seed: int = 0) -> dict:
 
 
 def main() -> None:
+    from dataclasses import asdict, fields, replace
+
+    from cliplab.trainer.copy_detector import Recipe
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["quality", "scale"], nargs="*")
-    parser.add_argument("--originals", type=int, default=150)
-    parser.add_argument("--train-world", type=int, default=300, help="world scenes the learned methods train on "
-                        "(with as many near-miss twins and half as many photo-like pictures)")
-    parser.add_argument("--cnn-steps", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0, help="the benchmark's pictures and edits (the learned "
-                        f"methods train on --train-seed, {TRAIN_SEED} by default)")
-    parser.add_argument("--eval-seeds", type=int, nargs="+", help="measure on the pictures of each of these seeds "
-                        "after one training (in place of --seed)")
-    parser.add_argument("--cnn-side", type=int, default=CNN_SIDE, help="the CNN's thumbnail side (a multiple of 16)")
-    parser.add_argument("--cnn-width", type=int, default=16, help="channels of the CNN's first convolution")
-    parser.add_argument("--cnn-batch", type=int, default=64)
-    parser.add_argument("--cnn-lr", type=float, default=2e-3, help="peak learning rate (warm-up, then cosine)")
-    parser.add_argument("--cnn-variants", type=int, default=2, help="Appendix C variants drawn once per "
-                        "training picture")
-    parser.add_argument("--train-seed", type=int, default=TRAIN_SEED, help="the learned methods' training pictures, "
-                        "variants, batches and weights (keep it apart from the benchmark's seeds)")
-    parser.add_argument("--no-whitening", action="store_true", help="skip the learned whitening")
+    parser.add_argument("--originals", type=int, default=100)
+    parser.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 2000],
+                        help="measure on the pictures (and edits) of each of these seeds")
+    parser.add_argument("--train-seeds", type=int, nargs="+", default=[Recipe.seed],
+                        help="train the learned detector once per seed (its training draw: pictures, variants, "
+                             "batches, weights), keep them apart from --eval-seeds")
+    knobs = {f.name: f for f in fields(Recipe) if f.name != "seed"}
+    for name, f in knobs.items():
+        parser.add_argument(f"--cnn-{name}", type=type(f.default), default=None,
+                            help=f"the learned detector's recipe: {name} (default {f.default})")
+    parser.add_argument("--whitening", action="store_true", help="also fit and measure the learned whitening")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--scale-detector", choices=["learned", "dct"], default="learned",
+                        help="the descriptor shape of the scale benchmark (learned: 1 x 128, dct: 49 x 255)")
     parser.add_argument("--references", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
@@ -440,14 +314,14 @@ def main() -> None:
         import torch
         torch.set_num_threads(args.threads)
     if "quality" in parts:
-        recipe = {"side": args.cnn_side, "width": args.cnn_width, "batch": args.cnn_batch, "lr": args.cnn_lr,
-                  "variants": args.cnn_variants}
-        results["quality"] = bench_quality(args.originals, args.seed, train_world=args.train_world,
-                                           cnn_steps=args.cnn_steps, recipe=recipe,
-                                           whitening=not args.no_whitening, seeds=args.eval_seeds,
-                                           train_seed=args.train_seed)
+        chosen = {name: getattr(args, f"cnn_{name}") for name in knobs if getattr(args, f"cnn_{name}") is not None}
+        for seed in args.train_seeds:
+            recipe = replace(Recipe(), seed=seed, **chosen)
+            results[f"quality, training draw {seed}"] = {"recipe": asdict(recipe), **bench_quality(
+                args.originals, recipe, whitening=args.whitening, seeds=args.eval_seeds)}
     if "scale" in parts:
-        results["scale"] = bench_scale(args.references, args.queries)
+        shape = (1, 128) if args.scale_detector == "learned" else None
+        results["scale"] = bench_scale(args.references, args.queries, shape=shape)
     print(json.dumps(results, indent=2))
 
 

@@ -1,41 +1,50 @@
-"""A copy detector: is one picture a copy of another (re-encoded, resized, cropped, recoloured)?
+"""Copy detectors: is one picture a copy of another (re-encoded, resized, cropped, recoloured)?
 
 CLIP's own similarity is semantic (the paper's Appendix C): two distinct pictures of the same thing
-score as high as a copy, and some copies score low. This detector compares pictures, not meanings:
-each image becomes a few descriptors, one of the whole frame and some of crops of it (so a crop of a
-picture meets a descriptor of the same region), each the low-frequency 2-D DCT (16 x 16
-coefficients, weighted by the square root of their frequency) of a 32 x 32 grey thumbnail under a
-Hann window, mean-free and unit-length:
+score as high as a copy, and some copies score low. A copy detector compares pictures, not meanings.
+Each describes an image by `regions` unit vectors of `dim` numbers: row 0 the whole frame, the others
+crops of it (so a crop of a picture meets a descriptor of the same region). Two images score the
+largest cosine of one's whole frame with any region of the other, both ways (`scores`).
 
-- squashing every frame and crop to a square makes aspect distortion and rescaling (any
-  interpolation, down- and up-scaling) vanish;
-- grey levels with the mean removed and the length normalised make hue, saturation and brightness
-  jitter, and contrast, change little; JPEG and small rotations move the high frequencies the
-  descriptor leaves out;
-- distinct pictures of one thing (another drawing of the same shape, another photo of the same
-  species) differ in where their edges and textures lie, which the low frequencies still record;
-- the window makes the borders, where crops, zooms and rotations (their empty corners) change a
-  picture most, count least.
+Two detectors share that form:
 
-The score of two images is the largest cosine of one image's whole frame with any region of the
-other, both ways (so either may be the cropped one).
-benchmarks/copy_detector.py measures it against CLIP's cosine and two learned detectors (a learned
-whitening of these descriptors, and the paper's detector scaled down: a small CNN trained on these
-augmentations) on planted copies (`plant_copy`: the paper's augmentations) and on distinct pictures
-of one description (docs/benchmarks.md: a CNN trained for about two minutes is ahead at 0.99
-precision, but its lead at this detector's precision is not steady across training draws, so this
-one stays); THRESHOLD is chosen there for high precision.
+- `LearnedDetector`, the default: the paper's detector scaled down. A small CNN (`CopyCNN`) trained
+  by trainer.copy_detector to match a picture with its synthetic variants (`plant_copy`, the
+  paper's Appendix C augmentations) against every other picture of a batch, among them distinct
+  drawings of the same description (the hard negatives CLIP's space cannot tell apart). One region:
+  the network sees the whole frame and has learned the crops. Its weights file carries its
+  threshold, calibrated after training on held-out pictures for high precision, and its name is
+  a digest of the weights, so descriptors of other weights are never compared with its own.
+- `DCTDetector`: no training. The low-frequency 2-D DCT (16 x 16 coefficients, weighted by the
+  square root of their frequency) of a 32 x 32 grey thumbnail under a Hann window, mean-free and
+  unit-length, of the whole frame and 48 crops: squashing to a square makes aspect distortion and
+  rescaling vanish; grey levels, mean-free and normalised, make colour and brightness jitter change
+  little; JPEG and small rotations move the high frequencies it leaves out; the window makes the
+  borders, where crops and rotations change a picture most, count least.
+
+benchmarks/copy_detector.py measures both against CLIP's cosine on planted copies and on distinct
+pictures of one description (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import math
+from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageEnhance
+from torch import nn
 
-NAME = "cliplab-dct-v2"  # recorded with stored descriptors: another detector's are never compared
+from cliplab.engine.errors import CliplabError
+
+NAME = "cliplab-dct-v2"  # the DCT detector's name, recorded with stored descriptors
 SIDE = 32  # thumbnail side
 KEEP = 16  # DCT coefficients kept per axis (the 16 x 16 lowest frequencies, DC dropped)
 DIM = KEEP * KEEP - 1
@@ -100,17 +109,149 @@ def descriptors(image: Image.Image) -> np.ndarray:
 
 
 def score(a: np.ndarray, b: np.ndarray) -> float:
-    """The copy score of two images' descriptors ([PER_IMAGE, DIM] each): the largest cosine of one's
-    whole frame with any region of the other (either may be the cropped one)."""
+    """The copy score of two images' descriptors ([regions, dim] each, of one detector): the largest
+    cosine of one's whole frame with any region of the other (either may be the cropped one)."""
     return float(max((a[0] @ b.T).max(), (b[0] @ a.T).max()))
 
 
 def scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[n, m] copy scores of n images against m (descriptors [n, PER_IMAGE, DIM], [m, PER_IMAGE, DIM]),
+    """[n, m] copy scores of n images against m (descriptors [n, regions, dim], [m, regions, dim]),
     exactly: every descriptor against every one."""
     one = np.einsum("id,jld->ijl", a[:, 0], b, optimize=True).max(-1)
     other = np.einsum("ild,jd->ijl", a, b[:, 0], optimize=True).max(-1)
     return np.maximum(one, other)
+
+
+class Detector:
+    """What every copy detector offers: its name (stored with descriptors), the regions and dim of an
+    image's descriptors, its default threshold, and describe()."""
+
+    name: str
+    regions: int
+    dim: int
+    threshold: float
+
+    def describe(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """[n, regions, dim] float32 unit rows (a zero row matches nothing)."""
+        raise NotImplementedError
+
+
+class DCTDetector(Detector):
+    """The training-free detector: descriptors() of each image."""
+
+    name, regions, dim, threshold = NAME, PER_IMAGE, DIM, THRESHOLD
+
+    def describe(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not len(images):
+            return np.zeros((0, self.regions, self.dim), np.float32)
+        return np.stack([descriptors(image) for image in images])
+
+
+# -- the learned detector: the paper's detector scaled down ---------------------------------------
+
+class CopyCNN(nn.Module):
+    """Four 3 x 3 convolutions with GELU, each followed by 2 x 2 average pooling (the paper's
+    anti-aliased down-sampling in its simplest form) and no batch statistics (the paper's reason:
+    they leak which pictures are duplicates within a batch), then a linear projection of the last
+    map to a unit vector. Its forward takes a pair of batches, as trainer.step takes images and
+    texts; logit_scale is a buffer, the paper's fixed temperature 0.07, never learned."""
+
+    def __init__(self, width: int = 16, dim: int = 128, side: int = 32):
+        super().__init__()
+        if side % 16:
+            raise ValueError(f"the input side must be a multiple of 16, not {side}")
+        widths = [3, width, 2 * width, 4 * width, 4 * width]
+        self.side = side
+        self.convs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, padding=1) for i in range(4))
+        self.proj = nn.Linear(widths[-1] * (side // 16) ** 2, dim)
+        self.register_buffer("logit_scale", torch.tensor(math.log(1 / 0.07)), persistent=False)
+
+    @classmethod
+    def from_state_dict(cls, sd: dict[str, torch.Tensor]) -> CopyCNN:
+        """The network whose shapes the weights have (width, dim and input side read from them)."""
+        width, dim, features = sd["convs.0.weight"].shape[0], sd["proj.weight"].shape[0], sd["proj.weight"].shape[1]
+        side = 16 * round(math.sqrt(features / (4 * width)))
+        net = cls(width=width, dim=dim, side=side)
+        net.load_state_dict(sd)
+        return net.eval()
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = F.avg_pool2d(F.gelu(conv(x)), 2)
+        return F.normalize(self.proj(x.flatten(1)), dim=-1)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.embed(a), self.embed(b)
+
+
+def cnn_input(images: Sequence[Image.Image], side: int) -> torch.Tensor:
+    """[n, 3, side, side]: squashed to a square with a box filter (aspect distortion and rescaling
+    vanish), each channel mean-free, each picture scaled to unit variance (brightness and contrast
+    jitter matter little)."""
+    array = np.stack([np.asarray(image.convert("RGB").resize((side, side), Image.Resampling.BOX), np.float32)
+                      for image in images]) / 255.0
+    x = torch.from_numpy(array).permute(0, 3, 1, 2)
+    x = x - x.mean((2, 3), keepdim=True)
+    return x / (x.std((1, 2, 3), keepdim=True) + 1e-3)
+
+
+LEARNED_PREFIX = "cliplab-cnn-"
+
+
+class LearnedDetector(Detector):
+    """A trained CopyCNN and its calibrated threshold; named by a digest of its weights."""
+
+    regions = 1
+
+    def __init__(self, net: CopyCNN, threshold: float, meta: dict | None = None):
+        self.net = net.eval()
+        self.threshold = float(threshold)
+        self.dim = net.proj.out_features
+        self.meta = dict(meta or {})
+        digest = hashlib.sha256()
+        for key, value in sorted(net.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().float().contiguous().numpy().tobytes())
+        self.name = LEARNED_PREFIX + digest.hexdigest()[:16]
+
+    @torch.no_grad()
+    def describe(self, images: Sequence[Image.Image]) -> np.ndarray:
+        out = [self.net.embed(cnn_input(images[i:i + 128], self.net.side)).numpy()
+               for i in range(0, len(images), 128)]
+        flat = np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+        return flat[:, None, :].astype(np.float32)
+
+    def save(self, path: str | Path) -> Path:
+        """The weights as safetensors, the threshold and the training facts in its metadata; written
+        whole or not at all."""
+        from safetensors.torch import save_file
+
+        from cliplab.engine.weights import replace_atomically
+        meta = {"threshold": repr(self.threshold), "facts": json.dumps(self.meta, sort_keys=True),
+                "format": "cliplab-copy-detector-1"}
+        sd = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
+        return replace_atomically(Path(path), lambda temp: save_file(sd, str(temp), metadata=meta))
+
+
+def load_learned(path: str | Path) -> LearnedDetector:
+    """A learned detector from the file LearnedDetector.save wrote."""
+    from safetensors import SafetensorError, safe_open
+    path = Path(path).expanduser()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            sd = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError) as error:
+        raise CliplabError(f"Cannot read the copy detector {path} ({error}): prepare it again "
+                           "(cliplab copy-detector --train).") from None
+    if meta.get("format") != "cliplab-copy-detector-1" or "threshold" not in meta:
+        raise CliplabError(f"{path} is not a cliplab copy detector (no detector metadata): give a file written "
+                           "by `cliplab copy-detector --train`.")
+    try:
+        net = CopyCNN.from_state_dict(sd)
+    except (KeyError, RuntimeError, ValueError) as error:
+        raise CliplabError(f"{path} holds weights of another shape than a copy detector's ({error}).") from None
+    return LearnedDetector(net, float(meta["threshold"]), json.loads(meta.get("facts") or "{}"))
 
 
 # -- the paper's synthetic variants (Appendix C), for the benchmark and the tests --------------

@@ -1,14 +1,18 @@
 """The copy detector over many images: descriptors of library photos kept in the catalog, a FAISS
 index of a reference set's descriptors, and the overlap pairs a person decided.
 
+Every function takes the detector (engine.copydetect.Detector) whose descriptors it makes or reads:
+descriptors kept in the catalog name their detector, and another detector's are made again, never
+compared.
+
 Searching (CopyIndex): a pair scores the largest cosine of one image's whole frame with any region of
-the other (engine.copydetect.score). Up to EXACT_LIMIT reference images the index is exact in both
-directions: the references' whole frames against every region of the queries, and every region of
-the references against the queries' whole frames. Above it, an approximate index (FAISS IVF over the
-references' whole frames, NPROBE lists searched) answers the first direction: a reference that is a
-copy of an evaluation image or of a crop of it, which is what a training set holds when an
-evaluation image leaked into it; memory stays at one descriptor per reference (docs/benchmarks.md
-measures 1M references).
+the other (engine.copydetect.score). Up to EXACT_VECTORS reference descriptors the index is exact in
+both directions: the references' whole frames against every region of the queries, and every region
+of the references against the queries' whole frames (one direction when a detector has one region).
+Above it, an approximate index (FAISS IVF over the references' whole frames, NPROBE lists searched)
+answers the first direction: a reference that is a copy of an evaluation image or of a crop of it,
+which is what a training set holds when an evaluation image leaked into it; memory stays at one
+descriptor per reference (docs/benchmarks.md measures 1M references).
 """
 
 from __future__ import annotations
@@ -28,19 +32,23 @@ from cliplab.engine.video import VideoError, is_video, poster
 from cliplab.indexes.catalog import Catalog, File
 from cliplab.indexes.records import CopyDescriptor, OverlapDecision
 
-EXACT_LIMIT = 5_000  # reference images searched exactly, both directions (49 regions each: ~250 MB); above: approximate
+# reference descriptors searched exactly (5,000 images of the DCT detector's 49 regions, 250,000 of the
+# learned one's single descriptor: ~130 MB either way); above: approximate
+EXACT_VECTORS = 250_000
 NPROBE = 32
+LOAD_BATCH = 64  # images decoded and described together (the learned detector describes a batch at once)
 
 
 def _flat(vectors: np.ndarray) -> faiss.Index:
-    index = faiss.IndexFlatIP(copydetect.DIM)
+    index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(np.ascontiguousarray(vectors, np.float32))
     return index
 
 
 def _ivf(vectors: np.ndarray, seed: int = 0) -> faiss.Index:
     lists = max(1, min(int(math.sqrt(len(vectors))), len(vectors) // 39))
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(copydetect.DIM), copydetect.DIM, lists, faiss.METRIC_INNER_PRODUCT)
+    dim = vectors.shape[1]
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
     sample = vectors[rng.choice(len(vectors), min(len(vectors), 50 * lists), replace=False)]
     index.train(np.ascontiguousarray(sample, np.float32))
@@ -50,22 +58,25 @@ def _ivf(vectors: np.ndarray, seed: int = 0) -> faiss.Index:
 
 
 class CopyIndex:
-    """The reference images' descriptors ([n, PER_IMAGE, DIM]), searched for copies of query images."""
+    """The reference images' descriptors ([n, regions, dim]), searched for copies of query images
+    (descriptors of the same detector)."""
 
     def __init__(self, descriptors: np.ndarray, exact: bool | None = None):
-        self.size = len(descriptors)
-        self.exact = self.size <= EXACT_LIMIT if exact is None else exact
+        self.size, self.per, self.dim = descriptors.shape
+        self.exact = self.size * self.per <= EXACT_VECTORS if exact is None else exact
         whole = descriptors[:, 0]
         self.whole = _flat(whole) if self.exact or self.size < 1000 else _ivf(whole)
-        self.regions = _flat(descriptors.reshape(-1, copydetect.DIM)) if self.exact else None
+        several = self.exact and self.per > 1
+        self.regions = _flat(descriptors.reshape(-1, self.dim)) if several else None
 
     def matches(self, queries: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every (query, reference, score) with score >= threshold, one row per pair (its best score),
         sorted by query then score (highest first)."""
-        per = copydetect.PER_IMAGE
-        found = [self._range(self.whole, queries.reshape(-1, copydetect.DIM), threshold, per, 1)]
+        if queries.shape[-1] != self.dim:
+            raise ValueError(f"queries of dimension {queries.shape[-1]} against references of {self.dim}")
+        found = [self._range(self.whole, queries.reshape(-1, self.dim), threshold, queries.shape[1], 1)]
         if self.regions is not None:
-            found.append(self._range(self.regions, np.ascontiguousarray(queries[:, 0]), threshold, 1, per))
+            found.append(self._range(self.regions, np.ascontiguousarray(queries[:, 0]), threshold, 1, self.per))
         q = np.concatenate([f[0] for f in found])
         r = np.concatenate([f[1] for f in found])
         s = np.concatenate([f[2] for f in found])
@@ -89,19 +100,24 @@ class CopyIndex:
         return rows[keep] // query_per, labels[keep] // ref_per, scores[keep]
 
 
-def image_descriptors(paths: list, on_progress=None) -> tuple[np.ndarray, list[int]]:
-    """Descriptors [n, PER_IMAGE, DIM] of the images that decode, and the positions of those that do not."""
-    out = np.zeros((len(paths), copydetect.PER_IMAGE, copydetect.DIM), np.float32)
+def image_descriptors(paths: list, detector: copydetect.Detector, on_progress=None) -> tuple[np.ndarray, list[int]]:
+    """The detector's descriptors [n, regions, dim] of the images (zero rows where one does not
+    decode), and the positions of those that do not."""
+    out = np.zeros((len(paths), detector.regions, detector.dim), np.float32)
     failed = []
-    for i, path in enumerate(paths):
-        try:
-            # a video is compared by its first frame, as the map shows it
-            image = poster(path, 256) if is_video(path) else load_image(path)
-            out[i] = copydetect.descriptors(image)
-        except (ImageLoadError, VideoError, StopIteration, OSError):
-            failed.append(i)
-        if on_progress is not None and (i + 1) % 50 == 0:
-            on_progress(i + 1, len(paths))
+    for start in range(0, len(paths), LOAD_BATCH):
+        images, rows = [], []
+        for i in range(start, min(len(paths), start + LOAD_BATCH)):
+            try:
+                # a video is compared by its first frame, as the map shows it
+                images.append(poster(paths[i], 256) if is_video(paths[i]) else load_image(paths[i]))
+                rows.append(i)
+            except (ImageLoadError, VideoError, StopIteration, OSError):
+                failed.append(i)
+        if images:
+            out[rows] = detector.describe(images)
+        if on_progress is not None:
+            on_progress(min(len(paths), start + LOAD_BATCH), len(paths))
     return out, failed
 
 
@@ -111,27 +127,28 @@ class Described:
     ids: np.ndarray
     paths: list[str]
     keys: list[str]
-    descriptors: np.ndarray  # [n, PER_IMAGE, DIM]
+    descriptors: np.ndarray  # [n, regions, dim]
 
 
-def library_descriptors(catalog: Catalog, on_progress=None) -> Described:
-    """Every decoded library photo (status ok) and its descriptors, made once per content and kept in
-    the catalog (remade when a file's content or the detector changes)."""
+def library_descriptors(catalog: Catalog, detector: copydetect.Detector, on_progress=None) -> Described:
+    """Every decoded library photo (status ok) and the detector's descriptors of it, made once per
+    content and kept in the catalog (made again when a file's content or the detector changes: a
+    photo keeps the descriptors of the detector that described it last)."""
     with catalog.session() as session:
         files = session.execute(select(File.id, File.path, File.raw_path, File.fingerprint)
                                 .where(File.status == "ok", File.unavailable.is_(None)).order_by(File.id)).all()
         kept = {row.file_id: row for row in session.scalars(select(CopyDescriptor)
-                                                            .where(CopyDescriptor.detector == copydetect.NAME))}
-    shape = (copydetect.PER_IMAGE, copydetect.DIM)
+                                                            .where(CopyDescriptor.detector == detector.name))}
+    shape = (detector.regions, detector.dim)
     ids, paths, keys, vectors, fresh = [], [], [], [], []
     todo = [f for f in files if f.id not in kept or kept[f.id].fingerprint != f.fingerprint]
-    made, failed = image_descriptors([_disk_path(f) for f in todo], on_progress)
+    made, failed = image_descriptors([_disk_path(f) for f in todo], detector, on_progress)
     bad = {todo[i].id for i in failed}
     made_by_id = {f.id: made[i] for i, f in enumerate(todo) if f.id not in bad}
     for f in files:
         if f.id in made_by_id:
             vectors.append(made_by_id[f.id])
-            fresh.append(CopyDescriptor(file_id=f.id, detector=copydetect.NAME, fingerprint=f.fingerprint,
+            fresh.append(CopyDescriptor(file_id=f.id, detector=detector.name, fingerprint=f.fingerprint,
                                         descriptor=made_by_id[f.id].astype(np.float16).tobytes()))
         elif f.id in kept and f.id not in bad:
             vectors.append(np.frombuffer(kept[f.id].descriptor, np.float16).reshape(shape).astype(np.float32))

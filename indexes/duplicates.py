@@ -6,17 +6,18 @@
 - exact: decoded photos (status ok, never empty or damaged files) with equal size and full-content
   fingerprint (blake2b-128 of every byte, indexes.scan) that are different files: copies, with a
   suggested keeper (KEEPER_RULE);
-- similar: files the copy detector (engine.copydetect: not CLIP's similarity, which puts distinct
-  pictures of one thing at near-perfect cosine) scores >= threshold are linked, linked files form a
+- similar: files the copy detector (engine.copydetect, the learned one by default: not CLIP's
+  similarity, which puts distinct pictures of one thing at near-perfect cosine) scores >= threshold
+  are linked, linked files form a
   group, and each group is split into capture-time bursts (photos taken less than `burst_seconds`
   apart stay together; undated photos form their own group). The detector finds one picture
   re-encoded, resized, cropped or recoloured (Appendix C's variants), measured against distinct
   pictures of one thing (benchmarks/copy_detector.py, docs/benchmarks.md); still a detector, not a
   proof, so these groups are "similar pictures" to look at, never copies to delete: they have no
   keeper. Every file takes part once: an exact group as its keeper, a file under several names as
-  its real path. The default threshold is engine.copydetect.THRESHOLD, the same for every library
-  (the detector does not depend on a model); descriptors are made once per content and kept in the
-  catalog (indexes.copies.library_descriptors);
+  its real path. The default threshold is the detector's own, the same for every library (the
+  detector does not depend on a model); descriptors are made once per content and detector and kept
+  in the catalog (indexes.copies.library_descriptors);
 - keeper rule (exact copies only): the largest resolution (width x height), then the earliest date by
   the library's one date rule (the EXIF capture time, else the file's modification time:
   indexes.catalog.photo_date; copies share their EXIF, so it is the file time that tells the
@@ -158,18 +159,18 @@ def split_bursts(members: list[Member], burst_seconds: float) -> list[list[Membe
     return [b for b in bursts if len(b) > 1]
 
 
-def near_duplicates(catalog: Catalog, threshold: float | None = None, burst_seconds: float = 300.0,
-                    on_progress=None) -> list[Group]:
+def near_duplicates(catalog: Catalog, detector: copydetect.Detector, threshold: float | None = None,
+                    burst_seconds: float = 300.0, on_progress=None) -> list[Group]:
     """Groups of different files the copy detector links ("similar", see the module docstring): never
     a file with itself under another name, and copies of one content only through their keeper.
-    threshold: a copy score in (0, 1], None for engine.copydetect.THRESHOLD."""
+    threshold: a copy score in (0, 1], None for the detector's own."""
     if threshold is not None and not 0.0 < threshold <= 1.0:
         raise CliplabError(f"The near-duplicate threshold must be a copy score in (0, 1], not {threshold}.")
     if not burst_seconds >= 0:
         raise CliplabError(f"The burst gap must be 0 seconds or more, not {burst_seconds}.")
-    threshold = copydetect.THRESHOLD if threshold is None else threshold
+    threshold = detector.threshold if threshold is None else threshold
     hidden = _not_themselves(catalog)
-    described = library_descriptors(catalog, on_progress)
+    described = library_descriptors(catalog, detector, on_progress)
     ids, descriptors = described.ids, described.descriptors
     shown = np.array([i not in hidden for i in ids], bool)
     ids, descriptors = ids[shown], descriptors[shown]

@@ -130,7 +130,7 @@ class CopyDescriptor(Base):
     __tablename__ = "copy_descriptors"
 
     file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
-    detector: Mapped[str] = mapped_column(String(40))  # engine.copydetect.NAME
+    detector: Mapped[str] = mapped_column(String(40))  # the detector's name (engine.copydetect.Detector.name)
     fingerprint: Mapped[str] = mapped_column(String(32))  # the file's content when they were made
     descriptor: Mapped[bytes] = mapped_column(LargeBinary)  # float16 [PER_IMAGE, DIM]
 

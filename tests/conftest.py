@@ -41,6 +41,29 @@ def measured_fp32_kernels(tmp_path_factory) -> str | None:
         return kernels_file().read_text() if kernels_file().is_file() else None
 
 
+# The learned copy detector of the tests: the product's recipe, scaled down to train in seconds. Its
+# mild copies score >= 0.999 and the overlap tests' near-misses below 0.93 (tests/overlap_support.py).
+QUICK_DETECTOR = {"world": 64, "steps": 80, "batch": 32, "width": 8, "calibration": 40}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quick_copy_detector(tmp_path_factory) -> Path:
+    """Every test (and every app it starts) uses a learned copy detector trained here in seconds, never
+    the two-minute default: CLIPLAB_COPY_DETECTOR names its file. Workers of one run share it (the
+    first trains, the others wait on the service's lock and load it); the name carries a digest of the
+    code that trains it."""
+    import hashlib
+    from dataclasses import replace
+
+    from cliplab.app.services import copy_detectors
+    code = b"".join((ROOT / part).read_bytes() for part in ("engine/copydetect.py", "trainer/copy_detector.py"))
+    digest = hashlib.sha256(code + repr(sorted(QUICK_DETECTOR.items())).encode()).hexdigest()[:12]
+    path = tmp_path_factory.getbasetemp().parent / f"quick-copy-detector-{digest}.safetensors"
+    copy_detectors.prepare(replace(copy_detectors.Recipe(), **QUICK_DETECTOR), output=path)
+    os.environ[copy_detectors.ENVIRONMENT] = str(path)
+    return path
+
+
 @pytest.fixture(autouse=True)
 def cliplab_home(tmp_path_factory, monkeypatch, measured_fp32_kernels) -> Path:
     home = tmp_path_factory.mktemp("cliplab_home")

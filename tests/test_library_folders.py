@@ -31,6 +31,7 @@ from PIL import Image
 from sqlalchemy import func, select, update
 
 from cliplab.app.cli import main
+from cliplab.app.services import copy_detectors
 from cliplab.app.services.search import parse_terms, search
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.features import encode_images
@@ -517,12 +518,13 @@ def test_11_duplicates_exact_near_and_never_empty_or_damaged(tmp_path):
     index(catalog, bundle)
     exact = exact_duplicates(catalog)
     assert [[os.path.basename(m.path) for m in g.members] for g in exact] == [["photo2 copy.jpg", "photo2.jpg"]]
-    groups = near_duplicates(catalog)
+    detector = copy_detectors.get_detector()  # the learned one (the tests' quick one)
+    groups = near_duplicates(catalog, detector)
     assert sorted(sorted(os.path.basename(m.path) for m in g.members) for g in groups) == [
         ["photo0 re-saved.jpg", "photo0.jpg"], ["photo1 small.jpg", "photo1.jpg"]]
     # The copy detector's cut is the same for every library and model: the different pictures stay apart.
     from cliplab.engine import copydetect
     from cliplab.engine.images import load_image
-    different = [copydetect.descriptors(load_image(root / f"photo{i}.jpg")) for i in range(10)]
+    different = detector.describe([load_image(root / f"photo{i}.jpg") for i in range(10)])
     assert max(copydetect.score(a, b) for i, a in enumerate(different) for b in different[i + 1:]) < groups[0].threshold
     assert all(g.kind == "similar" and g.keeper is None for g in groups)  # no delete advice for similar pictures

@@ -16,7 +16,7 @@ from library_fixtures import disk_elsewhere, set_mtime, tiny_bundle, write_image
 from sqlalchemy import select
 
 from cliplab.app.cli import main
-from cliplab.app.services import library
+from cliplab.app.services import copy_detectors, library
 from cliplab.app.services.search import search, text_term
 from cliplab.engine.handle import ModelBundle
 from cliplab.engine.weights import save_model
@@ -48,14 +48,14 @@ def test_1_a_symlink_and_its_target_are_one_file_never_duplicates_of_each_other(
     index(catalog, bundle)
     assert exact_duplicates(catalog) == []
     # a score the link and its target reach (1.0) and no two different pictures do
-    similar = near_duplicates(catalog, threshold=0.99999)
+    similar = near_duplicates(catalog, copy_detectors.get_detector(), threshold=0.99999)
     assert not any({"a.jpg", "n03.jpg"} <= {os.path.basename(m.path) for m in g.members} for g in similar)
     # with a real copy too, the group holds the two files (the real path, never the link) and the keeper is real
     shutil.copy(root / "normal/n03.jpg", root / "b.jpg")
     scan(catalog, [root])
     exact = exact_duplicates(catalog)
     assert names(exact) == [["b.jpg", "n03.jpg"]]
-    assert near_duplicates(catalog, threshold=0.99999) == []
+    assert near_duplicates(catalog, copy_detectors.get_detector(), threshold=0.99999) == []
 
 
 def test_1_the_keeper_of_undated_copies_is_the_earliest_file_as_every_front_end_says(tmp_path, capsys):

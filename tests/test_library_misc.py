@@ -14,6 +14,7 @@ from PIL import Image
 from sqlalchemy import select, update
 
 from cliplab.app.cli import main
+from cliplab.app.services import copy_detectors
 from cliplab.engine.weights import save_model
 from cliplab.indexes.catalog import Embedding, File, from_blobs, open_catalog
 from cliplab.indexes.duplicates import exact_duplicates, near_duplicates
@@ -77,7 +78,7 @@ def test_duplicates_exact_near_bursts_and_keeper(tmp_path):
     with catalog.session() as session, session.begin():
         for f in session.scalars(select(File)):
             session.execute(update(File).where(File.id == f.id).values(captured_at=times[f.path.rsplit("/", 1)[1]]))
-    groups = near_duplicates(catalog, burst_seconds=60)
+    groups = near_duplicates(catalog, copy_detectors.get_detector(), burst_seconds=60)
     names = [sorted(m.path.rsplit("/", 1)[1] for m in g.members) for g in groups]
     # copy.jpg is orig.jpg's exact copy: that pair is an exact group, and takes part here as its keeper
     # (orig.jpg, captured first) alone; later.jpg: same picture, another day

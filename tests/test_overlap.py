@@ -15,7 +15,7 @@ from PIL import Image
 from scipy.stats import binomtest
 
 from cliplab.app.cli import main
-from cliplab.app.services import overlap
+from cliplab.app.services import copy_detectors, overlap
 from cliplab.engine import copydetect
 from cliplab.engine.errors import CliplabError
 from cliplab.engine.images import load_image
@@ -40,20 +40,22 @@ def _prediction_csv(sets, tmp_path, wrong: set[str]) -> tuple:
     return path, names
 
 
-def _independent(sets, names, threshold):
+def _independent(sets, names, detector):
     """Brute force, no index: each eval image's best copy score over every reference image."""
     refs = sorted(sets.reference_dir.iterdir())
-    e = np.stack([copydetect.descriptors(load_image(sets.eval_dir / n)) for n in names])
-    r = np.stack([copydetect.descriptors(load_image(p)) for p in refs])
+    e = detector.describe([load_image(sets.eval_dir / n) for n in names])
+    r = detector.describe([load_image(p) for p in refs])
     best = np.array([[copydetect.score(a, b) for b in r] for a in e]).max(1)
-    return {n for n, s in zip(names, best) if s >= threshold}
+    return {n for n, s in zip(names, best) if s >= detector.threshold}
 
 
 def test_detector_finds_the_planted_copies_and_not_the_near_misses(sets, tmp_path):
     csv_path, names = _prediction_csv(sets, tmp_path, set())
     report = overlap.run_overlap(open_catalog(), csv_path, sets.reference_dir)
     found = {str(Path(p.eval_path).relative_to(sets.eval_dir)) for p in report.pairs if p.counted}
-    assert found == sets.copied == _independent(sets, names, copydetect.THRESHOLD)
+    detector = copy_detectors.get_detector()  # the learned one (the tests' quick one)
+    assert report.detector == detector.name and report.threshold == detector.threshold
+    assert found == sets.copied == _independent(sets, names, detector)
     assert not found & sets.near_missed
     assert report.split("Overlap").size == len(sets.copied)
     assert report.split("Clean").size == len(names) - len(sets.copied)
@@ -134,7 +136,7 @@ def test_bad_reference_and_eval_sets_are_one_sentence(sets, tmp_path):
     other = tmp_path / "other.npz"
     data = dict(np.load(described))
     np.savez(other, **{**data, "detector": "someone-elses-v3"})
-    with pytest.raises(CliplabError, match="described by the detector someone-elses-v3"):
+    with pytest.raises(CliplabError, match="described by the copy detector someone-elses-v3"):
         overlap.run_overlap(open_catalog(), csv_path, other)
     embeddings = tmp_path / "embeddings.npz"
     np.savez(embeddings, embeddings=np.zeros((3, 64), np.float32), paths=np.array(["a", "b", "c"]))
@@ -163,7 +165,7 @@ def test_near_duplicate_finder_groups_copies_not_distinct_pictures_of_one_thing(
     catalog = open_catalog()
     scan(catalog, [photos])
     index_pending(catalog, tiny_bundle(), workers=0, progress=False)
-    groups = near_duplicates(catalog)
+    groups = near_duplicates(catalog, copy_detectors.get_detector())
     grouped = [sorted(m.path.rsplit("/", 1)[1] for m in g.members) for g in groups]
     assert len(groups) == len(sets.copied) and all(g.keeper is None for g in groups)
     assert all(len(g) == 2 and sum(n.startswith("copy") for n in g) == 1 for g in grouped)

@@ -16,8 +16,9 @@ import argparse
 import json
 import math
 
+from cliplab.app.commands.copy_detector import add_detector_argument
 from cliplab.app.commands.models import add_model_arguments, load_model
-from cliplab.app.services import captions, library, search
+from cliplab.app.services import captions, copy_detectors, library, search
 from cliplab.app.services.library import KINDS, open_catalog, printable, printable_text
 from cliplab.engine.errors import CliplabError
 
@@ -150,7 +151,8 @@ def search_main(args: argparse.Namespace) -> int:
 def duplicates_main(args: argparse.Namespace) -> int:
     catalog = open_catalog()
     groups = library.find_duplicates(catalog, threshold=args.threshold, burst_seconds=args.burst_seconds,
-                                     exact_only=args.exact_only)
+                                     exact_only=args.exact_only, detector=args.detector,
+                                     on_progress=copy_detectors.console_progress())
     on_disk = library.disk_paths(catalog, [m.file_id for group in groups for m in group.members])
     for n, group in enumerate(groups, 1):
         keeper = group.keeper
@@ -247,6 +249,7 @@ def register(subparsers) -> None:
     p.add_argument("--burst-seconds", type=_at_least(0, float), default=300.0,
                    help="capture-time gap that splits a group")
     p.add_argument("--exact-only", action="store_true")
+    add_detector_argument(p)
     p.set_defaults(func=duplicates_main)
 
     p = subparsers.add_parser("export", help="export embeddings + metadata (.parquet or .npz)")

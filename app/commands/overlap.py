@@ -5,6 +5,10 @@ reference set, with the copy detector.
     cliplab overlap eval.csv library --label-column species --json
     cliplab overlap eval_folder/ refs.npz --threshold 0.95
     cliplab overlap --describe training_photos/ refs.npz     # describe a reference set once
+    cliplab overlap eval_folder/ training_photos/ --detector dct   # the training-free detector
+
+The copy detector is the learned one unless --detector says otherwise: the first run trains it (about
+two minutes, once per machine; `cliplab copy-detector --train` does it ahead).
 """
 
 from __future__ import annotations
@@ -13,15 +17,17 @@ import argparse
 import json
 
 from cliplab.app.commands.classify import add_classifier_arguments, parse_scale
+from cliplab.app.commands.copy_detector import add_detector_argument
 from cliplab.app.commands.models import add_model_arguments, load_model
-from cliplab.app.services import overlap
+from cliplab.app.services import copy_detectors, overlap
 from cliplab.app.services.classify import load_templates
 from cliplab.app.services.library import open_catalog, printable
 
 
 def overlap_main(args: argparse.Namespace) -> int:
+    progress = copy_detectors.console_progress()
     if args.describe:
-        n = overlap.save_reference(args.eval_set, args.reference_set)
+        n = overlap.save_reference(args.eval_set, args.reference_set, args.detector, progress)
         print(f"described {n} reference image(s) into {args.reference_set}")
         return 0
     catalog = open_catalog()
@@ -29,7 +35,7 @@ def overlap_main(args: argparse.Namespace) -> int:
     report = overlap.run_overlap(catalog, args.eval_set, args.reference_set,
                                  load_model(args) if needs_model else None, threshold=args.threshold,
                                  templates=load_templates(args.templates), label_column=args.label_column,
-                                 scale=parse_scale(args.scale))
+                                 scale=parse_scale(args.scale), detector=args.detector, on_progress=progress)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
@@ -61,6 +67,7 @@ def register(subparsers) -> None:
                    help="describe the images of the folder EVAL_SET into the file REFERENCE_SET (.npz), "
                         "for later runs against a large reference set")
     p.add_argument("--json", action="store_true")
+    add_detector_argument(p)
     add_classifier_arguments(p)
     add_model_arguments(p)
     p.set_defaults(func=overlap_main)

@@ -13,9 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from cliplab.app.services import labels
+from cliplab.app.services import copy_detectors, labels
 from cliplab.app.services.paths import natural_key
-from cliplab.engine.copydetect import THRESHOLD as COPY_THRESHOLD  # noqa: F401 (the panel's default)
 from cliplab.engine.errors import CliplabError
 from cliplab.indexes import library as catalogue
 from cliplab.indexes.catalog import Catalog, default_url, open_catalog  # noqa: F401  (default_url: the dashboard)
@@ -173,15 +172,23 @@ def indexed_paths(catalog: Catalog, limit: int = 500) -> list[str]:
     return sorted(catalogue.indexed_paths(catalog, limit), key=natural_key)
 
 
+def copy_threshold(detector: str | None = None) -> float:
+    """The copy detector's own threshold (the duplicates panel's default), without training anything."""
+    return copy_detectors.default_threshold(detector)
+
+
 def find_duplicates(catalog: Catalog | None = None, threshold: float | None = None, burst_seconds: float = 300.0,
-                    exact_only: bool = False) -> list[Group]:
+                    exact_only: bool = False, detector: str | None = None, on_progress=None) -> list[Group]:
     """Exact copies (with a suggested keeper), then groups of similar pictures the copy detector links
-    (no keeper: look before deleting). threshold: a copy score, None for the detector's own
-    (engine.copydetect.THRESHOLD), the one default of the CLI and the app."""
+    (no keeper: look before deleting). threshold: a copy score, None for the detector's own, the one
+    default of the CLI and the app. detector: a copy_detectors choice (None: the default, the learned
+    detector, trained at its first use). on_progress(stage, done, total)."""
     catalog = catalog or open_catalog()
     groups = exact_duplicates(catalog)
     if not exact_only:
-        groups += near_duplicates(catalog, threshold, burst_seconds)
+        chosen = copy_detectors.get_detector(detector, on_progress)
+        describing = (lambda done, total: on_progress("describing the photos", done, total)) if on_progress else None
+        groups += near_duplicates(catalog, chosen, threshold, burst_seconds, describing)
     return groups
 
 

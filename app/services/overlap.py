@@ -1,8 +1,8 @@
 """Data overlap (the paper's section 5): is a model's accuracy on an evaluation set inflated by
 evaluation images that have a copy in the reference (training) set?
 
-The copy detector (engine.copydetect; indexes.copies searches it) finds the evaluation images with a
-copy in the reference set; they form Overlap, the rest Clean, the whole set All. Each gets its
+The copy detector (copy_detectors: the learned one by default, trained at its first use;
+indexes.copies searches it) finds the evaluation images with a copy in the reference set; they form Overlap, the rest Clean, the whole set All. Each gets its
 size and accuracy with a 99.5% Clopper-Pearson interval, All - Clean says how much the overlap moved
 the reported figure, and a one-sided binomial test asks whether Overlap's accuracy exceeds Clean's
 (null: Overlap's accuracy <= Clean's, Clean's accuracy taken as the rate), as the paper's Figure 17.
@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from scipy.stats import binomtest
 
-from cliplab.app.services import serving
+from cliplab.app.services import copy_detectors, serving
 from cliplab.app.services.classify import folder_images, load_templates
 from cliplab.app.services.evaluate import DEFAULT_SCALE, zero_shot_probs
 from cliplab.app.services.loading import ModelBundle
@@ -41,7 +41,11 @@ from cliplab.indexes.scan import fingerprint
 CONFIDENCE = 0.995  # the paper's 99.5% Clopper-Pearson intervals
 REVIEW_MARGIN = 0.1  # pairs this far below the threshold are shown too, for a person to confirm
 LIBRARY = "library"
-DEFAULT_THRESHOLD = copydetect.THRESHOLD  # the front ends' default
+
+
+def default_threshold(detector: str | None = None) -> float:
+    """The detector's own threshold, the front ends' default (nothing is trained to learn it)."""
+    return copy_detectors.default_threshold(detector)
 
 
 @dataclass
@@ -160,29 +164,35 @@ class Reference:
     descriptors: np.ndarray
 
 
-def save_reference(folder: str | Path, output: str | Path) -> int:
+def save_reference(folder: str | Path, output: str | Path, detector: str | None = None,
+                   on_progress: copy_detectors.Progress | None = None) -> int:
     """Describe a reference folder once and keep it (an .npz: the detector's name, paths, content keys,
     descriptors as float16), so later overlap runs against it read no image."""
-    reference = _folder_reference(folder)
-    np.savez(Path(output), detector=copydetect.NAME, paths=np.array(reference.paths), keys=np.array(reference.keys),
+    chosen = copy_detectors.get_detector(detector, on_progress)
+    reference = _folder_reference(folder, chosen, on_progress)
+    np.savez(Path(output), detector=chosen.name, paths=np.array(reference.paths), keys=np.array(reference.keys),
              descriptors=reference.descriptors.astype(np.float16))
     return len(reference.paths)
 
 
-def _folder_reference(folder: str | Path) -> Reference:
+def _describing(on_progress, what: str):
+    return (lambda done, total: on_progress(what, done, total)) if on_progress else None
+
+
+def _folder_reference(folder: str | Path, detector: copydetect.Detector, on_progress=None) -> Reference:
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise CliplabError(f"The reference set {root} is not a folder, a descriptor file or the library.")
     paths = [str(p) for p in folder_images(root)]
     if not paths:
         raise CliplabError(f"The reference folder {root} holds no images.")
-    descriptors, failed = copies.image_descriptors(paths)
+    descriptors, failed = copies.image_descriptors(paths, detector, _describing(on_progress, "describing the references"))
     keep = np.setdiff1d(np.arange(len(paths)), failed)
     paths = [paths[i] for i in keep]
     return Reference(str(root), paths, [fingerprint(p) for p in paths], descriptors[keep])
 
 
-def _file_reference(path: Path) -> Reference:
+def _file_reference(path: Path, detector: copydetect.Detector) -> Reference:
     try:
         data = np.load(path, allow_pickle=False)
         fields = set(data.files)
@@ -191,31 +201,33 @@ def _file_reference(path: Path) -> Reference:
     if "detector" not in fields or "descriptors" not in fields:
         raise CliplabError(f"{path} holds no copy-detector descriptors (it looks like model embeddings, which are "
                            "not copy descriptors): give the reference images' folder instead.")
-    detector = str(data["detector"])
-    if detector != copydetect.NAME:
-        raise CliplabError(f"{path} was described by the detector {detector}, not this one ({copydetect.NAME}): "
-                           "describe the reference images again from their folder.")
+    described_by = str(data["detector"])
+    if described_by != detector.name:
+        raise CliplabError(f"{path} was described by the copy detector {described_by}, not this one ({detector.name}): "
+                           "describe the reference images again from their folder (cliplab overlap --describe), "
+                           "or choose the detector that described them (--detector).")
     descriptors = data["descriptors"].astype(np.float32)
-    if descriptors.shape[1:] != (copydetect.PER_IMAGE, copydetect.DIM):
+    if descriptors.shape[1:] != (detector.regions, detector.dim):
         raise CliplabError(f"{path} holds descriptors of another shape: describe the reference images again.")
     return Reference(str(path), [str(p) for p in data["paths"]], [str(k) for k in data["keys"]], descriptors)
 
 
-def _library_reference(catalog: Catalog) -> Reference:
-    described = copies.library_descriptors(catalog)
+def _library_reference(catalog: Catalog, detector: copydetect.Detector, on_progress=None) -> Reference:
+    described = copies.library_descriptors(catalog, detector, _describing(on_progress, "describing the library"))
     if not len(described.ids):
         raise CliplabError("The library holds no indexed photos to compare with: add a folder first.")
     return Reference(LIBRARY, described.paths, described.keys, described.descriptors)
 
 
-def load_reference(catalog: Catalog, source: str | Path) -> Reference:
+def load_reference(catalog: Catalog, source: str | Path, detector: copydetect.Detector,
+                   on_progress: copy_detectors.Progress | None = None) -> Reference:
     text = str(source or "").strip()
     if not text:
         raise CliplabError("Give the reference set: an image folder, a descriptor file (.npz) or the library.")
     if text == LIBRARY:
-        return _library_reference(catalog)
+        return _library_reference(catalog, detector, on_progress)
     path = Path(text).expanduser()
-    return _file_reference(path) if path.is_file() else _folder_reference(path)
+    return _file_reference(path, detector) if path.is_file() else _folder_reference(path, detector, on_progress)
 
 
 # -- the split and its statistics ----------------------------------------------------------------
@@ -257,21 +269,26 @@ def _notes(overlap: Split, clean: Split, threshold: float) -> list[str]:
 
 def run_overlap(catalog: Catalog, eval_set: str | Path, reference_set: str | Path, bundle: ModelBundle | None = None,
                 threshold: float | None = None, templates: list[str] | None = None,
-                label_column: str = "label", scale: float | str = DEFAULT_SCALE) -> OverlapReport:
-    """The Overlap / Clean / All report of one evaluation set against one reference set."""
-    threshold = copydetect.THRESHOLD if threshold is None else float(threshold)
-    if not 0.0 < threshold <= 1.0:
+                label_column: str = "label", scale: float | str = DEFAULT_SCALE, detector: str | None = None,
+                on_progress: copy_detectors.Progress | None = None) -> OverlapReport:
+    """The Overlap / Clean / All report of one evaluation set against one reference set. detector: a
+    copy_detectors choice (None: the default); threshold None: the detector's own.
+    on_progress(stage, done, total): preparing the detector at its first use, describing the images."""
+    if threshold is not None and not 0.0 < float(threshold) <= 1.0:
         raise CliplabError(f"The copy threshold must be a score in (0, 1], not {threshold}.")
     dataset, given = load_eval_set(eval_set, label_column)
-    reference = load_reference(catalog, reference_set)
-    descriptors, failed = copies.image_descriptors([str(p) for p in dataset.paths])
+    chosen = copy_detectors.get_detector(detector, on_progress)
+    threshold = chosen.threshold if threshold is None else float(threshold)
+    reference = load_reference(catalog, reference_set, chosen, on_progress)
+    descriptors, failed = copies.image_descriptors([str(p) for p in dataset.paths], chosen,
+                                                   _describing(on_progress, "describing the evaluation set"))
     if failed:
         raise CliplabError(f"Cannot read {dataset.paths[failed[0]]} ({len(failed)} unreadable image(s) in the "
                            "evaluation set): fix or remove them.")
     correct, predictions = _correct(dataset, given, bundle, templates, scale)
     eval_keys = [fingerprint(p) for p in dataset.paths]
     pairs, search = _pairs(dataset, eval_keys, reference, descriptors, threshold)
-    report = OverlapReport(copydetect.NAME, threshold, str(eval_set), reference.source, len(reference.paths), search,
+    report = OverlapReport(chosen.name, threshold, str(eval_set), reference.source, len(reference.paths), search,
                            predictions, [], None, None, pairs, [], [str(p) for p in dataset.paths],
                            [bool(c) for c in correct])
     return resplit(catalog, report)
@@ -346,7 +363,8 @@ def _inside_library(catalog: Catalog, typed: str) -> Path:
 
 
 def overlap_for_app(catalog: Catalog, bundle: ModelBundle | None, eval_set: str, reference_set: str,
-                    threshold: float | None = None, templates: list[str] | None = None) -> OverlapReport:
+                    threshold: float | None = None, templates: list[str] | None = None,
+                    on_progress: copy_detectors.Progress | None = None) -> OverlapReport:
     """run_overlap for a person in the app: the sets they name lie in their library folders (as every path
     typed in the page), or the reference is the library itself."""
     eval_set, reference_set = (eval_set or "").strip(), (reference_set or "").strip() or LIBRARY
@@ -358,7 +376,7 @@ def overlap_for_app(catalog: Catalog, bundle: ModelBundle | None, eval_set: str,
         serving.library_file(catalog, image)  # an image a CSV lists must lie in the library too
     if reference_set != LIBRARY:
         _inside_library(catalog, reference_set)
-    return run_overlap(catalog, eval_set, reference_set, bundle, threshold, templates)
+    return run_overlap(catalog, eval_set, reference_set, bundle, threshold, templates, on_progress=on_progress)
 
 
 def pair_images(report: OverlapReport, number: int, size: int = 384) -> tuple[Image.Image, Image.Image]:

@@ -67,6 +67,13 @@ def reported(fn: Callable, outputs: int, keep: Sequence[int] = ()) -> Callable:
     return handler
 
 
+def stage_progress(progress: gr.Progress) -> Callable[[str, int, int], None]:
+    """A service's on_progress(stage, done, total) shown on Gradio's progress bar."""
+    def report(stage: str, done: int, total: int) -> None:
+        progress(done / total if total else 0.0, desc=stage)
+    return report
+
+
 def wire(event: Callable, fn: Callable, inputs, outputs: list, errors: gr.Markdown, keep: Sequence[int] = (),
          **options):
     """Connect fn to an event (e.g. button.click) with its error box; returns the event's dependency."""

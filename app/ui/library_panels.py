@@ -7,7 +7,7 @@ import pandas as pd
 
 from cliplab.app.services import library, serving, watching
 from cliplab.app.services.app_state import AppState
-from cliplab.app.ui.common import UserError, error_box, wire
+from cliplab.app.ui.common import UserError, error_box, stage_progress, wire
 
 
 def folder_lines(text: str | None) -> list[str]:
@@ -99,7 +99,7 @@ def build_duplicates(state: AppState) -> None:
     with gr.Row():
         fixed = gr.Checkbox(label="Own copy score instead of the detector's", value=False,
                             elem_id="duplicates-fixed")
-        threshold = gr.Slider(0.50, 1.0, value=library.COPY_THRESHOLD, step=0.01, label="Copy score (when own)")
+        threshold = gr.Slider(0.50, 1.0, value=library.copy_threshold(), step=0.01, label="Copy score (when own)")
         find = gr.Button("Find duplicates", elem_id="duplicates-find")
     errors = error_box("duplicates-error")
     summary = gr.Markdown(elem_id="duplicates-summary")
@@ -107,15 +107,16 @@ def build_duplicates(state: AppState) -> None:
                          object_fit="contain", elem_id="duplicates-gallery")
     table = gr.Dataframe(label="Groups", wrap=True, max_height=400, elem_id="duplicates-table")
 
-    def do_find(use_fixed, level):
-        return duplicate_groups(state, float(level) if use_fixed else None)
+    def do_find(use_fixed, level, progress=gr.Progress()):
+        return duplicate_groups(state, float(level) if use_fixed else None, stage_progress(progress))
 
     wire(find.click, do_find, [fixed, threshold], [summary, gallery, table], errors)
 
 
-def duplicate_groups(state: AppState, threshold: float | None) -> tuple[str, list, pd.DataFrame]:
-    """The panel's summary, gallery and table; threshold None: the detector's own (as `cliplab duplicates`)."""
-    groups = library.find_duplicates(state.catalog, threshold)
+def duplicate_groups(state: AppState, threshold: float | None, on_progress=None) -> tuple[str, list, pd.DataFrame]:
+    """The panel's summary, gallery and table; threshold None: the detector's own (as `cliplab duplicates`).
+    The first use prepares the learned copy detector (about two minutes, on the progress bar)."""
+    groups = library.find_duplicates(state.catalog, threshold, on_progress=on_progress)
     rows, shown = [], []
     for number, group in enumerate(groups, 1):
         keeper = group.keeper

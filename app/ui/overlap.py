@@ -12,13 +12,14 @@ import plotly.graph_objects as go
 from cliplab.app.services import overlap as service
 from cliplab.app.services.app_state import AppState
 from cliplab.app.services.classify import load_templates
-from cliplab.app.ui.common import UserError, error_box, wire
+from cliplab.app.ui.common import UserError, error_box, stage_progress, wire
 
 HELP = ("Is the model's accuracy on an evaluation set inflated by images it has seen? The copy detector finds the "
         "evaluation images that have a copy (resized, cropped, recoloured, re-encoded) in the reference set: they "
         "form **Overlap**, the others **Clean**. The evaluation set lies in a library folder: an image folder with "
         "one sub-folder per class, or a CSV with path and label columns (a prediction column is used instead of the "
-        "model). The reference set is another folder in the library, or the whole library.")
+        "model). The reference set is another folder in the library, or the whole library. The first run trains the copy "
+        "detector (once, about two minutes).")
 PAIR_COLUMNS = ["pair", "score", "in Overlap", "decision", "evaluation image", "reference image"]
 SPLIT_COLUMNS = ["subset", "images", "correct", "accuracy", "99.5% interval"]
 
@@ -53,9 +54,11 @@ def build(state: AppState) -> None:
         eval_set = gr.Textbox(label="Evaluation set (a folder or CSV inside a library folder)", elem_id="overlap-eval")
         reference = gr.Textbox(label="Reference set (a folder inside a library folder, or 'library')",
                                value=service.LIBRARY, elem_id="overlap-reference")
-        threshold = gr.Slider(0.5, 1.0, value=service.DEFAULT_THRESHOLD, step=0.01,
-                              label="Copy score threshold (the default is chosen for high precision)",
-                              elem_id="overlap-threshold")
+    with gr.Row():
+        own = gr.Checkbox(label="Own copy score instead of the detector's (calibrated for high precision)",
+                          value=False, elem_id="overlap-own-threshold")
+        threshold = gr.Slider(0.5, 1.0, value=service.default_threshold(), step=0.01,
+                              label="Copy score threshold (when own)", elem_id="overlap-threshold")
     run = gr.Button("Find overlap", variant="primary", elem_id="overlap-run")
     errors = error_box("overlap-error")
     text = gr.Markdown(elem_id="overlap-summary")
@@ -75,12 +78,13 @@ def build(state: AppState) -> None:
         right = gr.Image(label="Reference image", type="pil", interactive=False, elem_id="overlap-right")
     report = gr.State(None)
 
-    def find(typed_eval, typed_reference, level):
-        result = service.overlap_for_app(state.catalog, state.bundle, typed_eval, typed_reference, float(level),
-                                         load_templates("default"))
+    def find(typed_eval, typed_reference, use_own, level, progress=gr.Progress()):
+        result = service.overlap_for_app(state.catalog, state.bundle, typed_eval, typed_reference,
+                                         float(level) if use_own else None, load_templates("default"),
+                                         on_progress=stage_progress(progress))
         return (*tables(result), result)
 
-    wire(run.click, find, [eval_set, reference, threshold], [text, splits, plot, pairs, report], errors)
+    wire(run.click, find, [eval_set, reference, own, threshold], [text, splits, plot, pairs, report], errors)
 
     def pair_of(current, chosen):
         if current is None:
