@@ -4,6 +4,7 @@
     python benchmarks/copy_detector.py --only quality --train-seeds 1000 1001 1002 1003 1004
     python benchmarks/copy_detector.py --only quality --cnn-twins 0.75 --cnn-steps 2400 --whitening
     python benchmarks/copy_detector.py --only scale --references 1000000 --queries 200
+    python benchmarks/copy_detector.py --only library --library-sizes 5000 20000 100000 300000
 
 1. Quality. Originals: scenes of the demo model's synthetic world (trainer.demo, 128 px, what the
    demo model knows best) and "photo-like" pictures (smooth random colour fields with discs).
@@ -26,6 +27,8 @@
    search every query's regions, exact (FAISS flat) against the approximate index indexes.copies
    uses above EXACT_VECTORS (IVF over the whole frames), and the approximate search's recall of the
    exact matches.
+3. Library. The near-duplicate finder's search (every photo against every other) on synthetic
+   descriptors of each detector's shape, at several library sizes.
 """
 
 from __future__ import annotations
@@ -171,7 +174,7 @@ def _measure(count: int, seed: int, whiten, cnn) -> dict:
         d_orig = np.stack([copydetect.descriptors(im) for im in originals])
         seconds = (time.perf_counter() - start) / len(originals)
         start = time.perf_counter()
-        c_orig = cnn.describe(originals)[:, 0]
+        c_orig = cnn.describe(originals)
         cnn_seconds = (time.perf_counter() - start) / len(originals)
         e_orig = encode_images(bundle.model, bundle.preprocess, originals)
         described: dict[int, np.ndarray] = {}
@@ -187,7 +190,8 @@ def _measure(count: int, seed: int, whiten, cnn) -> dict:
             "detector": (lambda ims, d_orig=d_orig: np.array([copydetect.score(a, b) for a, b in zip(
                 d_orig, describe(ims))]),
                 copydetect.scores(d_orig, d_orig)),
-            "cnn": (lambda ims, c_orig=c_orig: (cnn.describe(ims)[:, 0] * c_orig).sum(1), c_orig @ c_orig.T),
+            "cnn": (lambda ims, c_orig=c_orig: copydetect.paired_scores(c_orig, cnn.describe(ims)),
+                    copydetect.scores(c_orig, c_orig)),
             "clip": (lambda ims, e_orig=e_orig: (encode_images(bundle.model, bundle.preprocess, ims) * e_orig).sum(1),
                      e_orig @ e_orig.T),
         }
@@ -284,12 +288,39 @@ def bench_scale(references: int, queries: int, seed: int = 0, shape: tuple[int, 
     return result
 
 
+def bench_library(sizes: list[int], seed: int = 0) -> list[dict]:
+    """The near-duplicate finder's search over a library of n photos (indexes.duplicates: every photo
+    against every other, CopyIndex.matches of the descriptors with themselves), for the learned
+    detector's descriptors (5 x 128) and, up to 20,000 photos, the DCT detector's (49 x 255)."""
+    from cliplab.engine import copydetect
+    from cliplab.indexes import copies
+    rows = []
+    for n in sizes:
+        for name, (per, dim, threshold) in {"learned": (5, 128, 0.95),
+                                            "dct": (copydetect.PER_IMAGE, copydetect.DIM, copydetect.THRESHOLD)}.items():
+            if name == "dct" and n > 20_000:
+                continue
+            base = synthetic_descriptors(n, dim, seed)
+            rng = np.random.default_rng(seed + 1)
+            described = base[:, None, :] + 0.35 * rng.standard_normal((n, per, dim)).astype(np.float32) / np.sqrt(dim)
+            described /= np.linalg.norm(described, axis=2, keepdims=True)
+            described[:, 0] = base
+            start = time.perf_counter()
+            index = copies.CopyIndex(described)
+            q, _, _ = index.matches(described, threshold)
+            row = {"detector": name, "photos": n, "search": "exact" if index.exact else "approximate",
+                   "seconds": round(time.perf_counter() - start, 2), "pairs": int(len(q))}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
 def main() -> None:
     from dataclasses import asdict, fields, replace
 
     from cliplab.trainer.copy_detector import Recipe
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["quality", "scale"], nargs="*")
+    parser.add_argument("--only", choices=["quality", "scale", "library"], nargs="*")
     parser.add_argument("--originals", type=int, default=100)
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 2000],
                         help="measure on the pictures (and edits) of each of these seeds")
@@ -303,9 +334,11 @@ def main() -> None:
     parser.add_argument("--whitening", action="store_true", help="also fit and measure the learned whitening")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--scale-detector", choices=["learned", "dct"], default="learned",
-                        help="the descriptor shape of the scale benchmark (learned: 1 x 128, dct: 49 x 255)")
+                        help="the descriptor shape of the scale benchmark (learned: 5 x 128, dct: 49 x 255)")
     parser.add_argument("--references", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--library-sizes", type=int, nargs="+", default=[5_000, 20_000, 100_000, 300_000],
+                        help="library sizes of the near-duplicate finder's search")
     args = parser.parse_args()
     parts = args.only or ["quality", "scale"]
     cpu = sorted(set(f for f in open("/proc/cpuinfo").read().split() if f.startswith("avx")))
@@ -319,8 +352,10 @@ def main() -> None:
             recipe = replace(Recipe(), seed=seed, **chosen)
             results[f"quality, training draw {seed}"] = {"recipe": asdict(recipe), **bench_quality(
                 args.originals, recipe, whitening=args.whitening, seeds=args.eval_seeds)}
+    if "library" in parts:
+        results["library"] = bench_library(args.library_sizes)
     if "scale" in parts:
-        shape = (1, 128) if args.scale_detector == "learned" else None
+        shape = (5, 128) if args.scale_detector == "learned" else None
         results["scale"] = bench_scale(args.references, args.queries, shape=shape)
     print(json.dumps(results, indent=2))
 

@@ -32,8 +32,8 @@ from cliplab.engine.video import VideoError, is_video, poster
 from cliplab.indexes.catalog import Catalog, File
 from cliplab.indexes.records import CopyDescriptor, OverlapDecision
 
-# reference descriptors searched exactly (5,000 images of the DCT detector's 49 regions, 250,000 of the
-# learned one's single descriptor: ~130 MB either way); above: approximate
+# reference descriptors searched exactly (5,000 images of the DCT detector's 49 regions x 255, 50,000 of
+# the learned one's 5 x 128: 130 MB or less); above: approximate
 EXACT_VECTORS = 250_000
 NPROBE = 32
 LOAD_BATCH = 64  # images decoded and described together (the learned detector describes a batch at once)

@@ -41,8 +41,9 @@ def copy_detector_main(args: argparse.Namespace) -> int:
               + (f", kept in {info.path}" if info.path else ", no training needed"))
         facts = info.facts
         if facts.get("calibration_recall") is not None:
-            print(f"calibrated for precision {facts['target_precision']} on {facts['calibration_pictures']} held-out "
-                  f"pictures: recall of their Appendix C copies {facts['calibration_recall']:.3f}; trained in "
+            print(f"calibrated on {facts['calibration_pictures']} held-out pictures (no two different ones reach it, "
+                  f"{facts['calibration_near_misses_above']} near-miss twin(s) do): it finds "
+                  f"{100 * facts['calibration_recall']:.0f}% of their Appendix C copies; trained in "
                   f"{facts.get('train_seconds', '?')} s")
     else:
         print(f"the learned copy detector is not prepared yet: the first `cliplab duplicates` or `cliplab overlap` "
