@@ -263,11 +263,11 @@ def load_learned(path: str | Path) -> LearnedDetector:
             meta = f.metadata() or {}
             sd = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError) as error:
-        raise CliplabError(f"Cannot read the copy detector {path} ({error}): prepare it again "
-                           "(cliplab copy-detector --train).") from None
+        raise CliplabError(f"Cannot read the copy detector {path} ({error}): the file may be truncated; "
+                           "train the detector again.") from None
     if meta.get("format") != "cliplab-copy-detector-1" or "threshold" not in meta:
-        raise CliplabError(f"{path} is not a cliplab copy detector (no detector metadata): give a file written "
-                           "by `cliplab copy-detector --train`.")
+        raise CliplabError(f"{path} is not a cliplab copy detector (it has no detector metadata): give a copy "
+                           "detector file that cliplab trained.")
     try:
         net = CopyCNN.from_state_dict(sd)
     except (KeyError, RuntimeError, ValueError) as error:

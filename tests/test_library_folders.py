@@ -487,15 +487,8 @@ def test_10_the_date_is_the_capture_time_else_the_file_time_and_says_which(tmp_p
 
 def photo_like(seed: int) -> Image.Image:
     """A smooth random colour field with three discs: a picture the demo model never saw."""
-    from PIL import ImageDraw
-    rng = np.random.default_rng(seed)
-    image = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((320, 240),
-                                                                                      Image.Resampling.BICUBIC)
-    draw = ImageDraw.Draw(image)
-    for _ in range(3):
-        x, y, r = int(rng.integers(0, 320)), int(rng.integers(0, 240)), int(rng.integers(15, 60))
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-    return image
+    from cliplab.trainer.copy_detector import photo_like as drawn
+    return drawn(1, seed)[0]
 
 
 @pytest.mark.slow  # the demo model on 14 pictures: ~10 s

@@ -204,8 +204,8 @@ def _file_reference(path: Path, detector: copydetect.Detector) -> Reference:
     described_by = str(data["detector"])
     if described_by != detector.name:
         raise CliplabError(f"{path} was described by the copy detector {described_by}, not this one ({detector.name}): "
-                           "describe the reference images again from their folder (cliplab overlap --describe), "
-                           "or choose the detector that described them (--detector).")
+                           "describe the reference images again from their folder, or choose the detector that "
+                           "described them.")
     descriptors = data["descriptors"].astype(np.float32)
     if descriptors.shape[1:] != (detector.regions, detector.dim):
         raise CliplabError(f"{path} holds descriptors of another shape: describe the reference images again.")
