@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory file locks; one process at a time is then the user's part
+    fcntl = None
 
 
 def data_dir() -> Path:
@@ -29,3 +36,18 @@ def cache_dir(name: str) -> Path:
     path = data_dir() / "cache" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[None]:
+    """Hold an advisory lock on the file at path (made if missing) until the block ends: processes
+    (and threads, each opening the file) that take the same lock run the block one after the other."""
+    if fcntl is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

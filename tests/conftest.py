@@ -47,18 +47,21 @@ QUICK_DETECTOR = {"world": 128, "steps": 300, "batch": 64, "width": 8, "calibrat
 
 
 @pytest.fixture(scope="session", autouse=True)
-def quick_copy_detector(tmp_path_factory) -> Path:
-    """Every test (and every app it starts) uses a learned copy detector trained here in seconds, never
-    the two-minute default: CLIPLAB_COPY_DETECTOR names its file. Workers of one run share it (the
-    first trains, the others wait on the service's lock and load it); the name carries a digest of the
-    code that trains it."""
+def quick_copy_detector() -> Path:
+    """Every test (and every app it starts) uses a learned copy detector trained in seconds, never the
+    two-minute default: CLIPLAB_COPY_DETECTOR names its file. It is trained once and kept in the temp
+    folder under a digest of the code that trains it, so later runs (and the other xdist workers,
+    waiting on the service's lock) load it."""
     import hashlib
+    import tempfile
     from dataclasses import replace
 
     from cliplab.app.services import copy_detectors
-    code = b"".join((ROOT / part).read_bytes() for part in ("engine/copydetect.py", "trainer/copy_detector.py"))
+    sources = ("engine/copydetect.py", "trainer/copy_detector.py", "trainer/step.py", "trainer/optim.py",
+               "trainer/loss.py", "trainer/demo/world.py", "trainer/demo/render.py")
+    code = b"".join((ROOT / part).read_bytes() for part in sources)
     digest = hashlib.sha256(code + repr(sorted(QUICK_DETECTOR.items())).encode()).hexdigest()[:12]
-    path = tmp_path_factory.getbasetemp().parent / f"quick-copy-detector-{digest}.safetensors"
+    path = Path(tempfile.gettempdir()) / "cliplab-test-detectors" / f"quick-{digest}.safetensors"
     copy_detectors.prepare(replace(copy_detectors.Recipe(), **QUICK_DETECTOR), output=path)
     os.environ[copy_detectors.ENVIRONMENT] = str(path)
     return path

@@ -13,7 +13,6 @@ CLIPLAB_COPY_DETECTOR sets the default choice (the tests point it at a detector 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -22,13 +21,8 @@ from pathlib import Path
 
 from cliplab.engine import copydetect
 from cliplab.engine.errors import CliplabError
-from cliplab.engine.paths import data_dir
+from cliplab.engine.paths import data_dir, exclusive_lock
 from cliplab.trainer.copy_detector import Progress, Recipe, train_detector
-
-try:
-    import fcntl
-except ImportError:  # not on Windows: two processes may then train at once, each writing whole files
-    fcntl = None
 
 LEARNED, DCT = "learned", "dct"
 CHOICES = (LEARNED, DCT)
@@ -61,19 +55,6 @@ def recipe_path(recipe: Recipe = Recipe()) -> Path:
     return folder / f"copy-cnn-{key}.safetensors"
 
 
-@contextlib.contextmanager
-def _one_trainer(path: Path):
-    if fcntl is None:
-        yield
-        return
-    with open(path.with_suffix(".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _load(path: Path) -> copydetect.LearnedDetector:
     key = (str(path), path.stat().st_mtime)
     if key not in _loaded:
@@ -87,7 +68,7 @@ def prepare(recipe: Recipe = Recipe(), output: str | Path | None = None, force: 
     else trained, calibrated and kept. force: train again even if kept."""
     path = Path(output).expanduser() if output else recipe_path(recipe)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _one_trainer(path):  # a second process waits here, then loads what the first wrote
+    with exclusive_lock(path.with_suffix(".lock")):  # a second process waits here, then loads the first's file
         if path.is_file() and not force:
             return _load(path)
         detector = train_detector(recipe, on_progress)

@@ -15,10 +15,7 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory file locks; one process at a time is then the user's part
-    fcntl = None
+from cliplab.engine.paths import exclusive_lock
 
 
 def config() -> Config:
@@ -35,15 +32,11 @@ def _sqlite_file_lock(engine: Engine):
     """Processes that open one new SQLite catalog at once (torchrun ranks, two commands) migrate one
     after the other; the others then find the schema at head and do nothing."""
     database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:" or fcntl is None:
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         yield
         return
-    with open(f"{database}.migrate-lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(f"{database}.migrate-lock"):
+        yield
 
 
 def upgrade(engine: Engine, revision: str = "head", check: Callable[[], None] | None = None) -> None:
